@@ -1,0 +1,133 @@
+"""Command line: `python -m backend <command> ...` (also installed as `texture-variants`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from backend import __version__
+from backend.errors import TextureVariantsError
+from backend.params import APPEARANCE_MODES, ENGINES, TILE_MODES
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="make tileable variants of a texture",
+        description="Make tileable structural variants of INPUT. Writes one PNG per variant (its "
+        "parameters in the PNG 'parameters' text chunk) and a 3x3 tiled preview of each into --out, "
+        "never overwriting a file, and prints the written paths.",
+    )
+    p.add_argument("input", help="the reference texture (PNG, JPEG, TIFF, WebP, ...)")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--base", help="SD1.5 model: hub id, diffusers folder or single .safetensors file "
+                   "(default: stable-diffusion-v1-5/stable-diffusion-v1-5 from the HF cache)")
+    p.add_argument("--ip-adapter", help="IP-Adapter: hub id or folder in the h94/IP-Adapter layout "
+                   "(default: h94/IP-Adapter from the HF cache)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="diffusion, patch (weight-free), or auto: diffusion when its models are here (default)")
+    p.add_argument("--variants", type=int, default=1, help="how many variants (default 1)")
+    p.add_argument("--seed", type=int, help="random seed; variant i uses seed+i (default: random)")
+    p.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
+    p.add_argument("--size", type=int, default=512, help="output size in px, a multiple of 64 (default 512)")
+    p.add_argument("--tile", choices=TILE_MODES, default="both", help="seamless axes (default both)")
+    p.add_argument("--balance", type=float, default=0.5,
+                   help="0 = new structure, 1 = closest appearance (default 0.5, the published recipe)")
+    p.add_argument("--appearance", choices=APPEARANCE_MODES, default="kv",
+                   help="appearance preservation: kv replacement or none (plain IP-Adapter)")
+    p.add_argument("--ip-scale", type=float, help="IP-Adapter scale (default: from --balance)")
+    p.add_argument("--prompt", default="", help="optional text prompt (default empty)")
+    p.add_argument("--negative-prompt", default="", help="optional negative prompt")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: engine's)")
+    p.add_argument("--no-preview", action="store_true", help="do not write the 3x3 tiled previews")
+    p.set_defaults(func=_cmd_generate)
+
+
+def _cmd_generate(args) -> int:
+    from tqdm import tqdm
+
+    from backend.api import generate_variants
+    from backend.images import save_png_atomic, tiled, unique_path
+
+    out = Path(args.out)
+    stem = Path(args.input).stem or "texture"
+    bar = tqdm(total=args.steps, desc="generating", unit="step", file=sys.stderr, disable=None)
+
+    def on_step(step, total, preview):
+        bar.total = total
+        bar.n = step
+        bar.refresh()
+
+    try:
+        images = generate_variants(
+            args.input, base=args.base, ip_adapter=args.ip_adapter, engine=args.engine,
+            variants=args.variants, seed=args.seed, steps=args.steps, size=args.size, tile=args.tile,
+            balance=args.balance, appearance=args.appearance, ip_scale=args.ip_scale,
+            prompt=args.prompt, negative_prompt=args.negative_prompt,
+            guidance_scale=args.guidance_scale, on_step=on_step,
+        )
+    finally:
+        bar.close()
+    import json
+
+    for image in images:
+        params = json.loads(image.info["parameters"])
+        name = f"{stem}-{params['engine']}-s{params['seed']}"
+        path = save_png_atomic(image, unique_path(out, name))
+        print(path)
+        if not args.no_preview:
+            print(save_png_atomic(tiled(image, 3), unique_path(out, f"{path.stem}-tiled3x3")))
+    return 0
+
+
+def _add_make_test_models(sub) -> None:
+    p = sub.add_parser(
+        "make-test-models",
+        help="write random-weight SD1.5 + IP-Adapter folders for tests and timings",
+        description="Write DIR/sd15 (a diffusers StableDiffusionPipeline folder with the SD1.5 block "
+        "layout) and DIR/ip-adapter (the h94/IP-Adapter layout: models/ip-adapter_sd15.safetensors and "
+        "models/image_encoder) with random weights. Tiny by default; --full-size uses the real SD1.5 and "
+        "ViT-H dimensions (about 5 GB on disk) for honest timings.",
+    )
+    p.add_argument("dir", help="output folder")
+    p.add_argument("--full-size", action="store_true", help="real SD1.5 / ViT-H dimensions")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    p.set_defaults(func=_cmd_make_test_models)
+
+
+def _cmd_make_test_models(args) -> int:
+    from backend.test_models import make_test_models
+
+    paths = make_test_models(args.dir, full_size=args.full_size, seed=args.seed)
+    for key, path in paths.items():
+        print(f"{key}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m backend",
+        description="Texture Variants backend: tileable structural variants of a texture.",
+    )
+    parser.add_argument("--version", action="version", version=f"texture-variants-backend {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_generate(sub)
+    _add_make_test_models(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except TextureVariantsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,60 @@
+"""Shared fixtures: the tiny random-weight models (written once, reused across runs) and textures."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _models_key() -> str:
+    # Regenerate the cached models whenever the generator changes.
+    return hashlib.sha256((ROOT / "backend" / "test_models.py").read_bytes()).hexdigest()[:12]
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    """{"base": .../sd15, "ip_adapter": .../ip-adapter}: tiny SD1.5-shaped models on disk."""
+    from backend.test_models import make_test_models
+
+    folder = ROOT / ".test-models" / f"tiny-{_models_key()}"
+    done = folder / ".complete"
+    if not done.exists():
+        make_test_models(folder)
+        done.touch()
+    return {"base": folder / "sd15", "ip_adapter": folder / "ip-adapter"}
+
+
+def _skimage_texture(name: str, size: int) -> Image.Image:
+    import skimage.data
+
+    arr = getattr(skimage.data, name)()
+    image = Image.fromarray(arr)
+    w, h = image.size
+    side = min(w, h)
+    return image.crop((0, 0, side, side)).resize((size, size), Image.Resampling.LANCZOS)
+
+
+@pytest.fixture(scope="session")
+def brick_path(tmp_path_factory) -> Path:
+    """scikit-image's CC0 brick texture (grayscale), 128 px, as a PNG on disk."""
+    path = tmp_path_factory.mktemp("textures") / "brick.png"
+    _skimage_texture("brick", 128).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def color_texture_path(tmp_path_factory) -> Path:
+    """A small colour texture (scikit-image's CC0 'coffee' crop is not a texture; we use a tinted gravel)."""
+    path = tmp_path_factory.mktemp("textures") / "gravel_color.png"
+    gray = np.asarray(_skimage_texture("gravel", 128), dtype=np.float32) / 255.0
+    rgb = np.stack([gray * 0.9 + 0.1, gray * 0.7, gray * 0.5], axis=-1)
+    Image.fromarray((rgb * 255).astype(np.uint8), "RGB").save(path)
+    return path
