@@ -1,0 +1,126 @@
+"""One generation job as the add-on sees it: the backend's events folded into a state.
+
+Plain Python (no bpy) so it is unit-tested outside Blender: the modal operator feeds it the events
+of `BackendClient.poll()` on a timer, background mode feeds it from `BackendClient.wait()`, and
+the panel only reads it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# The states a job goes through; the last three are final.
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINAL_STATES = (DONE, FAILED, CANCELLED)
+
+# The panel settings that go to the backend unchanged (names of the backend's Python API).
+REQUEST_SETTINGS = ("engine", "variants", "steps", "size", "tile", "balance", "appearance")
+
+
+def new_seed(rng: random.Random | None = None) -> int:
+    """A fresh seed in the range every engine accepts; the add-on stores it so a result can be redone."""
+    return (rng or random.SystemRandom()).randrange(2**31)
+
+
+def request_params(settings: Mapping, seed: int) -> dict:
+    """The generate request's parameters from the panel settings (a mapping of their values)."""
+    params = {name: settings[name] for name in REQUEST_SETTINGS}
+    params["balance"] = float(params["balance"])
+    params["seed"] = int(seed)
+    return params
+
+
+def format_seconds(seconds: float | None) -> str:
+    """"1:05" style; "" when unknown, so the panel can leave it out."""
+    if seconds is None or seconds < 0:
+        return ""
+    seconds = int(round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+@dataclass
+class Job:
+    """State of one generate request, built only from the events the backend sent for it."""
+
+    id: str
+    output_dir: str = ""
+    state: str = QUEUED
+    step: int = 0
+    total: int = 0
+    elapsed: float = 0.0
+    eta: float | None = None
+    preview: str | None = None  # path of the latest live preview image, if the engine sent one
+    files: list[dict] = field(default_factory=list)  # the result's [{path, parameters, tiled?}, ...]
+    error: dict | None = None  # {"code", "message", "hint"} when state is FAILED
+    cancel_requested: bool = False
+    preview_serial: int = 0  # bumps on every new preview so the UI knows to reload it
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def fraction(self) -> float:
+        if self.state == DONE:
+            return 1.0
+        return min(1.0, self.step / self.total) if self.total else 0.0
+
+    def concerns(self, event: Mapping) -> bool:
+        """True for this job's events, and for a dead backend (which ends every job)."""
+        return event.get("id") == self.id or (event.get("type") == "error" and event.get("code") == "backend_died")
+
+    def apply(self, event: Mapping) -> bool:
+        """Fold one event into the state; returns True when it changed something the UI shows."""
+        if self.finished or not self.concerns(event):
+            return False
+        kind = event.get("type")
+        if kind == "accepted":
+            self.state = RUNNING
+        elif kind == "progress":
+            self.state = RUNNING
+            self.step = int(event.get("step", self.step))
+            self.total = int(event.get("total", self.total))
+            self.elapsed = float(event.get("elapsed", self.elapsed))
+            eta = event.get("eta")
+            self.eta = None if eta is None else float(eta)
+            if event.get("preview"):
+                self.preview = event["preview"]
+                self.preview_serial += 1
+        elif kind == "result":
+            self.state = DONE
+            self.files = list(event.get("files", []))
+            self.eta = 0.0
+        elif kind == "cancelled":
+            self.state = CANCELLED
+        elif kind == "error":
+            self.state = FAILED
+            self.error = {
+                "code": event.get("code", "internal"),
+                "message": event.get("message", "the backend reported an error"),
+                "hint": event.get("hint", ""),
+            }
+        else:
+            return False
+        return True
+
+    def status_text(self) -> str:
+        """One line for the progress bar: step, total and time left."""
+        if self.state == QUEUED:
+            return "Starting the backend…"
+        if self.state == RUNNING:
+            if self.cancel_requested:
+                return "Cancelling…"
+            if not self.total:
+                return "Loading models…"
+            eta = format_seconds(self.eta)
+            return f"Step {self.step}/{self.total}" + (f" · {eta} left" if eta else "")
+        if self.state == DONE:
+            n = len(self.files)
+            return f"{n} variant{'s' if n != 1 else ''} ready"
+        if self.state == CANCELLED:
+            return "Cancelled"
+        return self.error["message"] if self.error else "Failed"

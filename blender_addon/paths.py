@@ -1,0 +1,95 @@
+"""Where the add-on reads and writes files: job folders, baked textures. Plain Python (no bpy).
+
+Rules: the add-on writes only into its own job folders (in the extension's user folder) and the
+bake folder; it never overwrites a file, and never the original texture; files appear atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+BAKE_SUBFOLDER = "textures"
+
+
+def safe_stem(name: str, fallback: str = "texture") -> str:
+    """A file name stem from an image or material name: no folders, no odd characters."""
+    name = re.sub(r"\.(png|jpe?g|tiff?|exr|webp|bmp|tga|hdr)$", "", name, flags=re.IGNORECASE)
+    stem = re.sub(r"[^\w.-]+", "_", name).strip("._")
+    return stem[:80] or fallback
+
+
+def new_job_folder(jobs_root: str | os.PathLike) -> Path:
+    """A fresh, empty folder for one job: `jobs_root/20250101-120000-ab12cd`."""
+    root = Path(jobs_root)
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        folder = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+
+
+def bake_folder(blend_path: str, chosen_folder: str = "") -> Path:
+    """`textures/` next to the saved .blend, or the folder chosen in the preferences (absolute)."""
+    if chosen_folder:
+        return Path(chosen_folder)
+    if not blend_path:
+        raise UserError("not_saved", "The .blend file has not been saved, so there is no folder to bake into",
+                        "save the .blend file first, or choose a Bake folder in the add-on preferences")
+    return Path(blend_path).parent / BAKE_SUBFOLDER
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def unique_target(folder: str | os.PathLike, stem: str, suffix: str = ".png",
+                  protected: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """`folder/stem.png`, else `stem-2.png`, ...: a name that is free and is none of `protected`."""
+    folder = Path(folder)
+    guarded = {os.path.normcase(os.path.abspath(p)) for p in protected if p}
+    candidate, n = folder / f"{stem}{suffix}", 2
+    while candidate.exists() or os.path.normcase(os.path.abspath(candidate)) in guarded:
+        candidate, n = folder / f"{stem}-{n}{suffix}", n + 1
+    return candidate
+
+
+def copy_new_file(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Copy `source` to `target`, which must not exist; readers never see half a file.
+
+    The copy goes to a temporary name in the target folder and is then hard-linked into place:
+    link() fails if the name appeared meanwhile, so an existing file is never replaced.
+    """
+    source, target = Path(source), Path(target)
+    if target.exists() or _same_file(source, target):
+        raise FileExistsError(f"refusing to overwrite {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise
+        except OSError:  # file systems without hard links: exclusive create, then copy
+            with open(target, "xb") as out, open(tmp, "rb") as src:
+                shutil.copyfileobj(src, out)
+    finally:
+        os.unlink(tmp)
+    return target

@@ -1,0 +1,123 @@
+"""The add-on's connection to the backend: one client, at most one running job.
+
+Plain Python (no bpy), unit-tested against the real backend service. The UI drives it two ways:
+`pump()` from a modal operator's timer (never blocks), or `run_to_end()` in background mode
+(`blender -b`, where timers and modal operators never run) for scripts and render farms.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from .errors import UserError
+from .job import Job
+
+
+class Session:
+    def __init__(self, client_factory: Callable | None = None):
+        if client_factory is None:
+            from .backend_client import BackendClient
+
+            client_factory = BackendClient
+        self._client_factory = client_factory
+        self._client = None
+        self._key = None
+        self._lock = threading.Lock()
+        self.job: Job | None = None
+        self.hello: dict | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None and not self.job.finished
+
+    def client(self, config, backend_root: str):
+        """The client for these settings; a new one (the old one stopped) when they changed."""
+        key = (repr(config), str(backend_root))
+        with self._lock:
+            if self._client is None or key != self._key:
+                self._stop_client()
+                self._client = self._client_factory(config, backend_root=str(backend_root))
+                self._key, self.hello = key, None
+            return self._client
+
+    def start(self, config, backend_root: str) -> dict:
+        """Start the backend if needed and return its hello (version, engines, device)."""
+        try:
+            self.hello = self.client(config, backend_root).start()
+        except Exception as e:
+            raise UserError.from_exception(e) from e
+        return self.hello
+
+    def submit(self, config, backend_root: str, input_path: str, output_dir: str, params: dict) -> Job:
+        if self.busy:
+            raise UserError("busy", "A variant is already being generated",
+                            "wait for it to finish, or press Cancel in the Variants panel")
+        client = self.client(config, backend_root)
+        try:
+            if self.hello is None:
+                self.hello = client.start()
+            job_id = client.generate(input_path, output_dir, **params)
+        except Exception as e:
+            raise UserError.from_exception(e) from e
+        self.job = Job(id=job_id, output_dir=str(output_dir))
+        return self.job
+
+    def pump(self) -> bool:
+        """Apply the events that arrived since the last call; True when the job changed."""
+        if self._client is None or self.job is None:
+            return False
+        changed = False
+        for event in self._client.poll():
+            changed |= self.job.apply(event)
+        return changed
+
+    def run_to_end(self, timeout: float | None = None) -> Job:
+        """Block until the job ends; past `timeout` seconds it is cancelled (and reported so)."""
+        job = self.job
+        try:
+            final = self._client.wait(job.id, timeout=timeout, on_event=job.apply)
+            job.apply(final)
+        except TimeoutError:
+            self.cancel()
+            job.apply(self._client.wait(job.id, timeout=30, on_event=job.apply))
+        except Exception as e:
+            raise UserError.from_exception(e) from e
+        return job
+
+    def cancel(self) -> None:
+        if self.busy and self._client is not None:
+            self.job.cancel_requested = True
+            self._client.cancel(self.job.id)
+
+    def _stop_client(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.stop()
+            finally:
+                self._client = None
+
+    def stop(self) -> None:
+        """Stop the backend process (on unregister, or when Blender quits)."""
+        with self._lock:
+            self._stop_client()
+        self.job = None
+
+
+_shared: Session | None = None
+
+
+def shared() -> Session:
+    """The add-on's one session (created on first use, so registering starts no process)."""
+    global _shared
+    if _shared is None:
+        _shared = Session()
+    return _shared
+
+
+def shutdown() -> None:
+    """Stop the backend and forget the session (unregister)."""
+    global _shared
+    if _shared is not None:
+        _shared.stop()
+        _shared = None
