@@ -1,0 +1,56 @@
+"""Exactly tileable outputs: circular padding on every Conv2d, per axis, undone afterwards.
+
+With every padded convolution of the UNet and the VAE wrapping around on an axis, the network is
+equivariant to shifts along it (attention and GroupNorm are global), so the image is periodic there.
+PyTorch's `padding_mode="circular"` wraps both axes at once; for one axis we pad by hand (wrap on
+that axis, zeros on the other, which is what the layer did before) and convolve without padding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+AXES = {"both": (True, True), "x": (True, False), "y": (False, True), "none": (False, False)}
+
+
+def _tiled_conv_forward(conv: nn.Conv2d, wrap_x: bool, wrap_y: bool):
+    pad_y, pad_x = conv.padding  # nn.Conv2d stores (height, width)
+
+    def forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        x = F.pad(input, (pad_x, pad_x, 0, 0), mode="circular" if wrap_x else "constant")
+        x = F.pad(x, (0, 0, pad_y, pad_y), mode="circular" if wrap_y else "constant")
+        return F.conv2d(x, weight, bias, conv.stride, 0, conv.dilation, conv.groups)
+
+    return forward
+
+
+def padded_convs(*modules: nn.Module) -> list[nn.Conv2d]:
+    """The Conv2d layers that pad (1x1 convolutions have nothing to wrap)."""
+    return [m for module in modules for m in module.modules()
+            if isinstance(m, nn.Conv2d) and isinstance(m.padding, tuple) and any(m.padding)]
+
+
+@contextlib.contextmanager
+def tiling(mode: str, *modules: nn.Module):
+    """Within the block, the Conv2d layers of `modules` wrap around on the axes of `mode`.
+
+    Each layer gets an instance-level `_conv_forward`; leaving the block deletes it again, so the
+    shared, cached model is exactly as before, even when the block raises.
+    """
+    wrap_x, wrap_y = AXES[mode]
+    patched = []
+    try:
+        if wrap_x or wrap_y:
+            for conv in padded_convs(*modules):
+                if conv.padding_mode != "zeros" or "_conv_forward" in conv.__dict__:
+                    continue  # a layer with its own padding scheme is left as it is
+                conv._conv_forward = _tiled_conv_forward(conv, wrap_x, wrap_y)
+                patched.append(conv)
+        yield patched
+    finally:
+        for conv in patched:
+            del conv._conv_forward
