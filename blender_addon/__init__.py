@@ -2,23 +2,34 @@
 
 Registers the settings, operators, panels and preferences. The backend process starts on first use
 (never on register) and stops on unregister; nothing else keeps running.
+
+bpy is imported inside register()/unregister() only, so the plain modules of this package (job,
+session, paths, errors, backend_setup, backend_client) import and unit-test without Blender.
 """
 
-import bpy
 
-from . import operators, preferences, properties, session, ui
+def _classes():
+    from . import operators, preferences, ui
 
-CLASSES = (*preferences.CLASSES, *operators.CLASSES, *ui.CLASSES)
+    return (*preferences.CLASSES, *operators.CLASSES, *ui.CLASSES)
 
 
 def register():
+    import bpy
+
+    from . import properties
+
     properties.register()
-    for cls in CLASSES:
+    for cls in _classes():
         bpy.utils.register_class(cls)
 
 
 def unregister():
+    import bpy
+
+    from . import properties, session
+
     session.shutdown()  # stops the backend process; a running modal generate ends on its next tick
-    for cls in reversed(CLASSES):
+    for cls in reversed(_classes()):
         bpy.utils.unregister_class(cls)
     properties.unregister()

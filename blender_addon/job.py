@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 # The states a job goes through; the last three are final.
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINAL_STATES = (DONE, FAILED, CANCELLED)
+MAX_SIZE = 2048
 
 # The panel settings that go to the backend unchanged (names of the backend's Python API).
 REQUEST_SETTINGS = ("engine", "variants", "steps", "size", "tile", "balance", "appearance")
@@ -28,6 +29,8 @@ def request_params(settings: Mapping, seed: int) -> dict:
     """The generate request's parameters from the panel settings (a mapping of their values)."""
     params = {name: settings[name] for name in REQUEST_SETTINGS}
     params["balance"] = float(params["balance"])
+    # The backend takes multiples of 64 (the UI's step is 64, but a typed value may be anything).
+    params["size"] = min(MAX_SIZE, max(64, round(int(params["size"]) / 64) * 64))
     params["seed"] = int(seed)
     return params
 
