@@ -106,6 +106,30 @@ def _cmd_make_test_models(args) -> int:
     return 0
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the backend service (JSON lines on stdin/stdout; used by the Blender extension)",
+        description="Run the long-lived backend service: read requests from stdin and write events to "
+        "stdout, one JSON object per line (protocol in docs/PROTOCOL.md). stdout carries protocol lines "
+        "only; logs go to stderr and to a rotating file in the user cache folder "
+        "($TEXTURE_VARIANTS_LOG_DIR overrides it). Opens no network socket. Exits with code 0 on a "
+        "shutdown request or when stdin closes, cancelling the running job.",
+    )
+    p.add_argument("--base", help="default SD1.5 model for generate requests that name none "
+                   "(hub id, diffusers folder or single .safetensors file)")
+    p.add_argument("--ip-adapter", help="default IP-Adapter for generate requests that name none")
+    p.add_argument("--device", help="torch device for the diffusion engine, e.g. cuda, mps, cpu "
+                   "(default: the best one found)")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args) -> int:
+    from backend.service import serve
+
+    return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m backend",
@@ -116,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_generate(sub)
     _add_make_test_models(sub)
+    _add_serve(sub)
     return parser
 
 

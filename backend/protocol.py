@@ -1,0 +1,239 @@
+"""The service protocol: JSON lines in (requests), JSON lines out (events). Documented in docs/PROTOCOL.md.
+
+This module only parses and builds messages; it never touches stdin/stdout or the engines, so the
+service, the tests and the documentation check share one definition of every request and event.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+
+from backend.params import GenerationParams
+
+PROTOCOL_VERSION = 1
+MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a megabyte is a runaway client
+MAX_ID_CHARS = 200
+
+# Request type -> its fields (besides "id" and "type"). The generate fields are checked in detail by
+# parse_generate; the others are listed here with their JSON types.
+REQUEST_TYPES = ("hello", "generate", "cancel", "status", "unload", "shutdown")
+EVENT_TYPES = (
+    # answers to hello / status / cancel / unload / shutdown
+    "hello", "status", "ack",
+    # the life of a generate job
+    "accepted", "progress", "result", "cancelled",
+    # anything that went wrong, for any request (or for a line that was not a request)
+    "error",
+)
+
+# Generation parameters of the Python API (backend.generate_variants) a generate request may carry.
+API_FIELDS = GenerationParams.field_names() + ("base", "ip_adapter")
+# Fields the service itself adds to generate.
+SERVICE_FIELDS = ("input", "output_dir", "tiled_preview", "preview_every", "extra")
+GENERATE_FIELDS = ("input", "output_dir") + tuple(f for f in API_FIELDS) + SERVICE_FIELDS[2:]
+DEFAULT_PREVIEW_EVERY = 5
+
+
+class ProtocolError(Exception):
+    """A request the service cannot act on; becomes an `error` event answering `request_id`."""
+
+    def __init__(self, code: str, message: str, hint: str, request_id=None):
+        super().__init__(message)
+        self.code, self.message, self.hint, self.request_id = code, message, hint, request_id
+
+    def event(self) -> dict:
+        return error_event(self.request_id, self.code, self.message, self.hint)
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str | int
+    type: str
+    fields: dict
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_request(line: bytes) -> Request:
+    """Decode one line into a Request; raise ProtocolError naming the problem (with the id when known)."""
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError("line_too_long", f"request line is {len(line)} bytes, the limit is {MAX_LINE_BYTES}",
+                            "send one small JSON object per line; images travel as file paths")
+    try:
+        text = line.decode("utf-8")
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ProtocolError("bad_json", f"line is not valid JSON: {e}"[:500],
+                            "send one JSON object per line, UTF-8 encoded") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_request", f"request must be a JSON object, got {type(obj).__name__}",
+                            'send an object like {"id": "1", "type": "hello"}')
+    request_id = obj.get("id")
+    if not _valid_id(request_id):
+        raise ProtocolError("bad_request", f"request has a missing or invalid 'id': {_short(request_id)}",
+                            f"give every request a non-empty string or integer 'id' (at most {MAX_ID_CHARS} characters)")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("bad_request", f"request has a missing or invalid 'type': {_short(kind)}",
+                            f"'type' is one of: {', '.join(REQUEST_TYPES)}", request_id)
+    if kind not in REQUEST_TYPES:
+        raise ProtocolError("unknown_type", f"unknown request type {_short(kind)}",
+                            f"'type' is one of: {', '.join(REQUEST_TYPES)} (protocol {PROTOCOL_VERSION})",
+                            request_id)
+    fields = {k: v for k, v in obj.items() if k not in ("id", "type")}
+    fields = _CHECKS[kind](fields, request_id)
+    return Request(request_id, kind, fields)
+
+
+def _valid_id(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < 2**63
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _bad(request_id, message: str, hint: str):
+    raise ProtocolError("bad_request", message, hint, request_id)
+
+
+def _only(fields: dict, allowed: tuple[str, ...], kind: str, request_id):
+    unknown = sorted(set(fields) - set(allowed))
+    if unknown:
+        _bad(request_id, f"{kind} request has unknown field(s): {', '.join(map(_short, unknown))}",
+             f"{kind} accepts: {', '.join(allowed) or 'no fields besides id and type'} (see docs/PROTOCOL.md)")
+
+
+def _check_hello(fields: dict, request_id) -> dict:
+    _only(fields, ("protocol", "client"), "hello", request_id)
+    protocol = fields.get("protocol")
+    if protocol is not None and (not isinstance(protocol, int) or isinstance(protocol, bool)):
+        _bad(request_id, f"hello 'protocol' must be an integer, got {_short(protocol)}",
+             f"send the protocol version your client speaks ({PROTOCOL_VERSION} for this backend)")
+    if protocol is not None and protocol != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "protocol_mismatch",
+            f"client speaks protocol {protocol}, this backend speaks protocol {PROTOCOL_VERSION}",
+            "update the Blender extension and the backend to the same release "
+            "(re-run 'Set up backend' in the add-on preferences)", request_id)
+    if "client" in fields and not isinstance(fields["client"], str):
+        _bad(request_id, "hello 'client' must be a string", "describe the client, e.g. 'blender 4.5'")
+    return fields
+
+
+def _check_cancel(fields: dict, request_id) -> dict:
+    _only(fields, ("job",), "cancel", request_id)
+    if not _valid_id(fields.get("job")):
+        _bad(request_id, f"cancel needs 'job': the id of a generate request, got {_short(fields.get('job'))}",
+             'send {"id": ..., "type": "cancel", "job": "<id of the generate request>"}')
+    return fields
+
+
+def _check_no_fields(kind: str):
+    def check(fields: dict, request_id) -> dict:
+        _only(fields, (), kind, request_id)
+        return fields
+
+    return check
+
+
+def _check_path(fields: dict, name: str, request_id) -> str:
+    value = fields.get(name)
+    if not isinstance(value, str) or not value or "\0" in value:
+        _bad(request_id, f"generate needs '{name}': a path string, got {_short(value)}",
+             f"pass '{name}' as an absolute path")
+    if not os.path.isabs(value):
+        _bad(request_id, f"generate '{name}' must be an absolute path, got {_short(value)}",
+             "the service's working folder is not yours: resolve the path before sending it")
+    return value
+
+
+def _check_generate(fields: dict, request_id) -> dict:
+    """Check every generate field here, so a bad request is refused before it is queued."""
+    _only(fields, GENERATE_FIELDS, "generate", request_id)
+    out = {"input": _check_path(fields, "input", request_id),
+           "output_dir": _check_path(fields, "output_dir", request_id)}
+    api = {k: fields[k] for k in GenerationParams.field_names() if k in fields}
+    for name in ("variants", "steps", "size"):  # JSON has one number type: accept 4.0 as 4
+        value = api.get(name)
+        if isinstance(value, float) and value.is_integer() and math.isfinite(value):
+            api[name] = int(value)
+    try:
+        GenerationParams(**api).validated()
+    except Exception as e:  # InputError (a bad value) or TypeError (a value of the wrong kind)
+        hint = getattr(e, "hint", "") or "see the generate fields in docs/PROTOCOL.md"
+        raise ProtocolError("bad_request", f"generate: {getattr(e, 'message', e)}", hint, request_id) from None
+    out["params"] = api
+    for name in ("base", "ip_adapter"):
+        value = fields.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            _bad(request_id, f"generate '{name}' must be a non-empty string or null, got {_short(value)}",
+                 "pass a hub id, a model folder or a checkpoint file, or leave it out for the service default")
+        out[name] = value
+    tiled_preview = fields.get("tiled_preview", False)
+    if not isinstance(tiled_preview, bool):
+        _bad(request_id, f"generate 'tiled_preview' must be true or false, got {_short(tiled_preview)}",
+             "set tiled_preview to true to also write a 3x3 tiled image of each variant")
+    out["tiled_preview"] = tiled_preview
+    every = fields.get("preview_every", DEFAULT_PREVIEW_EVERY)
+    if not isinstance(every, int) or isinstance(every, bool) or not 0 <= every <= 1000:
+        _bad(request_id, f"generate 'preview_every' must be an integer from 0 to 1000, got {_short(every)}",
+             "0 writes no previews; n writes one every n steps")
+    out["preview_every"] = every
+    extra = fields.get("extra", {})
+    if not isinstance(extra, dict) or not all(isinstance(k, str) and k.isidentifier() for k in extra):
+        _bad(request_id, f"generate 'extra' must be an object of engine options, got {_short(extra)}",
+             "pass engine-specific options as {\"extra\": {\"name\": value}}")
+    clash = sorted(set(extra) & (set(GENERATE_FIELDS) | {"reference", "latents", "on_step", "cancel"}))
+    if clash:
+        _bad(request_id, f"generate 'extra' repeats regular field(s): {', '.join(clash)}",
+             "put regular parameters at the top level of the request")
+    out["extra"] = extra
+    return out
+
+
+_CHECKS = {
+    "hello": _check_hello,
+    "generate": _check_generate,
+    "cancel": _check_cancel,
+    "status": _check_no_fields("status"),
+    "unload": _check_no_fields("unload"),
+    "shutdown": _check_no_fields("shutdown"),
+}
+assert set(_CHECKS) == set(REQUEST_TYPES)
+
+
+def event(kind: str, request_id, **fields) -> dict:
+    """An event dict; every event names its type and the id of the request it answers (or null)."""
+    if kind not in EVENT_TYPES:
+        raise ValueError(f"undocumented event type {kind!r}")
+    return {"type": kind, "id": request_id, **fields}
+
+
+def error_event(request_id, code: str, message: str, hint: str = "", **fields) -> dict:
+    return event("error", request_id, code=code, message=message, hint=hint, **fields)
+
+
+def encode(ev: dict) -> bytes:
+    """One line of strict JSON (ASCII, no NaN), so any reader can split on newlines."""
+    return json.dumps(_finite(ev), ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,313 @@
+"""`python -m backend serve`: the long-lived backend process the Blender extension talks to.
+
+Requests arrive on stdin and events leave on stdout, one JSON object per line (backend.protocol,
+docs/PROTOCOL.md). The reader (main thread) answers hello/status/cancel at once; generate jobs run
+one at a time on the worker thread (backend.jobs), so models stay loaded between jobs. No socket is
+opened. stdout carries protocol lines only: at start the real stdout is moved to a private file
+descriptor and fd 1 is pointed at stderr, so even a C library's printf cannot corrupt the stream.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import sys
+import threading
+import time
+from typing import BinaryIO
+
+from backend import __version__, engines
+from backend.jobs import Job, JobRunner
+from backend.protocol import (
+    MAX_LINE_BYTES,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    Request,
+    encode,
+    error_event,
+    event,
+    parse_request,
+)
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 30.0  # how long shutdown waits for a running job to notice its cancel
+
+
+def isolate_stdio() -> tuple[BinaryIO, BinaryIO]:
+    """Take private handles on stdin/stdout for the protocol; point fds 0 and 1 elsewhere.
+
+    After this, anything that writes to fd 1 (print, tqdm, a C extension) lands on stderr, and
+    nothing but the service can read the requests.
+    """
+    sys.stdout.flush()
+    protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    protocol_in = os.fdopen(os.dup(0), "rb")
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdout = sys.stderr
+    sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    return protocol_in, protocol_out
+
+
+class DeviceProbe:
+    """Finds the torch device on a background thread, so `hello` never waits for torch to import.
+
+    Until it is done, `device` is None and `device_detail` says so; `status` reports it later.
+    """
+
+    def __init__(self, requested: str | None):
+        self.requested = requested
+        self.device: str | None = None
+        self.detail = "detecting (torch is loading)"
+        self.torch_version: str | None = None
+        self._thread = threading.Thread(target=self._probe, name="device-probe", daemon=True)
+        self._thread.start()
+
+    def _probe(self) -> None:
+        try:
+            import torch
+
+            from backend.models import select_device
+
+            device, dtype = select_device(self.requested)
+            if device.startswith("cuda"):
+                detail = f"{torch.cuda.get_device_name(torch.device(device))}, {dtype}"
+            else:
+                detail = f"{os.cpu_count()} CPU cores, {dtype}" if device == "cpu" else f"Apple GPU, {dtype}"
+            self.torch_version = torch.__version__
+        except Exception as e:  # torch missing, or an unusable --device: the patch engine still works
+            device, detail = "cpu", f"torch unusable here ({type(e).__name__}: {e}); the patch engine works"
+        self.device, self.detail = device, detail
+
+    def wait(self, timeout: float | None = None) -> str | None:
+        self._thread.join(timeout)
+        return self.device
+
+    def fields(self) -> dict:
+        return {"device": self.device, "device_detail": self.detail, "torch": self.torch_version}
+
+
+def _memory() -> dict:
+    """Resident memory of this process and, when torch has touched a GPU, its memory (MiB)."""
+    mem: dict = {"rss_mb": None, "gpu_allocated_mb": None, "gpu_reserved_mb": None}
+    try:
+        with open("/proc/self/statm") as f:
+            mem["rss_mb"] = round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, AttributeError):
+        try:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            mem["peak_rss_mb"] = round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+        except ImportError:
+            pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        mem["gpu_allocated_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
+        mem["gpu_reserved_mb"] = round(torch.cuda.memory_reserved() / 2**20, 1)
+    return mem
+
+
+def _availability(engine: str, base, ip_adapter) -> tuple[bool, str]:
+    """An engine's `available()`, without importing torch just to answer hello when avoidable."""
+    if engine == "diffusion" and engines.ENGINE_MODULES[engine] not in sys.modules:
+        from backend import models  # the diffusion engine's model lookup: files only, no torch
+
+        return models.available(base, ip_adapter)
+    return engines.get_engine(engine).available(base, ip_adapter)
+
+
+def _describe_spec(spec) -> dict:
+    return {"base": str(spec.base), "ip_adapter": f"{spec.ip_adapter}/models/{spec.ip_weight}",
+            "device": spec.device, "dtype": spec.dtype}
+
+
+def _loaded_engine_modules():
+    """Engine modules a job has already imported (asking the others would import torch for nothing)."""
+    for name, module_name in engines.ENGINE_MODULES.items():
+        module = sys.modules.get(module_name)
+        if module is not None:
+            yield name, module
+
+
+class Service:
+    def __init__(self, out: BinaryIO, *, base: str | None = None, ip_adapter: str | None = None,
+                 device: str | None = None):
+        self._out = out
+        self._out_lock = threading.Lock()
+        self._out_broken = False
+        self.base, self.ip_adapter = base, ip_adapter
+        self.device = DeviceProbe(device)
+        self.started = time.monotonic()
+        self.runner = JobRunner(self.emit, self._generate)
+        self._stop = False
+
+    # --- output ---------------------------------------------------------------------------------
+
+    def emit(self, ev: dict) -> None:
+        data = encode(ev)
+        with self._out_lock:
+            if self._out_broken:
+                return
+            try:
+                self._out.write(data)
+                self._out.flush()
+            except (BrokenPipeError, OSError) as e:  # the client went away; keep going to a clean exit
+                self._out_broken = True
+                log.warning("cannot write events any more (%s); the client is gone", e)
+
+    # --- input ----------------------------------------------------------------------------------
+
+    def serve(self, stdin: BinaryIO) -> int:
+        """Answer requests until shutdown or end of input; always ends with exit code 0."""
+        log.info("serving protocol %d (backend %s, pid %d)", PROTOCOL_VERSION, __version__, os.getpid())
+        try:
+            while not self._stop:
+                line = stdin.readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    log.info("stdin closed: cancelling work and exiting")
+                    break
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    while line and not line.endswith(b"\n"):  # skip the rest of the runaway line
+                        line = stdin.readline(MAX_LINE_BYTES)
+                    self.emit(ProtocolError("line_too_long", f"request line longer than {MAX_LINE_BYTES} bytes",
+                                            "send one small JSON object per line; images travel as file paths"
+                                            ).event())
+                    continue
+                self.handle(line.rstrip(b"\r\n"))
+        except KeyboardInterrupt:
+            log.info("interrupted: cancelling work and exiting")
+        if not self.runner.stop(STOP_TIMEOUT_S):
+            log.warning("the running job did not stop within %.0f s; exiting anyway", STOP_TIMEOUT_S)
+        log.info("bye")
+        return 0
+
+    def handle(self, line: bytes) -> None:
+        try:
+            request = parse_request(line)
+        except ProtocolError as e:
+            log.info("refused a line: %s", e.message)
+            self.emit(e.event())
+            return
+        try:
+            getattr(self, f"_on_{request.type}")(request)
+        except ProtocolError as e:
+            self.emit(e.event())
+        except Exception as e:
+            log.exception("request %r (%s) failed", request.id, request.type)
+            self.emit(error_event(request.id, "internal", f"{type(e).__name__}: {e}",
+                                  "see the backend log for the traceback"))
+
+    # --- requests -------------------------------------------------------------------------------
+
+    def _on_hello(self, request: Request) -> None:
+        self.emit(event("hello", request.id, protocol=PROTOCOL_VERSION, version=__version__,
+                        python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
+                        models=self._models(), **self.device.fields()))
+
+    def _engines(self) -> dict:
+        """{name: {available, why}}, from each engine's own cheap check (files only, no loading)."""
+        found = {}
+        for name in engines.ENGINE_MODULES:
+            try:
+                ok, why = _availability(name, self.base, self.ip_adapter)
+            except Exception as e:  # an engine that cannot even be imported is reported, not fatal
+                ok, why = False, f"cannot load the {name} engine: {type(e).__name__}: {e}"
+            found[name] = {"available": bool(ok), "why": why}
+        return found
+
+    def _models(self) -> dict:
+        """Which diffusion models are on this machine: the configured ones and the default downloads."""
+        from backend import models
+
+        ok, why = models.available(self.base, self.ip_adapter)
+        return {"base": self.base or models.DEFAULT_BASE, "ip_adapter": self.ip_adapter or models.DEFAULT_IP_ADAPTER,
+                "configured_present": bool(ok), "why": why, "defaults_present": models.models_present()}
+
+    def _on_generate(self, request: Request) -> None:
+        if self._stop:
+            raise ProtocolError("shutting_down", "the service is shutting down", "start a new service",
+                                request.id)
+        if self.runner.is_active(request.id):
+            raise ProtocolError("duplicate_id", f"a job with id {request.id!r} is already queued or running",
+                                "give every request a new id", request.id)
+        f = request.fields
+        job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=f["params"],
+                  base=f["base"] or self.base, ip_adapter=f["ip_adapter"] or self.ip_adapter,
+                  tiled_preview=f["tiled_preview"], preview_every=f["preview_every"], extra=f["extra"])
+        ahead = self.runner.snapshot()
+        position = len(ahead["queue"]) + (ahead["running"] is not None)
+        self.emit(event("accepted", request.id, job=request.id, position=position))  # before any progress
+        self.runner.submit(job)
+
+    def _on_cancel(self, request: Request) -> None:
+        job_id = request.fields["job"]
+        stage = self.runner.cancel(job_id)
+        if stage is None:
+            raise ProtocolError("unknown_job", f"no queued or running job has id {job_id!r}",
+                                "it may have finished already; its result or error event says so", request.id)
+        self.emit(event("ack", request.id, request="cancel", job=job_id, stage=stage))
+
+    def _on_status(self, request: Request) -> None:
+        loaded = self._loaded_models()
+        self.emit(event("status", request.id, **self.runner.snapshot(), loaded_models=loaded["diffusion"],
+                        model_loads=loaded["loads"],
+                        memory=_memory(), **self.device.fields(),
+                        uptime=round(time.monotonic() - self.started, 3)))
+
+    @staticmethod
+    def _loaded_models() -> dict:
+        """What stays loaded between jobs, and how many times models were read from disk so far."""
+        models = sys.modules.get("backend.models")  # imported by the diffusion engine's first job
+        if models is None:
+            return {"diffusion": [], "loads": 0}
+        specs = getattr(models, "loaded_specs", lambda: [])()
+        return {"diffusion": [_describe_spec(spec) for spec in specs], "loads": models.load_count}
+
+    def _on_unload(self, request: Request) -> None:
+        def unload() -> dict:
+            freed = self._loaded_models()["diffusion"]
+            for _, module in _loaded_engine_modules():
+                fn = getattr(module, "unload", None)
+                if fn is not None:
+                    fn()
+            gc.collect()
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
+            log.info("unloaded %d model(s)", len(freed))
+            return event("ack", request.id, request="unload", freed=freed, memory=_memory())
+
+        # Models belong to the worker thread: unloading waits for the running job, never pulls them away.
+        self.runner.run_between_jobs(request.id, unload)
+
+    def _on_shutdown(self, request: Request) -> None:
+        self.emit(event("ack", request.id, request="shutdown"))
+        self._stop = True
+
+    # --- jobs -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _generate(*args, **kwargs):
+        from backend.api import generate_variants
+
+        return generate_variants(*args, **kwargs)
+
+
+def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,
+          verbose: bool = False) -> int:
+    """Entry point of `python -m backend serve`."""
+    from backend.service_logging import setup_logging
+
+    protocol_in, protocol_out = isolate_stdio()
+    path = setup_logging(verbose)
+    if path is not None:
+        log.info("logging to %s", path)
+    if device:
+        os.environ["TEXTURE_VARIANTS_DEVICE"] = device  # the engines read it; one place for the choice
+    service = Service(protocol_out, base=base, ip_adapter=ip_adapter, device=device)
+    return service.serve(protocol_in)
