@@ -100,6 +100,8 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
         seed = jobs.new_seed() if settings.randomize_seed else settings.seed
         params = jobs.request_params(
             {name: getattr(settings, name) for name in jobs.REQUEST_SETTINGS}, seed)
+        # Live previews are for people watching; scripts and farms skip their cost.
+        params["preview_every"] = 0 if bpy.app.background else 2
         job = session.shared().submit(config, root, str(reference), str(job_dir / "variants"), params)
         settings.seed = seed  # shown in the panel, so a good result can be made again
         self._source_name = image.name
@@ -317,9 +319,10 @@ class TEXTURE_VARIANTS_OT_tile_preview(bpy.types.Operator):
                     area.spaces.active.image = tiled
                     shown = True
                     break
-        if not shown and context.window is not None:
+        if not shown and not bpy.app.background and context.area is not None:
             # No Image Editor open: show it in a new window, as Render > View Render does.
-            bpy.ops.wm.window_new()
+            with context.temp_override(area=context.area):
+                bpy.ops.wm.window_new()
             area = context.window_manager.windows[-1].screen.areas[0]
             area.type = "IMAGE_EDITOR"
             area.spaces.active.image = tiled

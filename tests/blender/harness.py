@@ -1,0 +1,141 @@
+"""Runs inside real Blender (the bpy wheel, headless): helpers for the scenario scripts.
+
+A scenario script is started by tests/blender/conftest.py as
+    .venv-blender/bin/python tests/blender/scenario_X.py OUT.json ZIP WORKDIR [TEXTURE]
+with BLENDER_USER_RESOURCES pointing at an empty folder, installs the built extension zip through
+Blender's extension API, drives it as a user's script would, and writes what it observed to
+OUT.json for the pytest side to check. Operators are called exactly as in a user's script.
+"""
+
+import hashlib
+import json
+import sys
+import traceback
+
+import bpy
+
+MODULE = "bl_ext.user_default.texture_variants"
+
+
+class Recorder:
+    """Collects observations; written to the output file even when the scenario fails midway."""
+
+    def __init__(self):
+        self.out_path = sys.argv[1]
+        self.data = {}
+
+    def __setitem__(self, key, value):
+        self.data[key] = value
+        self.flush()
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def flush(self):
+        with open(self.out_path, "w", encoding="utf-8") as f:
+            json.dump(self.data, f, indent=1, default=str)
+
+    def run(self, scenario):
+        try:
+            scenario(self)
+        except BaseException:
+            self["crash"] = traceback.format_exc()
+            raise
+        finally:
+            self.flush()
+
+
+def args():
+    """(zip, workdir, texture or None) from the command line."""
+    rest = sys.argv[2:]
+    return rest[0], rest[1], rest[2] if len(rest) > 2 else None
+
+
+def install(zip_path: str) -> str:
+    """Install and enable the zip the way Blender's "Install from Disk" does."""
+    result = bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                                      enable_on_install=True)
+    assert result == {"FINISHED"}, result
+    assert MODULE in bpy.context.preferences.addons, sorted(bpy.context.preferences.addons.keys())
+    return MODULE
+
+
+def addon_module(name: str):
+    return sys.modules[f"{MODULE}.{name}"]
+
+
+def sha256(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def call(op, **kwargs) -> dict:
+    """Run an operator as a script does; {"result": ..., "error": message or None}."""
+    try:
+        return {"result": sorted(op(**kwargs)), "error": None}
+    except RuntimeError as e:  # an operator that reports an error raises here, with its message
+        return {"result": None, "error": str(e)}
+
+
+def clean_scene():
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj)
+    for material in list(bpy.data.materials):
+        bpy.data.materials.remove(material)
+
+
+def plane_with_image(image, name="Textured"):
+    """A plane whose material has Image Texture -> Principled BSDF Base Color; made active."""
+    bpy.ops.mesh.primitive_plane_add(size=2)
+    obj = bpy.context.active_object
+    obj.name = name
+    material = bpy.data.materials.new(name + " Material")
+    material.use_nodes = True
+    nodes = material.node_tree.nodes
+    bsdf = nodes["Principled BSDF"]
+    tex = nodes.new("ShaderNodeTexImage")
+    tex.name = "Texture"
+    tex.image = image
+    material.node_tree.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    obj.data.materials.append(material)
+    return obj, material, tex
+
+
+def base_color_image(material):
+    bsdf = material.node_tree.nodes["Principled BSDF"]
+    link = bsdf.inputs["Base Color"].links[0]
+    return link.from_node.image.name if link.from_node.image else None
+
+
+def snapshot(material=None) -> dict:
+    """Everything an operator might change about materials and images, to compare before/after."""
+    materials = [material] if material is not None else list(bpy.data.materials)
+    out = {"images": sorted((i.name, i.filepath, i.source, i.use_fake_user) for i in bpy.data.images
+                            if not i.name.startswith("."))}
+    for m in materials:
+        tree = m.node_tree
+        out[m.name] = {
+            "nodes": sorted((n.name, n.type, getattr(getattr(n, "image", None), "name", None)) for n in tree.nodes)
+            if tree else None,
+            "links": sorted((ln.from_node.name, ln.from_socket.identifier, ln.to_node.name, ln.to_socket.identifier)
+                            for ln in tree.links) if tree else None,
+            "state": (m.texture_variants.original_image.name if m.texture_variants.original_image else None,
+                      m.texture_variants.node_name),
+        }
+    return out
+
+
+def set_settings(**values):
+    settings = bpy.context.scene.texture_variants
+    for key, value in values.items():
+        setattr(settings, key, value)
+    return settings
+
+
+def image_pixels(image):
+    import array
+
+    w, h = image.size
+    buf = array.array("f", bytes(4 * w * h * 4))
+    image.pixels.foreach_get(buf)
+    return buf

@@ -1,0 +1,89 @@
+"""In real Blender: the whole workflow on a texture file, diffusion engine on the tiny test models."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.blender.conftest import run_scenario
+
+pytestmark = pytest.mark.blender
+
+OPERATORS = ["apply_variant", "bake", "cancel", "check_backend", "generate", "revert", "setup_backend",
+             "tile_preview"]
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory, extension_zip, tiny_models, color_texture_path):
+    workdir = tmp_path_factory.mktemp("workflow")
+    before = hashlib.sha256(color_texture_path.read_bytes()).hexdigest()
+    data = run_scenario("scenario_workflow", workdir, extension_zip, color_texture_path,
+                        env={"TEXTURE_VARIANTS_BASE": str(tiny_models["base"]),
+                             "TEXTURE_VARIANTS_IP_ADAPTER": str(tiny_models["ip_adapter"])})
+    assert hashlib.sha256(color_texture_path.read_bytes()).hexdigest() == before
+    return data, workdir
+
+
+def test_installs_with_the_public_operators_panels_and_preferences(workflow):
+    data, _ = workflow
+    assert data["operators"] == OPERATORS
+    assert data["panel_spaces"] == ["NODE_EDITOR", "VIEW_3D"]
+    for name in ("apply_variant", "bake", "generate", "revert"):
+        assert data["operator_options"][name] == ["REGISTER", "UNDO"]
+    assert data["preferences_idname"] == "bl_ext.user_default.texture_variants"
+
+
+def test_generate_makes_variants_of_the_requested_size(workflow):
+    data, _ = workflow
+    assert data["generate"] == {"result": ["FINISHED"], "error": None}
+    results = data["results"]
+    assert [r["seed"] for r in results] == [7, 8] and {r["engine"] for r in results} == {"diffusion"}
+    for r in results:
+        assert r["size"] == [64, 64] and r["job_folder_inside_user_dir"]
+        with Image.open(r["path"]) as image:
+            assert image.size == (64, 64)
+    assert data["base_color_after_generate"] == "gravel.png"  # generating changes no material
+
+
+def test_apply_then_revert_swaps_the_base_color_image(workflow):
+    data, _ = workflow
+    assert data["apply"]["error"] is None and data["revert"]["error"] is None
+    assert data["base_color_after_apply"] == data["results"][1]["image"]
+    assert data["original_kept"]  # a fake user keeps the original in the .blend while unused
+    assert data["base_color_after_revert"] == "gravel.png"
+    assert data["original_fake_user_after_revert"] is False  # as it was before
+
+
+def test_bake_writes_new_pngs_next_to_the_blend_and_never_overwrites(workflow):
+    data, workdir = workflow
+    assert data["bake"]["error"] is None and data["bake_again"]["error"] is None
+    project = workdir / "project"
+    baked = Path(data["baked_image"]["abspath"])
+    again = Path(data["baked_again"]["abspath"])
+    assert baked.parent == again.parent == project / "textures"
+    assert baked != again and data["first_bake_unchanged"]
+    assert data["baked_image"]["filepath"].startswith("//textures/")  # relative to the .blend
+    assert not data["baked_image"]["packed"] and data["baked_again"]["packed"]
+    assert data["textures_folder"] == sorted([baked.name, again.name])
+    with Image.open(baked) as image, Image.open(data["results"][0]["path"]) as variant:
+        assert image.format == "PNG" and image.tobytes() == variant.tobytes()
+    assert data["base_color_after_bake"] == data["results"][0]["image"]
+    assert data["original_hash_unchanged"]
+    assert data["project_files"] == sorted(["maps/gravel.png", "scene.blend", f"textures/{baked.name}",
+                                            f"textures/{again.name}"])
+
+
+def test_tile_preview_is_the_variant_three_by_three(workflow):
+    data, _ = workflow
+    assert data["tile_preview"]["error"] is None
+    assert data["tiled_size"] == [192, 192] and data["tiled_matches"]
+
+
+def test_unregister_leaves_nothing_behind(workflow):
+    data, _ = workflow
+    assert data["backend_pid"]  # the backend ran ...
+    assert data["after_disable"] == {"operators": [], "types": [], "scene_property": False,
+                                     "material_property": False, "process_alive": False}  # ... and is gone
