@@ -271,6 +271,12 @@ def _build(spec: ModelSpec):
     return pipe
 
 
+def loaded_specs() -> list[ModelSpec]:
+    """The specs of the pipelines held in memory (the service's `status` reports them)."""
+    with _lock:
+        return list(_loaded)
+
+
 def unload() -> bool:
     """Forget loaded pipelines and free their memory; True if something was loaded."""
     import gc
