@@ -1,0 +1,56 @@
+"""A packed image and a generated (never saved) image work as sources like a file on disk, with the
+weight-free patch engine. See harness.py for how it is run."""
+
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import bpy  # noqa: E402
+import harness as h  # noqa: E402
+
+
+def generate_and_apply(rec, case, image):
+    _, material, node = h.plane_with_image(image, case)
+    pixels_before = list(h.image_pixels(image)[:64])
+    outcome = h.call(bpy.ops.texture_variants.generate)
+    settings = bpy.context.scene.texture_variants
+    outcome["results"] = [{"size": list(r.image.size), "engine": r.engine, "path": r.path,
+                           "colorspace": r.image.colorspace_settings.name} for r in settings.results]
+    outcome["reference_files"] = sorted(
+        f for f in os.listdir(os.path.dirname(os.path.dirname(os.path.dirname(settings.results[0].path))))
+        if f.startswith("reference")) if len(settings.results) else []
+    outcome["apply"] = h.call(bpy.ops.texture_variants.apply_variant)
+    outcome["base_color"] = h.base_color_image(material)
+    outcome["variant_names"] = [r.image.name for r in settings.results]
+    outcome["source_pixels_unchanged"] = list(h.image_pixels(bpy.data.images[image.name])[:64]) == pixels_before
+    outcome["source_state"] = [image.source, image.packed_file is not None, image.filepath]
+    rec[case] = outcome
+
+
+def scenario(rec):
+    zip_path, workdir, texture = h.args()
+    h.install(zip_path)
+    h.clean_scene()
+    h.set_settings(engine="patch", variants=2, size=64, seed=3, randomize_seed=False)
+
+    # Packed: the file is deleted after packing, so only the packed bytes can be the source.
+    temp = shutil.copy(texture, os.path.join(workdir, "packed_source.png"))
+    packed = bpy.data.images.load(temp)
+    packed.pack()
+    packed.colorspace_settings.name = "Non-Color"  # e.g. a roughness map: variants keep this
+    os.remove(temp)
+    generate_and_apply(rec, "packed", packed)
+
+    # Generated and painted in Blender, never saved to a file.
+    generated = bpy.data.images.new("Painted", 96, 96)
+    generated.generated_type = "COLOR_GRID"
+    pixels = h.image_pixels(generated)
+    pixels[0:4] = type(pixels)("f", [1.0, 0.0, 0.0, 1.0])
+    generated.pixels.foreach_set(pixels)
+    generate_and_apply(rec, "generated", generated)
+    rec["generated_still_generated"] = [generated.source, generated.is_dirty]
+
+
+h.Recorder().run(scenario)
