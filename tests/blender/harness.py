@@ -139,3 +139,43 @@ def image_pixels(image):
     buf = array.array("f", bytes(4 * w * h * 4))
     image.pixels.foreach_get(buf)
     return buf
+
+
+class CheckingLayout:
+    """Stands in for bpy.types.UILayout (there is no UI headless) and checks each call against
+    UILayout's RNA definition: the function exists, its keyword arguments exist, the properties
+    drawn exist on their data, and the operators exist. Records (function, text) for the test."""
+
+    FUNCTIONS = bpy.types.UILayout.bl_rna.functions
+    PROPERTIES = bpy.types.UILayout.bl_rna.properties
+
+    def __init__(self, calls=None):
+        object.__setattr__(self, "calls", [] if calls is None else calls)
+
+    def __setattr__(self, name, value):
+        assert name in self.PROPERTIES, f"UILayout has no property {name}"
+
+    def __getattr__(self, name):
+        function = self.FUNCTIONS.get(name)
+        assert function is not None, f"UILayout has no function {name}"
+        params = [p.identifier for p in function.parameters if not p.is_output]
+
+        def call(*args, **kwargs):
+            assert len(args) <= len(params), (name, args)
+            unknown = set(kwargs) - set(params)
+            assert not unknown, f"UILayout.{name} has no parameter(s) {unknown}"
+            named = dict(zip(params[:len(args)], args, strict=True)) | kwargs
+            for data_key, prop_key in (("data", "property"), ("dataptr", "propname"),
+                                       ("active_dataptr", "active_propname"), ("search_data", "search_property")):
+                if data_key in named and prop_key in named:
+                    assert named[prop_key] in named[data_key].bl_rna.properties, (name, named[prop_key])
+            if name == "operator":
+                category, op = named["operator"].split(".")
+                assert op in dir(getattr(bpy.ops, category)), named["operator"]
+            shown = named["operator"] if name == "operator" else named.get("text", named.get("property", ""))
+            self.calls.append((name, shown))
+            if name == "panel":
+                return CheckingLayout(self.calls), CheckingLayout(self.calls)
+            return CheckingLayout(self.calls)
+
+        return call

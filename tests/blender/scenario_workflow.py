@@ -12,6 +12,16 @@ import bpy  # noqa: E402
 import harness as h  # noqa: E402
 
 
+class _PrefsView:
+    """The preferences object with a checking layout in place of the real one (draw() reads self.layout)."""
+
+    def __init__(self, prefs, layout):
+        self._prefs, self.layout = prefs, layout
+
+    def __getattr__(self, name):
+        return getattr(self._prefs, name)
+
+
 def scenario(rec):
     zip_path, workdir, texture = h.args()
     h.install(zip_path)
@@ -45,7 +55,25 @@ def scenario(rec):
     rec["seed_after"] = settings.seed
     rec["base_color_after_generate"] = h.base_color_image(material)
 
+    ui, jobs = h.addon_module("ui"), h.addon_module("job")
+    layout = h.CheckingLayout()
+    ui.draw_variants_panel(layout, bpy.context)
+    rec["panel_with_results"] = layout.calls
+
     rec["apply"] = h.call(bpy.ops.texture_variants.apply_variant, index=1)
+    layout = h.CheckingLayout()
+    ui.draw_variants_panel(layout, bpy.context)
+    rec["panel_with_applied_variant"] = layout.calls
+    session = h.addon_module("session").shared()
+    finished_job, session.job = session.job, jobs.Job("drawn", state=jobs.RUNNING, step=3, total=12, eta=5.0)
+    layout = h.CheckingLayout()
+    ui.draw_variants_panel(layout, bpy.context)
+    rec["panel_while_running"] = layout.calls
+    session.job = finished_job
+    prefs = bpy.context.preferences.addons[h.MODULE].preferences
+    prefs_layout = h.CheckingLayout()
+    prefs.__class__.draw(_PrefsView(prefs, prefs_layout), bpy.context)
+    rec["preferences_panel"] = prefs_layout.calls
     rec["base_color_after_apply"] = h.base_color_image(material)
     rec["original_kept"] = image.name in bpy.data.images and image.use_fake_user
 

@@ -87,3 +87,36 @@ def test_unregister_leaves_nothing_behind(workflow):
     assert data["backend_pid"]  # the backend ran ...
     assert data["after_disable"] == {"operators": [], "types": [], "scene_property": False,
                                      "material_property": False, "process_alive": False}  # ... and is gone
+
+
+def _calls(data, key):
+    return [tuple(call) for call in data[key]]
+
+
+def test_panel_draws_settings_results_and_progress(workflow):
+    data, _ = workflow
+    idle = _calls(data, "panel_with_results")
+    # every layout call was checked against Blender's UILayout RNA (harness.CheckingLayout)
+    for prop in ("engine", "variants", "seed", "steps", "size", "tile", "appearance"):
+        assert ("prop", prop) in idle
+    balance = idle.index(("label", "Structure"))
+    assert idle[balance + 1][0] == "prop" and idle[balance + 2] == ("label", "Appearance")
+    assert ("operator", "texture_variants.generate") in idle and ("template_list", "") in idle
+    assert ("operator", "texture_variants.revert") not in idle
+    applied = _calls(data, "panel_with_applied_variant")
+    assert {("operator", "texture_variants.revert"), ("operator", "texture_variants.bake")} <= set(applied)
+    running = _calls(data, "panel_while_running")
+    assert ("progress", "Step 3/12 · 0:05 left") in running
+    assert ("operator", "texture_variants.cancel") in running
+    assert ("operator", "texture_variants.generate") not in running
+
+
+def test_preferences_offer_setup_and_say_what_overrides_them(workflow):
+    data, _ = workflow
+    prefs = _calls(data, "preferences_panel")
+    for prop in ("python", "base", "ip_adapter", "device", "bake_folder"):
+        assert ("prop", prop) in prefs
+    assert ("operator", "texture_variants.setup_backend") in prefs
+    assert ("operator", "texture_variants.check_backend") in prefs
+    assert any(kind == "label" and text.startswith("Overridden by the environment: TEXTURE_VARIANTS_PYTHON")
+               for kind, text in prefs)
