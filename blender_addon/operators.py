@@ -89,7 +89,7 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
     def poll(cls, context):
         return not session.shared().busy
 
-    def _submit(self, context):
+    def _submit(self, context, in_thread=False):
         """Check everything, export the texture, send the job. Changes no bpy data."""
         settings = _settings(context)
         _material, _node, image = material_target.resolve(context)
@@ -102,7 +102,8 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
             {name: getattr(settings, name) for name in jobs.REQUEST_SETTINGS}, seed)
         # Live previews are for people watching; scripts and farms skip their cost.
         params["preview_every"] = 0 if bpy.app.background else 2
-        job = session.shared().submit(config, root, str(reference), str(job_dir / "variants"), params)
+        job = session.shared().submit(config, root, str(reference), str(job_dir / "variants"), params,
+                                      in_thread=in_thread)
         settings.seed = seed  # shown in the panel, so a good result can be made again
         self._source_name = image.name
         return job
@@ -128,7 +129,7 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
 
     def invoke(self, context, event):  # the UI: never blocks, a timer polls the backend
         try:
-            self._submit(context)
+            self._submit(context, in_thread=True)
         except UserError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
@@ -207,6 +208,11 @@ class TEXTURE_VARIANTS_OT_apply_variant(bpy.types.Operator):
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         state = material.texture_variants
+        if state.original_image is not None and state.node_name != node.name \
+                and material.node_tree.nodes.get(state.node_name) is not None:
+            self.report({"ERROR"}, f"A variant is already applied to the node '{state.node_name}' of "
+                        f"'{material.name}'. To fix: click Revert to Original first, then apply to this node")
+            return {"CANCELLED"}
         if state.original_image is None or state.node_name != node.name:
             # Keep the original in the .blend even while no node uses it, so Revert can restore it.
             state.original_image, state.node_name = node.image, node.name

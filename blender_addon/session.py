@@ -49,24 +49,46 @@ class Session:
             raise UserError.from_exception(e) from e
         return self.hello
 
-    def submit(self, config, backend_root: str, input_path: str, output_dir: str, params: dict) -> Job:
+    def submit(self, config, backend_root: str, input_path: str, output_dir: str, params: dict, *,
+               in_thread: bool = False) -> Job:
+        """Send a generate job. With `in_thread`, starting the backend (about a second on a cold start)
+        and sending happen on a worker thread, so the caller (the UI) never waits; the job stays
+        QUEUED until then, and a failure to start ends it as FAILED."""
         if self.busy:
             raise UserError("busy", "A variant is already being generated",
                             "wait for it to finish, or press Cancel in the Variants panel")
         client = self.client(config, backend_root)
-        try:
-            if self.hello is None:
-                self.hello = client.start()
-            job_id = client.generate(input_path, output_dir, **params)
-        except Exception as e:
-            raise UserError.from_exception(e) from e
-        self.job = Job(id=job_id, output_dir=str(output_dir))
-        return self.job
+        job = Job(id="", output_dir=str(output_dir))
+
+        def send():
+            try:
+                if self.hello is None:
+                    self.hello = client.start()
+                job.id = client.generate(input_path, output_dir, **params)
+                if job.cancel_requested:  # Cancel was pressed while the backend was starting
+                    client.cancel(job.id)
+            except Exception as e:
+                error = UserError.from_exception(e)
+                job.apply({"type": "error", "id": job.id, "code": error.code, "message": error.message,
+                           "hint": error.hint})
+                if not in_thread:
+                    raise error from e
+
+        self.job = job
+        if in_thread:
+            threading.Thread(target=send, name="texture-variants-submit", daemon=True).start()
+        else:
+            try:
+                send()
+            except UserError:
+                self.job = None
+                raise
+        return job
 
     def pump(self) -> bool:
         """Apply the events that arrived since the last call; True when the job changed."""
-        if self._client is None or self.job is None:
-            return False
+        if self._client is None or self.job is None or not self.job.id:
+            return False  # not sent yet: its events wait in the client's queue
         changed = False
         for event in self._client.poll():
             changed |= self.job.apply(event)
@@ -88,7 +110,8 @@ class Session:
     def cancel(self) -> None:
         if self.busy and self._client is not None:
             self.job.cancel_requested = True
-            self._client.cancel(self.job.id)
+            if self.job.id:  # else the submitting thread cancels as soon as the job has an id
+                self._client.cancel(self.job.id)
 
     def _stop_client(self) -> None:
         if self._client is not None:

@@ -99,3 +99,31 @@ def test_not_set_up_says_what_to_do(tmp_path):
     with pytest.raises(UserError) as e:
         s.start(missing, str(ROOT))
     assert e.value.code == "not_set_up" and "Set up backend" in str(e.value)
+
+
+def test_submitting_in_a_thread_never_waits_for_the_backend(config, color_texture_path, tmp_path):
+    s = Session()
+    try:
+        j = s.submit(config, str(ROOT), str(color_texture_path), str(tmp_path), dict(PARAMS), in_thread=True)
+        assert j.state == job.QUEUED and s.busy
+        assert pump_until_finished(s).state == job.DONE
+    finally:
+        s.stop()
+
+
+def test_cancel_before_the_backend_has_started(config, color_texture_path, tmp_path):
+    s = Session()
+    try:
+        s.submit(config, str(ROOT), str(color_texture_path), str(tmp_path), PARAMS | {"steps": 200}, in_thread=True)
+        s.cancel()  # the backend is still starting: the job has no id yet
+        assert pump_until_finished(s).state == job.CANCELLED
+    finally:
+        s.stop()
+
+
+def test_a_backend_that_cannot_start_fails_the_threaded_job(tmp_path, color_texture_path):
+    s = Session()
+    missing = backend_client.resolve_config(python=str(tmp_path / "venv" / "bin" / "python"), environ={})
+    s.submit(missing, str(ROOT), str(color_texture_path), str(tmp_path), dict(PARAMS), in_thread=True)
+    j = pump_until_finished(s, limit=30)
+    assert j.state == job.FAILED and j.error["code"] == "not_set_up"
