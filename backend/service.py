@@ -265,8 +265,7 @@ class Service:
         models = sys.modules.get("backend.models")  # imported by the diffusion engine's first job
         if models is None:
             return {"diffusion": [], "loads": 0}
-        specs = getattr(models, "loaded_specs", lambda: [])()
-        return {"diffusion": [_describe_spec(spec) for spec in specs], "loads": models.load_count}
+        return {"diffusion": [_describe_spec(spec) for spec in models.loaded_specs()], "loads": models.load_count}
 
     def _on_unload(self, request: Request) -> None:
         def unload() -> dict:

@@ -384,7 +384,9 @@ class BackendClient:
         proc.stopping = True
         popen = proc.popen
         if popen.poll() is None:
-            self._send(proc, {"id": f"shutdown-{next(self._ids)}", "type": "shutdown"})
+            request_id = f"shutdown-{next(self._ids)}"
+            proc.waiters[request_id] = queue.Queue()  # its ack is the client's business, not the caller's
+            self._send(proc, {"id": request_id, "type": "shutdown"})
             try:
                 popen.stdin.close()
             except OSError:

@@ -1,0 +1,108 @@
+"""A real `python -m backend serve` process driven over its pipes, for the service tests.
+
+Deliberately not the add-on's client: these tests check the raw protocol, including what a client
+would never send. Every stdout line is parsed as it arrives; a line that is not a JSON object is
+recorded in `bad_lines` (the tests assert that it stays empty: stdout is protocol lines only).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+GUARD_S = 180.0  # only against a hung test; nothing here measures time
+FINAL = ("result", "error", "cancelled")
+
+
+class ServiceProcess:
+    def __init__(self, tmp: Path, *args: str):
+        self.log_dir = tmp / "logs"
+        self.stderr_path = tmp / "stderr.txt"
+        env = dict(os.environ, TEXTURE_VARIANTS_LOG_DIR=str(self.log_dir), PYTHONPATH=str(ROOT))
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in wait()
+        self.popen = subprocess.Popen([sys.executable, "-m", "backend", "serve", *args], cwd=ROOT, env=env,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
+        self.events: queue.Queue = queue.Queue()
+        self.bad_lines: list[bytes] = []
+        self.lines = 0
+        self._ids = itertools.count(1)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.popen.stdout:
+            self.lines += 1
+            try:
+                event = json.loads(line)
+                assert isinstance(event, dict) and "type" in event and "id" in event
+            except (ValueError, AssertionError):
+                self.bad_lines.append(line)
+                continue
+            self.events.put(event)
+        self.events.put(None)  # end of file
+
+    def send_line(self, data: bytes) -> None:
+        self.popen.stdin.write(data if data.endswith(b"\n") else data + b"\n")
+        self.popen.stdin.flush()
+
+    def send(self, type: str, **fields) -> str:
+        request_id = f"t{next(self._ids)}"
+        self.send_line(json.dumps({"id": request_id, "type": type, **fields}).encode())
+        return request_id
+
+    def next_event(self, timeout: float = GUARD_S) -> dict | None:
+        return self.events.get(timeout=timeout)
+
+    def ask(self, type: str, **fields) -> dict:
+        """Send a request and return its answer (for requests answered by one event)."""
+        request_id = self.send(type, **fields)
+        return self.until(lambda e: e["id"] == request_id)[-1]
+
+    def until(self, predicate, timeout: float = GUARD_S) -> list[dict]:
+        """All events up to and including the first that matches."""
+        seen = []
+        while True:
+            event = self.next_event(timeout)
+            assert event is not None, f"service ended early; stderr:\n{self.stderr_tail()}"
+            seen.append(event)
+            if predicate(event):
+                return seen
+
+    def job_events(self, job_id: str) -> list[dict]:
+        """The job's events up to its final one (other events are dropped)."""
+        events = self.until(lambda e: e["id"] == job_id and e["type"] in FINAL)
+        return [e for e in events if e["id"] == job_id]
+
+    def close_stdin(self) -> None:
+        self.popen.stdin.close()
+
+    def wait(self, timeout: float = GUARD_S) -> int:
+        code = self.popen.wait(timeout)
+        self._reader.join(timeout)
+        self._stderr.close()
+        return code
+
+    def stop(self) -> int:
+        if self.popen.poll() is None:
+            try:
+                self.send("shutdown")
+                self.close_stdin()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+        try:
+            return self.wait(60)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.wait()
+
+    def stderr_tail(self, n: int = 30) -> str:
+        self._stderr.flush()
+        return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-n:])
