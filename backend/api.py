@@ -64,7 +64,7 @@ def generate_variants(
     )
     results = []
     for i, image in enumerate(images):
-        if ref.grayscale and image.mode != "L":
+        if ref.grayscale and image.mode not in ("L", "LA"):  # LA: the patch engine carries alpha
             image = image.convert("L")
         record = params.to_dict() | {
             "engine": engine_name, "seed": params.seed + i, "variant": i, "batch_seed": params.seed,

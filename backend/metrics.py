@@ -1,0 +1,187 @@
+"""Texture metrics used by tests, benchmarks and the demo (defined in docs/DESIGN.md, "Metrics").
+
+- seam_score: per axis, the mean absolute step across the wrap-around border divided by the median
+  step between neighbouring interior columns (x) or rows (y). A seamless tile scores about 1; a crop
+  of a photo scores 2-15.
+- appearance_distance: sliced Wasserstein distance between the distributions of small patches (at
+  three scales) of the output and of the exemplar, divided by the same distance between two halves
+  of the exemplar. About 1 means "as close as the exemplar is to itself"; noise scores far above.
+- copy_score: the largest normalised cross-correlation, over all offsets, between a half-size window
+  of the output and the exemplar (the four quadrant windows and the centre one are tried). A shifted
+  copy scores about 1; a real variant scores clearly less.
+
+Images are PIL images or arrays (H, W) / (H, W, C) with values in 0..255 (uint8) or 0..1 (float);
+alpha is ignored. Everything is deterministic: the random projections and samples are seeded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+PATCH = 5  # side of the compared patches, at every scale
+SCALES = (1, 2, 4)  # downscale factors at which patches are compared
+PROJECTIONS = 64  # random directions of the sliced Wasserstein distance
+MAX_PATCHES = 16384  # patches sampled per image and scale
+QUANTILES = 512  # points at which two projected distributions are compared
+
+
+def as_array(image) -> np.ndarray:
+    """(H, W, C) float32 in [0, 1], alpha dropped, C = 1 or 3."""
+    if isinstance(image, Image.Image):
+        if image.mode in ("LA", "La", "L", "1", "I", "I;16", "F"):
+            image = image.convert("L")
+        else:
+            image = image.convert("RGB")
+        arr = np.asarray(image, dtype=np.float32) / 255.0
+    else:
+        arr = np.asarray(image)
+        arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got {arr.shape}")
+    if arr.shape[2] in (2, 4):  # LA / RGBA: drop alpha
+        arr = arr[..., :-1]
+    return arr
+
+
+def _same_channels(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if a.shape[2] == b.shape[2]:
+        return a, b
+    return (np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a), (np.repeat(b, 3, axis=2) if b.shape[2] == 1 else b)
+
+
+# ---------------------------------------------------------------------------------------- seam
+
+
+def seam_score(image) -> dict[str, float]:
+    """{"x": ..., "y": ...}: wrap-around step / median interior step, per axis (≈1 = seamless)."""
+    arr = as_array(image)
+    return {"x": _seam(arr, axis=1), "y": _seam(arr, axis=0)}
+
+
+def _seam(arr: np.ndarray, axis: int) -> float:
+    a = np.moveaxis(arr, axis, 0)  # steps between consecutive slices along axis 0
+    interior = np.abs(np.diff(a, axis=0)).mean(axis=tuple(range(1, a.ndim)))
+    wrap = float(np.abs(a[0] - a[-1]).mean())
+    typical = float(np.median(interior))
+    if typical == 0.0:
+        return 1.0 if wrap == 0.0 else float("inf")
+    return wrap / typical
+
+
+# ----------------------------------------------------------------------------- appearance
+
+
+def appearance_distance(output, exemplar) -> float:
+    """SW distance of multi-scale patch distributions, output vs exemplar, over exemplar half vs half."""
+    out, ex = _same_channels(as_array(output), as_array(exemplar))
+    h, w = ex.shape[:2]
+    between = _multiscale_sw(out, ex)
+    halves = 0.5 * (_multiscale_sw(ex[:, : w // 2], ex[:, w // 2:]) + _multiscale_sw(ex[: h // 2], ex[h // 2:]))
+    if halves == 0.0:  # a flat exemplar: only a flat output of the same value is at distance 0
+        return 1.0 if between == 0.0 else float("inf")
+    return between / halves
+
+
+def _multiscale_sw(a: np.ndarray, b: np.ndarray) -> float:
+    rng = np.random.default_rng(0)
+    levels = (np.arange(QUANTILES) + 0.5) / QUANTILES
+    total = 0.0
+    for scale in SCALES:
+        pa, pb = _patches(_downscale(a, scale), rng), _patches(_downscale(b, scale), rng)
+        if pa is None or pb is None:
+            continue
+        directions = rng.standard_normal((pa.shape[1], PROJECTIONS)).astype(np.float32)
+        directions /= np.linalg.norm(directions, axis=0, keepdims=True)
+        total += float(np.abs(_quantiles(pa @ directions, levels) - _quantiles(pb @ directions, levels)).mean())
+    return total
+
+
+def _quantiles(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Linear-interpolated quantiles of each column at `levels` (faster than np.quantile here)."""
+    values = np.sort(values, axis=0)
+    position = levels * (len(values) - 1)
+    lo = np.floor(position).astype(np.int64)
+    hi = np.minimum(lo + 1, len(values) - 1)
+    t = (position - lo)[:, None]
+    return values[lo] * (1 - t) + values[hi] * t
+
+
+def _downscale(arr: np.ndarray, factor: int) -> np.ndarray:
+    if factor == 1:
+        return arr
+    h, w = (arr.shape[0] // factor) * factor, (arr.shape[1] // factor) * factor
+    return arr[:h, :w].reshape(h // factor, factor, w // factor, factor, -1).mean(axis=(1, 3))
+
+
+def _patches(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """Up to MAX_PATCHES random PATCH x PATCH patches, flattened: (n, PATCH * PATCH * C)."""
+    h, w, c = arr.shape
+    if h < PATCH or w < PATCH:
+        return None
+    ny, nx = h - PATCH + 1, w - PATCH + 1
+    index = np.arange(ny * nx) if ny * nx <= MAX_PATCHES else rng.choice(ny * nx, MAX_PATCHES, replace=False)
+    ys, xs = np.divmod(index, nx)
+    offsets = np.arange(PATCH)
+    patches = arr[(ys[:, None] + offsets)[:, :, None], (xs[:, None] + offsets)[:, None, :]]  # (n, P, P, C)
+    return patches.reshape(len(index), -1).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------- copy
+
+
+def copy_score(output, exemplar) -> float:
+    """Max normalised cross-correlation of half-size output windows with the exemplar, all offsets."""
+    out, ex = _same_channels(as_array(output), as_array(exemplar))
+    h, w = out.shape[:2]
+    wh, ww = min(h // 2, ex.shape[0]), min(w // 2, ex.shape[1])
+    corners = [(0, 0), (0, w - ww), (h - wh, 0), (h - wh, w - ww), ((h - wh) // 2, (w - ww) // 2)]
+    ncc = _NormalisedCorrelation(ex.astype(np.float64), wh, ww)
+    return max(ncc.max(out[y:y + wh, x:x + ww]) for y, x in corners)
+
+
+class _NormalisedCorrelation:
+    """NCC of (wh, ww, C) templates with every valid window of one image, by FFT and integral images."""
+
+    def __init__(self, image: np.ndarray, wh: int, ww: int):
+        import scipy.fft
+
+        self.fft = scipy.fft
+        h, w, c = image.shape
+        self.size = (h, w)
+        self.window = (wh, ww)
+        self.shape = (scipy.fft.next_fast_len(h + wh - 1), scipy.fft.next_fast_len(w + ww - 1))
+        self.spectrum = scipy.fft.rfft2(image, s=self.shape, axes=(0, 1), workers=-1)
+        n = wh * ww * c
+        window_sum = _box_sum(image.sum(axis=2), wh, ww)
+        window_sq = _box_sum((image ** 2).sum(axis=2), wh, ww)
+        self.variance = np.maximum(window_sq - window_sum ** 2 / n, 0.0)  # n * variance of each window
+
+    def max(self, template: np.ndarray) -> float:
+        wh, ww = self.window
+        h, w = self.size
+        t = template.astype(np.float64) - template.mean()
+        t_energy = float((t ** 2).sum())
+        if t_energy < 1e-12:  # a flat window correlates with nothing
+            return 0.0
+        flipped = self.fft.rfft2(t[::-1, ::-1], s=self.shape, axes=(0, 1), workers=-1)
+        corr = self.fft.irfft2((self.spectrum * flipped).sum(axis=2), s=self.shape, workers=-1)
+        corr = corr[wh - 1:h, ww - 1:w]
+        denominator = np.sqrt(self.variance * t_energy)
+        ncc = np.where(denominator > 1e-9, corr / np.maximum(denominator, 1e-9), 0.0)
+        return float(ncc.max())
+
+
+def _box_sum(arr: np.ndarray, wh: int, ww: int) -> np.ndarray:
+    """Sum of every wh x ww window (valid positions), from an integral image."""
+    integral = np.pad(arr, ((1, 0), (1, 0))).cumsum(axis=0).cumsum(axis=1)
+    return integral[wh:, ww:] - integral[:-wh, ww:] - integral[wh:, :-ww] + integral[:-wh, :-ww]
+
+
+def texture_metrics(output, exemplar) -> dict[str, float]:
+    """All metrics of one output: seam_x, seam_y, appearance, copy."""
+    seam = seam_score(output)
+    return {"seam_x": seam["x"], "seam_y": seam["y"],
+            "appearance": appearance_distance(output, exemplar), "copy": copy_score(output, exemplar)}
