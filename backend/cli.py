@@ -130,6 +130,73 @@ def _cmd_serve(args) -> int:
     return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose)
 
 
+def _add_metrics(sub) -> None:
+    p = sub.add_parser(
+        "metrics",
+        help="seam, appearance and copy scores of outputs against their exemplar",
+        description="Print the texture metrics (docs/DESIGN.md, 'Metrics') of each OUTPUT: seam score per "
+        "axis (wrap-around step / median interior step; about 1 = seamless), appearance distance "
+        "(multi-scale patch sliced Wasserstein to the exemplar / the exemplar's own half-to-half "
+        "distance; about 1 = as close as the exemplar is to itself) and copy score (max normalised "
+        "cross-correlation of a half-size window of the output with the exemplar; 1 = a shifted copy).",
+    )
+    p.add_argument("outputs", nargs="+", metavar="OUTPUT", help="generated images")
+    p.add_argument("--exemplar", required=True, help="the reference texture they were made from")
+    p.add_argument("--json", action="store_true", help="print one JSON object per output instead of a table")
+    p.set_defaults(func=_cmd_metrics)
+
+
+def _cmd_metrics(args) -> int:
+    import json
+
+    from backend.images import open_image
+    from backend.metrics import texture_metrics
+
+    exemplar = open_image(args.exemplar)
+    if not args.json:
+        print(f"{'seam_x':>7} {'seam_y':>7} {'appear.':>7} {'copy':>6}  output")
+    for path in args.outputs:
+        m = texture_metrics(open_image(path), exemplar)
+        if args.json:
+            print(json.dumps({"output": path, **{k: round(v, 4) for k, v in m.items()}}))
+        else:
+            print(f"{m['seam_x']:7.3f} {m['seam_y']:7.3f} {m['appearance']:7.3f} {m['copy']:6.3f}  {path}")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    from backend.demo import TEXTURES
+
+    p = sub.add_parser(
+        "demo",
+        help="variants of a real CC0 texture, tiled previews and a contact sheet with metrics",
+        description="Make variants of one of scikit-image's CC0 textures with the best engine available "
+        "here (auto: diffusion when its models are on this machine, else the weight-free patch engine). "
+        "Writes a new folder OUT/<texture>-<engine>-s<seed>/ (never overwriting anything) with the "
+        "reference, the variants, a 3x3 tiled preview of each, contact_sheet.png and metrics.json; "
+        "prints the metrics, the written paths, and how to get the diffusion models.",
+    )
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--texture", choices=TEXTURES, default="gravel", help="which texture (default gravel)")
+    p.add_argument("--variants", type=int, default=3, help="how many variants (default 3)")
+    p.add_argument("--seed", type=int, help="random seed; variant i uses seed+i (default: random)")
+    p.add_argument("--size", type=int, default=512, help="size in px, a multiple of 64 (default 512)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="auto (default): diffusion when its models are here, else patch")
+    p.add_argument("--balance", type=float, default=0.5,
+                   help="0 = new structure, 1 = closest appearance (default 0.5)")
+    p.add_argument("--steps", type=int, default=30, help="denoising steps of the diffusion engine (default 30)")
+    p.add_argument("--base", help="SD1.5 model for the diffusion engine (default: from the HF cache)")
+    p.add_argument("--ip-adapter", help="IP-Adapter for the diffusion engine (default: from the HF cache)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from backend.demo import main as demo_main
+
+    return demo_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m backend",
@@ -141,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_make_test_models(sub)
     _add_serve(sub)
+    _add_metrics(sub)
+    _add_demo(sub)
     return parser
 
 
