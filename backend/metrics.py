@@ -100,13 +100,13 @@ def _multiscale_sw(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _quantiles(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Linear-interpolated quantiles of each column at `levels` (faster than np.quantile here)."""
-    values = np.sort(values, axis=0)
-    position = levels * (len(values) - 1)
+    """Linear-interpolated quantiles of each column at `levels`: (len(levels), columns)."""
+    values = np.sort(np.ascontiguousarray(values.T), axis=1)  # sorting contiguous rows is much faster
+    position = levels * (values.shape[1] - 1)
     lo = np.floor(position).astype(np.int64)
-    hi = np.minimum(lo + 1, len(values) - 1)
-    t = (position - lo)[:, None]
-    return values[lo] * (1 - t) + values[hi] * t
+    hi = np.minimum(lo + 1, values.shape[1] - 1)
+    t = position - lo
+    return (values[:, lo] * (1 - t) + values[:, hi] * t).T
 
 
 def _downscale(arr: np.ndarray, factor: int) -> np.ndarray:
