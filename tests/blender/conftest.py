@@ -13,22 +13,30 @@ import pytest
 
 from tests.conftest import ROOT
 
-BLENDER_PYTHON = ROOT / ".venv-blender" / "bin" / "python"
+# Every Blender test runs on each of these (scripts/setup --blender makes both venvs).
+BLENDERS = {"4.5": ROOT / ".venv-blender" / "bin" / "python", "5.0": ROOT / ".venv-blender-5.0" / "bin" / "python"}
 HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="session")
 def extension_zip() -> Path:
     """dist/texture_variants-<version>.zip, built (and validated by Blender) once per test session."""
-    if not BLENDER_PYTHON.exists():
-        pytest.fail("the bpy wheel is not installed: run scripts/setup --blender")
     out = subprocess.run([str(ROOT / "scripts" / "build_extension")], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
     return ROOT / out.stdout.strip().splitlines()[-1]
 
 
-def run_scenario(name: str, workdir: Path, zip_path: Path, *extra, env: dict | None = None,
+@pytest.fixture(scope="session", params=sorted(BLENDERS))
+def blender(request, extension_zip) -> tuple[Path, Path]:
+    """(the Python of a bpy wheel, the extension zip): each Blender test runs once per version."""
+    python = BLENDERS[request.param]
+    if not python.exists():
+        pytest.fail(f"bpy {request.param} is not installed: run scripts/setup --blender")
+    return python, extension_zip
+
+
+def run_scenario(name: str, workdir: Path, blender: tuple[Path, Path], *extra, env: dict | None = None,
                  timeout: float = 600) -> dict:
     """Run tests/blender/<name>.py in a fresh headless Blender; return what it recorded."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -38,7 +46,8 @@ def run_scenario(name: str, workdir: Path, zip_path: Path, *extra, env: dict | N
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TEXTURE_VARIANTS_")}
     full_env.update({"BLENDER_USER_RESOURCES": str(user), "TEXTURE_VARIANTS_PYTHON": sys.executable,
                      "TEXTURE_VARIANTS_DEVICE": "cpu", **(env or {})})
-    proc = subprocess.run([str(BLENDER_PYTHON), str(HERE / f"{name}.py"), str(out), str(zip_path), str(workdir),
+    python, zip_path = blender
+    proc = subprocess.run([str(python), str(HERE / f"{name}.py"), str(out), str(zip_path), str(workdir),
                            *map(str, extra)], env=full_env, capture_output=True, text=True, timeout=timeout)
     data = json.loads(out.read_text()) if out.exists() else {}
     log = f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"

@@ -25,6 +25,7 @@ class _PrefsView:
 def scenario(rec):
     zip_path, workdir, texture = h.args()
     h.install(zip_path)
+    rec["blender_version"] = bpy.app.version_string
     rec["operators"] = sorted(dir(bpy.ops.texture_variants))
     rec["panels"] = sorted(n for n in dir(bpy.types) if n.startswith("TEXTURE_VARIANTS_PT_"))
     rec["panel_spaces"] = sorted(getattr(bpy.types, n).bl_space_type for n in rec["panels"])

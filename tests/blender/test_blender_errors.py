@@ -24,12 +24,12 @@ for line in sys.stdin.buffer:
 
 
 @pytest.fixture(scope="module")
-def errors(tmp_path_factory, extension_zip, tiny_models, color_texture_path):
+def errors(tmp_path_factory, blender, tiny_models, color_texture_path):
     workdir = tmp_path_factory.mktemp("errors")
     crashing = workdir / "crashing_python"
     crashing.write_text(CRASHING_PYTHON)
     crashing.chmod(0o755)
-    return run_scenario("scenario_errors", workdir, extension_zip, color_texture_path,
+    return run_scenario("scenario_errors", workdir, blender, color_texture_path,
                         env={"CRASHING_PYTHON": str(crashing), "TINY_BASE": str(tiny_models["base"]),
                              "TEXTURE_VARIANTS_IP_ADAPTER": str(tiny_models["ip_adapter"])})
 

@@ -11,9 +11,9 @@ pytestmark = pytest.mark.blender
 
 
 @pytest.fixture(scope="module")
-def sources(tmp_path_factory, extension_zip, color_texture_path):
+def sources(tmp_path_factory, blender, color_texture_path):
     workdir = tmp_path_factory.mktemp("sources")
-    return run_scenario("scenario_sources", workdir, extension_zip, color_texture_path)
+    return run_scenario("scenario_sources", workdir, blender, color_texture_path)
 
 
 @pytest.mark.parametrize("case", ["packed", "generated"])

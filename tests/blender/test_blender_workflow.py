@@ -17,18 +17,19 @@ OPERATORS = ["apply_variant", "bake", "cancel", "check_backend", "generate", "re
 
 
 @pytest.fixture(scope="module")
-def workflow(tmp_path_factory, extension_zip, tiny_models, color_texture_path):
+def workflow(tmp_path_factory, blender, tiny_models, color_texture_path):
     workdir = tmp_path_factory.mktemp("workflow")
     before = hashlib.sha256(color_texture_path.read_bytes()).hexdigest()
-    data = run_scenario("scenario_workflow", workdir, extension_zip, color_texture_path,
+    data = run_scenario("scenario_workflow", workdir, blender, color_texture_path,
                         env={"TEXTURE_VARIANTS_BASE": str(tiny_models["base"]),
                              "TEXTURE_VARIANTS_IP_ADAPTER": str(tiny_models["ip_adapter"])})
     assert hashlib.sha256(color_texture_path.read_bytes()).hexdigest() == before
     return data, workdir
 
 
-def test_installs_with_the_public_operators_panels_and_preferences(workflow):
+def test_installs_with_the_public_operators_panels_and_preferences(workflow, request):
     data, _ = workflow
+    assert data["blender_version"].startswith(request.node.callspec.params["blender"])
     assert data["operators"] == OPERATORS
     assert data["panel_spaces"] == ["NODE_EDITOR", "VIEW_3D"]
     for name in ("apply_variant", "bake", "generate", "revert"):
