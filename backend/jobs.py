@@ -132,6 +132,9 @@ class JobRunner:
         for item in queued:
             if isinstance(item, Job):
                 self._emit(event("cancelled", item.id, job=item.id, stage="queued"))
+            else:
+                self._emit(error_event(item.id, "shutting_down", "the service stopped before doing this",
+                                       "start a new service"))
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -148,19 +151,20 @@ class JobRunner:
                 if isinstance(item, Job):
                     item.state, item.started = "running", time.monotonic()
                     self._running = item
+            if not isinstance(item, Job):
+                self._run_task(item)
+                continue
             try:
-                if isinstance(item, Job):
-                    self._run_job(item)
-                else:
-                    self._run_task(item)
-            except Exception:  # never let the worker die: the service must keep serving
+                final = self._run_job(item)
+            except Exception as e:  # never let the worker die: the service must keep serving
                 log.exception("worker: unexpected failure")
-            finally:
-                with self._lock:
-                    if isinstance(item, Job):
-                        item.state = "done"
-                        self._running = None
-                        self.jobs_done += 1
+                final = error_event(item.id, "internal", f"{type(e).__name__}: {e}",
+                                    "see the backend log for the traceback", job=item.id)
+            with self._lock:  # the books are done before the final event, so a status after it agrees
+                item.state = "done"
+                self._running = None
+                self.jobs_done += 1
+            self._emit(final)
 
     def _run_task(self, task: _Task) -> None:
         try:
@@ -170,7 +174,8 @@ class JobRunner:
             self._emit(error_event(task.id, "internal", f"{type(e).__name__}: {e}",
                                    "see the backend log for the traceback"))
 
-    def _run_job(self, job: Job) -> None:
+    def _run_job(self, job: Job) -> dict:
+        """Run one job; return its final event (result, error or cancelled)."""
         log.info("job %r: start (%s)", job.id, job.input)
         output = JobOutput(job)
         try:
@@ -186,25 +191,22 @@ class JobRunner:
         except CancelledError:
             output.discard()
             log.info("job %r: cancelled at step %d", job.id, job.step)
-            self._emit(event("cancelled", job.id, job=job.id, stage="running",
-                             cancel_step=job.cancel_step, stopped_step=job.step))
-            return
+            return event("cancelled", job.id, job=job.id, stage="running", cancel_step=job.cancel_step,
+                         stopped_step=job.step)
         except TextureVariantsError as e:
             output.discard()
             log.info("job %r: %s", job.id, e)
-            self._emit(error_event(job.id, e.code, e.message, e.hint, job=job.id))
-            return
+            return error_event(job.id, e.code, e.message, e.hint, job=job.id)
         except Exception as e:  # an engine bug or a library failure: report the cause, keep serving
             output.discard()
             log.exception("job %r failed", job.id)
-            self._emit(error_event(job.id, "engine_failed", f"generation failed: {type(e).__name__}: {e}",
-                                   "see the backend log for the traceback; try the patch engine or "
-                                   "smaller settings", job=job.id))
-            return
+            return error_event(job.id, "engine_failed", f"generation failed: {type(e).__name__}: {e}",
+                               "see the backend log for the traceback; try the patch engine or smaller "
+                               "settings", job=job.id)
         elapsed = time.monotonic() - job.started
         log.info("job %r: done in %.2f s, %d file(s)", job.id, elapsed, len(files))
-        self._emit(event("result", job.id, job=job.id, folder=str(output.folder), files=files,
-                         elapsed=round(elapsed, 3)))
+        return event("result", job.id, job=job.id, folder=str(output.folder), files=files,
+                     elapsed=round(elapsed, 3))
 
     def _on_step(self, job: Job, output: JobOutput, step: int, total: int, preview) -> None:
         job.step, job.total = step, total

@@ -53,19 +53,29 @@ def isolate_stdio() -> tuple[BinaryIO, BinaryIO]:
     return protocol_in, protocol_out
 
 
-class DeviceProbe:
-    """Finds the torch device on a background thread, so `hello` never waits for torch to import.
+class Warmup:
+    """Background start-up work, so that `hello` never waits for torch to import.
 
-    Until it is done, `device` is None and `device_detail` says so; `status` reports it later.
+    It finds the torch device (until then `device` is None and `device_detail` says so; `status`
+    reports it later), then imports the diffusion engine when its models are here, so the first
+    job does not pay for importing diffusers. Loading models is left to the first job.
     """
 
-    def __init__(self, requested: str | None):
-        self.requested = requested
+    def __init__(self, requested: str | None, base: str | None, ip_adapter: str | None):
+        self.requested, self.base, self.ip_adapter = requested, base, ip_adapter
         self.device: str | None = None
         self.detail = "detecting (torch is loading)"
         self.torch_version: str | None = None
-        self._thread = threading.Thread(target=self._probe, name="device-probe", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="warmup", daemon=True)
         self._thread.start()
+
+    def _run(self) -> None:
+        self._probe()
+        try:
+            if _availability("diffusion", self.base, self.ip_adapter)[0]:
+                engines.get_engine("diffusion")
+        except Exception as e:  # the job that needs it will report the problem properly
+            log.info("warm-up: diffusion engine not imported (%s: %s)", type(e).__name__, e)
 
     def _probe(self) -> None:
         try:
@@ -113,9 +123,15 @@ def _memory() -> dict:
 
 
 def _availability(engine: str, base, ip_adapter) -> tuple[bool, str]:
-    """An engine's `available()`, without importing torch just to answer hello when avoidable."""
-    if engine == "diffusion" and engines.ENGINE_MODULES[engine] not in sys.modules:
-        from backend import models  # the diffusion engine's model lookup: files only, no torch
+    """An engine's `available()`, without importing torch to answer hello.
+
+    The diffusion engine's `available()` is its model lookup, `backend.models.available` (files
+    only); asking that module directly spares hello the import of torch and diffusers (seconds),
+    and never waits for the warm-up thread that may be importing them. test_service checks that
+    both give the same answer.
+    """
+    if engine == "diffusion":
+        from backend import models
 
         return models.available(base, ip_adapter)
     return engines.get_engine(engine).available(base, ip_adapter)
@@ -141,7 +157,7 @@ class Service:
         self._out_lock = threading.Lock()
         self._out_broken = False
         self.base, self.ip_adapter = base, ip_adapter
-        self.device = DeviceProbe(device)
+        self.device = Warmup(device, base, ip_adapter)
         self.started = time.monotonic()
         self.runner = JobRunner(self.emit, self._generate)
         self._stop = False

@@ -135,6 +135,7 @@ class BackendClient:
         self._send_lock = threading.Lock()
         self._events: queue.Queue = queue.Queue()
         self._held: list[dict] = []  # events wait() read that belong to other requests
+        self._held_lock = threading.Lock()  # never held while starting: poll() must not block
         self._ids = itertools.count(1)
         self._proc: _Process | None = None
         self.hello: dict | None = None
@@ -206,7 +207,7 @@ class BackendClient:
 
     def poll(self) -> list[dict]:
         """Every event received since the last call, oldest first; never blocks."""
-        with self._lock:
+        with self._held_lock:
             events, self._held = self._held, []
         while True:
             try:
@@ -233,7 +234,7 @@ class BackendClient:
                 except queue.Empty:
                     continue
                 if event.get("id") != job_id:
-                    with self._lock:
+                    with self._held_lock:
                         self._held.append(event)
                     continue
             if on_event is not None:
@@ -242,7 +243,7 @@ class BackendClient:
                 return event
 
     def _take_held(self, job_id) -> dict | None:
-        with self._lock:
+        with self._held_lock:
             for i, event in enumerate(self._held):
                 if event.get("id") == job_id:
                     return self._held.pop(i)

@@ -50,6 +50,16 @@ def test_hello_reports_protocol_engines_models_and_device(service):
     assert status["device"] in (None, "cpu", "cuda", "mps")
 
 
+def test_hello_asks_the_same_model_lookup_as_the_diffusion_engine(tiny_models, tmp_path):
+    from backend.engines import diffusion
+    from backend.service import _availability
+
+    for base, ip_adapter in ((tiny_models["base"], tiny_models["ip_adapter"]), (tmp_path / "none", None),
+                             (tiny_models["base"], tmp_path)):
+        assert _availability("diffusion", str(base), ip_adapter and str(ip_adapter)) == diffusion.available(
+            str(base), ip_adapter and str(ip_adapter))
+
+
 def test_full_job_progress_then_valid_pngs(service, color_texture_path, tmp_path):
     job = service.send("generate", input=str(color_texture_path), output_dir=str(tmp_path), variants=2,
                        tiled_preview=True, preview_every=1, **TINY)
