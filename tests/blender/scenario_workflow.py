@@ -110,6 +110,16 @@ def scenario(rec):
             for y in range(3) for x in range(3) for yy in (0, hgt // 2, hgt - 1) for xx in (0, w // 3, w - 1)
             for c in range(4))
 
+    # The live preview the modal operator shows while a job runs (timers never fire headless).
+    operators, jobs = h.addon_module("operators"), h.addon_module("job")
+    previews = []
+    for result in settings.results:
+        operators._update_live_preview(jobs.Job("live", preview=result.path))
+        shown = bpy.data.images.get(operators.PREVIEW_IMAGE)
+        previews.append([shown.filepath, list(shown.size), shown.as_pointer()] if shown else None)
+    rec["live_previews"] = previews
+    rec["preview_images"] = sum(i.name.startswith(operators.PREVIEW_IMAGE) for i in bpy.data.images)
+
     rec["original_hash_unchanged"] = h.sha256(source) == original_hash
     rec["project_files"] = sorted(os.path.relpath(os.path.join(d, f), project)
                                   for d, _, fs in os.walk(project) for f in fs)

@@ -121,3 +121,11 @@ def test_preferences_offer_setup_and_say_what_overrides_them(workflow):
     assert ("operator", "texture_variants.check_backend") in prefs
     assert any(kind == "label" and text.startswith("Overridden by the environment: TEXTURE_VARIANTS_PYTHON")
                for kind, text in prefs)
+
+
+def test_live_preview_reuses_one_image(workflow):
+    data, _ = workflow
+    first, second = data["live_previews"]
+    assert [first[0], second[0]] == [r["path"] for r in data["results"]]
+    assert first[1] == second[1] == [64, 64]
+    assert first[2] == second[2] and data["preview_images"] == 1  # reloaded in place, not piled up
