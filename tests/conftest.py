@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# One torch thread per process (set before torch loads; inherited by subprocesses): on a small,
+# shared CPU, several threads per test process thrash and run up to 10x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _models_key() -> str:

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 NAME = "diffusion"
 DEFAULT_GUIDANCE = 7.5
-EXTRA_KEYS = {"ip_adapter_variant", "device", "dtype", "allow_pickle", "kv_window", "kv_blocks"}
+EXTRA_KEYS = {"ip_adapter_variant", "device", "dtype", "allow_pickle", "kv_window", "kv_blocks",
+              "inversion_iterations"}
 
 # Approximate latent -> RGB map of SD1.5's VAE: a preview for free, without decoding.
 _LATENT_RGB = torch.tensor([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173],
@@ -132,14 +133,23 @@ def _schedulers(pipe, steps: int):
     return forward, inverse
 
 
-def invert(pipe, latents: torch.Tensor, cond: Conditioning, steps: int, progress: Progress) -> torch.Tensor:
-    """DDIM inversion (guidance 1): the noise that the reference branch denoises back to `latents`."""
+def invert(pipe, latents: torch.Tensor, cond: Conditioning, steps: int, progress: Progress,
+           iterations: int = 0) -> torch.Tensor:
+    """DDIM inversion (guidance 1): the noise that the reference branch denoises back to `latents`.
+
+    Plain DDIM inversion evaluates the UNet at the previous, less noisy latent; `iterations` > 0
+    refines each step by fixed-point iteration so that the UNet is evaluated at the latent it
+    produces, which is what the denoising step will see (ReNoise, Garibi et al. 2024). Useful when
+    the noise prediction varies fast with the latent, as in the random-weight test models.
+    """
     _, inverse = _schedulers(pipe, steps)
     counters["inversions"] += 1
     for t in inverse.timesteps:
-        progress.check()
-        latents = inverse.step(unet_eps(pipe, latents, t, cond, 1.0), t, latents).prev_sample
-        progress.advance()
+        start = latents
+        for _ in range(1 + iterations):
+            progress.check()
+            latents = inverse.step(unet_eps(pipe, latents, t, cond, 1.0), t, start).prev_sample
+            progress.advance()
     return latents
 
 
@@ -189,7 +199,8 @@ def initial_noise(params, latents, device, dtype) -> torch.Tensor:
 def reference_key(image: Image.Image, spec, params, kv: balance.KVSettings) -> tuple:
     """Everything the inverted latents and the reference K/V depend on."""
     digest = hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
-    return (digest, params.size, params.steps, spec, params.tile, params.prompt, kv.ip_scale)
+    iterations = params.extra.get("inversion_iterations", 0)
+    return (digest, params.size, params.steps, spec, params.tile, params.prompt, kv.ip_scale, iterations)
 
 
 def _check_extra(extra: dict) -> None:
@@ -197,6 +208,9 @@ def _check_extra(extra: dict) -> None:
     if unknown:
         raise InputError(f"unknown parameter(s) for the diffusion engine: {sorted(unknown)}",
                          hint=f"known extras: {sorted(EXTRA_KEYS)}")
+    iterations = extra.get("inversion_iterations", 0)
+    if not isinstance(iterations, int) or isinstance(iterations, bool) or not 0 <= iterations <= 20:
+        raise InputError(f"invalid inversion_iterations={iterations!r}", hint="an integer from 0 to 20")
 
 
 def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_step=None, cancel=None):
@@ -241,7 +255,9 @@ def _run(pipe, spec, image, params, kv, guidance, latents, on_step, cancel):
             need_inversion = work is None
         info = {"kv_blocks": list(kv.blocks), "kv_window_steps": sorted(window),
                 "reference_cached": bool(window) and not need_inversion}
-    progress = Progress(total=params.steps * (1 + need_inversion + need_reference), on_step=on_step, cancel=cancel)
+    iterations = params.extra.get("inversion_iterations", 0)
+    progress = Progress(total=params.steps * (1 + need_inversion * (1 + iterations) + need_reference),
+                        on_step=on_step, cancel=cancel)
 
     # The VAE encoder reads the reference as the (non-periodic) photo it is: only the UNet and the
     # decoder wrap around, which is all the periodicity of the output depends on.
@@ -251,8 +267,8 @@ def _run(pipe, spec, image, params, kv, guidance, latents, on_step, cancel):
         else:
             with kv_replacement(pipe.unet, controller):
                 if need_inversion:
-                    work = ReferenceWork(inverted=invert(pipe, encode_reference(pipe, image, params.size), cond,
-                                                         params.steps, progress))
+                    latents0 = encode_reference(pipe, image, params.size)
+                    work = ReferenceWork(invert(pipe, latents0, cond, params.steps, progress, iterations))
                 if need_reference:
                     counters["reference_branches"] += 1
                     denoise(pipe, work.inverted, cond, params.steps, 1.0, progress, controller, REFERENCE)
