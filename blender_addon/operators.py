@@ -327,11 +327,15 @@ class TEXTURE_VARIANTS_OT_tile_preview(bpy.types.Operator):
                     break
         if not shown and not bpy.app.background and context.area is not None:
             # No Image Editor open: show it in a new window, as Render > View Render does.
-            with context.temp_override(area=context.area):
-                bpy.ops.wm.window_new()
-            area = context.window_manager.windows[-1].screen.areas[0]
-            area.type = "IMAGE_EDITOR"
-            area.spaces.active.image = tiled
+            try:
+                with context.temp_override(area=context.area):
+                    bpy.ops.wm.window_new()
+                area = context.window_manager.windows[-1].screen.areas[0]
+                area.type = "IMAGE_EDITOR"
+                area.spaces.active.image = tiled
+            except RuntimeError:
+                self.report({"INFO"}, f"Open an Image Editor and pick '{tiled.name}' to see it")
+                return {"FINISHED"}
         self.report({"INFO"}, f"{tiled.name}: {tiled.size[0]}x{tiled.size[1]}")
         return {"FINISHED"}
 

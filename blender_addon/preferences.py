@@ -56,8 +56,9 @@ def backend_config(context=None):
 def describe_hello(hello: dict) -> str:
     """The status line: what the backend said about itself."""
     parts = [f"Backend {hello.get('version', '?')}"]
-    if hello.get("device"):
-        parts.append(f"device {hello['device']}")
+    device = hello.get("device") or hello.get("device_detail")
+    if device:
+        parts.append(f"device {device}")
     engines = hello.get("engines")
     if isinstance(engines, dict):
         ready = [name for name, info in engines.items()

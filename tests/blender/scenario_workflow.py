@@ -31,6 +31,8 @@ def scenario(rec):
     rec["panel_spaces"] = sorted(getattr(bpy.types, n).bl_space_type for n in rec["panels"])
     rec["operator_options"] = {
         n: sorted(getattr(bpy.types, f"TEXTURE_VARIANTS_OT_{n}").bl_options) for n in rec["operators"]}
+    rec["check_backend"] = h.call(bpy.ops.texture_variants.check_backend)
+    rec["backend_status"] = bpy.context.preferences.addons[h.MODULE].preferences.status
     prefs_cls = type(bpy.context.preferences.addons[h.MODULE].preferences)
     rec["preferences_idname"] = prefs_cls.bl_idname
 

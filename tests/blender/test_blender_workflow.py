@@ -129,3 +129,11 @@ def test_live_preview_reuses_one_image(workflow):
     assert [first[0], second[0]] == [r["path"] for r in data["results"]]
     assert first[1] == second[1] == [64, 64]
     assert first[2] == second[2] and data["preview_images"] == 1  # reloaded in place, not piled up
+
+
+def test_check_backend_shows_the_hello_status_line(workflow):
+    data, _ = workflow
+    assert data["check_backend"] == {"result": ["FINISHED"], "error": None}
+    status = data["backend_status"]
+    assert status.startswith("Backend 0.1.0") and "engines: " in status and "patch" in status
+    assert "diffusion" in status  # the tiny models given by TEXTURE_VARIANTS_BASE / _IP_ADAPTER are found
