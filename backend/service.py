@@ -157,7 +157,7 @@ class Service:
         self._out_lock = threading.Lock()
         self._out_broken = False
         self.base, self.ip_adapter = base, ip_adapter
-        self.device = Warmup(device, base, ip_adapter)
+        self.warmup = Warmup(device, base, ip_adapter)
         self.started = time.monotonic()
         self.runner = JobRunner(self.emit, self._generate)
         self._stop = False
@@ -223,7 +223,7 @@ class Service:
     def _on_hello(self, request: Request) -> None:
         self.emit(event("hello", request.id, protocol=PROTOCOL_VERSION, version=__version__,
                         python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
-                        models=self._models(), **self.device.fields()))
+                        models=self._models(), **self.warmup.fields()))
 
     def _engines(self) -> dict:
         """{name: {available, why}}, from each engine's own cheap check (files only, no loading)."""
@@ -272,7 +272,7 @@ class Service:
         loaded = self._loaded_models()
         self.emit(event("status", request.id, **self.runner.snapshot(), loaded_models=loaded["diffusion"],
                         model_loads=loaded["loads"],
-                        memory=_memory(), **self.device.fields(),
+                        memory=_memory(), **self.warmup.fields(),
                         uptime=round(time.monotonic() - self.started, 3)))
 
     @staticmethod
