@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import bpy
@@ -56,9 +57,9 @@ def backend_config(context=None):
 def describe_hello(hello: dict) -> str:
     """The status line: what the backend said about itself."""
     parts = [f"Backend {hello.get('version', '?')}"]
-    device = hello.get("device") or hello.get("device_detail")
-    if device:
-        parts.append(f"device {device}")
+    device, detail = hello.get("device"), hello.get("device_detail")
+    if device or detail:
+        parts.append(f"device {device} ({detail})" if device and detail else f"device {device or detail}")
     engines = hello.get("engines")
     if isinstance(engines, dict):
         ready = [name for name, info in engines.items()
@@ -148,16 +149,72 @@ class TEXTURE_VARIANTS_OT_check_backend(bpy.types.Operator):
     bl_label = "Check Backend"
     bl_options = {"REGISTER"}
 
-    def execute(self, context):
+    timeout: bpy.props.FloatProperty(name="Timeout", default=60.0, min=0.0,
+                                     description="How long to wait for the backend to find its device")
+
+    _timer = None
+    _asked = ""
+    _since = 0.0
+
+    def _start(self, context) -> bool:
         try:
-            hello = session.shared().start(backend_config(context), str(backend_root()))
+            session.shared().start(backend_config(context), str(backend_root()))
         except UserError as e:
             get(context).status = f"Not ready: {e.message}"
             self.report({"ERROR"}, str(e))
+            return False
+        get(context).status = describe_hello(session.shared().hello)
+        return True
+
+    def _step(self, context) -> bool:
+        """One round of asking for the device; True when known (or when waiting is over)."""
+        current = session.shared()
+        current.pump()
+        reply = current.replies.pop(self._asked, None) if self._asked else None
+        if reply is not None:
+            current.note_status(reply)
+            get(context).status = describe_hello(current.hello)
+            self._asked = ""
+        if current.device_known() or time.monotonic() - self._since > self.timeout:
+            return True
+        if not self._asked:
+            self._asked = current.request_status()
+        return False
+
+    def execute(self, context):  # scripts and background mode: waits for the device
+        if not self._start(context):
             return {"CANCELLED"}
-        get(context).status = describe_hello(hello)
+        self._since = time.monotonic()
+        try:
+            while not self._step(context):
+                time.sleep(0.2)
+        except UserError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
         self.report({"INFO"}, get(context).status)
         return {"FINISHED"}
+
+    def invoke(self, context, event):  # the UI: hello now, the device when torch has loaded
+        if not self._start(context):
+            return {"CANCELLED"}
+        self._since = time.monotonic()
+        self._timer = context.window_manager.event_timer_add(0.3, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        try:
+            done = self._step(context)
+        except UserError:
+            done = True
+        for area in context.screen.areas if context.screen else ():
+            area.tag_redraw()
+        if done:
+            context.window_manager.event_timer_remove(self._timer)
+            return {"FINISHED"}
+        return {"PASS_THROUGH"}
 
 
 class TextureVariantsPreferences(bpy.types.AddonPreferences):

@@ -26,6 +26,7 @@ class Session:
         self._lock = threading.Lock()
         self.job: Job | None = None
         self.hello: dict | None = None
+        self.replies: dict[str, dict] = {}  # answers to other requests (status), by request id
 
     @property
     def busy(self) -> bool:
@@ -87,12 +88,32 @@ class Session:
 
     def pump(self) -> bool:
         """Apply the events that arrived since the last call; True when the job changed."""
-        if self._client is None or self.job is None or not self.job.id:
-            return False  # not sent yet: its events wait in the client's queue
+        if self._client is None or (self.job is not None and not self.job.id):
+            return False  # a job not sent yet: its events wait in the client's queue
         changed = False
         for event in self._client.poll():
-            changed |= self.job.apply(event)
+            if self.job is not None and self.job.concerns(event):
+                changed |= self.job.apply(event)
+            elif event.get("id") and event.get("type") not in ("accepted", "progress", "result", "cancelled"):
+                self.replies[event["id"]] = event
         return changed
+
+    def request_status(self) -> str:
+        """Ask the backend for its status (device, loaded models, queue); the answer lands in `replies`."""
+        try:
+            return self._client.request("status")
+        except Exception as e:
+            raise UserError.from_exception(e) from e
+
+    def device_known(self) -> bool:
+        return bool(self.hello and self.hello.get("device"))
+
+    def note_status(self, reply: dict) -> None:
+        """Fold a status answer into the hello (the device is found after hello, while torch loads)."""
+        if self.hello is not None:
+            for key in ("device", "device_detail", "torch"):
+                if reply.get(key) is not None:
+                    self.hello[key] = reply[key]
 
     def run_to_end(self, timeout: float | None = None) -> Job:
         """Block until the job ends; past `timeout` seconds it is cancelled (and reported so)."""

@@ -129,3 +129,19 @@ def test_a_backend_that_cannot_start_fails_the_threaded_job(tmp_path, color_text
     s.submit(missing, str(ROOT), str(color_texture_path), str(tmp_path), dict(PARAMS), in_thread=True)
     j = pump_until_finished(s, limit=30)
     assert j.state == job.FAILED and j.error["code"] == "not_set_up"
+
+
+def test_status_answers_are_kept_apart_from_the_job(session, config, color_texture_path, tmp_path):
+    session.start(config, str(ROOT))
+    session.submit(config, str(ROOT), str(color_texture_path), str(tmp_path), dict(PARAMS))
+    asked = session.request_status()
+    deadline = time.monotonic() + 120
+    while asked not in session.replies or not session.job.finished:
+        assert time.monotonic() < deadline
+        session.pump()
+        time.sleep(0.05)
+    reply = session.replies.pop(asked)
+    assert reply["type"] == "status" and session.job.state == job.DONE
+    session.note_status(reply)
+    assert session.hello["device_detail"] == reply["device_detail"]
+    assert session.device_known() == bool(reply["device"])

@@ -136,4 +136,5 @@ def test_check_backend_shows_the_hello_status_line(workflow):
     assert data["check_backend"] == {"result": ["FINISHED"], "error": None}
     status = data["backend_status"]
     assert status.startswith("Backend 0.1.0") and "engines: " in status and "patch" in status
+    assert "device CPU" in status or "device cpu" in status  # found after hello, once torch has loaded
     assert "diffusion" in status  # the tiny models given by TEXTURE_VARIANTS_BASE / _IP_ADAPTER are found
