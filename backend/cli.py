@@ -37,12 +37,24 @@ def _add_generate(sub) -> None:
                    help="0 = new structure, 1 = closest appearance (default 0.5, the published recipe)")
     p.add_argument("--appearance", choices=APPEARANCE_MODES, default="kv",
                    help="appearance preservation: kv replacement or none (plain IP-Adapter)")
-    p.add_argument("--ip-scale", type=float, help="IP-Adapter scale (default: from --balance)")
+    p.add_argument("--ip-scale", type=float, help="IP-Adapter scale (default 1.0, the recipe's)")
     p.add_argument("--prompt", default="", help="optional text prompt (default empty)")
     p.add_argument("--negative-prompt", default="", help="optional negative prompt")
     p.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: engine's)")
     p.add_argument("--no-preview", action="store_true", help="do not write the 3x3 tiled previews")
+    diffusion = p.add_argument_group("diffusion engine")
+    diffusion.add_argument("--ip-adapter-variant", choices=("standard", "plus"),
+                           help="ip-adapter_sd15 (standard, default) or ip-adapter-plus_sd15 (plus)")
+    diffusion.add_argument("--device", help="auto (default: cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
+    diffusion.add_argument("--dtype", choices=("auto", "float16", "float32", "bfloat16"),
+                           help="auto (default): float16 on a GPU, float32 on the CPU")
+    diffusion.add_argument("--allow-pickle", action="store_true",
+                           help="also load pickled weights (.ckpt/.bin): only for files you trust")
     p.set_defaults(func=_cmd_generate)
+
+
+# Options of one engine, passed on only when given (other engines refuse what they do not know).
+_ENGINE_OPTIONS = ("ip_adapter_variant", "device", "dtype", "allow_pickle")
 
 
 def _cmd_generate(args) -> int:
@@ -67,6 +79,7 @@ def _cmd_generate(args) -> int:
             balance=args.balance, appearance=args.appearance, ip_scale=args.ip_scale,
             prompt=args.prompt, negative_prompt=args.negative_prompt,
             guidance_scale=args.guidance_scale, on_step=on_step,
+            **{k: getattr(args, k) for k in _ENGINE_OPTIONS if getattr(args, k) not in (None, False)},
         )
     finally:
         bar.close()
@@ -197,6 +210,31 @@ def _cmd_demo(args) -> int:
     return demo_main(args)
 
 
+def _add_download_models(sub) -> None:
+    p = sub.add_parser(
+        "download-models",
+        help="fetch the diffusion models into the Hugging Face cache (the only command that downloads)",
+        description="Download the SD1.5 base model (fp16 safetensors, about 2 GB) and h94/IP-Adapter "
+        "(ip-adapter_sd15 and ip-adapter-plus_sd15 with their ViT-H image encoder, about 2.6 GB) into the "
+        "Hugging Face cache (HF_HOME), with progress. Files already there are not fetched again. "
+        "Afterwards everything works offline.",
+    )
+    p.add_argument("--base", help="hub id of the base model (default stable-diffusion-v1-5/stable-diffusion-v1-5)")
+    p.add_argument("--ip-adapter", help="hub id of the IP-Adapter repository (default h94/IP-Adapter)")
+    p.add_argument("--ip-adapter-variant", choices=("standard", "plus", "both"), default="both",
+                   help="which IP-Adapter weights to fetch (default both)")
+    p.set_defaults(func=_cmd_download_models)
+
+
+def _cmd_download_models(args) -> int:
+    from backend.models import download_models
+
+    paths = download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant)
+    for key, path in paths.items():
+        print(f"{key}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m backend",
@@ -207,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_generate(sub)
     _add_make_test_models(sub)
+    _add_download_models(sub)
     _add_serve(sub)
     _add_metrics(sub)
     _add_demo(sub)

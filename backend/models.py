@@ -300,16 +300,20 @@ def unload() -> bool:
 # ---------------------------------------------------------------- downloading (explicit only)
 
 
-def download_models(base: str | None = None, ip_adapter: str | None = None, *, plus: bool = True) -> dict[str, Path]:
-    """Fetch the models into the Hugging Face cache with progress bars; the only network access."""
+def download_models(base: str | None = None, ip_adapter: str | None = None, *,
+                    variants: str = "both") -> dict[str, Path]:
+    """Fetch the models into the Hugging Face cache with progress bars; the only network access.
+
+    `variants`: which IP-Adapter weights, "standard", "plus" or "both".
+    """
     from huggingface_hub import snapshot_download
 
-    base_id = base or DEFAULT_BASE
-    ip_id = ip_adapter or DEFAULT_IP_ADAPTER
-    weights = [f"models/{IP_ADAPTER_WEIGHTS['standard']}.safetensors"]
-    if plus:
-        weights.append(f"models/{IP_ADAPTER_WEIGHTS['plus']}.safetensors")
+    chosen = ("standard", "plus") if variants == "both" else (variants,)
+    if not set(chosen) <= set(IP_ADAPTER_WEIGHTS):
+        raise InputError(f"unknown IP-Adapter variant {variants!r}", hint="use standard, plus or both")
+    weights = [f"models/{IP_ADAPTER_WEIGHTS[v]}.safetensors" for v in chosen]
     return {
-        "base": Path(snapshot_download(base_id, allow_patterns=BASE_PATTERNS)),
-        "ip_adapter": Path(snapshot_download(ip_id, allow_patterns=[*weights, *IMAGE_ENCODER_PATTERNS])),
+        "base": Path(snapshot_download(base or DEFAULT_BASE, allow_patterns=BASE_PATTERNS)),
+        "ip_adapter": Path(snapshot_download(ip_adapter or DEFAULT_IP_ADAPTER,
+                                             allow_patterns=[*weights, *IMAGE_ENCODER_PATTERNS])),
     }
