@@ -122,6 +122,7 @@ class _Process:
         self.stopping = False  # stop() was called: its end is not a death
         self.ended = threading.Event()  # the end was noticed (and reported unless stopping)
         self.end_lock = threading.Lock()
+        self.reported = threading.Event()  # the end's events (if any) are in the queue
         self.reader: threading.Thread | None = None
         self.stderr_reader: threading.Thread | None = None
 
@@ -157,6 +158,7 @@ class BackendClient:
             if self.alive and self.hello is not None:
                 return self.hello
             self._discard_process()
+            self._forget_idle_deaths()
             proc = self._spawn()
             try:
                 self.hello = self._hello(proc)
@@ -364,8 +366,13 @@ class BackendClient:
             if proc.ended.is_set():
                 return
             proc.ended.set()
-        if proc.stopping:
-            return
+        try:
+            if not proc.stopping:
+                self._report_death(proc)
+        finally:
+            proc.reported.set()
+
+    def _report_death(self, proc: _Process) -> None:
         proc.stderr_reader.join(0.5)  # its last words are usually the reason
         code = proc.popen.returncode
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
@@ -374,9 +381,9 @@ class BackendClient:
         base = {"type": "error", "code": "backend_died", "message": f"the backend process {how}",
                 "hint": "it is restarted on the next request; its log (stderr tail here) says why",
                 "exit_code": code, "stderr_tail": tail}
-        for waiter in proc.waiters.values():
+        for waiter in list(proc.waiters.values()):  # a start() waiting for hello raises it
             waiter.put(base | {"id": None})
-        ids = sorted(proc.pending) or [None]
+        ids = sorted(proc.pending) or ([] if proc.waiters else [None])
         proc.pending.clear()
         for request_id in ids:
             self._events.put(base | {"id": request_id})
@@ -404,16 +411,35 @@ class BackendClient:
         if proc.reader is not None:
             proc.reader.join(1)  # the final events (cancelled jobs) reach the queue
         proc.ended.set()
+        proc.reported.set()
         if proc.reader is None or not proc.reader.is_alive():
             popen.stdout.close()
+
+    def _forget_idle_deaths(self) -> None:
+        """Drop not yet polled reports of a death while idle: a fresh service replaces that process.
+
+        (A job's death report is kept: its job ended.)
+        """
+        with self._held_lock:
+            events, self._held = self._held, []
+            while True:
+                try:
+                    events.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            for event in events:
+                if not (event.get("code") == "backend_died" and event.get("id") is None):
+                    self._events.put(event)
 
     def _discard_process(self) -> None:
         """Forget a dead process (its death was reported); a live one without hello is stopped."""
         proc, self._proc = self._proc, None
         self.hello = None
-        if proc is None or proc.ended.is_set():
+        if proc is None:
             return
-        if proc.popen.poll() is not None:  # died a moment ago: report it before starting anew
+        if proc.ended.is_set():
+            proc.reported.wait(2)  # a watchdog may be writing the report right now
+        elif proc.popen.poll() is not None:  # died a moment ago: report it before starting anew
             proc.reader.join(0.5)
             self._ended(proc)
         else:

@@ -114,6 +114,7 @@ def test_an_interpreter_that_dies_at_start_is_reported(tmp_path):
     assert error.value.code == "backend_died"
     assert "ModuleNotFoundError" in error.value.message
     assert not client.alive
+    assert client.poll() == []  # reported once, by the exception
 
 
 def test_full_job_hello_generate_progress_result(shared_client, color_texture_path, tmp_path):
@@ -203,6 +204,13 @@ def test_death_while_idle_is_reported_by_poll(client):
         time.sleep(0.02)
     assert [(e["type"], e["code"], e["id"]) for e in events] == [("error", "backend_died", None)]
     assert client.start()["type"] == "hello"  # a fresh service
+
+    # A death nobody polled for is not reported after a fresh service replaced the process.
+    os.kill(client.pid, signal.SIGKILL)
+    while client.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.start()["type"] == "hello"
+    assert client.poll() == []
 
 
 def test_stop_shuts_the_service_down(client):
