@@ -126,6 +126,24 @@ def scenario(rec):
     rec["project_files"] = sorted(os.path.relpath(os.path.join(d, f), project)
                                   for d, _, fs in os.walk(project) for f in fs)
 
+    # Saved and reopened: the settings, the results and the original image are in the .blend.
+    h.call(bpy.ops.texture_variants.apply_variant, index=1)
+    names = (material.name, obj.name, image.name)
+    bpy.ops.wm.save_mainfile()
+    bpy.ops.wm.open_mainfile(filepath=blend)  # every Python reference to the old data is now invalid
+    settings = bpy.context.scene.texture_variants
+    material = bpy.data.materials[names[0]]
+    bpy.context.view_layer.objects.active = bpy.data.objects[names[1]]
+    rec["reopened"] = {
+        "settings": [settings.engine, settings.variants, settings.steps, settings.size, settings.seed,
+                     settings.randomize_seed],
+        "results": [r.image.name for r in settings.results],
+        "base_color": h.base_color_image(material),
+        "revert": h.call(bpy.ops.texture_variants.revert),
+        "base_color_after_revert": h.base_color_image(material),
+        "original_file": bpy.path.abspath(bpy.data.images[names[2]].filepath) == source,
+    }
+
     # Unregister: no classes, properties or backend process left behind.
     session = h.addon_module("session").shared()
     pid = session._client.pid if session._client else None

@@ -138,3 +138,13 @@ def test_check_backend_shows_the_hello_status_line(workflow):
     assert status.startswith("Backend 0.1.0") and "engines: " in status and "patch" in status
     assert "device CPU" in status or "device cpu" in status  # found after hello, once torch has loaded
     assert "diffusion" in status  # the tiny models given by TEXTURE_VARIANTS_BASE / _IP_ADAPTER are found
+
+
+def test_settings_results_and_original_survive_save_and_reopen(workflow):
+    data, _ = workflow
+    reopened = data["reopened"]
+    assert reopened["settings"] == ["diffusion", 2, 2, 64, 7, False]
+    assert reopened["results"] == [r["image"] for r in data["results"]]
+    assert reopened["base_color"] == data["results"][1]["image"]
+    assert reopened["revert"]["error"] is None  # the original was saved in the .blend while unused
+    assert reopened["base_color_after_revert"] == "gravel.png" and reopened["original_file"]
