@@ -281,7 +281,7 @@ class TEXTURE_VARIANTS_OT_bake(bpy.types.Operator):
                 # Painted or packed: write Blender's pixels, leaving the variant's own file as it is.
                 folder.mkdir(parents=True, exist_ok=True)
                 temp = target.with_name(f".{target.name}.tmp")
-                texture_io._write_pixels_png(image, temp)
+                texture_io.write_pixels_png(image, temp)
                 paths.copy_new_file(temp, target)
                 temp.unlink()
             else:

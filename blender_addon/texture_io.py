@@ -29,7 +29,7 @@ def original_file(image) -> str | None:
     return None
 
 
-def _write_pixels_png(image, path: Path) -> Path:
+def write_pixels_png(image, path: Path) -> Path:
     """Save the image's current pixels (generated, painted, float) as a PNG, leaving `image` as it is."""
     width, height = image.size
     if width == 0 or height == 0:
@@ -63,7 +63,7 @@ def export_reference(image, job_dir: str | os.PathLike) -> Path:
             path = job_dir / f"{stem}{suffix}"
             path.write_bytes(image.packed_file.data)
             return path
-        return _write_pixels_png(image, job_dir / f"{stem}.png")
+        return write_pixels_png(image, job_dir / f"{stem}.png")
     if image.source == "FILE":
         source = Path(_file_path(image))
         if not source.is_file():
@@ -72,7 +72,7 @@ def export_reference(image, job_dir: str | os.PathLike) -> Path:
                             "or open the right file in the Image Texture node")
         if source.suffix.lower() in BACKEND_READS and not image.is_dirty:
             return Path(shutil.copyfile(source, job_dir / f"{stem}{source.suffix.lower()}"))
-    return _write_pixels_png(image, job_dir / f"{stem}.png")
+    return write_pixels_png(image, job_dir / f"{stem}.png")
 
 
 def load_variant(path: str, name: str, like) -> bpy.types.Image:

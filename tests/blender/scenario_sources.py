@@ -52,5 +52,21 @@ def scenario(rec):
     generate_and_apply(rec, "generated", generated)
     rec["generated_still_generated"] = [generated.source, generated.is_dirty]
 
+    # A variant painted in Blender after Apply: Bake writes the painted pixels, not the backend's file.
+    os.makedirs(os.path.join(workdir, "project"))
+    bpy.ops.wm.save_as_mainfile(filepath=os.path.join(workdir, "project", "painted.blend"))
+    material = bpy.context.active_object.active_material
+    variant = material.node_tree.nodes["Texture"].image
+    job_file = bpy.path.abspath(variant.filepath)
+    job_file_hash = h.sha256(job_file)
+    pixels = h.image_pixels(variant)
+    pixels[0:4] = type(pixels)("f", [0.0, 1.0, 0.0, 1.0])  # bottom-left pixel in Blender's convention
+    variant.pixels.foreach_set(pixels)
+    rec["painted_dirty"] = variant.is_dirty
+    rec["painted_bake"] = h.call(bpy.ops.texture_variants.bake)
+    rec["painted_baked_file"] = bpy.path.abspath(material.node_tree.nodes["Texture"].image.filepath)
+    rec["painted_job_file_unchanged"] = h.sha256(job_file) == job_file_hash
+    rec["painted_project_files"] = sorted(os.listdir(os.path.join(workdir, "project", "textures")))
+
 
 h.Recorder().run(scenario)

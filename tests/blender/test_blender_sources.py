@@ -41,3 +41,12 @@ def test_packed_source_stays_packed_and_variants_keep_its_colour_space(sources):
 def test_generated_source_is_not_turned_into_a_file(sources):
     assert sources["generated"]["source_state"][:2] == ["GENERATED", False]
     assert sources["generated_still_generated"] == ["GENERATED", True]
+
+
+def test_bake_of_a_painted_variant_writes_the_painted_pixels(sources):
+    assert sources["painted_dirty"] and sources["painted_bake"]["error"] is None
+    with Image.open(sources["painted_baked_file"]) as baked:
+        assert baked.size == (64, 64)
+        assert baked.convert("RGB").getpixel((0, 63)) == (0, 255, 0)  # Blender's rows start at the bottom
+    assert sources["painted_job_file_unchanged"]
+    assert sources["painted_project_files"] == [sources["painted_baked_file"].rsplit("/", 1)[1]]
