@@ -29,6 +29,11 @@ import scipy.fft
 
 from backend.errors import CancelledError
 
+# Windows within CONTINUATION x block of a neighbour's continuation are excluded, and within
+# REUSE x block of a window already used (measured in docs/PATCH_ENGINE.md; 0 turns either off).
+CONTINUATION = 0.5
+REUSE = 0.25
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -153,7 +158,7 @@ class Quilter:
         filled = np.zeros((size, size), bool)
         placed: dict[tuple[int, int], tuple[int, int]] = {}  # block (i, j) -> its exemplar window origin
         n_rows, n_cols = len(rows.starts), len(cols.starts)
-        radius, reuse = max(2, block // 2), max(1, block // 4)
+        radius, reuse = int(block * CONTINUATION), int(block * REUSE)
         for i in range(n_rows):
             for j in range(n_cols):
                 if cancel is not None and cancel.is_set():
@@ -167,20 +172,19 @@ class Quilter:
                     origin = (int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1)))
                     take = np.ones((bh, bw), bool)
                 else:
-                    error = self.correlator.ssd(old, known)
-                    # Exclude the windows that would just continue a neighbour as it is in the exemplar.
-                    for di, dj in ((0, -1), (-1, 0), (0, 1), (1, 0)):
-                        neighbour = ((i + di) % n_rows, (j + dj) % n_cols)
-                        if neighbour == (i, j) or neighbour not in placed:
-                            continue
-                        cy, cx = _continuation(placed[neighbour], rows, cols, neighbour, (i, j))
-                        error[max(0, cy - radius):max(0, cy + radius + 1),
-                              max(0, cx - radius):max(0, cx + radius + 1)] = np.inf
-                    # Nor reuse a window already used: repeated features are what the eye spots first.
-                    for uy, ux in placed.values():
-                        error[max(0, uy - reuse):uy + reuse + 1, max(0, ux - reuse):ux + reuse + 1] = np.inf
-                    if not np.isfinite(error).any():  # a small exemplar: allow continuations again
-                        error = self.correlator.ssd(old, known)
+                    ssd = self.correlator.ssd(old, known)
+                    error = ssd.copy()
+                    if radius:  # not the window that just continues a neighbour as it is in the exemplar
+                        for di, dj in ((0, -1), (-1, 0), (0, 1), (1, 0)):
+                            neighbour = ((i + di) % n_rows, (j + dj) % n_cols)
+                            if neighbour != (i, j) and neighbour in placed:
+                                cy, cx = _continuation(placed[neighbour], rows, cols, neighbour, (i, j))
+                                _exclude(error, cy, cx, radius)
+                    if reuse:  # nor one already used: repeated features are what the eye spots first
+                        for uy, ux in placed.values():
+                            _exclude(error, uy, ux, reuse)
+                    if not np.isfinite(error).any():  # an exemplar too small for all that
+                        error = ssd
                     best = float(error.min())
                     choices = np.flatnonzero(error <= best + abs(best) * tolerance + 1e-6)
                     origin = divmod(int(choices[rng.integers(len(choices))]), error.shape[1])
@@ -213,6 +217,11 @@ def typical_origin(luminance: np.ndarray, wrap_y: bool, wrap_x: bool) -> tuple[i
         return int(np.argmin(np.abs(steps - np.median(steps))))
 
     return (pick(0) if wrap_y else 0), (pick(1) if wrap_x else 0)
+
+
+def _exclude(error: np.ndarray, y: int, x: int, radius: int) -> None:
+    """Rule out the window origins within `radius` (Chebyshev) of (y, x)."""
+    error[max(0, y - radius):max(0, y + radius + 1), max(0, x - radius):max(0, x + radius + 1)] = np.inf
 
 
 def _continuation(origin, rows: Layout, cols: Layout, neighbour, me) -> tuple[int, int]:
