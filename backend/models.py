@@ -253,7 +253,9 @@ def _build(spec: ModelSpec):
             pipe = StableDiffusionPipeline.from_single_file(str(spec.base), **common)
         else:
             pipe = StableDiffusionPipeline.from_pretrained(
-                spec.base, variant=spec.base_variant, use_safetensors=not spec.allow_pickle, **common)
+                spec.base, variant=spec.base_variant,
+                # None: safetensors where present, pickled files only as the opted-in fallback
+                use_safetensors=None if spec.allow_pickle else True, **common)
     except (OSError, ValueError) as e:
         hint = (f"the single-file loader needs the SD1.5 configs: run `{DOWNLOAD_COMMAND}` once"
                 if spec.base_single_file else f"check the folder, or run `{DOWNLOAD_COMMAND}`")

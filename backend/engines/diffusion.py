@@ -8,7 +8,8 @@ One call:
    the chosen self-attention layers (both cached per texture, see reference_cache);
 3. the generated branch denoises fresh Gaussian noise, all variants in one batch, with
    classifier-free guidance; inside the window those layers attend with the reference's K/V;
-4. every padded Conv2d of UNet and VAE wraps around on the tiled axes while this runs.
+4. every padded Conv2d of the UNet and the VAE decoder wraps around on the tiled axes while this
+   runs (the encoder reads the reference as the non-periodic photo it is).
 
 The reference branch is run without classifier-free guidance (guidance 1), like the inversion it
 replays, so that it reconstructs the reference; the generated branch's unconditional and
