@@ -52,6 +52,16 @@ def scenario(rec):
     generate_and_apply(rec, "generated", generated)
     rec["generated_still_generated"] = [generated.source, generated.is_dirty]
 
+    # Randomise: a new seed per run, stored in the settings so the result can be made again.
+    settings = h.set_settings(randomize_seed=True, seed=3, variants=1)
+    seeds = []
+    for _ in range(2):
+        h.call(bpy.ops.texture_variants.generate)
+        seeds.append([settings.seed, settings.results[0].seed])
+    rec["randomised_seeds"] = seeds
+    h.set_settings(randomize_seed=False)
+    h.call(bpy.ops.texture_variants.apply_variant)
+
     # A variant painted in Blender after Apply: Bake writes the painted pixels, not the backend's file.
     os.makedirs(os.path.join(workdir, "project"))
     bpy.ops.wm.save_as_mainfile(filepath=os.path.join(workdir, "project", "painted.blend"))

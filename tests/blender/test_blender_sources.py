@@ -50,3 +50,9 @@ def test_bake_of_a_painted_variant_writes_the_painted_pixels(sources):
         assert baked.convert("RGB").getpixel((0, 63)) == (0, 255, 0)  # Blender's rows start at the bottom
     assert sources["painted_job_file_unchanged"]
     assert sources["painted_project_files"] == [sources["painted_baked_file"].rsplit("/", 1)[1]]
+
+
+def test_randomise_stores_the_seed_each_result_was_made_with(sources):
+    (stored1, used1), (stored2, used2) = sources["randomised_seeds"]
+    assert stored1 == used1 and stored2 == used2
+    assert stored1 != stored2  # two draws from 2**31 seeds
