@@ -209,6 +209,17 @@ def test_request_errors_name_the_problem(service, tmp_path, color_texture_path):
     assert events[-1]["type"] == "result"
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="lists open files through Linux /proc")
+def test_no_network_socket_is_open_after_jobs_on_both_engines(service, color_texture_path, tmp_path):
+    for engine in ("diffusion", "patch"):
+        job = service.send("generate", input=str(color_texture_path), output_dir=str(tmp_path), **TINY | {
+            "engine": engine})
+        assert service.job_events(job)[-1]["type"] == "result"
+    fd_dir = Path(f"/proc/{service.popen.pid}/fd")
+    targets = [os.readlink(fd_dir / name) for name in os.listdir(fd_dir)]
+    assert targets and not [t for t in targets if t.startswith("socket:")], targets
+
+
 def test_stdin_closed_mid_job_ends_the_job_and_exits_0(tmp_path, color_texture_path):
     proc = ServiceProcess(tmp_path)
     out = tmp_path / "out"
