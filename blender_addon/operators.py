@@ -13,6 +13,7 @@ was; the report says what went wrong and what to do.
 
 import json
 import os
+import shutil
 
 import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty
@@ -54,7 +55,7 @@ def _add_results(context, job, source_image) -> int:
     """Load the finished job's variants and list them in the panel (the first one picked)."""
     settings = _settings(context)
     settings.results.clear()
-    stem = paths.safe_stem(source_image.name)
+    stem = paths.safe_stem(source_image.name if source_image else "texture")
     for entry in job.files:
         params = entry.get("parameters") or {}
         if isinstance(params, str):  # the PNG's parameters text, as JSON
@@ -84,6 +85,8 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
 
     _timer = None
     _source_name = ""
+    _seed = 0
+    _job_dir = ""
 
     @classmethod
     def poll(cls, context):
@@ -96,24 +99,28 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
         config = preferences.backend_config(context)
         root = str(preferences.backend_root())
         job_dir = paths.new_job_folder(preferences.user_folder("jobs"))
-        reference = texture_io.export_reference(image, job_dir)
-        seed = jobs.new_seed() if settings.randomize_seed else settings.seed
-        params = jobs.request_params(
-            {name: getattr(settings, name) for name in jobs.REQUEST_SETTINGS}, seed)
-        # Live previews are for people watching; scripts and farms skip their cost.
-        params["preview_every"] = 0 if bpy.app.background else 2
-        job = session.shared().submit(config, root, str(reference), str(job_dir / "variants"), params,
-                                      in_thread=in_thread)
-        settings.seed = seed  # shown in the panel, so a good result can be made again
-        self._source_name = image.name
+        try:
+            reference = texture_io.export_reference(image, job_dir)
+            seed = jobs.new_seed() if settings.randomize_seed else settings.seed
+            params = jobs.request_params(
+                {name: getattr(settings, name) for name in jobs.REQUEST_SETTINGS}, seed)
+            # Live previews are for people watching; scripts and farms skip their cost.
+            params["preview_every"] = 0 if bpy.app.background else 2
+            job = session.shared().submit(config, root, str(reference), str(job_dir / "variants"), params,
+                                          in_thread=in_thread)
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)  # our own folder, holding only the reference copy
+            raise
+        self._source_name, self._seed, self._job_dir = image.name, seed, str(job_dir)
         return job
 
     def _finish(self, context, job):
         if job.state == jobs.DONE:
-            image = bpy.data.images.get(self._source_name)
-            n = _add_results(context, job, image)
+            _settings(context).seed = self._seed  # shown in the panel, so a good result can be made again
+            n = _add_results(context, job, bpy.data.images.get(self._source_name))
             self.report({"INFO"}, f"{n} variant{'s' if n != 1 else ''} ready: pick one and click Apply")
             return {"FINISHED"}
+        shutil.rmtree(self._job_dir, ignore_errors=True)  # nothing in it is used by the .blend
         error = cancelled() if job.state == jobs.CANCELLED else UserError.from_event(job.error or {})
         self.report({"ERROR"}, str(error))
         return {"CANCELLED"}

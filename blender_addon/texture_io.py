@@ -75,12 +75,13 @@ def export_reference(image, job_dir: str | os.PathLike) -> Path:
     return write_pixels_png(image, job_dir / f"{stem}.png")
 
 
-def load_variant(path: str, name: str, like) -> bpy.types.Image:
+def load_variant(path: str, name: str, like=None) -> bpy.types.Image:
     """Read a variant the backend wrote, as a new image treated like the original (colour space)."""
     image = bpy.data.images.load(path, check_existing=False)
     image.name = name
-    image.colorspace_settings.name = like.colorspace_settings.name
-    image.alpha_mode = like.alpha_mode
+    if like is not None:  # None when the original was deleted while the job ran
+        image.colorspace_settings.name = like.colorspace_settings.name
+        image.alpha_mode = like.alpha_mode
     return image
 
 

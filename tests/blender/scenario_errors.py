@@ -63,8 +63,10 @@ def scenario(rec):
     attempt(rec, "models_missing", ops.generate, material)
     os.environ["TEXTURE_VARIANTS_BASE"] = os.environ["TINY_BASE"]
 
-    h.set_settings(engine="diffusion", steps=200, variants=4)
+    h.set_settings(engine="diffusion", steps=200, variants=4, randomize_seed=True, seed=1)
     attempt(rec, "cancelled", ops.generate, material, timeout=1.0)
+    rec["seed_after_cancel"] = bpy.context.scene.texture_variants.seed
+    h.set_settings(randomize_seed=False)
 
     # Set up backend with Blender's online access off (as in background mode by default).
     rec["online_access"] = bpy.app.online_access
@@ -81,6 +83,8 @@ def scenario(rec):
     rec["apply_for_bake"] = h.call(ops.apply_variant)
     attempt(rec, "bake_unsaved", ops.bake, material)
 
+    jobs_dir = os.path.join(bpy.utils.extension_path_user(h.MODULE), "jobs")
+    rec["job_folders_left"] = sorted(os.listdir(jobs_dir)) if os.path.isdir(jobs_dir) else []
     rec["source_unchanged"] = h.sha256(source) == source_hash
     rec["workdir_files"] = sorted(f for f in os.listdir(workdir) if not f.endswith(".json"))
 

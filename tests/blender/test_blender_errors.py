@@ -66,4 +66,6 @@ def test_errors_touch_no_file(errors):
     assert errors["source_unchanged"]
     assert errors["setup_offline"]["venv_created"] is False and errors["online_access"] is False
     assert errors["apply_for_bake"]["error"] is None
+    assert errors["job_folders_left"] == []  # failed and cancelled jobs leave no job folder behind
+    assert errors["seed_after_cancel"] == 1  # only a finished job stores its (randomised) seed
     assert errors["workdir_files"] == sorted(["blender-user", "crashing_python", "gravel.png", "variant.png"])
