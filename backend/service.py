@@ -78,19 +78,23 @@ class Warmup:
             log.info("warm-up: diffusion engine not imported (%s: %s)", type(e).__name__, e)
 
     def _probe(self) -> None:
+        from backend.errors import InputError
+
         try:
             import torch
 
             from backend.models import select_device
 
+            self.torch_version = torch.__version__
             device, dtype = select_device(self.requested)
             if device.startswith("cuda"):
                 detail = f"{torch.cuda.get_device_name(torch.device(device))}, {dtype}"
             else:
                 detail = f"{os.cpu_count()} CPU cores, {dtype}" if device == "cpu" else f"Apple GPU, {dtype}"
-            self.torch_version = torch.__version__
-        except Exception as e:  # torch missing, or an unusable --device: the patch engine still works
-            device, detail = "cpu", f"torch unusable here ({type(e).__name__}: {e}); the patch engine works"
+        except InputError as e:  # an unusable --device: diffusion jobs will say so too
+            device, detail = None, f"{e.message} ({e.hint})"
+        except Exception as e:  # torch missing or broken: the weight-free engine still works
+            device, detail = "cpu", f"torch unusable ({type(e).__name__}: {e}); only the patch engine can run"
         self.device, self.detail = device, detail
 
     def wait(self, timeout: float | None = None) -> str | None:
