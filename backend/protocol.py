@@ -17,8 +17,7 @@ PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a megabyte is a runaway client
 MAX_ID_CHARS = 200
 
-# Request type -> its fields (besides "id" and "type"). The generate fields are checked in detail by
-# parse_generate; the others are listed here with their JSON types.
+# The fields of each request type are checked by the _check_* functions below (one per type).
 REQUEST_TYPES = ("hello", "generate", "cancel", "status", "unload", "shutdown")
 EVENT_TYPES = (
     # answers to hello / status / cancel / unload / shutdown
@@ -29,11 +28,10 @@ EVENT_TYPES = (
     "error",
 )
 
-# Generation parameters of the Python API (backend.generate_variants) a generate request may carry.
+# generate: where, then the parameters of the Python API (backend.generate_variants), then the
+# service's own options.
 API_FIELDS = GenerationParams.field_names() + ("base", "ip_adapter")
-# Fields the service itself adds to generate.
-SERVICE_FIELDS = ("input", "output_dir", "tiled_preview", "preview_every", "extra")
-GENERATE_FIELDS = ("input", "output_dir") + tuple(f for f in API_FIELDS) + SERVICE_FIELDS[2:]
+GENERATE_FIELDS = ("input", "output_dir", *API_FIELDS, "tiled_preview", "preview_every", "extra")
 DEFAULT_PREVIEW_EVERY = 5
 
 
