@@ -138,7 +138,7 @@ class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
             print("\n".join(run.lines))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Backend installed in {venv_folder()}")
-        bpy.ops.texture_variants.check_backend()
+        bpy.ops.texture_variants.check_backend("EXEC_DEFAULT" if bpy.app.background else "INVOKE_DEFAULT")
         return {"FINISHED"}
 
 
