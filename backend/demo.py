@@ -173,12 +173,12 @@ def contact_sheet(reference: Image.Image, variants: list[Image.Image], metrics: 
 
 def models_hint(engine: str, why: str) -> str:
     if engine == "diffusion":
-        return "engine: diffusion (SD1.5 + IP-Adapter + kv replacement; models found on this machine)"
-    return (f"engine: patch, weight-free ({why}).\n"
-            "For the diffusion engine, download its models once (about 5 GB, then everything runs offline):\n"
+        return "engine: diffusion (SD1.5 + IP-Adapter + kv replacement; its models are on this machine)"
+    return (f"engine: patch, weight-free; {why}.\n"
+            "For the diffusion engine, download its models once (about 5 GB; afterwards everything runs offline):\n"
             "    .venv/bin/python -m backend download-models\n"
             "then run scripts/demo again: it picks the diffusion engine when the models are there "
-            "(or ask for one with --engine patch / --engine diffusion).")
+            "(choose one with --engine patch or --engine diffusion).")
 
 
 def main(args) -> int:

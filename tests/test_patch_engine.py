@@ -10,11 +10,14 @@ import threading
 import numpy as np
 import pytest
 import skimage.data
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from backend import engines, generate_variants
 from backend.engines import patch
 from backend.errors import CancelledError, InputError
+from backend.images import load_reference
 from backend.metrics import copy_score, texture_metrics
 from tests.conftest import ROOT
 
@@ -182,3 +185,24 @@ def test_cli_generate_with_the_patch_engine(tmp_path, brick_path):
         "brick-patch-s3.png", "brick-patch-s3-tiled3x3.png", "brick-patch-s4.png", "brick-patch-s4-tiled3x3.png"]
     with Image.open(written[0]) as image:
         assert image.mode == "L" and json.loads(image.text["parameters"])["engine"] == "patch"
+
+
+# ------------------------------------------------------------------------------ properties
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    width=st.integers(32, 300), height=st.integers(32, 300), mode=st.sampled_from(["L", "LA", "RGB", "RGBA"]),
+    balance=st.floats(0.0, 1.0), tile=st.sampled_from(["both", "x", "y", "none"]), seed=st.integers(0, 2**31),
+)
+def test_any_input_gives_a_square_output_of_copied_pixels(width, height, mode, balance, tile, seed):
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, len(mode)), dtype=np.uint8)
+    reference = Image.fromarray(coarse.squeeze(-1) if len(mode) == 1 else coarse, mode).resize(
+        (width, height), Image.Resampling.BILINEAR)
+    (image,) = generate_variants(reference, engine="patch", seed=seed, size=64, balance=balance, tile=tile)
+    assert image.size == (64, 64) and image.mode == mode
+    exemplar = patch.exemplar_from(load_reference(reference), 64)
+    pixels = np.asarray(image).reshape(64 * 64, -1)
+    allowed = {tuple(p) for p in exemplar.reshape(-1, exemplar.shape[2])}
+    assert {tuple(p) for p in pixels} <= allowed  # nothing invented, alpha stays with its colour
