@@ -1,0 +1,39 @@
+"""In real Blender: Generate's UI path (a modal operator polling on a timer), events simulated."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.blender.conftest import run_scenario
+
+pytestmark = pytest.mark.blender
+
+
+@pytest.fixture(scope="module")
+def modal(tmp_path_factory, blender, tiny_models, color_texture_path):
+    workdir = tmp_path_factory.mktemp("modal")
+    return run_scenario("scenario_modal", workdir, blender, color_texture_path,
+                        env={"TEXTURE_VARIANTS_BASE": str(tiny_models["base"]),
+                             "TEXTURE_VARIANTS_IP_ADAPTER": str(tiny_models["ip_adapter"])})
+
+
+def test_modal_generate_polls_to_the_result(modal):
+    result, states, reports = modal["done"]
+    assert result == ["FINISHED"]
+    assert states[0] in ("queued", "running") and states[-1] == "done"
+    assert reports == [[["INFO"], "2 variants ready: pick one and click Apply"]]
+    assert modal["done_results"] == [[21, [64, 64]], [22, [64, 64]]]
+    assert modal["done_material_unchanged"]
+
+
+def test_esc_cancels_and_changes_nothing(modal):
+    result, states, reports = modal["esc"]
+    assert result == ["CANCELLED"] and "running" in states and states[-1] == "cancelled"
+    assert reports[-1][0] == ["ERROR"] and "Generation cancelled" in reports[-1][1]
+    assert modal["esc_unchanged"] and modal["esc_job_folder_removed"]
+
+
+def test_a_backend_that_is_not_set_up_fails_the_modal_job_with_a_hint(modal):
+    result, states, reports = modal["not_set_up"]
+    assert result == ["CANCELLED"] and states[-1] == "failed"
+    assert "no-venv" in reports[-1][1] and "To fix:" in reports[-1][1]
