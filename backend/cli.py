@@ -162,14 +162,18 @@ def _add_metrics(sub) -> None:
 def _cmd_metrics(args) -> int:
     import json
 
-    from backend.images import open_image
+    from backend.images import load_reference
     from backend.metrics import texture_metrics
 
-    exemplar = open_image(args.exemplar)
+    def read(path):  # the same input policy as references: 16-bit scaled, palettes expanded, alpha aside
+        ref = load_reference(path)
+        return ref.rgb.convert("L") if ref.grayscale else ref.rgb
+
+    exemplar = read(args.exemplar)
     if not args.json:
         print(f"{'seam_x':>7} {'seam_y':>7} {'appear.':>7} {'copy':>6}  output")
     for path in args.outputs:
-        m = texture_metrics(open_image(path), exemplar)
+        m = texture_metrics(read(path), exemplar)
         if args.json:
             print(json.dumps({"output": path, **{k: round(v, 4) for k, v in m.items()}}))
         else:

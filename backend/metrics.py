@@ -29,18 +29,20 @@ QUANTILES = 512  # points at which two projected distributions are compared
 def as_array(image) -> np.ndarray:
     """(H, W, C) float32 in [0, 1], alpha dropped, C = 1 or 3."""
     if isinstance(image, Image.Image):
-        if image.mode in ("LA", "La", "L", "1", "I", "I;16", "F"):
-            image = image.convert("L")
+        if image.mode.startswith("I;16"):  # 16-bit gray: scale, do not clip
+            arr = np.asarray(image, dtype=np.float32) / 65535.0
+        elif image.mode in ("I", "F"):
+            raise ValueError(f"image mode {image.mode} is not supported: use 8- or 16-bit images")
         else:
-            image = image.convert("RGB")
-        arr = np.asarray(image, dtype=np.float32) / 255.0
+            arr = np.asarray(image.convert("L" if image.mode in ("L", "LA", "La", "1") else "RGB"),
+                             dtype=np.float32) / 255.0
     else:
         arr = np.asarray(image)
         arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
     if arr.ndim == 2:
         arr = arr[..., None]
-    if arr.ndim != 3:
-        raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got {arr.shape}")
+    if arr.ndim != 3 or min(arr.shape[:2]) < 3:
+        raise ValueError(f"expected an image of shape (H, W) or (H, W, C), at least 3 x 3, got {arr.shape}")
     if arr.shape[2] in (2, 4):  # LA / RGBA: drop alpha
         arr = arr[..., :-1]
     return arr

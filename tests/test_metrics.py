@@ -149,3 +149,12 @@ def test_metrics_cli_says_what_is_wrong_with_a_missing_file(tmp_path):
                              "--exemplar", str(tmp_path / "nope.png")],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "not found" in result.stderr
+
+
+def test_inputs_16_bit_scaled_alpha_dropped_tiny_refused():
+    u16 = (np.random.default_rng(0).random((16, 16)) * 65535).astype(np.uint16)
+    np.testing.assert_allclose(metrics.as_array(Image.fromarray(u16))[..., 0], u16 / 65535.0, atol=1e-6)
+    rgba = Image.new("RGBA", (8, 8), (10, 20, 30, 0))
+    assert metrics.as_array(rgba).shape == (8, 8, 3)
+    with pytest.raises(ValueError, match="at least 3 x 3"):
+        metrics.seam_score(np.zeros((2, 40)))
