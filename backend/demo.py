@@ -185,7 +185,7 @@ def main(args) -> int:
     """The `demo` command (see backend/cli.py for its arguments)."""
     from tqdm import tqdm
 
-    engine_name, why = engines.resolve(args.engine, args.base, args.ip_adapter)
+    _, why = engines.resolve(args.engine, args.base, args.ip_adapter)
     print(f"demo: {args.variants} variants of {args.texture}; {why}", file=sys.stderr)  # before the wait
     bar = tqdm(desc="generating", unit="step", file=sys.stderr, disable=None)
 
@@ -196,7 +196,7 @@ def main(args) -> int:
 
     try:
         result = run_demo(args.out, texture=args.texture, variants=args.variants, seed=args.seed,
-                          size=args.size, engine=engine_name, balance=args.balance, steps=args.steps,
+                          size=args.size, engine=args.engine, balance=args.balance, steps=args.steps,
                           base=args.base, ip_adapter=args.ip_adapter, on_step=on_step)
     finally:
         bar.close()
@@ -206,5 +206,5 @@ def main(args) -> int:
         print(path)
     print()
     print(f"contact sheet: {result.folder / 'contact_sheet.png'}")
-    print(models_hint(result.engine, why))
+    print(models_hint(result.engine, result.why))
     return 0
