@@ -135,6 +135,10 @@ def save_png_atomic(image: Image.Image, path: str | os.PathLike, *, parameters: 
         info.add_text("parameters", text)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes 0600 files; give the result the permissions of a normally created file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG", pnginfo=info)
             f.flush()
