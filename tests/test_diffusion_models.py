@@ -208,3 +208,18 @@ def test_cli_without_models_says_which_command_fixes_it(brick_path, tmp_path):
     assert result.returncode == 2
     assert "python -m backend download-models" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_single_file_checkpoint_goes_through_diffusers_single_file_loader(tiny_models, empty_hf_cache, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    ckpt = tmp_path / "my-sd15.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 2)}, str(ckpt))
+    spec = models.resolve(ckpt, tiny_models["ip_adapter"], device="cpu")
+    assert spec.base == ckpt and spec.base_single_file
+    # offline and without the SD1.5 configs in the cache, the loader cannot build the pipeline:
+    # the error says so and names the command that fetches them
+    with pytest.raises(ModelsMissingError, match="could not load the base model") as e:
+        models.load_pipeline(spec)
+    assert "download-models" in e.value.hint
