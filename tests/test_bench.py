@@ -1,0 +1,135 @@
+"""The benchmark machinery (backend/bench.py) on the tiny models, in seconds.
+
+No timing is asserted: these tests check that each benchmark case does the work it claims (counted
+UNet images, inversions, reference branches), that repetitions are interleaved, and that a run
+writes its report and ends with the `variant_cost_ratio=X` line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from backend import bench, generate_variants
+from backend.engines import diffusion
+from backend.params import APPEARANCE_MODES
+
+STEPS = 3
+
+
+def tiny_setup(**changes) -> bench.Setup:
+    base = bench.Setup(mode="quick", size=64, steps=STEPS, reps=1, methods=("plain", "naive", "first", "cached"),
+                       service_reps=1, patch_size=64, patch_reps=1, why="tiny models, smoke test")
+    return bench.replace(base, **changes)
+
+
+@pytest.fixture
+def fresh_pipeline():
+    """The GPU path changes the loaded pipeline's memory format: give later tests a fresh one."""
+    yield
+    diffusion.unload()
+
+
+def test_interleaved_runs_every_case_each_round_in_rotated_order():
+    order = []
+    cases = {name: (lambda n=name: order.append(n)) for name in "abc"}
+    seen = []
+    times = bench.interleaved(cases, 4, lambda name, rep, s: seen.append((rep, name)))
+    assert order == list("abc" "bca" "cab" "abc")
+    assert seen == [(r, n) for r, names in enumerate(("abc", "bca", "cab", "abc")) for n in names]
+    assert {name: len(t) for name, t in times.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(t >= 0 for ts in times.values() for t in ts)
+
+
+def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "QUICK", tiny_setup())
+    models_dir = tiny_models["base"].parent
+    assert bench.main(["--quick", "--models", str(models_dir), "--out-dir", str(tmp_path)]) == 0
+
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("variant_cost_ratio=")
+    entry = json.loads((tmp_path / "benchmarks.json").read_text())["quick"]
+    assert float(last.split("=")[1]) == pytest.approx(entry["variant_cost_ratio"], abs=5e-4)
+
+    # Each case pushed through the UNet exactly the images its definition implies (a guided pass of
+    # n latents is 2n; inversion and reference branch are unguided, one image per step).
+    rows = entry["variant_cost"]["rows"]
+    images = {(r["method"], r["variants"]): r["unet_images"] for r in rows}
+    expected = {}
+    for n in (1, 4):
+        expected |= {("plain", n): 2 * n * STEPS, ("cached", n): 2 * n * STEPS,
+                     ("first", n): (2 * n + 2) * STEPS, ("naive", n): 4 * n * STEPS}
+    assert images == expected
+    for r in rows:
+        assert len(r["seconds"]) == 1 and r["median_s"] > 0 and math.isfinite(r["ratio_to_plain"])
+        assert r["phases_median_s"]["unet"] <= r["median_s"]
+    cached4 = next(r for r in rows if (r["method"], r["variants"]) == ("cached", 4))
+    assert entry["variant_cost_ratio"] == cached4["ratio_to_plain"]
+
+    service = entry["service"]
+    for side in ("service", "in_process"):
+        assert 0 < service["first_progress_s"][side] < service["total_s"][side]
+    patch = {r["texture"]: r for r in entry["patch"]["rows"]}
+    assert set(patch) == set(bench.PATCH_TEXTURES)
+    assert patch["immunohistochemistry"]["mode"] == "RGB" and patch["brick"]["mode"] == "L"
+    assert all(r["seam_max"] < 1.5 for r in patch.values())  # the patch engine tiles by construction
+
+    report = (tmp_path / "BENCHMARKS.md").read_text()
+    assert f"variant_cost_ratio={entry['variant_cost_ratio']:.3f}" in report
+    assert "Not measured: no GPU" in report
+    if "ad" not in APPEARANCE_MODES:
+        assert "not measured: AD mode not implemented yet" in report
+
+
+def test_a_second_mode_keeps_the_first_in_the_report(tmp_path):
+    bench.store(tmp_path, "gpu", {"not_measured": "test"})
+    bench.store(tmp_path, "other", {"x": 1})
+    stored = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert stored == {"gpu": {"not_measured": "test"}, "other": {"x": 1}}
+    assert "Not measured: test." in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_a_case_that_would_measure_something_else_is_refused(tiny_models, brick_path):
+    """`cached` without the texture in the cache would silently time the first call: it raises."""
+
+    def generate(**kw):
+        return generate_variants(brick_path, base=str(tiny_models["base"]), ip_adapter=str(tiny_models["ip_adapter"]),
+                                 engine="diffusion", size=64, steps=2, **kw)
+
+    methods = bench.variant_methods(generate, tiny_setup())
+    diffusion.reference_cache.clear()
+    with pytest.raises(RuntimeError, match="expected 0"):
+        methods["cached"](1)
+    methods["cached"](1)  # the failed case did the reference work; now the cache has it
+
+
+def test_naive_recomputes_per_variant_and_leaves_the_real_cache_alone(tiny_models, brick_path):
+    def generate(**kw):
+        return generate_variants(brick_path, base=str(tiny_models["base"]), ip_adapter=str(tiny_models["ip_adapter"]),
+                                 engine="diffusion", size=64, steps=2, **kw)
+
+    methods = bench.variant_methods(generate, tiny_setup())
+    generate(variants=1, seed=1)  # the real cache now holds this texture
+    cache, entries = diffusion.reference_cache, len(diffusion.reference_cache)
+    before = bench.reference_work_done()
+    naive = methods["naive"](3)
+    assert bench.reference_work_done() == (before[0] + 3, before[1] + 3)
+    assert diffusion.reference_cache is cache and len(cache) == entries
+    # The naive variants are the product's variants: same seeds, the same pictures (up to the float
+    # rounding of a batch of 1 against a batch of 3).
+    cached = methods["cached"](3)
+    for a, b in zip(naive, cached, strict=True):
+        diff = np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))
+        assert diff.mean() < 0.5
+
+
+def test_gpu_path_runs_on_the_cpu_with_the_tiny_models(tiny_models, fresh_pipeline):
+    setup = bench.replace(bench.GPU, size=64, steps=2, reps=1)
+    result = bench.bench_gpu(tiny_models, setup, device="cpu", dtype="float32", log=lambda *a: None)
+    methods = {r["method"] for r in result["rows"]}
+    assert methods == {"plain", "naive", "first", "cached", "diffusers_plain"}
+    assert result["optimisations"] == ["channels_last"]
+    assert all(r["peak_gb"] is None and r["median_s"] > 0 for r in result["rows"])  # no CUDA: no VRAM figure
