@@ -37,6 +37,8 @@ def generate_variants(
     prompt: str = "",
     negative_prompt: str = "",
     guidance_scale: float | None = None,
+    ip_mode: str = "full",
+    suppress_content: str = "",
     latents=None,
     on_step: OnStep | None = None,
     cancel: threading.Event | None = None,
@@ -52,7 +54,8 @@ def generate_variants(
     params = GenerationParams(
         engine=engine, variants=variants, seed=seed, steps=steps, size=size, tile=tile,
         balance=balance, appearance=appearance, ip_scale=ip_scale, prompt=prompt,
-        negative_prompt=negative_prompt, guidance_scale=guidance_scale, extra=dict(extra),
+        negative_prompt=negative_prompt, guidance_scale=guidance_scale, ip_mode=ip_mode,
+        suppress_content=suppress_content, extra=dict(extra),
     ).validated()
     if params.seed is None:
         params = params.replace(seed=secrets.randbelow(2**31))

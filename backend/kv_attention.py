@@ -25,6 +25,9 @@ from backend.errors import InputError
 # The recipe: self-attention of the last two up-blocks of the SD1.5 UNet.
 DEFAULT_BLOCKS = ("up_blocks.2", "up_blocks.3")
 REFERENCE, GENERATED = "reference", "generated"
+# Attention distillation (backend/attention_distillation.py): the generated latent's pass whose
+# self-attention output is compared with what it would be with the reference's K/V.
+DISTILL = "distill"
 
 # observer(layer, step, branch, action, hidden_states, key, value): test/benchmark instrumentation.
 Observer = Callable[[str, int, str, str, torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -51,17 +54,21 @@ class KVController:
     branch: str | None = None
     step: int | None = None
     observer: Observer | None = None
+    losses: list[torch.Tensor] = field(default_factory=list)  # DISTILL passes: one L1 term per layer
 
     def action(self, layer: str) -> str | None:
-        """"record", "replace" or None (run the original processor) for `layer` right now."""
+        """"record", "replace", "distill" or None (run the original processor) for `layer` right now.
+
+        Any other branch value (None: the generated branch of AD mode) runs the original processor.
+        """
         if layer not in self.layers or self.step not in self.window:
             return None
         if self.branch == REFERENCE:
             return "record"
-        if self.branch == GENERATED:
+        if self.branch in (GENERATED, DISTILL):
             if (self.step, layer) not in self.store:
                 raise RuntimeError(f"no reference K/V for {layer} at step {self.step}: run the reference branch first")
-            return "replace"
+            return "replace" if self.branch == GENERATED else "distill"
         return None
 
     def missing(self) -> set[tuple[int, str]]:
@@ -70,6 +77,10 @@ class KVController:
 
     def nbytes(self) -> int:
         return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.store.values())
+
+
+class DistillationPassDone(Exception):
+    """Raised by the last distilled layer: the UNet pass can stop there (saves time and memory)."""
 
 
 class KVReplacementProcessor:
@@ -111,12 +122,13 @@ class KVReplacementProcessor:
         if attn.norm_q is not None:
             query = attn.norm_q(query)
 
-        if action == "record":
+        if action in ("record", "distill"):
             key = attn.to_k(hidden_states).view(batch, -1, attn.heads, head_dim).transpose(1, 2)
             value = attn.to_v(hidden_states).view(batch, -1, attn.heads, head_dim).transpose(1, 2)
             if attn.norm_k is not None:
                 key = attn.norm_k(key)
-            ctl.store[(ctl.step, self.layer)] = (key.detach(), value.detach())
+            if action == "record":
+                ctl.store[(ctl.step, self.layer)] = (key.detach(), value.detach())
         else:
             # The reference branch ran with batch 1; every generated image (and both halves of
             # classifier-free guidance) reads the same reference K/V, broadcast without a copy.
@@ -128,6 +140,17 @@ class KVReplacementProcessor:
 
         hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
                                                        dropout_p=0.0, is_causal=False)
+        if action == "distill":
+            # The AD target: the generated queries reading the reference's K/V, held fixed (no
+            # gradient), compared with the layer's own attention output under an L1 loss.
+            ref_key, ref_value = ctl.store[(ctl.step, self.layer)]
+            with torch.no_grad():
+                target = F.scaled_dot_product_attention(
+                    query.detach(), ref_key.to(query.dtype).expand(batch, -1, -1, -1),
+                    ref_value.to(query.dtype).expand(batch, -1, -1, -1), attn_mask=attention_mask)
+            ctl.losses.append(F.l1_loss(hidden_states, target))
+            if len(ctl.losses) == len(ctl.layers):
+                raise DistillationPassDone  # the rest of the UNet does not feed the loss
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if input_ndim == 4:

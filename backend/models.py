@@ -37,6 +37,12 @@ BASE_PATTERNS = [
     "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors",
     "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors",
 ]
+# The text tower of the CLIP model that IP-Adapter's image encoder (ViT-H/14) comes from: content
+# suppression (backend/instant_style.py) subtracts its embeddings from the image embedding. The hub
+# repository holds the whole CLIP model; transformers loads its text half.
+DEFAULT_CONTENT_ENCODER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+CONTENT_ENCODER_PATTERNS = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                            "vocab.json", "merges.txt", "special_tokens_map.json"]
 IMAGE_ENCODER_PATTERNS = ["models/image_encoder/config.json", "models/image_encoder/model.safetensors"]
 
 _ENV_DEVICE = "TEXTURE_VARIANTS_DEVICE"
@@ -218,6 +224,51 @@ def models_present() -> dict[str, bool]:
     return present
 
 
+def resolve_content_encoder(encoder: str | os.PathLike | None = None) -> Path:
+    """The folder of the CLIP text tower for content suppression (config, weights, tokenizer)."""
+    value = str(encoder) if encoder is not None else DEFAULT_CONTENT_ENCODER
+    fix = (f"hf download {value} {' '.join(CONTENT_ENCODER_PATTERNS)}  (about 4 GB: the whole CLIP "
+           "ViT-H/14, of which the text half is used), or pass --content-encoder FOLDER")
+    path = Path(value).expanduser()
+    if path.is_dir():
+        folder = path
+    elif _is_hub_id(value):
+        folder = _from_cache(value, CONTENT_ENCODER_PATTERNS, "content-suppression text encoder", fix)
+    else:
+        raise ModelsMissingError(f"content-suppression text encoder {value!r} not found",
+                                 hint=f"suppress_content needs the CLIP text tower matching the IP-Adapter "
+                                 f"image encoder: {fix}")
+    if not (folder / "config.json").exists() or not (folder / "model.safetensors").exists():
+        raise ModelsMissingError(f"no config.json + model.safetensors of a CLIP text encoder in {folder}",
+                                 hint=f"suppress_content needs the CLIP text tower matching the IP-Adapter "
+                                 f"image encoder: {fix}")
+    return folder
+
+
+_content_encoders: dict[tuple, tuple] = {}
+
+
+def load_content_encoder(folder: Path, device: str, dtype: str):
+    """(CLIPTextModelWithProjection, CLIPTokenizer) from `folder`, kept for reuse."""
+    import torch
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    key = (folder, device, dtype)
+    with _lock:
+        if key not in _content_encoders:
+            _content_encoders.clear()
+            log.info("loading content text encoder %s", folder)
+            try:
+                encoder = CLIPTextModelWithProjection.from_pretrained(
+                    folder, torch_dtype=getattr(torch, dtype), use_safetensors=True, local_files_only=True)
+                tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+            except (OSError, ValueError) as e:
+                raise ModelsMissingError(f"could not load the content text encoder from {folder}: {e}",
+                                         hint=f"pass a CLIP model folder, or the default {DEFAULT_CONTENT_ENCODER}") from e
+            _content_encoders[key] = (encoder.to(device).eval(), tokenizer)
+        return _content_encoders[key]
+
+
 # ---------------------------------------------------------------- loading and reuse
 
 _lock = threading.RLock()
@@ -284,8 +335,9 @@ def unload() -> bool:
     import gc
 
     with _lock:
-        had = bool(_loaded)
+        had = bool(_loaded) or bool(_content_encoders)
         _loaded.clear()
+        _content_encoders.clear()
     gc.collect()
     try:
         import torch

@@ -10,7 +10,13 @@ from backend.errors import InputError
 
 ENGINES = ("auto", "diffusion", "patch")
 TILE_MODES = ("both", "x", "y", "none")
-APPEARANCE_MODES = ("kv", "none")
+APPEARANCE_MODES = ("kv", "ad", "none")  # kv replacement, attention distillation, plain IP-Adapter
+IP_MODES = ("full", "style")  # IP-Adapter in every cross-attention layer, or in the style block(s) only
+# The diffusion engine's options beyond the fields below (the API's keyword extras, the service's
+# `extra` object); torch-free here so that the service's hello can list them without importing it.
+DIFFUSION_OPTIONS = ("ip_adapter_variant", "device", "dtype", "allow_pickle", "kv_window", "kv_blocks",
+                     "inversion_iterations", "ad_iterations", "ad_lr", "style_blocks", "suppress_scale",
+                     "content_encoder")
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_VARIANTS = 16
 
@@ -29,6 +35,8 @@ class GenerationParams:
     prompt: str = ""
     negative_prompt: str = ""
     guidance_scale: float | None = None
+    ip_mode: str = "full"
+    suppress_content: str = ""  # text whose CLIP embedding is subtracted from the image prompt's
     # Engine-specific knobs that the API passes through (kept out of the signature until stable).
     extra: dict = field(default_factory=dict)
 
@@ -45,6 +53,8 @@ class GenerationParams:
             bad("tile", self.tile, " | ".join(TILE_MODES))
         if self.appearance not in APPEARANCE_MODES:
             bad("appearance", self.appearance, " | ".join(APPEARANCE_MODES))
+        if self.ip_mode not in IP_MODES:
+            bad("ip_mode", self.ip_mode, " | ".join(IP_MODES))
         if not isinstance(self.variants, int) or isinstance(self.variants, bool) or not 1 <= self.variants <= MAX_VARIANTS:
             bad("variants", self.variants, f"an integer from 1 to {MAX_VARIANTS}")
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or not 1 <= self.steps <= 200:
@@ -62,7 +72,7 @@ class GenerationParams:
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
                                       or not 0.0 <= value <= 30.0):
                 bad(name, value, "a number in [0, 30] or null for the default")
-        for name in ("prompt", "negative_prompt"):
+        for name in ("prompt", "negative_prompt", "suppress_content"):
             if not isinstance(getattr(self, name), str):
                 bad(name, getattr(self, name), "a string")
         return self

@@ -4,6 +4,8 @@
   dir/sd15/        a diffusers StableDiffusionPipeline folder (as on the hub, safety checker omitted)
   dir/ip-adapter/  laid out like the h94/IP-Adapter repository:
                    models/ip-adapter_sd15.safetensors, models/image_encoder/
+  dir/clip-text/   the CLIP text tower matching the image encoder (what content suppression loads
+                   from laion/CLIP-ViT-H-14-laion2B-s32B-b79K): config.json, model.safetensors, tokenizer
 
 so everything downstream loads them through exactly the code that loads the real models
 (`from_pretrained` + `load_ip_adapter`). Tiny by default; `full_size=True` uses the real SD1.5 and
@@ -44,6 +46,10 @@ class Dims:
     vision_patch: int
     vision_projection: int
     sample_size: int  # pixels
+    content_width: int  # the CLIP text tower paired with the image encoder (shares its projection)
+    content_layers: int
+    content_heads: int
+    content_ffn: int
 
 
 TINY = Dims(
@@ -53,6 +59,7 @@ TINY = Dims(
     vision_width=32, vision_layers=2, vision_heads=4, vision_ffn=64,
     vision_image_size=32, vision_patch=8, vision_projection=32,
     sample_size=64,
+    content_width=32, content_layers=2, content_heads=4, content_ffn=64,
 )
 
 # Real SD1.5 (v1-inference.yaml) and the ViT-H/14 image encoder of h94/IP-Adapter.
@@ -63,6 +70,7 @@ FULL = Dims(
     vision_width=1280, vision_layers=32, vision_heads=16, vision_ffn=5120,
     vision_image_size=224, vision_patch=14, vision_projection=1024,
     sample_size=512,
+    content_width=1024, content_layers=24, content_heads=16, content_ffn=4096,
 )
 
 # The scheduler config shipped with SD1.5 (PNDM); the engine converts it to DDIM / DDIM inverse.
@@ -198,8 +206,29 @@ def _image_encoder(d: Dims):
     )
 
 
+def _content_encoder(d: Dims):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    return CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            hidden_size=d.content_width,
+            intermediate_size=d.content_ffn,
+            num_attention_heads=d.content_heads,
+            num_hidden_layers=d.content_layers,
+            vocab_size=d.text_vocab,
+            max_position_embeddings=77,
+            hidden_act="gelu",
+            projection_dim=d.vision_projection,  # the joint CLIP space the image embeddings live in
+            bos_token_id=d.text_vocab - 2,
+            eos_token_id=d.text_vocab - 1,
+            pad_token_id=d.text_vocab - 1,
+        )
+    )
+
+
 def make_test_models(out_dir: str | Path, *, full_size: bool = False, seed: int = 0) -> dict[str, Path]:
-    """Write random-weight SD1.5 + IP-Adapter folders; returns {"base": ..., "ip_adapter": ...}."""
+    """Write random-weight SD1.5 + IP-Adapter + CLIP text folders; returns their paths by role
+    ({"base", "ip_adapter", "content_encoder"})."""
     from safetensors.torch import save_file
 
     d = FULL if full_size else TINY
@@ -215,8 +244,11 @@ def make_test_models(out_dir: str | Path, *, full_size: bool = False, seed: int 
     models.mkdir(parents=True, exist_ok=True)
     save_file(_ip_adapter_state_dict(pipe.unet, d), str(models / "ip-adapter_sd15.safetensors"))
     _image_encoder(d).save_pretrained(models / "image_encoder", safe_serialization=True)
+    text_dir = out_dir / "clip-text"
+    _content_encoder(d).save_pretrained(text_dir, safe_serialization=True)
+    _clip_tokenizer(d.text_vocab).save_pretrained(text_dir)
     (out_dir / "README.txt").write_text(
         "Random-weight test models with the SD1.5 / IP-Adapter architecture "
         f"({'full size' if full_size else 'tiny'}). Pictures from them are noise by design.\n"
     )
-    return {"base": base_dir, "ip_adapter": ip_dir}
+    return {"base": base_dir, "ip_adapter": ip_dir, "content_encoder": text_dir}

@@ -8,6 +8,9 @@ One call:
    the chosen self-attention layers (both cached per texture, see reference_cache);
 3. the generated branch denoises fresh Gaussian noise, all variants in one batch, with
    classifier-free guidance; inside the window those layers attend with the reference's K/V;
+   appearance "ad" instead refines the generated latent after each window step by attention
+   distillation against the same reference K/V (backend/attention_distillation.py);
+   `ip_mode="style"` / `suppress_content` restrict the image prompt to style (backend/instant_style.py);
 4. every padded Conv2d of the UNet and the VAE decoder wraps around on the tiled axes while this
    runs (the encoder reads the reference as the non-periodic photo it is).
 
@@ -28,10 +31,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend import balance, models
+from backend import attention_distillation, balance, instant_style, models
 from backend.errors import CancelledError, InputError
 from backend.images import center_square
 from backend.kv_attention import GENERATED, REFERENCE, KVController, kv_replacement, self_attention_layers
+from backend.params import DIFFUSION_OPTIONS
 from backend.reference_cache import ReferenceCache, ReferenceWork
 from backend.tiling import tiling
 
@@ -39,8 +43,7 @@ log = logging.getLogger(__name__)
 
 NAME = "diffusion"
 DEFAULT_GUIDANCE = 7.5
-EXTRA_KEYS = {"ip_adapter_variant", "device", "dtype", "allow_pickle", "kv_window", "kv_blocks",
-              "inversion_iterations"}
+EXTRA_KEYS = set(DIFFUSION_OPTIONS)
 
 # Approximate latent -> RGB map of SD1.5's VAE: a preview for free, without decoding.
 _LATENT_RGB = torch.tensor([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173],
@@ -96,10 +99,15 @@ class Conditioning:
         return torch.cat(text), [torch.cat(image)]
 
 
-def encode_conditioning(pipe, reference: Image.Image, prompt: str, negative_prompt: str) -> Conditioning:
+def encode_conditioning(pipe, reference: Image.Image, prompt: str, negative_prompt: str,
+                        content: torch.Tensor | None = None, suppress_scale: float = 0.0) -> Conditioning:
+    """Text and image-prompt embeddings; `content` (a CLIP text embedding) is subtracted, times
+    `suppress_scale`, from the image embedding before IP-Adapter projects it (InstantStyle)."""
     device = pipe._execution_device
     text, text_uncond = pipe.encode_prompt(prompt, device, 1, True, negative_prompt=negative_prompt or None)
     image_uncond, image = pipe.prepare_ip_adapter_image_embeds(reference, None, device, 1, True)[0].chunk(2)
+    if content is not None:
+        image = instant_style.suppress(image, content, suppress_scale)
     return Conditioning(text, text_uncond, image, image_uncond)
 
 
@@ -155,8 +163,12 @@ def invert(pipe, latents: torch.Tensor, cond: Conditioning, steps: int, progress
 
 
 def denoise(pipe, latents: torch.Tensor, cond: Conditioning, steps: int, guidance: float, progress: Progress,
-            controller: KVController | None = None, branch: str = GENERATED, previews: bool = False):
-    """DDIM denoising of a batch; `controller` (if any) is told which branch and step is running."""
+            controller: KVController | None = None, branch: str | None = GENERATED, previews: bool = False,
+            after_step=None):
+    """DDIM denoising of a batch; `controller` (if any) is told which branch and step is running.
+
+    `after_step(i, t, latents) -> latents` may refine the latents each step produced (AD mode).
+    """
     forward, _ = _schedulers(pipe, steps)
     for i, t in enumerate(forward.timesteps):
         progress.check()
@@ -165,7 +177,26 @@ def denoise(pipe, latents: torch.Tensor, cond: Conditioning, steps: int, guidanc
         out = forward.step(unet_eps(pipe, latents, t, cond, guidance), t, latents)
         latents = out.prev_sample
         progress.advance(latent_preview(out.pred_original_sample[0]) if previews else None)
+        if after_step is not None:
+            latents = after_step(i, t, latents)
     return latents
+
+
+def distillation_step(pipe, controller: KVController, cond: Conditioning, progress: Progress, iterations: int,
+                      lr: float):
+    """The `after_step` of AD mode: inside the window, refine the latents the step produced against
+    the reference K/V of that step, with the UNet at that step's timestep (where the K/V were
+    recorded); one progress tick per iteration, cancel checked before each."""
+
+    def after_step(i, t, latents):
+        if i not in controller.window or iterations == 0:
+            return latents
+        text, image = cond.batch(latents.shape[0], guided=False)
+        return attention_distillation.optimise_latents(
+            pipe.unet, latents, t, controller, i, text, image, iterations=iterations, lr=lr,
+            before_iteration=progress.check, after_iteration=lambda k, loss: progress.advance())
+
+    return after_step
 
 
 def latent_preview(latent: torch.Tensor) -> Image.Image:
@@ -198,10 +229,14 @@ def initial_noise(params, latents, device, dtype) -> torch.Tensor:
 
 
 def reference_key(image: Image.Image, spec, params, kv: balance.KVSettings) -> tuple:
-    """Everything the inverted latents and the reference K/V depend on."""
+    """Everything the inverted latents and the reference K/V depend on (the image prompt included)."""
     digest = hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
-    iterations = params.extra.get("inversion_iterations", 0)
-    return (digest, params.size, params.steps, spec, params.tile, params.prompt, kv.ip_scale, iterations)
+    extra = params.extra
+    iterations = extra.get("inversion_iterations", 0)
+    style = (params.ip_mode, tuple(extra.get("style_blocks", instant_style.DEFAULT_STYLE_BLOCKS)),
+             params.suppress_content, extra.get("suppress_scale", instant_style.DEFAULT_SUPPRESS_SCALE),
+             str(extra.get("content_encoder")))
+    return (digest, params.size, params.steps, spec, params.tile, params.prompt, kv.ip_scale, iterations, style)
 
 
 def _check_extra(extra: dict) -> None:
@@ -212,6 +247,17 @@ def _check_extra(extra: dict) -> None:
     iterations = extra.get("inversion_iterations", 0)
     if not isinstance(iterations, int) or isinstance(iterations, bool) or not 0 <= iterations <= 20:
         raise InputError(f"invalid inversion_iterations={iterations!r}", hint="an integer from 0 to 20")
+    ad_iterations = extra.get("ad_iterations", attention_distillation.DEFAULT_ITERATIONS)
+    if (not isinstance(ad_iterations, int) or isinstance(ad_iterations, bool)
+            or not 0 <= ad_iterations <= attention_distillation.MAX_ITERATIONS):
+        raise InputError(f"invalid ad_iterations={ad_iterations!r}",
+                         hint=f"an integer from 0 to {attention_distillation.MAX_ITERATIONS} (default "
+                         f"{attention_distillation.DEFAULT_ITERATIONS})")
+    for name, default in (("ad_lr", attention_distillation.DEFAULT_LR),
+                          ("suppress_scale", instant_style.DEFAULT_SUPPRESS_SCALE)):
+        value = extra.get(name, default)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 10.0:
+            raise InputError(f"invalid {name}={value!r}", hint=f"a number from 0 to 10 (default {default})")
 
 
 def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_step=None, cancel=None):
@@ -224,11 +270,27 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
     kv = balance.settings(params.balance, ip_scale=params.ip_scale, window=extra.get("kv_window"),
                           blocks=extra.get("kv_blocks"))
     guidance = DEFAULT_GUIDANCE if params.guidance_scale is None else float(params.guidance_scale)
+    content_folder = None
+    if params.suppress_content:
+        if spec.ip_plus:
+            raise InputError("suppress_content works with the standard IP-Adapter only: the plus variant reads "
+                             "CLIP patch features, from which a text embedding cannot be subtracted",
+                             hint="use ip_adapter_variant standard, or leave suppress_content empty")
+        content_folder = models.resolve_content_encoder(extra.get("content_encoder"))
+    if params.ip_mode == "style":  # bad block names fail here, before anything loads
+        blocks = extra.get("style_blocks", instant_style.DEFAULT_STYLE_BLOCKS)
+        if isinstance(blocks, str) or not isinstance(blocks, (list, tuple)):
+            raise InputError(f"style_blocks {blocks!r} is not a list of block names", hint='e.g. ["up_blocks.1"]')
     image = center_square(reference.rgb, params.size)
     with _run_lock:
         pipe = models.load_pipeline(spec)
         with torch.no_grad():
-            images, info = _run(pipe, spec, image, params, kv, guidance, latents, on_step, cancel)
+            content = None
+            if content_folder is not None:
+                encoder, tokenizer = models.load_content_encoder(content_folder, spec.device, spec.dtype)
+                content = instant_style.content_embedding(encoder, tokenizer, params.suppress_content,
+                                                          pipe._execution_device)
+            images, info = _run(pipe, spec, image, params, kv, guidance, latents, on_step, cancel, content)
     record = {
         "guidance_scale": guidance, "ip_scale": kv.ip_scale, "device": spec.device, "dtype": spec.dtype,
         "ip_adapter_variant": extra.get("ip_adapter_variant", "standard"), **info,
@@ -238,14 +300,24 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
     return images
 
 
-def _run(pipe, spec, image, params, kv, guidance, latents, on_step, cancel):
+def _run(pipe, spec, image, params, kv, guidance, latents, on_step, cancel, content=None):
     device, dtype = pipe._execution_device, pipe.unet.dtype
+    extra = params.extra
     noise = initial_noise(params, latents, device, dtype)
-    pipe.set_ip_adapter_scale(kv.ip_scale)
-    cond = encode_conditioning(pipe, image, params.prompt, params.negative_prompt)
-    info, controller, work, key = {}, None, None, None
+    style_blocks = tuple(extra.get("style_blocks", instant_style.DEFAULT_STYLE_BLOCKS))
+    instant_style.apply_scales(pipe, params.ip_mode, kv.ip_scale, style_blocks)
+    suppress_scale = float(extra.get("suppress_scale", instant_style.DEFAULT_SUPPRESS_SCALE))
+    cond = encode_conditioning(pipe, image, params.prompt, params.negative_prompt, content, suppress_scale)
+    info, controller, work, key = {"ip_mode": params.ip_mode}, None, None, None
+    if params.ip_mode == "style":
+        info["style_blocks"] = list(style_blocks)
+    if content is not None:
+        info["suppress_scale"] = suppress_scale
     need_reference = need_inversion = False
-    if params.appearance == "kv":
+    ad_iterations = extra.get("ad_iterations", attention_distillation.DEFAULT_ITERATIONS)
+    ad_lr = float(extra.get("ad_lr", attention_distillation.DEFAULT_LR))
+    window = frozenset()
+    if params.appearance in ("kv", "ad"):
         window = kv.window_steps(params.steps)
         controller = KVController(frozenset(self_attention_layers(pipe.unet, kv.blocks)), window)
         if window:  # an empty window (balance 0) needs no reference work at all
@@ -254,11 +326,14 @@ def _run(pipe, spec, image, params, kv, guidance, latents, on_step, cancel):
             controller.store.update(work.kv if work else {})
             need_reference = bool(controller.missing())
             need_inversion = work is None
-        info = {"kv_blocks": list(kv.blocks), "kv_window_steps": sorted(window),
-                "reference_cached": bool(window) and not need_inversion}
-    iterations = params.extra.get("inversion_iterations", 0)
-    progress = Progress(total=params.steps * (1 + need_inversion * (1 + iterations) + need_reference),
-                        on_step=on_step, cancel=cancel)
+        info |= {"kv_blocks": list(kv.blocks), "kv_window_steps": sorted(window),
+                 "reference_cached": bool(window) and not need_inversion}
+        if params.appearance == "ad":
+            info |= {"ad_iterations": ad_iterations, "ad_lr": ad_lr}
+    iterations = extra.get("inversion_iterations", 0)
+    distill_passes = len(window) * ad_iterations if params.appearance == "ad" else 0
+    progress = Progress(total=params.steps * (1 + need_inversion * (1 + iterations) + need_reference)
+                        + distill_passes, on_step=on_step, cancel=cancel)
 
     # The VAE encoder reads the reference as the (non-periodic) photo it is: only the UNet and the
     # decoder wrap around, which is all the periodicity of the output depends on.
@@ -275,7 +350,12 @@ def _run(pipe, spec, image, params, kv, guidance, latents, on_step, cancel):
                     denoise(pipe, work.inverted, cond, params.steps, 1.0, progress, controller, REFERENCE)
                     work.kv = dict(controller.store)
                     reference_cache.put(key, work)
-                result = denoise(pipe, noise, cond, params.steps, guidance, progress, controller, GENERATED,
-                                 previews=True)
+                if params.appearance == "kv":
+                    result = denoise(pipe, noise, cond, params.steps, guidance, progress, controller, GENERATED,
+                                     previews=True)
+                else:  # ad: the generated branch runs the original processors, then is distilled
+                    result = denoise(pipe, noise, cond, params.steps, guidance, progress, controller, None,
+                                     previews=True, after_step=distillation_step(pipe, controller, cond, progress,
+                                                                                 ad_iterations, ad_lr))
         progress.check()
         return decode(pipe, result), info
