@@ -9,7 +9,7 @@ from pathlib import Path
 
 from backend import __version__
 from backend.errors import TextureVariantsError
-from backend.params import APPEARANCE_MODES, ENGINES, TILE_MODES
+from backend.params import APPEARANCE_MODES, ENGINES, IP_MODES, TILE_MODES
 
 
 def _add_generate(sub) -> None:
@@ -36,7 +36,14 @@ def _add_generate(sub) -> None:
     p.add_argument("--balance", type=float, default=0.5,
                    help="0 = new structure, 1 = closest appearance (default 0.5, the published recipe)")
     p.add_argument("--appearance", choices=APPEARANCE_MODES, default="kv",
-                   help="appearance preservation: kv replacement or none (plain IP-Adapter)")
+                   help="appearance preservation: kv (replace the reference's keys/values, default), ad "
+                   "(attention distillation: optimise the latent towards them; slower) or none (plain IP-Adapter)")
+    p.add_argument("--ip-mode", choices=IP_MODES, default="full",
+                   help="full: the image prompt in every cross-attention layer (default); style: only in the "
+                   "style block(s) (InstantStyle; SD1.5: up_blocks.1)")
+    p.add_argument("--suppress-content", default="", metavar="TEXT",
+                   help="subtract the CLIP text embedding of TEXT (e.g. 'bricks') from the image prompt's "
+                   "(InstantStyle; needs the CLIP ViT-H/14 text tower, see --content-encoder)")
     p.add_argument("--ip-scale", type=float, help="IP-Adapter scale (default 1.0, the recipe's)")
     p.add_argument("--prompt", default="", help="optional text prompt (default empty)")
     p.add_argument("--negative-prompt", default="", help="optional negative prompt")
@@ -50,11 +57,23 @@ def _add_generate(sub) -> None:
                            help="auto (default): float16 on a GPU, float32 on the CPU")
     diffusion.add_argument("--allow-pickle", action="store_true",
                            help="also load pickled weights (.ckpt/.bin): only for files you trust")
+    diffusion.add_argument("--ad-iterations", type=int,
+                           help="--appearance ad: Adam iterations per step of the window (default 3)")
+    diffusion.add_argument("--ad-lr", type=float, help="--appearance ad: Adam learning rate (default 0.05)")
+    diffusion.add_argument("--style-blocks", nargs="+", metavar="BLOCK",
+                           help="--ip-mode style: the UNet blocks that get the image prompt (default up_blocks.1; "
+                           "also up_blocks.N.attentions.M, down_blocks.N, mid_block)")
+    diffusion.add_argument("--suppress-scale", type=float,
+                           help="--suppress-content: how much of the text embedding to subtract (default 0.8)")
+    diffusion.add_argument("--content-encoder",
+                           help="--suppress-content: CLIP text model folder or hub id (default "
+                           "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the HF cache)")
     p.set_defaults(func=_cmd_generate)
 
 
 # Options of one engine, passed on only when given (other engines refuse what they do not know).
-_ENGINE_OPTIONS = ("ip_adapter_variant", "device", "dtype", "allow_pickle")
+_ENGINE_OPTIONS = ("ip_adapter_variant", "device", "dtype", "allow_pickle", "ad_iterations", "ad_lr",
+                   "style_blocks", "suppress_scale", "content_encoder")
 
 
 def _cmd_generate(args) -> int:
@@ -78,8 +97,10 @@ def _cmd_generate(args) -> int:
             variants=args.variants, seed=args.seed, steps=args.steps, size=args.size, tile=args.tile,
             balance=args.balance, appearance=args.appearance, ip_scale=args.ip_scale,
             prompt=args.prompt, negative_prompt=args.negative_prompt,
-            guidance_scale=args.guidance_scale, on_step=on_step,
-            **{k: getattr(args, k) for k in _ENGINE_OPTIONS if getattr(args, k) not in (None, False)},
+            guidance_scale=args.guidance_scale, ip_mode=args.ip_mode, suppress_content=args.suppress_content,
+            on_step=on_step,
+            # `is not`: an explicit 0 (e.g. --ad-iterations 0) is a value, not "not given"
+            **{k: getattr(args, k) for k in _ENGINE_OPTIONS if getattr(args, k) is not None and getattr(args, k) is not False},
         )
     finally:
         bar.close()
@@ -100,8 +121,9 @@ def _add_make_test_models(sub) -> None:
         "make-test-models",
         help="write random-weight SD1.5 + IP-Adapter folders for tests and timings",
         description="Write DIR/sd15 (a diffusers StableDiffusionPipeline folder with the SD1.5 block "
-        "layout) and DIR/ip-adapter (the h94/IP-Adapter layout: models/ip-adapter_sd15.safetensors and "
-        "models/image_encoder) with random weights. Tiny by default; --full-size uses the real SD1.5 and "
+        "layout), DIR/ip-adapter (the h94/IP-Adapter layout: models/ip-adapter_sd15.safetensors and "
+        "models/image_encoder) and DIR/clip-text (the matching CLIP text tower, for --suppress-content "
+        "--content-encoder DIR/clip-text) with random weights. Tiny by default; --full-size uses the real SD1.5 and "
         "ViT-H dimensions (about 5 GB on disk) for honest timings.",
     )
     p.add_argument("dir", help="output folder")

@@ -1,0 +1,167 @@
+"""appearance="ad": attention distillation on the tiny random-weight models.
+
+The loss, its gradient path, periodicity and cancel are properties of the computation, which the
+random weights do not change.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from backend import attention_distillation, balance, generate_variants, models
+from backend.engines import diffusion
+from backend.errors import CancelledError, InputError
+from backend.kv_attention import (
+    REFERENCE,
+    KVController,
+    KVReplacementProcessor,
+    kv_replacement,
+    self_attention_layers,
+)
+from backend.tiling import tiling
+
+SIZE, STEPS = 64, 3
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_models):
+    return models.load_pipeline(models.resolve(tiny_models["base"], tiny_models["ip_adapter"]))
+
+
+@pytest.fixture(scope="module")
+def reference(color_texture_path):
+    return Image.open(color_texture_path).convert("RGB")
+
+
+def _gen(tiny_models, reference, **kw):
+    args = dict(base=str(tiny_models["base"]), ip_adapter=str(tiny_models["ip_adapter"]), engine="diffusion",
+                variants=1, seed=0, steps=STEPS, size=SIZE, appearance="ad")
+    args.update(kw)
+    return generate_variants(reference, **args)
+
+
+def _arr(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float64) / 255.0
+
+
+def test_ad_loss_decreases_over_the_iterations_of_a_step_with_ip_adapter_active(pipe, reference):
+    steps = 3
+    window = balance.settings(1.0).window_steps(steps)
+    controller = KVController(frozenset(self_attention_layers(pipe.unet)), window)
+    step = max(window)
+    ip_calls = []
+    ip_processors = [p for name, p in pipe.unet.attn_processors.items()
+                     if name.startswith("up_blocks.2") and hasattr(p, "to_k_ip")]
+    assert ip_processors, "the tiny UNet has IP-Adapter processors in up_blocks.2"
+    hooks = [p.to_k_ip[0].register_forward_hook(lambda *a: ip_calls.append(1)) for p in ip_processors]
+    try:
+        with torch.no_grad(), kv_replacement(pipe.unet, controller), tiling("both", pipe.unet):
+            pipe.set_ip_adapter_scale(1.0)
+            image = reference.resize((SIZE, SIZE))
+            cond = diffusion.encode_conditioning(pipe, image, "", "")
+            progress = diffusion.Progress(total=10 * steps)
+            inverted = diffusion.invert(pipe, diffusion.encode_reference(pipe, image, SIZE), cond, steps, progress)
+            diffusion.denoise(pipe, inverted, cond, steps, 1.0, progress, controller, REFERENCE)
+            assert not controller.missing()
+
+            forward, _ = diffusion._schedulers(pipe, steps)
+            t = forward.timesteps[step]
+            latents = torch.randn((2, 4, SIZE // 8, SIZE // 8), generator=torch.Generator().manual_seed(1))
+            text, image_embeds = cond.batch(2, guided=False)
+
+            def loss(lat):
+                with torch.enable_grad():
+                    return float(attention_distillation.ad_loss(pipe.unet, lat, t, controller, step, text, image_embeds).detach())
+
+            ip_calls.clear()
+            losses = []
+            refined = attention_distillation.optimise_latents(
+                pipe.unet, latents, t, controller, step, text, image_embeds, iterations=6, lr=0.05,
+                after_iteration=lambda i, value: losses.append(value))
+            assert ip_calls, "the AD pass ran without IP-Adapter's image attention"
+            before, after = loss(latents), loss(refined)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(losses) == 6 and losses[0] == pytest.approx(before, rel=1e-5)
+    assert after < before
+    assert losses[-1] < losses[0]
+    assert not torch.equal(refined, latents)
+    # gradients reached only the latent: no weight holds a gradient, and every weight is trainable again
+    assert all(p.grad is None and p.requires_grad for p in pipe.unet.parameters())
+
+
+def test_ad_loss_is_zero_when_the_generated_branch_is_the_reference_branch(pipe, reference):
+    """The loss compares with the reference K/V: the reference's own latent has nothing to distil."""
+    steps = 3
+    window = balance.settings(1.0).window_steps(steps)
+    controller = KVController(frozenset(self_attention_layers(pipe.unet)), window)
+    image = reference.resize((SIZE, SIZE))
+    with torch.no_grad(), kv_replacement(pipe.unet, controller):
+        pipe.set_ip_adapter_scale(1.0)
+        cond = diffusion.encode_conditioning(pipe, image, "", "")
+        latents = diffusion.encode_reference(pipe, image, SIZE)
+        forward, _ = diffusion._schedulers(pipe, steps)
+        step = max(window)
+        controller.branch, controller.step = REFERENCE, step
+        text, image_embeds = cond.batch(1, guided=False)
+        t = forward.timesteps[step]
+        pipe.unet(latents, t, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": image_embeds})
+        own = attention_distillation.ad_loss(pipe.unet, latents, t, controller, step, text, image_embeds)
+        other = attention_distillation.ad_loss(pipe.unet, latents.flip(-1), t, controller, step, text, image_embeds)
+    assert float(own) == pytest.approx(0.0, abs=1e-5)
+    assert float(other) > 1e-3
+
+
+def test_ad_rolling_the_initial_latents_by_8_rolls_the_image_by_64(tiny_models, reference):
+    size = 128
+    noise = torch.randn((1, 4, size // 8, size // 8), generator=torch.Generator().manual_seed(3))
+    kw = dict(size=size, tile="both", balance=1.0, ad_iterations=2, ad_lr=0.2)
+    a = _arr(_gen(tiny_models, reference, latents=noise, **kw)[0])
+    b = _arr(_gen(tiny_models, reference, latents=torch.roll(noise, (8, 8), (2, 3)), **kw)[0])
+    assert np.abs(np.roll(a, (64, 64), (0, 1)) - b).max() <= 2 / 255
+
+
+def test_ad_output_differs_from_kv_and_none_and_records_its_settings(tiny_models, reference):
+    kw = dict(balance=1.0, ad_lr=0.5)
+    ad, kv, none = (_gen(tiny_models, reference, **kw | {"appearance": mode})[0] for mode in ("ad", "kv", "none"))
+    assert np.abs(_arr(ad) - _arr(kv)).mean() > 1 / 255
+    assert np.abs(_arr(ad) - _arr(none)).mean() > 1 / 255
+    params = json.loads(ad.info["parameters"])
+    assert (params["appearance"], params["ad_iterations"], params["ad_lr"]) == ("ad", 3, 0.5)
+    # zero iterations is plain IP-Adapter denoising (the reference K/V are then unused)
+    zero = _gen(tiny_models, reference, balance=1.0, ad_iterations=0)[0]
+    assert np.array_equal(np.asarray(zero), np.asarray(none))
+
+
+def test_cancel_inside_the_optimisation_stops_it_and_leaves_the_models_clean(tiny_models, reference, pipe):
+    cancel = threading.Event()
+    seen = []
+
+    def on_step(done, total, preview):
+        seen.append((done, total))
+        # 3 inversion + 3 reference + 3 generated passes, then 1 AD window step x 3 iterations
+        if done == STEPS * 3 + 1:
+            cancel.set()
+
+    diffusion.reference_cache.clear()
+    with pytest.raises(CancelledError, match=f"after {STEPS * 3 + 1} of {STEPS * 3 + 3}"):
+        _gen(tiny_models, reference, on_step=on_step, cancel=cancel, ad_iterations=3)
+    assert seen[-1] == (STEPS * 3 + 1, STEPS * 3 + 3)
+    assert not any(isinstance(p, KVReplacementProcessor) for p in pipe.unet.attn_processors.values())
+    assert all(p.requires_grad for p in pipe.unet.parameters())
+    assert not any("_conv_forward" in m.__dict__ for m in pipe.unet.modules())
+    assert _gen(tiny_models, reference)[0].size == (SIZE, SIZE)  # the next call works
+
+
+@pytest.mark.parametrize("extra", [{"ad_iterations": -1}, {"ad_iterations": 1.5}, {"ad_lr": "fast"},
+                                   {"ad_lr": -0.1}])
+def test_bad_ad_settings_are_refused(tiny_models, reference, extra):
+    with pytest.raises(InputError, match=next(iter(extra))):
+        _gen(tiny_models, reference, **extra)
