@@ -21,7 +21,7 @@ STEPS = 3
 
 
 def tiny_setup(**changes) -> bench.Setup:
-    base = bench.Setup(mode="quick", size=64, steps=STEPS, reps=1, methods=("plain", "naive", "first", "cached"),
+    base = bench.Setup(mode="quick", size=64, steps=STEPS, reps=1, methods=("plain", "naive", "first", "cached", "ad"),
                        service_reps=1, patch_size=64, patch_reps=1, why="tiny models, smoke test")
     return bench.replace(base, **changes)
 
@@ -62,6 +62,11 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
     for n in (1, 4):
         expected |= {("plain", n): 2 * n * STEPS, ("cached", n): 2 * n * STEPS,
                      ("first", n): (2 * n + 2) * STEPS, ("naive", n): 4 * n * STEPS}
+    del expected[("first", 1)]  # the same work as one naive variant: measured once
+    if "ad" in APPEARANCE_MODES:  # plus the loss passes: iterations x N per window step (1 of 3)
+        from backend.attention_distillation import DEFAULT_ITERATIONS
+
+        expected |= {("ad", n): 2 * n * STEPS + DEFAULT_ITERATIONS * n for n in (1, 4)}
     assert images == expected
     for r in rows:
         assert len(r["seconds"]) == 1 and r["median_s"] > 0 and math.isfinite(r["ratio_to_plain"])
@@ -81,7 +86,9 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
     assert f"variant_cost_ratio={entry['variant_cost_ratio']:.3f}" in report
     assert "Not measured: no GPU" in report
     if "ad" not in APPEARANCE_MODES:
-        assert "not measured: AD mode not implemented yet" in report
+        assert "Not measured: AD mode not implemented yet" in report
+    else:
+        assert "Attention distillation, 3 Adam iterations" in report
 
 
 def test_a_second_mode_keeps_the_first_in_the_report(tmp_path):
