@@ -77,7 +77,7 @@ SKIP = {("first", 1)}
 PROJECT_STEPS = 30  # the product's default: UNet time is scaled to it for the "projected" columns
 
 QUICK = Setup(
-    mode="quick", size=128, steps=3, reps=3, variants=(4,), methods=("plain", "naive", "cached", "ad"),
+    mode="quick", size=128, steps=3, reps=3, variants=(4,), methods=("plain", "naive", "first", "cached", "ad"),
     service_reps=0, patch_reps=1,
     why="full-size random-weight SD1.5 + ViT-H (the real layers) at 128², 3 steps, N = 4 only, no service "
         "section: 3 steps keep the recipe's window (the last third: 1 of 3 steps) and the rest keeps the "
@@ -616,7 +616,7 @@ def bench_gpu(models: dict, setup: Setup = GPU, options: GpuOptions | None = Non
 
     def diffusers_plain():
         generator = torch.Generator("cpu").manual_seed(setup.seed)
-        return pipe(prompt="", ip_adapter_image=reference, num_inference_steps=setup.steps, height=setup.size,
+        return pipe(prompt="", ip_adapter_image=reference.convert("RGB"), num_inference_steps=setup.steps, height=setup.size,
                     width=setup.size, num_images_per_prompt=n, generator=generator).images
 
     methods = variant_methods(generate, setup)
