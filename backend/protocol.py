@@ -11,7 +11,14 @@ import math
 import os
 from dataclasses import dataclass
 
-from backend.params import GenerationParams
+from backend.params import (
+    APPEARANCE_MODES,
+    DIFFUSION_OPTIONS,
+    ENGINES,
+    IP_MODES,
+    TILE_MODES,
+    GenerationParams,
+)
 
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a megabyte is a runaway client
@@ -33,6 +40,17 @@ EVENT_TYPES = (
 API_FIELDS = GenerationParams.field_names() + ("base", "ip_adapter")
 GENERATE_FIELDS = ("input", "output_dir", *API_FIELDS, "tiled_preview", "preview_every", "extra")
 DEFAULT_PREVIEW_EVERY = 5
+
+
+def generate_parameters() -> dict:
+    """What a generate request accepts, for `hello`: its fields, the values of the choice fields,
+    and the options each engine takes in `extra`."""
+    return {
+        "fields": list(GENERATE_FIELDS),
+        "choices": {"engine": list(ENGINES), "tile": list(TILE_MODES), "appearance": list(APPEARANCE_MODES),
+                    "ip_mode": list(IP_MODES)},
+        "extra": {"diffusion": list(DIFFUSION_OPTIONS), "patch": []},
+    }
 
 
 class ProtocolError(Exception):

@@ -27,6 +27,7 @@ from backend.protocol import (
     encode,
     error_event,
     event,
+    generate_parameters,
     parse_request,
 )
 
@@ -227,7 +228,7 @@ class Service:
     def _on_hello(self, request: Request) -> None:
         self.emit(event("hello", request.id, protocol=PROTOCOL_VERSION, version=__version__,
                         python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
-                        models=self._models(), **self.warmup.fields()))
+                        models=self._models(), parameters=generate_parameters(), **self.warmup.fields()))
 
     def _engines(self) -> dict:
         """{name: {available, why}}, from each engine's own cheap check (files only, no loading)."""

@@ -141,3 +141,36 @@ def test_cli_passes_the_research_options(tiny_models, color_texture_path, conten
                                    "suppress_content", "suppress_scale")} == {
         "appearance": "ad", "ad_iterations": 1, "ad_lr": 0.1, "ip_mode": "style",
         "style_blocks": ["up_blocks.1.attentions.1"], "suppress_content": "wood planks", "suppress_scale": 0.5}
+
+
+def test_service_lists_the_research_parameters_in_hello_and_runs_them(tiny_models, content_encoder,
+                                                                       color_texture_path, tmp_path):
+    from tests.service_process import ServiceProcess
+
+    (tmp_path / "service").mkdir()
+    proc = ServiceProcess(tmp_path / "service", "--base", str(tiny_models["base"]),
+                          "--ip-adapter", str(tiny_models["ip_adapter"]))
+    try:
+        hello = proc.ask("hello")
+        parameters = hello["parameters"]
+        assert {"ip_mode", "suppress_content", "appearance"} <= set(parameters["fields"])
+        assert parameters["choices"]["appearance"] == ["kv", "ad", "none"]
+        assert parameters["choices"]["ip_mode"] == ["full", "style"]
+        assert {"ad_iterations", "ad_lr", "style_blocks", "suppress_scale", "content_encoder"} <= set(
+            parameters["extra"]["diffusion"])
+        (tmp_path / "out").mkdir()
+        job = proc.send("generate", input=str(color_texture_path), output_dir=str(tmp_path / "out"), engine="diffusion",
+                        size=64, steps=2, seed=5, balance=1.0, appearance="ad", ip_mode="style",
+                        suppress_content="bricks",
+                        extra={"ad_iterations": 1, "ad_lr": 0.1, "content_encoder": str(content_encoder)})
+        events = proc.job_events(job)
+        assert events[-1]["type"] == "result", events[-1]
+        params = events[-1]["files"][0]["parameters"]
+        assert (params["appearance"], params["ad_iterations"], params["ip_mode"], params["suppress_content"]) == (
+            "ad", 1, "style", "bricks")
+        progress = [e for e in events if e["type"] == "progress"]
+        assert progress[-1]["total"] == 2 * 3 + 1  # inversion, reference, generated + 1 AD iteration
+        bad = proc.ask("generate", input=str(color_texture_path), output_dir=str(tmp_path), ip_mode="layout")
+        assert bad["type"] == "error" and "ip_mode" in bad["message"]
+    finally:
+        assert proc.stop() == 0, proc.stderr_tail()
