@@ -18,6 +18,8 @@ MAX_SIZE = 2048
 
 # The panel settings that go to the backend unchanged (names of the backend's Python API).
 REQUEST_SETTINGS = ("engine", "variants", "steps", "size", "tile", "balance", "appearance")
+# Panel settings that become backend parameters under other names (InstantStyle: see request_params).
+STYLE_SETTINGS = ("style_only", "suppress_content")
 
 
 def new_seed(rng: random.Random | None = None) -> int:
@@ -32,6 +34,13 @@ def request_params(settings: Mapping, seed: int) -> dict:
     # The backend takes multiples of 64 (the UI's step is 64, but a typed value may be anything).
     params["size"] = min(MAX_SIZE, max(64, round(int(params["size"]) / 64) * 64))
     params["seed"] = int(seed)
+    # "Style only" = the backend's ip_mode "style"; the content text goes with it (and only then).
+    # Left out when off, so the request holds the backend's defaults and nothing else.
+    if settings.get("style_only"):
+        params["ip_mode"] = "style"
+        content = str(settings.get("suppress_content", "")).strip()
+        if content:
+            params["suppress_content"] = content
     return params
 
 

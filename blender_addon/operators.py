@@ -103,7 +103,7 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
             reference = texture_io.export_reference(image, job_dir)
             seed = jobs.new_seed() if settings.randomize_seed else settings.seed
             params = jobs.request_params(
-                {name: getattr(settings, name) for name in jobs.REQUEST_SETTINGS}, seed)
+                {name: getattr(settings, name) for name in (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS)}, seed)
             # Live previews are for people watching; scripts and farms skip their cost.
             params["preview_every"] = 0 if bpy.app.background else 2
             job = session.shared().submit(config, root, str(reference), str(job_dir / "variants"), params,

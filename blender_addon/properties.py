@@ -23,8 +23,11 @@ TILE_ITEMS = [
     ("none", "None", "Not tileable"),
 ]
 APPEARANCE_ITEMS = [
-    ("kv", "Keep Appearance", "kv replacement: borrow the reference's keys/values late in denoising"),
-    ("none", "Image Prompt Only", "Plain IP-Adapter: freer structure, the look may drift"),
+    ("kv", "KV (Keep Appearance)", "kv replacement: borrow the reference's keys/values late in denoising"),
+    ("ad", "AD (Distil Appearance)",
+     "Attention distillation: optimise the image towards the reference's attention features late in "
+     "denoising; slower (a few extra passes per late step)"),
+    ("none", "None (Image Prompt Only)", "Plain IP-Adapter: freer structure, the look may drift"),
 ]
 
 
@@ -54,6 +57,16 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
         description="0 = new structure, 1 = closest appearance to the original (0.5 is the published recipe)",
     )
     appearance: EnumProperty(name="Appearance", items=APPEARANCE_ITEMS, default="kv")
+    style_only: BoolProperty(
+        name="Style Only", default=False,
+        description="Feed the image prompt into the style block of the model only (InstantStyle): keeps colours "
+        "and materials, lets the layout move more (diffusion)",
+    )
+    suppress_content: StringProperty(
+        name="Content",
+        description="With Style Only: what the texture shows (e.g. \"bricks\", \"wood planks\"), taken out of "
+        "the image prompt. Needs the CLIP ViT-H text model (see README); empty = nothing taken out",
+    )
     image_node: StringProperty(
         name="Image Node",
         description="The Image Texture node to take the texture from; empty = the one feeding Base Color, "

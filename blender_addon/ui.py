@@ -54,6 +54,10 @@ def draw_variants_panel(layout, context) -> None:
         col.prop(settings, "size")
         col.prop(settings, "tile")
         col.prop(settings, "appearance")
+        col.prop(settings, "style_only")
+        row = col.row(align=True)
+        row.active = settings.style_only  # the content text only matters with Style Only
+        row.prop(settings, "suppress_content")
         col.separator()
         row = col.row(align=True)
         row.label(text="Structure")

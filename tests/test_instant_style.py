@@ -174,3 +174,18 @@ def test_service_lists_the_research_parameters_in_hello_and_runs_them(tiny_model
         assert bad["type"] == "error" and "ip_mode" in bad["message"]
     finally:
         assert proc.stop() == 0, proc.stderr_tail()
+
+
+def test_blender_panel_settings_become_the_backend_parameters():
+    from backend.params import GenerationParams
+    from blender_addon import job as jobs
+
+    base = {"engine": "diffusion", "variants": 1, "steps": 4, "size": 64, "tile": "both", "balance": 0.5,
+            "appearance": "ad"}
+    on = jobs.request_params(base | {"style_only": True, "suppress_content": "  wood planks "}, 3)
+    assert (on["ip_mode"], on["suppress_content"], on["appearance"]) == ("style", "wood planks", "ad")
+    GenerationParams(**on).validated()
+    off = jobs.request_params(base | {"style_only": False, "suppress_content": "wood planks"}, 3)
+    assert "ip_mode" not in off and "suppress_content" not in off  # the backend's defaults: full, none
+    blank = jobs.request_params(base | {"style_only": True, "suppress_content": "  "}, 3)
+    assert blank["ip_mode"] == "style" and "suppress_content" not in blank

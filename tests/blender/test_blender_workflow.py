@@ -98,7 +98,7 @@ def test_panel_draws_settings_results_and_progress(workflow):
     data, _ = workflow
     idle = _calls(data, "panel_with_results")
     # every layout call was checked against Blender's UILayout RNA (harness.CheckingLayout)
-    for prop in ("engine", "variants", "seed", "steps", "size", "tile", "appearance"):
+    for prop in ("engine", "variants", "seed", "steps", "size", "tile", "appearance", "style_only", "suppress_content"):
         assert ("prop", prop) in idle
     balance = idle.index(("label", "Structure"))
     assert idle[balance + 1][0] == "prop" and idle[balance + 2] == ("label", "Appearance")
