@@ -249,13 +249,17 @@ def _add_download_models(sub) -> None:
     p.add_argument("--ip-adapter", help="hub id of the IP-Adapter repository (default h94/IP-Adapter)")
     p.add_argument("--ip-adapter-variant", choices=("standard", "plus", "both"), default="both",
                    help="which IP-Adapter weights to fetch (default both)")
+    p.add_argument("--content-encoder", nargs="?", const="laion/CLIP-ViT-H-14-laion2B-s32B-b79K", metavar="ID",
+                   help="also fetch the CLIP text model that --suppress-content needs (default ID "
+                   "laion/CLIP-ViT-H-14-laion2B-s32B-b79K, about 4 GB); not fetched unless asked for")
     p.set_defaults(func=_cmd_download_models)
 
 
 def _cmd_download_models(args) -> int:
     from backend.models import download_models
 
-    paths = download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant)
+    paths = download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant,
+                            content_encoder=args.content_encoder)
     for key, path in paths.items():
         print(f"{key}: {path}")
     return 0

@@ -227,8 +227,9 @@ def models_present() -> dict[str, bool]:
 def resolve_content_encoder(encoder: str | os.PathLike | None = None) -> Path:
     """The folder of the CLIP text tower for content suppression (config, weights, tokenizer)."""
     value = str(encoder) if encoder is not None else DEFAULT_CONTENT_ENCODER
-    fix = (f"hf download {value} {' '.join(CONTENT_ENCODER_PATTERNS)}  (about 4 GB: the whole CLIP "
-           "ViT-H/14, of which the text half is used), or pass --content-encoder FOLDER")
+    fix = (f"{DOWNLOAD_COMMAND} --content-encoder" + ("" if encoder is None else f" {value}")
+           + " (about 4 GB: the whole CLIP ViT-H/14, of which the text half is used), or pass "
+           "--content-encoder FOLDER to generate")
     path = Path(value).expanduser()
     if path.is_dir():
         folder = path
@@ -355,10 +356,11 @@ def unload() -> bool:
 
 
 def download_models(base: str | None = None, ip_adapter: str | None = None, *,
-                    variants: str = "both") -> dict[str, Path]:
+                    variants: str = "both", content_encoder: str | None = None) -> dict[str, Path]:
     """Fetch the models into the Hugging Face cache with progress bars; the only network access.
 
-    `variants`: which IP-Adapter weights, "standard", "plus" or "both".
+    `variants`: which IP-Adapter weights, "standard", "plus" or "both". `content_encoder`: also the
+    CLIP text model for content suppression (a hub id; "" or None = not fetched).
     """
     from huggingface_hub import snapshot_download
 
@@ -366,8 +368,11 @@ def download_models(base: str | None = None, ip_adapter: str | None = None, *,
     if not set(chosen) <= set(IP_ADAPTER_WEIGHTS):
         raise InputError(f"unknown IP-Adapter variant {variants!r}", hint="use standard, plus or both")
     weights = [f"models/{IP_ADAPTER_WEIGHTS[v]}.safetensors" for v in chosen]
-    return {
+    paths = {
         "base": Path(snapshot_download(base or DEFAULT_BASE, allow_patterns=BASE_PATTERNS)),
         "ip_adapter": Path(snapshot_download(ip_adapter or DEFAULT_IP_ADAPTER,
                                              allow_patterns=[*weights, *IMAGE_ENCODER_PATTERNS])),
     }
+    if content_encoder:
+        paths["content_encoder"] = Path(snapshot_download(content_encoder, allow_patterns=CONTENT_ENCODER_PATTERNS))
+    return paths

@@ -108,18 +108,36 @@ def test_suppression_changes_the_output_and_is_recorded(tiny_models, reference, 
 
 def test_missing_text_encoder_gives_a_clear_message(tiny_models, reference, tmp_path, monkeypatch):
     import huggingface_hub
+    import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelsMissingError) as e:
         _gen(tiny_models, reference, suppress_content="bricks")
     assert models.DEFAULT_CONTENT_ENCODER in e.value.message
-    assert "hf download" in e.value.hint and "--content-encoder" in e.value.hint
+    assert "python -m backend download-models --content-encoder" in e.value.hint
     with pytest.raises(ModelsMissingError, match="not found"):
         _gen(tiny_models, reference, suppress_content="bricks", content_encoder=str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelsMissingError, match="CLIP text encoder"):
         _gen(tiny_models, reference, suppress_content="bricks", content_encoder=str(tmp_path / "empty"))
+
+
+def test_download_models_fetches_the_text_tower_only_when_asked(monkeypatch, tmp_path):
+    import fnmatch
+
+    import huggingface_hub
+
+    asked = {}
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, allow_patterns, **kw: asked.setdefault(repo_id, allow_patterns) and str(tmp_path))
+    models.download_models()
+    assert models.DEFAULT_CONTENT_ENCODER not in asked
+    assert cli.main(["download-models", "--content-encoder"]) == 0
+    patterns = asked[models.DEFAULT_CONTENT_ENCODER]
+    for needed in ("config.json", "model.safetensors", "vocab.json", "merges.txt"):  # what the loader reads
+        assert any(fnmatch.fnmatch(needed, p) for p in patterns), needed
+    assert not any(p.endswith((".bin", ".pt")) for p in patterns)
 
 
 def test_bad_ip_mode_is_refused(tiny_models, reference):
