@@ -84,7 +84,8 @@ class DistillationPassDone(Exception):
 
 
 class KVReplacementProcessor:
-    """Self-attention that records (reference branch) or swaps in (generated branch) keys and values.
+    """Self-attention that records (reference branch) or swaps in (generated branch) keys and values,
+    or, in AD mode's loss pass (DISTILL), keeps its own and adds the layer's distillation loss.
 
     The computation follows diffusers' AttnProcessor2_0; when the controller says nothing is to be
     done it calls the layer's original processor, so outside the window the layer is unchanged.
