@@ -277,10 +277,9 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
                              "CLIP patch features, from which a text embedding cannot be subtracted",
                              hint="use ip_adapter_variant standard, or leave suppress_content empty")
         content_folder = models.resolve_content_encoder(extra.get("content_encoder"))
-    if params.ip_mode == "style":  # bad block names fail here, before anything loads
-        blocks = extra.get("style_blocks", instant_style.DEFAULT_STYLE_BLOCKS)
-        if isinstance(blocks, str) or not isinstance(blocks, (list, tuple)):
-            raise InputError(f"style_blocks {blocks!r} is not a list of block names", hint='e.g. ["up_blocks.1"]')
+    blocks = extra.get("style_blocks", instant_style.DEFAULT_STYLE_BLOCKS)
+    if isinstance(blocks, str) or not isinstance(blocks, (list, tuple)):  # names are checked on the UNet
+        raise InputError(f"style_blocks {blocks!r} is not a list of block names", hint='e.g. ["up_blocks.1"]')
     image = center_square(reference.rgb, params.size)
     with _run_lock:
         pipe = models.load_pipeline(spec)
