@@ -77,11 +77,14 @@ SKIP = {("first", 1)}
 PROJECT_STEPS = 30  # the product's default: UNet time is scaled to it for the "projected" columns
 
 QUICK = Setup(
-    mode="quick", size=128, steps=3, reps=3, variants=(4,), methods=("plain", "naive", "first", "cached", "ad"),
+    mode="quick", size=128, steps=3, reps=3, variants=(4,), methods=("plain", "naive", "cached"),
     service_reps=0, patch_reps=1,
-    why="full-size random-weight SD1.5 + ViT-H (the real layers) at 128², 3 steps, N = 4 only, no service "
-        "section: 3 steps keep the recipe's window (the last third: 1 of 3 steps) and the rest keeps the "
-        "run near 5 minutes on 2 CPU cores. At 128² the costs that do not grow with the steps (CLIP "
+    why="full-size random-weight SD1.5 + ViT-H (the real layers) at 128², 3 steps, N = 4 only, the three "
+        "ways of the comparison, no service section: 3 steps keep the recipe's window (the last third: 1 "
+        "of 3 steps) and the rest keeps the run under 5 minutes on 2 idle CPU cores (`--methods plain naive "
+        "first cached ad` adds the first call and AD: about 7 minutes). On this CPU a batch of 8 at 128² costs "
+        "half as much per image as a batch of 1 (at 512² the same), which makes the naive way (batches of "
+        "1 and 2) look worse here than at 512². At 128² the costs that do not grow with the steps (CLIP "
         "image encoder, VAE) and batching weigh more than at 512² with 30 steps; the UNet-only and the "
         "30-step projected ratios show how much.",
 )
@@ -339,6 +342,8 @@ def bench_variant_cost(models: dict, setup: Setup, *, device: str | None = None,
     generate(variants=1, seed=setup.seed, appearance="none")  # loads the pipeline, warms allocators
     load_s = time.perf_counter() - t0
     generate(variants=1, seed=setup.seed, appearance="kv")  # does the reference work: "cached" finds it
+    for n in sorted(set(setup.variants) - {1}):  # the first pass at a new batch size sets up its kernels
+        generate(variants=n, seed=setup.seed, appearance="none")
     spec = model_loading.loaded_specs()[0]
     pipe = model_loading.load_pipeline(spec)
 
@@ -786,7 +791,7 @@ def _row(entry: dict | None, method: str, n: int) -> dict | None:
 def render_findings(results: dict) -> list[str]:
     """What the numbers say, computed from them (full run first, quick run for what only it has)."""
     lines = []
-    for mode in ("full", "quick"):
+    for mode in ("full", "quick", *sorted(k for k in results if k not in ("full", "quick", "gpu"))):
         cached, plain, naive = (_row(results.get(mode), m, 4) for m in ("cached", "plain", "naive"))
         if not (cached and plain and naive):
             continue
@@ -804,19 +809,22 @@ def render_findings(results: dict) -> list[str]:
             f"{phases['image_encoder']:.1f} s, text encoder {phases['text_encoder']:.1f} s, the rest "
             f"{cached['median_s'] - sum(phases.values()):.1f} s (schedulers, conditioning, Python).")
         break
-    first, plain_q = _row(results.get("quick"), "first", 4), _row(results.get("quick"), "plain", 4)
-    if first and plain_q:
+    with_first = [k for k in results if _row(results[k], "first", 4)]
+    if with_first:
+        first = _row(results[with_first[0]], "first", 4)
         lines.append(
             f"- The **first call** on a texture pays for its reference work once, for all its variants: "
-            f"{first['ratio_to_plain']:.2f} × plain at N = 4 in the quick run ({first['projected_ratio_to_plain']:.2f} × "
+            f"{first['ratio_to_plain']:.2f} × plain at N = 4 in run `{with_first[0]}` "
+            f"({first['projected_ratio_to_plain']:.2f} × "
             f"projected): 2 × steps UNet passes of one image (inversion and reference branch) against "
             f"2 × N × steps for the variants.")
     lines.append(
         "- Not done yet, and what it would save: the reference branch only has to *record* K/V inside the "
         "window, so it could start from the inversion's latent at the window's first timestep, and the "
         "inversion could stop there: 2 × window instead of 2 × steps UNet passes, a third of today's "
-        "reference work at the recipe's window (the first call would drop from about 1.25 × to about "
-        "1.08 × plain UNet time at N = 4). Caching the CLIP image embedding with the reference work would "
+        "reference work at the recipe's window (at N = 4 the first call would push 26 instead of 30 "
+        "images through the UNet per step, against plain's 24: from 1.25 × to 1.08 × where batching is "
+        "free per image, as at 512²). Caching the CLIP image embedding with the reference work would "
         "save one ViT-H pass per call on a known texture (the image encoder time above), for plain "
         "IP-Adapter too.")
     return lines
@@ -846,13 +854,16 @@ def render(results: dict) -> str:
            "through it (a guided pass of N variants counts 2N). The models are random-weight models with "
            "the real SD1.5 / ViT-H architecture (`python -m backend make-test-models --full-size`): speed "
            "does not depend on the weights' values.", ""]
-    for mode in ("full", "quick"):
+    extra_modes = sorted(k for k in results if k not in ("full", "quick", "gpu"))
+    for mode in ("full", "quick", *extra_modes):
         entry = results.get(mode)
-        title = {"full": "Full run", "quick": "Quick run (`--quick`)"}[mode]
+        title = {"full": "Full run", "quick": "Quick run (`--quick`)"}.get(mode, f"Run `{mode}` (more methods)")
         out += [f"## {title}", ""]
         if not entry:
             out += [f"Not measured yet: run `scripts/bench{' --quick' if mode == 'quick' else ''}`.", ""]
             continue
+        if entry.get("note"):
+            out += [f"- **note**: {entry['note']}"]
         out += [f"- **command**: `{entry['command']}`", f"- **date**: {entry['date']} (took {entry['wall_s'] / 60:.1f} min)",
                 f"- **machine**: {_machine_line(entry)}", f"- **configuration**: {entry['why']}",
                 f"- **result**: `variant_cost_ratio={entry['variant_cost_ratio']:.3f}` (cached kv over plain, N = {entry.get('variant_cost_ratio_n', 4)}; "
@@ -917,6 +928,9 @@ def main(argv: list[str] | None = None) -> int:
                         "instead of the CPU sections")
     parser.add_argument("--compile", action="store_true", help="with --gpu: also torch.compile the UNet")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (default: the mode's)")
+    parser.add_argument("--methods", nargs="+", choices=("plain", "naive", "first", "cached", "ad"),
+                        help="the ways to measure (default: the mode's); the results are stored as a run of "
+                        "their own, e.g. quick+first+ad")
     parser.add_argument("--variants", type=int, nargs="+", metavar="N",
                         help="the variant counts to measure (default: the mode's; the ratio needs 4)")
     parser.add_argument("--threads", type=int, help="torch CPU threads, here and in the service (default: "
@@ -926,6 +940,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=DOCS, help="where BENCHMARKS.md and benchmarks.json go "
                         "(default docs/)")
     args = parser.parse_args(argv)
+    if args.methods and not {"plain", "cached"} <= set(args.methods):
+        parser.error("--methods needs plain and cached (the ratio is one over the other)")
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the service process inherits it
         import torch
@@ -950,10 +966,15 @@ def main(argv: list[str] | None = None) -> int:
         ratio = next(r for r in entry["gpu"]["rows"] if r["method"] == "cached")["ratio_to_plain"]
     else:
         setup = QUICK if args.quick else FULL
-        changes = {k: v for k, v in (("reps", args.reps), ("variants", tuple(args.variants or ()))) if v}
+        changes = {k: v for k, v in (("reps", args.reps), ("variants", tuple(args.variants or ())),
+                                     ("methods", tuple(args.methods or ()))) if v}
+        if "methods" in changes:
+            added = [m for m in changes["methods"] if m not in setup.methods]
+            changes["mode"] = "+".join([setup.mode, *added]) if added else setup.mode
         if changes:
             setup = replace(setup, **changes, why=setup.why + " This run changed the mode's settings on the "
-                            "command line: " + ", ".join(f"{k} {v}" for k, v in changes.items()) + ".")
+                            "command line: " + ", ".join(f"{k} {v}" for k, v in changes.items() if k != "mode")
+                            + ".")
         ratio = run(setup, models, out_dir=args.out_dir, command=command)["variant_cost_ratio"]
     print(f"wrote {args.out_dir / 'BENCHMARKS.md'} and {args.out_dir / 'benchmarks.json'}")
     print(f"variant_cost_ratio={ratio:.3f}")

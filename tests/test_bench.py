@@ -91,6 +91,12 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
         assert "Attention distillation, 3 Adam iterations" in report
 
 
+def test_methods_without_plain_and_cached_are_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--methods", "plain", "naive", "--models", str(tmp_path / "none")])
+    assert not (tmp_path / "none").exists()  # refused before any model is written
+
+
 def test_a_second_mode_keeps_the_first_in_the_report(tmp_path):
     bench.store(tmp_path, "gpu", {"not_measured": "test"})
     bench.store(tmp_path, "other", {"x": 1})
