@@ -772,7 +772,9 @@ def render_gpu(entry: dict | None) -> list[str]:
                 "scripts/setup`, then `scripts/bench --gpu` (fp16, SDPA, channels-last; `--compile` adds "
                 "torch.compile of the UNet). Targets: ≤ 0.7 s per variant amortised on an H100, ≤ 6 GB peak VRAM."]
     g = entry["gpu"]
-    lines = [f"{g['device']} {g['dtype']}, {g['size']}², {g['steps']} steps, N = {g['variants']}, "
+    lines = [f"- **command**: `{entry['command']}`", f"- **date**: {entry['date']}",
+             f"- **machine**: {_machine_line(entry)}", "",
+             f"{g['device']} {g['dtype']}, {g['size']}², {g['steps']} steps, N = {g['variants']}, "
              f"{g['reps']} interleaved repetitions; optimisations: {', '.join(g['optimisations']) or 'none'}; "
              f"attention: {', '.join(g['attention_processors'])}.", "",
              "| method | seconds (median) | s / variant | × plain | peak VRAM (GB) |", "|---|---|---|---|---|"]

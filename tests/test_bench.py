@@ -146,3 +146,5 @@ def test_gpu_path_runs_on_the_cpu_with_the_tiny_models(tiny_models, fresh_pipeli
     assert methods == {"plain", "naive", "first", "cached", "diffusers_plain"}
     assert result["optimisations"] == ["channels_last"]
     assert all(r["peak_gb"] is None and r["median_s"] > 0 for r in result["rows"])  # no CUDA: no VRAM figure
+    report = "\n".join(bench.render_gpu({"command": "test", "date": "now", "machine": bench.machine(), "gpu": result}))
+    assert "plain diffusers" in report and "Not measured" not in report
