@@ -30,7 +30,7 @@ def _add_generate(sub) -> None:
                    help="diffusion, patch (weight-free), or auto: diffusion when its models are here (default)")
     p.add_argument("--variants", type=int, default=1, help="how many variants (default 1)")
     p.add_argument("--seed", type=int, help="random seed; variant i uses seed+i (default: random)")
-    p.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
+    p.add_argument("--steps", type=int, default=30, help="denoising steps of the diffusion engine (default 30; the patch engine ignores it)")
     p.add_argument("--size", type=int, default=512, help="output size in px, a multiple of 64 (default 512)")
     p.add_argument("--tile", choices=TILE_MODES, default="both", help="seamless axes (default both)")
     p.add_argument("--balance", type=float, default=0.5,
