@@ -83,7 +83,7 @@ QUICK = Setup(
         "ways of the comparison, no service section: 3 steps keep the recipe's window (the last third: 1 "
         "of 3 steps) and the rest keeps the run under 5 minutes on 2 idle CPU cores (`--methods plain naive "
         "first cached ad` adds the first call and AD: about 7 minutes). On this CPU a batch of 8 at 128² costs "
-        "half as much per image as a batch of 1 (at 512² the same), which makes the naive way (batches of "
+        "half as much per image as a batch of 1 (at 512² about the same per image), which makes the naive way (batches of "
         "1 and 2) look worse here than at 512². At 128² the costs that do not grow with the steps (CLIP "
         "image encoder, VAE) and batching weigh more than at 512² with 30 steps; the UNet-only and the "
         "30-step projected ratios show how much.",
@@ -395,7 +395,7 @@ def ad_status(setup: Setup, modes) -> str:
     if AD_APPEARANCE not in modes:
         return "not measured: AD mode not implemented yet"
     if AD_APPEARANCE not in setup.methods:
-        return "not measured in this mode: see the quick run"
+        return "not measured in this mode: `--methods plain naive first cached ad` measures it (run quick+first+ad)"
     from backend import attention_distillation
 
     return (f"measured: {attention_distillation.DEFAULT_ITERATIONS} Adam iterations (lr "
@@ -811,6 +811,14 @@ def render_findings(results: dict) -> list[str]:
             f"{phases['image_encoder']:.1f} s, text encoder {phases['text_encoder']:.1f} s, the rest "
             f"{cached['median_s'] - sum(phases.values()):.1f} s (schedulers, conditioning, Python).")
         break
+    plain1, naive1, cached1 = (_row(results.get("full"), m, 1) for m in ("plain", "naive", "cached"))
+    if plain1 and naive1 and cached1:
+        lines.append(
+            f"- At 512² (full run, one variant): cached kv {cached1['ratio_to_plain']:.2f} × plain, the naive "
+            f"dual branch {naive1['ratio_to_plain']:.2f} × ({naive1['unet_ratio_to_plain']:.2f} × in the UNet, "
+            f"{naive1['projected_ratio_to_plain']:.2f} × projected to {PROJECT_STEPS} steps). At 128² the naive "
+            "way looks worse (above) because on this CPU a batch of 1 costs about twice as much per image "
+            "as a batch of 8 at that size, and the naive way runs batches of 1 and 2.")
     with_first = [k for k in results if _row(results[k], "first", 4)]
     if with_first:
         first = _row(results[with_first[0]], "first", 4)
@@ -824,9 +832,8 @@ def render_findings(results: dict) -> list[str]:
         "- Not done yet, and what it would save: the reference branch only has to *record* K/V inside the "
         "window, so it could start from the inversion's latent at the window's first timestep, and the "
         "inversion could stop there: 2 × window instead of 2 × steps UNet passes, a third of today's "
-        "reference work at the recipe's window (at N = 4 the first call would push 26 instead of 30 "
-        "images through the UNet per step, against plain's 24: from 1.25 × to 1.08 × where batching is "
-        "free per image, as at 512²). Caching the CLIP image embedding with the reference work would "
+        "reference work at the recipe's window (at N = 4 the first call's UNet work would go from 1.25 × "
+        "to 1.08 × plain's: on average 8 + 2/3 instead of 8 + 2 images per step, against plain's 8). Caching the CLIP image embedding with the reference work would "
         "save one ViT-H pass per call on a known texture (the image encoder time above), for plain "
         "IP-Adapter too.")
     return lines
@@ -861,7 +868,7 @@ def render(results: dict) -> str:
         entry = results.get(mode)
         title = {"full": "Full run", "quick": "Quick run (`--quick`)"}.get(mode, f"Run `{mode}` (more methods)")
         out += [f"## {title}", ""]
-        if not entry:
+        if not entry or "variant_cost" not in entry:
             out += [f"Not measured yet: run `scripts/bench{' --quick' if mode == 'quick' else ''}`.", ""]
             continue
         if entry.get("note"):
