@@ -827,7 +827,12 @@ def render_findings(results: dict) -> list[str]:
             f"{first['ratio_to_plain']:.2f} × plain at N = 4 in run `{with_first[0]}` "
             f"({first['projected_ratio_to_plain']:.2f} × "
             f"projected): 2 × steps UNet passes of one image (inversion and reference branch) against "
-            f"2 × N × steps for the variants.")
+            f"2 × N × steps for the variants."
+            + (f" At 512² the reference work of one texture costs {naive1['unet_median_s'] - plain1['unet_median_s']:.1f} s "
+               f"of UNet time against {plain1['unet_median_s']:.1f} s for one variant (full run), so a first call "
+               f"with N = 4 there would take about "
+               f"{1 + (naive1['unet_median_s'] - plain1['unet_median_s']) / (4 * plain1['unet_median_s']):.2f} × "
+               "plain's UNet time (estimated from those numbers, not measured)." if plain1 and naive1 else ""))
     lines.append(
         "- Not done yet, and what it would save: the reference branch only has to *record* K/V inside the "
         "window, so it could start from the inversion's latent at the window's first timestep, and the "
