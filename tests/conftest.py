@@ -62,3 +62,17 @@ def color_texture_path(tmp_path_factory) -> Path:
     rgb = np.stack([gray * 0.9 + 0.1, gray * 0.7, gray * 0.5], axis=-1)
     Image.fromarray((rgb * 255).astype(np.uint8), "RGB").save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def pipe(tiny_models):
+    """The tiny SD1.5 + IP-Adapter pipeline, loaded once through the engine's real loading path."""
+    from backend import models
+
+    return models.load_pipeline(models.resolve(tiny_models["base"], tiny_models["ip_adapter"]))
+
+
+@pytest.fixture(scope="session")
+def reference(color_texture_path) -> Image.Image:
+    """The colour texture as an RGB PIL image (tests must not modify it)."""
+    return Image.open(color_texture_path).convert("RGB")

@@ -12,9 +12,8 @@ import threading
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from backend import attention_distillation, balance, generate_variants, models
+from backend import attention_distillation, balance, generate_variants
 from backend.engines import diffusion
 from backend.errors import CancelledError, InputError
 from backend.kv_attention import (
@@ -27,16 +26,6 @@ from backend.kv_attention import (
 from backend.tiling import tiling
 
 SIZE, STEPS = 64, 3
-
-
-@pytest.fixture(scope="module")
-def pipe(tiny_models):
-    return models.load_pipeline(models.resolve(tiny_models["base"], tiny_models["ip_adapter"]))
-
-
-@pytest.fixture(scope="module")
-def reference(color_texture_path):
-    return Image.open(color_texture_path).convert("RGB")
 
 
 def _gen(tiny_models, reference, **kw):

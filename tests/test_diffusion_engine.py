@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from backend import balance, generate_variants, models
+from backend import balance, generate_variants
 from backend.engines import diffusion
 from backend.errors import CancelledError, InputError
 from backend.kv_attention import (
@@ -31,16 +31,6 @@ from backend.kv_attention import (
 from backend.tiling import tiling
 
 SIZE, STEPS = 64, 3
-
-
-@pytest.fixture(scope="module")
-def pipe(tiny_models):
-    return models.load_pipeline(models.resolve(tiny_models["base"], tiny_models["ip_adapter"]))
-
-
-@pytest.fixture(scope="module")
-def reference(color_texture_path):
-    return Image.open(color_texture_path).convert("RGB")
 
 
 def _gen(tiny_models, reference, **kw):

@@ -6,9 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import torch
-from PIL import Image
 
 from tests.conftest import ROOT
 
@@ -31,11 +29,6 @@ def _run(pipe, image=None, seed=0):
     if image is not None:
         kwargs["ip_adapter_image"] = image
     return pipe(**kwargs).images[0]
-
-
-@pytest.fixture(scope="module")
-def reference(color_texture_path):
-    return Image.open(color_texture_path).convert("RGB")
 
 
 def test_block_layout_is_sd15(tiny_models):

@@ -17,16 +17,6 @@ SIZE, STEPS = 64, 2
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_models):
-    return models.load_pipeline(models.resolve(tiny_models["base"], tiny_models["ip_adapter"]))
-
-
-@pytest.fixture(scope="module")
-def reference(color_texture_path):
-    return Image.open(color_texture_path).convert("RGB")
-
-
-@pytest.fixture(scope="module")
 def content_encoder(tiny_models):
     return tiny_models["base"].parent / "clip-text"  # written by make_test_models beside sd15/
 
