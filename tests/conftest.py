@@ -64,9 +64,13 @@ def color_texture_path(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pipe(tiny_models):
-    """The tiny SD1.5 + IP-Adapter pipeline, loaded once through the engine's real loading path."""
+    """The tiny SD1.5 + IP-Adapter pipeline the engine currently holds, through its real loading path.
+
+    Module scope, not session: other tests unload or swap the engine's pipeline, and a stale object
+    would not be the one generate_variants uses.
+    """
     from backend import models
 
     return models.load_pipeline(models.resolve(tiny_models["base"], tiny_models["ip_adapter"]))
