@@ -211,6 +211,10 @@ class BackendClient:
         """Every event received since the last call, oldest first; never blocks."""
         with self._held_lock:
             events, self._held = self._held, []
+        return self._drain_into(events)
+
+    def _drain_into(self, events: list) -> list:
+        """Append everything the reader thread has queued so far to `events`; never blocks."""
         while True:
             try:
                 events.append(self._events.get_nowait())
@@ -422,11 +426,7 @@ class BackendClient:
         """
         with self._held_lock:
             events, self._held = self._held, []
-            while True:
-                try:
-                    events.append(self._events.get_nowait())
-                except queue.Empty:
-                    break
+            self._drain_into(events)
             for event in events:
                 if not (event.get("code") == "backend_died" and event.get("id") is None):
                     self._events.put(event)

@@ -93,25 +93,26 @@ class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
                     "console and set Backend Python to the environment's python")
         return True
 
-    def execute(self, context):  # scripts and background mode: blocks until done
+    def _checked_steps(self, context):
+        """The set-up steps, or None after reporting why they cannot run (bad settings, offline)."""
         try:
             steps = self._steps(context)
         except UserError as e:
             self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
-        if self._refuse_offline(steps):
+            return None
+        return None if self._refuse_offline(steps) else steps
+
+    def execute(self, context):  # scripts and background mode: blocks until done
+        steps = self._checked_steps(context)
+        if steps is None:
             return {"CANCELLED"}
         run = backend_setup.SetupRun(steps).start()
         run.join()
         return self._finish(context, run)
 
     def invoke(self, context, event):
-        try:
-            steps = self._steps(context)
-        except UserError as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
-        if self._refuse_offline(steps):
+        steps = self._checked_steps(context)
+        if steps is None:
             return {"CANCELLED"}
         TEXTURE_VARIANTS_OT_setup_backend._run = backend_setup.SetupRun(steps).start()
         self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
