@@ -221,7 +221,7 @@ def load_average() -> list[float] | None:
 
 def full_size_models(folder: Path = FULL_MODELS, log=print) -> dict[str, Path]:
     """The full-size random-weight models, written on first use (about 5 GB, a few minutes)."""
-    from backend.test_models import make_test_models
+    from backend.diffusion.test_models import make_test_models
 
     done = folder / ".complete"
     if not done.exists():
@@ -251,8 +251,8 @@ def private_reference_cache(keep: bool):
     keep=False: the private cache keeps nothing, so every call redoes the reference work (the naive
     dual branch); keep=True: an ordinary, empty cache (the first call on a new texture).
     """
-    from backend.engines import diffusion
-    from backend.reference_cache import ReferenceCache
+    from backend.diffusion import engine as diffusion
+    from backend.diffusion.reference_cache import ReferenceCache
 
     saved = diffusion.reference_cache
     diffusion.reference_cache = ReferenceCache(None if keep else 0)
@@ -263,7 +263,7 @@ def private_reference_cache(keep: bool):
 
 
 def reference_work_done() -> tuple[int, int]:
-    from backend.engines import diffusion
+    from backend.diffusion import engine as diffusion
 
     return diffusion.counters["inversions"], diffusion.counters["reference_branches"]
 
@@ -326,7 +326,7 @@ def bench_variant_cost(models: dict, setup: Setup, *, device: str | None = None,
                        log=print) -> dict:
     """Section 1 (and 2, AD): every method and N interleaved; seconds, phases and ratios to plain."""
     from backend import generate_variants
-    from backend import models as model_loading
+    from backend.diffusion import models as model_loading
     from backend.params import APPEARANCE_MODES
 
     reference = texture(TEXTURE, setup.size)
@@ -396,20 +396,20 @@ def ad_status(setup: Setup, modes) -> str:
         return "not measured: AD mode not implemented yet"
     if AD_APPEARANCE not in setup.methods:
         return "not measured in this mode: `--methods plain naive first cached ad` measures it (run quick+first+ad)"
-    from backend import attention_distillation
+    from backend.diffusion import attention_distillation
 
     return (f"measured: {attention_distillation.DEFAULT_ITERATIONS} Adam iterations (lr "
             f"{attention_distillation.DEFAULT_LR}) per window step, the engine's defaults")
 
 
 def _window_steps(steps: int) -> int:
-    from backend import balance
+    from backend.diffusion import balance
 
     return len(balance.settings().window_steps(steps))
 
 
 def _default_guidance() -> float:
-    from backend.engines import diffusion
+    from backend.diffusion import engine as diffusion
 
     return diffusion.DEFAULT_GUIDANCE
 
@@ -594,7 +594,7 @@ def bench_gpu(models: dict, setup: Setup = GPU, options: GpuOptions | None = Non
     import torch
 
     from backend import generate_variants
-    from backend import models as model_loading
+    from backend.diffusion import models as model_loading
 
     options = options or GpuOptions()
     n = setup.variants[-1]

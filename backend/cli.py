@@ -133,7 +133,7 @@ def _add_make_test_models(sub) -> None:
 
 
 def _cmd_make_test_models(args) -> int:
-    from backend.test_models import make_test_models
+    from backend.diffusion.test_models import make_test_models
 
     paths = make_test_models(args.dir, full_size=args.full_size, seed=args.seed)
     for key, path in paths.items():
@@ -160,7 +160,7 @@ def _add_serve(sub) -> None:
 
 
 def _cmd_serve(args) -> int:
-    from backend.service import serve
+    from backend.service.server import serve
 
     return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose)
 
@@ -256,7 +256,7 @@ def _add_download_models(sub) -> None:
 
 
 def _cmd_download_models(args) -> int:
-    from backend.models import download_models
+    from backend.diffusion.models import download_models
 
     paths = download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant,
                             content_encoder=args.content_encoder)

@@ -20,13 +20,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 def _models_key() -> str:
     # Regenerate the cached models whenever the generator changes.
-    return hashlib.sha256((ROOT / "backend" / "test_models.py").read_bytes()).hexdigest()[:12]
+    return hashlib.sha256((ROOT / "backend" / "diffusion" / "test_models.py").read_bytes()).hexdigest()[:12]
 
 
 @pytest.fixture(scope="session")
 def tiny_models() -> dict[str, Path]:
     """{"base": .../sd15, "ip_adapter": .../ip-adapter}: tiny SD1.5-shaped models on disk."""
-    from backend.test_models import make_test_models
+    from backend.diffusion.test_models import make_test_models
 
     folder = ROOT / ".test-models" / f"tiny-{_models_key()}"
     done = folder / ".complete"
@@ -71,7 +71,7 @@ def pipe(tiny_models):
     Module scope, not session: other tests unload or swap the engine's pipeline, and a stale object
     would not be the one generate_variants uses.
     """
-    from backend import models
+    from backend.diffusion import models
 
     return models.load_pipeline(models.resolve(tiny_models["base"], tiny_models["ip_adapter"]))
 

@@ -13,17 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from backend import attention_distillation, balance, generate_variants
-from backend.engines import diffusion
-from backend.errors import CancelledError, InputError
-from backend.kv_attention import (
+from backend import generate_variants
+from backend.diffusion import attention_distillation, balance
+from backend.diffusion import engine as diffusion
+from backend.diffusion.kv_attention import (
     REFERENCE,
     KVController,
     KVReplacementProcessor,
     kv_replacement,
     self_attention_layers,
 )
-from backend.tiling import tiling
+from backend.diffusion.tiling import tiling
+from backend.errors import CancelledError, InputError
 
 SIZE, STEPS = 64, 3
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from backend import bench, generate_variants
-from backend.engines import diffusion
+from backend.diffusion import engine as diffusion
 from backend.params import APPEARANCE_MODES
 
 STEPS = 3
@@ -64,7 +64,7 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
                      ("first", n): (2 * n + 2) * STEPS, ("naive", n): 4 * n * STEPS}
     del expected[("first", 1)]  # the same work as one naive variant: measured once
     if "ad" in APPEARANCE_MODES:  # plus the loss passes: iterations x N per window step (1 of 3)
-        from backend.attention_distillation import DEFAULT_ITERATIONS
+        from backend.diffusion.attention_distillation import DEFAULT_ITERATIONS
 
         expected |= {("ad", n): 2 * n * STEPS + DEFAULT_ITERATIONS * n for n in (1, 4)}
     assert images == expected

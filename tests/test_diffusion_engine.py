@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from backend import balance, generate_variants
-from backend.engines import diffusion
-from backend.errors import CancelledError, InputError
-from backend.kv_attention import (
+from backend import generate_variants
+from backend.diffusion import balance
+from backend.diffusion import engine as diffusion
+from backend.diffusion.kv_attention import (
     DEFAULT_BLOCKS,
     GENERATED,
     REFERENCE,
@@ -28,7 +28,8 @@ from backend.kv_attention import (
     kv_replacement,
     self_attention_layers,
 )
-from backend.tiling import tiling
+from backend.diffusion.tiling import tiling
+from backend.errors import CancelledError, InputError
 
 SIZE, STEPS = 64, 3
 
@@ -231,7 +232,7 @@ def test_second_call_on_the_same_reference_does_no_reference_work(tiny_models, r
 
 
 def test_reference_cache_evicts_least_recently_used_beyond_its_byte_budget():
-    from backend.reference_cache import ReferenceCache, ReferenceWork
+    from backend.diffusion.reference_cache import ReferenceCache, ReferenceWork
 
     def work():
         return ReferenceWork(inverted=torch.zeros(256))  # 1 KiB

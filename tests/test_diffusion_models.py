@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend import engines, models
+from backend import engines
+from backend.diffusion import models
 from backend.errors import InputError, ModelsMissingError
 from tests.conftest import ROOT
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from backend import cli, generate_variants, instant_style, models
-from backend.engines import diffusion
+from backend import cli, generate_variants
+from backend.diffusion import engine as diffusion
+from backend.diffusion import instant_style, models
 from backend.errors import InputError, ModelsMissingError
 
 SIZE, STEPS = 64, 2

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from backend import engines, generate_variants
-from backend.engines import patch
 from backend.errors import CancelledError, InputError
 from backend.images import load_reference
 from backend.metrics import copy_score, texture_metrics
+from backend.patch import engine as patch
 from tests.conftest import ROOT
 
 

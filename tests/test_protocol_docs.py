@@ -10,13 +10,13 @@ import ast
 import inspect
 import re
 
-from backend import protocol
 from backend.api import generate_variants
+from backend.service import protocol
 from blender_addon import backend_client
 from tests.conftest import ROOT
 
 DOC = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
-SERVICE_SOURCES = [ROOT / "backend" / name for name in ("protocol.py", "service.py", "jobs.py")]
+SERVICE_SOURCES = [ROOT / "backend" / "service" / name for name in ("protocol.py", "server.py", "jobs.py")]
 CLIENT_SOURCE = ROOT / "blender_addon" / "backend_client.py"
 
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from backend import __version__
-from backend.protocol import PROTOCOL_VERSION
+from backend.service.protocol import PROTOCOL_VERSION
 from tests.conftest import ROOT
 from tests.service_process import ServiceProcess
 
@@ -51,8 +51,8 @@ def test_hello_reports_protocol_engines_models_and_device(service):
 
 
 def test_hello_asks_the_same_model_lookup_as_the_diffusion_engine(tiny_models, tmp_path):
-    from backend.engines import diffusion
-    from backend.service import _availability
+    from backend.diffusion import engine as diffusion
+    from backend.service.server import _availability
 
     for base, ip_adapter in ((tiny_models["base"], tiny_models["ip_adapter"]), (tmp_path / "none", None),
                              (tiny_models["base"], tmp_path)):
@@ -250,7 +250,7 @@ def test_stdout_carries_protocol_lines_only_even_when_libraries_print(tmp_path):
     """After isolate_stdio, Python prints, C-level writes to fd 1 and child processes go to stderr."""
     script = textwrap.dedent("""
         import os, sys
-        from backend.service import isolate_stdio
+        from backend.service.server import isolate_stdio
         protocol_in, protocol_out = isolate_stdio()
         print("a library printing")
         sys.stdout.flush()

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from backend.protocol import MAX_LINE_BYTES, REQUEST_TYPES, ProtocolError, parse_request
+from backend.service.protocol import MAX_LINE_BYTES, REQUEST_TYPES, ProtocolError, parse_request
 from tests.service_process import ServiceProcess
 
 IN, OUT = "/tmp/in.png", "/tmp/out"

@@ -1,4 +1,4 @@
-"""backend.jobs in-process: the worker survives a failing generation and cleans up after it.
+"""backend.service.jobs in-process: the worker survives a failing generation and cleans up after it.
 
 The generation function is injected here so that a failure can be provoked at an exact moment (the
 real engines validate their input too well to crash on demand); the subprocess tests in
@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from backend.errors import CancelledError
-from backend.jobs import Job, JobRunner
+from backend.service.jobs import Job, JobRunner
 
 
 @pytest.fixture

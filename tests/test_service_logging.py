@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backend import service_logging
+from backend.service import logs as service_logging
 
 
 def test_the_environment_variable_wins(tmp_path):

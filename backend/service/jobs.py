@@ -1,6 +1,6 @@
 """The service's job queue: one worker thread runs generate jobs one at a time, in arrival order.
 
-The reader thread (backend.service) only queues, cancels and inspects jobs, so it keeps answering
+The reader thread (backend.service.server) only queues, cancels and inspects jobs, so it keeps answering
 while a job runs. Everything a job writes goes into its own new folder inside the request's
 output_dir, each file written atomically; a job that is cancelled or fails removes what it wrote.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.errors import CancelledError, TextureVariantsError
-from backend.protocol import error_event, event
+from backend.service.protocol import error_event, event
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ One call:
 3. the generated branch denoises fresh Gaussian noise, all variants in one batch, with
    classifier-free guidance; inside the window those layers attend with the reference's K/V;
    appearance "ad" instead refines the generated latent after each window step by attention
-   distillation against the same reference K/V (backend/attention_distillation.py);
-   `ip_mode="style"` / `suppress_content` restrict the image prompt to style (backend/instant_style.py);
+   distillation against the same reference K/V (backend/diffusion/attention_distillation.py);
+   `ip_mode="style"` / `suppress_content` restrict the image prompt to style (backend/diffusion/instant_style.py);
 4. every padded Conv2d of the UNet and the VAE decoder wraps around on the tiled axes while this
    runs (the encoder reads the reference as the non-periodic photo it is).
 
@@ -31,13 +31,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend import attention_distillation, balance, instant_style, models
+from backend.diffusion import attention_distillation, balance, instant_style, models
+from backend.diffusion.kv_attention import (
+    GENERATED,
+    REFERENCE,
+    KVController,
+    kv_replacement,
+    self_attention_layers,
+)
+from backend.diffusion.reference_cache import ReferenceCache, ReferenceWork
+from backend.diffusion.tiling import tiling
 from backend.errors import CancelledError, InputError
 from backend.images import center_square
-from backend.kv_attention import GENERATED, REFERENCE, KVController, kv_replacement, self_attention_layers
 from backend.params import DIFFUSION_OPTIONS
-from backend.reference_cache import ReferenceCache, ReferenceWork
-from backend.tiling import tiling
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +267,7 @@ def _check_extra(extra: dict) -> None:
 
 
 def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_step=None, cancel=None):
-    """The engine entry point (see backend/engines/__init__.py)."""
+    """The engine entry point (see backend/engines.py)."""
     extra = params.extra
     _check_extra(extra)
     spec = models.resolve(base, ip_adapter, ip_adapter_variant=extra.get("ip_adapter_variant", "standard"),

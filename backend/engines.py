@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib
 
 ENGINE_MODULES = {
-    "diffusion": "backend.engines.diffusion",
-    "patch": "backend.engines.patch",
+    "diffusion": "backend.diffusion.engine",
+    "patch": "backend.patch.engine",
 }
 
 

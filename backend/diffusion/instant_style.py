@@ -17,7 +17,7 @@ Two independent parts:
    CLIPVisionModelWithProjection, `text_embeds` of CLIPTextModelWithProjection), not normalised,
    as in the authors' code; λ = `suppress_scale` (default 0.8, their SD1.5 demo's value). It needs
    the text tower trained with the image encoder (ViT-H/14: laion/CLIP-ViT-H-14-laion2B-s32B-b79K,
-   see backend.models.resolve_content_encoder), and the standard IP-Adapter, which reads that one
+   see backend.diffusion.models.resolve_content_encoder), and the standard IP-Adapter, which reads that one
    global embedding (the plus variant reads patch features, where subtraction means nothing).
 """
 

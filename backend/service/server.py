@@ -1,8 +1,8 @@
 """`python -m backend serve`: the long-lived backend process the Blender extension talks to.
 
-Requests arrive on stdin and events leave on stdout, one JSON object per line (backend.protocol,
+Requests arrive on stdin and events leave on stdout, one JSON object per line (backend.service.protocol,
 docs/PROTOCOL.md). The reader (main thread) answers hello/status/cancel at once; generate jobs run
-one at a time on the worker thread (backend.jobs), so models stay loaded between jobs. No socket is
+one at a time on the worker thread (backend.service.jobs), so models stay loaded between jobs. No socket is
 opened. stdout carries protocol lines only: at start the real stdout is moved to a private file
 descriptor and fd 1 is pointed at stderr, so even a C library's printf cannot corrupt the stream.
 """
@@ -18,8 +18,8 @@ import time
 from typing import BinaryIO
 
 from backend import __version__, engines
-from backend.jobs import Job, JobRunner
-from backend.protocol import (
+from backend.service.jobs import Job, JobRunner
+from backend.service.protocol import (
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
     ProtocolError,
@@ -84,7 +84,7 @@ class Warmup:
         try:
             import torch
 
-            from backend.models import select_device
+            from backend.diffusion.models import select_device
 
             self.torch_version = torch.__version__
             device, dtype = select_device(self.requested)
@@ -130,13 +130,13 @@ def _memory() -> dict:
 def _availability(engine: str, base, ip_adapter) -> tuple[bool, str]:
     """An engine's `available()`, without importing torch to answer hello.
 
-    The diffusion engine's `available()` is its model lookup, `backend.models.available` (files
+    The diffusion engine's `available()` is its model lookup, `backend.diffusion.models.available` (files
     only); asking that module directly spares hello the import of torch and diffusers (seconds),
     and never waits for the warm-up thread that may be importing them. test_service checks that
     both give the same answer.
     """
     if engine == "diffusion":
-        from backend import models
+        from backend.diffusion import models
 
         return models.available(base, ip_adapter)
     return engines.get_engine(engine).available(base, ip_adapter)
@@ -243,7 +243,7 @@ class Service:
 
     def _models(self) -> dict:
         """Which diffusion models are on this machine: the configured ones and the default downloads."""
-        from backend import models
+        from backend.diffusion import models
 
         ok, why = models.available(self.base, self.ip_adapter)
         return {"base": self.base or models.DEFAULT_BASE, "ip_adapter": self.ip_adapter or models.DEFAULT_IP_ADAPTER,
@@ -283,7 +283,7 @@ class Service:
     @staticmethod
     def _loaded_models() -> dict:
         """What stays loaded between jobs, and how many times models were read from disk so far."""
-        models = sys.modules.get("backend.models")  # imported by the diffusion engine's first job
+        models = sys.modules.get("backend.diffusion.models")  # imported by the diffusion engine's first job
         if models is None:
             return {"diffusion": [], "loads": 0}
         return {"diffusion": [_describe_spec(spec) for spec in models.loaded_specs()], "loads": models.load_count}
@@ -321,7 +321,7 @@ class Service:
 def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,
           verbose: bool = False) -> int:
     """Entry point of `python -m backend serve`."""
-    from backend.service_logging import setup_logging
+    from backend.service.logs import setup_logging
 
     protocol_in, protocol_out = isolate_stdio()
     path = setup_logging(verbose)

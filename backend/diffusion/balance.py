@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from backend.diffusion.kv_attention import DEFAULT_BLOCKS
 from backend.errors import InputError
-from backend.kv_attention import DEFAULT_BLOCKS
 
 DEFAULT_BALANCE = 0.5
 DEFAULT_IP_SCALE = 1.0

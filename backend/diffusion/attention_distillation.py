@@ -27,7 +27,7 @@ import contextlib
 
 import torch
 
-from backend.kv_attention import DISTILL, DistillationPassDone, KVController
+from backend.diffusion.kv_attention import DISTILL, DistillationPassDone, KVController
 
 DEFAULT_ITERATIONS = 3  # the published texture-synthesis settings: a few Adam steps per step...
 DEFAULT_LR = 0.05  # ...at this learning rate

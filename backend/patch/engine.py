@@ -1,4 +1,4 @@
-"""The weight-free engine: toroidal image quilting of the reference (see backend/quilting.py).
+"""The weight-free engine: toroidal image quilting of the reference (see backend/patch/quilting.py).
 
 Needs no model and no GPU, so it is always available: the offline default and a fast preview.
 What it does with the request (documented in docs/PATCH_ENGINE.md):
@@ -21,7 +21,7 @@ from PIL import Image
 
 from backend.images import Reference
 from backend.params import GenerationParams
-from backend.quilting import Quilter, layout, typical_origin
+from backend.patch.quilting import Quilter, layout, typical_origin
 
 NAME = "patch"
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from backend.errors import InputError
 # The recipe: self-attention of the last two up-blocks of the SD1.5 UNet.
 DEFAULT_BLOCKS = ("up_blocks.2", "up_blocks.3")
 REFERENCE, GENERATED = "reference", "generated"
-# Attention distillation (backend/attention_distillation.py): the generated latent's pass whose
+# Attention distillation (backend/diffusion/attention_distillation.py): the generated latent's pass whose
 # self-attention output is compared with what it would be with the reference's K/V.
 DISTILL = "distill"
 
