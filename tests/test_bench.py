@@ -67,9 +67,9 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
                      ("first", n): (2 * n + 2) * STEPS, ("naive", n): 4 * n * STEPS}
     del expected[("first", 1)]  # the same work as one naive variant: measured once
     if "ad" in APPEARANCE_MODES:  # plus the loss passes: iterations x N per window step (1 of 3)
-        from backend.diffusion.attention_distillation import DEFAULT_ITERATIONS
+        from backend.params import DiffusionOptions
 
-        expected |= {("ad", n): 2 * n * STEPS + DEFAULT_ITERATIONS * n for n in (1, 4)}
+        expected |= {("ad", n): 2 * n * STEPS + DiffusionOptions.ad_iterations * n for n in (1, 4)}
     assert images == expected
     for r in rows:
         assert len(r["seconds"]) == 1 and r["median_s"] > 0 and math.isfinite(r["ratio_to_plain"])

@@ -11,7 +11,8 @@ from PIL import Image
 
 from backend import cli, generate_variants
 from backend.diffusion import engine as diffusion
-from backend.diffusion import instant_style, models
+from backend.diffusion import models
+from backend.diffusion.controls import style as instant_style
 from backend.errors import InputError, ModelsMissingError
 
 SIZE, STEPS = 64, 2

@@ -227,10 +227,10 @@ def ad_status(setup: Setup, modes) -> str:
         return "not measured: AD mode not implemented yet"
     if AD_APPEARANCE not in setup.methods:
         return "not measured in this mode: `--methods plain naive first cached ad` measures it (run quick+first+ad)"
-    from backend.diffusion import attention_distillation
+    from backend.params import DiffusionOptions
 
-    return (f"measured: {attention_distillation.DEFAULT_ITERATIONS} Adam iterations (lr "
-            f"{attention_distillation.DEFAULT_LR}) per window step, the engine's defaults")
+    return (f"measured: {DiffusionOptions.ad_iterations} Adam iterations (lr {DiffusionOptions.ad_lr}) per "
+            "window step, the engine's defaults")
 
 
 def _window_steps(steps: int) -> int:
