@@ -24,19 +24,19 @@ OnStep = Callable[[int, int, "Image.Image | None"], None]
 
 def generate_variants(reference: str | os.PathLike | Image.Image, *, base: str | None = None,
                       ip_adapter: str | None = None, latents=None, on_step: OnStep | None = None,
-                      cancel: threading.Event | None = None, **parameters) -> list[Image.Image]:
+                      cancel: threading.Event | None = None, **extra) -> list[Image.Image]:
     """Make `variants` tileable variants of `reference`; see README "Python API".
 
-    `parameters` are the fields of backend.params.GenerationParams (engine, variants, seed, steps,
-    size, tile, balance, appearance, ...) and the engine options (e.g. ad_iterations); the
-    signature shown by help() lists them with their defaults. Returns one PIL image per variant.
+    The keywords are the fields of backend.params.GenerationParams (engine, variants, seed, steps,
+    size, tile, balance, appearance, ...; help() shows them with their defaults) and, in `extra`,
+    the engine options (e.g. ad_iterations). Returns one PIL image per variant.
     `image.info["parameters"]` holds its parameters as JSON, including its own seed (variant i of a
     call with seed s has seed s + i, so it can be reproduced alone) and the engine actually used.
     Raises backend.errors.InputError for bad input, ModelsMissingError when a model is absent,
     CancelledError when `cancel` is set.
     """
-    fields = {k: parameters.pop(k) for k in GenerationParams.field_names() if k in parameters}
-    params = GenerationParams.build(parameters, **fields)
+    fields = {k: extra.pop(k) for k in GenerationParams.field_names() if k in extra}
+    params = GenerationParams.build(extra, **fields)
     return generate(reference, params, base=base, ip_adapter=ip_adapter, latents=latents, on_step=on_step,
                     cancel=cancel)
 
@@ -47,7 +47,7 @@ def _signature() -> inspect.Signature:
     keyword = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
                for name, (_, default) in specs(GenerationParams).items()]
     return inspect.Signature([own["reference"], own["base"], own["ip_adapter"], *keyword, own["latents"],
-                              own["on_step"], own["cancel"], own["parameters"]])
+                              own["on_step"], own["cancel"], own["extra"]])
 
 
 generate_variants.__signature__ = _signature()

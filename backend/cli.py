@@ -136,7 +136,10 @@ def _add_make_test_models(sub) -> None:
 def _cmd_make_test_models(args) -> int:
     from backend.diffusion.test_models import make_test_models
 
-    paths = make_test_models(args.dir, full_size=args.full_size, seed=args.seed)
+    return _print_paths(make_test_models(args.dir, full_size=args.full_size, seed=args.seed))
+
+
+def _print_paths(paths: dict) -> int:
     for key, path in paths.items():
         print(f"{key}: {path}")
     return 0
@@ -261,11 +264,8 @@ def _add_download_models(sub) -> None:
 def _cmd_download_models(args) -> int:
     from backend.diffusion.models import download_models
 
-    paths = download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant,
-                            content_encoder=args.content_encoder)
-    for key, path in paths.items():
-        print(f"{key}: {path}")
-    return 0
+    return _print_paths(download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant,
+                                        content_encoder=args.content_encoder))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,8 +77,9 @@ def recorder(monkeypatch):
 
 
 def _gen(tiny_models, reference, **kw):
+    args = dict(engine="diffusion", variants=1, seed=0, steps=STEPS, size=SIZE, appearance="none") | kw
     return generate_variants(reference, base=str(tiny_models["base"]), ip_adapter=str(tiny_models["ip_adapter"]),
-                             engine="diffusion", variants=1, seed=0, steps=STEPS, size=SIZE, appearance="none", **kw)
+                             **args)
 
 
 def test_a_control_added_through_the_contract_runs_at_every_step(tiny_models, reference, pipe, recorder):
@@ -92,7 +93,7 @@ def test_a_control_added_through_the_contract_runs_at_every_step(tiny_models, re
     assert {branch for _, branch, _, _ in control.steps} == {GENERATED}
     assert timesteps == sorted(timesteps, reverse=True) and len(set(timesteps)) == STEPS  # DDIM, noisiest first
     assert control.kwargs_calls == STEPS  # one UNet pass per step (appearance none: no reference work)
-    assert control.branches == [GENERATED] and len(control.processor_calls) == 2 * STEPS  # CFG: one batched pass
+    assert control.branches == [GENERATED] and len(control.processor_calls) == STEPS  # CFG: one batched pass
     assert dict(pipe.unet.attn_processors) == original  # its processor is gone again
     assert totals[-1] == (STEPS + 2, STEPS + 2)  # its declared passes are counted
     assert json.loads(image.info["parameters"])["recorder_steps"] == 2 * STEPS

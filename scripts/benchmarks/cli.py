@@ -53,7 +53,7 @@ def store(out_dir: Path, mode: str, entry: dict) -> None:
     write_atomic(out_dir / "BENCHMARKS.md", render(results))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Measure what a variant costs (plain IP-Adapter, naive dual branch, cached kv), the service "
@@ -77,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
                         "(default .test-models/full; written when missing)")
     parser.add_argument("--out-dir", type=Path, default=DOCS, help="where BENCHMARKS.md and benchmarks.json go "
                         "(default docs/)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.methods and not {"plain", "cached"} <= set(args.methods):
         parser.error("--methods needs plain and cached (the ratio is one over the other)")

@@ -32,7 +32,6 @@ def bench_gpu(models: dict, setup: Setup = GPU, options: GpuOptions | None = Non
     n = setup.variants[-1]
     reference = texture(TEXTURE, setup.size)
     base, ip = str(models["base"]), str(models["ip_adapter"])
-    cuda = device.startswith("cuda")
 
     def generate(**kw):
         return generate_variants(reference, base=base, ip_adapter=ip, engine="diffusion", size=setup.size,
@@ -41,14 +40,7 @@ def bench_gpu(models: dict, setup: Setup = GPU, options: GpuOptions | None = Non
     generate(variants=1, seed=setup.seed, appearance="kv")  # loads, primes the cache
     spec = model_loading.loaded_specs()[0]
     pipe = model_loading.load_pipeline(spec)
-    applied = []
-    if options.channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
-        applied.append("channels_last")
-    if options.compile:
-        pipe.unet.compile()
-        applied.append("torch.compile(unet)")
+    applied = _optimise(pipe, options)
     attention = sorted({type(p).__name__ for p in pipe.unet.attn_processors.values()})
 
     def diffusers_plain():
@@ -62,15 +54,7 @@ def bench_gpu(models: dict, setup: Setup = GPU, options: GpuOptions | None = Non
     peaks: dict[str, list[float]] = {name: [] for name in cases}
 
     def peaked(name, fn):
-        def run():
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            fn()
-            if cuda:
-                torch.cuda.synchronize()
-                peaks[name].append(torch.cuda.max_memory_allocated() / 2**30)
-        return run
+        return lambda: peaks[name].extend(_peak_gb(fn, device.startswith("cuda")))
 
     for fn in cases.values():  # warm-up (and compilation) outside the timings
         fn()
@@ -84,3 +68,32 @@ def bench_gpu(models: dict, setup: Setup = GPU, options: GpuOptions | None = Non
     return {"size": setup.size, "steps": setup.steps, "variants": n, "reps": setup.reps, "device": spec.device,
             "dtype": spec.dtype, "optimisations": applied, "attention_processors": attention, "rows": rows,
             "weights_peak_note": "peak = torch.cuda.max_memory_allocated during the call (weights included)"}
+
+
+def _optimise(pipe, options: GpuOptions) -> list[str]:
+    """Apply the chosen optimisations to the loaded pipeline; their names."""
+    import torch
+
+    applied = []
+    if options.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+        applied.append("channels_last")
+    if options.compile:
+        pipe.unet.compile()
+        applied.append("torch.compile(unet)")
+    return applied
+
+
+def _peak_gb(fn, cuda: bool) -> list[float]:
+    """Run `fn`; on CUDA, [its peak allocated memory in GB], else []."""
+    import torch
+
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    fn()
+    if not cuda:
+        return []
+    torch.cuda.synchronize()
+    return [torch.cuda.max_memory_allocated() / 2**30]

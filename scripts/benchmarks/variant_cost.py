@@ -113,40 +113,27 @@ def variant_methods(generate: Callable[..., list], setup: Setup) -> dict[str, Ca
 
     seed = setup.seed
 
-    def plain(n):
-        before = reference_work_done()
-        images = generate(variants=n, seed=seed, appearance="none")
-        _expect_reference_work("plain", before, 0)
-        return images
+    def counted(method: str, expected: Callable[[int], int], make: Callable[[int], list]):
+        def case(n):
+            before = reference_work_done()
+            images = make(n)
+            _expect_reference_work(method, before, expected(n))
+            return images
+        return case
 
-    def naive(n):
-        before = reference_work_done()
-        images = []
+    def naive_images(n):
         with private_reference_cache(keep=False):
-            for i in range(n):
-                images += generate(variants=1, seed=seed + i, appearance="kv")
-        _expect_reference_work("naive", before, n)
-        return images
+            return [image for i in range(n) for image in generate(variants=1, seed=seed + i, appearance="kv")]
 
-    def first(n):
-        before = reference_work_done()
+    def first_images(n):
         with private_reference_cache(keep=True):
-            images = generate(variants=n, seed=seed, appearance="kv")
-        _expect_reference_work("first", before, 1)
-        return images
+            return generate(variants=n, seed=seed, appearance="kv")
 
-    def cached(n):
-        before = reference_work_done()
-        images = generate(variants=n, seed=seed, appearance="kv")
-        _expect_reference_work("cached", before, 0)
-        return images
-
-    def ad(n):
-        before = reference_work_done()
-        images = generate(variants=n, seed=seed, appearance=AD_APPEARANCE)
-        _expect_reference_work("ad", before, 0)
-        return images
-
+    plain = counted("plain", lambda n: 0, lambda n: generate(variants=n, seed=seed, appearance="none"))
+    naive = counted("naive", lambda n: n, naive_images)
+    first = counted("first", lambda n: 1, first_images)
+    cached = counted("cached", lambda n: 0, lambda n: generate(variants=n, seed=seed, appearance="kv"))
+    ad = counted("ad", lambda n: 0, lambda n: generate(variants=n, seed=seed, appearance=AD_APPEARANCE))
     methods = {"plain": plain, "naive": naive, "first": first, "cached": cached}
     if AD_APPEARANCE in APPEARANCE_MODES:
         methods["ad"] = ad
@@ -195,13 +182,25 @@ def bench_variant_cost(models: dict, setup: Setup, *, device: str | None = None,
         clock.take()
         times = interleaved({name: case for name, case in cases.items()}, setup.reps, record)
 
+    rows = _rows(keys, times, phases, setup.steps)
+    return {
+        "texture": TEXTURE, "size": setup.size, "steps": setup.steps, "reps": setup.reps,
+        "window_steps": _window_steps(setup.steps), "guidance_scale": _default_guidance(),
+        "device": spec.device, "dtype": spec.dtype, "first_call_incl_load_s": round(load_s, 2),
+        "ad": ad_status(setup, APPEARANCE_MODES),
+        "rows": rows,
+    }
+
+
+def _rows(keys: dict, times: dict, phases: dict, steps: int) -> list[dict]:
+    """One row per case: seconds, UNet time and images, the projection to PROJECT_STEPS, ratios to plain."""
     rows = []
     for name, (method, n) in keys.items():
         unet = [p["unet"] for p in phases[name]]
         row = {"method": method, "variants": n, "seconds": [round(t, 3) for t in times[name]],
                "median_s": round(median(times[name]), 3), "per_variant_s": round(median(times[name]) / n, 3),
                "unet_median_s": round(median(unet), 3), "unet_images": phases[name][0]["unet_images"],
-               "projected_s": round(median(t - u + u * PROJECT_STEPS / setup.steps for t, u in zip(
+               "projected_s": round(median(t - u + u * PROJECT_STEPS / steps for t, u in zip(
                    times[name], unet, strict=True)), 3),
                "phases_median_s": {part: round(median(p[part] for p in phases[name]), 3) for part in PhaseClock.PARTS}}
         rows.append(row)
@@ -213,13 +212,7 @@ def bench_variant_cost(models: dict, setup: Setup, *, device: str | None = None,
         pairs = [a / b for a, b in zip(times[f"{row['method']}/N={row['variants']}"],
                                        times[f"plain/N={row['variants']}"], strict=True)]
         row["paired_ratio_median"] = round(median(pairs), 3)
-    return {
-        "texture": TEXTURE, "size": setup.size, "steps": setup.steps, "reps": setup.reps,
-        "window_steps": _window_steps(setup.steps), "guidance_scale": _default_guidance(),
-        "device": spec.device, "dtype": spec.dtype, "first_call_incl_load_s": round(load_s, 2),
-        "ad": ad_status(setup, APPEARANCE_MODES),
-        "rows": rows,
-    }
+    return rows
 
 
 def ad_status(setup: Setup, modes) -> str:
