@@ -12,7 +12,6 @@ Torch-free, so that the service can describe and check a request without importi
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -178,9 +177,6 @@ class GenerationParams(Checked):
         if engine is not None:
             d |= self.options(engine).changed()
         return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

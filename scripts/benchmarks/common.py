@@ -16,7 +16,6 @@ DOCS = ROOT / "docs"
 FULL_MODELS = ROOT / ".test-models" / "full"
 TEXTURE = "gravel"  # the texture of the diffusion benchmarks (scikit-image, CC0)
 PATCH_TEXTURES = ("brick", "grass", "gravel", "immunohistochemistry")  # the last one is colour
-AD_APPEARANCE = "ad"  # measured as soon as backend.params.APPEARANCE_MODES has it (issue 7)
 TARGET_RATIO = 1.25
 TARGET_SERVICE_OVERHEAD = 0.05
 

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 
 from scripts.benchmarks.common import (
-    AD_APPEARANCE,
     PROJECT_STEPS,
     SKIP,
     TEXTURE,
@@ -109,8 +108,6 @@ def _expect_reference_work(method: str, before: tuple[int, int], expected: int) 
 
 def variant_methods(generate: Callable[..., list], setup: Setup) -> dict[str, Callable[[int], list]]:
     """The ways of making n variants, each a function of n; `generate(variants=, seed=, appearance=)`."""
-    from backend.params import APPEARANCE_MODES
-
     seed = setup.seed
 
     def counted(method: str, expected: Callable[[int], int], make: Callable[[int], list]):
@@ -133,11 +130,8 @@ def variant_methods(generate: Callable[..., list], setup: Setup) -> dict[str, Ca
     naive = counted("naive", lambda n: n, naive_images)
     first = counted("first", lambda n: 1, first_images)
     cached = counted("cached", lambda n: 0, lambda n: generate(variants=n, seed=seed, appearance="kv"))
-    ad = counted("ad", lambda n: 0, lambda n: generate(variants=n, seed=seed, appearance=AD_APPEARANCE))
-    methods = {"plain": plain, "naive": naive, "first": first, "cached": cached}
-    if AD_APPEARANCE in APPEARANCE_MODES:
-        methods["ad"] = ad
-    return methods
+    ad = counted("ad", lambda n: 0, lambda n: generate(variants=n, seed=seed, appearance="ad"))
+    return {"plain": plain, "naive": naive, "first": first, "cached": cached, "ad": ad}
 
 
 def bench_variant_cost(models: dict, setup: Setup, *, device: str | None = None, dtype: str | None = None,
@@ -145,8 +139,6 @@ def bench_variant_cost(models: dict, setup: Setup, *, device: str | None = None,
     """Section 1 (and 2, AD): every method and N interleaved; seconds, phases and ratios to plain."""
     from backend import generate_variants
     from backend.diffusion import models as model_loading
-    from backend.params import APPEARANCE_MODES
-
     reference = texture(TEXTURE, setup.size)
     extra = {k: v for k, v in (("device", device), ("dtype", dtype)) if v}
 
@@ -187,7 +179,7 @@ def bench_variant_cost(models: dict, setup: Setup, *, device: str | None = None,
         "texture": TEXTURE, "size": setup.size, "steps": setup.steps, "reps": setup.reps,
         "window_steps": _window_steps(setup.steps), "guidance_scale": _default_guidance(),
         "device": spec.device, "dtype": spec.dtype, "first_call_incl_load_s": round(load_s, 2),
-        "ad": ad_status(setup, APPEARANCE_MODES),
+        "ad": ad_status(setup),
         "rows": rows,
     }
 
@@ -215,10 +207,8 @@ def _rows(keys: dict, times: dict, phases: dict, steps: int) -> list[dict]:
     return rows
 
 
-def ad_status(setup: Setup, modes) -> str:
-    if AD_APPEARANCE not in modes:
-        return "not measured: AD mode not implemented yet"
-    if AD_APPEARANCE not in setup.methods:
+def ad_status(setup: Setup) -> str:
+    if "ad" not in setup.methods:
         return "not measured in this mode: `--methods plain naive first cached ad` measures it (run quick+first+ad)"
     from backend.params import DiffusionOptions
 

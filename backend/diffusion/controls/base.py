@@ -64,8 +64,6 @@ class Run:
 class Control:
     """A control that does nothing; subclasses override the hooks they need."""
 
-    name = "control"
-
     def setup(self, run: Run) -> None:
         self.run = run
 

@@ -39,7 +39,6 @@ DISTILL = "distill"  # the branch name of the loss passes
 class DistillationPassDone(Exception):
     """Raised by the last distilled layer: the UNet pass can stop there (saves time and memory)."""
 
-
 class Distill(ReferenceAttention):
     """Own attention, plus this layer's L1 term against the attention with the reference K/V."""
 
@@ -82,8 +81,6 @@ def frozen(module: torch.nn.Module):
 class AttentionDistillation(KVReplacement):
     """Records the reference K/V like kv replacement; the generated branch keeps its own attention and
     its latents are refined after each window step."""
-
-    name = "ad"
 
     def __init__(self, settings: KVSettings, steps: int, iterations: int, lr: float):
         super().__init__(settings, steps)

@@ -23,7 +23,6 @@ from backend.diffusion.controls.base import GENERATED, REFERENCE, Control, Run
 
 
 class KVReplacement(Control):
-    name = "kv"
     generated_processor = Replace
 
     def __init__(self, settings: KVSettings, steps: int):

@@ -89,8 +89,6 @@ def suppress(image_embeds: torch.Tensor, text_embeds: torch.Tensor, scale: float
 class InstantStyle(Control):
     """Sets the per-block IP-Adapter scales (style mode) and takes the content out of the image prompt."""
 
-    name = "style"
-
     def __init__(self, params, spec, ip_scale: float):
         options = params.diffusion
         self.ip_mode, self.blocks, self.scale = params.ip_mode, tuple(options.style_blocks), ip_scale
