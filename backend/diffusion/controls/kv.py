@@ -23,7 +23,7 @@ from backend.diffusion.controls.base import GENERATED, REFERENCE, Control, Run
 
 
 class KVReplacement(Control):
-    generated_processor = Replace
+    """Records the reference K/V in the reference branch, replaces the generated branch's with them."""
 
     def __init__(self, settings: KVSettings, steps: int):
         self.blocks = settings.blocks
