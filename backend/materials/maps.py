@@ -50,11 +50,13 @@ def kind_of(name: str) -> str:
 class MaterialMap:
     name: str
     pixels: np.ndarray  # (H, W, C) uint8 or uint16 raw values, C = 1..4
-    kind: str = DATA
+    kind: str | None = None  # None: from the name (kind_of)
     source: str = "<array>"
 
     def __post_init__(self):
         check_name(self.name)
+        if self.kind is None:
+            object.__setattr__(self, "kind", kind_of(self.name))
         if self.kind not in (COLOR, DATA, NORMAL):
             raise ValueError(f"kind must be {COLOR!r}, {DATA!r} or {NORMAL!r}, not {self.kind!r}")
         arr = self.pixels
