@@ -305,3 +305,42 @@ def test_resampling_crops_like_the_base_colour_and_keeps_normals_unit():
     normal = MaterialMap("normal", np.rint((vectors + 1) * 127.5).astype(np.uint8))
     small = fit(normal, 20, 20)
     assert np.abs(np.linalg.norm(D.decode_normals(small.pixels, 255), axis=2) - 1).max() < 0.01
+
+
+# ------------------------------------------------------------------------ learned normals
+
+
+@pytest.fixture(scope="module")
+def tiny_marigold(tmp_path_factory):
+    from backend.materials.marigold import make_test_normals_model
+
+    return make_test_normals_model(tmp_path_factory.mktemp("models") / "marigold-normals")
+
+
+def test_marigold_normals_load_from_the_real_layout_and_feed_derive(tiny_marigold, tileable):
+    from functools import partial
+
+    from backend.materials.marigold import load_normals, predict_normals
+
+    assert (tiny_marigold / "model_index.json").exists() and (tiny_marigold / "unet" / "config.json").exists()
+    pipe = load_normals(tiny_marigold)
+    assert load_normals(tiny_marigold) is pipe  # loaded once
+    colour = tileable[:64, :64]
+    n = predict_normals(colour, pipe, seed=1)
+    assert n.shape == (64, 64, 3) and np.allclose(np.linalg.norm(n, axis=2), 1.0)
+    assert np.array_equal(n, predict_normals(colour, pipe, seed=1))  # seeded
+    stored = D.derive(colour, ["normal"], normals=partial(predict_normals, pipe=pipe, seed=1))["normal"]
+    assert np.array_equal(stored.pixels, np.rint((n + 1) * 0.5 * 255).astype(np.uint8))
+    assert not np.array_equal(stored.pixels, D.derive(colour, ["normal"])["normal"].pixels)
+    assert all(not conv.__dict__.get("_conv_forward") for conv in pipe.unet.modules())  # tiling undone
+
+
+def test_marigold_missing_model_says_how_to_get_it(tmp_path):
+    from backend.errors import ModelsMissingError
+    from backend.materials.marigold import resolve_normals
+
+    with pytest.raises(ModelsMissingError, match="model_index"):
+        resolve_normals(tmp_path)
+    with pytest.raises(ModelsMissingError) as e:
+        resolve_normals("nobody-here/no-such-marigold")
+    assert "hf download" in e.value.hint
