@@ -65,17 +65,23 @@ def reports_errors(on_error=None):
     line). Anything else propagates: it is a bug, and Blender shows its traceback.
     """
 
-    def decorate(method):
-        @functools.wraps(method)
-        def wrapper(self, context, *args):
-            try:
-                return method(self, context, *args)
-            except UserError as error:
-                if on_error is not None:
-                    on_error(self, context, error)
-                self.report({"ERROR"}, str(error))
-                return {"CANCELLED"}
+    def run(operator, context, call):
+        try:
+            return call()
+        except UserError as error:
+            if on_error is not None:
+                on_error(operator, context, error)
+            operator.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
 
-        return wrapper
+    # Blender checks the argument count of execute (self, context) and invoke (self, context, event).
+    def decorate(method):
+        if method.__name__ == "invoke":
+            def wrapper(self, context, event):
+                return run(self, context, lambda: method(self, context, event))
+        else:
+            def wrapper(self, context):
+                return run(self, context, lambda: method(self, context))
+        return functools.wraps(method)(wrapper)
 
     return decorate

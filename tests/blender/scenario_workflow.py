@@ -56,6 +56,8 @@ def scenario(rec):
                        "seed": r.seed, "engine": r.engine, "job_folder_inside_user_dir":
                        r.path.startswith(bpy.utils.extension_path_user(h.MODULE))} for r in settings.results]
     rec["seed_after"] = settings.seed
+    jobs_dir = os.path.join(bpy.utils.extension_path_user(h.MODULE), "jobs")
+    rec["job_folders"] = [os.path.join(jobs_dir, name) for name in sorted(os.listdir(jobs_dir))]
     rec["base_color_after_generate"] = h.base_color_image(material)
 
     ui, jobs = h.addon_module("ui"), h.addon_module("job")
