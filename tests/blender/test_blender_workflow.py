@@ -50,7 +50,7 @@ def test_generate_makes_variants_of_the_requested_size(workflow):
     # one folder per job: the add-on made it (with the reference copy), the backend wrote the variants into it
     [folder] = data["job_folders"]
     assert all(Path(folder) in Path(r["path"]).parents for r in results)
-    assert any(p.name.startswith("reference") for p in Path(folder).iterdir())
+    assert any(p.is_file() and p.name.startswith("reference") for p in Path(folder).iterdir())
 
 
 def test_apply_then_revert_swaps_the_base_color_image(workflow):
