@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from backend.errors import InputError
 from backend.params import GenerationParams, capabilities
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a megabyte is a runaway client
 MAX_ID_CHARS = 200
 

@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from backend.service.protocol import PROTOCOL_VERSION
 from scripts.benchmarks.common import ROOT, TEXTURE, Setup, interleaved, median, texture
 
 
@@ -89,7 +90,7 @@ def bench_service(models: dict, setup: Setup, *, device: str | None = None, log=
         texture(TEXTURE, setup.size).save(reference_path)
         service = ServiceRun(models, tmp, device)
         try:
-            hello_id, _ = service.send("hello", protocol=1, client="bench")
+            hello_id, _ = service.send("hello", protocol=PROTOCOL_VERSION, client="bench")
             service.until(hello_id, ("hello", "error"))
             job = dict(input=str(reference_path), output_dir=str(tmp / "out"), **params)
             t0 = time.perf_counter()
