@@ -39,7 +39,7 @@ class Reference:
         return self.rgb.size
 
 
-def _to_8bit(image: Image.Image) -> Image.Image:
+def to_8bit(image: Image.Image) -> Image.Image:
     """16-bit and float modes scaled to 8 bits; everything else left to Pillow's convert."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(image, dtype=np.float64)
@@ -89,7 +89,7 @@ def load_reference(reference: str | os.PathLike | Image.Image) -> Reference:
         raise InputError(f"reference is {w}x{h} px: larger than {MAX_SIDE} px",
                          hint=f"downscale it to at most {MAX_SIDE} px per side")
 
-    image = _to_8bit(image)
+    image = to_8bit(image)
     alpha = None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode in ("RGB", "L") and "transparency" in image.info):
         rgba = image.convert("RGBA") if image.mode != "LA" else image

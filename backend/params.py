@@ -12,6 +12,7 @@ Torch-free, so that the service can describe and check a request without importi
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -23,11 +24,12 @@ APPEARANCE_MODES = ("kv", "ad", "none")  # kv replacement, attention distillatio
 IP_MODES = ("full", "style")  # IP-Adapter in every cross-attention layer, or in the style block(s) only
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_VARIANTS = 16
+MASK_MODES = ("keep-structure", "edit-inside")  # restyle: where the structure is kept / what is restyled
 
 
 @dataclass(frozen=True)
 class Spec:
-    """What values a parameter takes. kind: int | number | choice | text | flag | names."""
+    """What values a parameter takes. kind: int | number | choice | text | flag | names | points | box."""
 
     kind: str
     low: float | None = None
@@ -41,7 +43,9 @@ class Spec:
         text = {"int": f"an integer from {self.low} to {self.high}",
                 "number": f"a number in [{self.low}, {self.high}]",
                 "choice": " | ".join(self.choices), "text": "a string", "flag": "true or false",
-                "names": "a list of names"}[self.kind]
+                "names": "a list of names",
+                "points": "a list of [x, y] or [x, y, label] pixel positions (label 1 selects, 0 excludes)",
+                "box": "[x0, y0, x1, y1] in pixels, x0 < x1 and y0 < y1"}[self.kind]
         if self.multiple > 1:
             text = f"a multiple of {self.multiple} from {self.low} to {self.high}"
         return text + (" or null for the default" if self.optional else "") + (f" ({self.hint})" if self.hint else "")
@@ -52,6 +56,8 @@ class Spec:
             return None
         if self.kind == "names" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return tuple(value)
+        if self.kind in _COORDINATES:
+            return _COORDINATES[self.kind](name, value, self)
         if not self._valid(value):
             raise InputError(f"invalid {name}={value!r}: expected {self.expected()}",
                              hint=f"pass a valid {name} (see `python -m backend generate --help`)")
@@ -65,6 +71,40 @@ class Spec:
         if isinstance(value, bool) or not isinstance(value, int if self.kind == "int" else (int, float)):
             return False
         return self.low <= value <= self.high and (self.multiple == 1 or value % self.multiple == 0)
+
+
+# ---------------------------------------------------------------- pixel coordinates (restyle masks)
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _point(p) -> bool:
+    if not isinstance(p, (list, tuple)) or len(p) not in (2, 3) or not all(_finite_number(c) for c in p[:2]):
+        return False
+    return len(p) == 2 or (isinstance(p[2], int) and not isinstance(p[2], bool) and p[2] in (0, 1))
+
+
+def _points(name: str, value, spec: Spec) -> tuple[tuple[float, float, int], ...]:
+    """Points as ((x, y, label), ...); a point without a label selects (label 1)."""
+    items = value if isinstance(value, (list, tuple)) else None
+    valid = bool(items) and all(_point(p) for p in items)
+    if not valid:
+        raise InputError(f"invalid {name}={value!r}: expected {spec.expected()}",
+                         hint="e.g. [[120, 80], [300, 40, 0]]: pixel x, y of the input image, label 1 or 0")
+    return tuple((float(p[0]), float(p[1]), int(p[2]) if len(p) == 3 else 1) for p in items)
+
+
+def _box(name: str, value, spec: Spec) -> tuple[float, float, float, float]:
+    if not (isinstance(value, (list, tuple)) and len(value) == 4 and all(_finite_number(c) for c in value)
+            and value[0] < value[2] and value[1] < value[3]):
+        raise InputError(f"invalid {name}={value!r}: expected {spec.expected()}",
+                         hint="give the left, top, right and bottom pixel coordinates of the input image")
+    return tuple(float(c) for c in value)
+
+
+_COORDINATES = {"points": _points, "box": _box}
 
 
 def param(default, kind: str, low=None, high=None, **spec):
@@ -109,6 +149,14 @@ class DiffusionOptions(Checked):
     style_blocks: tuple[str, ...] = param(("up_blocks.1",), "names", hint='e.g. ["up_blocks.1"]')
     suppress_scale: float = param(0.8, "number", 0.0, 10.0)
     content_encoder: str | None = param(None, "text", optional=True)
+    # Restyle (controls/restyle.py): Plug-and-Play feature injection under a text prompt, with a mask.
+    restyle_prompt: str = param("", "text", hint="the new look; empty = no restyle")
+    restyle_strength: float = param(0.5, "number", 0.0, 1.0, hint="0 = keep all structure, 1 = text only")
+    mask: str | None = param(None, "text", optional=True, hint="a mask image, white = selected")
+    mask_points: tuple | None = param(None, "points", optional=True)
+    mask_box: tuple | None = param(None, "box", optional=True)
+    mask_mode: str = param("keep-structure", "choice", choices=MASK_MODES)
+    sam: str | None = param(None, "text", optional=True, hint="Segment Anything folder or hub id")
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,10 @@ def available(base=None, ip_adapter=None) -> tuple[bool, str]:
 
 def unload() -> bool:
     """Free the loaded models and the reference cache (the service's `unload`)."""
+    from backend import sam
+
     reference_cache.clear()
-    return models.unload()
+    return sam.unload() | models.unload()
 
 
 @dataclass
@@ -188,11 +190,12 @@ class Loop:
         return latents
 
     def denoise(self, latents: torch.Tensor, guidance: float, branch: str = GENERATED,
-                previews: bool = False) -> torch.Tensor:
-        """DDIM denoising of a batch as `branch`, with the controls' step hooks around each step."""
+                previews: bool = False, stop: int | None = None) -> torch.Tensor:
+        """DDIM denoising of a batch as `branch`, with the controls' step hooks around each step;
+        `stop`: only the first `stop` steps (a reference branch nobody needs to the end)."""
         state = self.state
         with self.branch(branch):
-            for i, t in enumerate(self.forward.timesteps):
+            for i, t in enumerate(self.forward.timesteps[:stop]):
                 self.progress.check()
                 state.step, state.timestep, state.latents = i, t, latents
                 latents = self._hook("before_step")
@@ -209,17 +212,23 @@ class Loop:
 
     @contextlib.contextmanager
     def branch(self, name: str):
-        """Run as branch `name`: the controls' processors for it installed, the originals back after."""
+        """Run as branch `name`: the controls' processors for it installed, their `during` contexts
+        entered and the branch's conditioning in place; everything as before afterwards."""
         originals = layer_processors(self.pipe.unet)
         processors: dict = {}
+        cond = self.cond
         for control in self.controls:
             processors |= control.processors(name, originals)
+            self.cond = control.branch_conditioning(name, self.cond)
         self.state.branch = name
         try:
-            with installed(self.pipe.unet, processors):
+            with installed(self.pipe.unet, processors), contextlib.ExitStack() as stack:
+                for control in self.controls:
+                    stack.enter_context(control.during(name))
                 yield
         finally:
             self.state.branch = self.state.step = None
+            self.cond = cond
 
 
 def latent_preview(latent: torch.Tensor) -> Image.Image:
@@ -266,6 +275,7 @@ class ReferencePlan:
     work: ReferenceWork | None = None
     invert: bool = False
     branch: bool = False
+    branch_steps: int = 0  # the reference branch runs its first branch_steps steps
 
 
 def plan_reference(run: Run, active, key) -> ReferencePlan:
@@ -277,8 +287,10 @@ def plan_reference(run: Run, active, key) -> ReferencePlan:
     if work is not None:
         run.recorded.update(work.recorded)
     run.reference_cached = work is not None
+    needed = [step for control in wanting for step in control.reference_steps(run.state.steps)]
     return ReferencePlan(key(), work, invert=work is None,
-                         branch=any(control.missing(run.recorded) for control in wanting))
+                         branch=any(control.missing(run.recorded) for control in wanting),
+                         branch_steps=max(needed, default=-1) + 1)
 
 
 def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image, size: int,
@@ -289,7 +301,7 @@ def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image
         work = ReferenceWork(loop.invert(encode_reference(loop.pipe, image, size), iterations))
     if plan.branch:
         counters["reference_branches"] += 1
-        loop.denoise(work.inverted, 1.0, REFERENCE)
+        loop.denoise(work.inverted, 1.0, REFERENCE, stop=plan.branch_steps)
         work.recorded = dict(run.recorded)
         reference_cache.put(plan.key, work)
 
@@ -307,8 +319,8 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
     with _run_lock:
         pipe = models.load_pipeline(spec)
         with torch.no_grad():
-            images, info = _run(pipe, spec, image, params, settings.ip_scale, guidance, active, latents,
-                                on_step, cancel)
+            run = Run(pipe, StepState(steps=params.steps), reference=reference, image=image)
+            images, info = _run(run, spec, params, settings.ip_scale, guidance, active, latents, on_step, cancel)
     record = {"guidance_scale": guidance, "ip_scale": settings.ip_scale, "device": spec.device, "dtype": spec.dtype,
               "ip_adapter_variant": options.ip_adapter_variant, "ip_mode": params.ip_mode, **info}
     for im in images:
@@ -316,8 +328,8 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
     return images
 
 
-def _run(pipe, spec, image, params, ip_scale, guidance, active, latents, on_step, cancel):
-    run = Run(pipe, StepState(steps=params.steps))
+def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel):
+    pipe, image = run.pipe, run.image
     noise = initial_noise(params, latents, pipe._execution_device, pipe.unet.dtype)
     pipe.set_ip_adapter_scale(ip_scale)  # every call sets every layer's scale; controls may refine it
     for control in active:
@@ -327,7 +339,7 @@ def _run(pipe, spec, image, params, ip_scale, guidance, active, latents, on_step
         run.cond = control.conditioning(run.cond)
     plan = plan_reference(run, active, lambda: reference_key(image, spec, params, ip_scale, active))
     steps, iterations = params.steps, params.diffusion.inversion_iterations
-    passes = steps * (1 + plan.invert * (1 + iterations) + plan.branch)
+    passes = steps * (1 + plan.invert * (1 + iterations)) + plan.branch * plan.branch_steps
     run.progress = Progress(total=passes + sum(control.extra_passes(steps) for control in active),
                             on_step=on_step, cancel=cancel)
     loop = Loop(pipe, run.cond, steps, run.progress, active, run.state)
@@ -338,6 +350,8 @@ def _run(pipe, spec, image, params, ip_scale, guidance, active, latents, on_step
         result = loop.denoise(noise, guidance, GENERATED, previews=True)
         run.progress.check()
         images = decode(pipe, result)
+    for control in active:
+        images = control.finish(images)
     info: dict = {}
     for control in active:
         info |= control.record()

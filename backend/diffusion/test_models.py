@@ -6,6 +6,8 @@
                    models/ip-adapter_sd15.safetensors, models/image_encoder/
   dir/clip-text/   the CLIP text tower matching the image encoder (what content suppression loads
                    from laion/CLIP-ViT-H-14-laion2B-s32B-b79K): config.json, model.safetensors, tokenizer
+  dir/sam/         a Segment Anything model for restyle masks, laid out like the SlimSAM checkpoints
+                   (config.json, model.safetensors, preprocessor_config.json); tiny in both sizes
 
 so everything downstream loads them through exactly the code that loads the real models
 (`from_pretrained` + `load_ip_adapter`). Tiny by default; `full_size=True` uses the real SD1.5 and
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from backend.sam import write_tiny_sam
 
 # The UNet block layout of SD1.5, kept in both sizes: kv replacement targets up_blocks.2/3 by name.
 DOWN_BLOCKS = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
@@ -227,8 +231,8 @@ def _content_encoder(d: Dims):
 
 
 def make_test_models(out_dir: str | Path, *, full_size: bool = False, seed: int = 0) -> dict[str, Path]:
-    """Write random-weight SD1.5 + IP-Adapter + CLIP text folders; returns their paths by role
-    ({"base", "ip_adapter", "content_encoder"})."""
+    """Write random-weight SD1.5 + IP-Adapter + CLIP text + SAM folders; returns their paths by role
+    ({"base", "ip_adapter", "content_encoder", "sam"})."""
     from safetensors.torch import save_file
 
     d = FULL if full_size else TINY
@@ -251,4 +255,5 @@ def make_test_models(out_dir: str | Path, *, full_size: bool = False, seed: int 
         "Random-weight test models with the SD1.5 / IP-Adapter architecture "
         f"({'full size' if full_size else 'tiny'}). Pictures from them are noise by design.\n"
     )
-    return {"base": base_dir, "ip_adapter": ip_dir, "content_encoder": text_dir}
+    sam_dir = write_tiny_sam(out_dir / "sam", seed=seed)
+    return {"base": base_dir, "ip_adapter": ip_dir, "content_encoder": text_dir, "sam": sam_dir}

@@ -19,7 +19,9 @@ then:
    per UNet pass (inversion included) `unet_kwargs(state)` adds keyword arguments to the UNet
    call (`added_cond_kwargs` entries are merged; e.g. ControlNet residuals);
 6. `extra_passes(steps)` counts the UNet passes the control runs itself (progress), `record()` adds
-   its settings to each image's parameters record.
+   its settings to each image's parameters record;
+7. `finish(images)` gets the decoded images (PIL, one per variant) and returns them (e.g. composited
+   with the reference's pixels; a control may attach companion images in `image.info`).
 
 `state` (StepState) is one object per call that the loop updates in place; processors read it too.
 """
@@ -27,6 +29,7 @@ then:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -59,6 +62,8 @@ class Run:
     cond: object = None  # the Conditioning, once encoded
     recorded: dict = field(default_factory=dict)  # what controls record in the REFERENCE branch
     reference_cached: bool = False  # the reference work came from the cache
+    reference: object = None  # the input as read (backend.images.Reference: full size, any aspect)
+    image: object = None  # the reference as the loop reads it (PIL RGB, square, the output size)
 
 
 class Control:
@@ -76,11 +81,21 @@ class Control:
     def missing(self, recorded: dict) -> bool:
         return False
 
+    def reference_steps(self, steps: int) -> Iterable[int]:
+        """The reference branch's steps this control records in (only asked when it needs the reference)."""
+        return range(steps)
+
     def conditioning(self, cond):
         return cond
 
     def processors(self, branch: str, originals: dict) -> dict:
         return {}
+
+    def during(self, branch: str):
+        return contextlib.nullcontext()
+
+    def branch_conditioning(self, branch: str, cond):
+        return cond
 
     def extra_passes(self, steps: int) -> int:
         return 0
@@ -96,6 +111,9 @@ class Control:
 
     def record(self) -> dict:
         return {}
+
+    def finish(self, images: list) -> list:
+        return images
 
 
 def layer_processors(unet) -> dict:

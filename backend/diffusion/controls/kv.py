@@ -40,6 +40,9 @@ class KVReplacement(Control):
     def missing(self, recorded: dict) -> bool:
         return bool(self.kv.missing())
 
+    def reference_steps(self, steps: int) -> list[int]:
+        return sorted(self.window)
+
     def processors(self, branch: str, originals: dict) -> dict:
         if not self.window:
             return {}

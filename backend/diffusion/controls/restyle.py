@@ -1,0 +1,197 @@
+"""Restyle: a texture's look changed by a text prompt while its structure is kept, everywhere or
+where a mask says (Plug-and-Play features, controls/pnp.py; masks: backend/masks.py, backend/sam.py).
+
+- The generated branch reads `restyle_prompt` (guided against the negative prompt) and a neutral
+  image prompt (IP-Adapter's unconditional embedding in both guidance halves): the look comes from
+  the text alone. The reference work (inversion, reference branch) is the one kv replacement uses
+  and shares its cache entry: restyling a texture whose variants were made costs no inversion.
+- `restyle_strength` moves both injection windows (pnp.windows: 0.8 / 0.5 of the steps at 0.5).
+- mask_mode "keep-structure": the features are injected only inside the mask; outside, the prompt
+  generates freely.
+- mask_mode "edit-inside": the features are injected everywhere, but only the masked part changes:
+  after each step the generated latents outside the mask are replaced by the reference branch's at
+  that step (m * generated + (1 - m) * reference, m area-averaged to the latents), and at the end
+  the input's pixels are kept outside the mask, feathered across its border (FEATHER).
+
+Tiling: the UNet and decoder wrap around as for variants, the mask is area-averaged and feathered
+with wrap-around too, so a restyled texture is periodic; in edit-inside mode the pixels outside the
+mask are the input's, so the result tiles exactly when the input does (e.g. an earlier variant).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from backend import masks, sam
+from backend.diffusion.controls import pnp
+from backend.diffusion.controls.base import GENERATED, REFERENCE, Control, Run
+from backend.diffusion.tiling import AXES
+from backend.errors import InputError
+
+KEEP_STRUCTURE, EDIT_INSIDE = "keep-structure", "edit-inside"
+FEATHER = 1 / 64  # edit-inside: the pixel blend reaches this fraction of the output size across the border
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MaskSource:
+    """Where the mask comes from: an image (read when the request is built) or SAM prompts."""
+
+    image: Image.Image | None = None
+    points: tuple | None = None
+    box: tuple | None = None
+    sam_folder: object = None
+
+    @classmethod
+    def from_options(cls, options) -> MaskSource | None:
+        if options.mask is not None:
+            if options.mask_points is not None or options.mask_box is not None:
+                raise InputError("give a mask image or mask points/box, not both",
+                                 hint="a painted mask, or points (and a box) for Segment Anything to select")
+            return cls(image=masks.read_mask(options.mask))
+        if options.mask_points is None and options.mask_box is None:
+            return None
+        return cls(points=options.mask_points, box=options.mask_box, sam_folder=sam.resolve_sam(options.sam))
+
+    def fit(self, reference, size: int, device: str) -> np.ndarray:
+        """The mask over the output, (size, size) in [0, 1]."""
+        image = self.image
+        if image is None:
+            masks.check_prompts(self.points, self.box, reference.size)
+            image = sam.segment(reference.rgb, self.points, self.box, self.sam_folder, device)
+        fitted = masks.fit_mask(image, reference.size, size)
+        masks.require_selection(fitted, sam=self.image is None)
+        return fitted
+
+
+def feather(mask: torch.Tensor, tile: str) -> torch.Tensor:
+    """The (1, 1, S, S) mask blurred by a Gaussian of sigma S * FEATHER / 3, truncated at S * FEATHER px
+    (beyond that, exactly 0); it wraps around on the tiled axes, elsewhere the border is repeated."""
+    size = mask.shape[-1]
+    radius = max(1, math.ceil(size * FEATHER))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (x / (radius / 3)) ** 2)
+    kernel = (kernel / kernel.sum()).to(mask.dtype)
+    wrap_x, wrap_y = AXES[tile]
+    out = F.pad(mask, (radius, radius, 0, 0), mode="circular" if wrap_x else "replicate")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1))
+    out = F.pad(out, (0, 0, radius, radius), mode="circular" if wrap_y else "replicate")
+    return F.conv2d(out, kernel.view(1, 1, -1, 1)).clamp(0, 1)
+
+
+class Restyle(Control):
+    """Records the reference's PnP features, injects them under the restyle prompt, applies the mask."""
+
+    def __init__(self, params, source: MaskSource | None, device: str):
+        options = params.diffusion
+        self.prompt, self.negative, self.strength = options.restyle_prompt, params.negative_prompt, options.restyle_strength
+        self.mode, self.tile, self.source, self.device = options.mask_mode, params.tile, source, device
+        self.resnet_window, self.attention_window = pnp.windows(self.strength, params.steps)
+        self.mask: np.ndarray | None = None  # over the output, once set up
+        self.observer = None  # pnp.Observer: test instrumentation
+
+    def setup(self, run: Run) -> None:
+        super().setup(run)
+        unet, size = run.pipe.unet, run.image.size[0]
+        if self.source is not None:
+            self.mask = self.source.fit(run.reference, size, self.device)
+        tensor = None if self.mask is None else torch.from_numpy(self.mask)[None, None].to(
+            run.pipe._execution_device, unet.dtype)
+        limited = pnp.MaskPyramid(tensor) if tensor is not None and self.mode == KEEP_STRUCTURE else None
+        self.qk = pnp.Injection(run.state, "qk", pnp.attention_layers(unet), self.attention_window, run.recorded,
+                                limited, self.observer)
+        self.res = pnp.Injection(run.state, "res", frozenset({pnp.RESNET}), self.resnet_window, run.recorded,
+                                 limited, self.observer)
+        self.conv = pnp.resnet_conv(unet)
+        self.latent_mask = None
+        if tensor is not None and self.mode == EDIT_INSIDE:
+            self.latent_mask = pnp.MaskPyramid(tensor).at(size // 8, size // 8)
+
+    def needs_reference(self) -> bool:
+        return bool(self.resnet_window or self.attention_window) or self.mode == EDIT_INSIDE
+
+    def _latent_keys(self) -> set:
+        steps = range(self.run.state.steps) if self.mode == EDIT_INSIDE else ()
+        return {(pnp.TAG, "latents", step, "") for step in steps}
+
+    def missing(self, recorded: dict) -> bool:
+        return bool(self.qk.missing() or self.res.missing() or self._latent_keys() - set(recorded))
+
+    def reference_steps(self, steps: int) -> list[int]:
+        if self.mode == EDIT_INSIDE:
+            return list(range(steps))  # the latents of every step
+        return sorted(self.resnet_window | self.attention_window)
+
+    def conditioning(self, cond):
+        pipe = self.run.pipe
+        text, _ = pipe.encode_prompt(self.prompt, pipe._execution_device, 1, False)
+        self.generated = dataclasses.replace(cond, text=text, image=cond.image_uncond)
+        return cond
+
+    def branch_conditioning(self, branch: str, cond):
+        return self.generated if branch == GENERATED else cond
+
+    def processors(self, branch: str, originals: dict) -> dict:
+        return pnp.processors(branch, self.qk, originals)
+
+    @contextlib.contextmanager
+    def during(self, branch: str):
+        if branch not in (REFERENCE, GENERATED) or not self.res.window:
+            yield
+            return
+        handle = self.conv.register_forward_hook(pnp.resnet_hook(self.res, branch))
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def after_step(self, state) -> torch.Tensor:
+        if self.mode != EDIT_INSIDE:
+            return state.latents
+        key = (pnp.TAG, "latents", state.step, "")
+        if state.branch == REFERENCE:
+            self.run.recorded[key] = state.latents.detach()
+        elif state.branch == GENERATED and self.latent_mask is not None:
+            m = self.latent_mask.to(state.latents.dtype)
+            return m * state.latents + (1 - m) * self.run.recorded[key].to(state.latents.dtype)
+        return state.latents
+
+    def finish(self, images: list) -> list:
+        if self.mask is None:
+            return images
+        if self.mode == EDIT_INSIDE:
+            weight = feather(torch.from_numpy(self.mask)[None, None].double(), self.tile)[0, 0, :, :, None].numpy()
+            original = np.asarray(self.run.image.convert("RGB"), dtype=np.float64)
+            images = [Image.fromarray(np.round(weight * np.asarray(im, dtype=np.float64) + (1 - weight) * original)
+                                      .astype(np.uint8), "RGB") for im in images]
+        for im in images:
+            im.info["restyle_mask"] = masks.mask_image(self.mask)
+        return images
+
+    def record(self) -> dict:
+        return {"pnp_resnet_steps": sorted(self.resnet_window), "pnp_attention_steps": sorted(self.attention_window),
+                "pnp_attention_layers": sorted(self.qk.layers), "pnp_resnet": pnp.RESNET,
+                "reference_cached": self.run.reference_cached}
+
+
+def from_params(params, spec, settings):
+    options = params.diffusion
+    masked = options.mask is not None or options.mask_points is not None or options.mask_box is not None
+    if not options.restyle_prompt:
+        if masked or options.mask_mode != KEEP_STRUCTURE:
+            raise InputError("a restyle mask or mask mode was given without restyle_prompt",
+                             hint="pass restyle_prompt (the new look), or leave the mask options out")
+        return None
+    if params.appearance != "none":
+        raise InputError(f"restyle sets the look from its prompt; appearance={params.appearance!r} would bring the "
+                         "reference's back", hint="use appearance 'none' (the restyle command and request do)")
+    if options.mask_mode == EDIT_INSIDE and not masked:
+        raise InputError("mask_mode edit-inside restyles the masked part only, and no mask was given",
+                         hint="give a mask image or mask points, or use keep-structure")
+    return Restyle(params, MaskSource.from_options(options), spec.device)
