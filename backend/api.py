@@ -14,6 +14,7 @@ from collections.abc import Callable
 from PIL import Image
 
 from backend import engines
+from backend.errors import ModelsMissingError
 from backend.images import load_reference
 from backend.params import GenerationParams, specs
 
@@ -53,6 +54,23 @@ def _signature() -> inspect.Signature:
 generate_variants.__signature__ = _signature()
 
 
+def restyle(reference: str | os.PathLike | Image.Image, prompt: str, *, strength: float = 0.5,
+            mask: str | os.PathLike | None = None, points=None, box=None, mask_mode: str = "keep-structure",
+            sam: str | None = None, **kw) -> list[Image.Image]:
+    """Restyle `reference` by the text `prompt`, keeping its structure (README "Restyle").
+
+    strength: 0 keeps all the structure, 1 follows the text alone; mask: an image (white = selected),
+    or points ((x, y) or (x, y, label 1/0), pixel coordinates of the input) and/or a box
+    (x0, y0, x1, y1) for Segment Anything (`sam`: its folder or hub id); mask_mode: keep-structure
+    (the structure is kept inside the mask) or edit-inside (only the masked part changes). The other
+    keywords are generate_variants' (variants, seed, steps, size, tile, negative_prompt, base, ...).
+    The mask used is in `image.info["restyle_mask"]` (mode "L", the output's size) when there is one.
+    """
+    return generate_variants(reference, engine="diffusion", appearance="none", restyle_prompt=prompt,
+                             restyle_strength=strength, mask=None if mask is None else str(mask), mask_points=points,
+                             mask_box=box, mask_mode=mask_mode, sam=sam, **kw)
+
+
 def generate(reference: str | os.PathLike | Image.Image, params: GenerationParams, *, base: str | None = None,
              ip_adapter: str | None = None, latents=None, on_step: OnStep | None = None,
              cancel: threading.Event | None = None) -> list[Image.Image]:
@@ -62,6 +80,9 @@ def generate(reference: str | os.PathLike | Image.Image, params: GenerationParam
     ref = load_reference(reference)
     engine_name, why = engines.resolve(params.engine, base, ip_adapter)
     log.info(why)
+    if engine_name != "diffusion" and params.diffusion.restyle_prompt:
+        raise ModelsMissingError(f"restyle needs the diffusion engine, and {why}",
+                                 hint="run `python -m backend download-models`, or pass base / ip_adapter")
     images = engines.get_engine(engine_name).generate(
         ref, params, base=base, ip_adapter=ip_adapter, latents=latents, on_step=on_step, cancel=cancel,
     )

@@ -13,7 +13,7 @@ from backend.params import ENGINES, DiffusionOptions, GenerationParams, specs
 
 # The generate flags: (parameter, help). Kinds, choices and defaults come from backend.params; a
 # default of None is described in the help text.
-_GENERATE_FLAGS = (
+GENERATE_FLAGS = (
     ("engine", "diffusion, patch (weight-free), or auto: diffusion when its models are here"),
     ("variants", "how many variants"),
     ("seed", "random seed; variant i uses seed+i (default: random)"),
@@ -32,7 +32,7 @@ _GENERATE_FLAGS = (
     ("negative_prompt", "optional negative prompt"),
     ("guidance_scale", "classifier-free guidance (default: the engine's)"),
 )
-_DIFFUSION_FLAGS = (
+DIFFUSION_FLAGS = (
     ("ip_adapter_variant", "ip-adapter_sd15 (standard) or ip-adapter-plus_sd15 (plus)"),
     ("device", "auto (default: cuda, else mps, else cpu), cpu, cuda, cuda:N or mps"),
     ("dtype", "auto (default): float16 on a GPU, float32 on the CPU; or float16, float32, bfloat16"),
@@ -49,7 +49,7 @@ _KINDS = {"int": {"type": int}, "number": {"type": float}, "flag": {"action": "s
           "names": {"nargs": "+", "metavar": "BLOCK"}, "text": {}, "choice": {}}
 
 
-def _add_flags(group, table, cls) -> None:
+def add_flags(group, table, cls) -> None:
     """One flag per parameter; a flag not given is left out, so the parameter keeps its default."""
     declared = specs(cls)
     for name, text in table:
@@ -78,25 +78,26 @@ def _add_generate(sub) -> None:
                    "(default: stable-diffusion-v1-5/stable-diffusion-v1-5 from the HF cache)")
     p.add_argument("--ip-adapter", help="IP-Adapter: hub id or folder in the h94/IP-Adapter layout "
                    "(default: h94/IP-Adapter from the HF cache)")
-    _add_flags(p, _GENERATE_FLAGS, GenerationParams)
+    add_flags(p, GENERATE_FLAGS, GenerationParams)
     p.add_argument("--no-preview", action="store_true", help="do not write the 3x3 tiled previews")
-    _add_flags(p.add_argument_group("diffusion engine"), _DIFFUSION_FLAGS, DiffusionOptions)
+    add_flags(p.add_argument_group("diffusion engine"), DIFFUSION_FLAGS, DiffusionOptions)
     p.set_defaults(func=_cmd_generate)
 
 
 def _cmd_generate(args) -> int:
-    import json
+    given = vars(args)
+    params = GenerationParams.build({name: given[name] for name, _ in DIFFUSION_FLAGS if name in given},
+                                    **{name: given[name] for name, _ in GENERATE_FLAGS if name in given})
+    images = generate_with_progress(args, params)
+    return write_results(images, Path(args.out), Path(args.input).stem or "texture", "{engine}",
+                          preview=not args.no_preview)
 
+
+def generate_with_progress(args, params) -> list:
     from tqdm import tqdm
 
     from backend.api import generate
-    from backend.images import save_png_atomic, tiled, unique_path
 
-    given = vars(args)
-    params = GenerationParams.build({name: given[name] for name, _ in _DIFFUSION_FLAGS if name in given},
-                                    **{name: given[name] for name, _ in _GENERATE_FLAGS if name in given})
-    out = Path(args.out)
-    stem = Path(args.input).stem or "texture"
     bar = tqdm(total=params.steps, desc="generating", unit="step", file=sys.stderr, disable=None)
 
     def on_step(step, total, preview):
@@ -105,14 +106,27 @@ def _cmd_generate(args) -> int:
         bar.refresh()
 
     try:
-        images = generate(args.input, params, base=args.base, ip_adapter=args.ip_adapter, on_step=on_step)
+        return generate(args.input, params, base=args.base, ip_adapter=args.ip_adapter, on_step=on_step)
     finally:
         bar.close()
+
+
+def write_results(images, out: Path, stem: str, kind: str, preview: bool) -> int:
+    """Write each image as `<stem>-<kind>-s<seed>.png` (kind may name the engine: "{engine}"), its
+    3x3 tiled preview and, for a restyle with a mask, the mask used as `<that stem>-mask.png`."""
+    import json
+
+    from backend.images import save_png_atomic, tiled, unique_path
+
     for image in images:
         record = json.loads(image.info["parameters"])
-        path = save_png_atomic(image, unique_path(out, f"{stem}-{record['engine']}-s{record['seed']}"))
+        mask = image.info.get("restyle_mask")
+        name = f"{stem}-{kind.format(engine=record['engine'])}-s{record['seed']}"
+        path = save_png_atomic(image, unique_path(out, name, companions=("-mask.png",) if mask is not None else ()))
         print(path)
-        if not args.no_preview:
+        if mask is not None:
+            print(save_png_atomic(mask, path.with_name(f"{path.stem}-mask.png")))
+        if preview:
             print(save_png_atomic(tiled(image, 3), unique_path(out, f"{path.stem}-tiled3x3")))
     return 0
 
@@ -120,11 +134,11 @@ def _cmd_generate(args) -> int:
 def _add_make_test_models(sub) -> None:
     p = sub.add_parser(
         "make-test-models",
-        help="write random-weight SD1.5 + IP-Adapter folders for tests and timings",
+        help="write random-weight SD1.5 + IP-Adapter (+ CLIP text, SAM) folders for tests and timings",
         description="Write DIR/sd15 (a diffusers StableDiffusionPipeline folder with the SD1.5 block "
         "layout), DIR/ip-adapter (the h94/IP-Adapter layout: models/ip-adapter_sd15.safetensors and "
         "models/image_encoder) and DIR/clip-text (the matching CLIP text tower, for --suppress-content "
-        "--content-encoder DIR/clip-text) with random weights. Tiny by default; --full-size uses the real SD1.5 and "
+        "--content-encoder DIR/clip-text) with random weights, and DIR/sam (a tiny Segment Anything in the SlimSAM layout, for restyle --sam DIR/sam). Tiny by default; --full-size uses the real SD1.5 and "
         "ViT-H dimensions (about 5 GB on disk) for honest timings.",
     )
     p.add_argument("dir", help="output folder")
@@ -258,14 +272,22 @@ def _add_download_models(sub) -> None:
     p.add_argument("--content-encoder", nargs="?", const="laion/CLIP-ViT-H-14-laion2B-s32B-b79K", metavar="ID",
                    help="also fetch the CLIP text model that --suppress-content needs (default ID "
                    "laion/CLIP-ViT-H-14-laion2B-s32B-b79K, about 4 GB); not fetched unless asked for")
+    p.add_argument("--sam", nargs="?", const="nielsr/slimsam-50-uniform", metavar="ID",
+                   help="also fetch the Segment Anything model that restyle's --point/--box masks need (default "
+                   "ID nielsr/slimsam-50-uniform: SlimSAM, about 112 MB); not fetched unless asked for")
     p.set_defaults(func=_cmd_download_models)
 
 
 def _cmd_download_models(args) -> int:
     from backend.diffusion.models import download_models
 
-    return _print_paths(download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant,
-                                        content_encoder=args.content_encoder))
+    paths = download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant,
+                            content_encoder=args.content_encoder)
+    if args.sam:
+        from backend.sam import download_sam
+
+        paths["sam"] = download_sam(args.sam)
+    return _print_paths(paths)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,7 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"texture-variants-backend {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from backend import cli_restyle  # it builds on this module's flags and writers
+
     _add_generate(sub)
+    cli_restyle.add_parser(sub)
     _add_make_test_models(sub)
     _add_download_models(sub)
     _add_serve(sub)

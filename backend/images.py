@@ -101,7 +101,7 @@ def load_reference(reference: str | os.PathLike | Image.Image) -> Reference:
     return Reference(rgb=rgb, alpha=alpha, grayscale=grayscale, source=source)
 
 
-def center_square(image: Image.Image, size: int) -> Image.Image:
+def center_square(image: Image.Image, size: int, resample=Image.Resampling.LANCZOS) -> Image.Image:
     """Centre crop to a square and resize to size x size (how non-square references are read)."""
     w, h = image.size
     side = min(w, h)
@@ -109,7 +109,7 @@ def center_square(image: Image.Image, size: int) -> Image.Image:
     crop = image.crop((left, top, left + side, top + side))
     if side == size:
         return crop
-    return crop.resize((size, size), Image.Resampling.LANCZOS)
+    return crop.resize((size, size), resample)
 
 
 def tiled(image: Image.Image, n: int = 3) -> Image.Image:

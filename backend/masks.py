@@ -3,8 +3,10 @@
 The rule (README "Restyle"):
 - a mask image is white where selected (grey: partly), read by its luminance (alpha ignored), 8- or
   16-bit, any size with the input's aspect ratio (within 1 %);
-- it is scaled to the input's size, then read exactly like the input: centre-cropped to a square
-  and resized to the output size (backend.images.center_square), so mask and texture line up;
+- it is scaled to the input's size, then cropped like the input: the centred square
+  (backend.images.center_square), resized to the output size, so mask and texture line up; masks
+  are resampled by area averaging when shrinking and bilinearly when enlarging (no ringing: a
+  black area stays exactly black, a white one exactly white);
 - points and boxes are pixel coordinates of the input image (x to the right, y down, from the
   top-left corner) and must lie inside it;
 - a mask that selects nothing (no pixel at least half white) is refused.
@@ -26,6 +28,8 @@ SELECTED = 0.5  # a pixel at least this white counts as selected
 
 def read_mask(path: str | os.PathLike) -> Image.Image:
     """The mask image at `path` as 8-bit luminance ("L")."""
+    if not os.path.isfile(path):
+        raise InputError(f"mask image not found: {path}", hint="check the path of the mask image (white = selected)")
     try:
         image = open_image(path)
     except InputError as e:
@@ -45,9 +49,13 @@ def fit_mask(mask: Image.Image, input_size: tuple[int, int], size: int) -> np.nd
                          hint="paint the mask over the input image itself (any resolution with the same aspect "
                          "ratio), or crop it to the input's shape")
     if (mw, mh) != (w, h):
-        mask = mask.resize((w, h), Image.Resampling.BILINEAR)
-    fitted = np.asarray(center_square(mask.convert("L"), size), dtype=np.float32) / 255.0
-    return np.clip(fitted, 0.0, 1.0)
+        mask = mask.resize((w, h), _resampling(mw, w))
+    fitted = np.asarray(center_square(mask.convert("L"), size, _resampling(min(w, h), size)), dtype=np.float32)
+    return np.clip(fitted / 255.0, 0.0, 1.0)
+
+
+def _resampling(source: int, target: int):
+    return Image.Resampling.BOX if target < source else Image.Resampling.BILINEAR
 
 
 def require_selection(mask: np.ndarray, sam: bool = False) -> None:
