@@ -59,6 +59,9 @@ class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
 
     def _start(self, context):
         """The running set-up; "current" when there is nothing to do; None after reporting why not."""
+        if TEXTURE_VARIANTS_OT_setup_backend._run is not None:
+            self.report({"ERROR"}, "Set up Backend is already running. To fix: wait for it, or cancel it")
+            return None
         if self.repair:
             torch_build.cache_clear()
         build, env = torch_build(_device(context)), environment()
@@ -141,12 +144,12 @@ class TEXTURE_VARIANTS_OT_cancel_setup(bpy.types.Operator):
     bl_label = "Cancel Set-up"
     bl_options = {"REGISTER"}
 
-    @classmethod
-    def poll(cls, context):
-        return TEXTURE_VARIANTS_OT_setup_backend._run is not None
-
     def execute(self, context):
-        TEXTURE_VARIANTS_OT_setup_backend._run.cancel()
+        run = TEXTURE_VARIANTS_OT_setup_backend._run
+        if run is None:
+            self.report({"WARNING"}, "Set up Backend is not running")
+            return {"CANCELLED"}
+        run.cancel()  # the set-up's own operator reports the outcome when its worker has stopped
         return {"FINISHED"}
 
 
@@ -157,16 +160,13 @@ class TEXTURE_VARIANTS_OT_remove_backend(bpy.types.Operator):
     bl_label = "Remove Backend"
     bl_options = {"REGISTER"}
 
-    @classmethod
-    def poll(cls, context):
-        return TEXTURE_VARIANTS_OT_setup_backend._run is None
-
     def invoke(self, context, event):
         return context.window_manager.invoke_confirm(self, event)
 
     def execute(self, context):
-        if session.shared().busy:
-            self.report({"ERROR"}, "A variant is being generated. To fix: wait for it, or cancel it first")
+        if session.shared().busy or TEXTURE_VARIANTS_OT_setup_backend._run is not None:
+            self.report({"ERROR"}, "The backend is in use (generating, or being set up). To fix: wait for it, "
+                        "or cancel it first")
             return {"CANCELLED"}
         session.shared().stop()
         env = environment()

@@ -122,8 +122,8 @@ def uv_env_from_pip_config(output: str, environ=os.environ) -> dict:
     for line in output.splitlines():
         key, sep, value = line.partition("=")
         section, _, name = key.strip().rpartition(".")
-        if sep and name in PIP_TO_UV:
-            rank = _SECTION_RANK.get(section, 1)
+        if sep and name in PIP_TO_UV and section in _SECTION_RANK:  # not e.g. [download]'s settings
+            rank = _SECTION_RANK[section]
             if rank >= found.get(name, (-1, ""))[0]:
                 found[name] = (rank, value.strip().strip("'\""))
     env = {}

@@ -89,8 +89,11 @@ class SetupRun:
         self._cancelled.set()
         process = self._process
         if process and process.poll() is None:
+            if sys.platform == "win32":
+                process.terminate()
+                return
             try:  # the whole group: uv and pip may run helpers of their own
-                os.killpg(process.pid, signal.SIGTERM) if sys.platform != "win32" else process.terminate()
+                os.killpg(process.pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
                 process.terminate()
 

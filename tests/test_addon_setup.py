@@ -83,6 +83,7 @@ global.constraint='/etc/xdg/pip/constraints.txt'
 global.extra-index-url='file:///opt/pypi/simple file:///opt/pypi-more/simple'
 global.find-links='/ignored/because/env/wins'
 install.no-index='false'
+download.index-url='https://only-for-pip-download/simple'
 """
     env = setup_plan.uv_env_from_pip_config(output, environ={})
     assert env == {"UV_FIND_LINKS": "/opt/wheels,/more/wheels", "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",

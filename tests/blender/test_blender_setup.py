@@ -53,7 +53,7 @@ def test_check_backend_ran_by_itself_and_the_panel_shows_its_summary(set_up):
     data, installer = set_up
     status = data["status_after_setup"]  # describe_hello of what the new environment's backend said
     assert status.startswith("Backend 0.1.0 · device cpu") and "patch" in status.split("engines: ")[1]
-    before, after = data["panel_before"], data["panel_after"]
+    before, after = ([tuple(call) for call in data[key]] for key in ("panel_before", "panel_after"))
     assert ("operator", "texture_variants.setup_backend") in before
     assert any(f == "label" and t.startswith("Needs about 3 GB free; ") for f, t in before)
     assert ("label", "Torch: CPU build: chosen in Device (works on every computer; diffusion is slow)") in before
