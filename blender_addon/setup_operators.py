@@ -209,8 +209,12 @@ def draw_section(layout, prefs, context) -> None:
     _wrapped(layout, f"Torch: {build.describe()}", "INFO")
     layout.label(text=env.space_note(build.kind), icon="DISK_DRIVE")
     state = env.state()
+    try:
+        current = bool(state) and env.is_current(setup_plan.plan_stamp(preferences.backend_root(), build))
+    except UserError:  # the backend code is missing: Set up Backend says so when clicked
+        current = False
     row = layout.row()
-    if state and env.is_current(setup_plan.plan_stamp(preferences.backend_root(), build)):
+    if current:
         row.operator(TEXTURE_VARIANTS_OT_setup_backend.bl_idname, text="Repair", icon="TOOL_SETTINGS").repair = True
     else:
         row.operator(TEXTURE_VARIANTS_OT_setup_backend.bl_idname, icon="CONSOLE")
