@@ -84,7 +84,11 @@ class BackendEnvironment:
                             "free some space on that disk, then click Set up Backend again")
 
     def commit(self, state: dict) -> None:
-        """Move the checked build into place; the environment it replaces is deleted after."""
+        """Move the checked build into place; the environment it replaces is deleted after.
+
+        Scripts in bin/ (pip, activate) keep the build folder's path in their first line after the
+        move; nothing uses them: the add-on and the manual instructions run `python -m …`.
+        """
         (self.staging / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
         if self.target.exists():
             os.replace(self.target, self.previous)
