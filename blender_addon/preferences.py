@@ -7,8 +7,9 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from . import backend_client, session, setup_plan
-from .errors import UserError
+from . import backend_config as client_config
+from . import session, setup_plan
+from .errors import UserError, reports_errors
 
 ADDON_DIR = Path(__file__).resolve().parent
 
@@ -47,9 +48,9 @@ def backend_config(context=None):
     """The client's settings: environment variables, then these preferences, then the set-up venv."""
     prefs = get(context)
     python = prefs.python or str(setup_plan.venv_python(venv_folder()))
-    return backend_client.resolve_config(
+    return client_config.resolve_config(
         python=bpy.path.abspath(python), base=prefs.base or None, ip_adapter=prefs.ip_adapter or None,
-        device=prefs.device,
+        device=prefs.device, allow_pickle=prefs.allow_pickle,
     )
 
 
@@ -69,6 +70,10 @@ def describe_hello(hello: dict) -> str:
     return " · ".join(parts)
 
 
+def _show_not_ready(operator, context, error: UserError) -> None:
+    get(context).status = f"Not ready: {error.message}"
+
+
 class TEXTURE_VARIANTS_OT_check_backend(bpy.types.Operator):
     """Start the backend and show what it reports (version, engines, device)"""
 
@@ -83,15 +88,9 @@ class TEXTURE_VARIANTS_OT_check_backend(bpy.types.Operator):
     _asked = ""
     _since = 0.0
 
-    def _start(self, context) -> bool:
-        try:
-            session.shared().start(backend_config(context), str(backend_root()))
-        except UserError as e:
-            get(context).status = f"Not ready: {e.message}"
-            self.report({"ERROR"}, str(e))
-            return False
+    def _start(self, context) -> None:
+        session.shared().start(backend_config(context), str(backend_root()))
         get(context).status = describe_hello(session.shared().hello)
-        return True
 
     def _step(self, context) -> bool:
         """One round of asking for the device; True when known (or when waiting is over)."""
@@ -108,22 +107,18 @@ class TEXTURE_VARIANTS_OT_check_backend(bpy.types.Operator):
             self._asked = current.request_status()
         return False
 
+    @reports_errors(_show_not_ready)
     def execute(self, context):  # scripts and background mode: waits for the device
-        if not self._start(context):
-            return {"CANCELLED"}
+        self._start(context)
         self._since = time.monotonic()
-        try:
-            while not self._step(context):
-                time.sleep(0.2)
-        except UserError as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
+        while not self._step(context):
+            time.sleep(0.2)
         self.report({"INFO"}, get(context).status)
         return {"FINISHED"}
 
+    @reports_errors(_show_not_ready)
     def invoke(self, context, event):  # the UI: hello now, the device when torch has loaded
-        if not self._start(context):
-            return {"CANCELLED"}
+        self._start(context)
         self._since = time.monotonic()
         self._timer = context.window_manager.event_timer_add(0.3, window=context.window)
         context.window_manager.modal_handler_add(self)
@@ -164,6 +159,11 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         "empty = h94/IP-Adapter (TEXTURE_VARIANTS_IP_ADAPTER overrides this)",
     )
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
+    allow_pickle: BoolProperty(
+        name="Trust Pickled Weights", default=False,
+        description="Also load .ckpt/.bin model weights (they can run code: only files you trust). Starts the "
+        "backend with --allow-pickle",
+    )
     bake_folder: StringProperty(
         name="Bake Folder", subtype="DIR_PATH",
         description="Where Bake writes textures; empty = a 'textures' folder next to the saved .blend",
@@ -195,6 +195,7 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         col.prop(self, "base")
         col.prop(self, "ip_adapter")
         col.prop(self, "device")
+        col.prop(self, "allow_pickle")
         overridden = [name for name in ("TEXTURE_VARIANTS_PYTHON", "TEXTURE_VARIANTS_BASE",
                                         "TEXTURE_VARIANTS_IP_ADAPTER") if os.environ.get(name)]
         if overridden:

@@ -10,7 +10,7 @@ import bpy
 from bpy.props import BoolProperty
 
 from . import backend_setup, device_detect, preferences, session, setup_plan, setup_runner
-from .errors import UserError
+from .errors import UserError, reports_errors
 
 
 @functools.lru_cache(maxsize=4)
@@ -58,34 +58,36 @@ class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
         return True
 
     def _start(self, context):
-        """The running set-up; "current" when there is nothing to do; None after reporting why not."""
+        """The running set-up; "current" when there is nothing to do; None when refused (offline).
+
+        Raises UserError when it cannot start (already running, busy, bad settings, no disk space).
+        """
         if TEXTURE_VARIANTS_OT_setup_backend._run is not None:
-            self.report({"ERROR"}, "Set up Backend is already running. To fix: wait for it, or cancel it")
-            return None
+            raise UserError("busy", "Set up Backend is already running", "wait for it, or cancel it")
         if self.repair:
             torch_build.cache_clear()
-        build, env = torch_build(_device(context)), environment()
+        build, env, root = torch_build(_device(context)), environment(), preferences.backend_root()
+        if not self.repair and env.is_current(setup_plan.plan_stamp(root, build)):
+            self.report({"INFO"}, f"The backend is already set up ({build.label}); Repair builds it again")
+            return "current"
+        if self._refuse_offline(context, build):
+            return None
+        if session.shared().busy:
+            raise UserError("busy", "A variant is being generated", "wait for it, or cancel it first")
+        session.shared().stop()  # nothing may run from the environment while it is replaced
+        prefs = preferences.get(context)
+        uv = setup_plan.find_uv() if prefs.installer == "uv" else None
         try:
-            root = preferences.backend_root()
-            if not self.repair and env.is_current(setup_plan.plan_stamp(root, build)):
-                self.report({"INFO"}, f"The backend is already set up ({build.label}); Repair builds it again")
-                return "current"
-            if self._refuse_offline(context, build):
-                return None
-            if session.shared().busy:
-                raise UserError("busy", "A variant is being generated", "wait for it, or cancel it first")
-            session.shared().stop()  # nothing may run from the environment while it is replaced
-            prefs = preferences.get(context)
-            uv = setup_plan.find_uv() if prefs.installer == "uv" else None
             run = backend_setup.start_setup(env, sys.executable, root, build, _indexes(context, build),
                                             installer=prefs.installer, uv=uv)
-        except (UserError, OSError) as e:
-            self.report({"ERROR"}, str(e))
-            return None
+        except OSError as e:  # undoing an interrupted set-up's folders failed
+            raise UserError("setup_failed", f"Could not prepare {env.target.parent}: {e}",
+                            "close programs using that folder, or click Remove Backend, then try again") from e
         TEXTURE_VARIANTS_OT_setup_backend._run = run
         TEXTURE_VARIANTS_OT_setup_backend.last_error = ""
         return run
 
+    @reports_errors()
     def execute(self, context):  # scripts and background mode: blocks until done
         run = self._start(context)
         if not isinstance(run, setup_runner.SetupRun):
@@ -93,6 +95,7 @@ class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
         run.join()
         return self._finish(context, run)
 
+    @reports_errors()
     def invoke(self, context, event):
         run = self._start(context)
         if not isinstance(run, setup_runner.SetupRun):
@@ -163,19 +166,18 @@ class TEXTURE_VARIANTS_OT_remove_backend(bpy.types.Operator):
     def invoke(self, context, event):
         return context.window_manager.invoke_confirm(self, event)
 
+    @reports_errors()
     def execute(self, context):
         if session.shared().busy or TEXTURE_VARIANTS_OT_setup_backend._run is not None:
-            self.report({"ERROR"}, "The backend is in use (generating, or being set up). To fix: wait for it, "
-                        "or cancel it first")
-            return {"CANCELLED"}
+            raise UserError("busy", "The backend is in use (generating, or being set up)",
+                            "wait for it, or cancel it first")
         session.shared().stop()
         env = environment()
         try:
             removed = env.remove()
         except OSError as e:
-            self.report({"ERROR"}, f"Could not remove {env.target}: {e}. To fix: close programs using it and "
-                        "try again")
-            return {"CANCELLED"}
+            raise UserError("remove_failed", f"Could not remove {env.target}: {e}",
+                            "close programs using it and try again") from e
         preferences.get(context).status = "Backend removed" if removed else "No backend was set up"
         self.report({"INFO"}, f"Removed {env.target}" if removed else "No backend was set up")
         return {"FINISHED"}

@@ -47,6 +47,10 @@ def test_generate_makes_variants_of_the_requested_size(workflow):
         with Image.open(r["path"]) as image:
             assert image.size == (64, 64)
     assert data["base_color_after_generate"] == "gravel.png"  # generating changes no material
+    # one folder per job: the add-on made it (with the reference copy), the backend wrote the variants into it
+    [folder] = data["job_folders"]
+    assert all(Path(folder) in Path(r["path"]).parents for r in results)
+    assert any(p.is_file() and p.name.startswith("reference") for p in Path(folder).iterdir())
 
 
 def test_apply_then_revert_swaps_the_base_color_image(workflow):
