@@ -118,3 +118,12 @@ def test_generate_fields_are_documented_and_carry_the_whole_python_api():
     api = set(inspect.signature(generate_variants).parameters) - {"reference", "latents", "on_step", "cancel",
                                                                  "extra"}
     assert api <= set(protocol.GENERATE_FIELDS), f"API parameters the service cannot pass: {api - set(protocol.GENERATE_FIELDS)}"
+
+
+def test_restyle_fields_are_documented_and_carry_the_restyle_api():
+    documented = _table_names(_section("Requests").split("### `restyle`")[1].split("### ")[0])
+    grouped = set(re.findall(r"`([a-z_]+)`", "".join(re.findall(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)+) \|",
+                                                                   DOC, re.M))))
+    assert set(protocol.RESTYLE_FIELDS) <= documented | grouped
+    assert documented <= set(protocol.RESTYLE_FIELDS)
+    assert set(protocol.RESTYLE_OPTIONS) <= documented

@@ -292,10 +292,16 @@ class JobOutput:
         files = []
         for image in images:
             params = json.loads(image.info.get("parameters", "{}"))
-            name = f"{stem}-{params.get('engine', 'variant')}-s{params.get('seed', len(files))}"
-            path = save_png_atomic(image, unique_path(self.folder, name))
+            kind = "restyle" if params.get("restyle_prompt") else params.get("engine", "variant")
+            mask = image.info.get("restyle_mask")
+            name = f"{stem}-{kind}-s{params.get('seed', len(files))}"
+            path = save_png_atomic(image, unique_path(self.folder, name, companions=("-mask.png",)))
             self._written.append(path)
             entry = {"path": str(path), "parameters": params}
+            if mask is not None:  # restyle: the mask used, beside the result
+                mask_path = save_png_atomic(mask, path.with_name(f"{path.stem}-mask.png"))
+                self._written.append(mask_path)
+                entry["mask"] = str(mask_path)
             if self.job.tiled_preview:
                 tiled_path = save_png_atomic(tiled(image, 3), unique_path(self.folder, f"{path.stem}-tiled3x3"))
                 self._written.append(tiled_path)

@@ -12,18 +12,18 @@ import os
 from dataclasses import dataclass
 
 from backend.errors import InputError
-from backend.params import GenerationParams, capabilities
+from backend.params import MASK_MODES, GenerationParams, capabilities
 
 PROTOCOL_VERSION = 2
 MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a megabyte is a runaway client
 MAX_ID_CHARS = 200
 
 # The fields of each request type are checked by the _check_* functions below (one per type).
-REQUEST_TYPES = ("hello", "generate", "cancel", "status", "unload", "shutdown")
+REQUEST_TYPES = ("hello", "generate", "restyle", "cancel", "status", "unload", "shutdown")
 EVENT_TYPES = (
     # answers to hello / status / cancel / unload / shutdown
     "hello", "status", "ack",
-    # the life of a generate job
+    # the life of a generate (or restyle) job
     "accepted", "progress", "result", "cancelled",
     # anything that went wrong, for any request (or for a line that was not a request)
     "error",
@@ -200,9 +200,48 @@ def _check_generate(fields: dict, request_id) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- restyle
+
+# restyle: a generate job for the diffusion engine with appearance "none" and the restyle options
+# (backend.params.DiffusionOptions, restyle section) at the top level, named as in the Python API.
+RESTYLE_OPTIONS = ("restyle_prompt", "restyle_strength", "mask", "mask_points", "mask_box", "mask_mode", "sam")
+RESTYLE_FIELDS = ("input", "output_dir", *RESTYLE_OPTIONS, "variants", "seed", "steps", "size", "tile",
+                  "negative_prompt", "guidance_scale", "base", "ip_adapter", "tiled_preview", "preview_every", "extra")
+
+
+def restyle_parameters() -> dict:
+    """What a restyle request accepts, for `hello`."""
+    return {"fields": list(RESTYLE_FIELDS), "choices": {"mask_mode": list(MASK_MODES)}}
+
+
+def _check_restyle(fields: dict, request_id) -> dict:
+    _only(fields, RESTYLE_FIELDS, "restyle", request_id)
+    prompt = fields.get("restyle_prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        _bad(request_id, f"restyle needs 'restyle_prompt': the new look as text, got {_short(prompt)}",
+             'e.g. "restyle_prompt": "mossy bricks"')
+    extra = fields.get("extra", {})
+    if isinstance(extra, dict) and set(extra) & set(RESTYLE_OPTIONS):
+        _bad(request_id, f"restyle 'extra' repeats {sorted(set(extra) & set(RESTYLE_OPTIONS))}",
+             "give the restyle options at the top level of the request")
+    options = {name: fields[name] for name in RESTYLE_OPTIONS if name in fields}
+    generate = {k: v for k, v in fields.items() if k not in RESTYLE_OPTIONS}
+    generate |= {"engine": "diffusion", "appearance": "none",
+                 "extra": {**extra, **options} if isinstance(extra, dict) else extra}
+    try:
+        if fields.get("mask") is not None:
+            _check_path(fields, "mask", request_id)
+        return _check_generate(generate, request_id)
+    except ProtocolError as e:  # the checks are generate's: name the request that was sent
+        if e.message.startswith("generate"):
+            e.message = "restyle" + e.message.removeprefix("generate")
+        raise
+
+
 _CHECKS = {
     "hello": _check_hello,
     "generate": _check_generate,
+    "restyle": _check_restyle,
     "cancel": _check_cancel,
     "status": _check_no_fields("status"),
     "unload": _check_no_fields("unload"),

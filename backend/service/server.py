@@ -29,6 +29,7 @@ from backend.service.protocol import (
     event,
     generate_parameters,
     parse_request,
+    restyle_parameters,
 )
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,8 @@ class Service:
     def _on_hello(self, request: Request) -> None:
         self.emit(event("hello", request.id, protocol=PROTOCOL_VERSION, version=__version__,
                         python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
-                        models=self._models(), parameters=generate_parameters(), **self.warmup.fields()))
+                        models=self._models(), parameters=generate_parameters(), restyle=restyle_parameters(),
+                        **self.warmup.fields()))
 
     def _engines(self) -> dict:
         """{name: {available, why}}, from each engine's own cheap check (files only, no loading)."""
@@ -264,6 +266,8 @@ class Service:
         position = len(ahead["queue"]) + (ahead["running"] is not None)
         self.emit(event("accepted", request.id, job=request.id, position=position))  # before any progress
         self.runner.submit(job)
+
+    _on_restyle = _on_generate  # a restyle request is a generate job with the restyle options set
 
     def _on_cancel(self, request: Request) -> None:
         job_id = request.fields["job"]
