@@ -13,25 +13,25 @@ _RESTYLE_FLAGS = ("variants", "seed", "steps", "size", "tile", "negative_prompt"
 _RESTYLE_DIFFUSION_FLAGS = ("device", "dtype", "allow_pickle")
 
 
-def _point(text: str) -> list:
+def _numbers(text: str, counts: tuple[int, ...], usage: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) not in (2, 3) or (len(values) == 3 and values[2] not in (0, 1)):
-        raise argparse.ArgumentTypeError(f"{text!r} is not X,Y or X,Y,LABEL (pixels of the input; label 1 selects, "
-                                         "0 excludes)")
+    if len(values) not in counts:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {usage}")
+    return values
+
+
+def _point(text: str) -> list:
+    values = _numbers(text, (2, 3), "X,Y or X,Y,LABEL (pixels of the input; label 1 selects, 0 excludes)")
+    if len(values) == 3 and values[2] not in (0, 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: the label is 1 (select) or 0 (exclude)")
     return values[:2] + [int(values[2])] if len(values) == 3 else values
 
 
 def _box(text: str) -> list:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 4:
-        raise argparse.ArgumentTypeError(f"{text!r} is not X0,Y0,X1,Y1 (pixels of the input)")
-    return values
+    return _numbers(text, (4,), "X0,Y0,X1,Y1 (pixels of the input)")
 
 
 def add_parser(sub) -> None:

@@ -2,7 +2,8 @@
 
 The default model is SlimSAM (nielsr/slimsam-50-uniform: SAM ViT-B pruned to half, about 112 MB,
 loaded with transformers' SamModel like any SAM checkpoint); `sam` may name another hub id or a local
-folder with config.json, model.safetensors and preprocessor_config.json. Like the diffusion models,
+folder with config.json, model.safetensors and preprocessor_config.json (TEXTURE_VARIANTS_SAM sets
+the default, e.g. for the Blender add-on's backend or a render farm). Like the diffusion models,
 it is read from the Hugging Face cache only and fetched by `download-models --sam` alone.
 `write_tiny_sam(folder)` writes a random-weight SAM in the same layout for the tests.
 """
@@ -30,18 +31,13 @@ _loaded: dict[tuple, tuple] = {}
 
 def resolve_sam(sam: str | os.PathLike | None = None) -> Path:
     """The local folder of the SAM model (a folder, or a hub id read from the cache only)."""
-    from backend.diffusion.models import _from_cache, _is_hub_id
+    from backend.diffusion.models import local_or_cached
 
+    sam = sam if sam is not None else os.environ.get("TEXTURE_VARIANTS_SAM") or None
     value = str(sam) if sam is not None else DEFAULT_SAM
     fix = DOWNLOAD_COMMAND + ("" if sam is None else f" {value}")
-    path = Path(value).expanduser()
-    if path.is_dir():
-        folder = path
-    elif _is_hub_id(value):
-        folder = _from_cache(value, SAM_PATTERNS, "Segment Anything model", fix)
-    else:
-        raise ModelsMissingError(f"Segment Anything model {value!r} not found",
-                                 hint=f"pass a SAM folder or hub id, or run `{fix}` for the default; or paint a mask")
+    folder = local_or_cached(value, SAM_PATTERNS, "Segment Anything model", fix,
+                             hint=f"pass a SAM folder or hub id, or run `{fix}` for the default; or paint a mask")
     missing = [name for name in SAM_PATTERNS if not (folder / name).exists()]
     if missing:
         raise ModelsMissingError(f"no {', '.join(missing)} in the Segment Anything folder {folder}",

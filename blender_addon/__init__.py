@@ -10,9 +10,10 @@ import and unit-test without Blender.
 
 
 def _classes():
-    from . import operators, preferences, setup_operators, ui
+    from . import operators, preferences, restyle_operators, setup_operators, ui
 
-    return (*preferences.CLASSES, *setup_operators.CLASSES, *operators.CLASSES, *ui.CLASSES)
+    return (*preferences.CLASSES, *setup_operators.CLASSES, *operators.CLASSES, *restyle_operators.CLASSES,
+            *ui.CLASSES)
 
 
 def register():

@@ -129,6 +129,12 @@ class BackendClient:
         return self.request("generate", input=os.path.abspath(os.fspath(input_path)),
                             output_dir=os.path.abspath(os.fspath(output_dir)), **fields)
 
+    def restyle(self, input_path, output_dir, **params) -> str:
+        """Queue a restyle job (the restyle request: README "Restyle") writing into `output_dir`."""
+        fields = {k: v for k, v in params.items() if v is not None}
+        return self.request("restyle", input=os.path.abspath(os.fspath(input_path)),
+                            output_dir=os.path.abspath(os.fspath(output_dir)), **fields)
+
     def cancel(self, job_id) -> None:
         """Ask the service to cancel a job; its `cancelled` event follows. No-op if the service is gone."""
         with self._lock:

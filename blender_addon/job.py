@@ -44,6 +44,36 @@ def request_params(settings: Mapping, seed: int) -> dict:
     return params
 
 
+# Restyle: the panel settings sent with a restyle request besides the mask (backend names).
+RESTYLE_SETTINGS = ("variants", "steps", "size", "tile", "restyle_prompt", "restyle_strength")
+
+
+def restyle_params(settings: Mapping, seed: int, mask: str | None = None, points=None) -> dict:
+    """The restyle request's parameters: the shared settings, the prompt, and the mask (a file) or
+    the points ((x, y, label) in input pixels); the mask mode only with one of them."""
+    params = {name: settings[name] for name in RESTYLE_SETTINGS}
+    params["restyle_strength"] = float(params["restyle_strength"])
+    params["size"] = min(MAX_SIZE, max(64, round(int(params["size"]) / 64) * 64))
+    params["seed"] = int(seed)
+    if mask is not None:
+        params["mask"] = str(mask)
+    elif points:
+        params["mask_points"] = [list(p) for p in points]
+    if mask is not None or points:
+        params["mask_mode"] = settings["mask_mode"]
+    return params
+
+
+def points_in_pixels(points, width: int, height: int) -> list[tuple[float, float, int]]:
+    """(u, v, negative) points, Blender's image coordinates (0-1 from the bottom-left), as the
+    backend's (x, y, label): pixels of the input from its top-left, label 1 selects, 0 excludes."""
+    def clamp(value, top):
+        return min(max(value, 0.0), top - 0.5)
+
+    return [(clamp(u * width, width), clamp((1.0 - v) * height, height), 0 if negative else 1)
+            for u, v, negative in points]
+
+
 def format_seconds(seconds: float | None) -> str:
     """"1:05" style; "" when unknown, so the panel can leave it out."""
     if seconds is None or seconds < 0:

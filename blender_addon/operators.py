@@ -51,10 +51,13 @@ def _update_live_preview(job) -> None:
     image.preview_ensure().reload()
 
 
-def _add_results(context, job, source_image) -> int:
-    """Load the finished job's variants and list them in the panel (the first one picked)."""
+def _add_results(context, job, source_image, append: bool = False) -> int:
+    """Load the finished job's results and list them in the panel, the first new one picked (a
+    restyle's join the variants already listed: `append`)."""
     settings = _settings(context)
-    settings.results.clear()
+    if not append:
+        settings.results.clear()
+    first = len(settings.results)
     stem = paths.safe_stem(source_image.name if source_image else "texture")
     for entry in job.files:
         params = entry.get("parameters") or {}
@@ -66,23 +69,24 @@ def _add_results(context, job, source_image) -> int:
             image.preview_ensure()
         item = settings.results.add()
         item.name, item.image, item.path = image.name, image, entry["path"]
-        item.seed, item.engine = seed, str(params.get("engine", ""))
-    settings.results_index = 0
+        item.seed, item.engine = seed, "restyle" if params.get("restyle_prompt") else str(params.get("engine", ""))
+    settings.results_index = first
     return len(job.files)
 
 
-class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
-    """Make new tileable variants of the active material's image texture with the backend"""
-
-    bl_idname = "texture_variants.generate"
-    bl_label = "Generate Variant"
-    bl_options = {"REGISTER", "UNDO"}
-
-    timeout: FloatProperty(
+def timeout_property():
+    return FloatProperty(
         name="Timeout", default=0.0, min=0.0, unit="TIME_ABSOLUTE",
         description="Scripts and background mode: cancel the job after this many seconds (0 = no limit)",
     )
 
+
+class JobOperator:
+    """A backend job run from the panel (Generate Variant, Restyle): checked and sent, then polled by
+    a timer in the UI or run to the end from scripts; the results are listed in the panel."""
+
+    request = "generate"  # the backend request this operator sends
+    append_results = False  # a generate replaces the listed results
     _timer = None
     _source_name = ""
     _seed = 0
@@ -92,10 +96,19 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
     def poll(cls, context):
         return not session.shared().busy
 
+    def _input_image(self, context):
+        """The texture the job reads: variants are made of the original, even while one is applied."""
+        return material_target.resolve(context)[2]
+
+    def _request_params(self, settings, image, job_dir, seed) -> dict:
+        """The request's parameters from the panel (may write further inputs into `job_dir`)."""
+        return jobs.request_params(
+            {name: getattr(settings, name) for name in (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS)}, seed)
+
     def _submit(self, context, in_thread=False):
         """Check everything, export the texture, send the job. Changes no bpy data."""
         settings = _settings(context)
-        _material, _node, image = material_target.resolve(context)
+        image = self._input_image(context)
         config = preferences.backend_config(context)
         root = str(preferences.backend_root())
         # One folder per job: the reference copy goes in now, the backend writes the variants beside it.
@@ -103,11 +116,11 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
         try:
             reference = texture_io.export_reference(image, job_dir)
             seed = jobs.new_seed() if settings.randomize_seed else settings.seed
-            params = jobs.request_params(
-                {name: getattr(settings, name) for name in (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS)}, seed)
+            params = self._request_params(settings, image, job_dir, seed)
             # Live previews are for people watching; scripts and farms skip their cost.
             params["preview_every"] = 0 if bpy.app.background else 2
-            job = session.shared().submit(config, root, str(reference), str(job_dir), params, in_thread=in_thread)
+            job = session.shared().submit(config, root, str(reference), str(job_dir), params, in_thread=in_thread,
+                                          request=self.request)
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)  # our own folder, holding only the reference copy
             raise
@@ -117,7 +130,7 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
     def _finish(self, context, job):
         if job.state == jobs.DONE:
             _settings(context).seed = self._seed  # shown in the panel, so a good result can be made again
-            n = _add_results(context, job, bpy.data.images.get(self._source_name))
+            n = _add_results(context, job, bpy.data.images.get(self._source_name), self.append_results)
             self.report({"INFO"}, f"{n} variant{'s' if n != 1 else ''} ready: pick one and click Apply")
             return {"FINISHED"}
         shutil.rmtree(self._job_dir, ignore_errors=True)  # nothing in it is used by the .blend
@@ -163,6 +176,16 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
                 _redraw(context)
                 return self._finish(context, job)
         return {"PASS_THROUGH"}
+
+
+class TEXTURE_VARIANTS_OT_generate(JobOperator, bpy.types.Operator):
+    """Make new tileable variants of the active material's image texture with the backend"""
+
+    bl_idname = "texture_variants.generate"
+    bl_label = "Generate Variant"
+    bl_options = {"REGISTER", "UNDO"}
+
+    timeout: timeout_property()
 
 
 class TEXTURE_VARIANTS_OT_cancel(bpy.types.Operator):

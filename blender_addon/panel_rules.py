@@ -55,3 +55,19 @@ def setting_states(engine: str | None, appearance: str, style_only: bool) -> dic
     # (while Auto is undecided it may still become the patch engine's block size).
     states["balance"] = INACTIVE if appearance == "none" and engine == "diffusion" else SHOWN
     return states
+
+
+def restyle_states(hello: Mapping | None, mask_source: str) -> dict[str, str]:
+    """The Restyle section: the mask mode means something only with a mask; the image and point
+    controls only for their source. Restyle always runs on the diffusion engine."""
+    return {"mask_mode": HIDDEN if mask_source == "none" else SHOWN,
+            "mask_image": SHOWN if mask_source == "image" else HIDDEN,
+            "mask_points": SHOWN if mask_source == "points" else HIDDEN,
+            "restyle": INACTIVE if auto_engine(hello) == "patch" else SHOWN}
+
+
+def restyle_note(hello: Mapping | None) -> str | None:
+    """Why Restyle cannot run here, when the backend has said so."""
+    if auto_engine(hello) == "patch":
+        return "Restyle needs the diffusion models, which were not found"
+    return None

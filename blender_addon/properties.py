@@ -31,6 +31,27 @@ APPEARANCE_ITEMS = [
 ]
 
 
+# Restyle (README "Restyle"): where the mask comes from and what it means.
+MASK_SOURCE_ITEMS = [
+    ("none", "Whole Texture", "Restyle everywhere, no mask"),
+    ("image", "Painted Mask", "An image painted white where selected (New Mask makes a blank one to paint)"),
+    ("points", "Points (Segment Anything)", "Points placed with the Image Editor's 2D cursor; Segment Anything "
+     "selects the part they mark (needs its model: download-models --sam)"),
+]
+MASK_MODE_ITEMS = [
+    ("keep-structure", "Keep Structure Inside", "The masked part keeps its structure; the rest follows the prompt"),
+    ("edit-inside", "Edit Inside Only", "Only the masked part changes; the rest stays the original"),
+]
+
+
+class TEXTURE_VARIANTS_PG_mask_point(bpy.types.PropertyGroup):
+    """A Segment Anything prompt point, in image coordinates (0-1, origin bottom-left, as Blender's UVs)."""
+
+    u: FloatProperty(name="U", min=0.0, max=1.0)
+    v: FloatProperty(name="V", min=0.0, max=1.0)
+    negative: BoolProperty(name="Exclude", description="Exclude what this point marks instead of selecting it")
+
+
 class TEXTURE_VARIANTS_PG_variant(bpy.types.PropertyGroup):
     """One generated variant (its image stays in bpy.data until you delete it)."""
 
@@ -72,6 +93,16 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
         description="The Image Texture node to take the texture from; empty = the one feeding Base Color, "
         "else the active Image Texture node",
     )
+    restyle_prompt: StringProperty(
+        name="Prompt", description="The new look, e.g. \"mossy bricks\", \"rusty metal\", \"snow in the joints\"")
+    restyle_strength: FloatProperty(
+        name="Strength", default=0.5, min=0.0, max=1.0, subtype="FACTOR",
+        description="0 = keep all the structure, 1 = follow the text alone (0.5: the published setting)")
+    mask_source: EnumProperty(name="Mask", items=MASK_SOURCE_ITEMS, default="none")
+    mask_image: PointerProperty(name="Mask Image", type=bpy.types.Image,
+                                description="White = selected; the texture's aspect ratio")
+    mask_mode: EnumProperty(name="Mask Mode", items=MASK_MODE_ITEMS, default="keep-structure")
+    mask_points: CollectionProperty(type=TEXTURE_VARIANTS_PG_mask_point)
     results: CollectionProperty(type=TEXTURE_VARIANTS_PG_variant)
     results_index: IntProperty(name="Picked Variant", default=0, min=0)
 
@@ -90,7 +121,8 @@ class TEXTURE_VARIANTS_PG_material(bpy.types.PropertyGroup):
     original_had_fake_user: BoolProperty()
 
 
-CLASSES = (TEXTURE_VARIANTS_PG_variant, TEXTURE_VARIANTS_PG_settings, TEXTURE_VARIANTS_PG_material)
+CLASSES = (TEXTURE_VARIANTS_PG_mask_point, TEXTURE_VARIANTS_PG_variant, TEXTURE_VARIANTS_PG_settings,
+           TEXTURE_VARIANTS_PG_material)
 
 
 def register() -> None:

@@ -51,8 +51,8 @@ class Session:
         return self.hello
 
     def submit(self, config, backend_root: str, input_path: str, job_folder: str, params: dict, *,
-               in_thread: bool = False) -> JobTracker:
-        """Send a generate job that fills `job_folder` (the backend writes the variants into it). With `in_thread`, starting the backend (about a second on a cold start)
+               in_thread: bool = False, request: str = "generate") -> JobTracker:
+        """Send a generate (or, `request="restyle"`, a restyle) job that fills `job_folder` (the backend writes the variants into it). With `in_thread`, starting the backend (about a second on a cold start)
         and sending happen on a worker thread, so the caller (the UI) never waits; the job stays
         QUEUED until then, and a failure to start ends it as FAILED."""
         if self.busy:
@@ -65,7 +65,8 @@ class Session:
             try:
                 if self.hello is None:
                     self.hello = client.start()
-                job.id = client.generate(input_path, job_folder, **params)
+                send_job = client.restyle if request == "restyle" else client.generate
+                job.id = send_job(input_path, job_folder, **params)
                 if job.cancel_requested:  # Cancel was pressed while the backend was starting
                     client.cancel(job.id)
             except Exception as e:

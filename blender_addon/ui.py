@@ -26,6 +26,10 @@ def draw_variants_panel(layout, context) -> None:
     if body:
         draw_settings(body.column(align=True), settings, session.shared().hello)
     draw_job(layout, session.shared())
+    header, body = layout.panel("texture_variants_restyle", default_closed=True)
+    header.label(text="Restyle")
+    if body:
+        draw_restyle(body.column(align=True), settings, session.shared())
     draw_results(layout, settings, material)
 
 
@@ -99,6 +103,34 @@ def draw_job(layout, current) -> None:
     layout.operator("texture_variants.generate", icon="SHADERFX")
     if job is not None and job.finished and job.state != "done":
         layout.label(text=job.status_text(), icon="ERROR" if job.state == "failed" else "INFO")
+
+
+def draw_restyle(col, settings, current) -> None:
+    """Prompt, strength, the mask (painted or Segment Anything points), its mode, and Restyle."""
+    states = panel_rules.restyle_states(current.hello, settings.mask_source)
+    col.prop(settings, "restyle_prompt")
+    col.prop(settings, "restyle_strength", slider=True)
+    col.prop(settings, "mask_source")
+    if states["mask_image"] == panel_rules.SHOWN:
+        row = col.row(align=True)
+        row.prop(settings, "mask_image", text="")
+        row.operator("texture_variants.new_mask", text="New Mask", icon="ADD")
+    if states["mask_points"] == panel_rules.SHOWN:
+        row = col.row(align=True)
+        row.operator("texture_variants.add_mask_point", text="Add Point", icon="ADD").negative = False
+        row.operator("texture_variants.add_mask_point", text="Add Negative Point", icon="REMOVE").negative = True
+        row.operator("texture_variants.clear_mask_points", text="", icon="X")
+        selecting = sum(not p.negative for p in settings.mask_points)
+        col.label(text=f"{selecting} selecting, {len(settings.mask_points) - selecting} excluding "
+                  "(2D cursor: Shift + right-click in the Image Editor)")
+    _prop(col, settings, "mask_mode", states)
+    note = panel_rules.restyle_note(current.hello)
+    if note:
+        col.label(text=note, icon="INFO")
+    if not current.busy:
+        row = col.row()
+        row.active = states["restyle"] == panel_rules.SHOWN
+        row.operator("texture_variants.restyle", icon="BRUSH_DATA")
 
 
 def draw_results(layout, settings, material) -> None:

@@ -224,21 +224,25 @@ def models_present() -> dict[str, bool]:
     return present
 
 
+def local_or_cached(value: str, patterns: list[str], what: str, fix: str, hint: str) -> Path:
+    """A local folder, or the cached snapshot of a hub id (never downloading); else ModelsMissingError."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return path
+    if _is_hub_id(value):
+        return _from_cache(value, patterns, what, fix)
+    raise ModelsMissingError(f"{what} {value!r} not found", hint=hint)
+
+
 def resolve_content_encoder(encoder: str | os.PathLike | None = None) -> Path:
     """The folder of the CLIP text tower for content suppression (config, weights, tokenizer)."""
     value = str(encoder) if encoder is not None else DEFAULT_CONTENT_ENCODER
     fix = (f"{DOWNLOAD_COMMAND} --content-encoder" + ("" if encoder is None else f" {value}")
            + " (about 4 GB: the whole CLIP ViT-H/14, of which the text half is used), or pass "
            "--content-encoder FOLDER to generate")
-    path = Path(value).expanduser()
-    if path.is_dir():
-        folder = path
-    elif _is_hub_id(value):
-        folder = _from_cache(value, CONTENT_ENCODER_PATTERNS, "content-suppression text encoder", fix)
-    else:
-        raise ModelsMissingError(f"content-suppression text encoder {value!r} not found",
-                                 hint=f"suppress_content needs the CLIP text tower matching the IP-Adapter "
-                                 f"image encoder: {fix}")
+    folder = local_or_cached(value, CONTENT_ENCODER_PATTERNS, "content-suppression text encoder", fix,
+                             hint=f"suppress_content needs the CLIP text tower matching the IP-Adapter image "
+                             f"encoder: {fix}")
     if not (folder / "config.json").exists() or not (folder / "model.safetensors").exists():
         raise ModelsMissingError(f"no config.json + model.safetensors of a CLIP text encoder in {folder}",
                                  hint=f"suppress_content needs the CLIP text tower matching the IP-Adapter "

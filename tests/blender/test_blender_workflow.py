@@ -12,8 +12,9 @@ from tests.blender.conftest import run_scenario
 
 pytestmark = pytest.mark.blender
 
-OPERATORS = ["apply_variant", "bake", "cancel", "cancel_setup", "check_backend", "generate", "remove_backend",
-             "revert", "setup_backend", "tile_preview"]
+OPERATORS = ["add_mask_point", "apply_variant", "bake", "cancel", "cancel_setup", "check_backend",
+             "clear_mask_points", "generate", "new_mask", "remove_backend", "restyle", "revert", "setup_backend",
+             "tile_preview"]
 
 
 @pytest.fixture(scope="module")
