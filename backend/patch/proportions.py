@@ -1,0 +1,57 @@
+"""Keep the material's proportions: how much of the output is each coarse colour region of the exemplar.
+
+Quilting picks each block for how well its borders match, which knows nothing of the whole: on a
+non-stationary exemplar (brown regions in blue stroma) a run of easy matches in one material can
+crowd another out. Every exemplar pixel gets a coarse class (k-means of the colours blurred over
+REGION px, so classes are regions, not grain); the quilter keeps the running class counts of the
+output and scores each candidate window by how far the output's histogram would be from the
+exemplar's once the window is added (total variation distance).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.cluster.vq
+import scipy.ndimage
+
+CLASSES = 6  # coarse colour classes (k-means)
+REGION = 8  # px: colours are averaged over about this much before they are classed
+SAMPLE = 4096  # exemplar pixels the k-means is fitted on
+
+
+class Proportions:
+    """Coarse classes of one exemplar and the window counts of each class, for every window size asked."""
+
+    def __init__(self, exemplar: np.ndarray, seed: int = 0):
+        """exemplar: (h, w, c) float in [0, 1]."""
+        h, w, c = exemplar.shape
+        smooth = scipy.ndimage.uniform_filter(exemplar.astype(np.float32), size=(REGION, REGION, 1), mode="reflect")
+        flat = smooth.reshape(-1, c)
+        rng = np.random.default_rng(seed)
+        sample = flat[rng.choice(len(flat), min(SAMPLE, len(flat)), replace=False)]
+        k = min(CLASSES, len(np.unique(sample.round(3), axis=0)))
+        if k < 2:  # a flat exemplar has one class: nothing to keep in proportion
+            self.labels = np.zeros((h, w), np.int64)
+            self.classes = 1
+        else:
+            centroids, _ = scipy.cluster.vq.kmeans2(sample.astype(np.float64), k, minit="++", seed=rng)
+            self.labels, _ = scipy.cluster.vq.vq(flat.astype(np.float64), centroids)
+            self.labels = self.labels.reshape(h, w)
+            self.classes = k
+        self.target = np.bincount(self.labels.ravel(), minlength=self.classes) / (h * w)
+        one_hot = (self.labels[None] == np.arange(self.classes)[:, None, None]).astype(np.int32)
+        self._integral = np.pad(one_hot.cumsum(axis=1).cumsum(axis=2), ((0, 0), (1, 0), (1, 0)))
+
+    def window_counts(self, bh: int, bw: int) -> np.ndarray:
+        """(classes, h - bh + 1, w - bw + 1): class counts of every bh x bw window."""
+        s = self._integral
+        return s[:, bh:, bw:] - s[:, :-bh, bw:] - s[:, bh:, :-bw] + s[:, :-bh, :-bw]
+
+    def distance_after(self, counts: np.ndarray, bh: int, bw: int) -> np.ndarray:
+        """Total variation distance to the exemplar's proportions if each window were added to `counts`."""
+        added = self.window_counts(bh, bw)
+        total = counts.sum() + bh * bw
+        distance = np.zeros(added.shape[1:])
+        for k in range(self.classes):
+            distance += np.abs((counts[k] + added[k]) / total - self.target[k])
+        return 0.5 * distance
