@@ -144,17 +144,23 @@ def _rectified(gray: np.ndarray, periods, size: int):
     targets = tuple(None if p is None else size / max(1, round(size / p)) for p in periods)
     scale = next(t / p for t, p in zip(targets, periods, strict=True) if p is not None)
     h, w = gray.shape
-    if periods[1] is not None:
-        xmap = lattice.rectify(gray, periods[1], targets[1], axis=1)  # (h, W)
-    else:
-        xmap = np.broadcast_to(_resampled(w, scale)[None, :], (h, int(w * scale)))
+    xmap = _axis_map(gray, periods[1], targets[1], scale, axis=1)  # (h, W)
     gray = gray[np.arange(h)[:, None], xmap]
-    if periods[0] is not None:
-        ymap = lattice.rectify(gray, periods[0], targets[0], axis=0)  # (H, W)
-    else:
-        ymap = np.broadcast_to(_resampled(h, scale)[:, None], (int(h * scale), xmap.shape[1]))
+    ymap = _axis_map(gray, periods[0], targets[0], scale, axis=0)  # (H, W)
     xsource = xmap[ymap, np.arange(xmap.shape[1])[None, :]]
     return np.stack([ymap, xsource], axis=2), targets
+
+
+def _axis_map(gray: np.ndarray, period, target, scale: float, axis: int) -> np.ndarray:
+    """Source index along one axis: the lattice straightened when its lines run unbroken (they may
+    lean or bend in perspective), else the axis scaled by target / period (or `scale` without a period)."""
+    if period is not None and lattice.continuous(gray, period, axis):
+        return lattice.rectify(gray, period, target, axis)
+    factor = scale if period is None else target / period
+    line = _resampled(gray.shape[axis], factor)
+    if axis == 1:
+        return np.broadcast_to(line[None, :], (gray.shape[0], len(line)))
+    return np.broadcast_to(line[:, None], (len(line), gray.shape[1]))
 
 
 def _resampled(n: int, scale: float) -> np.ndarray:

@@ -24,7 +24,9 @@ PEAK = 0.3  # the autocorrelation peak a period needs (gravel, grass: none above
 DIP = 0.1  # how far the autocorrelation must fall between the centre and that peak
 SLANT = 0.15  # lags this far off an axis (per pixel along it) still count for that axis
 MAX_LAG = 1 / 3  # periods up to this fraction of the exemplar side are looked for
-BANDWIDTH = 0.25  # of the phase filter, relative to the lattice frequency (tolerates ±25 % period)
+STAGGER = 0.02  # twice a lag is the period when it correlates this much better
+BANDWIDTH = 0.25
+SMOOTH = 0.015  # cycles per pixel: the phase change along a lattice line below which it counts as unbroken  # of the phase filter, relative to the lattice frequency (tolerates ±25 % period)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,11 @@ def _axis_period(acf: np.ndarray, axis: int, side: int) -> tuple[float | None, f
         return None, 0.0
     best = max(profile[k] for k in peaks)
     k = next(k for k in peaks if profile[k] >= 0.8 * best)  # the fundamental, not a harmonic
+    # A staggered lattice (running bond) nearly repeats after one course, exactly after two: if
+    # twice the lag matches better, that is the axis period.
+    double = [q for q in peaks if abs(q - 2 * k) <= 2]
+    if double and profile[double[0]] > profile[k] + STAGGER:
+        k = double[0]
     lo, mid, hi = profile[k - 1], profile[k], profile[k + 1]
     shift = 0.5 * (lo - hi) / (lo - 2 * mid + hi) if lo - 2 * mid + hi < 0 else 0.0  # parabola vertex
     return k + float(shift), float(mid)
@@ -95,6 +102,18 @@ def _analytic(gray: np.ndarray, period: float, axis: int) -> np.ndarray:
 def phase(gray: np.ndarray, period: float, axis: int) -> np.ndarray:
     """Local lattice phase in cycles [0, 1) of every pixel along one axis."""
     return (np.angle(_analytic(gray, period, axis)) / (2 * np.pi)) % 1.0
+
+
+def continuous(gray: np.ndarray, period: float, axis: int) -> bool:
+    """Whether the lattice lines across `axis` run on unbroken through the picture (bricks stacked in
+    columns, planks, the courses of a wall): their local phase changes by less than SMOOTH cycles
+    per pixel along them for 99 % of the picture (its ends, where the filter wraps, left out). False for the joints of a staggered lattice
+    (running bond: alternate courses half a period apart), which cannot be straightened line by line."""
+    along = phase(gray, period, axis)
+    step = np.abs((np.diff(along, axis=1 - axis) + 0.5) % 1.0 - 0.5)
+    margin = step.shape[1 - axis] // 10
+    step = step[margin:-margin] if axis == 1 else step[:, margin:-margin]
+    return bool(np.percentile(step, 99) < SMOOTH)
 
 
 def rectify(gray: np.ndarray, period: float, target: float, axis: int) -> np.ndarray:
