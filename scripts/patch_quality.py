@@ -23,13 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from backend import generate_variants  # noqa: E402
 from backend.metrics import texture_metrics  # noqa: E402
 
-TEXTURES = ("brick", "grass", "gravel", "immunohistochemistry", "hubble_deep_field")
+TEXTURES = ("brick", "grass", "gravel", "immunohistochemistry", "gravel_colour")
 
 
 def texture(name: str, size: int) -> Image.Image:
     """A size² reference: the scikit-image picture at its own scale (centre crop), resized if smaller."""
     import skimage.data
 
+    if name == "gravel_colour":  # the stationary colour texture: gravel tinted brown (as tests/conftest.py)
+        gray = np.asarray(texture("gravel", size), np.float32) / 255.0
+        return Image.fromarray((np.stack([gray * 0.9 + 0.1, gray * 0.7, gray * 0.5], axis=-1) * 255).astype(np.uint8))
     arr = getattr(skimage.data, name)()
     h, w = arr.shape[:2]
     side = min(h, w, 512)
