@@ -110,12 +110,12 @@ def prepare(reference: Reference, params: GenerationParams, max_block: int):
     periods = (found.period_y if wrap[0] else None, found.period_x if wrap[1] else None)
     record: dict = {}
     h, w = gray.shape
-    source = np.stack(np.mgrid[:h, :w], axis=2)
+    source = np.stack(np.mgrid[:h, :w].astype(np.int32), axis=2)
     guides = Guides()
     if any(p is not None for p in periods):
         source, out_periods = _rectified(gray, periods, size)
         if min(source.shape[:2]) < max_block:  # too little of the lattice is straightened out: irregular path
-            return _prepared(pixels, channels, np.stack(np.mgrid[:h, :w], axis=2), Guides(), record)
+            return _prepared(pixels, channels, np.stack(np.mgrid[:h, :w].astype(np.int32), axis=2), Guides(), record)
         gray = gray[source[..., 0], source[..., 1]]
         phases = tuple(None if p is None else lattice.phase(gray, p, axis) for axis, p in enumerate(out_periods))
         guides = Guides(phases=phases, periods=out_periods)

@@ -31,17 +31,17 @@ class Proportions:
         rng = np.random.default_rng(seed)
         sample = flat[rng.choice(len(flat), min(SAMPLE, len(flat)), replace=False)]
         k = min(CLASSES, len(np.unique(sample.round(3), axis=0)))
+        self.classes = max(1, k)
         if k < 2:  # a flat exemplar has one class: nothing to keep in proportion
-            self.labels = np.zeros((h, w), np.int64)
-            self.classes = 1
+            self.labels = np.zeros((h, w), np.uint8)
         else:
             centroids, _ = scipy.cluster.vq.kmeans2(sample.astype(np.float64), k, minit="++", seed=rng)
-            self.labels, _ = scipy.cluster.vq.vq(flat.astype(np.float64), centroids)
-            self.labels = self.labels.reshape(h, w)
-            self.classes = k
+            self.labels = scipy.cluster.vq.vq(flat, centroids.astype(np.float32))[0].astype(np.uint8).reshape(h, w)
         self.target = np.bincount(self.labels.ravel(), minlength=self.classes) / (h * w)
-        one_hot = (self.labels[None] == np.arange(self.classes)[:, None, None]).astype(np.int32)
-        self._integral = np.pad(one_hot.cumsum(axis=1).cumsum(axis=2), ((0, 0), (1, 0), (1, 0)))
+        # Integral images, one class at a time (a 2048² exemplar would need 100 MB per extra copy).
+        self._integral = np.zeros((self.classes, h + 1, w + 1), np.int32)
+        for k in range(self.classes):
+            np.cumsum(np.cumsum(self.labels == k, axis=0, dtype=np.int32), axis=1, out=self._integral[k, 1:, 1:])
 
     def window_counts(self, bh: int, bw: int, step: int = 1) -> np.ndarray:
         """(classes, ceil((h - bh + 1) / step), ...): class counts of the bh x bw windows whose origins

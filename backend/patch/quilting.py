@@ -261,7 +261,7 @@ class _State:
         self.placed: dict[tuple[int, int], tuple[int, int]] = {}  # block (i, j) -> its window origin
         self.rng = rng
         self.guides = guides
-        self.labels = np.zeros((size, size), np.int64)
+        self.labels = np.zeros((size, size), np.uint8)
         classes = guides.proportions.classes if guides.proportions is not None else 1
         self.counts = np.zeros(classes, np.int64)
         self.phase0: tuple[float, float] | None = None
