@@ -168,12 +168,15 @@ def _cmd_serve(args) -> int:
 def _add_metrics(sub) -> None:
     p = sub.add_parser(
         "metrics",
-        help="seam, appearance and copy scores of outputs against their exemplar",
+        help="seam, appearance, copy, structure and proportion scores of outputs against their exemplar",
         description="Print the texture metrics (docs/DESIGN.md, 'Metrics') of each OUTPUT: seam score per "
         "axis (wrap-around step / median interior step; about 1 = seamless), appearance distance "
         "(multi-scale patch sliced Wasserstein to the exemplar / the exemplar's own half-to-half "
         "distance; about 1 = as close as the exemplar is to itself) and copy score (max normalised "
-        "cross-correlation of a half-size window of the output with the exemplar; 1 = a shifted copy).",
+        "cross-correlation of a half-size window of the output with the exemplar; 1 = a shifted copy), "
+        "structure (autocorrelation distance to the exemplar / the exemplar's own half-to-half distance; "
+        "high = broken regularity) and proportion (total variation distance of coarse colour histograms; "
+        "0 = the same mix of colour regions, 1 = disjoint).",
     )
     p.add_argument("outputs", nargs="+", metavar="OUTPUT", help="generated images")
     p.add_argument("--exemplar", required=True, help="the reference texture they were made from")
@@ -193,13 +196,14 @@ def _cmd_metrics(args) -> int:
 
     exemplar = read(args.exemplar)
     if not args.json:
-        print(f"{'seam_x':>7} {'seam_y':>7} {'appear.':>7} {'copy':>6}  output")
+        print(f"{'seam_x':>7} {'seam_y':>7} {'appear.':>7} {'copy':>6} {'struct.':>7} {'propor.':>7}  output")
     for path in args.outputs:
         m = texture_metrics(read(path), exemplar)
         if args.json:
             print(json.dumps({"output": path, **{k: round(v, 4) for k, v in m.items()}}))
         else:
-            print(f"{m['seam_x']:7.3f} {m['seam_y']:7.3f} {m['appearance']:7.3f} {m['copy']:6.3f}  {path}")
+            print(f"{m['seam_x']:7.3f} {m['seam_y']:7.3f} {m['appearance']:7.3f} {m['copy']:6.3f} "
+                  f"{m['structure']:7.3f} {m['proportion']:7.3f}  {path}")
     return 0
 
 

@@ -9,6 +9,11 @@
 - copy_score: the largest normalised cross-correlation, over all offsets, between a half-size window
   of the output and the exemplar (the four quadrant windows and the centre one are tried). A shifted
   copy scores about 1; a real variant scores clearly less.
+- structure_distance: mean absolute difference of the normalised autocorrelations (lags up to a
+  quarter of the half side) of output and exemplar, divided by the same between two halves of the
+  exemplar. About 1 or less = as regular as the exemplar; a broken lattice scores well above.
+- proportion_distance: total variation distance between coarse colour histograms (8 px blocks,
+  bins at the exemplar's per-channel quartiles) of output and exemplar: 0 = the same mix of regions.
 
 Images are PIL images or arrays (H, W) / (H, W, C) with values in 0..255 (uint8) or 0..1 (float);
 alpha is ignored. Everything is deterministic: the random projections and samples are seeded.

@@ -14,6 +14,10 @@ they agree. Two changes make it a tool for tileable variants:
   exemplar. Windows near such a continuation are excluded, so every block brings a new
   arrangement, and the choice among the near-best windows is random (seeded): the variants.
 
+Guides steer the choice further (docs/PATCH_ENGINE.md): on a near-regular texture only windows in
+phase with the output's lattice are taken and cuts follow strong edges (mortar); on every texture
+a proportion term keeps the share of each coarse colour region close to the exemplar's.
+
 The result is a map from output pixel to exemplar pixel; the caller reads colour, alpha or any
 other channel through it, so what is copied is copied exactly.
 """
