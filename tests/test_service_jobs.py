@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from backend.errors import CancelledError
+from backend.params import GenerationParams
 from backend.service.jobs import Job, JobRunner
 
 
@@ -47,7 +48,7 @@ def _image(seed: int) -> Image.Image:
 
 def _job(job_id, tmp_path, **kw) -> Job:
     return Job(id=job_id, input=str(tmp_path / "brick.png"), output_dir=str(tmp_path / "out"),
-               params={"engine": "patch"}, preview_every=1, **kw)
+               params=GenerationParams(engine="patch"), preview_every=1, **kw)
 
 
 def test_an_exception_in_the_engine_becomes_an_error_event_and_the_next_job_runs(runner, tmp_path):

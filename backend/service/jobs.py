@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.errors import CancelledError, TextureVariantsError
+from backend.params import GenerationParams
 from backend.service.protocol import error_event, event
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,11 @@ class Job:
     id: str | int
     input: str
     output_dir: str
-    params: dict  # keyword arguments of backend.generate_variants (validated by the protocol)
+    params: GenerationParams  # validated by the protocol, passed whole to backend.api.generate
     base: str | None = None
     ip_adapter: str | None = None
     tiled_preview: bool = False
     preview_every: int = 5
-    extra: dict = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"  # queued -> running -> done
     step: int = 0
@@ -65,7 +65,7 @@ class JobRunner:
 
     def __init__(self, emit: Emit, run_generation: Callable[..., list]):
         self._emit = emit
-        self._generate = run_generation  # backend.generate_variants, or a wrapper of it
+        self._generate = run_generation  # backend.api.generate, or a wrapper of it
         self._lock = threading.Condition()
         self._queue: collections.deque = collections.deque()
         self._running: Job | None = None
@@ -181,7 +181,7 @@ class JobRunner:
         try:
             output.create_folder()
             images = self._generate(
-                job.input, base=job.base, ip_adapter=job.ip_adapter, **job.params, **job.extra,
+                job.input, job.params, base=job.base, ip_adapter=job.ip_adapter,
                 on_step=lambda step, total, preview: self._on_step(job, output, step, total, preview),
                 cancel=job.cancel,
             )

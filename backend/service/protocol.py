@@ -11,16 +11,10 @@ import math
 import os
 from dataclasses import dataclass
 
-from backend.params import (
-    APPEARANCE_MODES,
-    DIFFUSION_OPTIONS,
-    ENGINES,
-    IP_MODES,
-    TILE_MODES,
-    GenerationParams,
-)
+from backend.errors import InputError
+from backend.params import GenerationParams, capabilities
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a megabyte is a runaway client
 MAX_ID_CHARS = 200
 
@@ -44,13 +38,8 @@ DEFAULT_PREVIEW_EVERY = 5
 
 def generate_parameters() -> dict:
     """What a generate request accepts, for `hello`: its fields, the values of the choice fields,
-    and the options each engine takes in `extra`."""
-    return {
-        "fields": list(GENERATE_FIELDS),
-        "choices": {"engine": list(ENGINES), "tile": list(TILE_MODES), "appearance": list(APPEARANCE_MODES),
-                    "ip_mode": list(IP_MODES)},
-        "extra": {"diffusion": list(DIFFUSION_OPTIONS), "patch": []},
-    }
+    and the options each engine takes in `extra` (all read from backend.params)."""
+    return {"fields": list(GENERATE_FIELDS), **capabilities()}
 
 
 class ProtocolError(Exception):
@@ -184,12 +173,6 @@ def _check_generate(fields: dict, request_id) -> dict:
         value = api.get(name)
         if isinstance(value, float) and value.is_integer() and math.isfinite(value):
             api[name] = int(value)
-    try:
-        GenerationParams(**api).validated()
-    except Exception as e:  # InputError (a bad value) or TypeError (a value of the wrong kind)
-        hint = getattr(e, "hint", "") or "see the generate fields in docs/PROTOCOL.md"
-        raise ProtocolError("bad_request", f"generate: {getattr(e, 'message', e)}", hint, request_id) from None
-    out["params"] = api
     for name in ("base", "ip_adapter"):
         value = fields.get(name)
         if value is not None and (not isinstance(value, str) or not value):
@@ -210,11 +193,10 @@ def _check_generate(fields: dict, request_id) -> dict:
     if not isinstance(extra, dict) or not all(isinstance(k, str) and k.isidentifier() for k in extra):
         _bad(request_id, f"generate 'extra' must be an object of engine options, got {_short(extra)}",
              "pass engine-specific options as {\"extra\": {\"name\": value}}")
-    clash = sorted(set(extra) & (set(GENERATE_FIELDS) | {"reference", "latents", "on_step", "cancel"}))
-    if clash:
-        _bad(request_id, f"generate 'extra' repeats regular field(s): {', '.join(clash)}",
-             "put regular parameters at the top level of the request")
-    out["extra"] = extra
+    try:
+        out["params"] = GenerationParams.build(extra, **api)
+    except InputError as e:
+        raise ProtocolError("bad_request", f"generate: {e.message}", e.hint, request_id) from None
     return out
 
 

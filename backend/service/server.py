@@ -259,7 +259,7 @@ class Service:
         f = request.fields
         job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=f["params"],
                   base=f["base"] or self.base, ip_adapter=f["ip_adapter"] or self.ip_adapter,
-                  tiled_preview=f["tiled_preview"], preview_every=f["preview_every"], extra=f["extra"])
+                  tiled_preview=f["tiled_preview"], preview_every=f["preview_every"])
         ahead = self.runner.snapshot()
         position = len(ahead["queue"]) + (ahead["running"] is not None)
         self.emit(event("accepted", request.id, job=request.id, position=position))  # before any progress
@@ -313,9 +313,9 @@ class Service:
 
     @staticmethod
     def _generate(*args, **kwargs):
-        from backend.api import generate_variants
+        from backend.api import generate
 
-        return generate_variants(*args, **kwargs)
+        return generate(*args, **kwargs)
 
 
 def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,
