@@ -9,7 +9,7 @@ from pathlib import Path
 
 from backend import __version__
 from backend.errors import TextureVariantsError
-from backend.params import ENGINES, DiffusionOptions, GenerationParams, specs
+from backend.params import ENGINES, DiffusionOptions, GenerationParams, PatchOptions, specs
 
 # The generate flags: (parameter, help). Kinds, choices and defaults come from backend.params; a
 # default of None is described in the help text.
@@ -44,6 +44,10 @@ _DIFFUSION_FLAGS = (
     ("suppress_scale", "--suppress-content: how much of the text embedding to subtract"),
     ("content_encoder", "--suppress-content: CLIP text model folder or hub id (default "
      "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the HF cache)"),
+)
+_PATCH_FLAGS = (
+    ("structure", "regular: keep a lattice (bricks, tiles, planks) whole; stochastic: irregular materials; "
+     "auto: decided from the reference (docs/PATCH_ENGINE.md)"),
 )
 _KINDS = {"int": {"type": int}, "number": {"type": float}, "flag": {"action": "store_true"},
           "names": {"nargs": "+", "metavar": "BLOCK"}, "text": {}, "choice": {}}
@@ -81,6 +85,7 @@ def _add_generate(sub) -> None:
     _add_flags(p, _GENERATE_FLAGS, GenerationParams)
     p.add_argument("--no-preview", action="store_true", help="do not write the 3x3 tiled previews")
     _add_flags(p.add_argument_group("diffusion engine"), _DIFFUSION_FLAGS, DiffusionOptions)
+    _add_flags(p.add_argument_group("patch engine"), _PATCH_FLAGS, PatchOptions)
     p.set_defaults(func=_cmd_generate)
 
 
@@ -93,7 +98,7 @@ def _cmd_generate(args) -> int:
     from backend.images import save_png_atomic, tiled, unique_path
 
     given = vars(args)
-    params = GenerationParams.build({name: given[name] for name, _ in _DIFFUSION_FLAGS if name in given},
+    params = GenerationParams.build({name: given[name] for name, _ in _DIFFUSION_FLAGS + _PATCH_FLAGS if name in given},
                                     **{name: given[name] for name, _ in _GENERATE_FLAGS if name in given})
     out = Path(args.out)
     stem = Path(args.input).stem or "texture"

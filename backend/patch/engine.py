@@ -65,7 +65,6 @@ def exemplar_from(reference: Reference, size: int) -> np.ndarray:
     return np.ascontiguousarray(pixels[top:top + 2 * size, left:left + 2 * size])
 
 
-STRUCTURES = ("auto", "regular", "stochastic")
 EXPECT = {
     "regular": "near-regular texture (a lattice of bricks, tiles or planks): rows and joints are kept "
                "whole and continuous; the output holds a whole number of periods, so they may be rescaled "
@@ -85,22 +84,13 @@ class Variant:
     record: dict  # what goes into the image's parameters record
 
 
-def structure_option(params: GenerationParams) -> str:
-    structure = params.extra.get("structure", "auto")
-    if structure not in STRUCTURES:
-        raise InputError(f"invalid structure={structure!r}: expected {' | '.join(STRUCTURES)}",
-                         hint="structure='regular' for bricks, tiles, planks; 'stochastic' for irregular "
-                              "materials; 'auto' (default) decides from the reference")
-    return structure
-
-
 def prepare(reference: Reference, params: GenerationParams, max_block: int):
     """(scaled reference, source map, guides, record): the quilter's exemplar is
     reference[source[..., 0], source[..., 1]], rectified to whole lattice periods when regular."""
     size = params.size
     pixels = exemplar_from(reference, size)
     channels = 1 if reference.grayscale else 3
-    structure = structure_option(params)
+    structure = params.patch.structure
     gray = _luminance(pixels, channels)
     found = lattice.STOCHASTIC if structure == "stochastic" else lattice.detect(gray)
     if structure == "regular" and not found.regular:
