@@ -65,7 +65,6 @@ def tinted_gravel(size: int) -> Image.Image:
     return Image.fromarray((np.stack([gray * 0.9 + 0.1, gray * 0.7, gray * 0.5], axis=-1) * 255).astype(np.uint8))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["brick", "grass", "gravel", "immunohistochemistry", "gravel_colour"])
 def test_every_variant_of_16_seeds_meets_the_targets(name):
     reference = tinted_gravel(256) if name == "gravel_colour" else texture(name, 256)
