@@ -28,6 +28,11 @@ class ModalDriver:
         for name in ("_submit", "_finish"):
             setattr(self, name, types.MethodType(getattr(operator_class, name), self))
 
+    def __getattr__(self, name):
+        """The operator class's other methods and attributes, as a real operator instance has them."""
+        value = getattr(self.cls, name)
+        return types.MethodType(value, self) if callable(value) and not isinstance(value, type) else value
+
     def report(self, kinds, message):
         self.reports.append([sorted(kinds), message])
 
