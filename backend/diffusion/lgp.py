@@ -61,6 +61,14 @@ class LatentGuidancePredictor(nn.Module):
         layers.append(nn.Linear(previous, out_channels))
         self.layers = nn.Sequential(*layers)
 
+    def init_weights(self, std: float = 0.02) -> LatentGuidancePredictor:
+        """The published training's start: linear weights ~ N(0, std), biases 0."""
+        for layer in self.layers:
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, 0.0, std)
+                nn.init.zeros_(layer.bias)
+        return self
+
     def forward(self, features: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) features and (B, 4, h, w) noise level -> (B, 4, h, w) predicted edge latents."""
         encodings = [torch.sin(2 * math.pi * noise_level * 2.0**-level) for level in range(self.encodings)]
@@ -117,24 +125,25 @@ class FeatureTap(contextlib.AbstractContextManager):
         return torch.cat(acts, dim=1)
 
 
-def noise_level(scheduler, latents: torch.Tensor, eps: torch.Tensor, t) -> torch.Tensor:
-    """sqrt(1 - alpha_bar_t) * eps: the noise part of z_t (the LGP's noise-level input)."""
-    alpha_bar = scheduler.alphas_cumprod.to(latents.device)[int(t)]
-    return (1 - alpha_bar).sqrt().float() * eps.float()
+def noise_level(scheduler, eps: torch.Tensor, t) -> torch.Tensor:
+    """sqrt(1 - alpha_bar_t) * eps: the noise part of z_t (the LGP's noise-level input); `t` is one
+    timestep or one per sample."""
+    alpha_bar = scheduler.alphas_cumprod.to(eps.device)[torch.as_tensor(t, device=eps.device).long()]
+    return (1 - alpha_bar).sqrt().float().reshape(-1, 1, 1, 1) * eps.float()
 
 
-def predict(lgp: LatentGuidancePredictor, unet, scheduler, latents, t, text, image_embeds, tile="none",
-            eps_hint: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the LGP's edge-latent prediction, the UNet's noise estimate) at z_t = `latents`: one UNet
-    pass, differentiable in `latents`.
-
-    The noise level comes from the pass's own noise estimate; training passes the true noise as
-    `eps_hint` instead.
-    """
+def features_at(unet, latents: torch.Tensor, t, text, image_embeds, tile: str = "none"):
+    """(the hooked blocks' features at the latent size, the UNet's noise estimate): one UNet pass."""
     kwargs = {"encoder_hidden_states": text}
     if image_embeds is not None:
         kwargs["added_cond_kwargs"] = {"image_embeds": image_embeds}
     with FeatureTap(unet, tile) as tap:
         eps = unet(latents, t, **kwargs).sample
-    features = tap.features(tuple(latents.shape[-2:]))
-    return lgp(features, noise_level(scheduler, latents, eps if eps_hint is None else eps_hint, t)), eps
+    return tap.features(tuple(latents.shape[-2:])), eps
+
+
+def predict(lgp: LatentGuidancePredictor, unet, scheduler, latents, t, text, image_embeds, tile="none"):
+    """(the LGP's edge-latent prediction, the UNet's noise estimate) at z_t = `latents`: one UNet
+    pass, differentiable in `latents`; the noise level is the pass's own noise estimate."""
+    features, eps = features_at(unet, latents, t, text, image_embeds, tile)
+    return lgp(features, noise_level(scheduler, eps, t)), eps
