@@ -8,7 +8,8 @@
 - ControlNet (`controlnet=`): a hub id or a diffusers ControlNetModel folder (config.json +
   diffusion_pytorch_model.safetensors), e.g. lllyasviel/control_v11p_sd15_lineart.
 
-Nothing here downloads except `download()` (`download-models --lgp / --controlnet`). Loaded models
+Without `lgp=` / `controlnet=` the environment variables TEXTURE_VARIANTS_LGP / _CONTROLNET, then the
+default hub ids, are used. Nothing here downloads except `download()` (`download-models --lgp / --controlnet`). Loaded models
 are kept for reuse and freed with the pipelines (models.unload).
 """
 
@@ -27,6 +28,8 @@ LGP_FILE = "lgp.safetensors"
 LGP_PATTERNS = ["*.safetensors", "*.pt", "*.pth", "*.json", "*.md"]
 CONTROLNET_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
 _PICKLED = (".pt", ".pth", ".bin", ".ckpt")
+# Defaults for calls that name no model (the Blender add-on's backend, render farms).
+ENV_LGP, ENV_CONTROLNET = "TEXTURE_VARIANTS_LGP", "TEXTURE_VARIANTS_CONTROLNET"
 
 _lock = threading.Lock()
 _kept: dict[tuple, object] = {}
@@ -57,6 +60,7 @@ def _lgp_file(folder: Path, allow_pickle: bool) -> Path:
 
 def resolve_lgp(lgp: str | os.PathLike | None, *, allow_pickle: bool = False) -> Path:
     """The LGP weights file; ModelsMissingError naming the download command when absent."""
+    lgp = lgp if lgp is not None else os.environ.get(ENV_LGP) or None
     value = str(lgp) if lgp is not None else DEFAULT_LGP
     path = Path(value).expanduser()
     if path.is_dir():
@@ -74,6 +78,7 @@ def resolve_lgp(lgp: str | os.PathLike | None, *, allow_pickle: bool = False) ->
 
 def resolve_controlnet(controlnet: str | os.PathLike | None) -> Path:
     """The folder of a diffusers ControlNetModel; ModelsMissingError naming the download command."""
+    controlnet = controlnet if controlnet is not None else os.environ.get(ENV_CONTROLNET) or None
     value = str(controlnet) if controlnet is not None else DEFAULT_CONTROLNET
     path = Path(value).expanduser()
     fix = _fix("--controlnet", None if controlnet is None else value)
