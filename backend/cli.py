@@ -51,9 +51,10 @@ _DIFFUSION_FLAGS = (
      "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the HF cache)"),
     ("sketch_window", "--sketch-mode lgp: the fraction of the steps, from the first, that are guided"),
     ("lgp", "--sketch-mode lgp: LGP weights: hub id, folder or file (default "
-     "ogkalu/Stable-Diffusion-Latent-Guidance-Predictor from the HF cache; its .pt needs --allow-pickle)"),
+     "$TEXTURE_VARIANTS_LGP, else ogkalu/Stable-Diffusion-Latent-Guidance-Predictor from the HF cache; its .pt "
+     "needs --allow-pickle)"),
     ("controlnet", "--sketch-mode controlnet: hub id or diffusers folder (default "
-     "lllyasviel/control_v11p_sd15_lineart from the HF cache)"),
+     "$TEXTURE_VARIANTS_CONTROLNET, else lllyasviel/control_v11p_sd15_lineart from the HF cache)"),
 )
 _KINDS = {"int": {"type": int}, "number": {"type": float}, "flag": {"action": "store_true"},
           "names": {"nargs": "+", "metavar": "BLOCK"}, "text": {}, "choice": {}}

@@ -52,7 +52,7 @@ def setting_states(engine: str | None, appearance: str, style_only: bool, sketch
     if not style_only:
         states["suppress_content"] = INACTIVE  # the content text goes with Style Only, and only then
     if not sketch:
-        states["sketch_mode"] = states["sketch_strength"] = INACTIVE  # they act on a guide image only
+        states["sketch_mode"] = states["sketch_strength"] = HIDDEN  # they appear with a guide image
     # On diffusion the balance sets the kv-replacement window: with appearance "none" there is none
     # (while Auto is undecided it may still become the patch engine's block size).
     states["balance"] = INACTIVE if appearance == "none" and engine == "diffusion" else SHOWN

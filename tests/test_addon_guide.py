@@ -51,11 +51,11 @@ def test_the_guide_goes_with_the_request_only_when_there_is_one():
     GenerationParams(**guided).validated()
 
 
-def test_guide_settings_are_diffusion_only_and_greyed_without_a_guide():
+def test_guide_settings_are_diffusion_only_and_appear_with_a_guide():
     assert {panel_rules.setting_states("patch", "kv", False, True)[n] for n in ("sketch", "sketch_mode")} == {
         panel_rules.HIDDEN}
     without = panel_rules.setting_states("diffusion", "kv", False, False)
     assert without["sketch"] == panel_rules.SHOWN
-    assert without["sketch_mode"] == without["sketch_strength"] == panel_rules.INACTIVE
+    assert without["sketch_mode"] == without["sketch_strength"] == panel_rules.HIDDEN
     guided = panel_rules.setting_states(None, "kv", False, True)
     assert guided["sketch_mode"] == guided["sketch_strength"] == panel_rules.SHOWN

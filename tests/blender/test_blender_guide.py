@@ -32,13 +32,13 @@ def test_the_guide_is_the_textures_edges_white_on_black(guided):
     assert guided["guide_dirty"]
 
 
-def test_the_panel_shows_the_guide_settings_greyed_until_there_is_a_guide(guided):
+def test_the_panel_shows_mode_and_strength_once_there_is_a_guide(guided):
     before = [tuple(c) for c in guided["panel_without_guide"]]
     assert ("prop", "sketch") in before and ("operator", "texture_variants.make_guide") in before
-    greyed = {tuple(g)[0] for g in guided["panel_without_guide_greyed"]}
-    assert "prop" in greyed
-    after_greyed = [tuple(g) for g in guided["panel_with_guide_greyed"]]
-    assert not any("sketch" in str(g) for g in after_greyed)
+    assert ("prop", "sketch_mode") not in before and ("prop", "sketch_strength") not in before
+    after = [tuple(c) for c in guided["panel_with_guide"]]
+    assert {("prop", "sketch"), ("prop", "sketch_mode"), ("prop", "sketch_strength")} <= set(after)
+    assert guided["panel_with_guide_greyed"] == guided["panel_without_guide_greyed"]  # nothing greyed by it
 
 
 def test_generating_with_the_painted_guide_sends_it_to_the_backend(guided):
