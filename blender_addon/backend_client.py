@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 ENV_PYTHON = "TEXTURE_VARIANTS_PYTHON"
 ENV_BASE = "TEXTURE_VARIANTS_BASE"

@@ -20,9 +20,12 @@ from backend.params import (
     GenerationParams,
 )
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a megabyte is a runaway client
+MAX_EVENT_BYTES = MAX_LINE_BYTES  # events obey the same limit: encode() shortens long strings to fit
 MAX_ID_CHARS = 200
+# Options that only the person starting the service may set (`serve --allow-pickle`), never a request.
+START_OPTIONS = {"allow_pickle": "--allow-pickle"}
 
 # The fields of each request type are checked by the _check_* functions below (one per type).
 REQUEST_TYPES = ("hello", "generate", "cancel", "status", "unload", "shutdown")
@@ -49,7 +52,7 @@ def generate_parameters() -> dict:
         "fields": list(GENERATE_FIELDS),
         "choices": {"engine": list(ENGINES), "tile": list(TILE_MODES), "appearance": list(APPEARANCE_MODES),
                     "ip_mode": list(IP_MODES)},
-        "extra": {"diffusion": list(DIFFUSION_OPTIONS), "patch": []},
+        "extra": {"diffusion": [o for o in DIFFUSION_OPTIONS if o not in START_OPTIONS], "patch": []},
     }
 
 
@@ -214,6 +217,9 @@ def _check_generate(fields: dict, request_id) -> dict:
     if clash:
         _bad(request_id, f"generate 'extra' repeats regular field(s): {', '.join(clash)}",
              "put regular parameters at the top level of the request")
+    for name in sorted(set(extra) & set(START_OPTIONS)):
+        _bad(request_id, f"generate 'extra' may not set {name}: it is a start option of the service",
+             f"whoever starts the backend decides: `python -m backend serve {START_OPTIONS[name]}`")
     out["extra"] = extra
     return out
 
@@ -241,8 +247,32 @@ def error_event(request_id, code: str, message: str, hint: str = "", **fields) -
 
 
 def encode(ev: dict) -> bytes:
-    """One line of strict JSON (ASCII, no NaN), so any reader can split on newlines."""
-    return json.dumps(_finite(ev), ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+    """One line of strict JSON (ASCII, no NaN) of at most MAX_EVENT_BYTES, so any reader can split on
+    newlines with a bounded buffer. A longer event has its long strings shortened (`truncated: true`)."""
+    ev = _finite(ev)
+    line = _dump(ev)
+    for limit in (16384, 1024, 128):
+        if len(line) <= MAX_EVENT_BYTES:
+            return line
+        line = _dump(_shorten(ev, limit) | {"truncated": True})
+    if len(line) <= MAX_EVENT_BYTES:
+        return line
+    return _dump(error_event(ev.get("id"), "internal", f"a {ev.get('type')!r} event was too long to send",
+                             "see the backend log"))
+
+
+def _dump(ev: dict) -> bytes:
+    return json.dumps(ev, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _shorten(value, limit: int):
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + "...[truncated]"
+    if isinstance(value, dict):
+        return {_shorten(k, limit): _shorten(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shorten(v, limit) for v in value]
+    return value
 
 
 def _finite(value):
