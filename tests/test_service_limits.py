@@ -161,10 +161,10 @@ def test_output_paths_that_cannot_be_used_are_bad_output_and_nothing_is_created(
     a_file.write_text("x")
     cases = [str(tmp_path / "no-such-parent" / "job"), str(a_file), str(tmp_path / "bad-\ud800-name")]
     for output_dir in cases:
-        final = _final(service, service.send("generate", input=str(color_texture_path), output_dir=output_dir,
-                                             **PATCH))
-        assert final["type"] == "error" and final["code"] == "bad_output", (output_dir, final)
-        assert final["hint"]
+        events = service.job_events(service.send("generate", input=str(color_texture_path), output_dir=output_dir,
+                                                 **PATCH))
+        assert [e["type"] for e in events] == ["accepted", "error"], events  # refused before any work
+        assert events[-1]["code"] == "bad_output" and events[-1]["hint"], (output_dir, events[-1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 

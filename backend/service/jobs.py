@@ -280,6 +280,7 @@ class JobOutput:
         """Refuse a folder that cannot be the job folder before any work, creating nothing."""
         folder = self.folder
         try:
+            os.fsencode(folder)  # Path.exists() answers False for a path it cannot encode
             if folder.exists() and not folder.is_dir():
                 raise OutputError(f"output_dir {folder} is a file, not a folder", hint="choose a folder")
             if not folder.exists() and not folder.parent.is_dir():
