@@ -19,7 +19,8 @@ def generate_and_apply(rec, case, image):
     outcome["results"] = [{"size": list(r.image.size), "engine": r.engine, "path": r.path,
                            "colorspace": r.image.colorspace_settings.name} for r in settings.results]
     outcome["reference_files"] = sorted(
-        f for f in os.listdir(os.path.dirname(os.path.dirname(os.path.dirname(settings.results[0].path))))
+        # the add-on's job folder holds the reference and the variants folder the backend wrote into
+        f for f in os.listdir(os.path.dirname(os.path.dirname(settings.results[0].path)))
         if f.startswith("reference")) if len(settings.results) else []
     outcome["apply"] = h.call(bpy.ops.texture_variants.apply_variant)
     outcome["base_color"] = h.base_color_image(material)
