@@ -224,12 +224,14 @@ def test_stop_shuts_the_service_down(client):
 
 
 def test_protocol_mismatch_with_a_newer_client(config, monkeypatch):
-    monkeypatch.setattr(backend_client, "PROTOCOL_VERSION", backend_client.PROTOCOL_VERSION + 1)
+    service_version = backend_client.PROTOCOL_VERSION
+    monkeypatch.setattr(backend_client, "PROTOCOL_VERSION", service_version + 1)
     client = BackendClient(config, backend_root=ROOT)
     with pytest.raises(BackendError) as error:
         client.start()
     assert error.value.code == "protocol_mismatch"
-    assert "protocol 2" in error.value.message and "protocol 1" in error.value.message
+    assert (f"protocol {service_version + 1}" in error.value.message
+            and f"protocol {service_version}" in error.value.message)
     assert "update" in error.value.hint
     assert not client.alive
 
