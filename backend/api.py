@@ -1,7 +1,9 @@
-"""The Python API: `generate_variants`, the one entry point shared by the CLI and the service."""
+"""The Python API: `generate_variants` (keywords in), `generate` (a GenerationParams in); the CLI and
+the service go through them."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -13,50 +15,48 @@ from PIL import Image
 
 from backend import engines
 from backend.images import load_reference
-from backend.params import GenerationParams
+from backend.params import GenerationParams, specs
 
 log = logging.getLogger(__name__)
 
 OnStep = Callable[[int, int, "Image.Image | None"], None]
 
 
-def generate_variants(
-    reference: str | os.PathLike | Image.Image,
-    *,
-    base: str | None = None,
-    ip_adapter: str | None = None,
-    engine: str = "auto",
-    variants: int = 1,
-    seed: int | None = None,
-    steps: int = 30,
-    size: int = 512,
-    tile: str = "both",
-    balance: float = 0.5,
-    appearance: str = "kv",
-    ip_scale: float | None = None,
-    prompt: str = "",
-    negative_prompt: str = "",
-    guidance_scale: float | None = None,
-    ip_mode: str = "full",
-    suppress_content: str = "",
-    latents=None,
-    on_step: OnStep | None = None,
-    cancel: threading.Event | None = None,
-    **extra,
-) -> list[Image.Image]:
+def generate_variants(reference: str | os.PathLike | Image.Image, *, base: str | None = None,
+                      ip_adapter: str | None = None, latents=None, on_step: OnStep | None = None,
+                      cancel: threading.Event | None = None, **extra) -> list[Image.Image]:
     """Make `variants` tileable variants of `reference`; see README "Python API".
 
-    Returns one PIL image per variant. `image.info["parameters"]` holds its parameters as JSON,
-    including its own seed (variant i of a call with seed s has seed s + i, so it can be
-    reproduced alone) and the engine actually used. Raises backend.errors.InputError for bad
-    input, ModelsMissingError when a model is absent, CancelledError when `cancel` is set.
+    The keywords are the fields of backend.params.GenerationParams (engine, variants, seed, steps,
+    size, tile, balance, appearance, ...; help() shows them with their defaults) and, in `extra`,
+    the engine options (e.g. ad_iterations). Returns one PIL image per variant.
+    `image.info["parameters"]` holds its parameters as JSON, including its own seed (variant i of a
+    call with seed s has seed s + i, so it can be reproduced alone) and the engine actually used.
+    Raises backend.errors.InputError for bad input, ModelsMissingError when a model is absent,
+    CancelledError when `cancel` is set.
     """
-    params = GenerationParams(
-        engine=engine, variants=variants, seed=seed, steps=steps, size=size, tile=tile,
-        balance=balance, appearance=appearance, ip_scale=ip_scale, prompt=prompt,
-        negative_prompt=negative_prompt, guidance_scale=guidance_scale, ip_mode=ip_mode,
-        suppress_content=suppress_content, extra=dict(extra),
-    ).validated()
+    fields = {k: extra.pop(k) for k in GenerationParams.field_names() if k in extra}
+    params = GenerationParams.build(extra, **fields)
+    return generate(reference, params, base=base, ip_adapter=ip_adapter, latents=latents, on_step=on_step,
+                    cancel=cancel)
+
+
+def _signature() -> inspect.Signature:
+    """generate_variants' signature with every parameter and its default, read from backend.params."""
+    own = inspect.signature(generate_variants).parameters
+    keyword = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+               for name, (_, default) in specs(GenerationParams).items()]
+    return inspect.Signature([own["reference"], own["base"], own["ip_adapter"], *keyword, own["latents"],
+                              own["on_step"], own["cancel"], own["extra"]])
+
+
+generate_variants.__signature__ = _signature()
+
+
+def generate(reference: str | os.PathLike | Image.Image, params: GenerationParams, *, base: str | None = None,
+             ip_adapter: str | None = None, latents=None, on_step: OnStep | None = None,
+             cancel: threading.Event | None = None) -> list[Image.Image]:
+    """Make the variants `params` (validated, e.g. by GenerationParams.build) asks for."""
     if params.seed is None:
         params = params.replace(seed=secrets.randbelow(2**31))
     ref = load_reference(reference)
@@ -65,16 +65,15 @@ def generate_variants(
     images = engines.get_engine(engine_name).generate(
         ref, params, base=base, ip_adapter=ip_adapter, latents=latents, on_step=on_step, cancel=cancel,
     )
-    results = []
+    record = params.to_dict(engine_name) | {
+        "engine": engine_name, "batch_seed": params.seed, "reference": ref.source, "base": base,
+        "ip_adapter": ip_adapter,
+    }
     for i, image in enumerate(images):
         if ref.grayscale and image.mode not in ("L", "LA"):  # LA: the patch engine carries alpha
             image = image.convert("L")
-        record = params.to_dict() | {
-            "engine": engine_name, "seed": params.seed + i, "variant": i, "batch_seed": params.seed,
-            "reference": ref.source, "base": base, "ip_adapter": ip_adapter,
-        }
-        record.update(image.info.get("engine_parameters", {}))
-        image.info.pop("engine_parameters", None)
-        image.info["parameters"] = json.dumps(record, sort_keys=True)
-        results.append(image)
-    return results
+            images[i] = image
+        engine_record = image.info.pop("engine_parameters", {})
+        image.info["parameters"] = json.dumps(record | {"seed": params.seed + i, "variant": i} | engine_record,
+                                              sort_keys=True)
+    return images

@@ -9,8 +9,60 @@ from pathlib import Path
 
 from backend import __version__
 from backend.errors import TextureVariantsError
-from backend.params import APPEARANCE_MODES, ENGINES, IP_MODES, TILE_MODES
+from backend.params import ENGINES, DiffusionOptions, GenerationParams, specs
 from backend.service.jobs import DEFAULT_MAX_QUEUE
+
+# The generate flags: (parameter, help). Kinds, choices and defaults come from backend.params; a
+# default of None is described in the help text.
+_GENERATE_FLAGS = (
+    ("engine", "diffusion, patch (weight-free), or auto: diffusion when its models are here"),
+    ("variants", "how many variants"),
+    ("seed", "random seed; variant i uses seed+i (default: random)"),
+    ("steps", "denoising steps of the diffusion engine (the patch engine ignores it)"),
+    ("size", "output size in px, a multiple of 64"),
+    ("tile", "seamless axes"),
+    ("balance", "0 = new structure, 1 = closest appearance (0.5 is the published recipe)"),
+    ("appearance", "appearance preservation: kv (replace the reference's keys/values), ad (attention "
+     "distillation: optimise the latent towards them; slower) or none (plain IP-Adapter)"),
+    ("ip_mode", "full: the image prompt in every cross-attention layer; style: only in the style block(s) "
+     "(InstantStyle; SD1.5: up_blocks.1)"),
+    ("suppress_content", "subtract the CLIP text embedding of TEXT (e.g. 'bricks') from the image prompt's "
+     "(InstantStyle; needs the CLIP ViT-H/14 text tower, see --content-encoder)"),
+    ("ip_scale", "IP-Adapter scale (default 1.0, the recipe's)"),
+    ("prompt", "optional text prompt"),
+    ("negative_prompt", "optional negative prompt"),
+    ("guidance_scale", "classifier-free guidance (default: the engine's)"),
+)
+_DIFFUSION_FLAGS = (
+    ("ip_adapter_variant", "ip-adapter_sd15 (standard) or ip-adapter-plus_sd15 (plus)"),
+    ("device", "auto (default: cuda, else mps, else cpu), cpu, cuda, cuda:N or mps"),
+    ("dtype", "auto (default): float16 on a GPU, float32 on the CPU; or float16, float32, bfloat16"),
+    ("allow_pickle", "also load pickled weights (.ckpt/.bin): only for files you trust"),
+    ("ad_iterations", "--appearance ad: Adam iterations per step of the window"),
+    ("ad_lr", "--appearance ad: Adam learning rate"),
+    ("style_blocks", "--ip-mode style: the UNet blocks that get the image prompt (also up_blocks.N.attentions.M, "
+     "down_blocks.N, mid_block)"),
+    ("suppress_scale", "--suppress-content: how much of the text embedding to subtract"),
+    ("content_encoder", "--suppress-content: CLIP text model folder or hub id (default "
+     "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the HF cache)"),
+)
+_KINDS = {"int": {"type": int}, "number": {"type": float}, "flag": {"action": "store_true"},
+          "names": {"nargs": "+", "metavar": "BLOCK"}, "text": {}, "choice": {}}
+
+
+def _add_flags(group, table, cls) -> None:
+    """One flag per parameter; a flag not given is left out, so the parameter keeps its default."""
+    declared = specs(cls)
+    for name, text in table:
+        spec, default = declared[name]
+        kw = dict(_KINDS[spec.kind], default=argparse.SUPPRESS)
+        if spec.kind == "choice":
+            kw["choices"] = spec.choices
+        if default not in (None, False, ""):
+            text += f" (default {' '.join(default) if isinstance(default, tuple) else default})"
+        if spec.kind == "text" and name == "suppress_content":
+            kw["metavar"] = "TEXT"
+        group.add_argument("--" + name.replace("_", "-"), help=text, **kw)
 
 
 def _add_generate(sub) -> None:
@@ -27,65 +79,26 @@ def _add_generate(sub) -> None:
                    "(default: stable-diffusion-v1-5/stable-diffusion-v1-5 from the HF cache)")
     p.add_argument("--ip-adapter", help="IP-Adapter: hub id or folder in the h94/IP-Adapter layout "
                    "(default: h94/IP-Adapter from the HF cache)")
-    p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="diffusion, patch (weight-free), or auto: diffusion when its models are here (default)")
-    p.add_argument("--variants", type=int, default=1, help="how many variants (default 1)")
-    p.add_argument("--seed", type=int, help="random seed; variant i uses seed+i (default: random)")
-    p.add_argument("--steps", type=int, default=30, help="denoising steps of the diffusion engine (default 30; the patch engine ignores it)")
-    p.add_argument("--size", type=int, default=512, help="output size in px, a multiple of 64 (default 512)")
-    p.add_argument("--tile", choices=TILE_MODES, default="both", help="seamless axes (default both)")
-    p.add_argument("--balance", type=float, default=0.5,
-                   help="0 = new structure, 1 = closest appearance (default 0.5, the published recipe)")
-    p.add_argument("--appearance", choices=APPEARANCE_MODES, default="kv",
-                   help="appearance preservation: kv (replace the reference's keys/values, default), ad "
-                   "(attention distillation: optimise the latent towards them; slower) or none (plain IP-Adapter)")
-    p.add_argument("--ip-mode", choices=IP_MODES, default="full",
-                   help="full: the image prompt in every cross-attention layer (default); style: only in the "
-                   "style block(s) (InstantStyle; SD1.5: up_blocks.1)")
-    p.add_argument("--suppress-content", default="", metavar="TEXT",
-                   help="subtract the CLIP text embedding of TEXT (e.g. 'bricks') from the image prompt's "
-                   "(InstantStyle; needs the CLIP ViT-H/14 text tower, see --content-encoder)")
-    p.add_argument("--ip-scale", type=float, help="IP-Adapter scale (default 1.0, the recipe's)")
-    p.add_argument("--prompt", default="", help="optional text prompt (default empty)")
-    p.add_argument("--negative-prompt", default="", help="optional negative prompt")
-    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: engine's)")
+    _add_flags(p, _GENERATE_FLAGS, GenerationParams)
     p.add_argument("--no-preview", action="store_true", help="do not write the 3x3 tiled previews")
-    diffusion = p.add_argument_group("diffusion engine")
-    diffusion.add_argument("--ip-adapter-variant", choices=("standard", "plus"),
-                           help="ip-adapter_sd15 (standard, default) or ip-adapter-plus_sd15 (plus)")
-    diffusion.add_argument("--device", help="auto (default: cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
-    diffusion.add_argument("--dtype", choices=("auto", "float16", "float32", "bfloat16"),
-                           help="auto (default): float16 on a GPU, float32 on the CPU")
-    diffusion.add_argument("--allow-pickle", action="store_true",
-                           help="also load pickled weights (.ckpt/.bin): only for files you trust")
-    diffusion.add_argument("--ad-iterations", type=int,
-                           help="--appearance ad: Adam iterations per step of the window (default 3)")
-    diffusion.add_argument("--ad-lr", type=float, help="--appearance ad: Adam learning rate (default 0.05)")
-    diffusion.add_argument("--style-blocks", nargs="+", metavar="BLOCK",
-                           help="--ip-mode style: the UNet blocks that get the image prompt (default up_blocks.1; "
-                           "also up_blocks.N.attentions.M, down_blocks.N, mid_block)")
-    diffusion.add_argument("--suppress-scale", type=float,
-                           help="--suppress-content: how much of the text embedding to subtract (default 0.8)")
-    diffusion.add_argument("--content-encoder",
-                           help="--suppress-content: CLIP text model folder or hub id (default "
-                           "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the HF cache)")
+    _add_flags(p.add_argument_group("diffusion engine"), _DIFFUSION_FLAGS, DiffusionOptions)
     p.set_defaults(func=_cmd_generate)
 
 
-# Options of one engine, passed on only when given (other engines refuse what they do not know).
-_ENGINE_OPTIONS = ("ip_adapter_variant", "device", "dtype", "allow_pickle", "ad_iterations", "ad_lr",
-                   "style_blocks", "suppress_scale", "content_encoder")
-
-
 def _cmd_generate(args) -> int:
+    import json
+
     from tqdm import tqdm
 
-    from backend.api import generate_variants
+    from backend.api import generate
     from backend.images import save_png_atomic, tiled, unique_path
 
+    given = vars(args)
+    params = GenerationParams.build({name: given[name] for name, _ in _DIFFUSION_FLAGS if name in given},
+                                    **{name: given[name] for name, _ in _GENERATE_FLAGS if name in given})
     out = Path(args.out)
     stem = Path(args.input).stem or "texture"
-    bar = tqdm(total=args.steps, desc="generating", unit="step", file=sys.stderr, disable=None)
+    bar = tqdm(total=params.steps, desc="generating", unit="step", file=sys.stderr, disable=None)
 
     def on_step(step, total, preview):
         bar.total = total
@@ -93,24 +106,12 @@ def _cmd_generate(args) -> int:
         bar.refresh()
 
     try:
-        images = generate_variants(
-            args.input, base=args.base, ip_adapter=args.ip_adapter, engine=args.engine,
-            variants=args.variants, seed=args.seed, steps=args.steps, size=args.size, tile=args.tile,
-            balance=args.balance, appearance=args.appearance, ip_scale=args.ip_scale,
-            prompt=args.prompt, negative_prompt=args.negative_prompt,
-            guidance_scale=args.guidance_scale, ip_mode=args.ip_mode, suppress_content=args.suppress_content,
-            on_step=on_step,
-            # `is not`: an explicit 0 (e.g. --ad-iterations 0) is a value, not "not given"
-            **{k: getattr(args, k) for k in _ENGINE_OPTIONS if getattr(args, k) is not None and getattr(args, k) is not False},
-        )
+        images = generate(args.input, params, base=args.base, ip_adapter=args.ip_adapter, on_step=on_step)
     finally:
         bar.close()
-    import json
-
     for image in images:
-        params = json.loads(image.info["parameters"])
-        name = f"{stem}-{params['engine']}-s{params['seed']}"
-        path = save_png_atomic(image, unique_path(out, name))
+        record = json.loads(image.info["parameters"])
+        path = save_png_atomic(image, unique_path(out, f"{stem}-{record['engine']}-s{record['seed']}"))
         print(path)
         if not args.no_preview:
             print(save_png_atomic(tiled(image, 3), unique_path(out, f"{path.stem}-tiled3x3")))
@@ -136,7 +137,10 @@ def _add_make_test_models(sub) -> None:
 def _cmd_make_test_models(args) -> int:
     from backend.diffusion.test_models import make_test_models
 
-    paths = make_test_models(args.dir, full_size=args.full_size, seed=args.seed)
+    return _print_paths(make_test_models(args.dir, full_size=args.full_size, seed=args.seed))
+
+
+def _print_paths(paths: dict) -> int:
     for key, path in paths.items():
         print(f"{key}: {path}")
     return 0
@@ -234,12 +238,14 @@ def _add_demo(sub) -> None:
     p.add_argument("--texture", choices=TEXTURES, default="gravel", help="which texture (default gravel)")
     p.add_argument("--variants", type=int, default=3, help="how many variants (default 3)")
     p.add_argument("--seed", type=int, help="random seed; variant i uses seed+i (default: random)")
-    p.add_argument("--size", type=int, default=512, help="size in px, a multiple of 64 (default 512)")
-    p.add_argument("--engine", choices=ENGINES, default="auto",
+    p.add_argument("--size", type=int, default=GenerationParams.size,
+                   help="size in px, a multiple of 64 (default %(default)s)")
+    p.add_argument("--engine", choices=ENGINES, default=GenerationParams.engine,
                    help="auto (default): diffusion when its models are here, else patch")
-    p.add_argument("--balance", type=float, default=0.5,
-                   help="0 = new structure, 1 = closest appearance (default 0.5)")
-    p.add_argument("--steps", type=int, default=30, help="denoising steps of the diffusion engine (default 30)")
+    p.add_argument("--balance", type=float, default=GenerationParams.balance,
+                   help="0 = new structure, 1 = closest appearance (default %(default)s)")
+    p.add_argument("--steps", type=int, default=GenerationParams.steps,
+                   help="denoising steps of the diffusion engine (default %(default)s)")
     p.add_argument("--base", help="SD1.5 model for the diffusion engine (default: from the HF cache)")
     p.add_argument("--ip-adapter", help="IP-Adapter for the diffusion engine (default: from the HF cache)")
     p.set_defaults(func=_cmd_demo)
@@ -273,11 +279,8 @@ def _add_download_models(sub) -> None:
 def _cmd_download_models(args) -> int:
     from backend.diffusion.models import download_models
 
-    paths = download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant,
-                            content_encoder=args.content_encoder)
-    for key, path in paths.items():
-        print(f"{key}: {path}")
-    return 0
+    return _print_paths(download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant,
+                                        content_encoder=args.content_encoder))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from backend import engines
 from backend.images import center_square, save_png_atomic, tiled, unique_path
 from backend.metrics import seam_score, texture_metrics
+from backend.params import GenerationParams
 
 TEXTURES = ("brick", "grass", "gravel")  # scikit-image's CC0 textures (from cc0textures.com / DeviantArt)
 THUMB = 256  # side of one picture on the contact sheet
@@ -54,7 +55,8 @@ class DemoResult:
 
 
 def run_demo(out: str | os.PathLike, *, texture: str = "gravel", variants: int = 3, seed: int | None = None,
-             size: int = 512, engine: str = "auto", balance: float = 0.5, steps: int = 30,
+             size: int = GenerationParams.size, engine: str = GenerationParams.engine,
+             balance: float = GenerationParams.balance, steps: int = GenerationParams.steps,
              base: str | None = None, ip_adapter: str | None = None, on_step=None) -> DemoResult:
     """Make the variants and write everything into a new folder under `out`."""
     import secrets

@@ -5,7 +5,8 @@
     def generate(reference: Reference, params: GenerationParams, *, base, ip_adapter,
                  latents, on_step, cancel) -> list[PIL.Image.Image]
 
-`params` arrives validated with a concrete seed; variant i uses seed + i. `on_step(step, total,
+`params` arrives validated (GenerationParams.build) with a concrete seed; variant i uses seed + i;
+the engine reads its own typed options from `params.<NAME>` (DiffusionOptions, PatchOptions). `on_step(step, total,
 preview)` may be None; `cancel` is a threading.Event or None and must stop within one step by
 raising backend.errors.CancelledError.
 """

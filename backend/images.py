@@ -194,16 +194,26 @@ def tiled(image: Image.Image, n: int = 3) -> Image.Image:
 
 
 def save_png_atomic(image: Image.Image, path: str | os.PathLike, *, parameters: str | None = None,
-                    overwrite: bool = False) -> Path:
-    """Write a PNG so that no reader ever sees half a file; never replaces a file unless asked."""
+                    overwrite: bool = False, text: dict[str, str] | None = None) -> Path:
+    """Write a PNG so that no reader ever sees half a file; never replaces a file unless asked.
+
+    `text`: further PNG text chunks beside "parameters". Mode I;16 images are written as 16-bit.
+    """
+    info = PngImagePlugin.PngInfo()
+    chunks = {"parameters": parameters if parameters is not None else image.info.get("parameters")}
+    chunks.update(text or {})
+    for key, value in chunks.items():
+        if value:
+            info.add_text(key, value)
+    return write_atomic(path, lambda f: image.save(f, format="PNG", pnginfo=info), overwrite=overwrite)
+
+
+def write_atomic(path: str | os.PathLike, write, *, overwrite: bool = False) -> Path:
+    """Call write(binary file) on a temporary file in the same folder, then move it to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not overwrite:
         raise FileExistsError(f"refusing to overwrite {path}")
-    info = PngImagePlugin.PngInfo()
-    text = parameters if parameters is not None else image.info.get("parameters")
-    if text:
-        info.add_text("parameters", text)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes 0600 files; give the result the permissions of a normally created file.
@@ -211,7 +221,7 @@ def save_png_atomic(image: Image.Image, path: str | os.PathLike, *, parameters: 
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=info)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         if overwrite:
@@ -227,15 +237,18 @@ def save_png_atomic(image: Image.Image, path: str | os.PathLike, *, parameters: 
     return path
 
 
-def unique_path(folder: str | os.PathLike, stem: str, suffix: str = ".png") -> Path:
-    """`folder/stem.png`, or `stem-2.png`, `stem-3.png`, ... if taken: outputs never overwrite."""
+def unique_path(folder: str | os.PathLike, stem: str, suffix: str = ".png", companions: tuple[str, ...] = ()) -> Path:
+    """`folder/stem.png`, or `stem-2.png`, `stem-3.png`, ... if taken: outputs never overwrite.
+
+    companions: endings of files written beside it (e.g. "-roughness.png"); a stem is taken when
+    any of `stem + ending` exists too, so a result and its companions always share one stem.
+    """
     folder = Path(folder)
-    candidate = folder / f"{stem}{suffix}"
-    n = 2
-    while candidate.exists():
-        candidate = folder / f"{stem}-{n}{suffix}"
+    candidate, n = stem, 2
+    while any((folder / f"{candidate}{ending}").exists() for ending in (suffix, *companions)):
+        candidate = f"{stem}-{n}"
         n += 1
-    return candidate
+    return folder / f"{candidate}{suffix}"
 
 
 def save_png_unique(image: Image.Image, folder: str | os.PathLike, stem: str) -> Path:

@@ -1,9 +1,18 @@
-"""Generation parameters: one validated record shared by the Python API, the CLI and the service."""
+"""Generation parameters: one typed, validated record shared by the Python API, the CLI and the service.
+
+Every parameter is a dataclass field whose `Spec` (in the field's metadata) declares its kind and
+range; its default is the field's default. That pair is the only place either is written: the
+checks, the service's `hello` capabilities and the add-on's property test all read it from here.
+Engine-specific options are typed too (`DiffusionOptions`, `PatchOptions`) and travel inside the
+record, so the engines read `params.diffusion.ad_iterations`, never a loose dict.
+
+Torch-free, so that the service can describe and check a request without importing an engine.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from backend.errors import InputError
@@ -12,83 +21,171 @@ ENGINES = ("auto", "diffusion", "patch")
 TILE_MODES = ("both", "x", "y", "none")
 APPEARANCE_MODES = ("kv", "ad", "none")  # kv replacement, attention distillation, plain IP-Adapter
 IP_MODES = ("full", "style")  # IP-Adapter in every cross-attention layer, or in the style block(s) only
-# The diffusion engine's options beyond the fields below (the API's keyword extras, the service's
-# `extra` object); torch-free here so that the service's hello can list them without importing it.
-DIFFUSION_OPTIONS = ("ip_adapter_variant", "device", "dtype", "allow_pickle", "kv_window", "kv_blocks",
-                     "inversion_iterations", "ad_iterations", "ad_lr", "style_blocks", "suppress_scale",
-                     "content_encoder")
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_VARIANTS = 16
 
 
 @dataclass(frozen=True)
-class GenerationParams:
-    engine: str = "auto"
-    variants: int = 1
-    seed: int | None = None
-    steps: int = 30
-    size: int = 512
-    tile: str = "both"
-    balance: float = 0.5
-    appearance: str = "kv"
-    ip_scale: float | None = None
-    prompt: str = ""
-    negative_prompt: str = ""
-    guidance_scale: float | None = None
-    ip_mode: str = "full"
-    suppress_content: str = ""  # text whose CLIP embedding is subtracted from the image prompt's
-    # Engine-specific knobs that the API passes through (kept out of the signature until stable).
-    extra: dict = field(default_factory=dict)
+class Spec:
+    """What values a parameter takes. kind: int | number | choice | text | flag | names."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+    multiple: int = 1
+    optional: bool = False  # None is a value ("the engine's default")
+    hint: str = ""
+
+    def expected(self) -> str:
+        text = {"int": f"an integer from {self.low} to {self.high}",
+                "number": f"a number in [{self.low}, {self.high}]",
+                "choice": " | ".join(self.choices), "text": "a string", "flag": "true or false",
+                "names": "a list of names"}[self.kind]
+        if self.multiple > 1:
+            text = f"a multiple of {self.multiple} from {self.low} to {self.high}"
+        return text + (" or null for the default" if self.optional else "") + (f" ({self.hint})" if self.hint else "")
+
+    def check(self, name: str, value):
+        """The value, normalised (a list of names becomes a tuple); InputError naming `name` if invalid."""
+        if value is None and self.optional:
+            return None
+        if self.kind == "names" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        if not self._valid(value):
+            raise InputError(f"invalid {name}={value!r}: expected {self.expected()}",
+                             hint=f"pass a valid {name} (see `python -m backend generate --help`)")
+        return value
+
+    def _valid(self, value) -> bool:
+        if self.kind == "choice":
+            return isinstance(value, str) and value in self.choices
+        if self.kind in ("text", "flag"):
+            return isinstance(value, str if self.kind == "text" else bool)
+        if isinstance(value, bool) or not isinstance(value, int if self.kind == "int" else (int, float)):
+            return False
+        return self.low <= value <= self.high and (self.multiple == 1 or value % self.multiple == 0)
+
+
+def param(default, kind: str, low=None, high=None, **spec):
+    """A dataclass field with its default and its Spec."""
+    if isinstance(default, (list, tuple)):
+        return field(default=tuple(default), metadata={"spec": Spec(kind, low, high, **spec)})
+    return field(default=default, metadata={"spec": Spec(kind, low, high, **spec)})
+
+
+def specs(cls) -> dict[str, tuple[Spec, object]]:
+    """{name: (spec, default)} of a parameter dataclass, in declaration order."""
+    return {f.name: (f.metadata["spec"], f.default) for f in dataclasses.fields(cls) if "spec" in f.metadata}
+
+
+class Checked:
+    """Mixin: `validated()` checks and normalises every field that has a Spec."""
+
+    def validated(self):
+        changes = {name: spec.check(name, getattr(self, name)) for name, (spec, _) in specs(type(self)).items()}
+        return dataclasses.replace(self, **changes)
+
+    def changed(self) -> dict:
+        """The options that differ from their defaults (what a parameters record lists)."""
+        return {name: getattr(self, name) for name, (_, default) in specs(type(self)).items()
+                if getattr(self, name) != default}
+
+
+@dataclass(frozen=True)
+class DiffusionOptions(Checked):
+    """Options of the diffusion engine (the API's extra keywords, the service's `extra` object)."""
+
+    ip_adapter_variant: str = param("standard", "choice", choices=("standard", "plus"))
+    device: str | None = param(None, "text", optional=True, hint="auto, cpu, cuda, cuda:N or mps")
+    dtype: str | None = param(None, "text", optional=True, hint="auto, float16, float32 or bfloat16")
+    allow_pickle: bool = param(False, "flag")
+    kv_window: float | None = param(None, "number", 0.0, 1.0, optional=True,
+                                    hint="a fraction of the steps, counted from the end")
+    kv_blocks: tuple[str, ...] | None = param(None, "names", optional=True, hint='e.g. ["up_blocks.2", "up_blocks.3"]')
+    inversion_iterations: int = param(0, "int", 0, 20)
+    ad_iterations: int = param(3, "int", 0, 50, hint="Adam iterations per window step")
+    ad_lr: float = param(0.05, "number", 0.0, 10.0, hint="Adam learning rate")
+    style_blocks: tuple[str, ...] = param(("up_blocks.1",), "names", hint='e.g. ["up_blocks.1"]')
+    suppress_scale: float = param(0.8, "number", 0.0, 10.0)
+    content_encoder: str | None = param(None, "text", optional=True)
+
+
+@dataclass(frozen=True)
+class PatchOptions(Checked):
+    """Options of the weight-free engine (none yet: everything it reads is a common field)."""
+
+
+ENGINE_OPTIONS = {"diffusion": DiffusionOptions, "patch": PatchOptions}
+
+
+@dataclass(frozen=True)
+class GenerationParams(Checked):
+    engine: str = param("auto", "choice", choices=ENGINES)
+    variants: int = param(1, "int", 1, MAX_VARIANTS)
+    seed: int | None = param(None, "int", 0, 2**63 - 1, optional=True)
+    steps: int = param(30, "int", 1, 200)
+    size: int = param(512, "int", MIN_SIZE, MAX_SIZE, multiple=64)
+    tile: str = param("both", "choice", choices=TILE_MODES)
+    balance: float = param(0.5, "number", 0.0, 1.0, hint="0 = structure, 1 = appearance")
+    appearance: str = param("kv", "choice", choices=APPEARANCE_MODES)
+    ip_scale: float | None = param(None, "number", 0.0, 30.0, optional=True)
+    prompt: str = param("", "text")
+    negative_prompt: str = param("", "text")
+    guidance_scale: float | None = param(None, "number", 0.0, 30.0, optional=True)
+    ip_mode: str = param("full", "choice", choices=IP_MODES)
+    suppress_content: str = param("", "text")  # text whose CLIP embedding is subtracted from the image prompt's
+    diffusion: DiffusionOptions = field(default_factory=DiffusionOptions)
+    patch: PatchOptions = field(default_factory=PatchOptions)
+
+    @classmethod
+    def build(cls, options: Mapping | None = None, **fields) -> GenerationParams:
+        """The validated record from plain values: the common `fields` and the engine `options`.
+
+        An option is taken by every engine that knows it; one that no engine in play knows is refused
+        (for `engine="auto"` each option must be known to one of the engines auto may pick).
+        """
+        params = cls(**fields).validated()
+        options = dict(options or {})
+        candidates = list(ENGINE_OPTIONS) if params.engine == "auto" else [params.engine]
+        known = {name for engine in candidates for name in specs(ENGINE_OPTIONS[engine])}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            where = "any engine" if params.engine == "auto" else f"the {params.engine} engine"
+            raise InputError(f"unknown parameter(s) for {where}: {unknown}",
+                             hint=f"known options: {', '.join(sorted(known)) or 'none'} (common parameters "
+                             "such as seed or balance are not options)")
+        typed = {engine: ENGINE_OPTIONS[engine](**{k: v for k, v in options.items() if k in specs(ENGINE_OPTIONS[engine])})
+                 .validated() for engine in candidates}
+        return dataclasses.replace(params, **typed)
 
     def validated(self) -> GenerationParams:
-        """Return self after checking every field; raise InputError naming the bad one."""
-
-        def bad(name, value, expected):
-            raise InputError(f"invalid {name}={value!r}: expected {expected}",
-                             hint=f"pass a valid {name} (see `python -m backend generate --help`)")
-
-        if self.engine not in ENGINES:
-            bad("engine", self.engine, " | ".join(ENGINES))
-        if self.tile not in TILE_MODES:
-            bad("tile", self.tile, " | ".join(TILE_MODES))
-        if self.appearance not in APPEARANCE_MODES:
-            bad("appearance", self.appearance, " | ".join(APPEARANCE_MODES))
-        if self.ip_mode not in IP_MODES:
-            bad("ip_mode", self.ip_mode, " | ".join(IP_MODES))
-        if not isinstance(self.variants, int) or isinstance(self.variants, bool) or not 1 <= self.variants <= MAX_VARIANTS:
-            bad("variants", self.variants, f"an integer from 1 to {MAX_VARIANTS}")
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or not 1 <= self.steps <= 200:
-            bad("steps", self.steps, "an integer from 1 to 200")
-        if (not isinstance(self.size, int) or isinstance(self.size, bool)
-                or not MIN_SIZE <= self.size <= MAX_SIZE or self.size % 64):
-            bad("size", self.size, f"a multiple of 64 from {MIN_SIZE} to {MAX_SIZE}")
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
-                                      or not 0 <= self.seed < 2**63):
-            bad("seed", self.seed, "a non-negative integer or null")
-        if not isinstance(self.balance, (int, float)) or isinstance(self.balance, bool) or not 0.0 <= self.balance <= 1.0:
-            bad("balance", self.balance, "a number in [0, 1] (0 = structure, 1 = appearance)")
-        for name in ("ip_scale", "guidance_scale"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
-                                      or not 0.0 <= value <= 30.0):
-                bad(name, value, "a number in [0, 30] or null for the default")
-        for name in ("prompt", "negative_prompt", "suppress_content"):
-            if not isinstance(getattr(self, name), str):
-                bad(name, getattr(self, name), "a string")
-        return self
+        """Self with every field checked (and normalised); InputError naming the bad one."""
+        checked = super().validated()
+        return dataclasses.replace(checked, diffusion=self.diffusion.validated(), patch=self.patch.validated())
 
     def replace(self, **changes) -> GenerationParams:
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        extra = d.pop("extra")
-        d.update(extra)
-        return d
+    def options(self, engine: str):
+        """The typed options of `engine` ("diffusion" or "patch")."""
+        return getattr(self, engine)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+    def to_dict(self, engine: str | None = None) -> dict:
+        """The common fields, and the options of `engine` that differ from their defaults."""
+        d = {name: getattr(self, name) for name in self.field_names()}
+        if engine is not None:
+            d |= self.options(engine).changed()
+        return d
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
+        return tuple(specs(cls))
+
+
+def capabilities() -> dict:
+    """What a generate request takes, for the service's `hello`: the choices of the choice fields and
+    each engine's options."""
+    return {"choices": {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
+                        if spec.kind == "choice"},
+            "extra": {engine: list(specs(cls)) for engine, cls in ENGINE_OPTIONS.items()}}

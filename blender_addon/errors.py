@@ -1,12 +1,13 @@
-"""Errors the add-on reports to people: what went wrong and what to do about it.
+"""The add-on's one error class: what went wrong (`code`, `message`) and what to do about it (`hint`).
 
-Plain Python (no bpy). Operators catch `UserError`, report `str(error)` and leave the material as it
-was; backend errors arrive as `{"code", "message", "hint"}` and get a hint here when the backend
-gave none.
+Plain Python (no bpy). The client raises it, operators report `str(error)` and leave the material
+as it was (see `reports_errors`), and the backend's `error` events map onto it with `from_event`;
+a hint is filled in here when the backend or the client gave none.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 # What to do when the backend did not say (it usually does); keyed by the backend's error codes.
@@ -43,13 +44,44 @@ class UserError(Exception):
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> UserError:
-        """From `backend_client.BackendError` (code/message/hint) or anything else."""
+        """The error itself, or an unexpected exception as an `internal` error."""
         if isinstance(exc, UserError):
             return exc
-        code = getattr(exc, "code", "internal")
-        message = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
-        return cls(code, str(message).rstrip("."), getattr(exc, "hint", ""))
+        return cls("internal", (str(exc) or exc.__class__.__name__).rstrip("."))
+
+    def event(self, request_id=None) -> dict:
+        """As a backend `error` event, for code that folds events (a job that could not be sent)."""
+        return {"type": "error", "id": request_id, "code": self.code, "message": self.message, "hint": self.hint}
 
 
 def cancelled() -> UserError:
     return UserError("cancelled", "Generation cancelled; the material was not changed")
+
+
+def reports_errors(on_error=None):
+    """Decorates an operator's execute/invoke: a UserError is reported and the operator cancelled.
+
+    `on_error(operator, context, error)`, if given, runs first (e.g. to show the error in a status
+    line). Anything else propagates: it is a bug, and Blender shows its traceback.
+    """
+
+    def run(operator, context, call):
+        try:
+            return call()
+        except UserError as error:
+            if on_error is not None:
+                on_error(operator, context, error)
+            operator.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+
+    # Blender checks the argument count of execute (self, context) and invoke (self, context, event).
+    def decorate(method):
+        if method.__name__ == "invoke":
+            def wrapper(self, context, event):
+                return run(self, context, lambda: method(self, context, event))
+        else:
+            def wrapper(self, context):
+                return run(self, context, lambda: method(self, context))
+        return functools.wraps(method)(wrapper)
+
+    return decorate

@@ -55,11 +55,15 @@ def format_seconds(seconds: float | None) -> str:
 
 
 @dataclass
-class Job:
-    """State of one generate request, built only from the events the backend sent for it."""
+class JobTracker:
+    """The add-on's view of one generate job: its state, built only from the events the backend sent for it.
+
+    `folder` is the job folder: the add-on makes it (with the reference copy in it), the backend
+    writes the variants into it, and the result's `files` say which files those are.
+    """
 
     id: str
-    output_dir: str = ""
+    folder: str = ""
     state: str = QUEUED
     step: int = 0
     total: int = 0

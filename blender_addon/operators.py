@@ -20,7 +20,7 @@ from bpy.props import BoolProperty, FloatProperty, IntProperty
 
 from . import job as jobs
 from . import material_target, paths, preferences, session, texture_io
-from .errors import UserError, cancelled
+from .errors import UserError, cancelled, reports_errors
 
 PREVIEW_IMAGE = ".Texture Variants Preview"
 
@@ -98,6 +98,7 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
         _material, _node, image = material_target.resolve(context)
         config = preferences.backend_config(context)
         root = str(preferences.backend_root())
+        # One folder per job: the reference copy goes in now, the backend writes the variants beside it.
         job_dir = paths.new_job_folder(preferences.user_folder("jobs"))
         try:
             reference = texture_io.export_reference(image, job_dir)
@@ -106,8 +107,7 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
                 {name: getattr(settings, name) for name in (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS)}, seed)
             # Live previews are for people watching; scripts and farms skip their cost.
             params["preview_every"] = 0 if bpy.app.background else 2
-            job = session.shared().submit(config, root, str(reference), str(job_dir / "variants"), params,
-                                          in_thread=in_thread)
+            job = session.shared().submit(config, root, str(reference), str(job_dir), params, in_thread=in_thread)
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)  # our own folder, holding only the reference copy
             raise
@@ -125,21 +125,14 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
         self.report({"ERROR"}, str(error))
         return {"CANCELLED"}
 
+    @reports_errors()
     def execute(self, context):  # scripts, `blender -b` and render farms: runs to completion
-        try:
-            job = self._submit(context)
-            job = session.shared().run_to_end(timeout=self.timeout or None)
-        except UserError as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
-        return self._finish(context, job)
+        self._submit(context)
+        return self._finish(context, session.shared().run_to_end(timeout=self.timeout or None))
 
+    @reports_errors()
     def invoke(self, context, event):  # the UI: never blocks, a timer polls the backend
-        try:
-            self._submit(context, in_thread=True)
-        except UserError as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
+        self._submit(context, in_thread=True)
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.2, window=context.window)
         wm.modal_handler_add(self)
@@ -207,19 +200,15 @@ class TEXTURE_VARIANTS_OT_apply_variant(bpy.types.Operator):
 
     index: IntProperty(name="Variant", default=-1, min=-1, description="Which result; -1 = the picked one")
 
+    @reports_errors()
     def execute(self, context):
-        try:
-            material, node, _source = material_target.resolve(context)
-            item = _picked(context, self.index)
-        except UserError as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
+        material, node, _source = material_target.resolve(context)
+        item = _picked(context, self.index)
         state = material.texture_variants
         if state.original_image is not None and state.node_name != node.name \
                 and material.node_tree.nodes.get(state.node_name) is not None:
-            self.report({"ERROR"}, f"A variant is already applied to the node '{state.node_name}' of "
-                        f"'{material.name}'. To fix: click Revert to Original first, then apply to this node")
-            return {"CANCELLED"}
+            raise UserError("applied_elsewhere", f"A variant is already applied to the node '{state.node_name}' "
+                            f"of '{material.name}'", "click Revert to Original first, then apply to this node")
         if state.original_image is None or state.node_name != node.name:
             # Keep the original in the .blend even while no node uses it, so Revert can restore it.
             state.original_image, state.node_name = node.image, node.name
@@ -237,24 +226,34 @@ class TEXTURE_VARIANTS_OT_revert(bpy.types.Operator):
     bl_label = "Revert to Original"
     bl_options = {"REGISTER", "UNDO"}
 
+    @reports_errors()
     def execute(self, context):
-        try:
-            material = material_target.active_material(context)
-        except UserError as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
+        material = material_target.active_material(context)
         state = material.texture_variants
         node = material.node_tree.nodes.get(state.node_name)
         if state.original_image is None or node is None or node.type != "TEX_IMAGE":
-            self.report({"ERROR"}, f"No variant is applied to '{material.name}'. To fix: nothing to revert; "
-                        "apply a variant first")
-            return {"CANCELLED"}
+            raise UserError("no_variant", f"No variant is applied to '{material.name}'",
+                            "nothing to revert; apply a variant first")
         original = state.original_image
         node.image = original
         original.use_fake_user = state.original_had_fake_user
         state.original_image, state.node_name = None, ""
         self.report({"INFO"}, f"Restored {original.name}")
         return {"FINISHED"}
+
+
+def _write_baked(image, folder, target) -> None:
+    """The image's file copied to `target`, or, painted or packed, Blender's pixels written there."""
+    source = texture_io.original_file(image)
+    if image.is_dirty or image.packed_file is not None or not source or not os.path.isfile(source):
+        # Painted or packed: write Blender's pixels, leaving the variant's own file as it is.
+        folder.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.tmp")
+        texture_io.write_pixels_png(image, temp)
+        paths.copy_new_file(temp, target)
+        temp.unlink()
+    else:
+        paths.copy_new_file(source, target)
 
 
 class TEXTURE_VARIANTS_OT_bake(bpy.types.Operator):
@@ -270,35 +269,24 @@ class TEXTURE_VARIANTS_OT_bake(bpy.types.Operator):
         self.pack = preferences.get(context).pack_on_bake
         return self.execute(context)
 
+    @reports_errors()
     def execute(self, context):
         prefs = preferences.get(context)
+        material = material_target.active_material(context)
+        state = material.texture_variants
+        node = material.node_tree.nodes.get(state.node_name)
+        if state.original_image is None or node is None or node.image is None:
+            raise UserError("no_variant", f"No variant is applied to '{material.name}'",
+                            "pick a variant and click Apply, then Bake")
+        image = node.image
+        folder = paths.bake_folder(bpy.data.filepath, bpy.path.abspath(prefs.bake_folder))
+        protected = tuple(p for p in (texture_io.original_file(state.original_image),) if p)
+        target = paths.unique_target(folder, paths.safe_stem(image.name), protected=protected)
         try:
-            material = material_target.active_material(context)
-            state = material.texture_variants
-            node = material.node_tree.nodes.get(state.node_name)
-            if state.original_image is None or node is None or node.image is None:
-                raise UserError("no_variant", f"No variant is applied to '{material.name}'",
-                                "pick a variant and click Apply, then Bake")
-            image = node.image
-            folder = paths.bake_folder(bpy.data.filepath, bpy.path.abspath(prefs.bake_folder))
-            protected = tuple(p for p in (texture_io.original_file(state.original_image),) if p)
-            target = paths.unique_target(folder, paths.safe_stem(image.name), protected=protected)
-            source = texture_io.original_file(image)
-            if image.is_dirty or image.packed_file is not None or not source or not os.path.isfile(source):
-                # Painted or packed: write Blender's pixels, leaving the variant's own file as it is.
-                folder.mkdir(parents=True, exist_ok=True)
-                temp = target.with_name(f".{target.name}.tmp")
-                texture_io.write_pixels_png(image, temp)
-                paths.copy_new_file(temp, target)
-                temp.unlink()
-            else:
-                paths.copy_new_file(source, target)
-        except (UserError, OSError) as e:
-            error = e if isinstance(e, UserError) else UserError(
-                "bake_failed", f"Could not write the baked texture: {e}",
-                "choose a writable Bake Folder in the add-on preferences")
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
+            _write_baked(image, folder, target)
+        except OSError as e:
+            raise UserError("bake_failed", f"Could not write the baked texture: {e}",
+                            "choose a writable Bake Folder in the add-on preferences") from e
         image.filepath = bpy.path.relpath(str(target)) if bpy.data.filepath else str(target)
         if image.packed_file is not None:
             image.unpack(method="USE_ORIGINAL")  # the file now at image.filepath is the baked one
@@ -318,12 +306,9 @@ class TEXTURE_VARIANTS_OT_tile_preview(bpy.types.Operator):
 
     index: IntProperty(name="Variant", default=-1, min=-1, description="Which result; -1 = the picked one")
 
+    @reports_errors()
     def execute(self, context):
-        try:
-            item = _picked(context, self.index)
-        except UserError as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
+        item = _picked(context, self.index)
         tiled = texture_io.tiled_copy(item.image, 3)
         shown = False
         for window in context.window_manager.windows:

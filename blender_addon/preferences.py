@@ -1,15 +1,15 @@
 """Add-on preferences: where the backend and its models are, and the Set up backend button."""
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from . import backend_client, backend_setup, session
-from .errors import UserError
+from . import backend_config as client_config
+from . import session, setup_plan
+from .errors import UserError, reports_errors
 
 ADDON_DIR = Path(__file__).resolve().parent
 
@@ -47,10 +47,10 @@ def get(context=None) -> "TextureVariantsPreferences":
 def backend_config(context=None):
     """The client's settings: environment variables, then these preferences, then the set-up venv."""
     prefs = get(context)
-    python = prefs.python or str(backend_setup.venv_python(venv_folder()))
-    return backend_client.resolve_config(
+    python = prefs.python or str(setup_plan.venv_python(venv_folder()))
+    return client_config.resolve_config(
         python=bpy.path.abspath(python), base=prefs.base or None, ip_adapter=prefs.ip_adapter or None,
-        device=prefs.device,
+        device=prefs.device, allow_pickle=prefs.allow_pickle,
     )
 
 
@@ -70,77 +70,8 @@ def describe_hello(hello: dict) -> str:
     return " · ".join(parts)
 
 
-class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
-    """Create a Python environment for the backend in the extension's user folder and install its packages"""
-
-    bl_idname = "texture_variants.setup_backend"
-    bl_label = "Set up Backend"
-    bl_options = {"REGISTER"}
-
-    _run = None
-    _timer = None
-
-    def _steps(self, context):
-        return backend_setup.setup_steps(sys.executable, venv_folder(), backend_root(), get(context).device)
-
-    def _refuse_offline(self, steps) -> bool:
-        if bpy.app.online_access:
-            return False
-        manual = backend_setup.manual_instructions(steps)
-        print("Texture Variants: install the backend by hand with:\n" + manual)
-        self.report({"ERROR"}, "Online access is off, so the backend's packages cannot be downloaded. To fix: "
-                    "allow it in Preferences > System > Network, or run the commands printed in the system "
-                    "console and set Backend Python to the environment's python")
-        return True
-
-    def _checked_steps(self, context):
-        """The set-up steps, or None after reporting why they cannot run (bad settings, offline)."""
-        try:
-            steps = self._steps(context)
-        except UserError as e:
-            self.report({"ERROR"}, str(e))
-            return None
-        return None if self._refuse_offline(steps) else steps
-
-    def execute(self, context):  # scripts and background mode: blocks until done
-        steps = self._checked_steps(context)
-        if steps is None:
-            return {"CANCELLED"}
-        run = backend_setup.SetupRun(steps).start()
-        run.join()
-        return self._finish(context, run)
-
-    def invoke(self, context, event):
-        steps = self._checked_steps(context)
-        if steps is None:
-            return {"CANCELLED"}
-        TEXTURE_VARIANTS_OT_setup_backend._run = backend_setup.SetupRun(steps).start()
-        self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
-        context.window_manager.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context, event):
-        run = TEXTURE_VARIANTS_OT_setup_backend._run
-        if event.type == "ESC":
-            run.cancel()
-        if event.type == "TIMER":
-            for area in context.screen.areas if context.screen else ():
-                area.tag_redraw()
-            if run.finished:
-                context.window_manager.event_timer_remove(self._timer)
-                return self._finish(context, run)
-        return {"PASS_THROUGH"}
-
-    def _finish(self, context, run):
-        TEXTURE_VARIANTS_OT_setup_backend._run = None
-        if run.error:
-            self.report({"ERROR"}, f"Backend setup: {run.error}. To fix: check your internet connection and "
-                        "disk space, see the system console, then click Set up Backend again")
-            print("\n".join(run.lines))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Backend installed in {venv_folder()}")
-        bpy.ops.texture_variants.check_backend("EXEC_DEFAULT" if bpy.app.background else "INVOKE_DEFAULT")
-        return {"FINISHED"}
+def _show_not_ready(operator, context, error: UserError) -> None:
+    get(context).status = f"Not ready: {error.message}"
 
 
 class TEXTURE_VARIANTS_OT_check_backend(bpy.types.Operator):
@@ -157,15 +88,9 @@ class TEXTURE_VARIANTS_OT_check_backend(bpy.types.Operator):
     _asked = ""
     _since = 0.0
 
-    def _start(self, context) -> bool:
-        try:
-            session.shared().start(backend_config(context), str(backend_root()))
-        except UserError as e:
-            get(context).status = f"Not ready: {e.message}"
-            self.report({"ERROR"}, str(e))
-            return False
+    def _start(self, context) -> None:
+        session.shared().start(backend_config(context), str(backend_root()))
         get(context).status = describe_hello(session.shared().hello)
-        return True
 
     def _step(self, context) -> bool:
         """One round of asking for the device; True when known (or when waiting is over)."""
@@ -182,22 +107,18 @@ class TEXTURE_VARIANTS_OT_check_backend(bpy.types.Operator):
             self._asked = current.request_status()
         return False
 
+    @reports_errors(_show_not_ready)
     def execute(self, context):  # scripts and background mode: waits for the device
-        if not self._start(context):
-            return {"CANCELLED"}
+        self._start(context)
         self._since = time.monotonic()
-        try:
-            while not self._step(context):
-                time.sleep(0.2)
-        except UserError as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
+        while not self._step(context):
+            time.sleep(0.2)
         self.report({"INFO"}, get(context).status)
         return {"FINISHED"}
 
+    @reports_errors(_show_not_ready)
     def invoke(self, context, event):  # the UI: hello now, the device when torch has loaded
-        if not self._start(context):
-            return {"CANCELLED"}
+        self._start(context)
         self._since = time.monotonic()
         self._timer = context.window_manager.event_timer_add(0.3, window=context.window)
         context.window_manager.modal_handler_add(self)
@@ -238,6 +159,11 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         "empty = h94/IP-Adapter (TEXTURE_VARIANTS_IP_ADAPTER overrides this)",
     )
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
+    allow_pickle: BoolProperty(
+        name="Trust Pickled Weights", default=False,
+        description="Also load .ckpt/.bin model weights (they can run code: only files you trust). Starts the "
+        "backend with --allow-pickle",
+    )
     bake_folder: StringProperty(
         name="Bake Folder", subtype="DIR_PATH",
         description="Where Bake writes textures; empty = a 'textures' folder next to the saved .blend",
@@ -245,6 +171,21 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
     pack_on_bake: BoolProperty(name="Pack Baked Textures", default=False,
                                description="Also pack baked textures into the .blend")
     status: StringProperty(name="Status", default="Not checked yet")
+    installer: EnumProperty(name="Installer", default="uv", items=[
+        ("uv", "uv", "uv installs several times faster than pip; taken from the package index into the "
+         "backend's environment when it is not on PATH (pip is used when that fails)"),
+        ("pip", "pip", "Python's own installer"),
+    ])
+    torch_index: StringProperty(
+        name="Torch Index",
+        description="Package index for torch; empty = torch's own index for the chosen build (PyPI for "
+        "Apple's), 'default' = the index pip is configured with (TEXTURE_VARIANTS_TORCH_INDEX overrides this)",
+    )
+    package_index: StringProperty(
+        name="Package Index",
+        description="Package index for the other packages; empty = PyPI, 'default' = the index pip is "
+        "configured with (TEXTURE_VARIANTS_INDEX overrides this)",
+    )
 
     def draw(self, context):
         layout = self.layout
@@ -254,6 +195,7 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         col.prop(self, "base")
         col.prop(self, "ip_adapter")
         col.prop(self, "device")
+        col.prop(self, "allow_pickle")
         overridden = [name for name in ("TEXTURE_VARIANTS_PYTHON", "TEXTURE_VARIANTS_BASE",
                                         "TEXTURE_VARIANTS_IP_ADAPTER") if os.environ.get(name)]
         if overridden:
@@ -262,19 +204,11 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         col.prop(self, "bake_folder")
         col.prop(self, "pack_on_bake")
 
+        from . import setup_operators  # it imports this module
+
         box = layout.box()
-        run = TEXTURE_VARIANTS_OT_setup_backend._run
-        if run is not None:
-            box.progress(factor=run.fraction, type="BAR", text=run.label)
-            box.label(text=run.last_line[:120])
-        else:
-            row = box.row()
-            row.operator(TEXTURE_VARIANTS_OT_setup_backend.bl_idname, icon="CONSOLE")
-            row.operator(TEXTURE_VARIANTS_OT_check_backend.bl_idname, icon="FILE_REFRESH")
-            if not bpy.app.online_access:
-                box.label(text="Online access is off: Set up Backend will print the commands to run by hand",
-                          icon="ERROR")
+        setup_operators.draw_section(box, self, context)
         box.label(text=self.status, icon="CHECKMARK" if self.status.startswith("Backend") else "INFO")
 
 
-CLASSES = (TEXTURE_VARIANTS_OT_setup_backend, TEXTURE_VARIANTS_OT_check_backend, TextureVariantsPreferences)
+CLASSES = (TEXTURE_VARIANTS_OT_check_backend, TextureVariantsPreferences)

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 
 from .errors import UserError
-from .job import Job
+from .job import JobTracker
 
 
 class Session:
@@ -24,7 +24,7 @@ class Session:
         self._client = None
         self._key = None
         self._lock = threading.Lock()
-        self.job: Job | None = None
+        self.job: JobTracker | None = None
         self.hello: dict | None = None
         self.replies: dict[str, dict] = {}  # answers to other requests (status), by request id
 
@@ -50,28 +50,27 @@ class Session:
             raise UserError.from_exception(e) from e
         return self.hello
 
-    def submit(self, config, backend_root: str, input_path: str, output_dir: str, params: dict, *,
-               in_thread: bool = False) -> Job:
-        """Send a generate job. With `in_thread`, starting the backend (about a second on a cold start)
+    def submit(self, config, backend_root: str, input_path: str, job_folder: str, params: dict, *,
+               in_thread: bool = False) -> JobTracker:
+        """Send a generate job that fills `job_folder` (the backend writes the variants into it). With `in_thread`, starting the backend (about a second on a cold start)
         and sending happen on a worker thread, so the caller (the UI) never waits; the job stays
         QUEUED until then, and a failure to start ends it as FAILED."""
         if self.busy:
             raise UserError("busy", "A variant is already being generated",
                             "wait for it to finish, or press Cancel in the Variants panel")
         client = self.client(config, backend_root)
-        job = Job(id="", output_dir=str(output_dir))
+        job = JobTracker(id="", folder=str(job_folder))
 
         def send():
             try:
                 if self.hello is None:
                     self.hello = client.start()
-                job.id = client.generate(input_path, output_dir, **params)
+                job.id = client.generate(input_path, job_folder, **params)
                 if job.cancel_requested:  # Cancel was pressed while the backend was starting
                     client.cancel(job.id)
             except Exception as e:
                 error = UserError.from_exception(e)
-                job.apply({"type": "error", "id": job.id, "code": error.code, "message": error.message,
-                           "hint": error.hint})
+                job.apply(error.event(job.id))
                 if not in_thread:
                     raise error from e
 
@@ -115,15 +114,17 @@ class Session:
                 if reply.get(key) is not None:
                     self.hello[key] = reply[key]
 
-    def run_to_end(self, timeout: float | None = None) -> Job:
+    def run_to_end(self, timeout: float | None = None) -> JobTracker:
         """Block until the job ends; past `timeout` seconds it is cancelled (and reported so)."""
         job = self.job
         try:
-            final = self._client.wait(job.id, timeout=timeout, on_event=job.apply)
-            job.apply(final)
-        except TimeoutError:
-            self.cancel()
-            job.apply(self._client.wait(job.id, timeout=30, on_event=job.apply))
+            try:
+                job.apply(self._client.wait(job.id, timeout=timeout, on_event=job.apply))
+            except UserError as e:
+                if e.code != "timeout":
+                    raise
+                self.cancel()
+                job.apply(self._client.wait(job.id, timeout=30, on_event=job.apply))
         except Exception as e:
             raise UserError.from_exception(e) from e
         return job

@@ -2,7 +2,7 @@
 
 import bpy
 
-from . import material_target, session
+from . import material_target, panel_rules, session
 from .errors import UserError
 from .operators import PREVIEW_IMAGE
 
@@ -20,11 +20,19 @@ class TEXTURE_VARIANTS_UL_results(bpy.types.UIList):
 
 def draw_variants_panel(layout, context) -> None:
     settings = context.scene.texture_variants
+    material = draw_target(layout.box(), context)
+    header, body = layout.panel("texture_variants_settings", default_closed=False)
+    header.label(text="Settings")
+    if body:
+        draw_settings(body.column(align=True), settings, session.shared().hello)
+    draw_job(layout, session.shared())
+    draw_results(layout, settings, material)
 
-    # What the add-on will work on, or why it cannot.
-    box = layout.box()
+
+def draw_target(box, context):
+    """What the add-on will work on, or why it cannot; returns the material (or None)."""
     try:
-        material, node, image = material_target.resolve(context)
+        material, _node, image = material_target.resolve(context)
     except UserError as e:
         box.label(text=e.message, icon="ERROR")
         box.label(text=e.hint[:90])
@@ -35,37 +43,50 @@ def draw_variants_panel(layout, context) -> None:
         if material.texture_variants.original_image is not None:
             box.label(text=f"Variant applied (original: {material.texture_variants.original_image.name})",
                       icon="INFO")
-    if context.active_object and context.active_object.active_material \
-            and context.active_object.active_material.node_tree:
-        box.prop_search(settings, "image_node", context.active_object.active_material.node_tree, "nodes",
-                        text="Node", icon="NODE")
+    active = context.active_object.active_material if context.active_object else None
+    if active is not None and active.node_tree:
+        box.prop_search(context.scene.texture_variants, "image_node", active.node_tree, "nodes", text="Node",
+                        icon="NODE")
+    return material
 
-    # Settings.
-    header, body = layout.panel("texture_variants_settings", default_closed=False)
-    header.label(text="Settings")
-    if body:
-        col = body.column(align=True)
-        col.prop(settings, "engine")
-        col.prop(settings, "variants")
-        row = col.row(align=True)
-        row.prop(settings, "seed")
-        row.prop(settings, "randomize_seed", text="", icon="FILE_REFRESH")
-        col.prop(settings, "steps")
-        col.prop(settings, "size")
-        col.prop(settings, "tile")
-        col.prop(settings, "appearance")
-        col.prop(settings, "style_only")
-        row = col.row(align=True)
-        row.active = settings.style_only  # the content text only matters with Style Only
-        row.prop(settings, "suppress_content")
+
+def draw_settings(col, settings, hello) -> None:
+    """The settings, without those the chosen engine ignores; greyed out where another setting makes
+    them do nothing (panel_rules)."""
+    col.prop(settings, "engine")
+    if settings.engine == "auto":
+        col.label(text=panel_rules.auto_text(hello), icon="INFO")
+    states = panel_rules.setting_states(panel_rules.effective_engine(settings.engine, hello),
+                                        settings.appearance, settings.style_only)
+    col.prop(settings, "variants")
+    row = col.row(align=True)
+    row.prop(settings, "seed")
+    row.prop(settings, "randomize_seed", text="", icon="FILE_REFRESH")
+    _prop(col, settings, "steps", states)
+    col.prop(settings, "size")
+    col.prop(settings, "tile")
+    _prop(col, settings, "appearance", states)
+    _prop(col, settings, "style_only", states)
+    _prop(col, settings, "suppress_content", states)
+    if states["balance"] != panel_rules.HIDDEN:
         col.separator()
         row = col.row(align=True)
+        row.active = states["balance"] == panel_rules.SHOWN
         row.label(text="Structure")
         row.prop(settings, "balance", text="", slider=True)
         row.label(text="Appearance")
 
-    # Generate, or the running job's progress.
-    current = session.shared()
+
+def _prop(col, settings, name: str, states: dict) -> None:
+    if states[name] == panel_rules.HIDDEN:
+        return
+    row = col.row(align=True)
+    row.active = states[name] == panel_rules.SHOWN
+    row.prop(settings, name)
+
+
+def draw_job(layout, current) -> None:
+    """Generate, or the running job's progress with Cancel and the live preview."""
     job = current.job
     if current.busy:
         row = layout.row(align=True)
@@ -74,12 +95,14 @@ def draw_variants_panel(layout, context) -> None:
         preview = bpy.data.images.get(PREVIEW_IMAGE)
         if preview is not None and job.preview and preview.preview:
             layout.template_icon(icon_value=preview.preview.icon_id, scale=6.0)
-    else:
-        layout.operator("texture_variants.generate", icon="SHADERFX")
-        if job is not None and job.finished and job.state != "done":
-            layout.label(text=job.status_text(), icon="ERROR" if job.state == "failed" else "INFO")
+        return
+    layout.operator("texture_variants.generate", icon="SHADERFX")
+    if job is not None and job.finished and job.state != "done":
+        layout.label(text=job.status_text(), icon="ERROR" if job.state == "failed" else "INFO")
 
-    # Results.
+
+def draw_results(layout, settings, material) -> None:
+    """The variants to pick from, Apply and Tile; Revert and Bake once one is applied."""
     if len(settings.results):
         layout.template_list("TEXTURE_VARIANTS_UL_results", "", settings, "results", settings, "results_index",
                              type="GRID", columns=4, rows=1)

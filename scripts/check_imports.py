@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {
     "blender_addon": {"torch", "diffusers", "transformers", "numpy", "safetensors", "huggingface_hub", "backend"},
-    "backend": {"bpy", "bmesh", "mathutils", "blender_addon"},
+    "backend": {"bpy", "bmesh", "mathutils", "blender_addon", "scripts"},
 }
 
 

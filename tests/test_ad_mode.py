@@ -14,15 +14,11 @@ import pytest
 import torch
 
 from backend import generate_variants
-from backend.diffusion import attention_distillation, balance
+from backend.diffusion import balance
 from backend.diffusion import engine as diffusion
-from backend.diffusion.kv_attention import (
-    REFERENCE,
-    KVController,
-    KVReplacementProcessor,
-    kv_replacement,
-    self_attention_layers,
-)
+from backend.diffusion.controls.attention import ReferenceAttention
+from backend.diffusion.controls.base import GENERATED, REFERENCE, Run, StepState
+from backend.diffusion.controls.distill import AttentionDistillation
 from backend.diffusion.tiling import tiling
 from backend.errors import CancelledError, InputError
 
@@ -40,10 +36,17 @@ def _arr(image) -> np.ndarray:
     return np.asarray(image, dtype=np.float64) / 255.0
 
 
+def _ad_control(pipe, steps, iterations=3, lr=0.05):
+    """AD at balance 1 as the engine builds it, set up for a call of `steps` steps."""
+    control, run = AttentionDistillation(balance.settings(1.0), steps, iterations, lr), Run(pipe, StepState(steps=steps))
+    control.setup(run)
+    return control, run
+
+
 def test_ad_loss_decreases_over_the_iterations_of_a_step_with_ip_adapter_active(pipe, reference):
     steps = 3
-    window = balance.settings(1.0).window_steps(steps)
-    controller = KVController(frozenset(self_attention_layers(pipe.unet)), window)
+    control, run = _ad_control(pipe, steps, iterations=6, lr=0.05)
+    controller, window = control.kv, control.window
     step = max(window)
     ip_calls = []
     ip_processors = [p for name, p in pipe.unet.attn_processors.items()
@@ -51,29 +54,28 @@ def test_ad_loss_decreases_over_the_iterations_of_a_step_with_ip_adapter_active(
     assert ip_processors, "the tiny UNet has IP-Adapter processors in up_blocks.2"
     hooks = [p.to_k_ip[0].register_forward_hook(lambda *a: ip_calls.append(1)) for p in ip_processors]
     try:
-        with torch.no_grad(), kv_replacement(pipe.unet, controller), tiling("both", pipe.unet):
+        with torch.no_grad(), tiling("both", pipe.unet):
             pipe.set_ip_adapter_scale(1.0)
             image = reference.resize((SIZE, SIZE))
             cond = diffusion.encode_conditioning(pipe, image, "", "")
-            progress = diffusion.Progress(total=10 * steps)
-            inverted = diffusion.invert(pipe, diffusion.encode_reference(pipe, image, SIZE), cond, steps, progress)
-            diffusion.denoise(pipe, inverted, cond, steps, 1.0, progress, controller, REFERENCE)
+            loop = diffusion.Loop(pipe, cond, steps, diffusion.Progress(total=10 * steps), [control], run.state)
+            inverted = loop.invert(diffusion.encode_reference(pipe, image, SIZE))
+            loop.denoise(inverted, 1.0, REFERENCE)
             assert not controller.missing()
 
-            forward, _ = diffusion._schedulers(pipe, steps)
-            t = forward.timesteps[step]
+            t = loop.forward.timesteps[step]
             latents = torch.randn((2, 4, SIZE // 8, SIZE // 8), generator=torch.Generator().manual_seed(1))
             text, image_embeds = cond.batch(2, guided=False)
 
             def loss(lat):
-                with torch.enable_grad():
-                    return float(attention_distillation.ad_loss(pipe.unet, lat, t, controller, step, text, image_embeds).detach())
+                with torch.enable_grad(), loop.branch(GENERATED):
+                    return float(control.loss(lat, t, step, text, image_embeds).detach())
 
             ip_calls.clear()
             losses = []
-            refined = attention_distillation.optimise_latents(
-                pipe.unet, latents, t, controller, step, text, image_embeds, iterations=6, lr=0.05,
-                after_iteration=lambda i, value: losses.append(value))
+            with loop.branch(GENERATED):
+                refined = control.optimise(latents, t, step, text, image_embeds,
+                                           after_iteration=lambda i, value: losses.append(value))
             assert ip_calls, "the AD pass ran without IP-Adapter's image attention"
             before, after = loss(latents), loss(refined)
     finally:
@@ -90,21 +92,22 @@ def test_ad_loss_decreases_over_the_iterations_of_a_step_with_ip_adapter_active(
 def test_ad_loss_is_zero_when_the_generated_branch_is_the_reference_branch(pipe, reference):
     """The loss compares with the reference K/V: the reference's own latent has nothing to distil."""
     steps = 3
-    window = balance.settings(1.0).window_steps(steps)
-    controller = KVController(frozenset(self_attention_layers(pipe.unet)), window)
+    control, run = _ad_control(pipe, steps)
     image = reference.resize((SIZE, SIZE))
-    with torch.no_grad(), kv_replacement(pipe.unet, controller):
+    with torch.no_grad():
         pipe.set_ip_adapter_scale(1.0)
         cond = diffusion.encode_conditioning(pipe, image, "", "")
         latents = diffusion.encode_reference(pipe, image, SIZE)
-        forward, _ = diffusion._schedulers(pipe, steps)
-        step = max(window)
-        controller.branch, controller.step = REFERENCE, step
+        loop = diffusion.Loop(pipe, cond, steps, diffusion.Progress(total=10 * steps), [control], run.state)
+        step = max(control.window)
         text, image_embeds = cond.batch(1, guided=False)
-        t = forward.timesteps[step]
-        pipe.unet(latents, t, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": image_embeds})
-        own = attention_distillation.ad_loss(pipe.unet, latents, t, controller, step, text, image_embeds)
-        other = attention_distillation.ad_loss(pipe.unet, latents.flip(-1), t, controller, step, text, image_embeds)
+        t = loop.forward.timesteps[step]
+        with loop.branch(REFERENCE):
+            run.state.step = step
+            pipe.unet(latents, t, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": image_embeds})
+        with loop.branch(GENERATED):
+            own = control.loss(latents, t, step, text, image_embeds)
+            other = control.loss(latents.flip(-1), t, step, text, image_embeds)
     assert float(own) == pytest.approx(0.0, abs=1e-5)
     assert float(other) > 1e-3
 
@@ -144,7 +147,7 @@ def test_cancel_inside_the_optimisation_stops_it_and_leaves_the_models_clean(tin
     with pytest.raises(CancelledError, match=f"after {STEPS * 3 + 1} of {STEPS * 3 + 3}"):
         _gen(tiny_models, reference, on_step=on_step, cancel=cancel, ad_iterations=3)
     assert seen[-1] == (STEPS * 3 + 1, STEPS * 3 + 3)
-    assert not any(isinstance(p, KVReplacementProcessor) for p in pipe.unet.attn_processors.values())
+    assert not any(isinstance(p, ReferenceAttention) for p in pipe.unet.attn_processors.values())
     assert all(p.requires_grad for p in pipe.unet.parameters())
     assert not any("_conv_forward" in m.__dict__ for m in pipe.unet.modules())
     assert _gen(tiny_models, reference)[0].size == (SIZE, SIZE)  # the next call works

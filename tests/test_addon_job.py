@@ -33,7 +33,7 @@ def _concerns(e) -> bool:
 
 @given(st.lists(event, max_size=30))
 def test_state_follows_only_this_jobs_events_and_final_states_stick(events):
-    job = jobs.Job(JOB_ID)
+    job = jobs.JobTracker(JOB_ID)
     first_final = None
     for e in events:
         before = (job.state, job.step, job.files, job.error)
@@ -59,7 +59,7 @@ def test_state_follows_only_this_jobs_events_and_final_states_stick(events):
 
 
 def test_progress_shows_step_total_and_eta():
-    job = jobs.Job(JOB_ID)
+    job = jobs.JobTracker(JOB_ID)
     assert job.status_text() == "Starting the backend…"
     job.apply({"type": "accepted", "id": JOB_ID})
     job.apply({"type": "progress", "id": JOB_ID, "step": 3, "total": 12, "elapsed": 2.0, "eta": 65.0,
@@ -73,7 +73,7 @@ def test_progress_shows_step_total_and_eta():
 
 
 def test_a_dead_backend_ends_the_job_whatever_its_id():
-    job = jobs.Job(JOB_ID)
+    job = jobs.JobTracker(JOB_ID)
     job.apply({"type": "accepted", "id": JOB_ID})
     assert job.apply({"type": "error", "id": None, "code": "backend_died", "message": "exit code -9"})
     assert job.state == jobs.FAILED and job.error["code"] == "backend_died"

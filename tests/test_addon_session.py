@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from blender_addon import backend_client, job
+from blender_addon import backend_client, backend_config, job
 from blender_addon.errors import UserError
 from blender_addon.session import Session
 from tests.conftest import ROOT
@@ -22,7 +22,7 @@ LONG = {"engine": "diffusion", "steps": 200, "variants": 4}
 
 @pytest.fixture(scope="module")
 def config(tiny_models):
-    return backend_client.resolve_config(python=sys.executable, base=str(tiny_models["base"]),
+    return backend_config.resolve_config(python=sys.executable, base=str(tiny_models["base"]),
                                          ip_adapter=str(tiny_models["ip_adapter"]), device="cpu", environ={})
 
 
@@ -33,7 +33,7 @@ def session():
     s.stop()
 
 
-def pump_until_finished(session: Session, limit: float = 300) -> job.Job:
+def pump_until_finished(session: Session, limit: float = 300) -> job.JobTracker:
     """What the modal operator's timer does, without a timer: poll, apply, repeat."""
     deadline = time.monotonic() + limit
     while not session.job.finished:
@@ -88,7 +88,7 @@ def test_one_client_per_configuration(config, tmp_path):
         assert s.client(config, str(ROOT)) is first
         s.start(config, str(ROOT))
         pid = first.pid
-        other = backend_client.resolve_config(python=sys.executable, device="cpu", environ={})
+        other = backend_config.resolve_config(python=sys.executable, device="cpu", environ={})
         assert s.client(other, str(ROOT)) is not first
         assert not first.alive and pid is not None  # the old backend was stopped
     finally:
@@ -97,7 +97,7 @@ def test_one_client_per_configuration(config, tmp_path):
 
 def test_not_set_up_says_what_to_do(tmp_path):
     s = Session()
-    missing = backend_client.resolve_config(python=str(tmp_path / "venv" / "bin" / "python"), environ={})
+    missing = backend_config.resolve_config(python=str(tmp_path / "venv" / "bin" / "python"), environ={})
     with pytest.raises(UserError) as e:
         s.start(missing, str(ROOT))
     assert e.value.code == "not_set_up" and "Set up backend" in str(e.value)
@@ -125,7 +125,7 @@ def test_cancel_before_the_backend_has_started(config, color_texture_path, tmp_p
 
 def test_a_backend_that_cannot_start_fails_the_threaded_job(tmp_path, color_texture_path):
     s = Session()
-    missing = backend_client.resolve_config(python=str(tmp_path / "venv" / "bin" / "python"), environ={})
+    missing = backend_config.resolve_config(python=str(tmp_path / "venv" / "bin" / "python"), environ={})
     s.submit(missing, str(ROOT), str(color_texture_path), str(tmp_path), dict(PARAMS), in_thread=True)
     j = pump_until_finished(s, limit=30)
     assert j.state == job.FAILED and j.error["code"] == "not_set_up"

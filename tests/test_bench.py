@@ -1,4 +1,4 @@
-"""The benchmark machinery (backend/bench.py) on the tiny models, in seconds.
+"""The benchmark machinery (scripts/benchmarks/) on the tiny models, in seconds.
 
 No timing is asserted: these tests check that each benchmark case does the work it claims (counted
 UNet images, inversions, reference branches), that repetitions are interleaved, and that a run
@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from backend import bench, generate_variants
+from backend import generate_variants
 from backend.diffusion import engine as diffusion
 from backend.params import APPEARANCE_MODES
+from scripts.benchmarks import cli, common, gpu, variant_cost
+from scripts.benchmarks.report import render_gpu
 
 STEPS = 3
 
 
-def tiny_setup(**changes) -> bench.Setup:
-    base = bench.Setup(mode="quick", size=64, steps=STEPS, reps=1, methods=("plain", "naive", "first", "cached", "ad"),
+def tiny_setup(**changes) -> common.Setup:
+    base = common.Setup(mode="quick", size=64, steps=STEPS, reps=1, methods=("plain", "naive", "first", "cached", "ad"),
                        service_reps=1, patch_size=64, patch_reps=1, why="tiny models, smoke test")
-    return bench.replace(base, **changes)
+    return replace(base, **changes)
 
 
 @pytest.fixture
@@ -37,7 +40,7 @@ def test_interleaved_runs_every_case_each_round_in_rotated_order():
     order = []
     cases = {name: (lambda n=name: order.append(n)) for name in "abc"}
     seen = []
-    times = bench.interleaved(cases, 4, lambda name, rep, s: seen.append((rep, name)))
+    times = common.interleaved(cases, 4, lambda name, rep, s: seen.append((rep, name)))
     assert order == list("abc" "bca" "cab" "abc")
     assert seen == [(r, n) for r, names in enumerate(("abc", "bca", "cab", "abc")) for n in names]
     assert {name: len(t) for name, t in times.items()} == {"a": 4, "b": 4, "c": 4}
@@ -45,9 +48,9 @@ def test_interleaved_runs_every_case_each_round_in_rotated_order():
 
 
 def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "QUICK", tiny_setup())
+    monkeypatch.setattr(common, "QUICK", tiny_setup())
     models_dir = tiny_models["base"].parent
-    assert bench.main(["--quick", "--models", str(models_dir), "--out-dir", str(tmp_path)]) == 0
+    assert cli.main(["--quick", "--models", str(models_dir), "--out-dir", str(tmp_path)]) == 0
 
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("variant_cost_ratio=")
@@ -64,9 +67,9 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
                      ("first", n): (2 * n + 2) * STEPS, ("naive", n): 4 * n * STEPS}
     del expected[("first", 1)]  # the same work as one naive variant: measured once
     if "ad" in APPEARANCE_MODES:  # plus the loss passes: iterations x N per window step (1 of 3)
-        from backend.diffusion.attention_distillation import DEFAULT_ITERATIONS
+        from backend.params import DiffusionOptions
 
-        expected |= {("ad", n): 2 * n * STEPS + DEFAULT_ITERATIONS * n for n in (1, 4)}
+        expected |= {("ad", n): 2 * n * STEPS + DiffusionOptions.ad_iterations * n for n in (1, 4)}
     assert images == expected
     for r in rows:
         assert len(r["seconds"]) == 1 and r["median_s"] > 0 and math.isfinite(r["ratio_to_plain"])
@@ -78,7 +81,7 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
     for side in ("service", "in_process"):
         assert 0 < service["first_progress_s"][side] < service["total_s"][side]
     patch = {r["texture"]: r for r in entry["patch"]["rows"]}
-    assert set(patch) == set(bench.PATCH_TEXTURES)
+    assert set(patch) == set(common.PATCH_TEXTURES)
     assert patch["immunohistochemistry"]["mode"] == "RGB" and patch["brick"]["mode"] == "L"
     assert all(r["seam_max"] < 1.5 for r in patch.values())  # the patch engine tiles by construction
 
@@ -93,13 +96,13 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
 
 def test_methods_without_plain_and_cached_are_refused(tmp_path):
     with pytest.raises(SystemExit):
-        bench.main(["--quick", "--methods", "plain", "naive", "--models", str(tmp_path / "none")])
+        cli.main(["--quick", "--methods", "plain", "naive", "--models", str(tmp_path / "none")])
     assert not (tmp_path / "none").exists()  # refused before any model is written
 
 
 def test_a_second_mode_keeps_the_first_in_the_report(tmp_path):
-    bench.store(tmp_path, "gpu", {"not_measured": "test"})
-    bench.store(tmp_path, "other", {"x": 1})
+    cli.store(tmp_path, "gpu", {"not_measured": "test"})
+    cli.store(tmp_path, "other", {"x": 1})
     stored = json.loads((tmp_path / "benchmarks.json").read_text())
     assert stored == {"gpu": {"not_measured": "test"}, "other": {"x": 1}}
     assert "Not measured: test." in (tmp_path / "BENCHMARKS.md").read_text()
@@ -112,7 +115,7 @@ def test_a_case_that_would_measure_something_else_is_refused(tiny_models, brick_
         return generate_variants(brick_path, base=str(tiny_models["base"]), ip_adapter=str(tiny_models["ip_adapter"]),
                                  engine="diffusion", size=64, steps=2, **kw)
 
-    methods = bench.variant_methods(generate, tiny_setup())
+    methods = variant_cost.variant_methods(generate, tiny_setup())
     diffusion.reference_cache.clear()
     with pytest.raises(RuntimeError, match="expected 0"):
         methods["cached"](1)
@@ -124,12 +127,12 @@ def test_naive_recomputes_per_variant_and_leaves_the_real_cache_alone(tiny_model
         return generate_variants(brick_path, base=str(tiny_models["base"]), ip_adapter=str(tiny_models["ip_adapter"]),
                                  engine="diffusion", size=64, steps=2, **kw)
 
-    methods = bench.variant_methods(generate, tiny_setup())
+    methods = variant_cost.variant_methods(generate, tiny_setup())
     generate(variants=1, seed=1)  # the real cache now holds this texture
     cache, entries = diffusion.reference_cache, len(diffusion.reference_cache)
-    before = bench.reference_work_done()
+    before = variant_cost.reference_work_done()
     naive = methods["naive"](3)
-    assert bench.reference_work_done() == (before[0] + 3, before[1] + 3)
+    assert variant_cost.reference_work_done() == (before[0] + 3, before[1] + 3)
     assert diffusion.reference_cache is cache and len(cache) == entries
     # The naive variants are the product's variants: same seeds, the same pictures (up to the float
     # rounding of a batch of 1 against a batch of 3).
@@ -140,11 +143,11 @@ def test_naive_recomputes_per_variant_and_leaves_the_real_cache_alone(tiny_model
 
 
 def test_gpu_path_runs_on_the_cpu_with_the_tiny_models(tiny_models, fresh_pipeline):
-    setup = bench.replace(bench.GPU, size=64, steps=2, reps=1)
-    result = bench.bench_gpu(tiny_models, setup, device="cpu", dtype="float32", log=lambda *a: None)
+    setup = replace(common.GPU, size=64, steps=2, reps=1)
+    result = gpu.bench_gpu(tiny_models, setup, device="cpu", dtype="float32", log=lambda *a: None)
     methods = {r["method"] for r in result["rows"]}
     assert methods == {"plain", "naive", "first", "cached", "diffusers_plain"}
     assert result["optimisations"] == ["channels_last"]
     assert all(r["peak_gb"] is None and r["median_s"] > 0 for r in result["rows"])  # no CUDA: no VRAM figure
-    report = "\n".join(bench.render_gpu({"command": "test", "date": "now", "machine": bench.machine(), "gpu": result}))
+    report = "\n".join(render_gpu({"command": "test", "date": "now", "machine": common.machine(), "gpu": result}))
     assert "plain diffusers" in report and "Not measured" not in report

@@ -13,7 +13,9 @@ import pytest
 from PIL import Image
 
 from blender_addon import backend_client
-from blender_addon.backend_client import BackendClient, BackendError, BackendTimeout, resolve_config
+from blender_addon.backend_client import BackendClient
+from blender_addon.backend_config import resolve_config
+from blender_addon.errors import UserError
 from tests.conftest import ROOT
 
 TINY = dict(engine="diffusion", size=64, steps=2, seed=5)
@@ -89,7 +91,7 @@ def test_config_environment_variables_override_arguments():
 @pytest.mark.parametrize("python", [None, "/no/such/python"])
 def test_no_interpreter_is_a_not_set_up_error(python):
     client = BackendClient(resolve_config(python=python, environ={}), backend_root=ROOT)
-    with pytest.raises(BackendError) as error:
+    with pytest.raises(UserError) as error:
         client.start()
     assert error.value.code == "not_set_up" and "TEXTURE_VARIANTS_PYTHON" in error.value.hint
     assert not client.alive
@@ -97,7 +99,7 @@ def test_no_interpreter_is_a_not_set_up_error(python):
 
 def test_a_folder_without_the_backend_is_a_not_set_up_error(tmp_path):
     client = BackendClient(resolve_config(python=sys.executable, environ={}), backend_root=tmp_path)
-    with pytest.raises(BackendError) as error:
+    with pytest.raises(UserError) as error:
         client.start()
     assert error.value.code == "not_set_up" and str(tmp_path) in error.value.message
 
@@ -109,7 +111,7 @@ def test_an_interpreter_that_dies_at_start_is_reported(tmp_path):
     (fake_root / "backend" / "__init__.py").write_text("")
     (fake_root / "backend" / "__main__.py").write_text("import torchvision_that_is_not_here\n")
     client = BackendClient(resolve_config(python=sys.executable, environ={}), backend_root=fake_root)
-    with pytest.raises(BackendError) as error:
+    with pytest.raises(UserError) as error:
         client.start()
     assert error.value.code == "backend_died"
     assert "ModuleNotFoundError" in error.value.message
@@ -167,8 +169,9 @@ def test_cancel_through_the_client(shared_client, color_texture_path, tmp_path):
     assert final["type"] == "cancelled"
     assert final["stopped_step"] - final["cancel_step"] <= 1
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(BackendTimeout):
+    with pytest.raises(UserError) as timeout:
         client.wait("generate-does-not-exist", timeout=0.2)
+    assert timeout.value.code == "timeout"
 
 
 def test_kill_9_during_a_job_is_reported_and_the_next_request_restarts(client, color_texture_path, tmp_path):
@@ -224,14 +227,13 @@ def test_stop_shuts_the_service_down(client):
 
 
 def test_protocol_mismatch_with_a_newer_client(config, monkeypatch):
-    service_version = backend_client.PROTOCOL_VERSION
-    monkeypatch.setattr(backend_client, "PROTOCOL_VERSION", service_version + 1)
+    monkeypatch.setattr(backend_client, "PROTOCOL_VERSION", backend_client.PROTOCOL_VERSION + 1)
     client = BackendClient(config, backend_root=ROOT)
-    with pytest.raises(BackendError) as error:
+    with pytest.raises(UserError) as error:
         client.start()
     assert error.value.code == "protocol_mismatch"
-    assert (f"protocol {service_version + 1}" in error.value.message
-            and f"protocol {service_version}" in error.value.message)
+    newer, ours = backend_client.PROTOCOL_VERSION, backend_client.PROTOCOL_VERSION - 1
+    assert f"protocol {newer}" in error.value.message and f"protocol {ours}" in error.value.message
     assert "update" in error.value.hint
     assert not client.alive
 
@@ -248,7 +250,7 @@ def test_protocol_mismatch_with_an_older_backend(tmp_path):
             print(json.dumps({"type": "hello", "id": request["id"], "protocol": 0}), flush=True)
     """))
     client = BackendClient(resolve_config(python=sys.executable, environ={}), backend_root=root)
-    with pytest.raises(BackendError) as error:
+    with pytest.raises(UserError) as error:
         client.start()
     assert error.value.code == "protocol_mismatch"
     assert "protocol 0" in error.value.message and "update" in error.value.hint

@@ -20,14 +20,10 @@ from PIL import Image
 from backend import generate_variants
 from backend.diffusion import balance
 from backend.diffusion import engine as diffusion
-from backend.diffusion.kv_attention import (
-    DEFAULT_BLOCKS,
-    GENERATED,
-    REFERENCE,
-    KVController,
-    kv_replacement,
-    self_attention_layers,
-)
+from backend.diffusion.balance import DEFAULT_BLOCKS
+from backend.diffusion.controls.attention import self_attention_layers
+from backend.diffusion.controls.base import GENERATED, REFERENCE, Control, Run, StepState
+from backend.diffusion.controls.kv import KVReplacement
 from backend.diffusion.tiling import tiling
 from backend.errors import CancelledError, InputError
 
@@ -114,13 +110,35 @@ def test_tiling_makes_any_conv_stack_shift_equivariant_on_its_axes(mode, shift, 
 # ------------------------------------------------------------------ kv replacement, instrumented
 
 
-def _reference_work(pipe, reference, steps, controller, iterations=0):
+def _kv_control(pipe, steps):
+    """kv replacement at balance 0.5 as the engine builds it, set up for a call of `steps` steps."""
+    control, run = KVReplacement(balance.settings(0.5), steps), Run(pipe, StepState(steps=steps))
+    control.setup(run)
+    return control, run
+
+
+def _loop(pipe, cond, steps, controls=(), state=None, total=10**6):
+    return diffusion.Loop(pipe, cond, steps, diffusion.Progress(total=total), controls, state)
+
+
+def _reference_work(pipe, reference, steps, controls=(), state=None, iterations=0):
     cond = diffusion.encode_conditioning(pipe, reference, "", "")
-    progress = diffusion.Progress(total=10**6)
+    loop = _loop(pipe, cond, steps, controls, state)
     latents0 = diffusion.encode_reference(pipe, reference, SIZE)
-    inverted = diffusion.invert(pipe, latents0, cond, steps, progress, iterations)
-    reconstructed = diffusion.denoise(pipe, inverted, cond, steps, 1.0, progress, controller, REFERENCE)
+    inverted = loop.invert(latents0, iterations)
+    reconstructed = loop.denoise(inverted, 1.0, REFERENCE)
     return cond, latents0, inverted, reconstructed
+
+
+class _ProcessorProbe(Control):
+    """Keeps the UNet's processors as each branch sees them at its first step."""
+
+    def __init__(self, unet):
+        self.unet, self.seen = unet, {}
+
+    def before_step(self, state):
+        self.seen.setdefault(state.branch, dict(self.unet.attn_processors))
+        return state.latents
 
 
 def test_generated_branch_uses_exactly_the_reference_kv_inside_the_window_only(pipe, reference):
@@ -129,7 +147,8 @@ def test_generated_branch_uses_exactly_the_reference_kv_inside_the_window_only(p
     assert len(layers) == 6 and all(n.startswith(("up_blocks.2.", "up_blocks.3.")) and n.endswith("attn1")
                                     for n in layers)
     window = balance.settings(0.5).window_steps(steps)
-    controller = KVController(frozenset(layers), window)
+    control, run = _kv_control(pipe, steps)
+    controller, probe = control.kv, _ProcessorProbe(pipe.unet)
     events, own_keys = [], []
     controller.observer = lambda layer, step, branch, action, hidden, key, value: events.append(
         (layer, step, branch, action, key.clone(), value.clone()))
@@ -139,21 +158,22 @@ def test_generated_branch_uses_exactly_the_reference_kv_inside_the_window_only(p
     for name, module in pipe.unet.named_modules():
         if name.endswith("attn1"):
             hooks.append(module.to_k.register_forward_hook(
-                lambda m, i, o, name=name: own_keys.append((name, controller.branch, controller.step))))
+                lambda m, i, o, name=name: own_keys.append((name, run.state.branch, run.state.step))))
     original = dict(pipe.unet.attn_processors)
     try:
-        with torch.no_grad(), kv_replacement(pipe.unet, controller) as installed:
-            for name, proc in installed.items():
-                if name.removesuffix(".processor") not in layers:
-                    assert proc is original[name]  # other layers (and IP-Adapter's) untouched
-            _reference_work(pipe, reference, steps, controller)
+        with torch.no_grad():
+            _reference_work(pipe, reference, steps, [control, probe], run.state)
             noise = torch.randn(2, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(0))
             cond = diffusion.encode_conditioning(pipe, reference, "", "")
-            diffusion.denoise(pipe, noise, cond, steps, 7.5, diffusion.Progress(total=steps), controller, GENERATED)
+            _loop(pipe, cond, steps, [control, probe], run.state, total=steps).denoise(noise, 7.5, GENERATED)
     finally:
         for h in hooks:
             h.remove()
     assert dict(pipe.unet.attn_processors) == original
+    for installed in probe.seen.values():
+        for name, proc in installed.items():
+            if name.removesuffix(".processor") not in layers:
+                assert proc is original[name]  # other layers (and IP-Adapter's) untouched
 
     recorded = {(layer, step): (k, v) for layer, step, branch, action, k, v in events if branch == REFERENCE}
     replaced = [(layer, step, k, v) for layer, step, branch, action, k, v in events if branch == GENERATED]
@@ -171,12 +191,11 @@ def test_generated_branch_uses_exactly_the_reference_kv_inside_the_window_only(p
 
 def test_generated_branch_from_the_inverted_noise_reproduces_the_reference_branch(pipe, reference):
     steps = 4
-    layers = self_attention_layers(pipe.unet)
-    controller = KVController(frozenset(layers), balance.settings(0.5).window_steps(steps))
-    with torch.no_grad(), kv_replacement(pipe.unet, controller), tiling("both", pipe.unet):
-        cond, _, inverted, reconstructed = _reference_work(pipe, reference, steps, controller)
-        generated = diffusion.denoise(pipe, inverted.clone(), cond, steps, 1.0,
-                                      diffusion.Progress(total=steps), controller, GENERATED)
+    control, run = _kv_control(pipe, steps)
+    with torch.no_grad(), tiling("both", pipe.unet):
+        cond, _, inverted, reconstructed = _reference_work(pipe, reference, steps, [control], run.state)
+        generated = _loop(pipe, cond, steps, [control], run.state, total=steps).denoise(inverted.clone(), 1.0,
+                                                                                       GENERATED)
     torch.testing.assert_close(generated, reconstructed, atol=1e-5, rtol=1e-5)
 
 
@@ -201,8 +220,8 @@ def test_inversion_then_reconstruction_returns_to_the_reference_latents(pipe, re
     inversion: plain inversion (no refinement) lands several times farther off on them.
     """
     with torch.no_grad():
-        _, latents0, _, refined = _reference_work(pipe, reference, 20, None, iterations=6)
-        _, _, _, plain = _reference_work(pipe, reference, 20, None, iterations=0)
+        _, latents0, _, refined = _reference_work(pipe, reference, 20, iterations=6)
+        _, _, _, plain = _reference_work(pipe, reference, 20, iterations=0)
     error = (refined - latents0).pow(2).mean().sqrt().item()
     plain_error = (plain - latents0).pow(2).mean().sqrt().item()
     assert error <= 0.1

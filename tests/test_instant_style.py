@@ -10,9 +10,12 @@ import torch
 from PIL import Image
 
 from backend import cli, generate_variants
+from backend.diffusion import balance, models
 from backend.diffusion import engine as diffusion
-from backend.diffusion import instant_style, models
+from backend.diffusion.controls import style as instant_style
+from backend.diffusion.controls.base import Run, StepState
 from backend.errors import InputError, ModelsMissingError
+from backend.params import GenerationParams
 
 SIZE, STEPS = 64, 2
 
@@ -66,7 +69,17 @@ def test_bad_style_blocks_are_refused_with_the_valid_names(pipe, blocks):
     assert "block" in e.value.message and e.value.hint
 
 
-def test_suppression_subtracts_exactly_lambda_times_the_text_embedding(pipe, reference, content_encoder):
+def _suppressed(tiny_models, pipe, cond, content_encoder, lam):
+    """`cond` through the InstantStyle control the engine builds for suppress_content="bricks"."""
+    params = GenerationParams.build({"content_encoder": str(content_encoder), "suppress_scale": lam},
+                                    engine="diffusion", suppress_content="bricks")
+    spec = models.resolve(tiny_models["base"], tiny_models["ip_adapter"], device="cpu")
+    control = instant_style.from_params(params, spec, balance.settings())
+    control.setup(Run(pipe, StepState()))
+    return control.conditioning(cond)
+
+
+def test_suppression_subtracts_exactly_lambda_times_the_text_embedding(tiny_models, pipe, reference, content_encoder):
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
     image = reference.resize((SIZE, SIZE))
@@ -76,10 +89,8 @@ def test_suppression_subtracts_exactly_lambda_times_the_text_embedding(pipe, ref
         tokenizer = CLIPTokenizer.from_pretrained(content_encoder)
         encoder = CLIPTextModelWithProjection.from_pretrained(content_encoder).eval()
         text = encoder(**tokenizer(["bricks"], return_tensors="pt")).text_embeds
-        engine_encoder, engine_tokenizer = models.load_content_encoder(content_encoder, "cpu", "float32")
-        content = instant_style.content_embedding(engine_encoder, engine_tokenizer, "bricks", "cpu")
         for lam in (0.0, 0.5, 0.8, 2.0):
-            suppressed = diffusion.encode_conditioning(pipe, image, "", "", content, lam)
+            suppressed = _suppressed(tiny_models, pipe, plain, content_encoder, lam)
             assert suppressed.image.shape == plain.image.shape  # (1, 1 image, projection_dim)
             torch.testing.assert_close(plain.image - suppressed.image, lam * text.view_as(plain.image), rtol=1e-5,
                                        atol=1e-6)

@@ -17,7 +17,8 @@ from tests.conftest import ROOT
 
 DOC = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
 SERVICE_SOURCES = [ROOT / "backend" / "service" / name for name in ("protocol.py", "server.py", "jobs.py")]
-CLIENT_SOURCE = ROOT / "blender_addon" / "backend_client.py"
+CLIENT_SOURCES = [ROOT / "blender_addon" / name for name in ("backend_client.py", "backend_process.py",
+                                                              "backend_config.py")]
 
 
 def _section(title: str) -> str:
@@ -48,10 +49,11 @@ def _const(node) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
-def _dict_values(path, key: str) -> set[str]:
+def _dict_values(paths, key: str) -> set[str]:
     """String values of `key` in dict literals (the client builds its requests and events that way)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    nodes = (node for path in paths for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
+    for node in nodes:
         if isinstance(node, ast.Dict):
             for k, v in zip(node.keys, node.values, strict=True):
                 if k is not None and _const(k) == key and _const(v) is not None:
@@ -77,15 +79,15 @@ def test_the_events_the_code_emits_are_declared_types():
     emitted = {"error"} if any(_calls(p, "error_event") for p in SERVICE_SOURCES) else set()
     for path in SERVICE_SOURCES:
         emitted |= {_const(call.args[0]) for call in _calls(path, "event") if call.args}
-    emitted |= _dict_values(CLIENT_SOURCE, "type") - set(protocol.REQUEST_TYPES)  # its synthetic events
+    emitted |= _dict_values(CLIENT_SOURCES, "type") - set(protocol.REQUEST_TYPES)  # its synthetic events
     assert None not in emitted, "an event type is computed; name it literally so it can be checked"
     assert emitted <= set(protocol.EVENT_TYPES)
     assert {"accepted", "progress", "result", "cancelled", "error", "hello", "status", "ack"} <= emitted
 
 
 def test_the_requests_the_client_sends_are_declared_and_documented():
-    sent = _dict_values(CLIENT_SOURCE, "type") - {"error"}  # "error": the synthetic backend_died event
-    for path in [CLIENT_SOURCE, *sorted((ROOT / "blender_addon").glob("*.py"))]:
+    sent = _dict_values(CLIENT_SOURCES, "type") - {"error"}  # "error": the synthetic backend_died event
+    for path in sorted((ROOT / "blender_addon").glob("*.py")):
         sent |= {_const(call.args[0]) for call in _calls(path, "request") if call.args and _const(call.args[0])}
     assert {"hello", "generate", "cancel", "shutdown"} <= sent
     assert sent <= set(protocol.REQUEST_TYPES)
@@ -93,20 +95,19 @@ def test_the_requests_the_client_sends_are_declared_and_documented():
 
 def test_every_error_code_in_the_code_is_documented():
     codes = set()
-    for path in SERVICE_SOURCES + [ROOT / "backend" / "errors.py", CLIENT_SOURCE]:
+    for path in SERVICE_SOURCES + [ROOT / "backend" / "errors.py", *CLIENT_SOURCES]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
                 name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
-                position = {"ProtocolError": 0, "BackendError": 0, "error_event": 1}.get(name)
+                position = {"ProtocolError": 0, "UserError": 0, "error_event": 1}.get(name)
                 if position is not None and len(node.args) > position and _const(node.args[position]):
                     codes.add(_const(node.args[position]))
                 codes |= {_const(kw.value) for kw in node.keywords if kw.arg == "code" and _const(kw.value)}
             elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "code" for t in node.targets):
                 if _const(node.value):
                     codes.add(_const(node.value))
-    codes |= _dict_values(CLIENT_SOURCE, "code")
-    codes.add("timeout")  # BackendTimeout passes it through super().__init__
+    codes |= _dict_values(CLIENT_SOURCES, "code")
     assert {"bad_json", "bad_request", "unknown_type", "backend_died", "engine_failed"} <= codes
     assert codes <= _table_names(_section("Error codes")), sorted(codes - _table_names(_section("Error codes")))
 

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from backend.errors import OUTPUT_ERRNOS, OUTPUT_HINT, CancelledError, InputError, classify
+from backend.params import GenerationParams
 from backend.service.jobs import STATUS_QUEUE_SHOWN, Job, JobRunner
 from backend.service.protocol import MAX_EVENT_BYTES, encode, error_event, event
 
@@ -52,7 +53,7 @@ def _image(seed: int) -> Image.Image:
 
 def _job(job_id, tmp_path, **kw) -> Job:
     return Job(id=job_id, input=str(tmp_path / "brick.png"), output_dir=str(tmp_path / "out"),
-               params={"engine": "patch"}, preview_every=1, **kw)
+               params=GenerationParams(engine="patch"), preview_every=1, **kw)
 
 
 def test_an_exception_in_the_engine_becomes_an_error_event_and_the_next_job_runs(runner, tmp_path):
@@ -169,7 +170,7 @@ def test_the_engine_failed_hint_names_the_patch_engine_only_when_it_was_not_used
     runner.submit(_job("p", tmp_path))
     assert "patch engine" not in _final(runner, "p")["hint"]
     runner.submit(Job(id="d", input=str(tmp_path / "b.png"), output_dir=str(tmp_path / "out"),
-                      params={"engine": "diffusion"}))
+                      params=GenerationParams(engine="diffusion")))
     assert "patch engine" in _final(runner, "d")["hint"]
 
 

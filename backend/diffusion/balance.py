@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backend.diffusion.kv_attention import DEFAULT_BLOCKS
-from backend.errors import InputError
+from backend.params import GenerationParams
 
-DEFAULT_BALANCE = 0.5
+DEFAULT_BLOCKS = ("up_blocks.2", "up_blocks.3")  # the recipe: self-attention of the last two up-blocks
 DEFAULT_IP_SCALE = 1.0
 MAX_WINDOW_FRACTION = 2.0 / 3.0
 
@@ -35,15 +34,10 @@ class KVSettings:
         return frozenset(range(steps - count, steps))
 
 
-def settings(balance: float = DEFAULT_BALANCE, *, ip_scale: float | None = None,
+def settings(balance: float = GenerationParams.balance, *, ip_scale: float | None = None,
              window: float | None = None, blocks: tuple[str, ...] | list[str] | None = None) -> KVSettings:
-    """The kv settings for `balance`; explicit `ip_scale`, `window` or `blocks` override the mapping."""
-    if not 0.0 <= balance <= 1.0:
-        raise InputError(f"balance {balance} outside [0, 1]", hint="0 = new structure, 1 = closest appearance")
-    if window is not None and not (isinstance(window, (int, float)) and 0.0 <= window <= 1.0):
-        raise InputError(f"kv_window {window!r} outside [0, 1]", hint="a fraction of the steps, counted from the end")
-    if blocks is not None and (isinstance(blocks, str) or not all(isinstance(b, str) for b in blocks)):
-        raise InputError(f"kv_blocks {blocks!r} is not a list of block names", hint='e.g. ["up_blocks.2", "up_blocks.3"]')
+    """The kv settings for `balance` (values checked by backend.params); explicit `ip_scale`, `window`
+    or `blocks` override the mapping."""
     return KVSettings(
         window_fraction=MAX_WINDOW_FRACTION * balance if window is None else float(window),
         blocks=DEFAULT_BLOCKS if blocks is None else tuple(blocks),

@@ -9,8 +9,9 @@ One call:
 3. the generated branch denoises fresh Gaussian noise, all variants in one batch, with
    classifier-free guidance; inside the window those layers attend with the reference's K/V;
    appearance "ad" instead refines the generated latent after each window step by attention
-   distillation against the same reference K/V (backend/diffusion/attention_distillation.py);
-   `ip_mode="style"` / `suppress_content` restrict the image prompt to style (backend/diffusion/instant_style.py);
+   distillation against the same reference K/V; `ip_mode="style"` / `suppress_content` restrict
+   the image prompt to style. Each of these is a control (backend/diffusion/controls/): the loop
+   below only calls the hooks of the controls the request asks for;
 4. every padded Conv2d of the UNet and the VAE decoder wraps around on the tiled axes while this
    runs (the encoder reads the reference as the non-periodic photo it is).
 
@@ -22,6 +23,7 @@ so a generated branch started from the inverted noise reproduces the reference b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -31,25 +33,25 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.diffusion import attention_distillation, balance, instant_style, models
-from backend.diffusion.kv_attention import (
+from backend.diffusion import balance, controls, models
+from backend.diffusion.controls.base import (
     GENERATED,
+    INVERSION,
     REFERENCE,
-    KVController,
-    kv_replacement,
-    self_attention_layers,
+    Run,
+    StepState,
+    installed,
+    layer_processors,
 )
 from backend.diffusion.reference_cache import ReferenceCache, ReferenceWork
 from backend.diffusion.tiling import tiling
 from backend.errors import CancelledError, InputError
 from backend.images import center_square
-from backend.params import DIFFUSION_OPTIONS
 
 log = logging.getLogger(__name__)
 
 NAME = "diffusion"
 DEFAULT_GUIDANCE = 7.5
-EXTRA_KEYS = set(DIFFUSION_OPTIONS)
 
 # Approximate latent -> RGB map of SD1.5's VAE: a preview for free, without decoding.
 _LATENT_RGB = torch.tensor([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173],
@@ -105,29 +107,12 @@ class Conditioning:
         return torch.cat(text), [torch.cat(image)]
 
 
-def encode_conditioning(pipe, reference: Image.Image, prompt: str, negative_prompt: str,
-                        content: torch.Tensor | None = None, suppress_scale: float = 0.0) -> Conditioning:
-    """Text and image-prompt embeddings; `content` (a CLIP text embedding) is subtracted, times
-    `suppress_scale`, from the image embedding before IP-Adapter projects it (InstantStyle)."""
+def encode_conditioning(pipe, reference: Image.Image, prompt: str, negative_prompt: str) -> Conditioning:
+    """Text and image-prompt embeddings (controls may change them: Control.conditioning)."""
     device = pipe._execution_device
     text, text_uncond = pipe.encode_prompt(prompt, device, 1, True, negative_prompt=negative_prompt or None)
     image_uncond, image = pipe.prepare_ip_adapter_image_embeds(reference, None, device, 1, True)[0].chunk(2)
-    if content is not None:
-        image = instant_style.suppress(image, content, suppress_scale)
     return Conditioning(text, text_uncond, image, image_uncond)
-
-
-def unet_eps(pipe, latents, t, cond: Conditioning, guidance: float) -> torch.Tensor:
-    """The guided noise prediction for a batch of latents."""
-    guided = guidance > 1.0
-    n = latents.shape[0]
-    text, image = cond.batch(n, guided)
-    model_in = torch.cat([latents, latents]) if guided else latents
-    eps = pipe.unet(model_in, t, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": image}).sample
-    if guided:
-        eps_uncond, eps_cond = eps.chunk(2)
-        eps = eps_uncond + guidance * (eps_cond - eps_uncond)
-    return eps
 
 
 def encode_reference(pipe, reference: Image.Image, size: int) -> torch.Tensor:
@@ -148,61 +133,93 @@ def _schedulers(pipe, steps: int):
     return forward, inverse
 
 
-def invert(pipe, latents: torch.Tensor, cond: Conditioning, steps: int, progress: Progress,
-           iterations: int = 0) -> torch.Tensor:
-    """DDIM inversion (guidance 1): the noise that the reference branch denoises back to `latents`.
-
-    Plain DDIM inversion evaluates the UNet at the previous, less noisy latent; `iterations` > 0
-    refines each step by fixed-point iteration so that the UNet is evaluated at the latent it
-    produces, which is what the denoising step will see (ReNoise, Garibi et al. 2024). Useful when
-    the noise prediction varies fast with the latent, as in the random-weight test models.
-    """
-    _, inverse = _schedulers(pipe, steps)
-    counters["inversions"] += 1
-    for t in inverse.timesteps:
-        start = latents
-        for _ in range(1 + iterations):
-            progress.check()
-            latents = inverse.step(unet_eps(pipe, latents, t, cond, 1.0), t, start).prev_sample
-            progress.advance()
-    return latents
+def _merge(kwargs: dict, extra: dict) -> None:
+    """Add a control's UNet keyword arguments; `added_cond_kwargs` entries are merged."""
+    for key, value in extra.items():
+        if key == "added_cond_kwargs":
+            kwargs[key] = {**kwargs[key], **value}
+        elif key in kwargs:
+            raise ValueError(f"two sources set the UNet argument {key!r}")
+        else:
+            kwargs[key] = value
 
 
-def denoise(pipe, latents: torch.Tensor, cond: Conditioning, steps: int, guidance: float, progress: Progress,
-            controller: KVController | None = None, branch: str | None = GENERATED, previews: bool = False,
-            after_step=None):
-    """DDIM denoising of a batch; `controller` (if any) is told which branch and step is running.
+class Loop:
+    """The sampling loop of one call: DDIM inversion and denoising, calling the controls' hooks
+    (backend/diffusion/controls/base.py) and counting every UNet pass in `progress`."""
 
-    `after_step(i, t, latents) -> latents` may refine the latents each step produced (AD mode).
-    """
-    forward, _ = _schedulers(pipe, steps)
-    for i, t in enumerate(forward.timesteps):
-        progress.check()
-        if controller is not None:
-            controller.branch, controller.step = branch, i
-        out = forward.step(unet_eps(pipe, latents, t, cond, guidance), t, latents)
-        latents = out.prev_sample
-        progress.advance(latent_preview(out.pred_original_sample[0]) if previews else None)
-        if after_step is not None:
-            latents = after_step(i, t, latents)
-    return latents
+    def __init__(self, pipe, cond: Conditioning, steps: int, progress: Progress, controls=(),
+                 state: StepState | None = None):
+        self.pipe, self.cond, self.progress, self.controls = pipe, cond, progress, list(controls)
+        self.state = state if state is not None else StepState(steps=steps)
+        self.forward, self.inverse = _schedulers(pipe, steps)
 
+    def eps(self, latents: torch.Tensor, t, guidance: float) -> torch.Tensor:
+        """The guided noise prediction for a batch of latents."""
+        guided = guidance > 1.0
+        text, image = self.cond.batch(latents.shape[0], guided)
+        model_in = torch.cat([latents, latents]) if guided else latents
+        self.state.model_input, self.state.text_embeds = model_in, text
+        kwargs = {"encoder_hidden_states": text, "added_cond_kwargs": {"image_embeds": image}}
+        for control in self.controls:
+            _merge(kwargs, control.unet_kwargs(self.state))
+        eps = self.pipe.unet(model_in, t, **kwargs).sample
+        if guided:
+            eps_uncond, eps_cond = eps.chunk(2)
+            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+        return eps
 
-def distillation_step(pipe, controller: KVController, cond: Conditioning, progress: Progress, iterations: int,
-                      lr: float):
-    """The `after_step` of AD mode: inside the window, refine the latents the step produced against
-    the reference K/V of that step, with the UNet at that step's timestep (where the K/V were
-    recorded); one progress tick per iteration, cancel checked before each."""
+    def invert(self, latents: torch.Tensor, iterations: int = 0) -> torch.Tensor:
+        """DDIM inversion (guidance 1): the noise that the reference branch denoises back to `latents`.
 
-    def after_step(i, t, latents):
-        if i not in controller.window or iterations == 0:
-            return latents
-        text, image = cond.batch(latents.shape[0], guided=False)
-        return attention_distillation.optimise_latents(
-            pipe.unet, latents, t, controller, i, text, image, iterations=iterations, lr=lr,
-            before_iteration=progress.check, after_iteration=lambda k, loss: progress.advance())
+        Plain DDIM inversion evaluates the UNet at the previous, less noisy latent; `iterations` > 0
+        refines each step by fixed-point iteration so that the UNet is evaluated at the latent it
+        produces, which is what the denoising step will see (ReNoise, Garibi et al. 2024). Useful when
+        the noise prediction varies fast with the latent, as in the random-weight test models.
+        """
+        counters["inversions"] += 1
+        with self.branch(INVERSION):
+            for i, t in enumerate(self.inverse.timesteps):
+                self.state.step, self.state.timestep, start = i, t, latents
+                for _ in range(1 + iterations):
+                    self.progress.check()
+                    latents = self.inverse.step(self.eps(latents, t, 1.0), t, start).prev_sample
+                    self.progress.advance()
+        return latents
 
-    return after_step
+    def denoise(self, latents: torch.Tensor, guidance: float, branch: str = GENERATED,
+                previews: bool = False) -> torch.Tensor:
+        """DDIM denoising of a batch as `branch`, with the controls' step hooks around each step."""
+        state = self.state
+        with self.branch(branch):
+            for i, t in enumerate(self.forward.timesteps):
+                self.progress.check()
+                state.step, state.timestep, state.latents = i, t, latents
+                latents = self._hook("before_step")
+                out = self.forward.step(self.eps(latents, t, guidance), t, latents)
+                self.progress.advance(latent_preview(out.pred_original_sample[0]) if previews else None)
+                state.latents = out.prev_sample
+                latents = self._hook("after_step")
+        return latents
+
+    def _hook(self, name: str) -> torch.Tensor:
+        for control in self.controls:
+            self.state.latents = getattr(control, name)(self.state)
+        return self.state.latents
+
+    @contextlib.contextmanager
+    def branch(self, name: str):
+        """Run as branch `name`: the controls' processors for it installed, the originals back after."""
+        originals = layer_processors(self.pipe.unet)
+        processors: dict = {}
+        for control in self.controls:
+            processors |= control.processors(name, originals)
+        self.state.branch = name
+        try:
+            with installed(self.pipe.unet, processors):
+                yield
+        finally:
+            self.state.branch = self.state.step = None
 
 
 def latent_preview(latent: torch.Tensor) -> Image.Image:
@@ -234,133 +251,94 @@ def initial_noise(params, latents, device, dtype) -> torch.Tensor:
     return torch.cat(noise).to(device=device, dtype=dtype)
 
 
-def reference_key(image: Image.Image, spec, params, kv: balance.KVSettings) -> tuple:
-    """Everything the inverted latents and the reference K/V depend on (the image prompt included)."""
+def reference_key(image: Image.Image, spec, params, ip_scale: float, active) -> tuple:
+    """Everything the inverted latents and the recordings depend on (the image prompt included)."""
     digest = hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
-    extra = params.extra
-    iterations = extra.get("inversion_iterations", 0)
-    style = (params.ip_mode, tuple(extra.get("style_blocks", instant_style.DEFAULT_STYLE_BLOCKS)),
-             params.suppress_content, extra.get("suppress_scale", instant_style.DEFAULT_SUPPRESS_SCALE),
-             str(extra.get("content_encoder")))
-    return (digest, params.size, params.steps, spec, params.tile, params.prompt, kv.ip_scale, iterations, style)
+    return (digest, params.size, params.steps, spec, params.tile, params.prompt, ip_scale,
+            params.diffusion.inversion_iterations, *(control.cache_key() for control in active))
 
 
-def _check_extra(extra: dict) -> None:
-    unknown = set(extra) - EXTRA_KEYS
-    if unknown:
-        raise InputError(f"unknown parameter(s) for the diffusion engine: {sorted(unknown)}",
-                         hint=f"known extras: {sorted(EXTRA_KEYS)}")
-    iterations = extra.get("inversion_iterations", 0)
-    if not isinstance(iterations, int) or isinstance(iterations, bool) or not 0 <= iterations <= 20:
-        raise InputError(f"invalid inversion_iterations={iterations!r}", hint="an integer from 0 to 20")
-    ad_iterations = extra.get("ad_iterations", attention_distillation.DEFAULT_ITERATIONS)
-    if (not isinstance(ad_iterations, int) or isinstance(ad_iterations, bool)
-            or not 0 <= ad_iterations <= attention_distillation.MAX_ITERATIONS):
-        raise InputError(f"invalid ad_iterations={ad_iterations!r}",
-                         hint=f"an integer from 0 to {attention_distillation.MAX_ITERATIONS} (default "
-                         f"{attention_distillation.DEFAULT_ITERATIONS})")
-    for name, default in (("ad_lr", attention_distillation.DEFAULT_LR),
-                          ("suppress_scale", instant_style.DEFAULT_SUPPRESS_SCALE)):
-        value = extra.get(name, default)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 10.0:
-            raise InputError(f"invalid {name}={value!r}", hint=f"a number from 0 to 10 (default {default})")
+@dataclass
+class ReferencePlan:
+    """Which reference work this call does: nothing, the reference branch, or inversion and branch."""
+
+    key: tuple | None = None
+    work: ReferenceWork | None = None
+    invert: bool = False
+    branch: bool = False
+
+
+def plan_reference(run: Run, active, key) -> ReferencePlan:
+    """Look the texture up in the cache when a control needs the reference; fill `run.recorded`."""
+    wanting = [control for control in active if control.needs_reference()]
+    if not wanting:
+        return ReferencePlan()
+    work = reference_cache.get(key())
+    if work is not None:
+        run.recorded.update(work.recorded)
+    run.reference_cached = work is not None
+    return ReferencePlan(key(), work, invert=work is None,
+                         branch=any(control.missing(run.recorded) for control in wanting))
+
+
+def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image, size: int,
+                   iterations: int) -> None:
+    """Invert the reference and run its branch as `plan` says; cache the result once complete."""
+    work = plan.work
+    if plan.invert:
+        work = ReferenceWork(loop.invert(encode_reference(loop.pipe, image, size), iterations))
+    if plan.branch:
+        counters["reference_branches"] += 1
+        loop.denoise(work.inverted, 1.0, REFERENCE)
+        work.recorded = dict(run.recorded)
+        reference_cache.put(plan.key, work)
 
 
 def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_step=None, cancel=None):
     """The engine entry point (see backend/engines.py)."""
-    extra = params.extra
-    _check_extra(extra)
-    spec = models.resolve(base, ip_adapter, ip_adapter_variant=extra.get("ip_adapter_variant", "standard"),
-                          device=extra.get("device"), dtype=extra.get("dtype"),
-                          allow_pickle=bool(extra.get("allow_pickle", False)))
-    kv = balance.settings(params.balance, ip_scale=params.ip_scale, window=extra.get("kv_window"),
-                          blocks=extra.get("kv_blocks"))
+    options = params.diffusion
+    spec = models.resolve(base, ip_adapter, ip_adapter_variant=options.ip_adapter_variant, device=options.device,
+                          dtype=options.dtype, allow_pickle=options.allow_pickle)
+    settings = balance.settings(params.balance, ip_scale=params.ip_scale, window=options.kv_window,
+                                blocks=options.kv_blocks)
     guidance = DEFAULT_GUIDANCE if params.guidance_scale is None else float(params.guidance_scale)
-    content_folder = None
-    if params.suppress_content:
-        if spec.ip_plus:
-            raise InputError("suppress_content works with the standard IP-Adapter only: the plus variant reads "
-                             "CLIP patch features, from which a text embedding cannot be subtracted",
-                             hint="use ip_adapter_variant standard, or leave suppress_content empty")
-        content_folder = models.resolve_content_encoder(extra.get("content_encoder"))
-    blocks = extra.get("style_blocks", instant_style.DEFAULT_STYLE_BLOCKS)
-    if isinstance(blocks, str) or not isinstance(blocks, (list, tuple)):  # names are checked on the UNet
-        raise InputError(f"style_blocks {blocks!r} is not a list of block names", hint='e.g. ["up_blocks.1"]')
+    active = controls.build(params, spec, settings)  # checks what it can before waiting for the lock
     image = center_square(reference.rgb, params.size)
     with _run_lock:
         pipe = models.load_pipeline(spec)
         with torch.no_grad():
-            content = None
-            if content_folder is not None:
-                encoder, tokenizer = models.load_content_encoder(content_folder, spec.device, spec.dtype)
-                content = instant_style.content_embedding(encoder, tokenizer, params.suppress_content,
-                                                          pipe._execution_device)
-            images, info = _run(pipe, spec, image, params, kv, guidance, latents, on_step, cancel, content)
-    record = {
-        "guidance_scale": guidance, "ip_scale": kv.ip_scale, "device": spec.device, "dtype": spec.dtype,
-        "ip_adapter_variant": extra.get("ip_adapter_variant", "standard"), **info,
-    }
+            images, info = _run(pipe, spec, image, params, settings.ip_scale, guidance, active, latents,
+                                on_step, cancel)
+    record = {"guidance_scale": guidance, "ip_scale": settings.ip_scale, "device": spec.device, "dtype": spec.dtype,
+              "ip_adapter_variant": options.ip_adapter_variant, "ip_mode": params.ip_mode, **info}
     for im in images:
         im.info["engine_parameters"] = record
     return images
 
 
-def _run(pipe, spec, image, params, kv, guidance, latents, on_step, cancel, content=None):
-    device, dtype = pipe._execution_device, pipe.unet.dtype
-    extra = params.extra
-    noise = initial_noise(params, latents, device, dtype)
-    style_blocks = tuple(extra.get("style_blocks", instant_style.DEFAULT_STYLE_BLOCKS))
-    instant_style.apply_scales(pipe, params.ip_mode, kv.ip_scale, style_blocks)
-    suppress_scale = float(extra.get("suppress_scale", instant_style.DEFAULT_SUPPRESS_SCALE))
-    cond = encode_conditioning(pipe, image, params.prompt, params.negative_prompt, content, suppress_scale)
-    info, controller, work, key = {"ip_mode": params.ip_mode}, None, None, None
-    if params.ip_mode == "style":
-        info["style_blocks"] = list(style_blocks)
-    if content is not None:
-        info["suppress_scale"] = suppress_scale
-    need_reference = need_inversion = False
-    ad_iterations = extra.get("ad_iterations", attention_distillation.DEFAULT_ITERATIONS)
-    ad_lr = float(extra.get("ad_lr", attention_distillation.DEFAULT_LR))
-    window = frozenset()
-    if params.appearance in ("kv", "ad"):
-        window = kv.window_steps(params.steps)
-        controller = KVController(frozenset(self_attention_layers(pipe.unet, kv.blocks)), window)
-        if window:  # an empty window (balance 0) needs no reference work at all
-            key = reference_key(image, spec, params, kv)
-            work = reference_cache.get(key)
-            controller.store.update(work.kv if work else {})
-            need_reference = bool(controller.missing())
-            need_inversion = work is None
-        info |= {"kv_blocks": list(kv.blocks), "kv_window_steps": sorted(window),
-                 "reference_cached": bool(window) and not need_inversion}
-        if params.appearance == "ad":
-            info |= {"ad_iterations": ad_iterations, "ad_lr": ad_lr}
-    iterations = extra.get("inversion_iterations", 0)
-    distill_passes = len(window) * ad_iterations if params.appearance == "ad" else 0
-    progress = Progress(total=params.steps * (1 + need_inversion * (1 + iterations) + need_reference)
-                        + distill_passes, on_step=on_step, cancel=cancel)
-
+def _run(pipe, spec, image, params, ip_scale, guidance, active, latents, on_step, cancel):
+    run = Run(pipe, StepState(steps=params.steps))
+    noise = initial_noise(params, latents, pipe._execution_device, pipe.unet.dtype)
+    pipe.set_ip_adapter_scale(ip_scale)  # every call sets every layer's scale; controls may refine it
+    for control in active:
+        control.setup(run)
+    run.cond = encode_conditioning(pipe, image, params.prompt, params.negative_prompt)
+    for control in active:
+        run.cond = control.conditioning(run.cond)
+    plan = plan_reference(run, active, lambda: reference_key(image, spec, params, ip_scale, active))
+    steps, iterations = params.steps, params.diffusion.inversion_iterations
+    passes = steps * (1 + plan.invert * (1 + iterations) + plan.branch)
+    run.progress = Progress(total=passes + sum(control.extra_passes(steps) for control in active),
+                            on_step=on_step, cancel=cancel)
+    loop = Loop(pipe, run.cond, steps, run.progress, active, run.state)
     # The VAE encoder reads the reference as the (non-periodic) photo it is: only the UNet and the
     # decoder wrap around, which is all the periodicity of the output depends on.
     with tiling(params.tile, pipe.unet, pipe.vae.decoder):
-        if controller is None:
-            result = denoise(pipe, noise, cond, params.steps, guidance, progress, previews=True)
-        else:
-            with kv_replacement(pipe.unet, controller):
-                if need_inversion:
-                    latents0 = encode_reference(pipe, image, params.size)
-                    work = ReferenceWork(invert(pipe, latents0, cond, params.steps, progress, iterations))
-                if need_reference:
-                    counters["reference_branches"] += 1
-                    denoise(pipe, work.inverted, cond, params.steps, 1.0, progress, controller, REFERENCE)
-                    work.kv = dict(controller.store)
-                    reference_cache.put(key, work)
-                if params.appearance == "kv":
-                    result = denoise(pipe, noise, cond, params.steps, guidance, progress, controller, GENERATED,
-                                     previews=True)
-                else:  # ad: the generated branch runs the original processors, then is distilled
-                    result = denoise(pipe, noise, cond, params.steps, guidance, progress, controller, None,
-                                     previews=True, after_step=distillation_step(pipe, controller, cond, progress,
-                                                                                 ad_iterations, ad_lr))
-        progress.check()
-        return decode(pipe, result), info
+        reference_work(loop, run, plan, image, params.size, iterations)
+        result = loop.denoise(noise, guidance, GENERATED, previews=True)
+        run.progress.check()
+        images = decode(pipe, result)
+    info: dict = {}
+    for control in active:
+        info |= control.record()
+    return images, info

@@ -39,7 +39,7 @@ BASE_PATTERNS = [
     "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors",
 ]
 # The text tower of the CLIP model that IP-Adapter's image encoder (ViT-H/14) comes from: content
-# suppression (backend/diffusion/instant_style.py) subtracts its embeddings from the image embedding. The hub
+# suppression (backend/diffusion/controls/style.py) subtracts its embeddings from the image embedding. The hub
 # repository holds the whole CLIP model; transformers loads its text half.
 DEFAULT_CONTENT_ENCODER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 CONTENT_ENCODER_PATTERNS = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",

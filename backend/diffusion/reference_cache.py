@@ -1,4 +1,4 @@
-"""The reference work of one texture, kept between calls: inverted latents and recorded K/V.
+"""The reference work of one texture, kept between calls: inverted latents and what controls recorded.
 
 Inverting the reference and running its branch cost two full denoising passes; asking for more
 variants of the same texture should cost neither. Entries are keyed by everything that changes them
@@ -21,10 +21,12 @@ DEFAULT_BUDGET_MB = 2048
 @dataclass
 class ReferenceWork:
     inverted: torch.Tensor  # (1, 4, h, w): the reference's latents DDIM-inverted to the first timestep
-    kv: dict = field(default_factory=dict)  # (step, layer) -> (key, value) of the reference branch
+    recorded: dict = field(default_factory=dict)  # what controls recorded in the reference branch
 
     def nbytes(self) -> int:
-        tensors = [self.inverted, *(t for pair in self.kv.values() for t in pair)]
+        tensors = [self.inverted]
+        for value in self.recorded.values():  # a tensor, or a tuple of them (K/V pairs)
+            tensors += list(value) if isinstance(value, (tuple, list)) else [value]
         return sum(t.numel() * t.element_size() for t in tensors)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.errors import CancelledError, OutputError, classify
+from backend.params import GenerationParams
 from backend.service.protocol import ProtocolError, error_event, event
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,11 @@ class Job:
     id: str | int
     input: str
     output_dir: str
-    params: dict  # keyword arguments of backend.generate_variants (validated by the protocol)
+    params: GenerationParams  # validated by the protocol, passed whole to backend.api.generate
     base: str | None = None
     ip_adapter: str | None = None
     tiled_preview: bool = False
     preview_every: int = 5
-    extra: dict = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"  # queued -> running -> done
     step: int = 0
@@ -70,7 +70,7 @@ class JobRunner:
 
     def __init__(self, emit: Emit, run_generation: Callable[..., list], max_queue: int = DEFAULT_MAX_QUEUE):
         self._emit = emit
-        self._generate = run_generation  # backend.generate_variants, or a wrapper of it
+        self._generate = run_generation  # backend.api.generate, or a wrapper of it
         self.max_queue = max_queue
         self._lock = threading.Condition()
         # Keyed ("job", id) or ("task", n): O(1) lookup, removal and popping of the oldest.
@@ -206,7 +206,7 @@ class JobRunner:
         try:
             output.check()
             images = self._generate(
-                job.input, base=job.base, ip_adapter=job.ip_adapter, **job.params, **job.extra,
+                job.input, job.params, base=job.base, ip_adapter=job.ip_adapter,
                 on_step=lambda step, total, preview: self._on_step(job, output, step, total, preview),
                 cancel=job.cancel,
             )
@@ -250,7 +250,7 @@ def _safe_name(text: str, limit: int = 60) -> str:
 
 def _engine_used(job: Job) -> str | None:
     """The engine the job ran on, for the hint of a failure (None when it cannot be told)."""
-    engine = job.params.get("engine", "auto")
+    engine = job.params.engine
     if engine != "auto":
         return engine
     try:

@@ -11,14 +11,8 @@ import math
 import os
 from dataclasses import dataclass
 
-from backend.params import (
-    APPEARANCE_MODES,
-    DIFFUSION_OPTIONS,
-    ENGINES,
-    IP_MODES,
-    TILE_MODES,
-    GenerationParams,
-)
+from backend.errors import InputError
+from backend.params import GenerationParams, capabilities
 
 PROTOCOL_VERSION = 2
 MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a megabyte is a runaway client
@@ -47,13 +41,10 @@ DEFAULT_PREVIEW_EVERY = 5
 
 def generate_parameters() -> dict:
     """What a generate request accepts, for `hello`: its fields, the values of the choice fields,
-    and the options each engine takes in `extra`."""
-    return {
-        "fields": list(GENERATE_FIELDS),
-        "choices": {"engine": list(ENGINES), "tile": list(TILE_MODES), "appearance": list(APPEARANCE_MODES),
-                    "ip_mode": list(IP_MODES)},
-        "extra": {"diffusion": [o for o in DIFFUSION_OPTIONS if o not in START_OPTIONS], "patch": []},
-    }
+    and the options each engine takes in `extra` (all read from backend.params, less the start options)."""
+    caps = capabilities()
+    caps["extra"] = {engine: [o for o in options if o not in START_OPTIONS] for engine, options in caps["extra"].items()}
+    return {"fields": list(GENERATE_FIELDS), **caps}
 
 
 class ProtocolError(Exception):
@@ -187,12 +178,6 @@ def _check_generate(fields: dict, request_id) -> dict:
         value = api.get(name)
         if isinstance(value, float) and value.is_integer() and math.isfinite(value):
             api[name] = int(value)
-    try:
-        GenerationParams(**api).validated()
-    except Exception as e:  # InputError (a bad value) or TypeError (a value of the wrong kind)
-        hint = getattr(e, "hint", "") or "see the generate fields in docs/PROTOCOL.md"
-        raise ProtocolError("bad_request", f"generate: {getattr(e, 'message', e)}", hint, request_id) from None
-    out["params"] = api
     for name in ("base", "ip_adapter"):
         value = fields.get(name)
         if value is not None and (not isinstance(value, str) or not value):
@@ -213,14 +198,13 @@ def _check_generate(fields: dict, request_id) -> dict:
     if not isinstance(extra, dict) or not all(isinstance(k, str) and k.isidentifier() for k in extra):
         _bad(request_id, f"generate 'extra' must be an object of engine options, got {_short(extra)}",
              "pass engine-specific options as {\"extra\": {\"name\": value}}")
-    clash = sorted(set(extra) & (set(GENERATE_FIELDS) | {"reference", "latents", "on_step", "cancel"}))
-    if clash:
-        _bad(request_id, f"generate 'extra' repeats regular field(s): {', '.join(clash)}",
-             "put regular parameters at the top level of the request")
     for name in sorted(set(extra) & set(START_OPTIONS)):
         _bad(request_id, f"generate 'extra' may not set {name}: it is a start option of the service",
              f"whoever starts the backend decides: `python -m backend serve {START_OPTIONS[name]}`")
-    out["extra"] = extra
+    try:
+        out["params"] = GenerationParams.build(extra, **api)
+    except InputError as e:
+        raise ProtocolError("bad_request", f"generate: {e.message}", e.hint, request_id) from None
     return out
 
 

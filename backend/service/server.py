@@ -9,6 +9,7 @@ descriptor and fd 1 is pointed at stderr, so even a C library's printf cannot co
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -290,10 +291,12 @@ class Service:
             raise ProtocolError("duplicate_id", f"a job with id {request.id!r} is already queued or running",
                                 "give every request a new id", request.id)
         f = request.fields
-        extra = f["extra"] | ({"allow_pickle": True} if self.allow_pickle else {})
-        job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=f["params"],
+        params = f["params"]
+        if self.allow_pickle:  # the starter's choice (serve --allow-pickle); requests cannot set it
+            params = params.replace(diffusion=dataclasses.replace(params.diffusion, allow_pickle=True))
+        job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=params,
                   base=f["base"] or self.base, ip_adapter=f["ip_adapter"] or self.ip_adapter,
-                  tiled_preview=f["tiled_preview"], preview_every=f["preview_every"], extra=extra)
+                  tiled_preview=f["tiled_preview"], preview_every=f["preview_every"])
         # accepted goes out before the worker can see the job, so before any of its progress
         self.runner.submit(job, lambda ahead: self.emit(event("accepted", request.id, job=request.id,
                                                               position=ahead)))
@@ -345,12 +348,12 @@ class Service:
     # --- jobs -----------------------------------------------------------------------------------
 
     @staticmethod
-    def _generate(reference, *, cancel, **kwargs):
-        from backend.api import generate_variants
+    def _generate(reference, params, *, cancel, **kwargs):
+        from backend.api import generate
         from backend.images import read_reference
 
         # Read on a thread of its own: a stuck read ends the job (cancel, timeout), not the queue.
-        return generate_variants(read_reference(reference, cancel=cancel), cancel=cancel, **kwargs)
+        return generate(read_reference(reference, cancel=cancel), params, cancel=cancel, **kwargs)
 
 
 def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,

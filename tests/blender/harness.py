@@ -141,19 +141,35 @@ def image_pixels(image):
     return buf
 
 
+class _OperatorProperties:
+    """What UILayout.operator returns: only the operator's own properties can be set."""
+
+    def __init__(self, idname):
+        category, op = idname.split(".")
+        object.__setattr__(self, "rna", getattr(getattr(bpy.ops, category), op).get_rna_type())
+
+    def __setattr__(self, name, value):
+        assert name in self.rna.properties, f"{self.rna.identifier} has no property {name}"
+
+
 class CheckingLayout:
     """Stands in for bpy.types.UILayout (there is no UI headless) and checks each call against
     UILayout's RNA definition: the function exists, its keyword arguments exist, the properties
-    drawn exist on their data, and the operators exist. Records (function, text) for the test."""
+    drawn exist on their data, and the operators exist. Records (function, text) for the test, and in
+    `greyed` what was drawn in a layout made inactive or disabled (itself or a parent)."""
 
     FUNCTIONS = bpy.types.UILayout.bl_rna.functions
     PROPERTIES = bpy.types.UILayout.bl_rna.properties
 
-    def __init__(self, calls=None):
+    def __init__(self, calls=None, greyed=None, inactive=False):
         object.__setattr__(self, "calls", [] if calls is None else calls)
+        object.__setattr__(self, "greyed", [] if greyed is None else greyed)
+        object.__setattr__(self, "_inactive", inactive)
 
     def __setattr__(self, name, value):
         assert name in self.PROPERTIES, f"UILayout has no property {name}"
+        if name in ("active", "enabled") and not value:
+            object.__setattr__(self, "_inactive", True)
 
     def __getattr__(self, name):
         function = self.FUNCTIONS.get(name)
@@ -172,10 +188,16 @@ class CheckingLayout:
             if name == "operator":
                 category, op = named["operator"].split(".")
                 assert op in dir(getattr(bpy.ops, category)), named["operator"]
-            shown = named["operator"] if name == "operator" else named.get("text", named.get("property", ""))
+            shown = {"operator": named.get("operator"), "prop": named.get("property")}.get(
+                name, named.get("text", named.get("property", "")))
             self.calls.append((name, shown))
+            if self._inactive:
+                self.greyed.append((name, shown))
+            if name == "operator":
+                return _OperatorProperties(named["operator"])
             if name == "panel":
-                return CheckingLayout(self.calls), CheckingLayout(self.calls)
-            return CheckingLayout(self.calls)
+                return (CheckingLayout(self.calls, self.greyed, self._inactive),
+                        CheckingLayout(self.calls, self.greyed, self._inactive))
+            return CheckingLayout(self.calls, self.greyed, self._inactive)
 
         return call

@@ -11,6 +11,15 @@ import bpy  # noqa: E402
 import harness as h  # noqa: E402
 
 
+def job_folder(variant_path: str) -> str:
+    """The job folder a variant was written into: the folder right below the add-on's jobs folder."""
+    jobs = os.path.join(bpy.utils.extension_path_user(h.MODULE), "jobs")
+    folder = os.path.dirname(variant_path)
+    while os.path.dirname(folder) not in (jobs, folder):  # (stops at the root if it is not in there)
+        folder = os.path.dirname(folder)
+    return folder
+
+
 def generate_and_apply(rec, case, image):
     _, material, node = h.plane_with_image(image, case)
     pixels_before = list(h.image_pixels(image)[:64])
@@ -18,10 +27,11 @@ def generate_and_apply(rec, case, image):
     settings = bpy.context.scene.texture_variants
     outcome["results"] = [{"size": list(r.image.size), "engine": r.engine, "path": r.path,
                            "colorspace": r.image.colorspace_settings.name} for r in settings.results]
+    variants = {os.path.basename(r.path) for r in settings.results}  # named after the reference's stem
     outcome["reference_files"] = sorted(
-        # the add-on's job folder holds the reference and the variants folder the backend wrote into
-        f for f in os.listdir(os.path.dirname(os.path.dirname(settings.results[0].path)))
-        if f.startswith("reference")) if len(settings.results) else []
+        entry.name for entry in os.scandir(job_folder(settings.results[0].path))
+        if entry.is_file() and entry.name.startswith("reference") and entry.name not in variants
+    ) if len(settings.results) else []
     outcome["apply"] = h.call(bpy.ops.texture_variants.apply_variant)
     outcome["base_color"] = h.base_color_image(material)
     outcome["variant_names"] = [r.image.name for r in settings.results]

@@ -56,6 +56,8 @@ def scenario(rec):
                        "seed": r.seed, "engine": r.engine, "job_folder_inside_user_dir":
                        r.path.startswith(bpy.utils.extension_path_user(h.MODULE))} for r in settings.results]
     rec["seed_after"] = settings.seed
+    jobs_dir = os.path.join(bpy.utils.extension_path_user(h.MODULE), "jobs")
+    rec["job_folders"] = [os.path.join(jobs_dir, name) for name in sorted(os.listdir(jobs_dir))]
     rec["base_color_after_generate"] = h.base_color_image(material)
 
     ui, jobs = h.addon_module("ui"), h.addon_module("job")
@@ -68,7 +70,7 @@ def scenario(rec):
     ui.draw_variants_panel(layout, bpy.context)
     rec["panel_with_applied_variant"] = layout.calls
     session = h.addon_module("session").shared()
-    finished_job, session.job = session.job, jobs.Job("drawn", state=jobs.RUNNING, step=3, total=12, eta=5.0)
+    finished_job, session.job = session.job, jobs.JobTracker("drawn", state=jobs.RUNNING, step=3, total=12, eta=5.0)
     layout = h.CheckingLayout()
     ui.draw_variants_panel(layout, bpy.context)
     rec["panel_while_running"] = layout.calls
@@ -116,7 +118,7 @@ def scenario(rec):
     operators, jobs = h.addon_module("operators"), h.addon_module("job")
     previews = []
     for result in settings.results:
-        operators._update_live_preview(jobs.Job("live", preview=result.path))
+        operators._update_live_preview(jobs.JobTracker("live", preview=result.path))
         shown = bpy.data.images.get(operators.PREVIEW_IMAGE)
         previews.append([shown.filepath, list(shown.size), shown.as_pointer()] if shown else None)
     rec["live_previews"] = previews

@@ -12,8 +12,8 @@ from tests.blender.conftest import run_scenario
 
 pytestmark = pytest.mark.blender
 
-OPERATORS = ["apply_variant", "bake", "cancel", "check_backend", "generate", "revert", "setup_backend",
-             "tile_preview"]
+OPERATORS = ["apply_variant", "bake", "cancel", "cancel_setup", "check_backend", "generate", "remove_backend",
+             "revert", "setup_backend", "tile_preview"]
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,10 @@ def test_generate_makes_variants_of_the_requested_size(workflow):
         with Image.open(r["path"]) as image:
             assert image.size == (64, 64)
     assert data["base_color_after_generate"] == "gravel.png"  # generating changes no material
+    # one folder per job: the add-on made it (with the reference copy), the backend wrote the variants into it
+    [folder] = data["job_folders"]
+    assert all(Path(folder) in Path(r["path"]).parents for r in results)
+    assert any(p.is_file() and p.name.startswith("reference") for p in Path(folder).iterdir())
 
 
 def test_apply_then_revert_swaps_the_base_color_image(workflow):
@@ -119,6 +123,11 @@ def test_preferences_offer_setup_and_say_what_overrides_them(workflow):
         assert ("prop", prop) in prefs
     assert ("operator", "texture_variants.setup_backend") in prefs
     assert ("operator", "texture_variants.check_backend") in prefs
+    for prop in ("installer", "torch_index", "package_index"):
+        assert ("prop", prop) in prefs
+    labels = [text for kind, text in prefs if kind == "label"]
+    assert "Torch: CPU build: chosen in Device (works on every computer; diffusion is slow)" in labels
+    assert any(text.startswith("Needs about 3 GB free; ") for text in labels)
     assert any(kind == "label" and text.startswith("Overridden by the environment: TEXTURE_VARIANTS_PYTHON")
                for kind, text in prefs)
 

@@ -23,14 +23,15 @@ Two independent parts:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import torch
 
+from backend.diffusion import models
+from backend.diffusion.controls.base import Control, Run
 from backend.errors import InputError
 
-DEFAULT_STYLE_BLOCKS = ("up_blocks.1",)
-DEFAULT_SUPPRESS_SCALE = 0.8
 _BLOCK = re.compile(r"^(?:(down|up)_blocks\.(\d+)|mid_block)(?:\.attentions\.(\d+))?$")
 
 
@@ -69,11 +70,6 @@ def scale_config(unet, blocks, scale: float) -> dict:
     return config
 
 
-def apply_scales(pipe, ip_mode: str, scale: float, blocks=DEFAULT_STYLE_BLOCKS) -> None:
-    """Set the IP-Adapter scales of every cross-attention processor for `ip_mode`."""
-    pipe.set_ip_adapter_scale(scale if ip_mode == "full" else scale_config(pipe.unet, blocks, scale))
-
-
 def content_embedding(encoder, tokenizer, text: str, device) -> torch.Tensor:
     """(1, projection_dim): the projected CLIP text embedding of `text` (no normalisation)."""
     tokens = tokenizer([text], max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").to(device)
@@ -88,3 +84,46 @@ def suppress(image_embeds: torch.Tensor, text_embeds: torch.Tensor, scale: float
                          hint="use the text tower of the image encoder's CLIP model (ViT-H/14: "
                          "laion/CLIP-ViT-H-14-laion2B-s32B-b79K)")
     return image_embeds - scale * text_embeds.to(image_embeds.dtype)
+
+
+class InstantStyle(Control):
+    """Sets the per-block IP-Adapter scales (style mode) and takes the content out of the image prompt."""
+
+    def __init__(self, params, spec, ip_scale: float):
+        options = params.diffusion
+        self.ip_mode, self.blocks, self.scale = params.ip_mode, tuple(options.style_blocks), ip_scale
+        self.content, self.suppress_scale = params.suppress_content, float(options.suppress_scale)
+        self.encoder_name, self.spec, self.content_embeds = options.content_encoder, spec, None
+        self.encoder_folder = None
+        if self.content:
+            if spec.ip_plus:
+                raise InputError("suppress_content works with the standard IP-Adapter only: the plus variant reads "
+                                 "CLIP patch features, from which a text embedding cannot be subtracted",
+                                 hint="use ip_adapter_variant standard, or leave suppress_content empty")
+            self.encoder_folder = models.resolve_content_encoder(self.encoder_name)
+
+    def setup(self, run: Run) -> None:
+        super().setup(run)
+        if self.ip_mode == "style":
+            run.pipe.set_ip_adapter_scale(scale_config(run.pipe.unet, self.blocks, self.scale))
+        if self.encoder_folder is not None:
+            encoder, tokenizer = models.load_content_encoder(self.encoder_folder, self.spec.device, self.spec.dtype)
+            self.content_embeds = content_embedding(encoder, tokenizer, self.content, run.pipe._execution_device)
+
+    def conditioning(self, cond):
+        if self.content_embeds is None:
+            return cond
+        return dataclasses.replace(cond, image=suppress(cond.image, self.content_embeds, self.suppress_scale))
+
+    def cache_key(self) -> tuple:
+        return (self.ip_mode, self.blocks, self.content, self.suppress_scale, str(self.encoder_name))
+
+    def record(self) -> dict:
+        return ({"style_blocks": list(self.blocks)} if self.ip_mode == "style" else {}) | (
+            {"suppress_scale": self.suppress_scale} if self.content else {})
+
+
+def from_params(params, spec, settings):
+    if params.ip_mode == "full" and not params.suppress_content:
+        return None
+    return InstantStyle(params, spec, settings.ip_scale)

@@ -1,0 +1,20 @@
+"""The controls of the diffusion loop, one module each (the contract: controls/base.py).
+
+- kv.py: kv replacement (appearance "kv"), attention.py its record/replace processors;
+- distill.py: attention distillation (appearance "ad");
+- style.py: InstantStyle (ip_mode "style", suppress_content).
+
+A factory takes (params, model spec, kv settings) and returns a control, or None when the request
+does not ask for it. Adding a control = a module with a factory, listed in FACTORIES.
+"""
+
+from __future__ import annotations
+
+from backend.diffusion.controls import distill, kv, style
+
+FACTORIES = [kv.from_params, distill.from_params, style.from_params]
+
+
+def build(params, spec, settings) -> list:
+    """The controls `params` asks for, in FACTORIES order (the order their hooks run in)."""
+    return [control for factory in FACTORIES if (control := factory(params, spec, settings)) is not None]

@@ -1,0 +1,121 @@
+"""The control contract: how a control plugs into the diffusion loop (docs/DESIGN.md, "Adding a control").
+
+A control is an object with the hooks of `Control` (each one does nothing by default). For every
+call the engine builds the active controls from the parameters (controls/__init__.py: FACTORIES),
+then:
+
+1. `setup(run)` once, under the engine's lock and torch.no_grad(): load what it needs, set model
+   state that is reset every call (e.g. IP-Adapter scales); `run` is the call's shared context;
+2. `conditioning(cond)` may change the text / image-prompt embeddings;
+3. the reference work, done only when a control's `needs_reference()` says so: the reference is
+   DDIM-inverted (cached per texture) and the REFERENCE branch denoises it, while controls record
+   what they need into `run.recorded` (cached with it); `cache_key()` adds what the recording depends
+   on to the cache key, `missing(run.recorded)` says whether the cached recording lacks something;
+4. for each branch (INVERSION, REFERENCE, GENERATED) `processors(branch, originals)` returns attention
+   processors by layer name (without ".processor"), installed for that branch only, the originals
+   put back afterwards (IP-Adapter's stay wherever a control installs nothing);
+5. per denoising step of every branch (`state.branch` says which): `before_step(state)` /
+   `after_step(state)` return the latents (the step's input / its result, both in `state.latents`);
+   per UNet pass (inversion included) `unet_kwargs(state)` adds keyword arguments to the UNet
+   call (`added_cond_kwargs` entries are merged; e.g. ControlNet residuals);
+6. `extra_passes(steps)` counts the UNet passes the control runs itself (progress), `record()` adds
+   its settings to each image's parameters record.
+
+`state` (StepState) is one object per call that the loop updates in place; processors read it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+
+from backend.errors import InputError
+
+INVERSION, REFERENCE, GENERATED = "inversion", "reference", "generated"
+
+
+@dataclass
+class StepState:
+    """What the loop is doing right now."""
+
+    steps: int = 0
+    branch: str | None = None  # INVERSION, REFERENCE, GENERATED, or a control's own pass (e.g. "distill")
+    step: int | None = None  # 0 = the first (noisiest) denoising step
+    timestep: torch.Tensor | None = None
+    latents: torch.Tensor | None = None  # the branch's latents (batch of variants, no CFG doubling)
+    model_input: torch.Tensor | None = None  # the UNet's input batch (CFG: unconditional half first)
+    text_embeds: torch.Tensor | None = None  # the UNet's encoder_hidden_states for that batch
+
+
+@dataclass
+class Run:
+    """The call's shared context: the pipeline, the loop's state, progress, conditioning, recordings."""
+
+    pipe: object
+    state: StepState
+    progress: object = None  # set before the first UNet pass: .check() and .advance()
+    cond: object = None  # the Conditioning, once encoded
+    recorded: dict = field(default_factory=dict)  # what controls record in the REFERENCE branch
+    reference_cached: bool = False  # the reference work came from the cache
+
+
+class Control:
+    """A control that does nothing; subclasses override the hooks they need."""
+
+    def setup(self, run: Run) -> None:
+        self.run = run
+
+    def needs_reference(self) -> bool:
+        return False
+
+    def cache_key(self) -> tuple:
+        return ()
+
+    def missing(self, recorded: dict) -> bool:
+        return False
+
+    def conditioning(self, cond):
+        return cond
+
+    def processors(self, branch: str, originals: dict) -> dict:
+        return {}
+
+    def extra_passes(self, steps: int) -> int:
+        return 0
+
+    def unet_kwargs(self, state: StepState) -> dict:
+        return {}
+
+    def before_step(self, state: StepState) -> torch.Tensor:
+        return state.latents
+
+    def after_step(self, state: StepState) -> torch.Tensor:
+        return state.latents
+
+    def record(self) -> dict:
+        return {}
+
+
+def layer_processors(unet) -> dict:
+    """The UNet's attention processors by layer name (without the ".processor" suffix)."""
+    return {name.removesuffix(".processor"): proc for name, proc in unet.attn_processors.items()}
+
+
+@contextlib.contextmanager
+def installed(unet, processors: dict):
+    """Inside the block the layers named in `processors` use those processors; every layer gets its
+    own back on exit, also when the block raises."""
+    original = dict(unet.attn_processors)
+    unknown = set(processors) - {name.removesuffix(".processor") for name in original}
+    if unknown:
+        raise InputError(f"unknown attention layers {sorted(unknown)}", hint="see self_attention_layers()")
+    if processors:  # set_attn_processor consumes the dict it is given: pass copies
+        unet.set_attn_processor({name: processors.get(name.removesuffix(".processor"), proc)
+                                 for name, proc in original.items()})
+    try:
+        yield
+    finally:
+        if processors:
+            unet.set_attn_processor(dict(original))

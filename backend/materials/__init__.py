@@ -1,0 +1,1 @@
+"""Whole PBR materials: map sets (maps), correspondence back to the reference, derived maps, learned normals."""

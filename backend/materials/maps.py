@@ -1,0 +1,255 @@
+"""The maps of a PBR material beside its base colour: reading, resampling, gathering, writing.
+
+Rules (documented in the README, "Whole materials"):
+- a map is read with its raw sample values: no map is colour-managed (no ICC profile, gamma or
+  colour conversion is applied), 8-bit stays 8-bit and 16-bit stays 16-bit; 1 to 4 channels;
+- its kind follows its name: names with "normal" are normal maps, base_color / albedo / diffuse /
+  emission (and similar) are colour maps (sRGB), everything else (roughness, metallic, height,
+  displacement, ao, ...) is non-colour data; `colorspace` says which for Blender;
+- a map of another size than the base colour is centre-cropped to the target's aspect ratio and
+  resized to it, exactly the geometry the base colour gets: Lanczos for colour and data maps (on
+  the raw values, clipped to the range), Lanczos on the decoded vectors then re-normalised to unit
+  length for normal maps;
+- `gather(map, coords)` rearranges a map through a source-coordinate field exactly, no blending:
+  every output pixel is a copy of one input pixel, so normals are translated, never rotated;
+- a variant's map is written beside it as `<variant stem>-<name>.png`, with the same parameters
+  record (plus a "material_map" text chunk: name, kind, colour space, bits), atomically, never
+  over an existing file; 16-bit maps with 2-4 channels, which Pillow cannot write as PNG, are
+  written as `<variant stem>-<name>.tif` (16-bit TIFF, parameters in the image description).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from backend.errors import InputError
+from backend.images import open_image, save_png_atomic, write_atomic
+
+COLOR, DATA, NORMAL = "color", "data", "normal"
+COLOR_NAMES = frozenset({"base_color", "basecolor", "color", "colour", "albedo", "diffuse", "emission",
+                         "emission_color", "subsurface_color", "specular_tint", "sheen_tint", "coat_tint"})
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def kind_of(name: str) -> str:
+    """COLOR, NORMAL or DATA, from a map's name (see the module's rules)."""
+    if "normal" in name:
+        return NORMAL
+    return COLOR if name in COLOR_NAMES else DATA
+
+
+@dataclass(frozen=True)
+class MaterialMap:
+    name: str
+    pixels: np.ndarray  # (H, W, C) uint8 or uint16 raw values, C = 1..4
+    kind: str | None = None  # None: from the name (kind_of)
+    source: str = "<array>"
+
+    def __post_init__(self):
+        check_name(self.name)
+        if self.kind is None:
+            object.__setattr__(self, "kind", kind_of(self.name))
+        if self.kind not in (COLOR, DATA, NORMAL):
+            raise ValueError(f"kind must be {COLOR!r}, {DATA!r} or {NORMAL!r}, not {self.kind!r}")
+        arr = self.pixels
+        if arr.dtype not in (np.uint8, np.uint16) or arr.ndim != 3 or not 1 <= arr.shape[2] <= 4:
+            raise ValueError(f"map pixels must be (H, W, 1..4) uint8 or uint16, got {arr.shape} {arr.dtype}")
+        if self.kind == NORMAL and arr.shape[2] < 3:
+            raise InputError(f"normal map {self.source} has {arr.shape[2]} channel(s), a normal map needs RGB",
+                             hint="pass a tangent-space normal map (RGB), or use it as height instead")
+
+    @property
+    def bits(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+    @property
+    def top(self) -> int:
+        return 65535 if self.bits == 16 else 255
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+    @property
+    def colorspace(self) -> str:
+        """The colour space Blender's Image node should use for it."""
+        return "sRGB" if self.kind == COLOR else "Non-Color"
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise InputError(f"map name {name!r} is not usable in a file name",
+                         hint="use lower-case letters, digits and _ (e.g. roughness, normal, height)")
+    return name
+
+
+# ------------------------------------------------------------------------------------- reading
+
+
+def read_map(path: str | os.PathLike, name: str, kind: str | None = None) -> MaterialMap:
+    """Read a map file with its raw values (8- or 16-bit PNG/TIFF, 1-4 channels)."""
+    check_name(name)
+    path = Path(path)
+    kind = kind or kind_of(name)
+    depth = _file_bit_depth(path)
+    if depth == 16 and path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        return MaterialMap(name, _channels_last(tifffile.imread(path), path), kind, str(path))
+    image = open_image(path)
+    if depth == 16 and not image.mode.startswith("I"):
+        raise InputError(f"{path} is a 16-bit colour PNG, which cannot be read without losing its low bits",
+                         hint="save the map as a 16-bit TIFF, or as a 16-bit grayscale or 8-bit PNG")
+    return MaterialMap(name, _pixels_of(image, path), kind, str(path))
+
+
+def _pixels_of(image: Image.Image, path: Path) -> np.ndarray:
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(image)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise InputError(f"{path} holds 32-bit integer samples", hint="save the map as 8- or 16-bit")
+        return arr.astype(np.uint16)[..., None]
+    if mode == "F":
+        raise InputError(f"{path} holds floating-point samples", hint="save the map as an 8- or 16-bit PNG or TIFF")
+    if mode not in ("L", "LA", "RGB", "RGBA"):
+        # Palette and 1-bit images hold raw values through their palette; others have no raw RGB.
+        image = image.convert("RGBA" if "A" in mode or "transparency" in image.info else "RGB")
+    arr = np.asarray(image, dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _channels_last(arr: np.ndarray, path: Path) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] > 4 or arr.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{path} is a TIFF of shape {arr.shape} ({arr.dtype}), not one 8/16-bit image",
+                         hint="save the map as a single-page 8- or 16-bit TIFF or PNG")
+    return np.ascontiguousarray(arr)
+
+
+def _file_bit_depth(path: Path) -> int:
+    """Bits per sample as stored in the file (PNG header or TIFF tag); 8 when unknown."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return head[24]
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                return int(tif.pages[0].bitspersample)
+        except (tifffile.TiffFileError, OSError, ValueError, IndexError) as e:
+            raise InputError(f"not a readable TIFF: {path} ({e})", hint="save the map as PNG or TIFF again") from e
+    return 8
+
+
+# ---------------------------------------------------------------------------------- resampling
+
+
+def fit(m: MaterialMap, width: int, height: int) -> MaterialMap:
+    """The map centre-cropped to the aspect ratio of width x height and resized to it (rules above)."""
+    w, h = m.size
+    if (w, h) == (width, height):
+        return m
+    scale = min(w / width, h / height)
+    cw, ch = max(1, round(width * scale)), max(1, round(height * scale))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    values = m.pixels[top:top + ch, left:left + cw].astype(np.float32)
+    if m.kind == NORMAL:
+        values[..., :3] = values[..., :3] / m.top * 2.0 - 1.0
+    out = np.stack([_lanczos(values[..., c], width, height) for c in range(values.shape[2])], axis=2)
+    if m.kind == NORMAL:
+        vectors = out[..., :3]
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=2, keepdims=True), 1e-8)
+        out[..., :3] = (vectors + 1.0) * 0.5 * m.top
+    pixels = np.clip(np.rint(out), 0, m.top).astype(m.pixels.dtype)
+    return replace(m, pixels=pixels)
+
+
+def _lanczos(channel: np.ndarray, width: int, height: int) -> np.ndarray:
+    image = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32))
+    return np.asarray(image.resize((width, height), Image.Resampling.LANCZOS), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------- gathering
+
+
+def gather(pixels: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """out[i, j] = pixels[coords[i, j, 0], coords[i, j, 1]]: an exact copy, no blending."""
+    coords = np.asarray(coords)
+    if coords.ndim != 3 or coords.shape[2] != 2 or not np.issubdtype(coords.dtype, np.integer):
+        raise ValueError(f"coords must be an (H, W, 2) integer array of (y, x), got {coords.shape} {coords.dtype}")
+    h, w = pixels.shape[:2]
+    ys, xs = coords[..., 0], coords[..., 1]
+    if ys.min() < 0 or xs.min() < 0 or ys.max() >= h or xs.max() >= w:
+        raise ValueError(f"coords reach outside the {w}x{h} source: y in [{ys.min()}, {ys.max()}], "
+                         f"x in [{xs.min()}, {xs.max()}]")
+    return pixels[ys, xs]
+
+
+def gather_map(m: MaterialMap, coords: np.ndarray) -> MaterialMap:
+    """The map rearranged like the base colour whose source coordinates are `coords`."""
+    return replace(m, pixels=np.ascontiguousarray(gather(m.pixels, coords)))
+
+
+# ------------------------------------------------------------------------------------- writing
+
+
+def map_path(variant_path: str | os.PathLike, m: MaterialMap) -> Path:
+    """`gravel-patch-s3.png` -> `gravel-patch-s3-roughness.png` (`.tif` for 16-bit colour maps)."""
+    variant_path = Path(variant_path)
+    return variant_path.with_name(f"{variant_path.stem}-{m.name}{_suffix(m)}")
+
+
+def companions(maps) -> tuple[str, ...]:
+    """The file endings a variant's maps add to its stem: pass to images.unique_path."""
+    return tuple(f"-{m.name}{_suffix(m)}" for m in maps)
+
+
+def _suffix(m: MaterialMap) -> str:
+    return ".tif" if m.bits == 16 and m.pixels.shape[2] > 1 else ".png"
+
+
+def save_map(m: MaterialMap, variant_path: str | os.PathLike, parameters: str | None) -> Path:
+    """Write the map beside its variant, atomically; FileExistsError if the name is taken."""
+    path = map_path(variant_path, m)
+    about = json.dumps({"name": m.name, "kind": m.kind, "colorspace": m.colorspace, "bits": m.bits})
+    if path.suffix == ".tif":
+        import tifffile
+
+        description = json.dumps({"parameters": parameters, "material_map": json.loads(about)})
+        buffer = io.BytesIO()  # tifffile wants a named file or a seekable buffer, not a bare descriptor
+        tifffile.imwrite(buffer, m.pixels, photometric="rgb" if m.pixels.shape[2] >= 3 else "minisblack",
+                         extrasamples=("unassalpha",) if m.pixels.shape[2] in (2, 4) else None,
+                         compression="zlib", description=description, metadata=None)
+        return write_atomic(path, lambda f: f.write(buffer.getvalue()))
+    return save_png_atomic(to_image(m), path, parameters=parameters, text={"material_map": about})
+
+
+def to_image(m: MaterialMap) -> Image.Image:
+    """A PIL image of the map's raw values (16-bit single-channel maps as mode I;16)."""
+    arr = m.pixels
+    if m.bits == 16:
+        if arr.shape[2] != 1:
+            raise ValueError("Pillow has no 16-bit colour mode: save 16-bit colour maps with save_map")
+        return Image.fromarray(np.ascontiguousarray(arr[..., 0]))  # uint16 -> mode I;16
+    return Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+
+
+def from_unit(name: str, values: np.ndarray, kind: str | None = None, bits: int = 16,
+              source: str = "<derived>") -> MaterialMap:
+    """A map from float values in [0, 1], (H, W) or (H, W, C), quantised to 8 or 16 bits."""
+    top = 65535 if bits == 16 else 255
+    arr = np.clip(np.rint(np.asarray(values, dtype=np.float64) * top), 0, top)
+    arr = arr.astype(np.uint16 if bits == 16 else np.uint8)
+    return MaterialMap(name, arr[..., None] if arr.ndim == 2 else arr, kind or kind_of(name), source)

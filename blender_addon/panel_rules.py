@@ -1,0 +1,57 @@
+"""Which settings of the Variants panel matter for the chosen engine and appearance mode, and which
+engine "Auto" will use. Plain Python (no bpy), so the rules are tested without drawing.
+
+Auto is decided by the backend (diffusion when its models resolve to files on this machine, else
+patch); the add-on knows that answer only from the backend's `hello` (`engines.diffusion.available`,
+a file check that imports no torch), kept from the last Check Backend or job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+SHOWN, INACTIVE, HIDDEN = "shown", "inactive", "hidden"
+
+# Settings only the diffusion engine reads (the patch engine ignores them).
+DIFFUSION_ONLY = ("steps", "appearance", "style_only", "suppress_content")
+
+
+def auto_engine(hello: Mapping | None) -> str | None:
+    """The engine "auto" resolves to on the running backend, or None when no hello says."""
+    engines = (hello or {}).get("engines")
+    diffusion = engines.get("diffusion") if isinstance(engines, Mapping) else None
+    if not isinstance(diffusion, Mapping):
+        return None
+    return "diffusion" if diffusion.get("available") else "patch"
+
+
+def auto_text(hello: Mapping | None) -> str:
+    """The line under the Engine setting when it is Auto."""
+    engine = auto_engine(hello)
+    if engine == "diffusion":
+        return "Auto uses Diffusion: its models are on this machine"
+    if engine == "patch":
+        return "Auto uses Patch: the diffusion models were not found"
+    return "Auto uses Patch unless the diffusion models are found (Check Backend tells)"
+
+
+def effective_engine(engine: str, hello: Mapping | None) -> str | None:
+    """The engine a job will run on, or None when Auto and the backend has not said."""
+    return auto_engine(hello) if engine == "auto" else engine
+
+
+def setting_states(engine: str | None, appearance: str, style_only: bool) -> dict[str, str]:
+    """SHOWN, INACTIVE (drawn greyed out) or HIDDEN for each setting that depends on the others.
+
+    `engine` is the effective one (None: not known yet, so every diffusion setting may apply).
+    """
+    if engine == "patch":
+        # The patch engine reads the balance as its block size; the diffusion settings mean nothing.
+        return dict.fromkeys(DIFFUSION_ONLY, HIDDEN) | {"balance": SHOWN}
+    states = dict.fromkeys(DIFFUSION_ONLY, SHOWN)
+    if not style_only:
+        states["suppress_content"] = INACTIVE  # the content text goes with Style Only, and only then
+    # On diffusion the balance sets the kv-replacement window: with appearance "none" there is none
+    # (while Auto is undecided it may still become the patch engine's block size).
+    states["balance"] = INACTIVE if appearance == "none" and engine == "diffusion" else SHOWN
+    return states

@@ -1,0 +1,124 @@
+"""The command line of `scripts/bench`: pick the mode, measure its sections, store the results."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from scripts.benchmarks import common
+from scripts.benchmarks.common import DOCS, FULL_MODELS, Setup, full_size_models, load_average, machine
+from scripts.benchmarks.gpu import GpuOptions, bench_gpu
+from scripts.benchmarks.patch import bench_patch
+from scripts.benchmarks.report import load_results, render, write_atomic
+from scripts.benchmarks.service import bench_service
+from scripts.benchmarks.variant_cost import bench_variant_cost, headline_ratio
+
+
+def run(setup: Setup, models: dict, *, out_dir: Path = DOCS, command: str = "", sections=("variant_cost", "service", "patch"),
+        log=print) -> dict:
+    """Measure the CPU sections of `setup` and store them (json + markdown) in `out_dir`."""
+    started, wall0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
+    entry = {"mode": setup.mode, "command": command, "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+             "why": setup.why, "setup": asdict(setup), "machine": machine(), "load_average": {"start": load_average()}}
+    if "variant_cost" in sections:
+        entry["variant_cost"] = bench_variant_cost(models, setup, log=log)
+        entry["variant_cost_ratio_n"] = max(setup.variants)
+        entry["variant_cost_ratio"] = headline_ratio(entry["variant_cost"], entry["variant_cost_ratio_n"])
+    if "service" in sections and setup.service_reps:
+        try:  # a service that cannot start or dies must not cost the numbers measured so far
+            entry["service"] = bench_service(models, setup, log=log)
+        except (OSError, RuntimeError, ValueError) as e:
+            log(f"[bench] service overhead not measured: {e}")
+            entry["service"] = {"error": f"{type(e).__name__}: {e}"}
+    if "patch" in sections and setup.patch_reps:
+        entry["patch"] = bench_patch(setup, log=log)
+    entry["load_average"]["end"] = load_average()
+    entry["wall_s"] = round(time.perf_counter() - wall0, 1)
+    store(out_dir, setup.mode, entry)
+    return entry
+
+
+def store(out_dir: Path, mode: str, entry: dict) -> None:
+    path = out_dir / "benchmarks.json"
+    results = load_results(path)
+    results[mode] = entry
+    write_atomic(path, json.dumps(results, indent=1, sort_keys=True) + "\n")
+    write_atomic(out_dir / "BENCHMARKS.md", render(results))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Measure what a variant costs (plain IP-Adapter, naive dual branch, cached kv), the service "
+        "overhead and the weight-free engine, side by side in one run (interleaved repetitions, medians). "
+        "Writes docs/BENCHMARKS.md and docs/benchmarks.json; the last line printed is variant_cost_ratio=X "
+        "(cached kv over plain, 4 variants). Creates the full-size random-weight models in "
+        ".test-models/full on first use (about 5 GB).")
+    parser.add_argument("--quick", action="store_true", help="the quick configuration (under 5 minutes on 2 cores)")
+    parser.add_argument("--gpu", action="store_true", help="the GPU benchmark on CUDA (fp16, 512², 30 steps, N = 4) "
+                        "instead of the CPU sections")
+    parser.add_argument("--compile", action="store_true", help="with --gpu: also torch.compile the UNet")
+    parser.add_argument("--reps", type=int, help="interleaved repetitions (default: the mode's)")
+    parser.add_argument("--methods", nargs="+", choices=("plain", "naive", "first", "cached", "ad"),
+                        help="the ways to measure (default: the mode's); the results are stored as a run of "
+                        "their own, e.g. quick+first+ad")
+    parser.add_argument("--variants", type=int, nargs="+", metavar="N",
+                        help="the variant counts to measure (default: the mode's; the ratio needs 4)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads, here and in the service (default: "
+                        "torch's, one per core; 1 is steadier on a machine that other work shares)")
+    parser.add_argument("--models", type=Path, default=FULL_MODELS, help="folder of the full-size test models "
+                        "(default .test-models/full; written when missing)")
+    parser.add_argument("--out-dir", type=Path, default=DOCS, help="where BENCHMARKS.md and benchmarks.json go "
+                        "(default docs/)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.methods and not {"plain", "cached"} <= set(args.methods):
+        parser.error("--methods needs plain and cached (the ratio is one over the other)")
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the service process inherits it
+        import torch
+
+        torch.set_num_threads(args.threads)
+    command = "scripts/bench" + "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
+    models = full_size_models(args.models)
+    if args.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: --gpu needs a CUDA GPU and the CUDA build of torch (see README, 'CPU and GPU torch'); "
+                  "the benchmarks keep saying 'not measured' for the GPU", file=sys.stderr)
+            return 2
+        setup = common.GPU if args.reps is None else replace(common.GPU, reps=args.reps)
+        wall0 = time.perf_counter()
+        entry = {"mode": "gpu", "command": command, "machine": machine(),
+                 "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "gpu": bench_gpu(models, setup, GpuOptions(compile=args.compile))}
+        entry["wall_s"] = round(time.perf_counter() - wall0, 1)
+        store(args.out_dir, "gpu", entry)
+        ratio = next(r for r in entry["gpu"]["rows"] if r["method"] == "cached")["ratio_to_plain"]
+    else:
+        setup = common.QUICK if args.quick else common.FULL
+        changes = {k: v for k, v in (("reps", args.reps), ("variants", tuple(args.variants or ())),
+                                     ("methods", tuple(args.methods or ()))) if v}
+        if "methods" in changes:
+            added = [m for m in changes["methods"] if m not in setup.methods]
+            changes["mode"] = "+".join([setup.mode, *added]) if added else setup.mode
+        if changes:
+            setup = replace(setup, **changes, why=setup.why + " This run changed the mode's settings on the "
+                            "command line: " + ", ".join(f"{k} {v}" for k, v in changes.items() if k != "mode")
+                            + ".")
+        ratio = run(setup, models, out_dir=args.out_dir, command=command)["variant_cost_ratio"]
+    print(f"wrote {args.out_dir / 'BENCHMARKS.md'} and {args.out_dir / 'benchmarks.json'}")
+    print(f"variant_cost_ratio={ratio:.3f}")
+    return 0
