@@ -72,8 +72,8 @@ def _require_regular_file(mode: int, path: Path) -> None:
     raise InputError(f"input is {kind}, not an image file: {path}", hint="pass the path of an image file")
 
 
-def _check_size(w: int, h: int, what: str) -> None:
-    if min(w, h) < MIN_SIDE:
+def _check_size(w: int, h: int, what: str, min_side: int = MIN_SIDE) -> None:
+    if min(w, h) < min_side:
         raise InputError(f"{what} is {w}x{h} px: too small to learn a texture from",
                          hint=f"use an image of at least {MIN_SIDE}x{MIN_SIDE} px")
     if max(w, h) > MAX_SIDE:
@@ -106,7 +106,7 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     with _open_regular(path) as f:
         try:
             with Image.open(f) as im:  # reads the header only
-                _check_size(*im.size, f"image {path}")
+                _check_size(*im.size, f"image {path}", min_side=1)  # what a reference needs: load_reference
                 im.load()
                 return im.copy() if im.mode != "P" else im.convert("RGBA")
         except Image.DecompressionBombError as e:
