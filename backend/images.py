@@ -106,7 +106,7 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     with _open_regular(path) as f:
         try:
             with Image.open(f) as im:  # reads the header only
-                _check_size(*im.size, f"image {path}", min_side=1)  # what a reference needs: load_reference
+                _check_size(*im.size, f"image {path}", min_side=1)  # the lower bound is the caller's (load_reference)
                 im.load()
                 return im.copy() if im.mode != "P" else im.convert("RGBA")
         except Image.DecompressionBombError as e:
