@@ -9,7 +9,8 @@ from pathlib import Path
 
 from backend import __version__
 from backend.errors import TextureVariantsError
-from backend.params import ENGINES, DiffusionOptions, GenerationParams, specs
+from backend.params import ENGINES, DiffusionOptions, GenerationParams, PatchOptions, specs
+from backend.service.jobs import DEFAULT_MAX_QUEUE
 
 # The generate flags: (parameter, help). Kinds, choices and defaults come from backend.params; a
 # default of None is described in the help text.
@@ -56,6 +57,10 @@ _DIFFUSION_FLAGS = (
     ("controlnet", "--sketch-mode controlnet: hub id or diffusers folder (default "
      "$TEXTURE_VARIANTS_CONTROLNET, else lllyasviel/control_v11p_sd15_lineart from the HF cache)"),
 )
+_PATCH_FLAGS = (
+    ("structure", "regular: keep a lattice (bricks, tiles, planks) whole; stochastic: irregular materials; "
+     "auto: decided from the reference (docs/PATCH_ENGINE.md)"),
+)
 _KINDS = {"int": {"type": int}, "number": {"type": float}, "flag": {"action": "store_true"},
           "names": {"nargs": "+", "metavar": "BLOCK"}, "text": {}, "choice": {}}
 
@@ -92,6 +97,7 @@ def _add_generate(sub) -> None:
     _add_flags(p, _GENERATE_FLAGS, GenerationParams)
     p.add_argument("--no-preview", action="store_true", help="do not write the 3x3 tiled previews")
     _add_flags(p.add_argument_group("diffusion engine"), _DIFFUSION_FLAGS, DiffusionOptions)
+    _add_flags(p.add_argument_group("patch engine"), _PATCH_FLAGS, PatchOptions)
     p.set_defaults(func=_cmd_generate)
 
 
@@ -104,7 +110,7 @@ def _cmd_generate(args) -> int:
     from backend.images import save_png_atomic, tiled, unique_path
 
     given = vars(args)
-    params = GenerationParams.build({name: given[name] for name, _ in _DIFFUSION_FLAGS if name in given},
+    params = GenerationParams.build({name: given[name] for name, _ in _DIFFUSION_FLAGS + _PATCH_FLAGS if name in given},
                                     **{name: given[name] for name, _ in _GENERATE_FLAGS if name in given})
     out = Path(args.out)
     stem = Path(args.input).stem or "texture"
@@ -164,31 +170,48 @@ def _add_serve(sub) -> None:
         "stdout, one JSON object per line (protocol in docs/PROTOCOL.md). stdout carries protocol lines "
         "only; logs go to stderr and to a rotating file in the user cache folder "
         "($TEXTURE_VARIANTS_LOG_DIR overrides it). Opens no network socket. Exits with code 0 on a "
-        "shutdown request or when stdin closes, cancelling the running job.",
+        "shutdown request, when stdin closes, or on SIGTERM/SIGINT, cancelling the running job.",
     )
     p.add_argument("--base", help="default SD1.5 model for generate requests that name none "
                    "(hub id, diffusers folder or single .safetensors file)")
     p.add_argument("--ip-adapter", help="default IP-Adapter for generate requests that name none")
     p.add_argument("--device", help="torch device for the diffusion engine, e.g. cuda, mps, cpu "
                    "(default: the best one found)")
+    p.add_argument("--max-queue", type=_positive_int, default=DEFAULT_MAX_QUEUE, metavar="N",
+                   help="how many requests may wait for the worker; more are refused with a `busy` "
+                   f"error (default {DEFAULT_MAX_QUEUE})")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="let jobs load pickled model weights (.ckpt/.bin): loading them can run arbitrary "
+                   "code, so only for models you trust; requests cannot switch this on")
     p.set_defaults(func=_cmd_serve)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _cmd_serve(args) -> int:
     from backend.service.server import serve
 
-    return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose)
+    return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose,
+                 max_queue=args.max_queue, allow_pickle=args.allow_pickle)
 
 
 def _add_metrics(sub) -> None:
     p = sub.add_parser(
         "metrics",
-        help="seam, appearance and copy scores of outputs against their exemplar",
+        help="seam, appearance, copy, structure and proportion scores of outputs against their exemplar",
         description="Print the texture metrics (docs/DESIGN.md, 'Metrics') of each OUTPUT: seam score per "
         "axis (wrap-around step / median interior step; about 1 = seamless), appearance distance "
         "(multi-scale patch sliced Wasserstein to the exemplar / the exemplar's own half-to-half "
         "distance; about 1 = as close as the exemplar is to itself) and copy score (max normalised "
-        "cross-correlation of a half-size window of the output with the exemplar; 1 = a shifted copy).",
+        "cross-correlation of a half-size window of the output with the exemplar; 1 = a shifted copy), "
+        "structure (autocorrelation distance to the exemplar / the exemplar's own half-to-half distance; "
+        "high = broken regularity) and proportion (total variation distance of coarse colour histograms; "
+        "0 = the same mix of colour regions, 1 = disjoint).",
     )
     p.add_argument("outputs", nargs="+", metavar="OUTPUT", help="generated images")
     p.add_argument("--exemplar", required=True, help="the reference texture they were made from")
@@ -208,13 +231,14 @@ def _cmd_metrics(args) -> int:
 
     exemplar = read(args.exemplar)
     if not args.json:
-        print(f"{'seam_x':>7} {'seam_y':>7} {'appear.':>7} {'copy':>6}  output")
+        print(f"{'seam_x':>7} {'seam_y':>7} {'appear.':>7} {'copy':>6} {'struct.':>7} {'propor.':>7}  output")
     for path in args.outputs:
         m = texture_metrics(read(path), exemplar)
         if args.json:
             print(json.dumps({"output": path, **{k: round(v, 4) for k, v in m.items()}}))
         else:
-            print(f"{m['seam_x']:7.3f} {m['seam_y']:7.3f} {m['appearance']:7.3f} {m['copy']:6.3f}  {path}")
+            print(f"{m['seam_x']:7.3f} {m['seam_y']:7.3f} {m['appearance']:7.3f} {m['copy']:6.3f} "
+                  f"{m['structure']:7.3f} {m['proportion']:7.3f}  {path}")
     return 0
 
 
