@@ -14,7 +14,7 @@ from collections.abc import Callable
 from PIL import Image
 
 from backend import engines
-from backend.errors import ModelsMissingError
+from backend.errors import InputError, ModelsMissingError
 from backend.images import load_reference
 from backend.params import GenerationParams, specs
 
@@ -80,6 +80,9 @@ def generate(reference: str | os.PathLike | Image.Image, params: GenerationParam
     ref = load_reference(reference)
     engine_name, why = engines.resolve(params.engine, base, ip_adapter)
     log.info(why)
+    if params.sketch and engine_name == "patch":
+        raise InputError(f"a sketch needs the diffusion engine; {why}",
+                         hint="run `python -m backend download-models`, or generate without --sketch")
     if engine_name != "diffusion" and params.diffusion.restyle_prompt:
         raise ModelsMissingError(f"restyle needs the diffusion engine, and {why}",
                                  hint="run `python -m backend download-models`, or pass base / ip_adapter")

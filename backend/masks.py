@@ -29,7 +29,8 @@ SELECTED = 0.5  # a pixel at least this white counts as selected
 def read_mask(path: str | os.PathLike) -> Image.Image:
     """The mask image at `path` as 8-bit luminance ("L")."""
     if not os.path.isfile(path):
-        raise InputError(f"mask image not found: {path}", hint="check the path of the mask image (white = selected)")
+        raise InputError(f"mask image not found (or not a regular file): {path}",
+                         hint="check the path of the mask image (white = selected)")
     try:
         image = open_image(path)
     except InputError as e:

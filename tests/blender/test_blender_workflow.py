@@ -13,8 +13,8 @@ from tests.blender.conftest import run_scenario
 pytestmark = pytest.mark.blender
 
 OPERATORS = ["add_mask_point", "apply_variant", "bake", "cancel", "cancel_setup", "check_backend",
-             "clear_mask_points", "generate", "new_mask", "remove_backend", "restyle", "revert", "setup_backend",
-             "tile_preview"]
+             "clear_mask_points", "generate", "make_guide", "new_mask", "remove_backend", "restyle", "revert",
+             "setup_backend", "tile_preview"]
 
 
 @pytest.fixture(scope="module")

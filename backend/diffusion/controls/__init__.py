@@ -3,6 +3,8 @@
 - kv.py: kv replacement (appearance "kv"), attention.py its record/replace processors;
 - distill.py: attention distillation (appearance "ad");
 - style.py: InstantStyle (ip_mode "style", suppress_content);
+- sketch.py: sketch guidance by the Latent Guidance Predictor (sketch_mode "lgp");
+- controlnet.py: sketch guidance by an SD1.5 ControlNet (sketch_mode "controlnet");
 - restyle.py: restyle by text keeping the structure (restyle_prompt, masks), pnp.py its
   Plug-and-Play feature injection.
 
@@ -12,9 +14,10 @@ does not ask for it. Adding a control = a module with a factory, listed in FACTO
 
 from __future__ import annotations
 
-from backend.diffusion.controls import distill, kv, restyle, style
+from backend.diffusion.controls import controlnet, distill, kv, restyle, sketch, style
 
-FACTORIES = [kv.from_params, distill.from_params, style.from_params, restyle.from_params]
+FACTORIES = [kv.from_params, distill.from_params, style.from_params, sketch.from_params, controlnet.from_params,
+             restyle.from_params]
 
 
 def build(params, spec, settings) -> list:

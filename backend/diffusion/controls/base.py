@@ -18,9 +18,11 @@ then:
    `after_step(state)` return the latents (the step's input / its result, both in `state.latents`);
    per UNet pass (inversion included) `unet_kwargs(state)` adds keyword arguments to the UNet
    call (`added_cond_kwargs` entries are merged; e.g. ControlNet residuals);
-6. `extra_passes(steps)` counts the UNet passes the control runs itself (progress), `record()` adds
+6. `tiled_modules()` names the control's own networks (e.g. a ControlNet) whose convolutions wrap
+   around with the UNet's while the call tiles;
+7. `extra_passes(steps)` counts the UNet passes the control runs itself (progress), `record()` adds
    its settings to each image's parameters record;
-7. `finish(images)` gets the decoded images (PIL, one per variant) and returns them (e.g. composited
+8. `finish(images)` gets the decoded images (PIL, one per variant) and returns them (e.g. composited
    with the reference's pixels; a control may attach companion images in `image.info`).
 
 `state` (StepState) is one object per call that the loop updates in place; processors read it too.
@@ -64,6 +66,7 @@ class Run:
     reference_cached: bool = False  # the reference work came from the cache
     reference: object = None  # the input as read (backend.images.Reference: full size, any aspect)
     image: object = None  # the reference as the loop reads it (PIL RGB, square, the output size)
+    scheduler: object = None  # the denoising (DDIM) scheduler, set before the first pass
 
 
 class Control:
@@ -99,6 +102,9 @@ class Control:
 
     def extra_passes(self, steps: int) -> int:
         return 0
+
+    def tiled_modules(self) -> tuple:
+        return ()
 
     def unet_kwargs(self, state: StepState) -> dict:
         return {}
