@@ -172,6 +172,10 @@ def _add_serve(sub) -> None:
     p.add_argument("--allow-pickle", action="store_true",
                    help="let jobs load pickled model weights (.ckpt/.bin): loading them can run arbitrary "
                    "code, so only for models you trust; requests cannot switch this on")
+    p.add_argument("--remote", action="store_true",
+                   help="clients never share this machine's files (a backend reached over ssh): inputs and "
+                   "results cross the channel (upload/download requests) and jobs may only read and write "
+                   "in the service's private workspace; without it, hello decides from the client's probe")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -186,7 +190,7 @@ def _cmd_serve(args) -> int:
     from backend.service.server import serve
 
     return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose,
-                 max_queue=args.max_queue, allow_pickle=args.allow_pickle)
+                 max_queue=args.max_queue, allow_pickle=args.allow_pickle, remote=args.remote)
 
 
 def _add_metrics(sub) -> None:
