@@ -193,6 +193,31 @@ def _cmd_serve(args) -> int:
                  max_queue=args.max_queue, allow_pickle=args.allow_pickle, remote=args.remote)
 
 
+def _add_batch(sub) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="run many generate jobs from a JSON-lines manifest (resumable; locally or on Ray)",
+        description="Run every job of MANIFEST (JSON lines: one object a line with the fields of the service's "
+        "generate request: input, any generation parameter, optional output_dir relative to --out). Each job "
+        "gets its own folder with a done-marker; a re-run skips complete jobs. Failed jobs are listed with "
+        "their error codes in OUT/summary.json and do not stop the batch. Exit code 0 when no job failed.",
+    )
+    p.add_argument("manifest", help="the JSON-lines manifest (relative inputs are read from its folder)")
+    p.add_argument("--out", required=True, help="the batch's output folder (created if missing)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray actors (needs `pip install .[ray]`): a new local cluster, or the cluster at "
+                   "ADDRESS (e.g. auto, ray://head:10001); --out must be visible to every node")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="--ray: how many actors (default: one per GPU, else one per CPU)")
+    p.set_defaults(func=_cmd_batch)
+
+
+def _cmd_batch(args) -> int:
+    from backend.batch import main as batch_main
+
+    return batch_main(args)
+
+
 def _add_metrics(sub) -> None:
     p = sub.add_parser(
         "metrics",
@@ -308,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_make_test_models(sub)
     _add_download_models(sub)
     _add_serve(sub)
+    _add_batch(sub)
     _add_metrics(sub)
     _add_demo(sub)
     return parser

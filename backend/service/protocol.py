@@ -288,6 +288,12 @@ _CHECKS = {
 assert set(_CHECKS) == set(REQUEST_TYPES)
 
 
+def parse_generate(fields: dict, request_id) -> dict:
+    """The checked fields of a generate request (input and output_dir absolute), as the service takes
+    them; raises ProtocolError. Shared with `python -m backend batch`, whose manifest lines are these."""
+    return _check_generate(fields, request_id)
+
+
 def event(kind: str, request_id, **fields) -> dict:
     """An event dict; every event names its type and the id of the request it answers (or null)."""
     if kind not in EVENT_TYPES:
