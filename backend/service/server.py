@@ -33,6 +33,7 @@ from backend.service.protocol import (
     parse_request,
 )
 from backend.service.transfer import Workspace, probe_matches
+from backend.service.warmup import Warmup, availability
 
 log = logging.getLogger(__name__)
 
@@ -62,58 +63,6 @@ def isolate_stdio() -> tuple[BinaryIO, BinaryIO]:
     return protocol_in, protocol_out
 
 
-class Warmup:
-    """Background start-up work, so that `hello` never waits for torch to import.
-
-    It finds the torch device (until then `device` is None and `device_detail` says so; `status`
-    reports it later), then imports the diffusion engine when its models are here, so the first
-    job does not pay for importing diffusers. Loading models is left to the first job.
-    """
-
-    def __init__(self, requested: str | None, base: str | None, ip_adapter: str | None):
-        self.requested, self.base, self.ip_adapter = requested, base, ip_adapter
-        self.device: str | None = None
-        self.detail = "detecting (torch is loading)"
-        self.torch_version: str | None = None
-        self._thread = threading.Thread(target=self._run, name="warmup", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        self._probe()
-        try:
-            if _availability("diffusion", self.base, self.ip_adapter)[0]:
-                engines.get_engine("diffusion")
-        except Exception as e:  # the job that needs it will report the problem properly
-            log.info("warm-up: diffusion engine not imported (%s: %s)", type(e).__name__, e)
-
-    def _probe(self) -> None:
-        from backend.errors import InputError
-
-        try:
-            import torch
-
-            from backend.diffusion.models import select_device
-
-            self.torch_version = torch.__version__
-            device, dtype = select_device(self.requested)
-            if device.startswith("cuda"):
-                detail = f"{torch.cuda.get_device_name(torch.device(device))}, {dtype}"
-            else:
-                detail = f"{os.cpu_count()} CPU cores, {dtype}" if device == "cpu" else f"Apple GPU, {dtype}"
-        except InputError as e:  # an unusable --device: diffusion jobs will say so too
-            device, detail = None, f"{e.message} ({e.hint})"
-        except Exception as e:  # torch missing or broken: the weight-free engine still works
-            device, detail = "cpu", f"torch unusable ({type(e).__name__}: {e}); only the patch engine can run"
-        self.device, self.detail = device, detail
-
-    def wait(self, timeout: float | None = None) -> str | None:
-        self._thread.join(timeout)
-        return self.device
-
-    def fields(self) -> dict:
-        return {"device": self.device, "device_detail": self.detail, "torch": self.torch_version}
-
-
 def _memory() -> dict:
     """Resident memory of this process and, when torch has touched a GPU, its memory (MiB)."""
     mem: dict = {"rss_mb": None, "gpu_allocated_mb": None, "gpu_reserved_mb": None}
@@ -133,21 +82,6 @@ def _memory() -> dict:
         mem["gpu_allocated_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
         mem["gpu_reserved_mb"] = round(torch.cuda.memory_reserved() / 2**20, 1)
     return mem
-
-
-def _availability(engine: str, base, ip_adapter) -> tuple[bool, str]:
-    """An engine's `available()`, without importing torch to answer hello.
-
-    The diffusion engine's `available()` is its model lookup, `backend.diffusion.models.available` (files
-    only); asking that module directly spares hello the import of torch and diffusers (seconds),
-    and never waits for the warm-up thread that may be importing them. test_service checks that
-    both give the same answer.
-    """
-    if engine == "diffusion":
-        from backend.diffusion import models
-
-        return models.available(base, ip_adapter)
-    return engines.get_engine(engine).available(base, ip_adapter)
 
 
 def _describe_spec(spec) -> dict:
@@ -281,7 +215,7 @@ class Service:
         found = {}
         for name in engines.ENGINE_MODULES:
             try:
-                ok, why = _availability(name, self.base, self.ip_adapter)
+                ok, why = availability(name, self.base, self.ip_adapter)
             except Exception as e:  # an engine that cannot even be imported is reported, not fatal
                 ok, why = False, f"cannot load the {name} engine: {type(e).__name__}: {e}"
             found[name] = {"available": bool(ok), "why": why}
