@@ -287,15 +287,19 @@ class JobOutput:
 
     def write_results(self, images) -> list[dict]:
         from backend.images import save_png_atomic, tiled, unique_path
+        from backend.materials import variants as material
 
         stem = _safe_name(Path(self.job.input).stem)
         files = []
         for image in images:
             params = json.loads(image.info.get("parameters", "{}"))
             name = f"{stem}-{params.get('engine', 'variant')}-s{params.get('seed', len(files))}"
-            path = save_png_atomic(image, unique_path(self.folder, name))
+            path = save_png_atomic(image, unique_path(self.folder, name, companions=material.endings(image)))
             self._written.append(path)
             entry = {"path": str(path), "parameters": params}
+            if "maps" in image.info:
+                entry["maps"] = material.save(image, path)
+                self._written.extend(Path(p) for p in entry["maps"].values())
             if self.job.tiled_preview:
                 tiled_path = save_png_atomic(tiled(image, 3), unique_path(self.folder, f"{path.stem}-tiled3x3"))
                 self._written.append(tiled_path)
