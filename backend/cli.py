@@ -10,6 +10,7 @@ from pathlib import Path
 from backend import __version__
 from backend.errors import TextureVariantsError
 from backend.params import ENGINES, DiffusionOptions, GenerationParams, PatchOptions, specs
+from backend.service.jobs import DEFAULT_MAX_QUEUE
 
 # The generate flags: (parameter, help). Kinds, choices and defaults come from backend.params; a
 # default of None is described in the help text.
@@ -196,20 +197,34 @@ def _add_serve(sub) -> None:
         "stdout, one JSON object per line (protocol in docs/PROTOCOL.md). stdout carries protocol lines "
         "only; logs go to stderr and to a rotating file in the user cache folder "
         "($TEXTURE_VARIANTS_LOG_DIR overrides it). Opens no network socket. Exits with code 0 on a "
-        "shutdown request or when stdin closes, cancelling the running job.",
+        "shutdown request, when stdin closes, or on SIGTERM/SIGINT, cancelling the running job.",
     )
     p.add_argument("--base", help="default SD1.5 model for generate requests that name none "
                    "(hub id, diffusers folder or single .safetensors file)")
     p.add_argument("--ip-adapter", help="default IP-Adapter for generate requests that name none")
     p.add_argument("--device", help="torch device for the diffusion engine, e.g. cuda, mps, cpu "
                    "(default: the best one found)")
+    p.add_argument("--max-queue", type=_positive_int, default=DEFAULT_MAX_QUEUE, metavar="N",
+                   help="how many requests may wait for the worker; more are refused with a `busy` "
+                   f"error (default {DEFAULT_MAX_QUEUE})")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="let jobs load pickled model weights (.ckpt/.bin): loading them can run arbitrary "
+                   "code, so only for models you trust; requests cannot switch this on")
     p.set_defaults(func=_cmd_serve)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _cmd_serve(args) -> int:
     from backend.service.server import serve
 
-    return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose)
+    return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose,
+                 max_queue=args.max_queue, allow_pickle=args.allow_pickle)
 
 
 def _add_metrics(sub) -> None:

@@ -230,10 +230,12 @@ def test_a_failed_job_removes_its_map_files_too(brick_set, tmp_path):
     from backend.service.jobs import Job, JobOutput
 
     images = generate_variants(brick_set["base"], engine="patch", size=64, derive=["height", "roughness"])
-    job = Job(id="j", input=str(brick_set["base"]), output_dir=str(tmp_path), params=GenerationParams())
+    job = Job(id="j", input=str(brick_set["base"]), output_dir=str(tmp_path / "job"), params=GenerationParams())
     output = JobOutput(job)
-    output.create_folder()
+    output.check()
     files = output.write_results(images)
+    assert sorted(p.name for p in (tmp_path / "job").iterdir()) == sorted(
+        [Path(files[0]["path"]).name, *(Path(p).name for p in files[0]["maps"].values())])
     assert all(Path(p).exists() for p in files[0]["maps"].values())
     output.discard()
     assert list(tmp_path.iterdir()) == []

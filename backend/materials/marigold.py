@@ -43,7 +43,8 @@ def resolve_normals(location: str | os.PathLike | None = None) -> Path:
         return Path(snapshot_download(value, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as e:
         raise ModelsMissingError(f"Marigold normals model {value!r} is not on this machine",
-                                 hint="run `python -m backend download-models --normals` once, or use the classical "
+                                 hint=f"run `hf download {value}` (for the default: `python -m backend download-models "
+                                 "--normals`) once, or use the classical "
                                  "normals (the default)") from e
 
 
