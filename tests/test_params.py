@@ -63,7 +63,7 @@ def test_hello_lists_exactly_the_declared_choices_and_options():
     assert "allow_pickle" in specs(ENGINE_OPTIONS["diffusion"]) and "allow_pickle" in START_OPTIONS
     assert parameters["choices"] == {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
                                      if spec.kind == "choice"}
-    assert set(parameters["choices"]) == {"engine", "tile", "appearance", "ip_mode", "normals"}
+    assert set(parameters["choices"]) == {"engine", "tile", "appearance", "ip_mode", "sketch_mode", "normals"}
     assert parameters["names"] == {"derive": ["height", "normal", "roughness"]}
 
 
@@ -93,5 +93,8 @@ def test_the_blender_panel_ranges_and_defaults_match_the_backend():
         assert spec.check(name, props[name]["default"]) == props[name]["default"], name
     for name in ("steps", "size", "balance", "engine", "tile", "appearance"):
         assert props[name]["default"] == specs(GenerationParams)[name][1], name
-    for name in ("engine", "tile", "appearance"):
+    for name in ("engine", "tile", "appearance", "sketch_mode"):
         assert tuple(items[props[name]["items"]]) == specs(GenerationParams)[name][0].choices, name
+    spec, default = specs(GenerationParams)["sketch_strength"]
+    assert (props["sketch_strength"]["min"], props["sketch_strength"]["max"]) == (spec.low, spec.high)
+    assert props["sketch_strength"]["default"] == default and props["sketch_mode"]["default"] == "lgp"

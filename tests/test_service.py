@@ -210,6 +210,28 @@ def test_request_errors_name_the_problem(service, tmp_path, color_texture_path):
     assert events[-1]["type"] == "result"
 
 
+def test_sketch_fields_are_listed_checked_and_used(service, tiny_models, color_texture_path, tmp_path):
+    from PIL import ImageDraw
+
+    parameters = service.ask("hello", protocol=PROTOCOL_VERSION, client="pytest")["parameters"]
+    assert {"sketch", "sketch_mode", "sketch_strength"} <= set(parameters["fields"])
+    assert parameters["choices"]["sketch_mode"] == ["lgp", "controlnet"]
+    assert {"sketch_window", "lgp", "controlnet"} <= set(parameters["extra"]["diffusion"])
+    sketch = tmp_path / "sketch.png"
+    image = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(image).line((0, 32, 64, 32), fill=0, width=4)
+    image.save(sketch)
+    relative = service.ask("generate", input=str(color_texture_path), output_dir=str(tmp_path), sketch="sketch.png",
+                           **TINY)
+    assert relative["code"] == "bad_request" and "'sketch' must be an absolute path" in relative["message"]
+    job = service.send("generate", input=str(color_texture_path), output_dir=str(tmp_path), sketch=str(sketch),
+                       sketch_mode="lgp", sketch_strength=1.5, extra={"lgp": str(tiny_models["lgp"])}, **TINY)
+    events = service.job_events(job)
+    assert events[-1]["type"] == "result", events[-1]
+    record = events[-1]["files"][0]["parameters"]
+    assert record["sketch"] == str(sketch) and record["sketch_strength"] == 1.5 and record["sketch_window_steps"] == [0]
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="lists open files through Linux /proc")
 def test_no_network_socket_is_open_after_jobs_on_both_engines(service, color_texture_path, tmp_path):
     for engine in ("diffusion", "patch"):

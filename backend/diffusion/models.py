@@ -276,6 +276,7 @@ def load_content_encoder(folder: Path, device: str, dtype: str):
 _lock = threading.RLock()
 _loaded: dict[ModelSpec, object] = {}
 load_count = 0  # how many pipelines were built from disk (tests check reuse with it)
+on_unload: list = []  # other modules' model caches (sketch_models): unload() calls each to clear it
 
 
 def load_pipeline(spec: ModelSpec):
@@ -357,6 +358,8 @@ def unload() -> bool:
         had = bool(_loaded) or bool(_content_encoders)
         _loaded.clear()
         _content_encoders.clear()
+        for clear in on_unload:
+            clear()
     gc.collect()
     try:
         import torch

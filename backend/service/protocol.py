@@ -174,6 +174,8 @@ def _check_generate(fields: dict, request_id) -> dict:
     out = {"input": _check_path(fields, "input", request_id),
            "output_dir": _check_path(fields, "output_dir", request_id)}
     api = {k: fields[k] for k in GenerationParams.field_names() if k in fields}
+    if api.get("sketch"):  # "" = no sketch
+        api["sketch"] = _check_path(fields, "sketch", request_id)
     for name in ("variants", "steps", "size"):  # JSON has one number type: accept 4.0 as 4
         value = api.get(name)
         if isinstance(value, float) and value.is_integer() and math.isfinite(value):

@@ -12,8 +12,8 @@ from tests.blender.conftest import run_scenario
 
 pytestmark = pytest.mark.blender
 
-OPERATORS = ["apply_variant", "bake", "cancel", "cancel_setup", "check_backend", "generate", "remove_backend",
-             "revert", "setup_backend", "tile_preview"]
+OPERATORS = ["apply_variant", "bake", "cancel", "cancel_setup", "check_backend", "generate", "make_guide",
+             "remove_backend", "revert", "setup_backend", "tile_preview"]
 
 
 @pytest.fixture(scope="module")
