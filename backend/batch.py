@@ -52,7 +52,10 @@ def _entry(number: int, text: str, home: Path, out: Path) -> dict:
                                           f"object: {e}"[:300], "hint": "write one JSON object per line"}}
     source = fields.get("input")
     if isinstance(source, str) and source:
-        fields["input"] = str((home / source).resolve()) if not os.path.isabs(source) else source
+        fields["input"] = str((home / source).resolve())
+    if isinstance(fields.get("maps"), dict):  # a material's maps: read from the manifest's folder too
+        fields["maps"] = {name: str((home / path).resolve()) if isinstance(path, str) and path else path
+                          for name, path in fields["maps"].items()}
     relative = fields.get("output_dir") or f"{number:04d}-{Path(str(source)).stem or 'texture'}"
     folder = (out / str(relative)).resolve()
     if os.path.isabs(str(relative)) or out.resolve() not in folder.parents:
@@ -72,10 +75,22 @@ def completed(folder: str | Path) -> dict | None:
     """The done-marker of a complete job folder (every file it lists exists), else None."""
     try:
         marker = json.loads((Path(folder) / DONE_MARKER).read_text(encoding="utf-8"))
-        names = [entry[key] for entry in marker["files"] for key in ("path", "tiled") if entry.get(key)]
+        names = [name for entry in marker["files"] for name in _flat(_file_names(entry))]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return marker if all((Path(folder) / name).is_file() for name in names) else None
+
+
+def _file_names(entry: dict) -> dict:
+    """The file names (no folders) of a result entry: its variant, tiled preview and maps."""
+    names = {key: Path(entry[key]).name for key in ("path", "tiled") if entry.get(key)}
+    if entry.get("maps"):
+        names["maps"] = {name: Path(path).name for name, path in entry["maps"].items()}
+    return names
+
+
+def _flat(names: dict) -> list[str]:
+    return [names[key] for key in ("path", "tiled") if key in names] + list(names.get("maps", {}).values())
 
 
 def run_entry(entry: dict) -> dict:
@@ -98,7 +113,7 @@ def run_entry(entry: dict) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
         return record | {"state": "failed", "code": ev.get("code", "cancelled"), "message": ev.get("message", ""),
                          "hint": ev.get("hint", "")}
-    files = [{k: (Path(v).name if k in ("path", "tiled") else v) for k, v in e.items()} for e in ev["files"]]
+    files = [e | _file_names(e) for e in ev["files"]]
     marker = {"line": entry["line"], "input": entry["input"], "files": files}
     write_atomic(staging / DONE_MARKER, lambda out: out.write(json.dumps(marker, indent=1).encode()))
     try:

@@ -141,7 +141,11 @@ class BackendClient:
             conn = self._conn
             if conn.workspace is None:
                 return self.request("generate", input=input_path, output_dir=output_dir, **fields)
-            remote_input = backend_transfer.upload(input_path, self._channel(conn))
+            channel = self._channel(conn)
+            remote_input = backend_transfer.upload(input_path, channel)
+            if fields.get("maps"):  # a material's maps are inputs too
+                fields["maps"] = {name: backend_transfer.upload(os.path.abspath(path), channel)
+                                  for name, path in fields["maps"].items()}
             job_id = f"generate-{next(self._ids)}"
             conn.pending.add(job_id)
             conn.remote_jobs[job_id] = Path(output_dir)

@@ -149,6 +149,8 @@ class ResultFetch:
                 for key in ("path", "tiled"):
                     if entry.get(key):
                         local[key] = str(self._keep(fetch(entry[key])))
+                if entry.get("maps"):  # a material's maps beside the variant (README "Whole materials")
+                    local["maps"] = {name: str(self._keep(fetch(path))) for name, path in entry["maps"].items()}
                 files.append(local)
         except BaseException:
             self.discard()

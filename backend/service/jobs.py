@@ -296,13 +296,13 @@ class JobOutput:
         except (OSError, UnicodeEncodeError) as e:
             raise classify(e) from e
 
-    def _save(self, image, stem: str) -> Path:
+    def _save(self, image, stem: str, companions: tuple[str, ...] = ()) -> Path:
         from backend.images import save_png_unique
 
         if not self._created and not self.folder.is_dir():
             self.folder.mkdir()  # its parent, never: a missing parent is the caller's mistake
             self._created = True
-        path = save_png_unique(image, self.folder, stem)
+        path = save_png_unique(image, self.folder, stem, companions)
         self._written.append(path)
         return path
 
@@ -331,12 +331,17 @@ class JobOutput:
 
     def write_results(self, images) -> list[dict]:
         from backend.images import tiled
+        from backend.materials import variants as material
 
         files = []
         for image in images:
             params = json.loads(image.info.get("parameters", "{}"))
-            path = self._save(image, f"{self.stem}-{params.get('engine', 'variant')}-s{params.get('seed', len(files))}")
+            path = self._save(image, f"{self.stem}-{params.get('engine', 'variant')}-s{params.get('seed', len(files))}",
+                              material.endings(image))
             entry = {"path": str(path), "parameters": params}
+            if "maps" in image.info:
+                entry["maps"] = material.save(image, path)
+                self._written.extend(Path(p) for p in entry["maps"].values())
             if self.job.tiled_preview:
                 entry["tiled"] = str(self._save(tiled(image, 3), f"{path.stem}-tiled3x3"))
             files.append(entry)

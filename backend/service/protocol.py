@@ -217,6 +217,8 @@ def _check_generate(fields: dict, request_id) -> dict:
         out["params"] = GenerationParams.build(extra, **api)
     except InputError as e:
         raise ProtocolError("bad_request", f"generate: {e.message}", e.hint, request_id) from None
+    for name, path in out["params"].maps.items():
+        _check_map_file(name, path, request_id)
     return out
 
 
@@ -273,6 +275,15 @@ def _check_download(fields: dict, request_id) -> dict:
     if "chunk_bytes" in fields:
         _int_field(fields, "chunk_bytes", "download", 1, CHUNK_BYTES, request_id)
     return {"path": path, "chunk_bytes": fields.get("chunk_bytes", CHUNK_BYTES)}
+
+
+def _check_map_file(name: str, path: str, request_id) -> None:
+    """A map's path is checked like 'input' (absolute), and must name a regular file now."""
+    _check_path({"maps." + name: path}, "maps." + name, request_id)
+    if not os.path.isfile(path):
+        what = "a folder" if os.path.isdir(path) else "not an existing regular file"
+        _bad(request_id, f"generate 'maps.{name}' is {what}: {_short(path)}",
+             "pass the absolute path of the map's image file (PNG or TIFF)")
 
 
 _CHECKS = {
