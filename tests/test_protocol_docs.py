@@ -16,9 +16,10 @@ from blender_addon import backend_client
 from tests.conftest import ROOT
 
 DOC = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
-SERVICE_SOURCES = [ROOT / "backend" / "service" / name for name in ("protocol.py", "server.py", "jobs.py")]
+SERVICE_SOURCES = [ROOT / "backend" / "service" / name for name in ("protocol.py", "server.py", "jobs.py",
+                                                                             "transfer.py")]
 CLIENT_SOURCES = [ROOT / "blender_addon" / name for name in ("backend_client.py", "backend_process.py",
-                                                              "backend_config.py")]
+                                                              "backend_config.py", "backend_transfer.py")]
 
 
 def _section(title: str) -> str:
@@ -88,7 +89,8 @@ def test_the_events_the_code_emits_are_declared_types():
 def test_the_requests_the_client_sends_are_declared_and_documented():
     sent = _dict_values(CLIENT_SOURCES, "type") - {"error"}  # "error": the synthetic backend_died event
     for path in sorted((ROOT / "blender_addon").glob("*.py")):
-        sent |= {_const(call.args[0]) for call in _calls(path, "request") if call.args and _const(call.args[0])}
+        for name in ("request", "_job"):  # _job: the client's job requests (generate, restyle)
+            sent |= {_const(call.args[0]) for call in _calls(path, name) if call.args and _const(call.args[0])}
     assert {"hello", "generate", "cancel", "shutdown"} <= sent
     assert sent <= set(protocol.REQUEST_TYPES)
 
