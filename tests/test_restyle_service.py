@@ -80,3 +80,37 @@ def test_cancel_stops_a_running_restyle_job(service, color_texture_path, tmp_pat
     assert final["type"] == "cancelled" and final["stage"] == "running"
     assert final["stopped_step"] - final["cancel_step"] <= 1 and final["stopped_step"] < 40 * 2.8
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not __import__("tests.test_remote", fromlist=["_"])._can_hide_folders(),
+                    reason="needs `unshare -m` and tmpfs mounts to hide the client's folder from the backend")
+def test_a_remote_restyle_uploads_its_mask_and_downloads_the_mask_used(tiny_models, color_texture_path, tmp_path,
+                                                                       monkeypatch):
+    import shlex
+    import sys
+
+    from tests.test_remote import _client, _hiding
+
+    monkeypatch.setenv("TEXTURE_VARIANTS_LOG_DIR", str(tmp_path / "logs"))
+    folder = tmp_path / "client"
+    folder.mkdir()
+    source = folder / "in.png"
+    source.write_bytes(Path(color_texture_path).read_bytes())
+    painted = np.zeros((128, 128), np.uint8)
+    painted[:, :64] = 255
+    Image.fromarray(painted).save(folder / "mask.png")
+    job = dict(restyle_prompt="rust", mask=str(folder / "mask.png"), mask_mode="edit-inside",
+               base=str(tiny_models["base"]), ip_adapter=str(tiny_models["ip_adapter"]), **TINY)
+    results = {}
+    for name, command in (("remote", _hiding(folder, f"{shlex.quote(sys.executable)} -m backend serve")),
+                          ("local", None)):
+        with _client(command, folder) as client:
+            results[name] = client.wait(client.restyle(source, folder / f"{name}-job", **job), timeout=300)
+            results[name]["shared"] = client.hello["filesystem"]["shared"]
+    remote, local = results["remote"], results["local"]
+    assert remote["type"] == local["type"] == "result" and remote["shared"] is False and local["shared"] is True
+    for mine, theirs in zip(remote["files"], local["files"], strict=True):
+        assert Path(mine["mask"]).parent == Path(mine["path"]).parent == folder / "remote-job"
+        assert Path(mine["mask"]).read_bytes() == Path(theirs["mask"]).read_bytes()
+        # the same pixels (the parameters text names the mask where each backend read it)
+        assert np.array_equal(np.asarray(Image.open(mine["path"])), np.asarray(Image.open(theirs["path"])))
