@@ -66,12 +66,15 @@ def default_backend_root() -> Path:
 def check(config: BackendConfig, backend_root: Path) -> None:
     """Raises `not_set_up` unless the interpreter can run and the backend package is there."""
     python = config.python
+    # Name what the user set: the preference, or the environment variable when that overrides it.
+    where = (f"the {ENV_PYTHON} environment variable (it overrides Backend Python)" if os.environ.get(ENV_PYTHON)
+             else "Backend Python in the add-on preferences")
     if not python:
         raise UserError("not_set_up", "no Python interpreter is configured for the backend",
-                        f"set up the backend in the add-on preferences, or set {ENV_PYTHON}")
+                        "click Set up backend in the add-on preferences, or set Backend Python there")
     if not (Path(python).is_file() and os.access(python, os.X_OK)):
         raise UserError("not_set_up", f"the backend interpreter {python} does not exist or cannot run",
-                        f"run 'Set up backend' in the add-on preferences, or fix {ENV_PYTHON}")
+                        f"click Set up backend in the add-on preferences, or fix {where}")
     if not (backend_root / "backend" / "__init__.py").is_file():
         raise UserError("not_set_up", f"no backend package in {backend_root}",
                         "reinstall the extension (its zip carries the backend)")

@@ -59,7 +59,7 @@ def scenario(rec):
     generate = h.addon_module("operators").TEXTURE_VARIANTS_OT_generate
     jobs_dir = os.path.join(bpy.utils.extension_path_user(h.MODULE), "jobs")
 
-    h.set_settings(engine="patch", variants=2, size=64, steps=2, seed=21, randomize_seed=False)
+    h.set_settings(engine="patch", variants=2, size_mode="fixed", size=64, steps=2, seed=21, randomize_seed=False)
     driver = ModalDriver(generate)
     before = h.snapshot(material)
     rec["done"] = list(driver.run(bpy.context)) + [driver.reports]

@@ -36,7 +36,7 @@ def scenario(rec):
     ui, session = h.addon_module("ui"), h.addon_module("session").shared()
     drawn = {}
     for case, (settings, hello) in CASES.items():
-        h.set_settings(**({"style_only": False} | settings))
+        h.set_settings(**({"style_only": False, "size_mode": "fixed"} | settings))
         session.hello = HELLOS[hello]
         layout = h.CheckingLayout()
         ui.draw_variants_panel(layout, bpy.context)

@@ -12,8 +12,8 @@ from tests.blender.conftest import run_scenario
 
 pytestmark = pytest.mark.blender
 
-OPERATORS = ["apply_variant", "bake", "cancel", "check_backend", "generate", "revert", "setup_backend",
-             "tile_preview"]
+OPERATORS = ["apply_variant", "bake", "cancel", "check_backend", "clean_up_jobs", "generate", "pick_node", "revert",
+             "setup_backend", "tile_preview", "use_result_set"]
 
 
 @pytest.fixture(scope="module")
