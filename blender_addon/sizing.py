@@ -4,7 +4,7 @@ The backend makes square images whose side is a multiple of 64 (at most 2048). T
 non-square source's aspect, "Match Source" sends the backend a square copy of the source squeezed
 to `side` x `side` and stretches the square variant back to `width` x `height`: the texture's
 features keep their proportions, the backend still sees a square. A fixed size makes a square
-variant, cropped from the middle of a non-square source (said in the panel).
+variant (the artist's choice), cropped from the middle of a non-square source (said in the panel).
 """
 
 from __future__ import annotations
@@ -39,13 +39,12 @@ def plan(source_width: int, source_height: int, mode: str = MATCH, size: int = 5
     source_width, source_height = max(1, int(source_width)), max(1, int(source_height))
     source = f"{source_width}×{source_height}"
     if mode == FIXED:
+        # The size is the artist's choice; only a change of aspect needs saying.
         side = min(cap, _multiple(size))
         notes = []
         if source_width != source_height:
             notes.append(f"Square {side}×{side} from a {source} source: the aspect differs "
                          "(Size: Match Source keeps it)")
-        elif side != source_width:
-            notes.append(f"{side}×{side}, the source is {source}")
         return SizePlan(side, side, side, tuple(notes))
     longest = max(source_width, source_height)
     scale = min(1.0, cap / longest)
