@@ -62,12 +62,16 @@ class TEXTURE_VARIANTS_OT_check_backend(bpy.types.Operator):
         self.report({"INFO"}, preferences.get(context).status)
         return {"FINISHED"}
 
-    @reports_errors(_show_not_ready)
-    def invoke(self, context, event):  # the UI: returns at once, modal() follows the start
+    def _begin(self, context) -> None:
+        """Start the backend on a worker thread; returns at once."""
         config, root = preferences.backend_config(context), str(preferences.backend_root())
         self._starting = session.shared().start_in_background(config, root)
         self._since = time.monotonic()
         preferences.get(context).status = "Starting the backend… (ESC cancels)"
+
+    @reports_errors(_show_not_ready)
+    def invoke(self, context, event):  # the UI: returns at once, modal() follows the start
+        self._begin(context)
         self._timer = context.window_manager.event_timer_add(0.3, window=context.window)
         context.window_manager.modal_handler_add(self)
         return {"RUNNING_MODAL"}
