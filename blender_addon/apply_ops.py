@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, IntProperty
+from bpy.props import BoolProperty
 
 from . import material_target, operators, paths, preferences, results, texture_io
 from .errors import UserError, reports_errors
@@ -89,7 +89,7 @@ class TEXTURE_VARIANTS_OT_apply_variant(bpy.types.Operator):
     bl_label = "Apply Variant"
     bl_options = {"REGISTER", "UNDO"}
 
-    index: IntProperty(name="Variant", default=-1, min=-1, description="Which result; -1 = the picked one")
+    index: operators.variant_index()
     to_this_material: BoolProperty(
         name="Apply to This Material", default=False,
         description="Use variants made for another material or node on this one")

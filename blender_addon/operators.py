@@ -187,6 +187,11 @@ class TEXTURE_VARIANTS_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def variant_index():
+    """The `index` property of the operators that act on one variant of the current set."""
+    return IntProperty(name="Variant", default=-1, min=-1, description="Which result; -1 = the picked one")
+
+
 def picked(context, index: int = -1):
     """The current set's variant `index` (-1: the picked one); UserError when there is none."""
     settings = _settings(context)
@@ -204,8 +209,7 @@ class TEXTURE_VARIANTS_OT_tile_preview(bpy.types.Operator):
     bl_idname = "texture_variants.tile_preview"
     bl_label = "Tile Preview"
     bl_options = {"REGISTER", "UNDO"}
-
-    index: IntProperty(name="Variant", default=-1, min=-1, description="Which result; -1 = the picked one")
+    index: variant_index()
 
     @reports_errors()
     def execute(self, context):
