@@ -9,7 +9,7 @@ from pathlib import Path
 
 from backend import __version__
 from backend.errors import TextureVariantsError
-from backend.params import ENGINES, DiffusionOptions, GenerationParams, specs
+from backend.params import ENGINES, DiffusionOptions, GenerationParams, PatchOptions, specs
 
 # The generate flags: (parameter, help). Kinds, choices and defaults come from backend.params; a
 # default of None is described in the help text.
@@ -44,6 +44,10 @@ _DIFFUSION_FLAGS = (
     ("suppress_scale", "--suppress-content: how much of the text embedding to subtract"),
     ("content_encoder", "--suppress-content: CLIP text model folder or hub id (default "
      "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the HF cache)"),
+)
+_PATCH_FLAGS = (
+    ("structure", "regular: keep a lattice (bricks, tiles, planks) whole; stochastic: irregular materials; "
+     "auto: decided from the reference (docs/PATCH_ENGINE.md)"),
 )
 _KINDS = {"int": {"type": int}, "number": {"type": float}, "flag": {"action": "store_true"},
           "names": {"nargs": "+", "metavar": "BLOCK"}, "text": {}, "choice": {}}
@@ -81,6 +85,7 @@ def _add_generate(sub) -> None:
     _add_flags(p, _GENERATE_FLAGS, GenerationParams)
     p.add_argument("--no-preview", action="store_true", help="do not write the 3x3 tiled previews")
     _add_flags(p.add_argument_group("diffusion engine"), _DIFFUSION_FLAGS, DiffusionOptions)
+    _add_flags(p.add_argument_group("patch engine"), _PATCH_FLAGS, PatchOptions)
     p.set_defaults(func=_cmd_generate)
 
 
@@ -93,7 +98,7 @@ def _cmd_generate(args) -> int:
     from backend.images import save_png_atomic, tiled, unique_path
 
     given = vars(args)
-    params = GenerationParams.build({name: given[name] for name, _ in _DIFFUSION_FLAGS if name in given},
+    params = GenerationParams.build({name: given[name] for name, _ in _DIFFUSION_FLAGS + _PATCH_FLAGS if name in given},
                                     **{name: given[name] for name, _ in _GENERATE_FLAGS if name in given})
     out = Path(args.out)
     stem = Path(args.input).stem or "texture"
@@ -172,12 +177,15 @@ def _cmd_serve(args) -> int:
 def _add_metrics(sub) -> None:
     p = sub.add_parser(
         "metrics",
-        help="seam, appearance and copy scores of outputs against their exemplar",
+        help="seam, appearance, copy, structure and proportion scores of outputs against their exemplar",
         description="Print the texture metrics (docs/DESIGN.md, 'Metrics') of each OUTPUT: seam score per "
         "axis (wrap-around step / median interior step; about 1 = seamless), appearance distance "
         "(multi-scale patch sliced Wasserstein to the exemplar / the exemplar's own half-to-half "
         "distance; about 1 = as close as the exemplar is to itself) and copy score (max normalised "
-        "cross-correlation of a half-size window of the output with the exemplar; 1 = a shifted copy).",
+        "cross-correlation of a half-size window of the output with the exemplar; 1 = a shifted copy), "
+        "structure (autocorrelation distance to the exemplar / the exemplar's own half-to-half distance; "
+        "high = broken regularity) and proportion (total variation distance of coarse colour histograms; "
+        "0 = the same mix of colour regions, 1 = disjoint).",
     )
     p.add_argument("outputs", nargs="+", metavar="OUTPUT", help="generated images")
     p.add_argument("--exemplar", required=True, help="the reference texture they were made from")
@@ -197,13 +205,14 @@ def _cmd_metrics(args) -> int:
 
     exemplar = read(args.exemplar)
     if not args.json:
-        print(f"{'seam_x':>7} {'seam_y':>7} {'appear.':>7} {'copy':>6}  output")
+        print(f"{'seam_x':>7} {'seam_y':>7} {'appear.':>7} {'copy':>6} {'struct.':>7} {'propor.':>7}  output")
     for path in args.outputs:
         m = texture_metrics(read(path), exemplar)
         if args.json:
             print(json.dumps({"output": path, **{k: round(v, 4) for k, v in m.items()}}))
         else:
-            print(f"{m['seam_x']:7.3f} {m['seam_y']:7.3f} {m['appearance']:7.3f} {m['copy']:6.3f}  {path}")
+            print(f"{m['seam_x']:7.3f} {m['seam_y']:7.3f} {m['appearance']:7.3f} {m['copy']:6.3f} "
+                  f"{m['structure']:7.3f} {m['proportion']:7.3f}  {path}")
     return 0
 
 

@@ -113,7 +113,11 @@ class DiffusionOptions(Checked):
 
 @dataclass(frozen=True)
 class PatchOptions(Checked):
-    """Options of the weight-free engine (none yet: everything it reads is a common field)."""
+    """Options of the weight-free engine (docs/PATCH_ENGINE.md)."""
+
+    structure: str = param("auto", "choice", choices=("auto", "regular", "stochastic"),
+                           hint="regular: bricks, tiles, planks; stochastic: irregular materials; "
+                                "auto: decided from the reference")
 
 
 ENGINE_OPTIONS = {"diffusion": DiffusionOptions, "patch": PatchOptions}

@@ -193,7 +193,7 @@ class CheckingLayout:
 
 
 class OperatorProperties:
-    """What layout.operator() returns: setting a property checks the operator has it, and records
+    """What UILayout.operator returns: only the operator's own properties can be set; each is recorded as
     ("operator_property", "idname.name=value")."""
 
     def __init__(self, idname, calls):
