@@ -68,10 +68,12 @@ def check(config: BackendConfig, backend_root: Path) -> None:
     python = config.python
     # Name what the user set: the preference, or the environment variable when that overrides it.
     where = (f"the {ENV_PYTHON} environment variable (it overrides Backend Python)" if os.environ.get(ENV_PYTHON)
-             else "Backend Python in the add-on preferences")
+             else f"Backend Python in the add-on preferences (outside Blender: the {ENV_PYTHON} environment "
+             "variable)")
     if not python:
         raise UserError("not_set_up", "no Python interpreter is configured for the backend",
-                        "click Set up backend in the add-on preferences, or set Backend Python there")
+                        "click Set up backend in the add-on preferences, or set Backend Python there "
+                        f"(outside Blender: the {ENV_PYTHON} environment variable)")
     if not (Path(python).is_file() and os.access(python, os.X_OK)):
         raise UserError("not_set_up", f"the backend interpreter {python} does not exist or cannot run",
                         f"click Set up backend in the add-on preferences, or fix {where}")

@@ -82,6 +82,7 @@ def save_as(image, path: Path, kind: str = BYTE, exposure: float = 0.0, alpha: b
     """Write `image`'s pixels to `path` (a new name) for `kind`: 8-bit PNG, 16-bit PNG or half EXR."""
     file_format, depth = {BYTE: ("PNG", "8"), DEEP: ("PNG", "16"), LINEAR: ("OPEN_EXR", "16")}[kind]
     alpha = has_alpha(image) if alpha is None else alpha
+    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.tmp{path.suffix}")
     with _output_settings(file_format, depth, alpha, exposure) as scene:
         image.save_render(str(temp), scene=scene)
