@@ -24,6 +24,8 @@ REQUEST_SETTINGS = ("engine", "variants", "steps", "size", "tile", "balance", "a
 STYLE_SETTINGS = ("style_only", "suppress_content")
 # Text prompts (diffusion only; the patch engine takes none, so they are sent only when set).
 PROMPT_SETTINGS = ("prompt", "negative_prompt")
+# Structure-guide settings, sent when a guide image goes with the job.
+SKETCH_SETTINGS = ("sketch_mode", "sketch_strength")
 
 
 def new_seed(rng: random.Random | None = None) -> int:
@@ -31,8 +33,9 @@ def new_seed(rng: random.Random | None = None) -> int:
     return (rng or random.SystemRandom()).randrange(2**31)
 
 
-def request_params(settings: Mapping, seed: int) -> dict:
-    """The generate request's parameters from the panel settings (a mapping of their values)."""
+def request_params(settings: Mapping, seed: int, sketch: str | None = None) -> dict:
+    """The generate request's parameters from the panel settings (a mapping of their values);
+    `sketch`: the path of the structure guide written into the job folder, if any."""
     params = {name: settings[name] for name in REQUEST_SETTINGS}
     params["balance"] = float(params["balance"])
     # The backend takes multiples of 64 (the UI's step is 64, but a typed value may be anything).
@@ -51,6 +54,10 @@ def request_params(settings: Mapping, seed: int) -> dict:
         text = str(settings.get(name, "")).strip()
         if text and params["engine"] != "patch":
             params[name] = text
+    if sketch:
+        params["sketch"] = str(sketch)
+        params["sketch_mode"] = settings["sketch_mode"]
+        params["sketch_strength"] = float(settings["sketch_strength"])
     return params
 
 

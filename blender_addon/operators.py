@@ -2,6 +2,7 @@
 
     texture_variants.generate       make variants of the active material's image texture
     texture_variants.cancel         stop the running generation
+    texture_variants.make_guide     a structure guide from the texture's edges, to paint over
     texture_variants.tile_preview   show the picked variant tiled 3x3 in an Image Editor
     texture_variants.pick_node      choose the material's Image Texture node to work on
     texture_variants.use_result_set make an earlier result set of the material the current one
@@ -55,12 +56,12 @@ def size_plan(settings, image) -> sizing.SizePlan:
     return sizing.plan(image.size[0], image.size[1], settings.size_mode, settings.size)
 
 
-def _request(context, settings, seed: int, side: int) -> dict:
-    values = {name: getattr(settings, name)
-              for name in (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS, *jobs.PROMPT_SETTINGS)}
+def _request(context, settings, seed: int, side: int, guide=None) -> dict:
+    names = (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS, *jobs.PROMPT_SETTINGS, *jobs.SKETCH_SETTINGS)
+    values = {name: getattr(settings, name) for name in names}
     values["size"] = side
     values["content_encoder"] = preferences.content_encoder(context)
-    params = jobs.request_params(values, seed)
+    params = jobs.request_params(values, seed, guide)
     # Live previews are for people watching; scripts and farms skip their cost.
     params["preview_every"] = 0 if bpy.app.background else 2
     return params
@@ -100,7 +101,10 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
         try:
             reference, encoding = texture_io.export_reference(image, job_dir, plan.side if plan.squeezed else None)
             seed = jobs.new_seed() if settings.randomize_seed else settings.seed
-            params = _request(context, settings, seed, plan.side)
+            guide = None
+            if settings.sketch is not None:
+                guide = texture_io.export_reference(settings.sketch, job_dir, role="guide")[0]
+            params = _request(context, settings, seed, plan.side, guide)
             job = session.shared().submit(config, root, str(reference), str(job_dir), params, in_thread=in_thread)
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)  # our own folder, holding only the reference copy
@@ -184,6 +188,23 @@ class TEXTURE_VARIANTS_OT_cancel(bpy.types.Operator):
 
     def execute(self, context):
         session.shared().cancel()
+        return {"FINISHED"}
+
+
+class TEXTURE_VARIANTS_OT_make_guide(bpy.types.Operator):
+    """Make a structure guide from the texture's edges: a new image to paint the wanted layout over"""
+
+    bl_idname = "texture_variants.make_guide"
+    bl_label = "Guide from Texture Edges"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @reports_errors()
+    def execute(self, context):
+        _material, _node, image = material_target.resolve(context)
+        guide = texture_io.guide_from_edges(image, f"{image.name} guide")
+        _settings(context).sketch = guide
+        self.report({"INFO"}, f"{guide.name}: paint the lines you want (white on black) in the Image Editor, "
+                    "then Generate")
         return {"FINISHED"}
 
 
@@ -300,6 +321,7 @@ class TEXTURE_VARIANTS_OT_clean_up_jobs(bpy.types.Operator):
 CLASSES = (
     TEXTURE_VARIANTS_OT_generate,
     TEXTURE_VARIANTS_OT_cancel,
+    TEXTURE_VARIANTS_OT_make_guide,
     TEXTURE_VARIANTS_OT_tile_preview,
     TEXTURE_VARIANTS_OT_pick_node,
     TEXTURE_VARIANTS_OT_use_result_set,

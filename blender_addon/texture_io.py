@@ -21,7 +21,7 @@ from pathlib import Path
 
 import bpy
 
-from . import colour, paths
+from . import colour, edges, paths
 from .errors import UserError
 from .paths import safe_stem
 
@@ -153,14 +153,16 @@ def _check_exportable(image) -> None:
                         "or open the right file in the Image Texture node")
 
 
-def export_reference(image, job_dir: str | os.PathLike, side: int | None = None) -> tuple[Path, dict]:
-    """Write `image` into the job folder as the backend's input: (its path, how it is encoded).
+def export_reference(image, job_dir: str | os.PathLike, side: int | None = None,
+                     role: str = "reference") -> tuple[Path, dict]:
+    """Write `image` into the job folder as the backend's input (`role`: reference or guide): (its
+    path, how it is encoded).
 
     `side`: squeeze it to a side x side square first (Match Source on a non-square source). The
     encoding {"kind", "scale"} is what `import_variant` needs to bring the variants back.
     """
     job_dir = Path(job_dir)
-    stem = f"reference-{safe_stem(image.name)}"
+    stem = f"{role}-{safe_stem(image.name)}"
     _check_exportable(image)
     kind = source_kind(image)
     size = None if side is None else (side, side)
@@ -234,3 +236,32 @@ def tiled_copy(image, repeats: int = 3) -> bpy.types.Image:
     tiled.pixels.foreach_set(band * repeats)
     tiled.update()
     return tiled
+
+
+def guide_from_edges(image, name: str, side: int = 256) -> bpy.types.Image:
+    """A new square image (packed into the .blend) holding the edges of `image`'s centre square, white
+    on black, at most `side` pixels: a starting structure guide to paint over."""
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise UserError("image_missing", f"The image '{image.name}' has no pixels",
+                        "open the image in the Image Editor to check it, or pick another")
+    square = min(width, height)
+    side = min(side, square)
+    scaled_w, scaled_h = max(side, round(width * side / square)), max(side, round(height * side / square))
+    copy = image.copy()
+    try:
+        copy.scale(scaled_w, scaled_h)
+        rgba = array.array("f", bytes(4 * scaled_w * scaled_h * 4))
+        copy.pixels.foreach_get(rgba)
+    finally:
+        bpy.data.images.remove(copy)
+    left, top = (scaled_w - side) // 2, (scaled_h - side) // 2
+    crop = array.array("f")
+    for y in range(top, top + side):  # the backend reads the centre square of a non-square texture
+        crop.extend(rgba[4 * (y * scaled_w + left):4 * (y * scaled_w + left + side)])
+    lines = edges.edge_lines(edges.luminance(crop, side, side), side, side)
+    guide = bpy.data.images.new(name, side, side, alpha=False)
+    guide.pixels.foreach_set([v for line in lines for v in (line, line, line, 1.0)])
+    guide.update()
+    guide.pack()  # a generated image is not saved with the .blend unless packed
+    return guide

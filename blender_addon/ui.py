@@ -94,7 +94,8 @@ def _prop(col, settings, name: str, states: dict) -> None:
 def _states(view) -> dict:
     s = view.settings
     engine = panel_rules.effective_engine(s.engine, view.session.hello)
-    return panel_rules.setting_states(engine, s.appearance, s.style_only, s.size_mode)
+    return panel_rules.setting_states(engine, s.appearance, s.style_only, sketch=s.sketch is not None,
+                                      size_mode=s.size_mode)
 
 
 def draw_settings(layout, view) -> None:
@@ -117,6 +118,13 @@ def draw_settings(layout, view) -> None:
         for note in plan.notes:
             col.label(text=note, icon="ERROR")
     _prop(col, settings, "prompt", states)
+    if states["sketch"] != panel_rules.HIDDEN:
+        col.separator()
+        row = col.row(align=True)
+        row.prop(settings, "sketch")
+        row.operator("texture_variants.make_guide", text="", icon="IMAGE_REFERENCE")
+        _prop(col, settings, "sketch_mode", states)
+        _prop(col, settings, "sketch_strength", states)
     if states["balance"] != panel_rules.HIDDEN:
         col.separator()
         row = col.row(align=True)

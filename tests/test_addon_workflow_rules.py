@@ -87,9 +87,9 @@ def test_eta_comes_from_measured_steps_and_does_not_jump():
 
 
 def test_panel_rules_hide_size_under_match_and_prompts_under_patch():
-    assert panel_rules.setting_states("diffusion", "kv", False, "match")["size"] == panel_rules.HIDDEN
-    assert panel_rules.setting_states("diffusion", "kv", False, "fixed")["size"] == panel_rules.SHOWN
-    patch = panel_rules.setting_states("patch", "kv", False, "fixed")
+    assert panel_rules.setting_states("diffusion", "kv", False, size_mode="match")["size"] == panel_rules.HIDDEN
+    assert panel_rules.setting_states("diffusion", "kv", False, size_mode="fixed")["size"] == panel_rules.SHOWN
+    patch = panel_rules.setting_states("patch", "kv", False, size_mode="fixed")
     assert patch["prompt"] == patch["negative_prompt"] == panel_rules.HIDDEN
 
 

@@ -13,7 +13,8 @@ from tests.blender.conftest import run_scenario
 pytestmark = pytest.mark.blender
 
 OPERATORS = ["apply_variant", "bake", "cancel", "cancel_setup", "check_backend", "clean_up_jobs", "generate",
-             "pick_node", "remove_backend", "revert", "setup_backend", "tile_preview", "use_result_set"]
+             "make_guide", "pick_node", "remove_backend", "revert", "setup_backend", "tile_preview",
+             "use_result_set"]
 
 
 @pytest.fixture(scope="module")
