@@ -71,6 +71,9 @@ def scenario(rec):
         h.set_settings(**({"style_only": False, "size_mode": "fixed"} | settings))
         session.hello = HELLOS[hello]
         drawn[case] = draw()
+    h.set_settings(engine="diffusion", style_only=False, size_mode="fixed", sketch=image)
+    drawn["diffusion_guided"] = draw()  # guide mode and strength appear with a guide
+    h.set_settings(sketch=None)
     session.hello = None
     rec["drawn"] = drawn
     settings_group = bpy.context.scene.texture_variants.bl_rna.properties
