@@ -96,6 +96,18 @@ def _add_generate(sub) -> None:
                    "(default: h94/IP-Adapter from the HF cache)")
     _add_flags(p, _GENERATE_FLAGS, GenerationParams)
     p.add_argument("--no-preview", action="store_true", help="do not write the 3x3 tiled previews")
+    g = p.add_argument_group("material maps", "each variant gets one file per map beside it, "
+                             "<variant stem>-<name>.png (.tif for 16-bit colour), rearranged like its "
+                             "base colour (README 'Whole materials')")
+    g.add_argument("--map", action="append", default=argparse.SUPPRESS, metavar="NAME=PATH", dest="maps",
+                   help="another map of the material, e.g. roughness=r.png, normal=n.png, height=h.tif "
+                   "(repeatable; names: lower-case letters, digits, _)")
+    g.add_argument("--derive", default=argparse.SUPPRESS, metavar="NAMES",
+                   help="maps to make from each variant's base colour, comma-separated: "
+                   + ",".join(specs(GenerationParams)["derive"][0].choices))
+    g.add_argument("--normals", choices=specs(GenerationParams)["normals"][0].choices, default=argparse.SUPPRESS,
+                   help="how --derive normal is made: classical (from the height, default) or marigold "
+                   "(needs download-models --normals)")
     _add_flags(p.add_argument_group("diffusion engine"), _DIFFUSION_FLAGS, DiffusionOptions)
     _add_flags(p.add_argument_group("patch engine"), _PATCH_FLAGS, PatchOptions)
     p.set_defaults(func=_cmd_generate)
@@ -108,10 +120,12 @@ def _cmd_generate(args) -> int:
 
     from backend.api import generate
     from backend.images import save_png_atomic, tiled, unique_path
+    from backend.materials import variants as material
 
     given = vars(args)
+    fields = {name: given[name] for name, _ in _GENERATE_FLAGS if name in given} | _material_fields(given)
     params = GenerationParams.build({name: given[name] for name, _ in _DIFFUSION_FLAGS + _PATCH_FLAGS if name in given},
-                                    **{name: given[name] for name, _ in _GENERATE_FLAGS if name in given})
+                                    **fields)
     out = Path(args.out)
     stem = Path(args.input).stem or "texture"
     bar = tqdm(total=params.steps, desc="generating", unit="step", file=sys.stderr, disable=None)
@@ -127,11 +141,35 @@ def _cmd_generate(args) -> int:
         bar.close()
     for image in images:
         record = json.loads(image.info["parameters"])
-        path = save_png_atomic(image, unique_path(out, f"{stem}-{record['engine']}-s{record['seed']}"))
+        path = save_png_atomic(image, unique_path(out, f"{stem}-{record['engine']}-s{record['seed']}",
+                                                  companions=material.endings(image)))
         print(path)
+        for map_path in material.save(image, path).values():
+            print(map_path)
         if not args.no_preview:
             print(save_png_atomic(tiled(image, 3), unique_path(out, f"{path.stem}-tiled3x3")))
     return 0
+
+
+def _material_fields(given: dict) -> dict:
+    """maps / derive / normals from --map NAME=PATH (repeated), --derive a,b and --normals."""
+    from backend.errors import InputError
+
+    fields = {}
+    if "maps" in given:
+        fields["maps"] = {}
+        for item in given["maps"]:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise InputError(f"--map {item!r} is not NAME=PATH", hint="e.g. --map roughness=rough.png")
+            if name in fields["maps"]:
+                raise InputError(f"--map {name} is given twice", hint="give each map once")
+            fields["maps"][name] = str(Path(path).absolute())
+    if "derive" in given:
+        fields["derive"] = [name.strip() for name in given["derive"].split(",") if name.strip()]
+    if "normals" in given:
+        fields["normals"] = given["normals"]
+    return fields
 
 
 def _add_make_test_models(sub) -> None:
@@ -183,6 +221,10 @@ def _add_serve(sub) -> None:
     p.add_argument("--allow-pickle", action="store_true",
                    help="let jobs load pickled model weights (.ckpt/.bin): loading them can run arbitrary "
                    "code, so only for models you trust; requests cannot switch this on")
+    p.add_argument("--remote", action="store_true",
+                   help="clients never share this machine's files (a backend reached over ssh): inputs and "
+                   "results cross the channel (upload/download requests) and jobs may only read and write "
+                   "in the service's private workspace; without it, hello decides from the client's probe")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -197,7 +239,32 @@ def _cmd_serve(args) -> int:
     from backend.service.server import serve
 
     return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose,
-                 max_queue=args.max_queue, allow_pickle=args.allow_pickle)
+                 max_queue=args.max_queue, allow_pickle=args.allow_pickle, remote=args.remote)
+
+
+def _add_batch(sub) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="run many generate jobs from a JSON-lines manifest (resumable; locally or on Ray)",
+        description="Run every job of MANIFEST (JSON lines: one object a line with the fields of the service's "
+        "generate request: input, any generation parameter, optional output_dir relative to --out). Each job "
+        "gets its own folder with a done-marker; a re-run skips complete jobs. Failed jobs are listed with "
+        "their error codes in OUT/summary.json and do not stop the batch. Exit code 0 when no job failed.",
+    )
+    p.add_argument("manifest", help="the JSON-lines manifest (relative inputs are read from its folder)")
+    p.add_argument("--out", required=True, help="the batch's output folder (created if missing)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray actors (needs `pip install .[ray]`): a new local cluster, or the cluster at "
+                   "ADDRESS (e.g. auto, ray://head:10001); --out must be visible to every node")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="--ray: how many actors (default: one per GPU, else one per CPU)")
+    p.set_defaults(func=_cmd_batch)
+
+
+def _cmd_batch(args) -> int:
+    from backend.batch import main as batch_main
+
+    return batch_main(args)
 
 
 def _add_metrics(sub) -> None:
@@ -293,6 +360,9 @@ def _add_download_models(sub) -> None:
     p.add_argument("--content-encoder", nargs="?", const="laion/CLIP-ViT-H-14-laion2B-s32B-b79K", metavar="ID",
                    help="also fetch the CLIP text model that --suppress-content needs (default ID "
                    "laion/CLIP-ViT-H-14-laion2B-s32B-b79K, about 4 GB); not fetched unless asked for")
+    p.add_argument("--normals", action="store_true",
+                   help="also fetch the Marigold normals model (prs-eth/marigold-normals-v1-1) that "
+                   "--derive normal --normals marigold uses; not fetched unless asked for")
     p.add_argument("--lgp", nargs="?", const="ogkalu/Stable-Diffusion-Latent-Guidance-Predictor", metavar="ID",
                    help="also fetch the latent guidance predictor for --sketch-mode lgp (default ID "
                    "ogkalu/Stable-Diffusion-Latent-Guidance-Predictor, a pickled .pt: generate needs --allow-pickle "
@@ -309,7 +379,12 @@ def _cmd_download_models(args) -> int:
 
     paths = download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant,
                             content_encoder=args.content_encoder)
-    return _print_paths(paths | download(args.lgp, args.controlnet))
+    paths |= download(args.lgp, args.controlnet)
+    if args.normals:
+        from backend.materials.marigold import download_normals
+
+        paths["normals"] = download_normals()
+    return _print_paths(paths)
 
 
 def _add_train_lgp(sub) -> None:
@@ -367,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download_models(sub)
     _add_train_lgp(sub)
     _add_serve(sub)
+    _add_batch(sub)
     _add_metrics(sub)
     _add_demo(sub)
     return parser

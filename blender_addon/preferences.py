@@ -65,7 +65,7 @@ def backend_config(context=None):
     python = prefs.python or str(setup_plan.venv_python(venv_folder()))
     return client_config.resolve_config(
         python=bpy.path.abspath(python), base=model_path(prefs.base), ip_adapter=model_path(prefs.ip_adapter),
-        device=prefs.device, allow_pickle=prefs.allow_pickle,
+        device=prefs.device, allow_pickle=prefs.allow_pickle, command=prefs.backend_command or None,
     )
 
 
@@ -92,6 +92,12 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         name="Backend Python", subtype="FILE_PATH",
         description="A Python interpreter with the backend's packages installed; empty = the one Set up "
         "Backend made (the TEXTURE_VARIANTS_PYTHON environment variable overrides this)",
+    )
+    backend_command: StringProperty(
+        name="Backend Command",
+        description="Run the backend with this command instead of Backend Python, e.g. 'ssh gpu-box "
+        "/opt/texture-variants/.venv/bin/python -m backend serve --remote' for a GPU server (README 'Remote "
+        "GPU'); empty = the local interpreter (TEXTURE_VARIANTS_BACKEND_COMMAND overrides this)",
     )
     base: StringProperty(
         name="Base Model", subtype="FILE_PATH",
@@ -157,12 +163,14 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         layout.use_property_split = True
         col = layout.column()
         col.prop(self, "python")
+        col.prop(self, "backend_command")
         col.prop(self, "base")
         col.prop(self, "ip_adapter")
         col.prop(self, "content_encoder")
         col.prop(self, "device")
         col.prop(self, "allow_pickle")
-        overridden = [name for name in ("TEXTURE_VARIANTS_PYTHON", "TEXTURE_VARIANTS_BASE",
+        overridden = [name for name in ("TEXTURE_VARIANTS_PYTHON", "TEXTURE_VARIANTS_BACKEND_COMMAND",
+                                        "TEXTURE_VARIANTS_BASE",
                                         "TEXTURE_VARIANTS_IP_ADAPTER") if os.environ.get(name)]
         if overridden:
             col.label(text="Overridden by the environment: " + ", ".join(overridden), icon="INFO")
