@@ -101,6 +101,13 @@ class BackendClient:
                 raise
             return self.hello
 
+    def abort(self) -> None:
+        """Kill the process now, without waiting for a start() in progress (which then fails with
+        backend_died): a Cancel that never blocks. The next request starts a fresh service."""
+        conn = self._conn
+        if conn is not None and conn.process is not None and conn.process.popen.poll() is None:
+            conn.process.popen.kill()
+
     def stop(self, timeout: float = 5) -> None:
         """Ask the service to shut down; its whole process group ends, by force after `timeout` s."""
         with self._lock:

@@ -81,12 +81,17 @@ def check(config: BackendConfig, backend_root: Path) -> None:
                             f"fix the Backend Command in the add-on preferences or {ENV_COMMAND}")
         return
     python = config.python
+    # Name what the user set: the preference, or the environment variable when that overrides it.
+    where = (f"the {ENV_PYTHON} environment variable (it overrides Backend Python)" if os.environ.get(ENV_PYTHON)
+             else f"Backend Python in the add-on preferences (outside Blender: the {ENV_PYTHON} environment "
+             "variable)")
     if not python:
         raise UserError("not_set_up", "no Python interpreter is configured for the backend",
-                        f"set up the backend in the add-on preferences, or set {ENV_PYTHON}")
+                        "click Set up backend in the add-on preferences, or set Backend Python there "
+                        f"(outside Blender: the {ENV_PYTHON} environment variable)")
     if not (Path(python).is_file() and os.access(python, os.X_OK)):
         raise UserError("not_set_up", f"the backend interpreter {python} does not exist or cannot run",
-                        f"run 'Set up backend' in the add-on preferences, or fix {ENV_PYTHON}")
+                        f"click Set up backend in the add-on preferences, or fix {where}")
     if not (backend_root / "backend" / "__init__.py").is_file():
         raise UserError("not_set_up", f"no backend package in {backend_root}",
                         "reinstall the extension (its zip carries the backend)")

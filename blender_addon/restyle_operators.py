@@ -18,14 +18,19 @@ from .errors import UserError, reports_errors
 from .operators import JobOperator, _redraw, timeout_property
 
 
+def restyle_target(context):
+    """(material, node, what a restyle reads): the texture the material shows now (an applied variant too)."""
+    material, node, source = material_target.resolve(context)
+    return material, node, node.image or source
+
+
 def restyle_input(context):
-    """What a restyle reads: the texture the material shows now (an applied variant too)."""
-    _material, node, source = material_target.resolve(context)
-    return node.image or source
+    return restyle_target(context)[2]
 
 
-def _mask_file(settings, image, job_dir):
-    """The painted mask written into the job folder, after the checks the backend would make later."""
+def _mask_file(settings, image, job_dir, side):
+    """The painted mask written into the job folder (squeezed like the texture when it is), after the
+    checks the backend would make later."""
     mask = settings.mask_image
     if mask is None:
         raise UserError("no_mask", "Mask is Painted Mask, but no mask image is chosen",
@@ -34,7 +39,7 @@ def _mask_file(settings, image, job_dir):
     if not (mw and mh) or abs((mw / mh) / (w / h) - 1.0) > 0.01:
         raise UserError("bad_mask", f"The mask '{mask.name}' is {mw}x{mh} px, the texture {w}x{h} px",
                         "use a mask with the texture's aspect ratio (New Mask makes one)")
-    return str(texture_io.write_pixels_png(mask, job_dir / "mask.png"))
+    return str(texture_io.export_reference(mask, job_dir, side, role="mask")[0])
 
 
 class TEXTURE_VARIANTS_OT_restyle(JobOperator, bpy.types.Operator):
@@ -49,22 +54,28 @@ class TEXTURE_VARIANTS_OT_restyle(JobOperator, bpy.types.Operator):
     request = "restyle"
     append_results = True
 
-    def _input_image(self, context):
-        return restyle_input(context)
+    def _target(self, context):
+        return restyle_target(context)
 
-    def _request_params(self, settings, image, job_dir, seed) -> dict:
+    def _request_params(self, context, settings, image, job_dir, seed: int, plan) -> dict:
         if not settings.restyle_prompt.strip():
             raise UserError("no_prompt", "Restyle needs a prompt", "type the new look, e.g. \"mossy bricks\"")
         values = {name: getattr(settings, name) for name in (*jobs.RESTYLE_SETTINGS, "mask_mode")}
+        values["size"] = plan.side
+        side = plan.side if plan.squeezed else None  # the input went squeezed to a square: so do the masks
         if settings.mask_source == "image":
-            return jobs.restyle_params(values, seed, mask=_mask_file(settings, image, job_dir))
-        if settings.mask_source == "points":
+            params = jobs.restyle_params(values, seed, mask=_mask_file(settings, image, job_dir, side))
+        elif settings.mask_source == "points":
             if not len(settings.mask_points):
                 raise UserError("no_points", "Mask is Points, but no point is placed",
                                 "place the Image Editor's 2D cursor on the part to select, then click Add Point")
             points = [(p.u, p.v, p.negative) for p in settings.mask_points]
-            return jobs.restyle_params(values, seed, points=jobs.points_in_pixels(points, *image.size))
-        return jobs.restyle_params(values, seed)
+            size = (side, side) if side else tuple(image.size)
+            params = jobs.restyle_params(values, seed, points=jobs.points_in_pixels(points, *size))
+        else:
+            params = jobs.restyle_params(values, seed)
+        params["preview_every"] = 0 if bpy.app.background else 2  # as Generate's
+        return params
 
 
 class TEXTURE_VARIANTS_OT_new_mask(bpy.types.Operator):

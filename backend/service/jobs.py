@@ -307,16 +307,16 @@ class JobOutput:
         return path
 
     def eta(self, step: int, total: int) -> float | None:
-        """Seconds left, from the mean duration of the steps so far (the first one includes loading)."""
+        """Seconds left, from the mean duration of the steps since the first one; None at the first step
+        (its time is mostly model loading: counting it gave estimates many times too long)."""
         now = time.monotonic()
         if self._first_step_at is None:
             self._first_step_at, self._first_step = now, step
-            start, done = self.job.started, step
-        else:
-            start, done = self._first_step_at, step - self._first_step
+            return 0.0 if step >= total else None
+        done = step - self._first_step
         if done <= 0:
             return None
-        return max(0.0, (now - start) / done * (total - step))
+        return max(0.0, (now - self._first_step_at) / done * (total - step))
 
     def write_preview(self, preview, step: int, total: int) -> Path | None:
         every = self.job.preview_every
