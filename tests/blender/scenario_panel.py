@@ -26,6 +26,8 @@ CASES = {  # name -> (settings, hello)
     "auto_models_found": ({"engine": "auto", "appearance": "kv"}, "models_found"),
     "auto_no_models": ({"engine": "auto", "appearance": "kv"}, "no_models"),
     "match_source": ({"engine": "patch", "size_mode": "match"}, "no_hello"),
+    "restyle_painted_mask": ({"engine": "diffusion", "mask_source": "image"}, "no_hello"),
+    "restyle_points": ({"engine": "diffusion", "mask_source": "points"}, "no_models"),
 }
 
 
@@ -77,7 +79,9 @@ def scenario(rec):
     session.hello = None
     rec["drawn"] = drawn
     settings_group = bpy.context.scene.texture_variants.bl_rna.properties
-    rec["settings_properties"] = sorted(p.identifier for p in settings_group if p.identifier not in ("rna_type", "name"))
+    # collections (restyle's mask points) are edited through operators and shown as a count, not as a prop
+    rec["settings_properties"] = sorted(p.identifier for p in settings_group
+                                        if p.identifier not in ("rna_type", "name") and p.type != "COLLECTION")
     h.set_settings(engine="patch", size_mode="fixed")
     results_cases(rec, material, image)
 

@@ -89,3 +89,12 @@ def test_results_say_what_they_were_made_for_and_offer_the_explicit_ways(panel_r
     assert any(label.startswith("History (1)") for label in own["labels"])
     assert {"texture_variants.revert", "texture_variants.bake"} <= set(applied["operators"])
     assert "texture_variants.revert" not in own["operators"]
+
+
+def test_the_restyle_section_shows_what_its_mask_source_needs(drawn):
+    painted, points, plain = drawn["restyle_painted_mask"], drawn["restyle_points"], drawn["diffusion_kv"]
+    assert {"restyle_prompt", "restyle_strength", "mask_source"} <= set(plain["props"])
+    assert "mask_mode" not in plain["props"] and "mask_image" not in plain["props"]  # no mask: nothing to set
+    assert {"mask_image", "mask_mode"} <= set(painted["props"]) and "texture_variants.new_mask" in painted["operators"]
+    assert "texture_variants.add_mask_point" in points["operators"] and "mask_image" not in points["props"]
+    assert "Restyle needs the diffusion models, which were not found" in points["labels"]

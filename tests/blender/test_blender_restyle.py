@@ -28,19 +28,22 @@ def test_restyle_joins_the_results_and_works_on_the_applied_variant(restyled):
                                                                                    "error": None}
     results = restyled["results_after_whole"]
     assert [r["engine"] for r in results] == ["diffusion", "diffusion", "restyle"]  # joined, not replaced
-    assert restyled["picked_after_whole"] == 2 and results[2]["size"] == [64, 64]
+    assert restyled["picked_after_whole"] == 2 and results[2]["size"] == results[1]["size"]  # the input's size
     assert Path(results[2]["path"]).name.startswith("reference-") and "-restyle-s" in Path(results[2]["path"]).name
     assert restyled["restyle_input"] == results[1]["image"]  # the applied variant was the input
 
 
 def test_a_painted_mask_in_edit_inside_mode_keeps_the_unmasked_half(restyled):
     assert restyled["new_mask"]["error"] is None
-    assert restyled["mask"]["size"] == [64, 64] and restyled["mask"]["source"] == "image"
+    # New Mask: the size of what is restyled (the applied variant, at its source's size)
+    assert restyled["mask"]["size"] == restyled["results_after_whole"][1]["size"]
+    assert restyled["mask"]["source"] == "image"
     assert restyled["restyle_masked"]["error"] is None
     result = restyled["results_after_masked"][-1]
     mask_file = Path(result["path"]).with_name(Path(result["path"]).stem + "-mask.png")
     mask = np.asarray(Image.open(mask_file))
-    assert mask[:32].min() == 255 and mask[40:].max() == 0  # painted top half (image rows from the top)
+    n = mask.shape[0]  # the output's side
+    assert mask[: n // 2].min() == 255 and mask[n // 2 + 1:].max() == 0  # painted top half (rows from the top)
     # the input is the texture as the add-on exported it into the job folder (the applied variant)
     folders = (Path(result["path"]).parent, Path(result["path"]).parent.parent)  # the job folder, or its parent
     [reference] = [f for folder in folders for f in folder.glob("reference-*.png") if "-restyle-" not in f.name]
@@ -48,8 +51,9 @@ def test_a_painted_mask_in_edit_inside_mode_keeps_the_unmasked_half(restyled):
     original = np.asarray(Image.open(reference).convert("RGB"))
     restyled_pixels = np.asarray(Image.open(result["path"]).convert("RGB"))
     # far from the mask (it wraps: the bottom row borders its top row when tiled), the input's pixels
-    assert np.array_equal(restyled_pixels[40:60], original[40:60])
-    assert not np.array_equal(restyled_pixels[:24], original[:24])  # inside it, restyled
+    far = slice(n // 2 + n // 8, n - n // 8)
+    assert np.array_equal(restyled_pixels[far], original[far])
+    assert not np.array_equal(restyled_pixels[: n // 3], original[: n // 3])  # inside it, restyled
     props = [call[1] for call in restyled["panel_image_mask"] if call[0] == "prop"]
     assert {"restyle_prompt", "restyle_strength", "mask_source", "mask_image", "mask_mode"} <= set(props)
     assert ["operator", "texture_variants.new_mask"] in restyled["panel_image_mask"]
