@@ -44,6 +44,8 @@ _DIFFUSION_FLAGS = (
     ("suppress_scale", "--suppress-content: how much of the text embedding to subtract"),
     ("content_encoder", "--suppress-content: CLIP text model folder or hub id (default "
      "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the HF cache)"),
+    ("decode_one_at_a_time", "decode the variants with the VAE one at a time: less peak memory (8 GB GPUs), "
+     "the same pictures up to float rounding"),
 )
 _KINDS = {"int": {"type": int}, "number": {"type": float}, "flag": {"action": "store_true"},
           "names": {"nargs": "+", "metavar": "BLOCK"}, "text": {}, "choice": {}}

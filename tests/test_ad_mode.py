@@ -136,17 +136,21 @@ def test_ad_output_differs_from_kv_and_none_and_records_its_settings(tiny_models
 def test_cancel_inside_the_optimisation_stops_it_and_leaves_the_models_clean(tiny_models, reference, pipe):
     cancel = threading.Event()
     seen = []
+    window = len(balance.settings().window_steps(STEPS))
+    # inversion and reference branch to the window (2 x window passes), the generated steps before the
+    # window, then (before the window's first step) 3 AD iterations: cancelled after the first of them
+    cancel_at = 2 * window + (STEPS - window) + 1
+    total = 2 * window + STEPS + 3 * window
 
     def on_step(done, total, preview):
         seen.append((done, total))
-        # 3 inversion + 3 reference + 3 generated passes, then 1 AD window step x 3 iterations
-        if done == STEPS * 3 + 1:
+        if done == cancel_at:
             cancel.set()
 
     diffusion.reference_cache.clear()
-    with pytest.raises(CancelledError, match=f"after {STEPS * 3 + 1} of {STEPS * 3 + 3}"):
+    with pytest.raises(CancelledError, match=f"after {cancel_at} of {total}"):
         _gen(tiny_models, reference, on_step=on_step, cancel=cancel, ad_iterations=3)
-    assert seen[-1] == (STEPS * 3 + 1, STEPS * 3 + 3)
+    assert seen[-1] == (cancel_at, total)
     assert not any(isinstance(p, ReferenceAttention) for p in pipe.unet.attn_processors.values())
     assert all(p.requires_grad for p in pipe.unet.parameters())
     assert not any("_conv_forward" in m.__dict__ for m in pipe.unet.modules())

@@ -254,7 +254,7 @@ def test_reference_cache_evicts_least_recently_used_beyond_its_byte_budget():
     from backend.diffusion.reference_cache import ReferenceCache, ReferenceWork
 
     def work():
-        return ReferenceWork(inverted=torch.zeros(256))  # 1 KiB
+        return ReferenceWork(trajectory=[torch.zeros(256)])  # 1 KiB
 
     cache = ReferenceCache(max_bytes=2 * 1024)
     cache.put("a", work())
@@ -263,7 +263,7 @@ def test_reference_cache_evicts_least_recently_used_beyond_its_byte_budget():
     cache.put("c", work())
     assert "a" in cache and "c" in cache and "b" not in cache
     assert cache.nbytes() <= 2 * 1024
-    cache.put("huge", ReferenceWork(inverted=torch.zeros(4096)))
+    cache.put("huge", ReferenceWork(trajectory=[torch.zeros(4096)]))
     assert "huge" not in cache
 
 
@@ -296,8 +296,8 @@ def test_cancel_stops_within_one_step_and_leaves_the_models_clean(tiny_models, r
             cancel.set()
 
     original = dict(pipe.unet.attn_processors)
-    with pytest.raises(CancelledError):
-        _gen(tiny_models, reference, on_step=on_step, cancel=cancel, seed=3)
+    with pytest.raises(CancelledError):  # 6 steps: the reference work (window of 2) takes 4 passes
+        _gen(tiny_models, reference, on_step=on_step, cancel=cancel, seed=3, steps=6)
     assert seen == [1, 2]
     assert dict(pipe.unet.attn_processors) == original and _conv_patches(pipe) == 0
     assert len(diffusion.reference_cache) == 0  # half-done reference work is not kept
@@ -307,8 +307,10 @@ def test_on_step_reports_every_pass_with_previews_of_the_generated_branch(tiny_m
     diffusion.reference_cache.clear()
     calls = []
     _gen(tiny_models, reference, seed=4, on_step=lambda s, t, p: calls.append((s, t, p)))
-    total = 3 * STEPS  # inversion, reference branch, generated branch
+    window = len(balance.settings().window_steps(STEPS))
+    total = 2 * window + STEPS  # inversion and reference branch up to / through the window, generated branch
     assert [(s, t) for s, t, _ in calls] == [(i, total) for i in range(1, total + 1)]
+    assert all(p is None for _, _, p in calls[:-STEPS])
     previews = [p for _, _, p in calls[-STEPS:]]
     assert all(isinstance(p, Image.Image) and p.size == (SIZE // 8, SIZE // 8) for p in previews)
 
