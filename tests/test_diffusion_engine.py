@@ -107,6 +107,40 @@ def test_tiling_makes_any_conv_stack_shift_equivariant_on_its_axes(mode, shift, 
         assert not torch.allclose(torch.roll(plain, shifts, dims), net(torch.roll(x, shifts, dims)), atol=1e-4)
 
 
+def test_decoding_one_at_a_time_keeps_the_pictures_and_their_periodicity(tiny_models, reference):
+    noise = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(4))
+    kw = dict(size=128, steps=2, variants=2, appearance="none")
+    batched = [_arr(im) for im in _gen(tiny_models, reference, latents=noise, **kw)]
+    single = [_arr(im) for im in _gen(tiny_models, reference, latents=noise, decode_one_at_a_time=True, **kw)]
+    rolled = [_arr(im) for im in _gen(tiny_models, reference, latents=torch.roll(noise, (8, 8), (2, 3)),
+                                      decode_one_at_a_time=True, **kw)]
+    for a, b, c in zip(batched, single, rolled, strict=True):
+        assert np.abs(a - b).max() <= 2 / 255
+        assert np.abs(np.roll(b, (64, 64), (0, 1)) - c).max() <= 2 / 255
+
+
+@pytest.mark.parametrize("mode", ["both", "x", "y"])
+def test_tiling_makes_one_padded_copy_per_convolution_and_zero_pads_the_other_axis(mode, monkeypatch):
+    from backend.diffusion import tiling as tiling_module
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, (3, 5), padding=(1, 2))
+    x = torch.randn(2, 3, 9, 11)
+    pads = []
+    real_pad = tiling_module.F.pad
+    monkeypatch.setattr(tiling_module.F, "pad", lambda *a, **kw: pads.append(a[1]) or real_pad(*a, **kw))
+    with torch.no_grad(), tiling(mode, conv):
+        out = conv(x)
+    monkeypatch.undo()
+    assert len(pads) == 1
+    wrap_x, wrap_y = mode in ("both", "x"), mode in ("both", "y")
+    # the reference: wrap the tiled axes, zero-pad the others, convolve without padding
+    expected = real_pad(x, (2, 2, 0, 0), mode="circular" if wrap_x else "constant")
+    expected = real_pad(expected, (0, 0, 1, 1), mode="circular" if wrap_y else "constant")
+    with torch.no_grad():
+        torch.testing.assert_close(out, torch.nn.functional.conv2d(expected, conv.weight, conv.bias))
+
+
 # ------------------------------------------------------------------ kv replacement, instrumented
 
 
