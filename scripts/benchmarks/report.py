@@ -133,8 +133,13 @@ def render_gpu(entry: dict | None) -> list[str]:
         reason = (entry or {}).get("not_measured", "no GPU was lent to this project's runs")
         return [f"**Not measured: {reason}.** No numbers are given rather than invented ones. On a CUDA "
                 "machine: `TORCH_SPEC=\"torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128\" "
-                "scripts/setup`, then `scripts/bench --gpu` (fp16, SDPA, channels-last; `--compile` adds "
-                "torch.compile of the UNet). Targets: ≤ 0.7 s per variant amortised on an H100, ≤ 6 GB peak VRAM."]
+                "scripts/setup`, then `scripts/bench --gpu` (fp16, SDPA, channels-last, the variants decoded one "
+                "at a time; `--compile` adds torch.compile of the UNet): seconds per variant and peak VRAM "
+                "for plain, naive, first, cached, AD and diffusers' own pipeline. Targets: ≤ 0.7 s per variant "
+                "amortised on an H100, ≤ 6 GB peak VRAM. diffusers' attention slicing is not used: "
+                "`enable_attention_slicing` replaces every attention processor, IP-Adapter's included (the "
+                "image prompt would be dropped); SDPA's memory-efficient kernels do not keep attention "
+                "matrices anyway."]
     g = entry["gpu"]
     lines = [f"- **command**: `{entry['command']}`", f"- **date**: {entry['date']}",
              f"- **machine**: {_machine_line(entry)}", "",
@@ -159,8 +164,8 @@ def _modes(results: dict) -> list[str]:
 
 
 def _first_with(results: dict, *methods: str) -> tuple[str, list[dict]] | None:
-    """The first run (in report order) with all `methods` at N = 4, and those rows."""
-    for mode in _modes(results):
+    """The newest run with all `methods` at N = 4, and those rows."""
+    for mode in sorted(results, key=lambda m: str(results[m].get("date", "")), reverse=True):
         rows = [_row(results.get(mode), m, 4) for m in methods]
         if all(rows):
             return mode, rows
@@ -244,7 +249,7 @@ def _peer_findings(results: dict) -> list[str]:
 
 
 def render_findings(results: dict) -> list[str]:
-    """What the numbers say, computed from them (full run first, then the quick run and the others)."""
+    """What the numbers say, computed from them (each from the newest run that measured it)."""
     return [*_cost_findings(results), *_first_call_findings(results), *_peer_findings(results)]
 
 
