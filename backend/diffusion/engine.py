@@ -44,7 +44,7 @@ from backend.diffusion.controls.base import (
     installed,
     layer_processors,
 )
-from backend.diffusion.reference_cache import ReferenceCache, ReferenceWork
+from backend.diffusion.reference_cache import ReferenceCache, ReferencePlan, plan_reference
 from backend.diffusion.tiling import tiling
 from backend.errors import CancelledError, InputError
 from backend.images import center_square
@@ -296,42 +296,6 @@ def reference_key(digest: str, spec, params, ip_scale: float, active) -> tuple:
             params.diffusion.inversion_iterations, *(control.cache_key() for control in active))
 
 
-@dataclass
-class ReferencePlan:
-    """Which reference work this call does: nothing, or the reference branch from step `start`, after
-    the inversion steps the cached trajectory lacks (`invert` of them)."""
-
-    key: tuple | None = None
-    work: ReferenceWork | None = None
-    start: int = 0
-    invert: int = 0
-    branch: bool = False
-
-    def passes(self, steps: int, iterations: int) -> int:
-        """UNet passes of the reference work."""
-        return self.invert * (1 + iterations) + (steps - self.start) * self.branch
-
-
-def reference_start(active, steps: int) -> int | None:
-    """The first denoising step at which a control reads the reference branch (None: none does)."""
-    wanted = [min(control.reference_steps(steps), default=steps) for control in active if control.needs_reference()]
-    start = min(wanted, default=steps)
-    return start if start < steps else None
-
-
-def plan_reference(run: Run, active, key, steps: int) -> ReferencePlan:
-    """Look the texture up in the cache when a control needs the reference; fill `run.recorded`."""
-    start = reference_start(active, steps)
-    if start is None:
-        return ReferencePlan()
-    work = reference_cache.get(key()) or ReferenceWork()
-    run.recorded.update(work.recorded.get(start, {}))
-    branch = any(control.missing(run.recorded) for control in active if control.needs_reference())
-    run.reference_cached = not branch
-    invert = max(0, steps - start - len(work.trajectory)) if branch else 0
-    return ReferencePlan(key(), work, start, invert, branch)
-
-
 def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image, size: int,
                    iterations: int) -> None:
     """Invert the reference up to the level of step `plan.start` and run its branch from there, as
@@ -382,7 +346,8 @@ def _run(pipe, spec, image, params, ip_scale, guidance, active, latents, on_step
     for control in active:
         run.cond = control.conditioning(run.cond)
     steps, iterations = params.steps, params.diffusion.inversion_iterations
-    plan = plan_reference(run, active, lambda: reference_key(digest, spec, params, ip_scale, active), steps)
+    plan = plan_reference(reference_cache, run, active, lambda: reference_key(digest, spec, params, ip_scale, active),
+                          steps)
     passes = steps + plan.passes(steps, iterations) + sum(control.extra_passes(steps) for control in active)
     run.progress = Progress(total=passes, on_step=on_step, cancel=cancel)
     loop = Loop(pipe, run.cond, steps, run.progress, active, run.state)

@@ -1,5 +1,5 @@
-"""What is kept of a texture between calls: its image-prompt embedding, its inversion and what the
-controls recorded in its reference branch.
+"""What is kept of a texture between calls (its image-prompt embedding, its inversion and what the
+controls recorded in its reference branch), and which reference work a call still has to do.
 
 Encoding the reference with the CLIP image encoder, inverting it and running its branch all depend
 only on the texture and the settings; asking for more variants of the same texture should pay for
@@ -96,3 +96,40 @@ class ReferenceCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+@dataclass
+class ReferencePlan:
+    """Which reference work this call does: nothing, or the reference branch from step `start`, after
+    the inversion steps the cached trajectory lacks (`invert` of them)."""
+
+    key: tuple | None = None
+    work: ReferenceWork | None = None
+    start: int = 0
+    invert: int = 0
+    branch: bool = False
+
+    def passes(self, steps: int, iterations: int) -> int:
+        """UNet passes of the reference work."""
+        return self.invert * (1 + iterations) + (steps - self.start) * self.branch
+
+
+def reference_start(active, steps: int) -> int | None:
+    """The first denoising step at which a control reads the reference branch (None: none does)."""
+    wanted = [min(control.reference_steps(steps), default=steps) for control in active if control.needs_reference()]
+    start = min(wanted, default=steps)
+    return start if start < steps else None
+
+
+def plan_reference(cache: ReferenceCache, run, active, key, steps: int) -> ReferencePlan:
+    """Look the texture up in `cache` when a control needs the reference (`key()`: its cache key);
+    fill `run.recorded` with what the cache holds for this call's start step."""
+    start = reference_start(active, steps)
+    if start is None:
+        return ReferencePlan()
+    work = cache.get(key()) or ReferenceWork()
+    run.recorded.update(work.recorded.get(start, {}))
+    branch = any(control.missing(run.recorded) for control in active if control.needs_reference())
+    run.reference_cached = not branch
+    invert = max(0, steps - start - len(work.trajectory)) if branch else 0
+    return ReferencePlan(key(), work, start, invert, branch)
