@@ -14,6 +14,7 @@ from collections.abc import Callable
 from PIL import Image
 
 from backend import engines
+from backend.errors import InputError
 from backend.images import load_reference
 from backend.params import GenerationParams, specs
 
@@ -62,6 +63,9 @@ def generate(reference: str | os.PathLike | Image.Image, params: GenerationParam
     ref = load_reference(reference)
     engine_name, why = engines.resolve(params.engine, base, ip_adapter)
     log.info(why)
+    if params.sketch and engine_name == "patch":
+        raise InputError(f"a sketch needs the diffusion engine; {why}",
+                         hint="run `python -m backend download-models`, or generate without --sketch")
     images = engines.get_engine(engine_name).generate(
         ref, params, base=base, ip_adapter=ip_adapter, latents=latents, on_step=on_step, cancel=cancel,
     )

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from backend import __version__
 from backend.errors import TextureVariantsError
-from backend.params import ENGINES, DiffusionOptions, GenerationParams, specs
+from backend.params import ENGINES, DiffusionOptions, GenerationParams, PatchOptions, specs
+from backend.service.jobs import DEFAULT_MAX_QUEUE
 
 # The generate flags: (parameter, help). Kinds, choices and defaults come from backend.params; a
 # default of None is described in the help text.
@@ -31,6 +32,11 @@ _GENERATE_FLAGS = (
     ("prompt", "optional text prompt"),
     ("negative_prompt", "optional negative prompt"),
     ("guidance_scale", "classifier-free guidance (default: the engine's)"),
+    ("sketch", "an image whose lines the variant's structure follows (white on black or black on white, "
+     "square; diffusion engine; README 'Sketch guidance')"),
+    ("sketch_mode", "--sketch: lgp (latent guidance predictor) or controlnet (an SD1.5 ControlNet)"),
+    ("sketch_strength", "--sketch: how strongly the structure follows it (lgp: guidance step size in "
+     "denoising steps; controlnet: conditioning scale)"),
 )
 _DIFFUSION_FLAGS = (
     ("ip_adapter_variant", "ip-adapter_sd15 (standard) or ip-adapter-plus_sd15 (plus)"),
@@ -46,6 +52,16 @@ _DIFFUSION_FLAGS = (
      "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the HF cache)"),
     ("decode_one_at_a_time", "decode the variants with the VAE one at a time: less peak memory (8 GB GPUs), "
      "the same pictures up to float rounding"),
+    ("sketch_window", "--sketch-mode lgp: the fraction of the steps, from the first, that are guided"),
+    ("lgp", "--sketch-mode lgp: LGP weights: hub id, folder or file (default "
+     "$TEXTURE_VARIANTS_LGP, else ogkalu/Stable-Diffusion-Latent-Guidance-Predictor from the HF cache; its .pt "
+     "needs --allow-pickle)"),
+    ("controlnet", "--sketch-mode controlnet: hub id or diffusers folder (default "
+     "$TEXTURE_VARIANTS_CONTROLNET, else lllyasviel/control_v11p_sd15_lineart from the HF cache)"),
+)
+_PATCH_FLAGS = (
+    ("structure", "regular: keep a lattice (bricks, tiles, planks) whole; stochastic: irregular materials; "
+     "auto: decided from the reference (docs/PATCH_ENGINE.md)"),
 )
 _KINDS = {"int": {"type": int}, "number": {"type": float}, "flag": {"action": "store_true"},
           "names": {"nargs": "+", "metavar": "BLOCK"}, "text": {}, "choice": {}}
@@ -61,8 +77,8 @@ def _add_flags(group, table, cls) -> None:
             kw["choices"] = spec.choices
         if default not in (None, False, ""):
             text += f" (default {' '.join(default) if isinstance(default, tuple) else default})"
-        if spec.kind == "text" and name == "suppress_content":
-            kw["metavar"] = "TEXT"
+        if spec.kind == "text":
+            kw["metavar"] = {"suppress_content": "TEXT", "sketch": "PATH"}.get(name, "PATH")
         group.add_argument("--" + name.replace("_", "-"), help=text, **kw)
 
 
@@ -83,6 +99,7 @@ def _add_generate(sub) -> None:
     _add_flags(p, _GENERATE_FLAGS, GenerationParams)
     p.add_argument("--no-preview", action="store_true", help="do not write the 3x3 tiled previews")
     _add_flags(p.add_argument_group("diffusion engine"), _DIFFUSION_FLAGS, DiffusionOptions)
+    _add_flags(p.add_argument_group("patch engine"), _PATCH_FLAGS, PatchOptions)
     p.set_defaults(func=_cmd_generate)
 
 
@@ -95,7 +112,7 @@ def _cmd_generate(args) -> int:
     from backend.images import save_png_atomic, tiled, unique_path
 
     given = vars(args)
-    params = GenerationParams.build({name: given[name] for name, _ in _DIFFUSION_FLAGS if name in given},
+    params = GenerationParams.build({name: given[name] for name, _ in _DIFFUSION_FLAGS + _PATCH_FLAGS if name in given},
                                     **{name: given[name] for name, _ in _GENERATE_FLAGS if name in given})
     out = Path(args.out)
     stem = Path(args.input).stem or "texture"
@@ -155,31 +172,48 @@ def _add_serve(sub) -> None:
         "stdout, one JSON object per line (protocol in docs/PROTOCOL.md). stdout carries protocol lines "
         "only; logs go to stderr and to a rotating file in the user cache folder "
         "($TEXTURE_VARIANTS_LOG_DIR overrides it). Opens no network socket. Exits with code 0 on a "
-        "shutdown request or when stdin closes, cancelling the running job.",
+        "shutdown request, when stdin closes, or on SIGTERM/SIGINT, cancelling the running job.",
     )
     p.add_argument("--base", help="default SD1.5 model for generate requests that name none "
                    "(hub id, diffusers folder or single .safetensors file)")
     p.add_argument("--ip-adapter", help="default IP-Adapter for generate requests that name none")
     p.add_argument("--device", help="torch device for the diffusion engine, e.g. cuda, mps, cpu "
                    "(default: the best one found)")
+    p.add_argument("--max-queue", type=_positive_int, default=DEFAULT_MAX_QUEUE, metavar="N",
+                   help="how many requests may wait for the worker; more are refused with a `busy` "
+                   f"error (default {DEFAULT_MAX_QUEUE})")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="let jobs load pickled model weights (.ckpt/.bin): loading them can run arbitrary "
+                   "code, so only for models you trust; requests cannot switch this on")
     p.set_defaults(func=_cmd_serve)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _cmd_serve(args) -> int:
     from backend.service.server import serve
 
-    return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose)
+    return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose,
+                 max_queue=args.max_queue, allow_pickle=args.allow_pickle)
 
 
 def _add_metrics(sub) -> None:
     p = sub.add_parser(
         "metrics",
-        help="seam, appearance and copy scores of outputs against their exemplar",
+        help="seam, appearance, copy, structure and proportion scores of outputs against their exemplar",
         description="Print the texture metrics (docs/DESIGN.md, 'Metrics') of each OUTPUT: seam score per "
         "axis (wrap-around step / median interior step; about 1 = seamless), appearance distance "
         "(multi-scale patch sliced Wasserstein to the exemplar / the exemplar's own half-to-half "
         "distance; about 1 = as close as the exemplar is to itself) and copy score (max normalised "
-        "cross-correlation of a half-size window of the output with the exemplar; 1 = a shifted copy).",
+        "cross-correlation of a half-size window of the output with the exemplar; 1 = a shifted copy), "
+        "structure (autocorrelation distance to the exemplar / the exemplar's own half-to-half distance; "
+        "high = broken regularity) and proportion (total variation distance of coarse colour histograms; "
+        "0 = the same mix of colour regions, 1 = disjoint).",
     )
     p.add_argument("outputs", nargs="+", metavar="OUTPUT", help="generated images")
     p.add_argument("--exemplar", required=True, help="the reference texture they were made from")
@@ -199,13 +233,14 @@ def _cmd_metrics(args) -> int:
 
     exemplar = read(args.exemplar)
     if not args.json:
-        print(f"{'seam_x':>7} {'seam_y':>7} {'appear.':>7} {'copy':>6}  output")
+        print(f"{'seam_x':>7} {'seam_y':>7} {'appear.':>7} {'copy':>6} {'struct.':>7} {'propor.':>7}  output")
     for path in args.outputs:
         m = texture_metrics(read(path), exemplar)
         if args.json:
             print(json.dumps({"output": path, **{k: round(v, 4) for k, v in m.items()}}))
         else:
-            print(f"{m['seam_x']:7.3f} {m['seam_y']:7.3f} {m['appearance']:7.3f} {m['copy']:6.3f}  {path}")
+            print(f"{m['seam_x']:7.3f} {m['seam_y']:7.3f} {m['appearance']:7.3f} {m['copy']:6.3f} "
+                  f"{m['structure']:7.3f} {m['proportion']:7.3f}  {path}")
     return 0
 
 
@@ -260,14 +295,65 @@ def _add_download_models(sub) -> None:
     p.add_argument("--content-encoder", nargs="?", const="laion/CLIP-ViT-H-14-laion2B-s32B-b79K", metavar="ID",
                    help="also fetch the CLIP text model that --suppress-content needs (default ID "
                    "laion/CLIP-ViT-H-14-laion2B-s32B-b79K, about 4 GB); not fetched unless asked for")
+    p.add_argument("--lgp", nargs="?", const="ogkalu/Stable-Diffusion-Latent-Guidance-Predictor", metavar="ID",
+                   help="also fetch the latent guidance predictor for --sketch-mode lgp (default ID "
+                   "ogkalu/Stable-Diffusion-Latent-Guidance-Predictor, a pickled .pt: generate needs --allow-pickle "
+                   "for it); not fetched unless asked for")
+    p.add_argument("--controlnet", nargs="?", const="lllyasviel/control_v11p_sd15_lineart", metavar="ID",
+                   help="also fetch the ControlNet for --sketch-mode controlnet (default ID "
+                   "lllyasviel/control_v11p_sd15_lineart, about 1.4 GB); not fetched unless asked for")
     p.set_defaults(func=_cmd_download_models)
 
 
 def _cmd_download_models(args) -> int:
     from backend.diffusion.models import download_models
+    from backend.diffusion.sketch_models import download
 
-    return _print_paths(download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant,
-                                        content_encoder=args.content_encoder))
+    paths = download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant,
+                            content_encoder=args.content_encoder)
+    return _print_paths(paths | download(args.lgp, args.controlnet))
+
+
+def _add_train_lgp(sub) -> None:
+    from backend.diffusion.lgp_training import TrainingOptions
+
+    d = TrainingOptions()
+    p = sub.add_parser(
+        "train-lgp",
+        help="train a latent guidance predictor (for --sketch-mode lgp) on your own textures",
+        description="Train the latent guidance predictor on the images in --images: their Canny edge maps are "
+        "the targets, the UNet is frozen. Writes OUT/lgp.safetensors (use it with generate --lgp OUT) and "
+        "OUT/training_state.pt every --save-every steps; running it again with the same --out resumes. Prints "
+        "the loss on a fixed evaluation set before and after. README 'Sketch guidance' gives timings.",
+    )
+    p.add_argument("--images", required=True, help="folder of texture images")
+    p.add_argument("--out", required=True, help="output folder (created if missing; resumed if it holds a run)")
+    p.add_argument("--base", help="SD1.5 model (default: stable-diffusion-v1-5/stable-diffusion-v1-5 from the HF cache)")
+    p.add_argument("--ip-adapter", help="IP-Adapter (default: h94/IP-Adapter from the HF cache)")
+    for name, kind, text in (("steps", int, "training steps in all"), ("batch_size", int, "images per step"),
+                             ("lr", float, "Adam learning rate"), ("size", int, "training size in px, a multiple of 64"),
+                             ("seed", int, "random seed"), ("save_every", int, "checkpoint every N steps")):
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(d, name),
+                       help=f"{text} (default %(default)s)")
+    p.add_argument("--device", help="torch device (default: the best one found)")
+    p.add_argument("--dtype", help="auto (default), float16, float32 or bfloat16")
+    p.set_defaults(func=_cmd_train_lgp)
+
+
+def _cmd_train_lgp(args) -> int:
+    from backend.diffusion.lgp_training import TrainingOptions, train_lgp
+    from backend.errors import InputError
+
+    if args.size % 64 or not 64 <= args.size <= 2048 or args.steps < 1 or args.batch_size < 1 or args.save_every < 1:
+        raise InputError("train-lgp: --size must be a multiple of 64 from 64 to 2048; --steps, --batch-size and "
+                         "--save-every at least 1", hint="see python -m backend train-lgp --help")
+    options = TrainingOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr, size=args.size, seed=args.seed,
+                              save_every=args.save_every, device=args.device, dtype=args.dtype)
+    result = train_lgp(args.base, args.images, args.out, ip_adapter=args.ip_adapter, options=options)
+    print(f"evaluation loss {result['loss_before']:.5f} -> {result['loss_after']:.5f} "
+          f"({result['trained_steps']} steps in {result['seconds']:.1f} s)")
+    print(result["path"])
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_make_test_models(sub)
     _add_download_models(sub)
+    _add_train_lgp(sub)
     _add_serve(sub)
     _add_metrics(sub)
     _add_demo(sub)

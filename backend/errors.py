@@ -5,6 +5,8 @@ The service turns them into `error` events, the CLI prints them, and the Python 
 
 from __future__ import annotations
 
+import errno
+
 
 class TextureVariantsError(Exception):
     """Base class: `code` is stable (scripts match on it), `hint` says what to do."""
@@ -44,3 +46,54 @@ class CancelledError(TextureVariantsError):
 
     def __init__(self, message: str = "generation cancelled", hint: str = ""):
         super().__init__(message, hint)
+
+
+class OutputError(TextureVariantsError):
+    """The results cannot be written where asked (disk full, read-only, no permission, bad path)."""
+
+    code = "bad_output"
+
+
+class BadModelError(TextureVariantsError):
+    """A model's files are on this machine but cannot be read (truncated, corrupt, not a checkpoint)."""
+
+    code = "bad_model"
+
+
+OUTPUT_HINT = "free disk space or choose another output folder"
+
+# The one table from a low-level cause to what people are told: errno -> what happened. Every one of
+# these becomes `bad_output` with OUTPUT_HINT; anything else unexpected is `engine_failed`.
+OUTPUT_ERRNOS = {
+    errno.ENOSPC: "no space left on the disk",
+    getattr(errno, "EDQUOT", errno.ENOSPC): "the disk quota is used up",
+    errno.EFBIG: "the file is larger than this file system or process allows",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "the file system is read-only",
+    errno.ENAMETOOLONG: "the path is too long",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.EISDIR: "a folder is in the way",
+    errno.EEXIST: "a file is in the way",
+}
+
+
+def classify(exc: BaseException, *, engine: str | None = None) -> TextureVariantsError:
+    """Map any failure of a job to a TextureVariantsError with the right code and hint.
+
+    `engine` is the engine that ran (None: unknown), so that the hint never suggests the engine
+    that just failed.
+    """
+    if isinstance(exc, TextureVariantsError):
+        return exc
+    if isinstance(exc, UnicodeEncodeError):  # a path this file system cannot spell
+        return OutputError(f"cannot write the results: a path cannot be encoded for this file system ({exc})",
+                           hint=OUTPUT_HINT)
+    if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:
+        where = f" {exc.filename}" if exc.filename else ""
+        return OutputError(f"cannot write{where}: {OUTPUT_ERRNOS[exc.errno]} ({exc.strerror or exc})",
+                           hint=OUTPUT_HINT)
+    hint = "see the backend log for the traceback; try smaller settings"
+    if engine != "patch":
+        hint += " or the patch engine"
+    return TextureVariantsError(f"generation failed: {type(exc).__name__}: {exc}", hint=hint, code="engine_failed")

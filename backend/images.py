@@ -6,7 +6,9 @@ Policy (documented in the README):
 - 16-bit samples are scaled to 8 bits (not clipped);
 - grayscale input gives grayscale output; colour engines see it as RGB;
 - alpha is kept aside (`Reference.alpha`): engines synthesise RGB, the patch engine may carry alpha;
-- the short side must be at least MIN_SIDE pixels, the long side at most MAX_SIDE;
+- the short side must be at least MIN_SIDE pixels, the long side at most MAX_SIDE, checked from the
+  header before anything is decoded;
+- only regular files are opened (a FIFO, device, socket or folder is refused before any read);
 - writes are atomic (temporary name in the same folder, then rename) and never replace a file
   unless the caller says so.
 """
@@ -14,17 +16,24 @@ Policy (documented in the README):
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from backend.errors import InputError
+from backend.errors import CancelledError, InputError
 
 MIN_SIDE = 32
 MAX_SIDE = 8192
+READ_TIMEOUT_S = 60.0  # a local texture reads in well under a second; a stuck network mount never does
+# Pillow refuses images over twice this many pixels while reading the header; the side checks below
+# refuse the rest before decoding.
+Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
 
 
 @dataclass(frozen=True)
@@ -52,26 +61,94 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
+_NOT_REGULAR = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _require_regular_file(mode: int, path: Path) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    raise InputError(f"input is {kind}, not an image file: {path}", hint="pass the path of an image file")
+
+
+def _check_size(w: int, h: int, what: str, min_side: int = MIN_SIDE) -> None:
+    if min(w, h) < min_side:
+        raise InputError(f"{what} is {w}x{h} px: too small to learn a texture from",
+                         hint=f"use an image of at least {MIN_SIDE}x{MIN_SIDE} px")
+    if max(w, h) > MAX_SIDE:
+        raise InputError(f"{what} is {w}x{h} px: larger than {MAX_SIDE} px",
+                         hint=f"downscale it to at most {MAX_SIDE} px per side")
+
+
+def _open_regular(path: Path):
+    """A binary file object on `path`, which must be a regular file: nothing else is ever read."""
+    try:
+        _require_regular_file(os.stat(path).st_mode, path)
+        # O_NONBLOCK: a FIFO swapped in after the stat cannot block the open (fstat below refuses it).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise InputError(f"input image not found: {path}", hint="check the path and that the file still exists") from None
+    except (OSError, UnicodeEncodeError, ValueError) as e:
+        raise InputError(f"cannot open the input {path}: {getattr(e, 'strerror', None) or e}",
+                         hint="check that the file exists and that you may read it") from None
+    f = os.fdopen(fd, "rb")
+    try:
+        _require_regular_file(os.fstat(fd).st_mode, path)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
 def open_image(path: str | os.PathLike) -> Image.Image:
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"input image not found: {path}", hint="check the path; relative paths are resolved from the current folder")
-    if path.is_dir():
-        raise InputError(f"input is a folder, not an image: {path}", hint="pass the path of an image file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy() if im.mode != "P" else im.convert("RGBA")
-    except Image.DecompressionBombError as e:
-        raise InputError(f"image is too large to open safely: {path} ({e})",
-                         hint=f"downscale it to at most {MAX_SIDE} px per side") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"not a readable image: {path} ({e.__class__.__name__}: {e})",
-                         hint="use a PNG, JPEG, TIFF or WebP file") from e
+    with _open_regular(path) as f:
+        try:
+            with Image.open(f) as im:  # reads the header only
+                _check_size(*im.size, f"image {path}", min_side=1)  # the lower bound is the caller's (load_reference)
+                im.load()
+                return im.copy() if im.mode != "P" else im.convert("RGBA")
+        except Image.DecompressionBombError as e:
+            raise InputError(f"image is too large to open safely: {path} ({e})",
+                             hint=f"downscale it to at most {MAX_SIDE} px per side") from e
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise InputError(f"not a readable image: {path} ({e.__class__.__name__}: {e})",
+                             hint="use a PNG, JPEG, TIFF or WebP file") from e
+
+
+def read_reference(path: str | os.PathLike, *, cancel: threading.Event | None = None,
+                   timeout: float = READ_TIMEOUT_S) -> Reference:
+    """load_reference on a thread of its own, so that a read that hangs (a stuck network mount)
+    cannot hang the caller: a cancel or the timeout ends the wait and the stuck thread is left behind."""
+    box: dict = {}
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            box["reference"] = load_reference(path)
+        except BaseException as e:  # handed to the waiting thread
+            box["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=read, name="read-input", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not done.wait(0.05):
+        if cancel is not None and cancel.is_set():
+            raise CancelledError()
+        if time.monotonic() > deadline:
+            raise InputError(f"reading the input {path} took longer than {timeout:.0f} s",
+                             hint="copy the texture to a local disk")
+    if "error" in box:
+        raise box["error"]
+    return box["reference"]
 
 
 def load_reference(reference: str | os.PathLike | Image.Image) -> Reference:
     """Read and normalise the reference texture; raise InputError with a hint when it is unusable."""
+    if isinstance(reference, Reference):  # already read (read_reference)
+        return reference
     if isinstance(reference, Image.Image):
         image, source = reference, "<PIL image>"
         if image.mode == "P":
@@ -81,13 +158,7 @@ def load_reference(reference: str | os.PathLike | Image.Image) -> Reference:
     else:
         raise InputError(f"reference must be a path or a PIL image, not {type(reference).__name__}",
                          hint="pass a file path or PIL.Image.Image")
-    w, h = image.size
-    if min(w, h) < MIN_SIDE:
-        raise InputError(f"reference is {w}x{h} px: too small to learn a texture from",
-                         hint=f"use an image of at least {MIN_SIDE}x{MIN_SIDE} px")
-    if max(w, h) > MAX_SIDE:
-        raise InputError(f"reference is {w}x{h} px: larger than {MAX_SIDE} px",
-                         hint=f"downscale it to at most {MAX_SIDE} px per side")
+    _check_size(*image.size, "reference")
 
     image = _to_8bit(image)
     alpha = None
@@ -178,3 +249,13 @@ def unique_path(folder: str | os.PathLike, stem: str, suffix: str = ".png", comp
         candidate = f"{stem}-{n}"
         n += 1
     return folder / f"{candidate}{suffix}"
+
+
+def save_png_unique(image: Image.Image, folder: str | os.PathLike, stem: str) -> Path:
+    """save_png_atomic under the first free name of unique_path; a name taken meanwhile moves on."""
+    for _ in range(1000):
+        try:
+            return save_png_atomic(image, unique_path(folder, stem))
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free file name for {stem} in {folder}")

@@ -9,6 +9,11 @@
 - copy_score: the largest normalised cross-correlation, over all offsets, between a half-size window
   of the output and the exemplar (the four quadrant windows and the centre one are tried). A shifted
   copy scores about 1; a real variant scores clearly less.
+- structure_distance: mean absolute difference of the normalised autocorrelations (lags up to a
+  quarter of the half side) of output and exemplar, divided by the same between two halves of the
+  exemplar. About 1 or less = as regular as the exemplar; a broken lattice scores well above.
+- proportion_distance: total variation distance between coarse colour histograms (8 px blocks,
+  bins at the exemplar's per-channel quartiles) of output and exemplar: 0 = the same mix of regions.
 
 Images are PIL images or arrays (H, W) / (H, W, C) with values in 0..255 (uint8) or 0..1 (float);
 alpha is ignored. Everything is deterministic: the random projections and samples are seeded.
@@ -182,8 +187,76 @@ def _box_sum(arr: np.ndarray, wh: int, ww: int) -> np.ndarray:
     return integral[wh:, ww:] - integral[:-wh, ww:] - integral[wh:, :-ww] + integral[:-wh, :-ww]
 
 
+
+# ------------------------------------------------------------------------------ structure
+
+STRUCTURE_LAG = 0.25  # lags compared: up to this fraction of the shorter side of the images compared
+
+
+def structure_distance(output, exemplar) -> float:
+    """Mean |autocorrelation(output) - autocorrelation(exemplar)| over lags up to STRUCTURE_LAG of the
+    side, over the same distance between two halves of the exemplar: ≈1 or less = as regular as
+    the exemplar is with itself; a broken lattice (bricks cut, mortar lines kinked) scores high."""
+    out, ex = _same_channels(as_array(output), as_array(exemplar))
+    h, w = ex.shape[:2]
+    lag = max(1, int(STRUCTURE_LAG * min(h // 2, w // 2, *out.shape[:2])))
+    between = _acf_distance(out, ex, lag)
+    halves = 0.5 * (_acf_distance(ex[:, : w // 2], ex[:, w // 2:], lag)
+                    + _acf_distance(ex[: h // 2], ex[h // 2:], lag))
+    if halves == 0.0:
+        return 1.0 if between == 0.0 else float("inf")
+    return between / halves
+
+
+def _acf_distance(a: np.ndarray, b: np.ndarray, lag: int) -> float:
+    return float(np.abs(_autocorrelation(a, lag) - _autocorrelation(b, lag)).mean())
+
+
+def _autocorrelation(arr: np.ndarray, lag: int) -> np.ndarray:
+    """Normalised autocorrelation of the luminance at lags (-lag..lag)², Hann-windowed (no wrap)."""
+    import scipy.fft
+
+    g = arr.mean(axis=2)
+    h, w = g.shape
+    g = (g - g.mean()) * np.outer(np.hanning(h), np.hanning(w))
+    power = np.abs(scipy.fft.rfft2(g, s=(2 * h, 2 * w), workers=-1)) ** 2
+    acf = scipy.fft.irfft2(power, s=(2 * h, 2 * w), workers=-1)
+    if acf[0, 0] <= 0.0:  # a flat image: no structure at all
+        return np.zeros((2 * lag + 1, 2 * lag + 1))
+    acf = np.roll(acf / acf[0, 0], (lag, lag), axis=(0, 1))
+    return acf[: 2 * lag + 1, : 2 * lag + 1]
+
+
+# ---------------------------------------------------------------------------- proportions
+
+PROPORTION_BLOCK = 8  # images are averaged over blocks of this side first: regions, not grain
+PROPORTION_LEVELS = 4  # bins per channel, at the exemplar's own quantiles (4 x 4 x 4 in colour)
+
+
+def proportion_distance(output, exemplar) -> float:
+    """Total variation distance (0 = same, 1 = disjoint) between coarse colour histograms of the
+    output and the exemplar: the share of the picture whose colour region would have to change."""
+    out, ex = _same_channels(as_array(output), as_array(exemplar))
+    levels = PROPORTION_LEVELS if ex.shape[2] == 3 else PROPORTION_LEVELS ** 2
+    coarse_ex, coarse_out = _downscale(ex, PROPORTION_BLOCK), _downscale(out, PROPORTION_BLOCK)
+    if min(coarse_ex.shape[:2]) == 0 or min(coarse_out.shape[:2]) == 0:
+        coarse_ex, coarse_out = ex, out
+    edges = [np.quantile(coarse_ex[..., c], np.arange(1, levels) / levels) for c in range(ex.shape[2])]
+
+    def histogram(arr):
+        index = np.zeros(arr.shape[:2], np.int64)
+        for c, e in enumerate(edges):
+            index = index * levels + np.searchsorted(e, arr[..., c], side="right")
+        counts = np.bincount(index.ravel(), minlength=levels ** arr.shape[2])
+        return counts / counts.sum()
+
+    return 0.5 * float(np.abs(histogram(coarse_out) - histogram(coarse_ex)).sum())
+
+
 def texture_metrics(output, exemplar) -> dict[str, float]:
-    """All metrics of one output: seam_x, seam_y, appearance, copy."""
+    """All metrics of one output: seam_x, seam_y, appearance, copy, structure, proportion."""
     seam = seam_score(output)
     return {"seam_x": seam["x"], "seam_y": seam["y"],
-            "appearance": appearance_distance(output, exemplar), "copy": copy_score(output, exemplar)}
+            "appearance": appearance_distance(output, exemplar), "copy": copy_score(output, exemplar),
+            "structure": structure_distance(output, exemplar),
+            "proportion": proportion_distance(output, exemplar)}

@@ -21,6 +21,7 @@ ENGINES = ("auto", "diffusion", "patch")
 TILE_MODES = ("both", "x", "y", "none")
 APPEARANCE_MODES = ("kv", "ad", "none")  # kv replacement, attention distillation, plain IP-Adapter
 IP_MODES = ("full", "style")  # IP-Adapter in every cross-attention layer, or in the style block(s) only
+SKETCH_MODES = ("lgp", "controlnet")  # latent guidance predictor (Voynov et al.), or an SD1.5 ControlNet
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_VARIANTS = 16
 
@@ -110,11 +111,19 @@ class DiffusionOptions(Checked):
     suppress_scale: float = param(0.8, "number", 0.0, 10.0)
     content_encoder: str | None = param(None, "text", optional=True)
     decode_one_at_a_time: bool = param(False, "flag")
+    # Sketch guidance (backend/diffusion/controls/sketch.py, controlnet.py)
+    sketch_window: float = param(0.5, "number", 0.0, 1.0, hint="LGP: a fraction of the steps, counted from the start")
+    lgp: str | None = param(None, "text", optional=True, hint="LGP weights: hub id, folder or file")
+    controlnet: str | None = param(None, "text", optional=True, hint="SD1.5 ControlNet: hub id or folder")
 
 
 @dataclass(frozen=True)
 class PatchOptions(Checked):
-    """Options of the weight-free engine (none yet: everything it reads is a common field)."""
+    """Options of the weight-free engine (docs/PATCH_ENGINE.md)."""
+
+    structure: str = param("auto", "choice", choices=("auto", "regular", "stochastic"),
+                           hint="regular: bricks, tiles, planks; stochastic: irregular materials; "
+                                "auto: decided from the reference")
 
 
 ENGINE_OPTIONS = {"diffusion": DiffusionOptions, "patch": PatchOptions}
@@ -136,6 +145,10 @@ class GenerationParams(Checked):
     guidance_scale: float | None = param(None, "number", 0.0, 30.0, optional=True)
     ip_mode: str = param("full", "choice", choices=IP_MODES)
     suppress_content: str = param("", "text")  # text whose CLIP embedding is subtracted from the image prompt's
+    # Sketch guidance: an image whose lines the variant's structure follows (diffusion engine only)
+    sketch: str | None = param(None, "text", optional=True, hint="path of an image, lines on a plain background")
+    sketch_mode: str = param("lgp", "choice", choices=SKETCH_MODES)
+    sketch_strength: float = param(1.0, "number", 0.0, 5.0)
     diffusion: DiffusionOptions = field(default_factory=DiffusionOptions)
     patch: PatchOptions = field(default_factory=PatchOptions)
 

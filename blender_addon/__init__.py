@@ -4,14 +4,15 @@ Registers the settings, operators, panels and preferences. The backend process s
 (never on register) and stops on unregister; nothing else keeps running.
 
 bpy is imported inside register()/unregister() only, so the plain modules of this package (job,
-session, paths, errors, backend_setup, backend_client) import and unit-test without Blender.
+session, paths, errors, backend_setup, setup_plan, setup_runner, device_detect, backend_client)
+import and unit-test without Blender.
 """
 
 
 def _classes():
-    from . import operators, preferences, ui
+    from . import operators, preferences, setup_operators, ui
 
-    return (*preferences.CLASSES, *operators.CLASSES, *ui.CLASSES)
+    return (*preferences.CLASSES, *setup_operators.CLASSES, *operators.CLASSES, *ui.CLASSES)
 
 
 def register():

@@ -1,158 +1,149 @@
-"""Set up backend: a virtual environment in the extension's user folder with the backend's packages.
+"""The backend's environment on disk: built beside its place, swapped in only when it works.
 
-Plain Python (no bpy). `setup_steps` is the plan (also printed for people who install by hand, e.g.
-when Blender's online access is off); `SetupRun` runs it in a worker thread and exposes progress
-that the preferences' modal operator reads on a timer. The backend code itself is not installed:
-it runs from the extension folder (the client puts it on PYTHONPATH), so only its dependencies are.
+Plain Python (no bpy). A set-up builds into `<venv>.partial` next to the environment and renames it
+into place after its check passed, so a failed, cancelled or interrupted set-up leaves the previous
+working environment, or nothing. A later run first undoes what an interrupted one left (a partial
+folder, or the previous environment moved aside) and starts clean; what was downloaded stays in the
+installer's cache, so it is not downloaded again. The plan is setup_plan's, the runner setup_runner's.
 """
 
 from __future__ import annotations
 
-import collections
+import json
 import os
 import re
-import shlex
-import subprocess
+import shutil
 import sys
-import threading
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
-import tomllib
+from .device_detect import TorchBuild
+from .errors import UserError
+from .setup_plan import GB, SPACE_NEEDED, Indexes, plan_stamp, setup_steps, venv_python
+from .setup_runner import CANCELLED, SetupRun
 
-# torch's own package index for builds without CUDA (PyPI's Linux wheel pulls several GB of CUDA).
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
+STATE_FILE = "texture-variants-setup.json"
 
-
-@dataclass(frozen=True)
-class Step:
-    label: str
-    argv: tuple[str, ...]
-    cwd: str | None = None
-
-
-def venv_python(venv_dir: str | os.PathLike, platform: str = sys.platform) -> Path:
-    venv_dir = Path(venv_dir)
-    return venv_dir / ("Scripts/python.exe" if platform == "win32" else "bin/python")
+# What an installer prints when the disk is full, and when an index cannot be reached.
+_DISK_FULL = re.compile(r"No space left on device|Errno 28|ENOSPC|There is not enough space", re.I)
+_NETWORK = re.compile(r"Failed to establish a new connection|Temporary failure in name resolution|"
+                      r"Max retries exceeded|ConnectionError|Connection (reset|refused|timed out)|"
+                      r"Read timed out|error sending request|Failed to fetch|Could not fetch URL|"
+                      r"No matching distribution found|Network is unreachable", re.I)
 
 
-def backend_requirements(backend_root: str | os.PathLike) -> list[str]:
-    """The backend's dependencies as declared in its pyproject.toml (shipped in the extension zip)."""
-    with open(Path(backend_root) / "pyproject.toml", "rb") as f:
-        return list(tomllib.load(f)["project"]["dependencies"])
+class BackendEnvironment:
+    """The set-up's folders: the environment, its build folder, and the log."""
 
-
-def pinned_version(package: str, constraints_path: str | os.PathLike) -> str | None:
-    """The exact version constraints.txt pins for `package`, or None."""
-    pattern = re.compile(rf"^\s*{re.escape(package)}\s*==\s*([^\s;#]+)", re.IGNORECASE)
-    for line in Path(constraints_path).read_text(encoding="utf-8").splitlines():
-        if m := pattern.match(line):
-            return m.group(1)
-    return None
-
-
-def torch_index(device: str, platform: str = sys.platform) -> str | None:
-    """Which index to take torch from: CPU builds from torch's index, CUDA on Windows too."""
-    if device == "cpu" and platform in ("linux", "win32"):
-        return TORCH_CPU_INDEX
-    if device == "cuda" and platform == "win32":
-        return TORCH_CUDA_INDEX
-    return None  # PyPI: CUDA build on Linux, Metal-capable build on macOS
-
-
-def setup_steps(base_python: str, venv_dir: str | os.PathLike, backend_root: str | os.PathLike,
-                device: str = "auto", platform: str = sys.platform) -> list[Step]:
-    """The commands that make a working backend environment, in order."""
-    backend_root = Path(backend_root)
-    constraints = backend_root / "constraints.txt"
-    py = str(venv_python(venv_dir, platform))
-    pip = (py, "-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check")
-    requirements = backend_requirements(backend_root)
-    torch_reqs = [r for r in requirements if re.match(r"torch\b", r)]
-    others = [r for r in requirements if r not in torch_reqs]
-    version = pinned_version("torch", constraints)
-    torch_spec = f"torch=={version}" if version else (torch_reqs[0] if torch_reqs else "torch")
-    index = torch_index(device, platform)
-    return [
-        Step("Creating the virtual environment", (base_python, "-m", "venv", str(venv_dir))),
-        Step("Installing torch", (*pip, torch_spec, *(("--index-url", index) if index else ()))),
-        Step("Installing diffusers, transformers and the rest", (*pip, "-c", str(constraints), *others)),
-        Step("Checking the backend", (py, "-m", "backend", "--version"), cwd=str(backend_root)),
-    ]
-
-
-def manual_instructions(steps: list[Step]) -> str:
-    """The same plan as shell commands, for installing by hand."""
-    lines = []
-    for step in steps:
-        cmd = shlex.join(step.argv)
-        lines.append(f"cd {shlex.quote(step.cwd)} && {cmd}" if step.cwd else cmd)
-    return "\n".join(lines)
-
-
-class SetupRun:
-    """Runs the steps one after another in a worker thread; poll its fields from the main thread."""
-
-    def __init__(self, steps: list[Step], env: dict | None = None):
-        self.steps = list(steps)
-        self.index = 0  # the step running now (== len(steps) when all succeeded)
-        self.lines: collections.deque[str] = collections.deque(maxlen=200)
-        self.error: str | None = None
-        self.finished = False
-        self._env = env
-        self._cancelled = threading.Event()
-        self._process: subprocess.Popen | None = None
-        self._thread = threading.Thread(target=self._run, name="texture-variants-setup", daemon=True)
-
-    def start(self) -> SetupRun:
-        self._thread.start()
-        return self
+    def __init__(self, target: str | os.PathLike, platform: str = sys.platform):
+        self.target = Path(target)
+        self.staging = self.target.with_name(self.target.name + ".partial")
+        self.previous = self.target.with_name(self.target.name + ".previous")
+        self.log = self.target.with_name("setup.log")
+        self.platform = platform
 
     @property
-    def label(self) -> str:
-        return self.steps[self.index].label if self.index < len(self.steps) else "Done"
+    def python(self) -> Path:
+        return venv_python(self.target, self.platform)
 
-    @property
-    def fraction(self) -> float:
-        return self.index / len(self.steps) if self.steps else 1.0
-
-    @property
-    def last_line(self) -> str:
-        return self.lines[-1] if self.lines else ""
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-        if self._process and self._process.poll() is None:
-            self._process.terminate()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
+    def state(self) -> dict | None:
+        """What the last successful set-up recorded (build, indexes, installer, time), or None."""
         try:
-            for index, step in enumerate(self.steps):
-                self.index = index
-                if self._cancelled.is_set():
-                    self.error = "cancelled"
-                    return
-                self.lines.append(f"$ {shlex.join(step.argv)}")
-                self._process = subprocess.Popen(
-                    step.argv, cwd=step.cwd, env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, text=True, errors="replace",
-                )
-                for line in self._process.stdout:
-                    if line.strip():
-                        self.lines.append(line.rstrip())
-                code = self._process.wait()
-                if self._cancelled.is_set():
-                    self.error = "cancelled"
-                    return
-                if code != 0:
-                    self.error = f"{step.label} failed (exit code {code}): {self.last_line}"
-                    return
-            self.index = len(self.steps)
-        except OSError as e:
-            self.error = f"{self.label} failed: {e}"
-        finally:
-            self.finished = True
+            return json.loads((self.target / STATE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def is_current(self, stamp: str) -> bool:
+        state = self.state()
+        return bool(state) and state.get("stamp") == stamp and self.python.exists()
+
+    def recover(self) -> None:
+        """Undo an interrupted set-up: put the moved-aside environment back, drop a partial build."""
+        if self.previous.exists():
+            if self.target.exists():
+                shutil.rmtree(self.previous)
+            else:
+                os.replace(self.previous, self.target)
+        if self.staging.exists():
+            shutil.rmtree(self.staging)
+
+    def free_space(self, disk_usage=shutil.disk_usage) -> int:
+        folder = self.target.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        return disk_usage(folder).free
+
+    def space_note(self, kind: str, disk_usage=shutil.disk_usage) -> str:
+        return (f"Needs about {SPACE_NEEDED[kind] / GB:.0f} GB free; "
+                f"{self.free_space(disk_usage) / GB:.1f} GB free in {self.target.parent}")
+
+    def check_space(self, kind: str, disk_usage=shutil.disk_usage) -> None:
+        free = self.free_space(disk_usage)
+        if free < SPACE_NEEDED[kind]:
+            raise UserError("disk_full", f"Not enough disk space for the backend: {self.space_note(kind, disk_usage)}",
+                            "free some space on that disk, then click Set up Backend again")
+
+    def commit(self, state: dict) -> None:
+        """Move the checked build into place; the environment it replaces is deleted after.
+
+        Scripts in bin/ (pip, activate) keep the build folder's path in their first line after the
+        move; nothing uses them: the add-on and the manual instructions run `python -m …`.
+        """
+        (self.staging / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        if self.target.exists():
+            os.replace(self.target, self.previous)
+        os.replace(self.staging, self.target)
+        shutil.rmtree(self.previous, ignore_errors=True)
+
+    def remove(self) -> bool:
+        """Delete the environment and any leftovers; False when there was nothing."""
+        found = False
+        for folder in (self.target, self.staging, self.previous):
+            if folder.exists():
+                shutil.rmtree(folder)
+                found = True
+        return found
+
+
+def advice(error: str, output: str, environment: BackendEnvironment, indexes: Indexes, kind: str) -> str:
+    """The error as the user sees it: what happened, what is left, and what to do."""
+    kept = ("The previous backend is still in place." if environment.python.exists()
+            else "Nothing was left behind.")
+    if error == CANCELLED:
+        return f"Set-up cancelled. {kept} Click Set up Backend to start again."
+    if _DISK_FULL.search(output):
+        what = (f"The disk is full ({error}). {kept} Free at least {SPACE_NEEDED[kind] / GB:.0f} GB "
+                f"in {environment.target.parent}, then click Set up Backend again.")
+    elif _NETWORK.search(output):
+        what = (f"A package index could not be reached or lacks a package ({error}; {indexes.describe()}). "
+                f"{kept} Check the internet connection and the Torch Index / Package Index settings, then "
+                "click Set up Backend again: what was downloaded is kept in the installer's cache.")
+    else:
+        what = f"{error}. {kept} Click Repair to try again."
+    return f"{what} Log: {environment.log}"
+
+
+def start_setup(environment: BackendEnvironment, base_python: str, backend_root: str | os.PathLike,
+                build: TorchBuild, indexes: Indexes, installer: str = "uv", uv: str | None = None,
+                env: dict | None = None) -> SetupRun:
+    """Build a fresh environment beside the current one and swap it in when its check passed."""
+    environment.recover()
+    environment.check_space(build.kind)
+    steps = setup_steps(base_python, environment.staging, backend_root, indexes, installer, uv,
+                        environment.platform)
+    state = {"stamp": plan_stamp(backend_root, build), "build": build.describe(), "kind": build.kind,
+             "indexes": indexes.describe(), "installer": installer}
+
+    def finish(error: str | None) -> str | None:
+        if error is None:
+            environment.commit({**state, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                "seconds": round(time.monotonic() - run.started, 1)})
+            return None
+        shutil.rmtree(environment.staging, ignore_errors=True)
+        output = "\n".join(run.lines)
+        if environment.log.exists():
+            output = environment.log.read_text(encoding="utf-8", errors="replace")
+        return advice(error, output, environment, indexes, build.kind)
+
+    run = SetupRun(steps, env=env, log_path=environment.log, finish=finish)
+    return run.start()

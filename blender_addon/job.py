@@ -20,6 +20,8 @@ MAX_SIZE = 2048
 REQUEST_SETTINGS = ("engine", "variants", "steps", "size", "tile", "balance", "appearance")
 # Panel settings that become backend parameters under other names (InstantStyle: see request_params).
 STYLE_SETTINGS = ("style_only", "suppress_content")
+# Structure-guide settings, sent when a guide image goes with the job.
+SKETCH_SETTINGS = ("sketch_mode", "sketch_strength")
 
 
 def new_seed(rng: random.Random | None = None) -> int:
@@ -27,8 +29,9 @@ def new_seed(rng: random.Random | None = None) -> int:
     return (rng or random.SystemRandom()).randrange(2**31)
 
 
-def request_params(settings: Mapping, seed: int) -> dict:
-    """The generate request's parameters from the panel settings (a mapping of their values)."""
+def request_params(settings: Mapping, seed: int, sketch: str | None = None) -> dict:
+    """The generate request's parameters from the panel settings (a mapping of their values);
+    `sketch`: the path of the structure guide written into the job folder, if any."""
     params = {name: settings[name] for name in REQUEST_SETTINGS}
     params["balance"] = float(params["balance"])
     # The backend takes multiples of 64 (the UI's step is 64, but a typed value may be anything).
@@ -41,6 +44,10 @@ def request_params(settings: Mapping, seed: int) -> dict:
         content = str(settings.get("suppress_content", "")).strip()
         if content:
             params["suppress_content"] = content
+    if sketch:
+        params["sketch"] = str(sketch)
+        params["sketch_mode"] = settings["sketch_mode"]
+        params["sketch_strength"] = float(settings["sketch_strength"])
     return params
 
 

@@ -2,6 +2,7 @@
 
     texture_variants.generate       make variants of the active material's image texture
     texture_variants.cancel         stop the running generation
+    texture_variants.make_guide     a structure guide from the texture's edges, to paint over
     texture_variants.apply_variant  put the picked variant into the material's Image Texture node
     texture_variants.revert         put the original image back
     texture_variants.bake           write the applied variant as a PNG next to the .blend
@@ -102,9 +103,10 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
         job_dir = paths.new_job_folder(preferences.user_folder("jobs"))
         try:
             reference = texture_io.export_reference(image, job_dir)
+            guide = texture_io.export_reference(settings.sketch, job_dir, "guide") if settings.sketch else None
             seed = jobs.new_seed() if settings.randomize_seed else settings.seed
-            params = jobs.request_params(
-                {name: getattr(settings, name) for name in (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS)}, seed)
+            names = (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS, *jobs.SKETCH_SETTINGS)
+            params = jobs.request_params({name: getattr(settings, name) for name in names}, seed, guide)
             # Live previews are for people watching; scripts and farms skip their cost.
             params["preview_every"] = 0 if bpy.app.background else 2
             job = session.shared().submit(config, root, str(reference), str(job_dir), params, in_thread=in_thread)
@@ -178,6 +180,23 @@ class TEXTURE_VARIANTS_OT_cancel(bpy.types.Operator):
 
     def execute(self, context):
         session.shared().cancel()
+        return {"FINISHED"}
+
+
+class TEXTURE_VARIANTS_OT_make_guide(bpy.types.Operator):
+    """Make a structure guide from the texture's edges: a new image to paint the wanted layout over"""
+
+    bl_idname = "texture_variants.make_guide"
+    bl_label = "Guide from Texture Edges"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @reports_errors()
+    def execute(self, context):
+        _material, _node, image = material_target.resolve(context)
+        guide = texture_io.guide_from_edges(image, f"{image.name} guide")
+        _settings(context).sketch = guide
+        self.report({"INFO"}, f"{guide.name}: paint the lines you want (white on black) in the Image Editor, "
+                    "then Generate")
         return {"FINISHED"}
 
 
@@ -335,6 +354,7 @@ class TEXTURE_VARIANTS_OT_tile_preview(bpy.types.Operator):
 CLASSES = (
     TEXTURE_VARIANTS_OT_generate,
     TEXTURE_VARIANTS_OT_cancel,
+    TEXTURE_VARIANTS_OT_make_guide,
     TEXTURE_VARIANTS_OT_apply_variant,
     TEXTURE_VARIANTS_OT_revert,
     TEXTURE_VARIANTS_OT_bake,

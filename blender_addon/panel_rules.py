@@ -13,7 +13,7 @@ from collections.abc import Mapping
 SHOWN, INACTIVE, HIDDEN = "shown", "inactive", "hidden"
 
 # Settings only the diffusion engine reads (the patch engine ignores them).
-DIFFUSION_ONLY = ("steps", "appearance", "style_only", "suppress_content")
+DIFFUSION_ONLY = ("steps", "appearance", "style_only", "suppress_content", "sketch", "sketch_mode", "sketch_strength")
 
 
 def auto_engine(hello: Mapping | None) -> str | None:
@@ -40,7 +40,7 @@ def effective_engine(engine: str, hello: Mapping | None) -> str | None:
     return auto_engine(hello) if engine == "auto" else engine
 
 
-def setting_states(engine: str | None, appearance: str, style_only: bool) -> dict[str, str]:
+def setting_states(engine: str | None, appearance: str, style_only: bool, sketch: bool = False) -> dict[str, str]:
     """SHOWN, INACTIVE (drawn greyed out) or HIDDEN for each setting that depends on the others.
 
     `engine` is the effective one (None: not known yet, so every diffusion setting may apply).
@@ -51,6 +51,8 @@ def setting_states(engine: str | None, appearance: str, style_only: bool) -> dic
     states = dict.fromkeys(DIFFUSION_ONLY, SHOWN)
     if not style_only:
         states["suppress_content"] = INACTIVE  # the content text goes with Style Only, and only then
+    if not sketch:
+        states["sketch_mode"] = states["sketch_strength"] = HIDDEN  # they appear with a guide image
     # On diffusion the balance sets the kv-replacement window: with appearance "none" there is none
     # (while Auto is undecided it may still become the patch engine's block size).
     states["balance"] = INACTIVE if appearance == "none" and engine == "diffusion" else SHOWN

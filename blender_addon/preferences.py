@@ -1,7 +1,6 @@
 """Add-on preferences: where the backend and its models are, and the Set up backend button."""
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from . import backend_config as client_config
-from . import backend_setup, session
+from . import session, setup_plan
 from .errors import UserError, reports_errors
 
 ADDON_DIR = Path(__file__).resolve().parent
@@ -48,7 +47,7 @@ def get(context=None) -> "TextureVariantsPreferences":
 def backend_config(context=None):
     """The client's settings: environment variables, then these preferences, then the set-up venv."""
     prefs = get(context)
-    python = prefs.python or str(backend_setup.venv_python(venv_folder()))
+    python = prefs.python or str(setup_plan.venv_python(venv_folder()))
     return client_config.resolve_config(
         python=bpy.path.abspath(python), base=prefs.base or None, ip_adapter=prefs.ip_adapter or None,
         device=prefs.device, allow_pickle=prefs.allow_pickle,
@@ -69,77 +68,6 @@ def describe_hello(hello: dict) -> str:
     elif engines:
         parts.append("engines: " + ", ".join(map(str, engines)))
     return " · ".join(parts)
-
-
-class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
-    """Create a Python environment for the backend in the extension's user folder and install its packages"""
-
-    bl_idname = "texture_variants.setup_backend"
-    bl_label = "Set up Backend"
-    bl_options = {"REGISTER"}
-
-    _run = None
-    _timer = None
-
-    def _steps(self, context):
-        return backend_setup.setup_steps(sys.executable, venv_folder(), backend_root(), get(context).device)
-
-    def _refuse_offline(self, steps) -> bool:
-        if bpy.app.online_access:
-            return False
-        manual = backend_setup.manual_instructions(steps)
-        print("Texture Variants: install the backend by hand with:\n" + manual)
-        self.report({"ERROR"}, "Online access is off, so the backend's packages cannot be downloaded. To fix: "
-                    "allow it in Preferences > System > Network, or run the commands printed in the system "
-                    "console and set Backend Python to the environment's python")
-        return True
-
-    def _checked_steps(self, context):
-        """The set-up steps, or None after reporting why they cannot run offline (bad settings raise)."""
-        steps = self._steps(context)
-        return None if self._refuse_offline(steps) else steps
-
-    @reports_errors()
-    def execute(self, context):  # scripts and background mode: blocks until done
-        steps = self._checked_steps(context)
-        if steps is None:
-            return {"CANCELLED"}
-        run = backend_setup.SetupRun(steps).start()
-        run.join()
-        return self._finish(context, run)
-
-    @reports_errors()
-    def invoke(self, context, event):
-        steps = self._checked_steps(context)
-        if steps is None:
-            return {"CANCELLED"}
-        TEXTURE_VARIANTS_OT_setup_backend._run = backend_setup.SetupRun(steps).start()
-        self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
-        context.window_manager.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context, event):
-        run = TEXTURE_VARIANTS_OT_setup_backend._run
-        if event.type == "ESC":
-            run.cancel()
-        if event.type == "TIMER":
-            for area in context.screen.areas if context.screen else ():
-                area.tag_redraw()
-            if run.finished:
-                context.window_manager.event_timer_remove(self._timer)
-                return self._finish(context, run)
-        return {"PASS_THROUGH"}
-
-    def _finish(self, context, run):
-        TEXTURE_VARIANTS_OT_setup_backend._run = None
-        if run.error:
-            self.report({"ERROR"}, f"Backend setup: {run.error}. To fix: check your internet connection and "
-                        "disk space, see the system console, then click Set up Backend again")
-            print("\n".join(run.lines))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Backend installed in {venv_folder()}")
-        bpy.ops.texture_variants.check_backend("EXEC_DEFAULT" if bpy.app.background else "INVOKE_DEFAULT")
-        return {"FINISHED"}
 
 
 def _show_not_ready(operator, context, error: UserError) -> None:
@@ -243,6 +171,21 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
     pack_on_bake: BoolProperty(name="Pack Baked Textures", default=False,
                                description="Also pack baked textures into the .blend")
     status: StringProperty(name="Status", default="Not checked yet")
+    installer: EnumProperty(name="Installer", default="uv", items=[
+        ("uv", "uv", "uv installs several times faster than pip; taken from the package index into the "
+         "backend's environment when it is not on PATH (pip is used when that fails)"),
+        ("pip", "pip", "Python's own installer"),
+    ])
+    torch_index: StringProperty(
+        name="Torch Index",
+        description="Package index for torch; empty = torch's own index for the chosen build (PyPI for "
+        "Apple's), 'default' = the index pip is configured with (TEXTURE_VARIANTS_TORCH_INDEX overrides this)",
+    )
+    package_index: StringProperty(
+        name="Package Index",
+        description="Package index for the other packages; empty = PyPI, 'default' = the index pip is "
+        "configured with (TEXTURE_VARIANTS_INDEX overrides this)",
+    )
 
     def draw(self, context):
         layout = self.layout
@@ -261,19 +204,11 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         col.prop(self, "bake_folder")
         col.prop(self, "pack_on_bake")
 
+        from . import setup_operators  # it imports this module
+
         box = layout.box()
-        run = TEXTURE_VARIANTS_OT_setup_backend._run
-        if run is not None:
-            box.progress(factor=run.fraction, type="BAR", text=run.label)
-            box.label(text=run.last_line[:120])
-        else:
-            row = box.row()
-            row.operator(TEXTURE_VARIANTS_OT_setup_backend.bl_idname, icon="CONSOLE")
-            row.operator(TEXTURE_VARIANTS_OT_check_backend.bl_idname, icon="FILE_REFRESH")
-            if not bpy.app.online_access:
-                box.label(text="Online access is off: Set up Backend will print the commands to run by hand",
-                          icon="ERROR")
+        setup_operators.draw_section(box, self, context)
         box.label(text=self.status, icon="CHECKMARK" if self.status.startswith("Backend") else "INFO")
 
 
-CLASSES = (TEXTURE_VARIANTS_OT_setup_backend, TEXTURE_VARIANTS_OT_check_backend, TextureVariantsPreferences)
+CLASSES = (TEXTURE_VARIANTS_OT_check_backend, TextureVariantsPreferences)

@@ -30,6 +30,13 @@ APPEARANCE_ITEMS = [
     ("none", "None (Image Prompt Only)", "Plain IP-Adapter: freer structure, the look may drift"),
 ]
 
+SKETCH_MODE_ITEMS = [
+    ("lgp", "LGP (Soft)", "Latent guidance predictor: steers the layout towards the guide's lines in the first "
+     "steps, leaving the look to the reference (one extra backward pass per early step)"),
+    ("controlnet", "ControlNet (Strict)", "An SD1.5 lineart ControlNet follows the guide's lines closely "
+     "(needs its 1.4 GB model)"),
+]
+
 
 class TEXTURE_VARIANTS_PG_variant(bpy.types.PropertyGroup):
     """One generated variant (its image stays in bpy.data until you delete it)."""
@@ -66,6 +73,17 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
         name="Content",
         description="With Style Only: what the texture shows (e.g. \"bricks\", \"wood planks\"), taken out of "
         "the image prompt. Needs the CLIP ViT-H text model (see README); empty = nothing taken out",
+    )
+    sketch: PointerProperty(
+        name="Structure Guide", type=bpy.types.Image,
+        description="An image whose lines the variant's structure follows: white on black or black on white, "
+        "square (paint one, load one, or make one from the texture's edges); empty = no guide (diffusion)",
+    )
+    sketch_mode: EnumProperty(name="Guide Mode", items=SKETCH_MODE_ITEMS, default="lgp")
+    sketch_strength: FloatProperty(
+        name="Guide Strength", default=1.0, min=0.0, max=5.0,
+        description="How strongly the structure follows the guide (LGP: guidance step size; ControlNet: "
+        "conditioning scale)",
     )
     image_node: StringProperty(
         name="Image Node",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import bpy
 
+from . import edges
 from .errors import UserError
 from .paths import safe_stem
 
@@ -50,10 +51,10 @@ def write_pixels_png(image, path: Path) -> Path:
     return path
 
 
-def export_reference(image, job_dir: str | os.PathLike) -> Path:
-    """Write `image` into the job folder as the backend's input; returns its path."""
+def export_reference(image, job_dir: str | os.PathLike, role: str = "reference") -> Path:
+    """Write `image` into the job folder as the backend's input (`role`: reference or guide); returns its path."""
     job_dir = Path(job_dir)
-    stem = f"reference-{safe_stem(image.name)}"
+    stem = f"{role}-{safe_stem(image.name)}"
     if image.source in {"SEQUENCE", "MOVIE", "TILED", "VIEWER"}:
         raise UserError("bad_input", f"The image '{image.name}' is a {image.source.lower()} image",
                         "use a single still image in the Image Texture node")
@@ -106,3 +107,32 @@ def tiled_copy(image, repeats: int = 3) -> bpy.types.Image:
     tiled.pixels.foreach_set(band * repeats)
     tiled.update()
     return tiled
+
+
+def guide_from_edges(image, name: str, side: int = 256) -> bpy.types.Image:
+    """A new square image (packed into the .blend) holding the edges of `image`'s centre square, white
+    on black, at most `side` pixels: a starting structure guide to paint over."""
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise UserError("image_missing", f"The image '{image.name}' has no pixels",
+                        "open the image in the Image Editor to check it, or pick another")
+    square = min(width, height)
+    side = min(side, square)
+    scaled_w, scaled_h = max(side, round(width * side / square)), max(side, round(height * side / square))
+    copy = image.copy()
+    try:
+        copy.scale(scaled_w, scaled_h)
+        rgba = array.array("f", bytes(4 * scaled_w * scaled_h * 4))
+        copy.pixels.foreach_get(rgba)
+    finally:
+        bpy.data.images.remove(copy)
+    left, top = (scaled_w - side) // 2, (scaled_h - side) // 2
+    crop = array.array("f")
+    for y in range(top, top + side):  # the backend reads the centre square of a non-square texture
+        crop.extend(rgba[4 * (y * scaled_w + left):4 * (y * scaled_w + left + side)])
+    lines = edges.edge_lines(edges.luminance(crop, side, side), side, side)
+    guide = bpy.data.images.new(name, side, side, alpha=False)
+    guide.pixels.foreach_set([v for line in lines for v in (line, line, line, 1.0)])
+    guide.update()
+    guide.pack()  # a generated image is not saved with the .blend unless packed
+    return guide

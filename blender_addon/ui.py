@@ -57,7 +57,7 @@ def draw_settings(col, settings, hello) -> None:
     if settings.engine == "auto":
         col.label(text=panel_rules.auto_text(hello), icon="INFO")
     states = panel_rules.setting_states(panel_rules.effective_engine(settings.engine, hello),
-                                        settings.appearance, settings.style_only)
+                                        settings.appearance, settings.style_only, settings.sketch is not None)
     col.prop(settings, "variants")
     row = col.row(align=True)
     row.prop(settings, "seed")
@@ -68,6 +68,13 @@ def draw_settings(col, settings, hello) -> None:
     _prop(col, settings, "appearance", states)
     _prop(col, settings, "style_only", states)
     _prop(col, settings, "suppress_content", states)
+    if states["sketch"] != panel_rules.HIDDEN:
+        col.separator()
+        row = col.row(align=True)
+        row.prop(settings, "sketch")
+        row.operator("texture_variants.make_guide", text="", icon="IMAGE_REFERENCE")
+        _prop(col, settings, "sketch_mode", states)
+        _prop(col, settings, "sketch_strength", states)
     if states["balance"] != panel_rules.HIDDEN:
         col.separator()
         row = col.row(align=True)

@@ -25,7 +25,7 @@ def _models_key() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_models() -> dict[str, Path]:
-    """{"base": .../sd15, "ip_adapter": .../ip-adapter}: tiny SD1.5-shaped models on disk."""
+    """{"base": .../sd15, "ip_adapter": .../ip-adapter, "lgp", "controlnet"}: tiny SD1.5-shaped models on disk."""
     from backend.diffusion.test_models import make_test_models
 
     folder = ROOT / ".test-models" / f"tiny-{_models_key()}"
@@ -33,7 +33,8 @@ def tiny_models() -> dict[str, Path]:
     if not done.exists():
         make_test_models(folder)
         done.touch()
-    return {"base": folder / "sd15", "ip_adapter": folder / "ip-adapter"}
+    return {"base": folder / "sd15", "ip_adapter": folder / "ip-adapter", "lgp": folder / "lgp",
+            "controlnet": folder / "controlnet"}
 
 
 def _skimage_texture(name: str, size: int) -> Image.Image:

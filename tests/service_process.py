@@ -23,16 +23,18 @@ FINAL = ("result", "error", "cancelled")
 
 
 class ServiceProcess:
-    def __init__(self, tmp: Path, *args: str):
+    def __init__(self, tmp: Path, *args: str, preexec_fn=None):
         self.log_dir = tmp / "logs"
         self.stderr_path = tmp / "stderr.txt"
         env = dict(os.environ, TEXTURE_VARIANTS_LOG_DIR=str(self.log_dir), PYTHONPATH=str(ROOT))
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in wait()
         self.popen = subprocess.Popen([sys.executable, "-m", "backend", "serve", *args], cwd=ROOT, env=env,
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                      preexec_fn=preexec_fn)
         self.events: queue.Queue = queue.Queue()
         self.bad_lines: list[bytes] = []
         self.lines = 0
+        self.longest_line = 0  # bytes, newline included
         self._ids = itertools.count(1)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -40,6 +42,7 @@ class ServiceProcess:
     def _read(self) -> None:
         for line in self.popen.stdout:
             self.lines += 1
+            self.longest_line = max(self.longest_line, len(line))
             try:
                 event = json.loads(line)
                 assert isinstance(event, dict) and "type" in event and "id" in event
@@ -102,6 +105,11 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             return self.wait()
+
+    def rss_mb(self) -> float:
+        """Resident memory of the service process, read from outside (Linux /proc)."""
+        with open(f"/proc/{self.popen.pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     def stderr_tail(self, n: int = 30) -> str:
         self._stderr.flush()

@@ -125,6 +125,72 @@ def test_a_flat_output_copies_nothing(gravel):
     assert metrics.copy_score(np.full((128, 128), 0.3), gravel) == 0.0
 
 
+# ------------------------------------------------------------------------------- structure
+
+
+def brick_wall(size: int = 512, brick: tuple[int, int] = (32, 64), mortar: int = 4, seed: int = 0) -> np.ndarray:
+    """A frontal running-bond brick wall: bricks (h, w) px, half-brick stagger, shaded bricks, light mortar."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    bh, bw = brick
+    y, x = np.mgrid[:size, :size]
+    row = y // bh
+    xs = x + (row % 2) * (bw // 2)
+    in_mortar = ((y % bh) < mortar) | ((xs % bw) < mortar)
+    shade = rng.uniform(0.35, 0.55, (size // bh + 2, size // bw + 3))[row, xs // bw]
+    grain = ndimage.gaussian_filter(rng.standard_normal((size, size)), 1.5) * 0.08
+    return (np.clip(np.where(in_mortar, 0.8, shade) + grain, 0, 1) * 255).astype(np.uint8)
+
+
+def jittered(image: np.ndarray, block: int, seed: int) -> np.ndarray:
+    """Every block x block square taken from a randomly shifted copy: the lattice broken at block borders."""
+    rng = np.random.default_rng(seed)
+    out = image.copy()
+    for y in range(0, image.shape[0], block):
+        for x in range(0, image.shape[1], block):
+            dy, dx = rng.integers(-20, 21, 2)
+            out[y:y + block, x:x + block] = np.roll(image, (dy, dx), axis=(0, 1))[y:y + block, x:x + block]
+    return out
+
+
+def test_structure_is_zero_for_the_exemplar_and_low_for_a_shifted_or_new_wall():
+    wall = brick_wall()
+    assert metrics.structure_distance(wall, wall) == 0.0
+    assert metrics.structure_distance(np.roll(wall, (37, 90), axis=(0, 1)), wall) < 0.7
+    assert metrics.structure_distance(brick_wall(seed=5), wall) < 1.2  # same lattice, new shades
+
+
+@pytest.mark.parametrize("block", [64, 128])
+def test_structure_sees_a_broken_lattice(block):
+    wall = brick_wall()
+    assert metrics.structure_distance(jittered(wall, block, seed=1), wall) > 2.5
+
+
+def test_structure_tells_textures_apart(gravel):
+    assert metrics.structure_distance(gravel, brick_wall()) > 3
+    assert metrics.structure_distance(np.roll(gravel, (100, 37), axis=(0, 1)), gravel) < 1.0
+
+
+# ----------------------------------------------------------------------------- proportions
+
+
+def test_proportions_of_the_same_picture_and_of_another_mix():
+    tissue = skimage.data.immunohistochemistry()
+    assert metrics.proportion_distance(tissue, tissue) == 0.0
+    assert metrics.proportion_distance(np.roll(tissue, (200, 100), axis=(0, 1)), tissue) < 0.05
+    # Half the picture replaced by one of its own regions: the mix has changed that much.
+    brown = tissue.copy()
+    brown[:, 256:] = tissue[:256, :256].repeat(2, axis=0)
+    assert metrics.proportion_distance(brown, tissue) > 0.2
+    assert metrics.proportion_distance(tissue[..., ::-1], tissue) > 0.5  # other colours altogether
+
+
+def test_proportions_of_gray_images(gravel):
+    assert metrics.proportion_distance(gravel, gravel) == 0.0
+    assert metrics.proportion_distance(np.clip(gravel.astype(int) + 60, 0, 255).astype(np.uint8), gravel) > 0.4
+
+
 # ------------------------------------------------------------------------------------- cli
 
 
@@ -142,6 +208,7 @@ def test_metrics_cli_prints_one_line_per_output(tmp_path, gravel):
     shifted, noise = (json.loads(line) for line in result.stdout.splitlines())
     assert shifted["copy"] > 0.99 and noise["copy"] < 0.1
     assert shifted["appearance"] < 0.5 < 4 < noise["appearance"]
+    assert shifted["proportion"] < 0.05 and shifted["structure"] < noise["structure"]
 
 
 def test_metrics_cli_says_what_is_wrong_with_a_missing_file(tmp_path):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from backend.errors import InputError
 from backend.params import ENGINE_OPTIONS, DiffusionOptions, GenerationParams, PatchOptions, specs
-from backend.service.protocol import generate_parameters
+from backend.service.protocol import START_OPTIONS, generate_parameters
 from tests.conftest import ROOT
 
 ALL = {**specs(GenerationParams), **specs(DiffusionOptions)}
@@ -36,7 +36,7 @@ def test_values_outside_a_range_are_refused_naming_the_parameter(name, outside):
 def test_unknown_options_are_refused_for_every_engine_with_the_known_ones():
     with pytest.raises(InputError, match="patch engine") as e:
         GenerationParams.build({"ad_iterations": 2}, engine="patch")
-    assert "none" in e.value.hint
+    assert "structure" in e.value.hint and "ad_iterations" not in e.value.hint
     with pytest.raises(InputError, match="diffusion engine") as e:
         GenerationParams.build({"kv_windw": 0.5}, engine="diffusion")
     assert "kv_window" in e.value.hint
@@ -57,10 +57,13 @@ def test_options_are_typed_and_normalised_once():
 
 def test_hello_lists_exactly_the_declared_choices_and_options():
     parameters = generate_parameters()
-    assert parameters["extra"] == {engine: list(specs(cls)) for engine, cls in ENGINE_OPTIONS.items()}
+    # less the start options (allow_pickle: `serve --allow-pickle`), which a request may not set
+    assert parameters["extra"] == {engine: [name for name in specs(cls) if name not in START_OPTIONS]
+                                   for engine, cls in ENGINE_OPTIONS.items()}
+    assert "allow_pickle" in specs(ENGINE_OPTIONS["diffusion"]) and "allow_pickle" in START_OPTIONS
     assert parameters["choices"] == {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
                                      if spec.kind == "choice"}
-    assert set(parameters["choices"]) == {"engine", "tile", "appearance", "ip_mode"}
+    assert set(parameters["choices"]) == {"engine", "tile", "appearance", "ip_mode", "sketch_mode"}
 
 
 def _blender_properties() -> tuple[dict[str, dict], dict[str, list[str]]]:
@@ -89,5 +92,8 @@ def test_the_blender_panel_ranges_and_defaults_match_the_backend():
         assert spec.check(name, props[name]["default"]) == props[name]["default"], name
     for name in ("steps", "size", "balance", "engine", "tile", "appearance"):
         assert props[name]["default"] == specs(GenerationParams)[name][1], name
-    for name in ("engine", "tile", "appearance"):
+    for name in ("engine", "tile", "appearance", "sketch_mode"):
         assert tuple(items[props[name]["items"]]) == specs(GenerationParams)[name][0].choices, name
+    spec, default = specs(GenerationParams)["sketch_strength"]
+    assert (props["sketch_strength"]["min"], props["sketch_strength"]["max"]) == (spec.low, spec.high)
+    assert props["sketch_strength"]["default"] == default and props["sketch_mode"]["default"] == "lgp"

@@ -75,8 +75,8 @@ def test_full_job_progress_then_valid_pngs(service, color_texture_path, tmp_path
     assert previews, "the diffusion engine provides previews; the service must pass them on"
     result = events[-1]
     folder = Path(result["folder"])
-    assert folder.parent == tmp_path
-    assert all(Path(p).parent == folder / "previews" for p in previews)
+    assert folder == tmp_path  # output_dir is the job folder
+    assert all(Path(p).parent == folder and Path(p).name.startswith("gravel_color-preview-") for p in previews)
     assert len(result["files"]) == 2
     for i, entry in enumerate(result["files"]):
         path, tiled = Path(entry["path"]), Path(entry["tiled"])
@@ -170,7 +170,8 @@ def test_bad_input_files_are_errors_and_the_service_keeps_serving(service, tmp_p
         final = service.job_events(job)[-1]
         assert final["type"] == "error" and final["code"] == "bad_input", final
         assert str(path) in final["message"] and final["hint"]
-    assert not out.exists() or _files_under(out) == []
+        assert "relative" not in final["hint"]  # the service refuses relative paths anyway
+    assert not out.exists()  # nothing is created before the input is read
     assert service.ask("hello")["type"] == "hello"
 
 
@@ -186,7 +187,7 @@ def test_an_exception_inside_the_engine_is_reported_and_serving_goes_on(service,
     job = service.send("generate", input=str(color_texture_path), output_dir=str(tmp_path / "out"),
                        base=str(broken), **TINY)
     final = service.job_events(job)[-1]
-    assert final["type"] == "error" and final["code"] in ("engine_failed", "models_missing"), final
+    assert final["type"] == "error" and final["code"] == "bad_model", final  # present but unreadable
     assert final["message"] and final["hint"]
     job = service.send("generate", input=str(color_texture_path), output_dir=str(tmp_path / "out"), **TINY)
     assert service.job_events(job)[-1]["type"] == "result"
@@ -207,6 +208,28 @@ def test_request_errors_name_the_problem(service, tmp_path, color_texture_path):
     assert [e["type"] for e in events][:2] == ["accepted", "error"]
     assert events[1]["code"] == "duplicate_id"
     assert events[-1]["type"] == "result"
+
+
+def test_sketch_fields_are_listed_checked_and_used(service, tiny_models, color_texture_path, tmp_path):
+    from PIL import ImageDraw
+
+    parameters = service.ask("hello", protocol=PROTOCOL_VERSION, client="pytest")["parameters"]
+    assert {"sketch", "sketch_mode", "sketch_strength"} <= set(parameters["fields"])
+    assert parameters["choices"]["sketch_mode"] == ["lgp", "controlnet"]
+    assert {"sketch_window", "lgp", "controlnet"} <= set(parameters["extra"]["diffusion"])
+    sketch = tmp_path / "sketch.png"
+    image = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(image).line((0, 32, 64, 32), fill=0, width=4)
+    image.save(sketch)
+    relative = service.ask("generate", input=str(color_texture_path), output_dir=str(tmp_path), sketch="sketch.png",
+                           **TINY)
+    assert relative["code"] == "bad_request" and "'sketch' must be an absolute path" in relative["message"]
+    job = service.send("generate", input=str(color_texture_path), output_dir=str(tmp_path), sketch=str(sketch),
+                       sketch_mode="lgp", sketch_strength=1.5, extra={"lgp": str(tiny_models["lgp"])}, **TINY)
+    events = service.job_events(job)
+    assert events[-1]["type"] == "result", events[-1]
+    record = events[-1]["files"][0]["parameters"]
+    assert record["sketch"] == str(sketch) and record["sketch_strength"] == 1.5 and record["sketch_window_steps"] == [0]
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="lists open files through Linux /proc")

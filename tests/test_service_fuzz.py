@@ -6,13 +6,17 @@ One real service process answers a hand-written corpus and then hypothesis-gener
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from backend.service.protocol import MAX_LINE_BYTES, REQUEST_TYPES, ProtocolError, parse_request
 from tests.service_process import ServiceProcess
+from tests.test_service_limits import png_declaring
 
 IN, OUT = "/tmp/in.png", "/tmp/out"
 
@@ -119,6 +123,9 @@ CORPUS = [
     (_generate(extra={"seed": 1}), "bad_request", "g"),
     (_generate(output="x"), "bad_request", "g"),
     (_generate(Variants=2), "bad_request", "g"),
+    (_generate(extra={"allow_pickle": True}), "bad_request", "g"),  # a start option, never a request's
+    (_generate(extra={"allow_pickle": False}), "bad_request", "g"),
+    (_generate(extra={"allow_pickle": True, "dtype": "float32"}), "bad_request", "g"),
 ]
 
 
@@ -198,6 +205,44 @@ def test_any_malformed_line_gets_the_error_the_protocol_defines(service, line):
     assert event["type"] == "error" and event["code"] == expected.code
     assert event["id"] == expected.request_id
     assert service.bad_lines == []
+
+
+def _job_corpus(tmp: Path) -> list[tuple[dict, str]]:
+    """Well-formed generate requests that fail when the job runs: (fields, expected code)."""
+    fifo = tmp / "fifo.png"
+    os.mkfifo(fifo)
+    small = tmp / "small.png"
+    Image.new("RGB", (64, 64), "gray").save(small)
+    tiny = tmp / "tiny.png"
+    Image.new("RGB", (8, 8), "gray").save(tiny)
+    a_file = tmp / "a-file"
+    a_file.write_text("x")
+    out = str(tmp / "out")
+    return [
+        ({"input": str(fifo), "output_dir": out}, "bad_input"),
+        ({"input": "/dev/zero", "output_dir": out}, "bad_input"),
+        ({"input": "/dev/null", "output_dir": out}, "bad_input"),
+        ({"input": str(tmp), "output_dir": out}, "bad_input"),
+        ({"input": str(tmp / "missing.png"), "output_dir": out}, "bad_input"),
+        ({"input": str(a_file), "output_dir": out}, "bad_input"),
+        ({"input": str(tiny), "output_dir": out}, "bad_input"),
+        ({"input": str(png_declaring(tmp / "bomb.png", 12000, 12000)), "output_dir": out}, "bad_input"),
+        ({"input": str(png_declaring(tmp / "wide.png", 9000, 64)), "output_dir": out}, "bad_input"),
+        ({"input": "/tmp/bad-\ud800.png", "output_dir": out}, "bad_input"),
+        ({"input": str(small), "output_dir": str(tmp / "no" / "parent")}, "bad_output"),
+        ({"input": str(small), "output_dir": str(a_file)}, "bad_output"),
+        ({"input": str(small), "output_dir": str(tmp / "bad-\udcff\ud800")}, "bad_output"),
+        ({"input": str(small), "output_dir": "/proc/self/no-such-folder/out"}, "bad_output"),
+    ]
+
+
+def test_every_job_corpus_request_ends_in_one_error_and_leaves_nothing(service, tmp_path):
+    for fields, code in _job_corpus(tmp_path):
+        job = service.send("generate", engine="patch", size=64, **fields)
+        events = service.job_events(job)
+        assert [e["type"] for e in events] == ["accepted", "error"], (fields, events[-1])
+        assert events[-1]["code"] == code and events[-1]["hint"], (fields, events[-1])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "no").exists()
 
 
 def test_after_the_fuzz_the_service_still_answers(service):

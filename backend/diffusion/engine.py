@@ -351,9 +351,11 @@ def _run(pipe, spec, image, params, ip_scale, guidance, active, latents, on_step
     passes = steps + plan.passes(steps, iterations) + sum(control.extra_passes(steps) for control in active)
     run.progress = Progress(total=passes, on_step=on_step, cancel=cancel)
     loop = Loop(pipe, run.cond, steps, run.progress, active, run.state)
-    # The VAE encoder reads the reference as the (non-periodic) photo it is: only the UNet and the
-    # decoder wrap around, which is all the periodicity of the output depends on.
-    with tiling(params.tile, pipe.unet, pipe.vae.decoder):
+    run.scheduler = loop.forward
+    # The VAE encoder reads the reference as the (non-periodic) photo it is: only the UNet, the
+    # decoder and the controls' own networks wrap around, which is all the output's periodicity needs.
+    own = [module for control in active for module in control.tiled_modules()]
+    with tiling(params.tile, pipe.unet, pipe.vae.decoder, *own):
         reference_work(loop, run, plan, image, params.size, iterations)
         result = loop.denoise(noise, guidance, GENERATED, previews=True)
         run.progress.check()

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.errors import InputError, ModelsMissingError
+from backend.errors import BadModelError, InputError, ModelsMissingError
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +276,7 @@ def load_content_encoder(folder: Path, device: str, dtype: str):
 _lock = threading.RLock()
 _loaded: dict[ModelSpec, object] = {}
 load_count = 0  # how many pipelines were built from disk (tests check reuse with it)
+on_unload: list = []  # other modules' model caches (sketch_models): unload() calls each to clear it
 
 
 def load_pipeline(spec: ModelSpec):
@@ -313,6 +315,7 @@ def _build(spec: ModelSpec):
                 # None: safetensors where present, pickled files only as the opted-in fallback
                 use_safetensors=None if spec.allow_pickle else True, **common)
     except (OSError, ValueError) as e:
+        _raise_if_unreadable(e, "base model", spec.base)
         hint = (f"the single-file loader needs the SD1.5 configs: run `{DOWNLOAD_COMMAND}` once"
                 if spec.base_single_file else f"check the folder, or run `{DOWNLOAD_COMMAND}`")
         raise ModelsMissingError(f"could not load the base model from {spec.base}: {e}", hint=hint) from e
@@ -321,12 +324,28 @@ def _build(spec: ModelSpec):
         pipe.load_ip_adapter(str(spec.ip_adapter), subfolder="models", weight_name=spec.ip_weight,
                              image_encoder_folder="image_encoder", local_files_only=True)
     except (OSError, ValueError) as e:
+        _raise_if_unreadable(e, "IP-Adapter", spec.ip_adapter)
         raise ModelsMissingError(f"could not load the IP-Adapter from {spec.ip_adapter}: {e}",
                                  hint=f"check the folder layout (models/{spec.ip_weight}, models/image_encoder), "
                                  f"or run `{DOWNLOAD_COMMAND}`") from e
     pipe.to(spec.device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _raise_if_unreadable(error: BaseException, what: str, where) -> None:
+    """A load failure caused by damaged weight files (present, but not loadable) is a BadModelError."""
+    seen, cause = set(), error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        damaged = (isinstance(cause, (pickle.UnpicklingError, EOFError))
+                   or type(cause).__name__ == "SafetensorError"
+                   or "Unable to load weights from checkpoint" in str(cause))
+        if damaged:
+            raise BadModelError(f"the {what} in {where} has weight files that cannot be read: {error}",
+                                hint="the file is truncated, corrupt or not a checkpoint: download the model "
+                                f"again (`{DOWNLOAD_COMMAND}`) or replace the damaged file") from error
+        cause = cause.__cause__ or cause.__context__
 
 
 def loaded_specs() -> list[ModelSpec]:
@@ -343,6 +362,8 @@ def unload() -> bool:
         had = bool(_loaded) or bool(_content_encoders)
         _loaded.clear()
         _content_encoders.clear()
+        for clear in on_unload:
+            clear()
     gc.collect()
     try:
         import torch

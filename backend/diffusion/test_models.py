@@ -1,4 +1,4 @@
-"""Random-weight models with the real SD1.5 / IP-Adapter architecture, written in the real layout.
+"""Random-weight models with the real SD1.5 / IP-Adapter (/ LGP / ControlNet) architecture, written in the real layout.
 
 `make_test_models(dir)` writes
   dir/sd15/        a diffusers StableDiffusionPipeline folder (as on the hub, safety checker omitted)
@@ -6,6 +6,9 @@
                    models/ip-adapter_sd15.safetensors, models/image_encoder/
   dir/clip-text/   the CLIP text tower matching the image encoder (what content suppression loads
                    from laion/CLIP-ViT-H-14-laion2B-s32B-b79K): config.json, model.safetensors, tokenizer
+  dir/lgp/         a Latent Guidance Predictor for that UNet (lgp.safetensors, as train-lgp writes it)
+  dir/controlnet/  a ControlNet made from that UNet (ControlNetModel.from_unet), in the diffusers layout,
+                   its zero-initialised output convs given random weights so that it changes something
 
 so everything downstream loads them through exactly the code that loads the real models
 (`from_pretrained` + `load_ip_adapter`). Tiny by default; `full_size=True` uses the real SD1.5 and
@@ -226,10 +229,22 @@ def _content_encoder(d: Dims):
     )
 
 
+def _controlnet(unet):
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet)
+    for conv in (*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out):
+        torch.nn.init.normal_(conv.weight, std=0.02)
+    return net
+
+
 def make_test_models(out_dir: str | Path, *, full_size: bool = False, seed: int = 0) -> dict[str, Path]:
-    """Write random-weight SD1.5 + IP-Adapter + CLIP text folders; returns their paths by role
-    ({"base", "ip_adapter", "content_encoder"})."""
+    """Write random-weight SD1.5 + IP-Adapter + CLIP text + LGP + ControlNet folders; returns their
+    paths by role ({"base", "ip_adapter", "content_encoder", "lgp", "controlnet"})."""
     from safetensors.torch import save_file
+
+    from backend.diffusion.lgp import LatentGuidancePredictor, input_width
+    from backend.diffusion.sketch_models import LGP_FILE, save_lgp
 
     d = FULL if full_size else TINY
     out_dir = Path(out_dir)
@@ -247,8 +262,11 @@ def make_test_models(out_dir: str | Path, *, full_size: bool = False, seed: int 
     text_dir = out_dir / "clip-text"
     _content_encoder(d).save_pretrained(text_dir, safe_serialization=True)
     _clip_tokenizer(d.text_vocab).save_pretrained(text_dir)
+    save_lgp(LatentGuidancePredictor(input_width(pipe.unet)).eval(), out_dir / "lgp" / LGP_FILE)
+    _controlnet(pipe.unet).save_pretrained(out_dir / "controlnet", safe_serialization=True)
     (out_dir / "README.txt").write_text(
         "Random-weight test models with the SD1.5 / IP-Adapter architecture "
         f"({'full size' if full_size else 'tiny'}). Pictures from them are noise by design.\n"
     )
-    return {"base": base_dir, "ip_adapter": ip_dir, "content_encoder": text_dir}
+    return {"base": base_dir, "ip_adapter": ip_dir, "content_encoder": text_dir, "lgp": out_dir / "lgp",
+            "controlnet": out_dir / "controlnet"}

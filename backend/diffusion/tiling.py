@@ -7,6 +7,10 @@ One padded copy per convolution: both axes wrap in a single circular `F.pad` (wh
 `padding_mode="circular"` does); one axis wraps by a circular pad of that axis alone while the
 convolution zero-pads the other itself, as it did before. Padding each axis separately would copy
 the activation twice.
+The VAE encoder's downsamplers (diffusers' Downsample2D with padding 0) pad the end of each axis by
+one zero row/column themselves before an unpadded stride-2 conv: on a tiled axis that row/column is
+replaced by the wrapped-around first one, so the encoder is shift-equivariant too (for shifts that
+are multiples of 8 pixels).
 """
 
 from __future__ import annotations
@@ -38,6 +42,23 @@ def padded_convs(*modules: nn.Module) -> list[nn.Conv2d]:
             if isinstance(m, nn.Conv2d) and isinstance(m.padding, tuple) and any(m.padding)]
 
 
+def _wrapped_end_forward(conv: nn.Conv2d, wrap_x: bool, wrap_y: bool):
+    def forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        x = torch.cat([input[..., :-1], input[..., :1]], dim=-1) if wrap_x else input
+        x = torch.cat([x[..., :-1, :], x[..., :1, :]], dim=-2) if wrap_y else x
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    return forward
+
+
+def end_padded_convs(*modules: nn.Module) -> list[nn.Conv2d]:
+    """The convs whose layer zero-pads the end of each axis by one itself (Downsample2D, padding 0)."""
+    from diffusers.models.downsampling import Downsample2D
+
+    return [m.conv for module in modules for m in module.modules()
+            if isinstance(m, Downsample2D) and m.use_conv and m.padding == 0 and isinstance(m.conv, nn.Conv2d)]
+
+
 @contextlib.contextmanager
 def tiling(mode: str, *modules: nn.Module):
     """Within the block, the Conv2d layers of `modules` wrap around on the axes of `mode`.
@@ -49,11 +70,13 @@ def tiling(mode: str, *modules: nn.Module):
     patched = []
     try:
         if wrap_x or wrap_y:
-            for conv in padded_convs(*modules):
-                if conv.padding_mode != "zeros" or "_conv_forward" in conv.__dict__:
-                    continue  # a layer with its own padding scheme is left as it is
-                conv._conv_forward = _tiled_conv_forward(conv, wrap_x, wrap_y)
-                patched.append(conv)
+            for convs, make in ((padded_convs(*modules), _tiled_conv_forward),
+                                (end_padded_convs(*modules), _wrapped_end_forward)):
+                for conv in convs:
+                    if conv.padding_mode != "zeros" or "_conv_forward" in conv.__dict__:
+                        continue  # a layer with its own padding scheme is left as it is
+                    conv._conv_forward = make(conv, wrap_x, wrap_y)
+                    patched.append(conv)
         yield patched
     finally:
         for conv in patched:

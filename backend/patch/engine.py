@@ -15,13 +15,17 @@ What it does with the request (documented in docs/PATCH_ENGINE.md):
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from backend.errors import InputError
 from backend.images import Reference
 from backend.params import GenerationParams
-from backend.patch.quilting import Quilter, layout, typical_origin
+from backend.patch import lattice
+from backend.patch.proportions import Proportions
+from backend.patch.quilting import Guides, Quilter, layout, typical_origin
 
 NAME = "patch"
 log = logging.getLogger(__name__)
@@ -61,17 +65,113 @@ def exemplar_from(reference: Reference, size: int) -> np.ndarray:
     return np.ascontiguousarray(pixels[top:top + 2 * size, left:left + 2 * size])
 
 
-def generate(reference: Reference, params: GenerationParams, *, base=None, ip_adapter=None, latents=None,
-             on_step=None, cancel=None) -> list[Image.Image]:
+EXPECT = {
+    "regular": "near-regular texture (a lattice of bricks, tiles or planks): rows and joints are kept "
+               "whole and continuous; the output holds a whole number of periods, so they may be rescaled "
+               "slightly",
+    "stochastic": "irregular texture: pieces of the reference in new arrangements; for bricks, tiles or "
+                  "planks use the diffusion engine or structure='regular'",
+}
+
+
+@dataclass
+class Variant:
+    """One output and where every pixel came from: image == exemplar[coords[..., 0], coords[..., 1]]."""
+
+    image: Image.Image
+    coords: np.ndarray  # (size, size, 2) int (y, x) into `exemplar`
+    exemplar: np.ndarray  # uint8 (h, w, c): the reference at the output's scale
+    record: dict  # what goes into the image's parameters record
+
+
+def prepare(reference: Reference, params: GenerationParams, max_block: int):
+    """(scaled reference, source map, guides, record): the quilter's exemplar is
+    reference[source[..., 0], source[..., 1]], rectified to whole lattice periods when regular."""
     size = params.size
     pixels = exemplar_from(reference, size)
+    channels = 1 if reference.grayscale else 3
+    structure = params.patch.structure
+    gray = _luminance(pixels, channels)
+    found = lattice.STOCHASTIC if structure == "stochastic" else lattice.detect(gray)
+    if structure == "regular" and not found.regular:
+        raise InputError("structure='regular' was asked for, but the reference shows no lattice",
+                         hint="no repeating period was found in it: use structure='auto' or 'stochastic'")
+    wrap = (params.tile in ("both", "y"), params.tile in ("both", "x"))
+    periods = (found.period_y if wrap[0] else None, found.period_x if wrap[1] else None)
+    record: dict = {}
+    h, w = gray.shape
+    source = np.stack(np.mgrid[:h, :w].astype(np.int32), axis=2)
+    guides = Guides()
+    if any(p is not None for p in periods):
+        source, out_periods = _rectified(gray, periods, size)
+        if min(source.shape[:2]) < max_block:  # too little of the lattice is straightened out: irregular path
+            return _prepared(pixels, channels, np.stack(np.mgrid[:h, :w].astype(np.int32), axis=2), Guides(), record)
+        gray = gray[source[..., 0], source[..., 1]]
+        phases = tuple(None if p is None else lattice.phase(gray, p, axis) for axis, p in enumerate(out_periods))
+        guides = Guides(phases=phases, periods=out_periods)
+        record |= {"patch_period": [None if p is None else round(p, 2) for p in out_periods],
+                   "patch_rescale": [None if p is None else round(q / p, 4) for p, q in zip(periods, out_periods,
+                                                                                           strict=True)]}
+    return _prepared(pixels, channels, source, guides, record)
+
+
+def _prepared(pixels, channels: int, source: np.ndarray, guides: Guides, record: dict):
+    record = record | {"patch_structure": "regular" if guides.regular else "stochastic"}
+    record["patch_expect"] = EXPECT[record["patch_structure"]]
+    exemplar = pixels[source[..., 0], source[..., 1]]
+    proportions = Proportions(exemplar[..., :channels].astype(np.float32) / 255.0)
+    return pixels, source, Guides(guides.phases, guides.periods, proportions), record
+
+
+def _luminance(pixels: np.ndarray, channels: int) -> np.ndarray:
+    return pixels[..., :channels].astype(np.float32).mean(axis=2)
+
+
+def _rectified(gray: np.ndarray, periods, size: int):
+    """Source map (H, W, 2) of the rectified exemplar and its periods: straight lattice lines, a whole
+    number of periods in `size` on each periodic axis; an axis without a period is scaled like the
+    other one, so the material keeps its aspect."""
+    targets = tuple(None if p is None else size / max(1, round(size / p)) for p in periods)
+    scale = next(t / p for t, p in zip(targets, periods, strict=True) if p is not None)
+    h, w = gray.shape
+    xmap = _axis_map(gray, periods[1], targets[1], scale, axis=1)  # (h, W)
+    gray = gray[np.arange(h)[:, None], xmap]
+    ymap = _axis_map(gray, periods[0], targets[0], scale, axis=0)  # (H, W)
+    xsource = xmap[ymap, np.arange(xmap.shape[1])[None, :]]
+    return np.stack([ymap, xsource], axis=2), targets
+
+
+def _axis_map(gray: np.ndarray, period, target, scale: float, axis: int) -> np.ndarray:
+    """Source index along one axis: the lattice straightened when its lines run unbroken (they may
+    lean or bend in perspective), else the axis scaled by target / period (or `scale` without a period)."""
+    if period is not None and lattice.continuous(gray, period, axis):
+        return lattice.rectify(gray, period, target, axis)
+    factor = scale if period is None else target / period
+    line = _resampled(gray.shape[axis], factor)
+    if axis == 1:
+        return np.broadcast_to(line[None, :], (gray.shape[0], len(line)))
+    return np.broadcast_to(line[:, None], (len(line), gray.shape[1]))
+
+
+def _resampled(n: int, scale: float) -> np.ndarray:
+    """Nearest source index of each of the int(n * scale) pixels of a line scaled by `scale`."""
+    return np.minimum(((np.arange(int(n * scale)) + 0.5) / scale).astype(np.int64), n - 1)
+
+
+def synthesize(reference: Reference, params: GenerationParams, *, on_step=None, cancel=None) -> list[Variant]:
+    """The variants, each with its source coordinate map into the (scaled) exemplar."""
+    size = params.size
     stride, overlap = block_size(params.balance, size)
     wrap_y, wrap_x = params.tile in ("both", "y"), params.tile in ("both", "x")
     full = layout(size, stride, overlap, wrap=True)
-    quilter = Quilter(pixels.astype(np.float32) / 255.0, max(full.span(k) for k in range(len(full.starts))))
+    max_block = max(full.span(k) for k in range(len(full.starts)))
+    pixels, source, guides, guide_record = prepare(reference, params, max_block)
+    exemplar = pixels[source[..., 0], source[..., 1]]
+    quilter = Quilter(exemplar.astype(np.float32) / 255.0, max_block, guides)
     rows_per_variant = len(layout(size, stride, overlap, wrap_y).starts)
     total = rows_per_variant * params.variants
-    images = []
+    channels = 1 if reference.grayscale else 3
+    variants = []
     for i in range(params.variants):
         def on_row(row, rows, done=i * rows_per_variant):
             if on_step is not None:
@@ -79,15 +179,23 @@ def generate(reference: Reference, params: GenerationParams, *, base=None, ip_ad
 
         coords = quilter.quilt(size, block=stride, overlap=overlap, seed=params.seed + i, wrap_y=wrap_y,
                                wrap_x=wrap_x, on_row=on_row, cancel=cancel)
-        out = pixels[coords[..., 0], coords[..., 1]]
-        channels = 1 if reference.grayscale else 3
-        luminance = out[..., :channels].astype(np.float32).mean(axis=2)
+        luminance = _luminance(exemplar[coords[..., 0], coords[..., 1]], channels)
         dy, dx = typical_origin(luminance, wrap_y, wrap_x)
-        out = np.roll(out, (-dy, -dx), axis=(0, 1))
+        coords = np.roll(coords, (-dy, -dx), axis=(0, 1))
+        coords = source[coords[..., 0], coords[..., 1]]  # into the scaled reference
+        out = pixels[coords[..., 0], coords[..., 1]]
         image = Image.fromarray(out[..., 0] if out.shape[2] == 1 else out)  # L, LA, RGB or RGBA
-        image.info["engine_parameters"] = {
-            "steps": None, "patch_block": stride, "patch_overlap": overlap,
-            "patch_exemplar_size": [int(pixels.shape[1]), int(pixels.shape[0])],
-        }
-        images.append(image)
+        record = {"steps": None, "patch_block": stride, "patch_overlap": overlap,
+                  "patch_exemplar_size": [int(pixels.shape[1]), int(pixels.shape[0])],
+                  "patch_quilted_size": [int(exemplar.shape[1]), int(exemplar.shape[0])], **guide_record}
+        variants.append(Variant(image=image, coords=coords, exemplar=pixels, record=record))
+    return variants
+
+
+def generate(reference: Reference, params: GenerationParams, *, base=None, ip_adapter=None, latents=None,
+             on_step=None, cancel=None) -> list[Image.Image]:
+    images = []
+    for variant in synthesize(reference, params, on_step=on_step, cancel=cancel):
+        variant.image.info["engine_parameters"] = variant.record
+        images.append(variant.image)
     return images

@@ -14,6 +14,10 @@ they agree. Two changes make it a tool for tileable variants:
   exemplar. Windows near such a continuation are excluded, so every block brings a new
   arrangement, and the choice among the near-best windows is random (seeded): the variants.
 
+Guides steer the choice further (docs/PATCH_ENGINE.md): on a near-regular texture only windows in
+phase with the output's lattice are taken and cuts follow strong edges (mortar); on every texture
+a proportion term keeps the share of each coarse colour region close to the exemplar's.
+
 The result is a map from output pixel to exemplar pixel; the caller reads colour, alpha or any
 other channel through it, so what is copied is copied exactly.
 """
@@ -28,11 +32,19 @@ import numpy as np
 import scipy.fft
 
 from backend.errors import CancelledError
+from backend.patch.proportions import Proportions
 
 # Windows within CONTINUATION x block of a neighbour's continuation are excluded, and within
 # REUSE x block of a window already used (measured in docs/PATCH_ENGINE.md; 0 turns either off).
 CONTINUATION = 0.5
 REUSE = 0.25
+# A window's proportion term (total variation distance of the output's coarse colour histogram
+# from the exemplar's once it is added) is weighted against its overlap error per pixel, which is
+# in units of the exemplar's variance; 0 turns it off.
+PROPORTION_WEIGHT = 2.0
+# On a lattice, windows whose local phase is further than this (in cycles) from the output
+# lattice's phase at that place are not taken.
+PHASE_TOLERANCE = 0.1
 
 
 @dataclass(frozen=True)
@@ -128,16 +140,36 @@ def _new_pixels(error: np.ndarray, sides: dict[str, bool], overlap: int) -> np.n
     return take
 
 
+@dataclass(frozen=True)
+class Guides:
+    """What steers the choice besides the overlap error (docs/PATCH_ENGINE.md).
+
+    phases: per axis (y, x), the exemplar's local lattice phase in cycles (lattice.phase), or None;
+    periods: the output lattice period on those axes (the output holds a whole number of them);
+    proportions: the exemplar's coarse classes, to keep their share of the output, or None.
+    """
+
+    phases: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+    periods: tuple[float | None, float | None] = (None, None)
+    proportions: Proportions | None = None
+
+    @property
+    def regular(self) -> bool:
+        return any(p is not None for p in self.phases)
+
+
 class Quilter:
     """One exemplar, prepared once (its spectra), quilted into as many outputs as asked."""
 
-    def __init__(self, exemplar: np.ndarray, max_block: int):
+    def __init__(self, exemplar: np.ndarray, max_block: int, guides: Guides | None = None):
         """exemplar: (h, w, c) float32; max_block: the largest block span (stride + overlap) to be used."""
         h, w, _ = exemplar.shape
         if max_block > min(h, w):
             raise ValueError(f"blocks of {max_block} px do not fit in a {w}x{h} exemplar")
         self.exemplar = exemplar
         self.correlator = _Correlator(exemplar)
+        self.guides = guides or Guides()
+        self.scale = float(exemplar.var(axis=(0, 1)).sum()) or 1.0  # SSD per pixel of unrelated pixels / 2
 
     def quilt(self, size: int, *, block: int, overlap: int, seed: int, wrap_y: bool = True,
               wrap_x: bool = True, tolerance: float = 0.1,
@@ -147,62 +179,132 @@ class Quilter:
 
         block: block stride in pixels; overlap: overlap width; wrap_y / wrap_x: close the grid
         around the torus on that axis; tolerance: windows within (1 + tolerance) x the best
-        overlap error are equally good, one is drawn at random.
+        cost are equally good, one is drawn at random.
         """
-        exemplar = self.exemplar
-        rng = np.random.default_rng(seed)
-        h, w, _ = exemplar.shape
+        state = _State(size, self.exemplar.shape[2], self.guides, np.random.default_rng(seed))
         rows, cols = layout(size, block, overlap, wrap_y), layout(size, block, overlap, wrap_x)
-        coords = np.zeros((size, size, 2), np.int64)
-        image = np.zeros((size, size, exemplar.shape[2]), np.float32)
-        filled = np.zeros((size, size), bool)
-        placed: dict[tuple[int, int], tuple[int, int]] = {}  # block (i, j) -> its exemplar window origin
-        n_rows, n_cols = len(rows.starts), len(cols.starts)
-        radius, reuse = int(block * CONTINUATION), int(block * REUSE)
-        for i in range(n_rows):
-            for j in range(n_cols):
+        for i in range(len(rows.starts)):
+            for j in range(len(cols.starts)):
                 if cancel is not None and cancel.is_set():
                     raise CancelledError()
-                y0, x0 = rows.starts[i], cols.starts[j]
-                bh, bw = rows.span(i), cols.span(j)
-                ys, xs = (y0 + np.arange(bh)) % size, (x0 + np.arange(bw)) % size
-                known = filled[np.ix_(ys, xs)]
-                old = image[np.ix_(ys, xs)]
-                if not known.any():
-                    origin = (int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1)))
-                    take = np.ones((bh, bw), bool)
-                else:
-                    ssd = self.correlator.ssd(old, known)
-                    error = ssd.copy()
-                    if radius:  # not the window that just continues a neighbour as it is in the exemplar
-                        for di, dj in ((0, -1), (-1, 0), (0, 1), (1, 0)):
-                            neighbour = ((i + di) % n_rows, (j + dj) % n_cols)
-                            if neighbour != (i, j) and neighbour in placed:
-                                cy, cx = _continuation(placed[neighbour], rows, cols, neighbour, (i, j))
-                                _exclude(error, cy, cx, radius)
-                    if reuse:  # nor one already used: repeated features are what the eye spots first
-                        for uy, ux in placed.values():
-                            _exclude(error, uy, ux, reuse)
-                    if not np.isfinite(error).any():  # an exemplar too small for all that
-                        error = ssd
-                    best = float(error.min())
-                    choices = np.flatnonzero(error <= best + abs(best) * tolerance + 1e-6)
-                    origin = divmod(int(choices[rng.integers(len(choices))]), error.shape[1])
-                    window = exemplar[origin[0]:origin[0] + bh, origin[1]:origin[1] + bw]
-                    sides = {"left": bool(known[:, 0].all()), "top": bool(known[0, :].all()),
-                             "right": j == n_cols - 1 and bool(known[:, -1].all()),
-                             "bottom": i == n_rows - 1 and bool(known[-1, :].all())}
-                    take = _new_pixels(((window - old) ** 2).sum(axis=2), sides, overlap) | ~known
-                placed[(i, j)] = origin
-                ty, tx = np.nonzero(take)
-                oy, ox = origin
-                image[ys[ty], xs[tx]] = exemplar[oy + ty, ox + tx]
-                coords[ys[ty], xs[tx], 0] = oy + ty
-                coords[ys[ty], xs[tx], 1] = ox + tx
-                filled[ys[ty], xs[tx]] = True
+                self._place(state, rows, cols, (i, j), block, tolerance)
             if on_row is not None:
-                on_row(i + 1, n_rows)
-        return coords
+                on_row(i + 1, len(rows.starts))
+        return state.coords
+
+    def _place(self, state: _State, rows: Layout, cols: Layout, at: tuple[int, int], block: int,
+               tolerance: float) -> None:
+        """Choose block `at`'s exemplar window, cut it in along the cheapest seams and write it."""
+        i, j = at
+        n_rows, n_cols = len(rows.starts), len(cols.starts)
+        size = state.coords.shape[0]
+        y0, x0 = rows.starts[i], cols.starts[j]
+        bh, bw = rows.span(i), cols.span(j)
+        ys, xs = (y0 + np.arange(bh)) % size, (x0 + np.arange(bw)) % size
+        known = state.filled[np.ix_(ys, xs)]
+        old = state.image[np.ix_(ys, xs)]
+        if not known.any():
+            cost = np.zeros((self.exemplar.shape[0] - bh + 1, self.exemplar.shape[1] - bw + 1))
+        else:
+            cost = self.correlator.ssd(old, known) / (self.scale * known.sum())
+        cost = cost + self._guide_cost(state, (y0 + bh / 2, x0 + bw / 2), bh, bw)
+        allowed = cost.copy()
+        radius, reuse = int(block * CONTINUATION), int(block * REUSE)
+        if radius:  # not the window that just continues a neighbour as it is in the exemplar
+            for di, dj in ((0, -1), (-1, 0), (0, 1), (1, 0)):
+                neighbour = ((i + di) % n_rows, (j + dj) % n_cols)
+                if neighbour != at and neighbour in state.placed:
+                    cy, cx = _continuation(state.placed[neighbour], rows, cols, neighbour, at)
+                    _exclude(allowed, cy, cx, radius)
+        if reuse:  # nor one already used: repeated features are what the eye spots first
+            for uy, ux in state.placed.values():
+                _exclude(allowed, uy, ux, reuse)
+        if not np.isfinite(allowed).any():  # an exemplar too small for all that
+            allowed = cost if np.isfinite(cost).any() else np.zeros_like(cost)
+        best = float(allowed.min())
+        choices = np.flatnonzero(allowed <= best + abs(best) * tolerance + 1e-9)
+        oy, ox = divmod(int(choices[state.rng.integers(len(choices))]), allowed.shape[1])
+        if not state.placed:
+            state.anchor((oy + bh / 2, ox + bw / 2), (y0 + bh / 2, x0 + bw / 2))
+        take = np.ones((bh, bw), bool)
+        if known.any():
+            window = self.exemplar[oy:oy + bh, ox:ox + bw]
+            sides = {"left": bool(known[:, 0].all()), "top": bool(known[0, :].all()),
+                     "right": j == n_cols - 1 and bool(known[:, -1].all()),
+                     "bottom": i == n_rows - 1 and bool(known[-1, :].all())}
+            error = _cut_cost(window, old, self.guides.regular)
+            take = _new_pixels(error, sides, rows.overlap) | ~known
+        state.placed[at] = (oy, ox)
+        state.write(self.exemplar, ys, xs, take, (oy, ox), self.guides.proportions)
+
+    def _guide_cost(self, state: _State, centre: tuple[float, float], bh: int, bw: int) -> np.ndarray | float:
+        """Lattice phase (inf where a window is out of phase) and proportion terms, for every window."""
+        h, w, _ = self.exemplar.shape
+        extra = np.zeros((h - bh + 1, w - bw + 1))
+        if self.guides.proportions is not None:
+            extra += PROPORTION_WEIGHT * self.guides.proportions.distance_after(state.counts, bh, bw)
+        if state.phase0 is None:
+            return extra
+        for axis, (phase, period) in enumerate(zip(self.guides.phases, self.guides.periods, strict=True)):
+            if phase is None:
+                continue
+            at = phase[bh // 2:bh // 2 + h - bh + 1, bw // 2:bw // 2 + w - bw + 1]
+            wanted = state.phase0[axis] + centre[axis] / period
+            off = np.abs((at - wanted + 0.5) % 1.0 - 0.5)
+            extra[off > PHASE_TOLERANCE] = np.inf
+        return extra
+
+
+class _State:
+    """One output in the making: its pixels, their exemplar coordinates, and what steers the next block."""
+
+    def __init__(self, size: int, channels: int, guides: Guides, rng: np.random.Generator):
+        self.coords = np.zeros((size, size, 2), np.int64)
+        self.image = np.zeros((size, size, channels), np.float32)
+        self.filled = np.zeros((size, size), bool)
+        self.placed: dict[tuple[int, int], tuple[int, int]] = {}  # block (i, j) -> its window origin
+        self.rng = rng
+        self.guides = guides
+        self.labels = np.zeros((size, size), np.uint8)
+        classes = guides.proportions.classes if guides.proportions is not None else 1
+        self.counts = np.zeros(classes, np.int64)
+        self.phase0: tuple[float, float] | None = None
+
+    def anchor(self, source: tuple[float, float], target: tuple[float, float]) -> None:
+        """Fix the output lattice's phase from the first block: its centre keeps its source's phase."""
+        phase0 = [0.0, 0.0]
+        for axis, (phase, period) in enumerate(zip(self.guides.phases, self.guides.periods, strict=True)):
+            if phase is not None:
+                here = phase[int(source[0]), int(source[1])]
+                phase0[axis] = float(here - target[axis] / period)
+        self.phase0 = (phase0[0], phase0[1])
+
+    def write(self, exemplar: np.ndarray, ys, xs, take: np.ndarray, origin, proportions) -> None:
+        ty, tx = np.nonzero(take)
+        oy, ox = origin
+        py, px = ys[ty], xs[tx]
+        self.image[py, px] = exemplar[oy + ty, ox + tx]
+        self.coords[py, px, 0] = oy + ty
+        self.coords[py, px, 1] = ox + tx
+        if proportions is not None:
+            was = self.labels[py, px][self.filled[py, px]]
+            self.counts -= np.bincount(was, minlength=len(self.counts))
+            self.labels[py, px] = proportions.labels[oy + ty, ox + tx]
+            self.counts += np.bincount(self.labels[py, px], minlength=len(self.counts))
+        self.filled[py, px] = True
+
+
+def _cut_cost(window: np.ndarray, old: np.ndarray, regular: bool) -> np.ndarray:
+    """Per-pixel cost of a seam: the squared difference, divided by the local gradient on a lattice.
+
+    On a near-regular texture the division (Kwatra et al. 2003) draws the cut along strong edges,
+    the borders of mortar lines and joints, where a seam hides, instead of across a brick face.
+    """
+    error = ((window - old) ** 2).sum(axis=2)
+    if not regular:
+        return error
+    gradient = sum(np.hypot(*np.gradient(a.mean(axis=2))) for a in (window, old))
+    return error / (gradient + 0.1 * float(gradient.mean()) + 1e-6)
 
 
 def typical_origin(luminance: np.ndarray, wrap_y: bool, wrap_x: bool) -> tuple[int, int]:

@@ -1,31 +1,36 @@
 """The service's job queue: one worker thread runs generate jobs one at a time, in arrival order.
 
 The reader thread (backend.service.server) only queues, cancels and inspects jobs, so it keeps answering
-while a job runs. Everything a job writes goes into its own new folder inside the request's
-output_dir, each file written atomically; a job that is cancelled or fails removes what it wrote.
+while a job runs; each of those is O(1) (the queue is indexed by job id) and the queue has a maximum
+length. The request's output_dir is the job folder: a job writes its files into it under names that
+are free (never overwriting), each file atomically; a job that is cancelled or fails removes exactly
+what it wrote, and the folder if it made it.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.errors import CancelledError, TextureVariantsError
+from backend.errors import CancelledError, OutputError, classify
 from backend.params import GenerationParams
-from backend.service.protocol import error_event, event
+from backend.service.protocol import ProtocolError, error_event, event
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[dict], None]
+
+DEFAULT_MAX_QUEUE = 100  # requests waiting for the worker (generate jobs and unloads)
+STATUS_QUEUE_SHOWN = 10  # `status` lists this many queued jobs and counts the rest
 
 
 @dataclass
@@ -63,11 +68,15 @@ class _Task:
 class JobRunner:
     """Owns the queue and the worker thread. All methods are safe to call from the reader thread."""
 
-    def __init__(self, emit: Emit, run_generation: Callable[..., list]):
+    def __init__(self, emit: Emit, run_generation: Callable[..., list], max_queue: int = DEFAULT_MAX_QUEUE):
         self._emit = emit
         self._generate = run_generation  # backend.api.generate, or a wrapper of it
+        self.max_queue = max_queue
         self._lock = threading.Condition()
-        self._queue: collections.deque = collections.deque()
+        # Keyed ("job", id) or ("task", n): O(1) lookup, removal and popping of the oldest.
+        self._queue: collections.OrderedDict = collections.OrderedDict()
+        self._queued_jobs = 0
+        self._task_numbers = itertools.count()
         self._running: Job | None = None
         self._stopping = False
         self.jobs_done = 0
@@ -76,30 +85,39 @@ class JobRunner:
 
     # --- reader-thread side -------------------------------------------------------------------
 
-    def submit(self, item: Job | _Task) -> int:
-        """Queue a job or task; returns how many jobs are ahead of it."""
+    def submit(self, item: Job | _Task, announce: Callable[[int], None] | None = None) -> None:
+        """Queue a job or task, or raise ProtocolError `busy` when the queue is full.
+
+        `announce(ahead)` (how many jobs are ahead) is called before the worker can see the item, so
+        an `accepted` event it emits comes before any event of the job.
+        """
         with self._lock:
-            ahead = len(self._queue) + (self._running is not None)
-            self._queue.append(item)
+            if len(self._queue) >= self.max_queue:
+                raise ProtocolError("busy", f"the queue is full: {len(self._queue)} requests are waiting, the "
+                                    f"limit is {self.max_queue}", "wait for queued jobs to end or cancel some "
+                                    "(the limit is set by `serve --max-queue`)", item.id)
+            ahead = self._queued_jobs + (self._running is not None)
+            if isinstance(item, Job):
+                self._queue[("job", item.id)] = item
+                self._queued_jobs += 1
+            else:
+                self._queue[("task", next(self._task_numbers))] = item
+            if announce is not None:
+                announce(ahead)
             self._lock.notify()
-            return ahead
 
     def run_between_jobs(self, request_id, fn: Callable[[], dict]) -> None:
         self.submit(_Task(request_id, fn))
 
     def is_active(self, job_id) -> bool:
         with self._lock:
-            return (self._running is not None and self._running.id == job_id) or any(
-                isinstance(j, Job) and j.id == job_id for j in self._queue)
+            return ("job", job_id) in self._queue or (self._running is not None and self._running.id == job_id)
 
     def cancel(self, job_id) -> str | None:
         """Cancel a queued or running job: 'queued', 'running', or None when no such job is active."""
         with self._lock:
-            for item in self._queue:
-                if isinstance(item, Job) and item.id == job_id:
-                    self._queue.remove(item)
-                    break
-            else:
+            item = self._queue.pop(("job", job_id), None)
+            if item is None:
                 job = self._running
                 if job is None or job.id != job_id:
                     return None
@@ -107,15 +125,19 @@ class JobRunner:
                     job.cancel_step = job.step
                     job.cancel.set()
                 return "running"
+            self._queued_jobs -= 1
         item.state = "done"
         self._emit(event("cancelled", job_id, job=job_id, stage="queued"))
         return "queued"
 
     def snapshot(self) -> dict:
+        """The running job, the first STATUS_QUEUE_SHOWN queued jobs and how many are queued in all."""
         with self._lock:
+            jobs = (item for item in self._queue.values() if isinstance(item, Job))
             return {
                 "running": self._running.summary() if self._running else None,
-                "queue": [item.summary() for item in self._queue if isinstance(item, Job)],
+                "queue": [job.summary() for job in itertools.islice(jobs, STATUS_QUEUE_SHOWN)],
+                "queued": self._queued_jobs,
                 "jobs_done": self.jobs_done,
             }
 
@@ -123,7 +145,9 @@ class JobRunner:
         """Cancel everything queued and running, let the worker finish, return whether it did."""
         with self._lock:
             self._stopping = True
-            queued, self._queue = list(self._queue), collections.deque()
+            queued = list(self._queue.values())
+            self._queue.clear()
+            self._queued_jobs = 0
             running = self._running
             if running is not None and not running.cancel.is_set():
                 running.cancel_step = running.step
@@ -147,8 +171,9 @@ class JobRunner:
                     self._lock.wait()
                 if not self._queue:
                     return
-                item = self._queue.popleft()
+                _, item = self._queue.popitem(last=False)
                 if isinstance(item, Job):
+                    self._queued_jobs -= 1
                     item.state, item.started = "running", time.monotonic()
                     self._running = item
             if not isinstance(item, Job):
@@ -179,7 +204,7 @@ class JobRunner:
         log.info("job %r: start (%s)", job.id, job.input)
         output = JobOutput(job)
         try:
-            output.create_folder()
+            output.check()
             images = self._generate(
                 job.input, job.params, base=job.base, ip_adapter=job.ip_adapter,
                 on_step=lambda step, total, preview: self._on_step(job, output, step, total, preview),
@@ -193,16 +218,14 @@ class JobRunner:
             log.info("job %r: cancelled at step %d", job.id, job.step)
             return event("cancelled", job.id, job=job.id, stage="running", cancel_step=job.cancel_step,
                          stopped_step=job.step)
-        except TextureVariantsError as e:
+        except Exception as e:  # bad input, a full disk, an engine bug: report the cause, keep serving
             output.discard()
-            log.info("job %r: %s", job.id, e)
-            return error_event(job.id, e.code, e.message, e.hint, job=job.id)
-        except Exception as e:  # an engine bug or a library failure: report the cause, keep serving
-            output.discard()
-            log.exception("job %r failed", job.id)
-            return error_event(job.id, "engine_failed", f"generation failed: {type(e).__name__}: {e}",
-                               "see the backend log for the traceback; try the patch engine or smaller "
-                               "settings", job=job.id)
+            error = classify(e, engine=_engine_used(job))
+            if error is e:
+                log.info("job %r: %s", job.id, e)
+            else:
+                log.exception("job %r failed (%s)", job.id, error.code)
+            return error_event(job.id, error.code, error.message, error.hint, job=job.id)
         elapsed = time.monotonic() - job.started
         log.info("job %r: done in %.2f s, %d file(s)", job.id, elapsed, len(files))
         return event("result", job.id, job=job.id, folder=str(output.folder), files=files,
@@ -225,38 +248,56 @@ def _safe_name(text: str, limit: int = 60) -> str:
     return name[:limit]
 
 
+def _engine_used(job: Job) -> str | None:
+    """The engine the job ran on, for the hint of a failure (None when it cannot be told)."""
+    engine = job.params.engine
+    if engine != "auto":
+        return engine
+    try:
+        from backend.diffusion import models  # file checks only: no torch import for a hint
+
+        return "diffusion" if models.available(job.base, job.ip_adapter)[0] else "patch"
+    except Exception:
+        return None
+
+
 class JobOutput:
-    """The job's own folder: previews while it runs, the variants at the end, nothing if it fails."""
+    """The job folder (the request's output_dir): previews while the job runs, the variants at the
+    end. A job that fails or is cancelled leaves the folder as it found it."""
 
     def __init__(self, job: Job):
         self.job = job
-        self.folder: Path | None = None
+        self.folder = Path(job.output_dir)
+        self.stem = _safe_name(Path(job.input).stem)
+        self._created = False
         self._written: list[Path] = []
         self._preview: Path | None = None
         self._last_preview_step = 0
         self._first_step_at: float | None = None
         self._first_step = 0
 
-    def create_folder(self) -> None:
-        from backend.errors import InputError
-
-        parent = Path(self.job.output_dir)
-        stem = f"{_safe_name(Path(self.job.input).stem)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    def check(self) -> None:
+        """Refuse a folder that cannot be the job folder before any work, creating nothing."""
+        folder = self.folder
         try:
-            parent.mkdir(parents=True, exist_ok=True)
-            for n in range(1, 1000):
-                candidate = parent / (stem if n == 1 else f"{stem}-{n}")
-                try:
-                    candidate.mkdir()  # exclusive: an existing folder is never reused
-                except FileExistsError:
-                    continue
-                self.folder = candidate
-                return
-        except OSError as e:
-            raise InputError(f"cannot create the job folder in {parent}: {e.strerror or e}",
-                             hint="choose an output folder you can write to", code="bad_output") from e
-        raise InputError(f"too many job folders named {stem} in {parent}", hint="choose another output folder",
-                         code="bad_output")
+            os.fsencode(folder)  # Path.exists() answers False for a path it cannot encode
+            if folder.exists() and not folder.is_dir():
+                raise OutputError(f"output_dir {folder} is a file, not a folder", hint="choose a folder")
+            if not folder.exists() and not folder.parent.is_dir():
+                raise OutputError(f"cannot make the job folder {folder}: {folder.parent} does not exist",
+                                  hint="create the folder that holds it, or choose another output folder")
+        except (OSError, UnicodeEncodeError) as e:
+            raise classify(e) from e
+
+    def _save(self, image, stem: str) -> Path:
+        from backend.images import save_png_unique
+
+        if not self._created and not self.folder.is_dir():
+            self.folder.mkdir()  # its parent, never: a missing parent is the caller's mistake
+            self._created = True
+        path = save_png_unique(image, self.folder, stem)
+        self._written.append(path)
+        return path
 
     def eta(self, step: int, total: int) -> float | None:
         """Seconds left, from the mean duration of the steps so far (the first one includes loading)."""
@@ -272,52 +313,45 @@ class JobOutput:
 
     def write_preview(self, preview, step: int, total: int) -> Path | None:
         every = self.job.preview_every
-        if preview is None or not every or self.folder is None:
+        if preview is None or not every:
             return None
         if step - self._last_preview_step < every and step != total:
             return None
-        from backend.images import save_png_atomic
-
-        path = save_png_atomic(preview, self.folder / "previews" / f"step-{step:04d}.png", overwrite=True)
-        self._written.append(path)
-        if self._preview is not None and self._preview != path:
-            self._preview.unlink(missing_ok=True)  # keep only the newest preview on disk
+        path = self._save(preview, f"{self.stem}-preview-{step:04d}")
+        self._remove_preview()  # keep only the newest preview on disk
         self._preview, self._last_preview_step = path, step
         return path
 
     def write_results(self, images) -> list[dict]:
-        from backend.images import save_png_atomic, tiled, unique_path
+        from backend.images import tiled
 
-        stem = _safe_name(Path(self.job.input).stem)
         files = []
         for image in images:
             params = json.loads(image.info.get("parameters", "{}"))
-            name = f"{stem}-{params.get('engine', 'variant')}-s{params.get('seed', len(files))}"
-            path = save_png_atomic(image, unique_path(self.folder, name))
-            self._written.append(path)
+            path = self._save(image, f"{self.stem}-{params.get('engine', 'variant')}-s{params.get('seed', len(files))}")
             entry = {"path": str(path), "parameters": params}
             if self.job.tiled_preview:
-                tiled_path = save_png_atomic(tiled(image, 3), unique_path(self.folder, f"{path.stem}-tiled3x3"))
-                self._written.append(tiled_path)
-                entry["tiled"] = str(tiled_path)
+                entry["tiled"] = str(self._save(tiled(image, 3), f"{path.stem}-tiled3x3"))
             files.append(entry)
-        self._remove_previews()
+        self._remove_preview()
         return files
 
-    def _remove_previews(self) -> None:
-        if self.folder is not None:
-            shutil.rmtree(self.folder / "previews", ignore_errors=True)
+    def _remove_preview(self) -> None:
+        if self._preview is not None:
+            self._preview.unlink(missing_ok=True)
+            self._written.remove(self._preview)
+            self._preview = None
 
     def discard(self) -> None:
-        """Remove every file this job wrote, then its folder if nothing else is in it."""
+        """Remove every file this job wrote, then the folder if the job made it and it is empty."""
         for path in self._written:
             try:
                 path.unlink(missing_ok=True)
             except OSError:
                 log.warning("could not remove %s", path)
-        if self.folder is not None:
-            for folder in (self.folder / "previews", self.folder):
-                try:
-                    os.rmdir(folder)
-                except OSError:
-                    pass
+        self._written.clear()
+        if self._created:
+            try:
+                os.rmdir(self.folder)
+            except OSError:  # something else is in it now: it is not the job's to remove
+                pass

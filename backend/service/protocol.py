@@ -16,7 +16,10 @@ from backend.params import GenerationParams, capabilities
 
 PROTOCOL_VERSION = 2
 MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a megabyte is a runaway client
+MAX_EVENT_BYTES = MAX_LINE_BYTES  # events obey the same limit: encode() shortens long strings to fit
 MAX_ID_CHARS = 200
+# Options that only the person starting the service may set (`serve --allow-pickle`), never a request.
+START_OPTIONS = {"allow_pickle": "--allow-pickle"}
 
 # The fields of each request type are checked by the _check_* functions below (one per type).
 REQUEST_TYPES = ("hello", "generate", "cancel", "status", "unload", "shutdown")
@@ -38,8 +41,10 @@ DEFAULT_PREVIEW_EVERY = 5
 
 def generate_parameters() -> dict:
     """What a generate request accepts, for `hello`: its fields, the values of the choice fields,
-    and the options each engine takes in `extra` (all read from backend.params)."""
-    return {"fields": list(GENERATE_FIELDS), **capabilities()}
+    and the options each engine takes in `extra` (all read from backend.params, less the start options)."""
+    caps = capabilities()
+    caps["extra"] = {engine: [o for o in options if o not in START_OPTIONS] for engine, options in caps["extra"].items()}
+    return {"fields": list(GENERATE_FIELDS), **caps}
 
 
 class ProtocolError(Exception):
@@ -169,6 +174,8 @@ def _check_generate(fields: dict, request_id) -> dict:
     out = {"input": _check_path(fields, "input", request_id),
            "output_dir": _check_path(fields, "output_dir", request_id)}
     api = {k: fields[k] for k in GenerationParams.field_names() if k in fields}
+    if api.get("sketch"):  # "" = no sketch
+        api["sketch"] = _check_path(fields, "sketch", request_id)
     for name in ("variants", "steps", "size"):  # JSON has one number type: accept 4.0 as 4
         value = api.get(name)
         if isinstance(value, float) and value.is_integer() and math.isfinite(value):
@@ -193,6 +200,9 @@ def _check_generate(fields: dict, request_id) -> dict:
     if not isinstance(extra, dict) or not all(isinstance(k, str) and k.isidentifier() for k in extra):
         _bad(request_id, f"generate 'extra' must be an object of engine options, got {_short(extra)}",
              "pass engine-specific options as {\"extra\": {\"name\": value}}")
+    for name in sorted(set(extra) & set(START_OPTIONS)):
+        _bad(request_id, f"generate 'extra' may not set {name}: it is a start option of the service",
+             f"whoever starts the backend decides: `python -m backend serve {START_OPTIONS[name]}`")
     try:
         out["params"] = GenerationParams.build(extra, **api)
     except InputError as e:
@@ -223,8 +233,32 @@ def error_event(request_id, code: str, message: str, hint: str = "", **fields) -
 
 
 def encode(ev: dict) -> bytes:
-    """One line of strict JSON (ASCII, no NaN), so any reader can split on newlines."""
-    return json.dumps(_finite(ev), ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+    """One line of strict JSON (ASCII, no NaN) of at most MAX_EVENT_BYTES, so any reader can split on
+    newlines with a bounded buffer. A longer event has its long strings shortened (`truncated: true`)."""
+    ev = _finite(ev)
+    line = _dump(ev)
+    for limit in (16384, 1024, 128):
+        if len(line) <= MAX_EVENT_BYTES:
+            return line
+        line = _dump(_shorten(ev, limit) | {"truncated": True})
+    if len(line) <= MAX_EVENT_BYTES:
+        return line
+    return _dump(error_event(ev.get("id"), "internal", f"a {ev.get('type')!r} event was too long to send",
+                             "see the backend log"))
+
+
+def _dump(ev: dict) -> bytes:
+    return json.dumps(ev, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _shorten(value, limit: int):
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + "...[truncated]"
+    if isinstance(value, dict):
+        return {_shorten(k, limit): _shorten(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shorten(v, limit) for v in value]
+    return value
 
 
 def _finite(value):

@@ -9,16 +9,18 @@ descriptor and fd 1 is pointed at stderr, so even a C library's printf cannot co
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
+import signal
 import sys
 import threading
 import time
 from typing import BinaryIO
 
 from backend import __version__, engines
-from backend.service.jobs import Job, JobRunner
+from backend.service.jobs import DEFAULT_MAX_QUEUE, Job, JobRunner
 from backend.service.protocol import (
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
@@ -34,6 +36,11 @@ from backend.service.protocol import (
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 30.0  # how long shutdown waits for a running job to notice its cancel
+STOP_SIGNALS = ("SIGTERM", "SIGINT")  # handled like stdin closing
+
+
+class _Signalled(Exception):
+    """Raised by the signal handler to end a blocking read of stdin."""
 
 
 def isolate_stdio() -> tuple[BinaryIO, BinaryIO]:
@@ -157,15 +164,17 @@ def _loaded_engine_modules():
 
 class Service:
     def __init__(self, out: BinaryIO, *, base: str | None = None, ip_adapter: str | None = None,
-                 device: str | None = None):
+                 device: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False):
         self._out = out
         self._out_lock = threading.Lock()
         self._out_broken = False
         self.base, self.ip_adapter = base, ip_adapter
+        self.allow_pickle = allow_pickle
         self.warmup = Warmup(device, base, ip_adapter)
         self.started = time.monotonic()
-        self.runner = JobRunner(self.emit, self._generate)
+        self.runner = JobRunner(self.emit, self._generate, max_queue=max_queue)
         self._stop = False
+        self._reading = False  # the main thread is blocked reading stdin (a signal may interrupt it)
 
     # --- output ---------------------------------------------------------------------------------
 
@@ -175,7 +184,9 @@ class Service:
             if self._out_broken:
                 return
             try:
-                self._out.write(data)
+                view = memoryview(data)
+                while view:  # a raw write may take only part of a long line
+                    view = view[self._out.write(view):]
                 self._out.flush()
             except (BrokenPipeError, OSError) as e:  # the client went away; keep going to a clean exit
                 self._out_broken = True
@@ -184,28 +195,51 @@ class Service:
     # --- input ----------------------------------------------------------------------------------
 
     def serve(self, stdin: BinaryIO) -> int:
-        """Answer requests until shutdown or end of input; always ends with exit code 0."""
+        """Answer requests until shutdown, end of input or SIGTERM/SIGINT; always ends with exit code 0."""
         log.info("serving protocol %d (backend %s, pid %d)", PROTOCOL_VERSION, __version__, os.getpid())
+        self._handle_stop_signals()
         try:
             while not self._stop:
-                line = stdin.readline(MAX_LINE_BYTES + 1)
+                line = self._readline(stdin, MAX_LINE_BYTES + 1)
                 if not line:
                     log.info("stdin closed: cancelling work and exiting")
                     break
                 if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
                     while line and not line.endswith(b"\n"):  # skip the rest of the runaway line
-                        line = stdin.readline(MAX_LINE_BYTES)
+                        line = self._readline(stdin, MAX_LINE_BYTES)
                     self.emit(ProtocolError("line_too_long", f"request line longer than {MAX_LINE_BYTES} bytes",
                                             "send one small JSON object per line; images travel as file paths"
                                             ).event())
                     continue
                 self.handle(line.rstrip(b"\r\n"))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, _Signalled):
             log.info("interrupted: cancelling work and exiting")
         if not self.runner.stop(STOP_TIMEOUT_S):
             log.warning("the running job did not stop within %.0f s; exiting anyway", STOP_TIMEOUT_S)
         log.info("bye")
         return 0
+
+    def _readline(self, stdin: BinaryIO, limit: int) -> bytes:
+        self._reading = True
+        try:
+            return stdin.readline(limit)
+        finally:
+            self._reading = False
+
+    def _handle_stop_signals(self) -> None:
+        """SIGTERM and SIGINT end the service like stdin closing: cancel, clean up, exit 0."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def stop(signum, frame) -> None:
+            log.info("signal %s received", signal.Signals(signum).name)
+            self._stop = True
+            if self._reading:  # blocked in readline: end it; elsewhere the loop sees _stop next
+                raise _Signalled()
+
+        for name in STOP_SIGNALS:
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), stop)
 
     def handle(self, line: bytes) -> None:
         try:
@@ -257,13 +291,15 @@ class Service:
             raise ProtocolError("duplicate_id", f"a job with id {request.id!r} is already queued or running",
                                 "give every request a new id", request.id)
         f = request.fields
-        job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=f["params"],
+        params = f["params"]
+        if self.allow_pickle:  # the starter's choice (serve --allow-pickle); requests cannot set it
+            params = params.replace(diffusion=dataclasses.replace(params.diffusion, allow_pickle=True))
+        job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=params,
                   base=f["base"] or self.base, ip_adapter=f["ip_adapter"] or self.ip_adapter,
                   tiled_preview=f["tiled_preview"], preview_every=f["preview_every"])
-        ahead = self.runner.snapshot()
-        position = len(ahead["queue"]) + (ahead["running"] is not None)
-        self.emit(event("accepted", request.id, job=request.id, position=position))  # before any progress
-        self.runner.submit(job)
+        # accepted goes out before the worker can see the job, so before any of its progress
+        self.runner.submit(job, lambda ahead: self.emit(event("accepted", request.id, job=request.id,
+                                                              position=ahead)))
 
     def _on_cancel(self, request: Request) -> None:
         job_id = request.fields["job"]
@@ -312,14 +348,16 @@ class Service:
     # --- jobs -----------------------------------------------------------------------------------
 
     @staticmethod
-    def _generate(*args, **kwargs):
+    def _generate(reference, params, *, cancel, **kwargs):
         from backend.api import generate
+        from backend.images import read_reference
 
-        return generate(*args, **kwargs)
+        # Read on a thread of its own: a stuck read ends the job (cancel, timeout), not the queue.
+        return generate(read_reference(reference, cancel=cancel), params, cancel=cancel, **kwargs)
 
 
 def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,
-          verbose: bool = False) -> int:
+          verbose: bool = False, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False) -> int:
     """Entry point of `python -m backend serve`."""
     from backend.service.logs import setup_logging
 
@@ -329,5 +367,6 @@ def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str
         log.info("logging to %s", path)
     if device:
         os.environ["TEXTURE_VARIANTS_DEVICE"] = device  # the engines read it; one place for the choice
-    service = Service(protocol_out, base=base, ip_adapter=ip_adapter, device=device)
+    service = Service(protocol_out, base=base, ip_adapter=ip_adapter, device=device, max_queue=max_queue,
+                      allow_pickle=allow_pickle)
     return service.serve(protocol_in)

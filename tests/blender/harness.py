@@ -141,6 +141,17 @@ def image_pixels(image):
     return buf
 
 
+class _OperatorProperties:
+    """What UILayout.operator returns: only the operator's own properties can be set."""
+
+    def __init__(self, idname):
+        category, op = idname.split(".")
+        object.__setattr__(self, "rna", getattr(getattr(bpy.ops, category), op).get_rna_type())
+
+    def __setattr__(self, name, value):
+        assert name in self.rna.properties, f"{self.rna.identifier} has no property {name}"
+
+
 class CheckingLayout:
     """Stands in for bpy.types.UILayout (there is no UI headless) and checks each call against
     UILayout's RNA definition: the function exists, its keyword arguments exist, the properties
@@ -182,6 +193,8 @@ class CheckingLayout:
             self.calls.append((name, shown))
             if self._inactive:
                 self.greyed.append((name, shown))
+            if name == "operator":
+                return _OperatorProperties(named["operator"])
             if name == "panel":
                 return (CheckingLayout(self.calls, self.greyed, self._inactive),
                         CheckingLayout(self.calls, self.greyed, self._inactive))

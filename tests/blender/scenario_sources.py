@@ -27,9 +27,10 @@ def generate_and_apply(rec, case, image):
     settings = bpy.context.scene.texture_variants
     outcome["results"] = [{"size": list(r.image.size), "engine": r.engine, "path": r.path,
                            "colorspace": r.image.colorspace_settings.name} for r in settings.results]
+    variants = {os.path.basename(r.path) for r in settings.results}  # named after the reference's stem
     outcome["reference_files"] = sorted(
         entry.name for entry in os.scandir(job_folder(settings.results[0].path))
-        if entry.is_file() and entry.name.startswith("reference")
+        if entry.is_file() and entry.name.startswith("reference") and entry.name not in variants
     ) if len(settings.results) else []
     outcome["apply"] = h.call(bpy.ops.texture_variants.apply_variant)
     outcome["base_color"] = h.base_color_image(material)

@@ -12,8 +12,8 @@ from tests.blender.conftest import run_scenario
 
 pytestmark = pytest.mark.blender
 
-OPERATORS = ["apply_variant", "bake", "cancel", "check_backend", "generate", "revert", "setup_backend",
-             "tile_preview"]
+OPERATORS = ["apply_variant", "bake", "cancel", "cancel_setup", "check_backend", "generate", "make_guide",
+             "remove_backend", "revert", "setup_backend", "tile_preview"]
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,11 @@ def test_preferences_offer_setup_and_say_what_overrides_them(workflow):
         assert ("prop", prop) in prefs
     assert ("operator", "texture_variants.setup_backend") in prefs
     assert ("operator", "texture_variants.check_backend") in prefs
+    for prop in ("installer", "torch_index", "package_index"):
+        assert ("prop", prop) in prefs
+    labels = [text for kind, text in prefs if kind == "label"]
+    assert "Torch: CPU build: chosen in Device (works on every computer; diffusion is slow)" in labels
+    assert any(text.startswith("Needs about 3 GB free; ") for text in labels)
     assert any(kind == "label" and text.startswith("Overridden by the environment: TEXTURE_VARIANTS_PYTHON")
                for kind, text in prefs)
 

@@ -2,7 +2,9 @@
 
 - kv.py: kv replacement (appearance "kv"), attention.py its record/replace processors;
 - distill.py: attention distillation (appearance "ad");
-- style.py: InstantStyle (ip_mode "style", suppress_content).
+- style.py: InstantStyle (ip_mode "style", suppress_content);
+- sketch.py: sketch guidance by the Latent Guidance Predictor (sketch_mode "lgp");
+- controlnet.py: sketch guidance by an SD1.5 ControlNet (sketch_mode "controlnet").
 
 A factory takes (params, model spec, kv settings) and returns a control, or None when the request
 does not ask for it. Adding a control = a module with a factory, listed in FACTORIES.
@@ -10,9 +12,9 @@ does not ask for it. Adding a control = a module with a factory, listed in FACTO
 
 from __future__ import annotations
 
-from backend.diffusion.controls import distill, kv, style
+from backend.diffusion.controls import controlnet, distill, kv, sketch, style
 
-FACTORIES = [kv.from_params, distill.from_params, style.from_params]
+FACTORIES = [kv.from_params, distill.from_params, style.from_params, sketch.from_params, controlnet.from_params]
 
 
 def build(params, spec, settings) -> list:

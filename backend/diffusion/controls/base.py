@@ -20,7 +20,9 @@ then:
    `after_step(state)` return the latents (the step's input / its result, both in `state.latents`);
    per UNet pass (inversion included) `unet_kwargs(state)` adds keyword arguments to the UNet
    call (`added_cond_kwargs` entries are merged; e.g. ControlNet residuals);
-6. `extra_passes(steps)` counts the UNet passes the control runs itself (progress), `record()` adds
+6. `tiled_modules()` names the control's own networks (e.g. a ControlNet) whose convolutions wrap
+   around with the UNet's while the call tiles;
+7. `extra_passes(steps)` counts the UNet passes the control runs itself (progress), `record()` adds
    its settings to each image's parameters record, `warnings()` says what the user should know (the
    engine logs each and lists them under "warnings" in the parameters record).
 
@@ -62,6 +64,7 @@ class Run:
     cond: object = None  # the Conditioning, once encoded
     recorded: dict = field(default_factory=dict)  # what controls record in the REFERENCE branch
     reference_cached: bool = False  # the reference work came from the cache
+    scheduler: object = None  # the denoising (DDIM) scheduler, set before the first pass
 
 
 class Control:
@@ -92,6 +95,9 @@ class Control:
 
     def extra_passes(self, steps: int) -> int:
         return 0
+
+    def tiled_modules(self) -> tuple:
+        return ()
 
     def unet_kwargs(self, state: StepState) -> dict:
         return {}

@@ -1,0 +1,114 @@
+"""Sketch guidance with the Latent Guidance Predictor (sketch_mode "lgp"; Voynov et al. 2022).
+
+Before each denoising step of the guided window (the first `sketch_window` of the steps, where the
+layout is decided) the generated latent z_t takes one gradient step on
+
+    L(z_t) = mean over pixels of || LGP(features(z_t), t) - E(sketch) ||^2      (per variant)
+
+where E is the VAE encoder (the sketch as white lines on black, see backend/sketches.py) and the
+features are the UNet's block activations at z_t (backend/diffusion/lgp.py). The step size follows
+the paper: z_t <- z_t - a * grad L with a = strength * ||D|| / ||grad L||, D the denoising step the
+same pass's noise estimate would take from z_t; so strength 1 moves the latent as far as one
+denoising step does, whatever the schedule or step count. A zero gradient (the prediction already
+equals the target) moves nothing.
+
+The pass reads the unconditional half's features (empty prompt, no image prompt: how the published
+LGP was trained) through the installed processors, so kv replacement stays on inside it. Cost: one
+UNet forward and one backward through it (the UNet's weights frozen) per guided step, counted as an
+extra pass in progress.
+
+Tiling: the sketch is encoded with the VAE encoder wrapping around on the tiled axes, the features
+are resized with wrap-around, the LGP is per-pixel and the step size uses global norms, so rolling
+the noise and the sketch together rolls the result: tiled outputs stay exactly periodic.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from backend.diffusion import lgp as lgp_module
+from backend.diffusion import sketch_models
+from backend.diffusion.controls.base import GENERATED, Control, Run, StepState
+from backend.diffusion.controls.distill import frozen
+from backend.diffusion.tiling import tiling
+from backend.errors import InputError
+from backend.sketches import load_sketch
+
+
+def encode_sketch(pipe, sketch, size: int, tile: str) -> torch.Tensor:
+    """(1, 4, size/8, size/8) float32: the VAE latents of the sketch, wrapped on the tiled axes."""
+    from backend.diffusion.engine import encode_reference  # the engine imports the controls
+
+    with tiling(tile, pipe.vae.encoder):
+        return encode_reference(pipe, sketch.convert("RGB"), size).float()
+
+
+class LGPGuidance(Control):
+    """Steers the generated latent towards the sketch in the first steps, by the LGP's gradient."""
+
+    def __init__(self, params, spec):
+        options = params.diffusion
+        self.sketch_path, self.size, self.tile = params.sketch, params.size, params.tile
+        self.sketch = load_sketch(params.sketch, params.size)
+        self.strength = float(params.sketch_strength)
+        self.window = frozenset(range(round(options.sketch_window * params.steps))) if self.strength > 0 else frozenset()
+        self.path = sketch_models.resolve_lgp(options.lgp, allow_pickle=options.allow_pickle)
+        self.device = spec.device
+
+    def setup(self, run: Run) -> None:
+        super().setup(run)
+        self.lgp = sketch_models.load_lgp(self.path, self.device)
+        expected = lgp_module.input_width(run.pipe.unet, self.lgp.encodings)
+        if self.lgp.width != expected:
+            raise InputError(f"the LGP {self.path} takes {self.lgp.width} input channels; this base model's UNet "
+                             f"gives {expected}", hint="use an LGP trained for this base model "
+                             "(python -m backend train-lgp --base ...)")
+        self.target = encode_sketch(run.pipe, self.sketch, self.size, self.tile)
+
+    def extra_passes(self, steps: int) -> int:
+        return len(self.window)
+
+    def before_step(self, state: StepState) -> torch.Tensor:
+        if state.branch != GENERATED or state.step not in self.window:
+            return state.latents
+        self.run.progress.check()
+        latents = self.guide(state.latents, state.timestep)
+        self.run.progress.advance()
+        return latents
+
+    def predict(self, latents: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """(edge-latent prediction, the pass's noise estimate) at z_t (differentiable in `latents`)."""
+        unet, cond, n = self.run.pipe.unet, self.run.cond, latents.shape[0]
+        text, image = torch.cat([cond.text_uncond] * n), torch.cat([cond.image_uncond] * n)
+        return lgp_module.predict(self.lgp, unet, self.run.scheduler, latents.to(unet.dtype), t, text, [image],
+                                  self.tile)
+
+    def losses(self, pred: torch.Tensor) -> torch.Tensor:
+        """Per-variant mean squared distance of a prediction to the sketch's encoding."""
+        return ((pred.float() - self.target) ** 2).mean(dim=(1, 2, 3))
+
+    def loss(self, latents: torch.Tensor, t) -> torch.Tensor:
+        """The per-variant loss at z_t (no gradient): what the guidance lowers (tests, measurements)."""
+        with torch.no_grad():
+            return self.losses(self.predict(latents, t)[0])
+
+    def guide(self, latents: torch.Tensor, t) -> torch.Tensor:
+        """z_t after one guidance step (see the module docstring)."""
+        work = latents.detach().float().requires_grad_(True)
+        with torch.enable_grad(), frozen(self.run.pipe.unet):
+            pred, eps = self.predict(work, t)
+            (grad,) = torch.autograd.grad(self.losses(pred).sum(), work)
+        step = self.run.scheduler.step(eps.detach().to(latents.dtype), t, latents).prev_sample
+        along = (step.float() - latents.float()).flatten(1).norm(dim=1)
+        size = grad.flatten(1).norm(dim=1)
+        scale = torch.where(size > 0, self.strength * along / size.clamp_min(torch.finfo(size.dtype).tiny), 0.0)
+        return (latents.float() - scale.view(-1, 1, 1, 1) * grad).to(latents.dtype)
+
+    def record(self) -> dict:
+        return {"sketch_window_steps": sorted(self.window), "lgp": str(self.path)}
+
+
+def from_params(params, spec, settings):
+    if not params.sketch or params.sketch_mode != "lgp":
+        return None
+    return LGPGuidance(params, spec)
