@@ -5,13 +5,13 @@
   would run instead of the product (no tiling, the image encoder runs every call).
 - `as_before`: the engine with its earlier costs put back for a side-by-side "before" row: two padded
   copies per wrapped convolution (one per axis), the image-prompt embedding computed every call,
-  glibc's allocator in its default steady state (large blocks mmapped and returned on free, see
-  backend/diffusion/allocator.py), and (`full_replay`) the reference branch and the inversion over
-  all steps instead of the kv window.
+  and (`full_replay`) the reference branch and the inversion over all steps instead of the kv window.
 
-Every case runs in the benchmark's one process, so diffusers' pipeline gets the allocator setting
-the engine applies when it loads (allocator.keep_freed_memory) like the engine does: the peer row
-compares the computation, not the allocator. A user's own diffusers process would not have it.
+Every case runs in the benchmark's one process, with the allocator setting the engine applies when
+it loads (backend/diffusion/allocator.py): diffusers' pipeline and the "before" rows get it too, so
+these rows compare the computation, not the allocator (switching the allocator back and forth
+inside one process makes the case after the switch pay for re-growing the heap). A user's own
+diffusers process would not have it; the allocator's share is measured apart (allocator.py).
 """
 
 from __future__ import annotations
@@ -53,25 +53,6 @@ def _two_pad_forward(conv, wrap_x: bool, wrap_y: bool):
     return forward
 
 
-# glibc's defaults once its dynamic mmap threshold has risen to its cap (32 MiB, trim at twice that)
-GLIBC_STEADY_DEFAULTS = {-4: 65536, -3: 32 * 2**20, -1: 64 * 2**20}  # M_MMAP_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-
-
-@contextlib.contextmanager
-def glibc_defaults():
-    """The allocator as glibc sets it up, inside the block (when the engine changed it)."""
-    from backend.diffusion import allocator
-
-    changed = allocator.keep_freed_memory()
-    if changed:
-        allocator.mallopt(GLIBC_STEADY_DEFAULTS)
-    try:
-        yield
-    finally:
-        if changed:
-            allocator.mallopt(allocator.KEEP)
-
-
 @contextlib.contextmanager
 def as_before(full_replay: bool):
     """Inside the block the engine pays what it paid before #12 (see the module docstring)."""
@@ -84,7 +65,6 @@ def as_before(full_replay: bool):
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.object(tiling, "_tiled_conv_forward", _two_pad_forward))
         stack.enter_context(mock.patch.object(engine, "image_embeds_cache", ReferenceCache(0)))
-        stack.enter_context(glibc_defaults())
         if full_replay:
             stack.enter_context(mock.patch.object(KVReplacement, "reference_steps",
                                                   lambda self, steps: frozenset(range(steps))))
