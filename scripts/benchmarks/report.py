@@ -93,8 +93,8 @@ def _ad_text(vc: dict) -> str:
 
 def _ratios_text(entry: dict) -> str:
     ratios = entry.get("ratios") or {"variant_cost_ratio": entry["variant_cost_ratio"]}
-    return "; ".join(f"`{name}={value:.3f}` ({RATIO_TEXT[name]}, target ≤ {TARGETS[name]})"
-                     for name, value in ratios.items())
+    return "; ".join(f"`{name}={ratios[name]:.3f}` ({RATIO_TEXT[name]}, target ≤ {TARGETS[name]})"
+                     for name in RATIO_TEXT if name in ratios)
 
 
 def render_service(entry: dict) -> list[str]:
@@ -210,6 +210,15 @@ def _first_call_findings(results: dict) -> list[str]:
         return []
     mode, (first, plain) = found
     before = _row(results[mode], "first_before", 4)
+    fp, pp = first["phases_median_s"], plain["phases_median_s"]
+    extra = first["unet_images"] - plain["unet_images"]
+    per_image = (fp["unet"] - pp["unet"]) / extra / (pp["unet"] / plain["unet_images"]) if extra else 0.0
+    gap = (f" What it pays beyond plain: the CLIP image encoder {fp['image_encoder'] - pp['image_encoder']:.2f} s "
+           "(a new texture; the plain and cached calls of the run find its embedding cached), the VAE encoder "
+           f"{fp['vae_encoder']:.2f} s, and {fp['unet'] - pp['unet']:.2f} s of UNet for its {extra} passes of one "
+           f"image, each costing {per_image:.1f} × an image of plain's batch of "
+           f"{plain['unet_images'] // results[mode]['variant_cost']['steps']} "
+           "on this CPU at this size.")
     return [
         f"- The **first call** on a texture pays for its reference work once, for all its variants: "
         f"{first['ratio_to_plain']:.2f} × plain at N = 4 in run `{mode}` ({first['unet_ratio_to_plain']:.2f} × in the "
@@ -218,7 +227,7 @@ def _first_call_findings(results: dict) -> list[str]:
         f"of one image: {first['unet_images'] - plain['unet_images']} here)"
         + (f"; the same call with the earlier costs put back in the same run (full reference replay, two pads per "
            f"convolution, image encoded every call) costs {before['ratio_to_plain']:.2f} × "
-           f"({before['unet_ratio_to_plain']:.2f} × in the UNet)." if before else ".")]
+           f"({before['unet_ratio_to_plain']:.2f} × in the UNet)." if before else ".") + gap]
 
 
 def _peer_findings(results: dict) -> list[str]:
@@ -261,15 +270,21 @@ def render(results: dict) -> str:
            "- **plain**: plain IP-Adapter, `appearance=\"none\"`: the generated branch only.",
            "- **naive**: kv replacement that recomputes the reference for every variant, as the published "
            "dual-branch kv methods do: N calls of one variant each, every call with an empty reference cache "
-           "that keeps nothing, so each variant pays again for the VAE encoding of the reference, its DDIM "
-           "inversion (`steps` UNet passes) and the reference branch (`steps` more), besides its own "
-           "guided generated branch. The benchmark checks that the engine really did N inversions and N "
-           "reference branches.",
+           "that keeps nothing, so each variant pays again for the CLIP and VAE encodings of the reference, "
+           "its DDIM inversion and the reference branch (window steps each), besides its own guided generated "
+           "branch. The benchmark checks that the engine really did N inversions and N reference branches.",
            "- **first**: the product's kv replacement on a texture it has not seen yet: the reference work "
            "is done once per call, for all N variants (checked: 1 inversion, 1 reference branch).",
            "- **cached**: the product's kv replacement once the texture's reference work (inverted latents "
            "and the window's K/V) is in the engine's cache: only the generated branch runs (checked: no "
            "inversion, no reference branch). This is the row of `variant_cost_ratio`.",
+           "- **diffusers**: diffusers' own `StableDiffusionPipeline` after `load_ip_adapter`, on the engine's "
+           "loaded modules: DDIM, the same size, steps, guidance 7.5 and N images per prompt, no tiling, the "
+           "image encoded every call. `peer_ratio` is cached over this row.",
+           "- **ad**: attention distillation, reference work cached.",
+           "- **first_before**, **cached_before** (opt-in): the engine with the costs it had before #12 put "
+           "back in the same run (inversion and reference branch over all steps, two padded copies per wrapped "
+           "convolution, the image embedding computed every call), for a before/after side by side.",
            "",
            "Every comparison is measured side by side in one run: the repetitions of its cases are "
            "interleaved (round robin, the order rotated every round), and medians are reported. "
