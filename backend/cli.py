@@ -50,6 +50,8 @@ _DIFFUSION_FLAGS = (
     ("suppress_scale", "--suppress-content: how much of the text embedding to subtract"),
     ("content_encoder", "--suppress-content: CLIP text model folder or hub id (default "
      "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the HF cache)"),
+    ("decode_one_at_a_time", "decode the variants with the VAE one at a time: less peak memory (8 GB GPUs), "
+     "the same pictures up to float rounding"),
     ("sketch_window", "--sketch-mode lgp: the fraction of the steps, from the first, that are guided"),
     ("lgp", "--sketch-mode lgp: LGP weights: hub id, folder or file (default "
      "$TEXTURE_VARIANTS_LGP, else ogkalu/Stable-Diffusion-Latent-Guidance-Predictor from the HF cache; its .pt "

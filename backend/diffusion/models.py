@@ -289,6 +289,10 @@ def load_pipeline(spec: ModelSpec):
         if spec in _loaded:
             return _loaded[spec]
         unload()
+        if spec.device == "cpu":
+            from backend.diffusion import allocator
+
+            allocator.keep_freed_memory()  # large activations reused, not page-faulted in every pass
         pipe = _build(spec)
         _loaded[spec] = pipe
         load_count += 1
