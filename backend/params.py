@@ -166,6 +166,7 @@ class DiffusionOptions(Checked):
     style_blocks: tuple[str, ...] = param(("up_blocks.1",), "names", hint='e.g. ["up_blocks.1"]')
     suppress_scale: float = param(0.8, "number", 0.0, 10.0)
     content_encoder: str | None = param(None, "text", optional=True)
+    decode_one_at_a_time: bool = param(False, "flag")
     # Sketch guidance (backend/diffusion/controls/sketch.py, controlnet.py)
     sketch_window: float = param(0.5, "number", 0.0, 1.0, hint="LGP: a fraction of the steps, counted from the start")
     lgp: str | None = param(None, "text", optional=True, hint="LGP weights: hub id, folder or file")

@@ -31,7 +31,7 @@ _loaded: dict[tuple, tuple] = {}
 
 def resolve_sam(sam: str | os.PathLike | None = None) -> Path:
     """The local folder of the SAM model (a folder, or a hub id read from the cache only)."""
-    from backend.diffusion.models import local_or_cached
+    from backend.diffusion.hub import local_or_cached
 
     sam = sam if sam is not None else os.environ.get("TEXTURE_VARIANTS_SAM") or None
     value = str(sam) if sam is not None else DEFAULT_SAM

@@ -36,6 +36,20 @@ def auto_text(hello: Mapping | None) -> str:
     return "Auto uses Patch unless the diffusion models are found (Check Backend tells)"
 
 
+PATCH_HINT = ("Patch suits irregular materials; bricks, tiles and planks are detected and kept whole "
+              "(each result says what was found)")
+
+
+def patch_expectation(parameters: Mapping) -> str:
+    """What the patch engine found in the texture and what to expect of its variants, from a result's
+    parameters record (empty for other engines or records without it)."""
+    if parameters.get("engine") != "patch" or not parameters.get("patch_expect"):
+        return ""
+    period = parameters.get("patch_period")
+    found = f" (period {period} px)" if parameters.get("patch_structure") == "regular" and period else ""
+    return f"Patch found a {parameters['patch_expect']}{found}"
+
+
 def effective_engine(engine: str, hello: Mapping | None) -> str | None:
     """The engine a job will run on, or None when Auto and the backend has not said."""
     return auto_engine(hello) if engine == "auto" else engine

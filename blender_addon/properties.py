@@ -90,6 +90,8 @@ class TEXTURE_VARIANTS_PG_result_set(bpy.types.PropertyGroup):
     width: IntProperty(name="Width", subtype="PIXEL")
     height: IntProperty(name="Height", subtype="PIXEL")
     notes: StringProperty(name="Notes", description="How the size or aspect differs from the source's")
+    expectation: StringProperty(name="Found", description="What the patch engine found in the texture and "
+                                "what to expect of its variants")
     variants: CollectionProperty(type=TEXTURE_VARIANTS_PG_variant)
     index: IntProperty(name="Picked Variant", default=0, min=0)
 

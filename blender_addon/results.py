@@ -6,7 +6,7 @@ import time
 
 import bpy
 
-from . import material_target, paths, storage, texture_io
+from . import material_target, panel_rules, paths, storage, texture_io
 from .errors import UserError
 
 HISTORY_LIMIT = 8  # result sets kept per material; older ones (and their unused images) are dropped
@@ -14,7 +14,7 @@ HISTORY_LIMIT = 8  # result sets kept per material; older ones (and their unused
 
 def _copy_set(source, target) -> None:
     """Copy a result set's fields and variants (the images are shared, not copied)."""
-    for name in ("node_name", "source", "created", "engine", "seed", "width", "height", "notes", "index"):
+    for name in ("node_name", "source", "created", "engine", "seed", "width", "height", "notes", "expectation", "index"):
         setattr(target, name, getattr(source, name))
     target.variants.clear()
     for variant in source.variants:
@@ -41,10 +41,13 @@ def _remember(material, current) -> None:
     material.texture_variants.history_index = 0
 
 
-def _entry_seed(entry: dict) -> tuple[int, str]:
+def _entry_parameters(entry: dict) -> dict:
     params = entry.get("parameters") or {}
-    if isinstance(params, str):  # the PNG's parameters text, as JSON
-        params = json.loads(params)
+    return json.loads(params) if isinstance(params, str) else params  # a str: the PNG's parameters text
+
+
+def _entry_seed(entry: dict) -> tuple[int, str]:
+    params = _entry_parameters(entry)
     return int(params.get("seed", 0)), "restyle" if params.get("restyle_prompt") else str(params.get("engine", ""))
 
 
@@ -82,6 +85,7 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
     current.engine, current.seed = (first.engine, first.seed) if first else ("", 0)
     current.width, current.height = plan.width, plan.height
     current.notes = "; ".join(plan.notes)
+    current.expectation = panel_rules.patch_expectation(_entry_parameters(job.files[0])) if job.files else ""
     current.index = added
     if not material_target.not_editable_reason(made_for["material"]):  # linked data keeps no history
         _remember(made_for["material"], current)

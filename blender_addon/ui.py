@@ -4,6 +4,7 @@ The panel is a list of sections (`SECTIONS`), each a function `(layout, view)` d
 a `PanelView` computed once per draw; a new feature adds its section to the list.
 """
 
+import textwrap
 from dataclasses import dataclass
 
 import bpy
@@ -109,6 +110,8 @@ def draw_settings(layout, view) -> None:
     col.prop(settings, "engine")
     if settings.engine == "auto":
         col.label(text=panel_rules.auto_text(view.session.hello), icon="INFO")
+    if panel_rules.effective_engine(settings.engine, view.session.hello) in ("patch", None):
+        _wrapped(col, panel_rules.PATCH_HINT, "INFO")
     col.prop(settings, "variants")
     col.prop(settings, "size_mode")
     _prop(col, settings, "size", states)
@@ -229,6 +232,12 @@ def _apply_buttons(layout, view, binding: str) -> None:
     row.operator("texture_variants.tile_preview", text="Tile 3×3", icon="MESH_GRID")
 
 
+def _wrapped(layout, text: str, icon: str, width: int = 64) -> None:
+    """A long message as several labels (a label is one line), the icon on the first."""
+    for i, line in enumerate(textwrap.wrap(text, width)):
+        layout.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+
 def draw_results(layout, view) -> None:
     """The current set's variants to pick from, what they were made for, Apply and Tile; Revert and
     Bake once one is applied."""
@@ -246,6 +255,8 @@ def draw_results(layout, view) -> None:
             layout.label(text=f"{picked.image.name} · seed {picked.seed} · {picked.engine}")
         for note in _size_notes(view, current, picked):
             layout.label(text=note, icon="ERROR")
+        if current.expectation:
+            _wrapped(layout, current.expectation, "INFO")
         _apply_buttons(layout, view, binding)
     if view.material is not None and view.material.texture_variants.original_image is not None and not view.linked:
         row = layout.row(align=True)

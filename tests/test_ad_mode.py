@@ -136,17 +136,21 @@ def test_ad_output_differs_from_kv_and_none_and_records_its_settings(tiny_models
 def test_cancel_inside_the_optimisation_stops_it_and_leaves_the_models_clean(tiny_models, reference, pipe):
     cancel = threading.Event()
     seen = []
+    window = len(balance.settings().window_steps(STEPS))
+    # inversion and reference branch to the window (2 x window passes), the generated steps before the
+    # window, then (before the window's first step) 3 AD iterations: cancelled after the first of them
+    cancel_at = 2 * window + (STEPS - window) + 1
+    total = 2 * window + STEPS + 3 * window
 
     def on_step(done, total, preview):
         seen.append((done, total))
-        # 3 inversion + 3 reference + 3 generated passes, then 1 AD window step x 3 iterations
-        if done == STEPS * 3 + 1:
+        if done == cancel_at:
             cancel.set()
 
     diffusion.reference_cache.clear()
-    with pytest.raises(CancelledError, match=f"after {STEPS * 3 + 1} of {STEPS * 3 + 3}"):
+    with pytest.raises(CancelledError, match=f"after {cancel_at} of {total}"):
         _gen(tiny_models, reference, on_step=on_step, cancel=cancel, ad_iterations=3)
-    assert seen[-1] == (STEPS * 3 + 1, STEPS * 3 + 3)
+    assert seen[-1] == (cancel_at, total)
     assert not any(isinstance(p, ReferenceAttention) for p in pipe.unet.attn_processors.values())
     assert all(p.requires_grad for p in pipe.unet.parameters())
     assert not any("_conv_forward" in m.__dict__ for m in pipe.unet.modules())
@@ -158,3 +162,40 @@ def test_cancel_inside_the_optimisation_stops_it_and_leaves_the_models_clean(tin
 def test_bad_ad_settings_are_refused(tiny_models, reference, extra):
     with pytest.raises(InputError, match=next(iter(extra))):
         _gen(tiny_models, reference, **extra)
+
+
+def _layer_gradient(dtype, scaled: bool) -> torch.Tensor:
+    """The gradient of AD's loss term of one up_blocks.3-sized self-attention layer (4096 tokens, 320
+    channels, 8 heads: SD1.5 at 512 px) w.r.t. its input, through the Distill processor, in `dtype`."""
+    from diffusers.models.attention_processor import Attention
+
+    from backend.diffusion.controls.attention import ReferenceKV
+    from backend.diffusion.controls.distill import DISTILL, Distill, DistillationPassDone, loss_scale
+
+    generator = torch.Generator().manual_seed(0)
+    attn = Attention(320, heads=8, dim_head=40, bias=False, out_bias=True)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
+    hidden = torch.randn((1, 4096, 320), generator=generator)
+    ref_k, ref_v = (torch.randn((1, 8, 4096, 40), generator=generator) for _ in range(2))
+    attn, hidden = attn.to(dtype), hidden.to(dtype).requires_grad_(True)
+    kv = ReferenceKV(StepState(branch=DISTILL, step=0), frozenset({"layer"}), frozenset({0}),
+                     {(0, "layer"): (ref_k.to(dtype), ref_v.to(dtype))})
+    losses = []
+    with pytest.raises(DistillationPassDone):
+        Distill("layer", kv, None, losses)(attn, hidden)
+    loss = torch.stack(losses).sum()
+    (loss * loss_scale(torch.zeros(1, 4, 64, 64)) if scaled else loss).backward()
+    return hidden.grad.float().flatten()
+
+
+def test_ad_gradient_survives_fp16_on_a_full_size_layer():
+    """The loss is scaled before backward (Adam does not see a constant scale): in fp16 the gradient
+    keeps its direction; unscaled, most of it falls into fp16's subnormal range and is lost."""
+    reference = _layer_gradient(torch.float32, scaled=True)
+    half = _layer_gradient(torch.float16, scaled=True)
+    unscaled = _layer_gradient(torch.float16, scaled=False)
+    cosine = torch.nn.functional.cosine_similarity
+    assert float(cosine(half, reference, dim=0)) >= 0.99
+    assert float(cosine(unscaled, reference, dim=0)) < 0.99  # the test would see the loss go missing

@@ -3,9 +3,11 @@ messages in the add-on's own terms."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -112,3 +114,18 @@ def test_request_carries_prompts_and_the_content_encoder_only_where_they_count()
 
     GenerationParams.build(params.pop("extra"), **params)
     assert "prompt" not in job.request_params(settings | {"engine": "patch"}, 1)
+
+
+@pytest.mark.parametrize(("texture", "found"), [("brick", "near-regular texture"), ("gravel", "irregular texture")])
+def test_the_panel_says_what_the_patch_engine_found_in_a_real_texture(texture, found):
+    import skimage.data
+    from PIL import Image
+
+    from backend import generate_variants
+
+    image = Image.fromarray(getattr(skimage.data, texture)()).crop((0, 0, 256, 256))
+    params = json.loads(generate_variants(image, engine="patch", size=256, seed=3)[0].info["parameters"])
+    text = panel_rules.patch_expectation(params)
+    assert text.startswith(f"Patch found a {found}")
+    assert ("period" in text) == (texture == "brick")
+    assert panel_rules.patch_expectation(params | {"engine": "diffusion"}) == ""

@@ -24,7 +24,8 @@ STEPS = 3
 
 
 def tiny_setup(**changes) -> common.Setup:
-    base = common.Setup(mode="quick", size=64, steps=STEPS, reps=1, methods=("plain", "naive", "first", "cached", "ad"),
+    base = common.Setup(mode="quick", size=64, steps=STEPS, reps=1, methods=(
+        "plain", "naive", "first", "cached", "ad", "diffusers", "first_before", "cached_before"),
                        service_reps=1, patch_size=64, patch_reps=1, why="tiny models, smoke test")
     return replace(base, **changes)
 
@@ -52,19 +53,24 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
     models_dir = tiny_models["base"].parent
     assert cli.main(["--quick", "--models", str(models_dir), "--out-dir", str(tmp_path)]) == 0
 
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith("variant_cost_ratio=")
+    last = capsys.readouterr().out.strip().splitlines()[-3:]
+    assert [line.split("=")[0] for line in last] == ["variant_cost_ratio", "first_call_ratio", "peer_ratio"]
     entry = json.loads((tmp_path / "benchmarks.json").read_text())["quick"]
-    assert float(last.split("=")[1]) == pytest.approx(entry["variant_cost_ratio"], abs=5e-4)
+    printed = {line.split("=")[0]: float(line.split("=")[1]) for line in last}
+    assert printed == pytest.approx(entry["ratios"], abs=5e-4)
+    assert printed["variant_cost_ratio"] == pytest.approx(entry["variant_cost_ratio"], abs=5e-4)
 
     # Each case pushed through the UNet exactly the images its definition implies (a guided pass of
     # n latents is 2n; inversion and reference branch are unguided, one image per step).
     rows = entry["variant_cost"]["rows"]
     images = {(r["method"], r["variants"]): r["unet_images"] for r in rows}
     expected = {}
+    window = entry["variant_cost"]["window_steps"]
     for n in (1, 4):
-        expected |= {("plain", n): 2 * n * STEPS, ("cached", n): 2 * n * STEPS,
-                     ("first", n): (2 * n + 2) * STEPS, ("naive", n): 4 * n * STEPS}
+        expected |= {("plain", n): 2 * n * STEPS, ("cached", n): 2 * n * STEPS, ("naive", n): n * (2 * STEPS + 2 * window),
+                     # the first call's reference work: inversion and reference branch to / through the window
+                     ("first", n): 2 * n * STEPS + 2 * window, ("first_before", n): (2 * n + 2) * STEPS,
+                     ("cached_before", n): 2 * n * STEPS, ("diffusers", n): 2 * n * STEPS}
     del expected[("first", 1)]  # the same work as one naive variant: measured once
     if "ad" in APPEARANCE_MODES:  # plus the loss passes: iterations x N per window step (1 of 3)
         from backend.params import DiffusionOptions
@@ -74,8 +80,12 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
     for r in rows:
         assert len(r["seconds"]) == 1 and r["median_s"] > 0 and math.isfinite(r["ratio_to_plain"])
         assert r["phases_median_s"]["unet"] <= r["median_s"]
-    cached4 = next(r for r in rows if (r["method"], r["variants"]) == ("cached", 4))
-    assert entry["variant_cost_ratio"] == cached4["ratio_to_plain"]
+    by_name = {(r["method"], r["variants"]): r for r in rows}
+    assert entry["variant_cost_ratio"] == by_name[("cached", 4)]["ratio_to_plain"]
+    assert entry["ratios"]["first_call_ratio"] == by_name[("first", 4)]["ratio_to_plain"]
+    assert entry["ratios"]["peer_ratio"] == pytest.approx(
+        by_name[("cached", 4)]["median_s"] / by_name[("diffusers", 4)]["median_s"], abs=1e-3)
+    assert all(r["minor_faults_median"] >= 0 and r["system_s_median"] >= 0 for r in rows)
 
     service = entry["service"]
     for side in ("service", "in_process"):
@@ -86,7 +96,9 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
     assert all(r["seam_max"] < 1.5 for r in patch.values())  # the patch engine tiles by construction
 
     report = (tmp_path / "BENCHMARKS.md").read_text()
-    assert f"variant_cost_ratio={entry['variant_cost_ratio']:.3f}" in report
+    for name, value in entry["ratios"].items():
+        assert f"{name}={value:.3f}" in report
+    assert "Against diffusers' own pipeline" in report and "as before #12" in report
     assert "Not measured: no GPU" in report
     if "ad" not in APPEARANCE_MODES:
         assert "Not measured: AD mode not implemented yet" in report
@@ -146,8 +158,8 @@ def test_gpu_path_runs_on_the_cpu_with_the_tiny_models(tiny_models, fresh_pipeli
     setup = replace(common.GPU, size=64, steps=2, reps=1)
     result = gpu.bench_gpu(tiny_models, setup, device="cpu", dtype="float32", log=lambda *a: None)
     methods = {r["method"] for r in result["rows"]}
-    assert methods == {"plain", "naive", "first", "cached", "diffusers_plain"}
-    assert result["optimisations"] == ["channels_last"]
+    assert methods == {"plain", "naive", "first", "cached", "ad", "diffusers"}
+    assert result["optimisations"] == ["channels_last", "decode one image at a time"]
     assert all(r["peak_gb"] is None and r["median_s"] > 0 for r in result["rows"])  # no CUDA: no VRAM figure
     report = "\n".join(render_gpu({"command": "test", "date": "now", "machine": common.machine(), "gpu": result}))
-    assert "plain diffusers" in report and "Not measured" not in report
+    assert "diffusers' own `StableDiffusionPipeline`" in report and "Not measured" not in report

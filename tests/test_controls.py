@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from backend import generate_variants
-from backend.diffusion import controls
+from backend.diffusion import balance, controls
 from backend.diffusion.controls.base import GENERATED, Control
 
 SIZE, STEPS = 64, 3
@@ -112,10 +112,36 @@ def test_controls_see_the_reference_branch_when_kv_asks_for_it(tiny_models, refe
     diffusion.reference_cache.clear()
     _gen(tiny_models, reference, appearance="kv")
     (control,) = recorder
+    window = sorted(balance.settings().window_steps(STEPS))  # the reference branch runs the window only
+    assert window and len(window) < STEPS
     assert control.branches == ["inversion", "reference", GENERATED]
-    assert [branch for kind, branch, _, _ in control.steps if kind == "before"] == ["reference"] * STEPS + [
+    assert [branch for kind, branch, _, _ in control.steps if kind == "before"] == ["reference"] * len(window) + [
         GENERATED] * STEPS
-    assert control.kwargs_calls == 3 * STEPS  # inversion, reference and generated passes
+    assert [step for kind, branch, step, _ in control.steps if kind == "before" and branch == "reference"] == window
+    assert control.kwargs_calls == 2 * len(window) + STEPS  # inversion and reference to the window, generated
+
+
+def test_a_control_reading_the_reference_at_every_step_gets_the_whole_reference_branch(tiny_models, reference,
+                                                                                      monkeypatch):
+    """Controls that need the reference and do not narrow `reference_steps` get the full replay, and the
+    reference work of another start step is cached apart (kv alone starts at its window)."""
+    from backend.diffusion import engine as diffusion
+
+    class WholeReference(StepRecorder):
+        def needs_reference(self):
+            return True
+
+    made = []
+    monkeypatch.setattr(controls, "FACTORIES", [*controls.FACTORIES, lambda *a: made.append(WholeReference()) or made[-1]])
+    diffusion.reference_cache.clear()
+    before = dict(diffusion.counters)
+    _gen(tiny_models, reference, appearance="kv")
+    assert [step for kind, branch, step, _ in made[0].steps if kind == "before" and branch == "reference"] == list(
+        range(STEPS))
+    assert made[0].kwargs_calls == 3 * STEPS
+    _gen(tiny_models, reference, appearance="kv")  # the same call again: everything cached
+    assert made[1].kwargs_calls == STEPS
+    assert diffusion.counters["reference_branches"] == before["reference_branches"] + 1
 
 
 def test_two_controls_setting_the_same_unet_argument_is_an_error(tiny_models, reference, monkeypatch):

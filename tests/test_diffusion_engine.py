@@ -107,6 +107,40 @@ def test_tiling_makes_any_conv_stack_shift_equivariant_on_its_axes(mode, shift, 
         assert not torch.allclose(torch.roll(plain, shifts, dims), net(torch.roll(x, shifts, dims)), atol=1e-4)
 
 
+def test_decoding_one_at_a_time_keeps_the_pictures_and_their_periodicity(tiny_models, reference):
+    noise = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(4))
+    kw = dict(size=128, steps=2, variants=2, appearance="none")
+    batched = [_arr(im) for im in _gen(tiny_models, reference, latents=noise, **kw)]
+    single = [_arr(im) for im in _gen(tiny_models, reference, latents=noise, decode_one_at_a_time=True, **kw)]
+    rolled = [_arr(im) for im in _gen(tiny_models, reference, latents=torch.roll(noise, (8, 8), (2, 3)),
+                                      decode_one_at_a_time=True, **kw)]
+    for a, b, c in zip(batched, single, rolled, strict=True):
+        assert np.abs(a - b).max() <= 2 / 255
+        assert np.abs(np.roll(b, (64, 64), (0, 1)) - c).max() <= 2 / 255
+
+
+@pytest.mark.parametrize("mode", ["both", "x", "y"])
+def test_tiling_makes_one_padded_copy_per_convolution_and_zero_pads_the_other_axis(mode, monkeypatch):
+    from backend.diffusion import tiling as tiling_module
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, (3, 5), padding=(1, 2))
+    x = torch.randn(2, 3, 9, 11)
+    pads = []
+    real_pad = tiling_module.F.pad
+    monkeypatch.setattr(tiling_module.F, "pad", lambda *a, **kw: pads.append(a[1]) or real_pad(*a, **kw))
+    with torch.no_grad(), tiling(mode, conv):
+        out = conv(x)
+    monkeypatch.undo()
+    assert len(pads) == 1
+    wrap_x, wrap_y = mode in ("both", "x"), mode in ("both", "y")
+    # the reference: wrap the tiled axes, zero-pad the others, convolve without padding
+    expected = real_pad(x, (2, 2, 0, 0), mode="circular" if wrap_x else "constant")
+    expected = real_pad(expected, (0, 0, 1, 1), mode="circular" if wrap_y else "constant")
+    with torch.no_grad():
+        torch.testing.assert_close(out, torch.nn.functional.conv2d(expected, conv.weight, conv.bias))
+
+
 # ------------------------------------------------------------------ kv replacement, instrumented
 
 
@@ -254,7 +288,7 @@ def test_reference_cache_evicts_least_recently_used_beyond_its_byte_budget():
     from backend.diffusion.reference_cache import ReferenceCache, ReferenceWork
 
     def work():
-        return ReferenceWork(inverted=torch.zeros(256))  # 1 KiB
+        return ReferenceWork(trajectory=[torch.zeros(256)])  # 1 KiB
 
     cache = ReferenceCache(max_bytes=2 * 1024)
     cache.put("a", work())
@@ -263,7 +297,7 @@ def test_reference_cache_evicts_least_recently_used_beyond_its_byte_budget():
     cache.put("c", work())
     assert "a" in cache and "c" in cache and "b" not in cache
     assert cache.nbytes() <= 2 * 1024
-    cache.put("huge", ReferenceWork(inverted=torch.zeros(4096)))
+    cache.put("huge", ReferenceWork(trajectory=[torch.zeros(4096)]))
     assert "huge" not in cache
 
 
@@ -296,8 +330,8 @@ def test_cancel_stops_within_one_step_and_leaves_the_models_clean(tiny_models, r
             cancel.set()
 
     original = dict(pipe.unet.attn_processors)
-    with pytest.raises(CancelledError):
-        _gen(tiny_models, reference, on_step=on_step, cancel=cancel, seed=3)
+    with pytest.raises(CancelledError):  # 6 steps: the reference work (window of 2) takes 4 passes
+        _gen(tiny_models, reference, on_step=on_step, cancel=cancel, seed=3, steps=6)
     assert seen == [1, 2]
     assert dict(pipe.unet.attn_processors) == original and _conv_patches(pipe) == 0
     assert len(diffusion.reference_cache) == 0  # half-done reference work is not kept
@@ -307,8 +341,10 @@ def test_on_step_reports_every_pass_with_previews_of_the_generated_branch(tiny_m
     diffusion.reference_cache.clear()
     calls = []
     _gen(tiny_models, reference, seed=4, on_step=lambda s, t, p: calls.append((s, t, p)))
-    total = 3 * STEPS  # inversion, reference branch, generated branch
+    window = len(balance.settings().window_steps(STEPS))
+    total = 2 * window + STEPS  # inversion and reference branch up to / through the window, generated branch
     assert [(s, t) for s, t, _ in calls] == [(i, total) for i in range(1, total + 1)]
+    assert all(p is None for _, _, p in calls[:-STEPS])
     previews = [p for _, _, p in calls[-STEPS:]]
     assert all(isinstance(p, Image.Image) and p.size == (SIZE // 8, SIZE // 8) for p in previews)
 

@@ -189,7 +189,8 @@ def test_service_lists_the_research_parameters_in_hello_and_runs_them(tiny_model
         assert (params["appearance"], params["ad_iterations"], params["ip_mode"], params["suppress_content"]) == (
             "ad", 1, "style", "bricks")
         progress = [e for e in events if e["type"] == "progress"]
-        assert progress[-1]["total"] == 2 * 3 + 1  # inversion, reference, generated + 1 AD iteration
+        window = len(params["kv_window_steps"])  # inversion and reference branch run the window only
+        assert window == 1 and progress[-1]["total"] == 2 + 2 * window + window  # + 1 AD iteration per window step
         bad = proc.ask("generate", input=str(color_texture_path), output_dir=str(tmp_path), ip_mode="layout")
         assert bad["type"] == "error" and "ip_mode" in bad["message"]
     finally:

@@ -99,7 +99,7 @@ def test_injection_is_exactly_in_the_documented_layers_and_step_windows(tiny_mod
         assert (type(proc) is pnp.InjectQK) == (name in injecting), name
     assert probe.hooked[GENERATED] == probe.hooked[REFERENCE] == {pnp.RESNET + ".conv2"}
     assert not any(m._forward_hooks for m in pipe.unet.modules())  # removed after the call
-    assert totals[-1] == steps + 8 + steps  # inversion, reference branch up to its last needed step, generated
+    assert totals[-1] == 3 * steps  # inversion, reference branch (from step 0: the windows start there), generated
     record = json.loads(image.info["parameters"])
     assert record["pnp_attention_steps"] == sorted(attention_steps) and record["pnp_resnet"] == pnp.RESNET
     assert "restyle_mask" not in image.info
@@ -301,14 +301,19 @@ def test_a_mask_of_any_size_with_the_inputs_aspect_is_read_like_the_input():
 
 
 def test_restyle_after_variants_reuses_the_inversion(tiny_models, reference):
+    from backend.diffusion import balance
+
+    steps = 3
     diffusion.reference_cache.clear()
     generate_variants(reference, base=str(tiny_models["base"]), ip_adapter=str(tiny_models["ip_adapter"]),
-                      engine="diffusion", seed=0, steps=3, size=SIZE)
+                      engine="diffusion", seed=0, steps=steps, size=SIZE)  # kv: inverts to its window only
     before = dict(diffusion.counters)
-    image = _restyle(tiny_models, reference)[0]
-    assert diffusion.counters["inversions"] == before["inversions"]
+    totals = []
+    image = _restyle(tiny_models, reference, steps=steps, on_step=lambda d, t, p: totals.append(t))[0]
+    kv_window = len(balance.settings(0.5).window_steps(steps))
+    assert totals[-1] == 3 * steps - kv_window  # the inversion steps the variants made are not made again
     assert diffusion.counters["reference_branches"] == before["reference_branches"] + 1  # its own features
-    again = _restyle(tiny_models, reference)[0]
-    assert diffusion.counters["reference_branches"] == before["reference_branches"] + 1
+    again = _restyle(tiny_models, reference, steps=steps, on_step=lambda d, t, p: totals.append(t))[0]
+    assert totals[-1] == steps and diffusion.counters["reference_branches"] == before["reference_branches"] + 1
     assert json.loads(again.info["parameters"])["reference_cached"] is True
     assert np.array_equal(np.asarray(image), np.asarray(again))

@@ -1,14 +1,15 @@
 """The diffusion engine: SD1.5 + IP-Adapter variants with kv replacement, exactly tileable.
 
 One call:
-1. the reference (centre square, resized to `size`) is the IP-Adapter image prompt; the text
-   prompt is empty unless given;
-2. appearance "kv": the reference is encoded by the VAE and DDIM-inverted (DDIMInverseScheduler);
-   the reference branch denoises the inverted latents and, inside the window, records the K/V of
-   the chosen self-attention layers (both cached per texture, see reference_cache);
+1. the reference (centre square, resized to `size`) is the IP-Adapter image prompt (its CLIP
+   embedding cached per texture); the text prompt is empty unless given;
+2. appearance "kv": the reference is encoded by the VAE and DDIM-inverted (DDIMInverseScheduler)
+   up to the noise level of the window's first step; the reference branch denoises it from there
+   through the window's steps and records the K/V of the chosen self-attention layers (both cached
+   per texture, see reference_cache): 2 x window UNet passes of one image, not 2 x steps;
 3. the generated branch denoises fresh Gaussian noise, all variants in one batch, with
    classifier-free guidance; inside the window those layers attend with the reference's K/V;
-   appearance "ad" instead refines the generated latent after each window step by attention
+   appearance "ad" instead refines the generated latent before each window step by attention
    distillation against the same reference K/V; `ip_mode="style"` / `suppress_content` restrict
    the image prompt to style. Each of these is a control (backend/diffusion/controls/): the loop
    below only calls the hooks of the controls the request asks for;
@@ -43,7 +44,7 @@ from backend.diffusion.controls.base import (
     installed,
     layer_processors,
 )
-from backend.diffusion.reference_cache import ReferenceCache, ReferenceWork
+from backend.diffusion.reference_cache import ReferenceCache, ReferencePlan, plan_reference
 from backend.diffusion.tiling import tiling
 from backend.errors import CancelledError, InputError
 from backend.images import center_square
@@ -58,8 +59,10 @@ DEFAULT_GUIDANCE = 7.5
 _LATENT_RGB = torch.tensor([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173],
                             [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]])
 
-reference_cache = ReferenceCache()
-counters = {"inversions": 0, "reference_branches": 0}  # reference work actually done (tests, benchmarks)
+reference_cache = ReferenceCache()  # per texture and settings: its inversion and recordings
+image_embeds_cache = ReferenceCache(64 * 2**20)  # per texture and image encoder: its image-prompt embeddings
+# reference work actually done (tests, benchmarks)
+counters = {"inversions": 0, "reference_branches": 0, "image_encodings": 0}
 _run_lock = threading.Lock()  # one generation at a time shares the loaded pipeline
 
 
@@ -68,10 +71,11 @@ def available(base=None, ip_adapter=None) -> tuple[bool, str]:
 
 
 def unload() -> bool:
-    """Free the loaded models and the reference cache (the service's `unload`)."""
+    """Free the loaded models and the caches (the service's `unload`)."""
     from backend import sam
 
     reference_cache.clear()
+    image_embeds_cache.clear()
     return sam.unload() | models.unload()
 
 
@@ -110,11 +114,21 @@ class Conditioning:
         return torch.cat(text), [torch.cat(image)]
 
 
-def encode_conditioning(pipe, reference: Image.Image, prompt: str, negative_prompt: str) -> Conditioning:
-    """Text and image-prompt embeddings (controls may change them: Control.conditioning)."""
+def encode_conditioning(pipe, reference: Image.Image, prompt: str, negative_prompt: str,
+                        image_key: tuple | None = None) -> Conditioning:
+    """Text and image-prompt embeddings (controls may change them: Control.conditioning).
+
+    With `image_key` the image-prompt embeddings are looked up in, or added to, `image_embeds_cache`.
+    """
     device = pipe._execution_device
     text, text_uncond = pipe.encode_prompt(prompt, device, 1, True, negative_prompt=negative_prompt or None)
-    image_uncond, image = pipe.prepare_ip_adapter_image_embeds(reference, None, device, 1, True)[0].chunk(2)
+    embeds = image_embeds_cache.get(image_key) if image_key is not None else None
+    if embeds is None:
+        counters["image_encodings"] += 1
+        embeds = tuple(pipe.prepare_ip_adapter_image_embeds(reference, None, device, 1, True)[0].chunk(2))
+        if image_key is not None:
+            image_embeds_cache.put(image_key, embeds)
+    image_uncond, image = embeds
     return Conditioning(text, text_uncond, image, image_uncond)
 
 
@@ -172,8 +186,13 @@ class Loop:
             eps = eps_uncond + guidance * (eps_cond - eps_uncond)
         return eps
 
-    def invert(self, latents: torch.Tensor, iterations: int = 0) -> torch.Tensor:
+    def invert(self, latents: torch.Tensor, iterations: int = 0, count: int | None = None, done: int = 0,
+               trajectory: list | None = None) -> torch.Tensor:
         """DDIM inversion (guidance 1): the noise that the reference branch denoises back to `latents`.
+
+        Runs inversion steps `done` .. `count` - 1 (default: all) from `latents`, which are at the level
+        of `done` steps (0: the clean reference); each step's result is appended to `trajectory`. After
+        k steps the latents are at the level of denoising step `steps` - k.
 
         Plain DDIM inversion evaluates the UNet at the previous, less noisy latent; `iterations` > 0
         refines each step by fixed-point iteration so that the UNet is evaluated at the latent it
@@ -181,22 +200,27 @@ class Loop:
         the noise prediction varies fast with the latent, as in the random-weight test models.
         """
         counters["inversions"] += 1
+        timesteps = self.inverse.timesteps[:count]
         with self.branch(INVERSION):
-            for i, t in enumerate(self.inverse.timesteps):
+            for i in range(done, len(timesteps)):
+                t = timesteps[i]
                 self.state.step, self.state.timestep, start = i, t, latents
                 for _ in range(1 + iterations):
                     self.progress.check()
                     latents = self.inverse.step(self.eps(latents, t, 1.0), t, start).prev_sample
                     self.progress.advance()
+                if trajectory is not None:
+                    trajectory.append(latents)
         return latents
 
     def denoise(self, latents: torch.Tensor, guidance: float, branch: str = GENERATED,
-                previews: bool = False, stop: int | None = None) -> torch.Tensor:
-        """DDIM denoising of a batch as `branch`, with the controls' step hooks around each step;
-        `stop`: only the first `stop` steps (a reference branch nobody needs to the end)."""
+                previews: bool = False, start: int = 0) -> torch.Tensor:
+        """DDIM denoising of a batch as `branch` from step `start` (the latents are at its level), with
+        the controls' step hooks around each step."""
         state = self.state
         with self.branch(branch):
-            for i, t in enumerate(self.forward.timesteps[:stop]):
+            for i in range(start, len(self.forward.timesteps)):
+                t = self.forward.timesteps[i]
                 self.progress.check()
                 state.step, state.timestep, state.latents = i, t, latents
                 latents = self._hook("before_step")
@@ -238,8 +262,12 @@ def latent_preview(latent: torch.Tensor) -> Image.Image:
     return Image.fromarray(((rgb.clamp(-1, 1) + 1) * 127.5).round().byte().numpy(), "RGB")
 
 
-def decode(pipe, latents: torch.Tensor) -> list[Image.Image]:
-    images = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor).sample
+def decode(pipe, latents: torch.Tensor, one_at_a_time: bool = False) -> list[Image.Image]:
+    """The images of `latents`; `one_at_a_time` decodes them separately (the VAE decoder's activations
+    at full resolution are the largest of the call: this bounds them to one image's)."""
+    latents = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
+    batches = latents.split(1) if one_at_a_time else (latents,)
+    images = torch.cat([pipe.vae.decode(batch).sample for batch in batches])
     return pipe.image_processor.postprocess(images, output_type="pil")
 
 
@@ -261,50 +289,37 @@ def initial_noise(params, latents, device, dtype) -> torch.Tensor:
     return torch.cat(noise).to(device=device, dtype=dtype)
 
 
-def reference_key(image: Image.Image, spec, params, ip_scale: float, active) -> tuple:
-    """Everything the inverted latents and the recordings depend on (the image prompt included)."""
-    digest = hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
-    return (digest, params.size, params.steps, spec, params.tile, params.prompt, ip_scale,
+def texture_digest(image: Image.Image) -> str:
+    return hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
+
+
+def image_embeds_key(digest: str, spec) -> tuple:
+    """The image-prompt embeddings depend on the pixels and the image encoder only."""
+    return ("image_embeds", digest, spec.ip_adapter, spec.ip_weight, spec.device, spec.dtype)
+
+
+def reference_key(digest: str, spec, params, ip_scale: float, active) -> tuple:
+    """Everything the inversion and the recordings depend on (the image prompt included); the start
+    of the reference branch keys the recordings inside the entry (ReferenceWork)."""
+    return ("reference", digest, params.size, params.steps, spec, params.tile, params.prompt, ip_scale,
             params.diffusion.inversion_iterations, *(control.cache_key() for control in active))
-
-
-@dataclass
-class ReferencePlan:
-    """Which reference work this call does: nothing, the reference branch, or inversion and branch."""
-
-    key: tuple | None = None
-    work: ReferenceWork | None = None
-    invert: bool = False
-    branch: bool = False
-    branch_steps: int = 0  # the reference branch runs its first branch_steps steps
-
-
-def plan_reference(run: Run, active, key) -> ReferencePlan:
-    """Look the texture up in the cache when a control needs the reference; fill `run.recorded`."""
-    wanting = [control for control in active if control.needs_reference()]
-    if not wanting:
-        return ReferencePlan()
-    work = reference_cache.get(key())
-    if work is not None:
-        run.recorded.update(work.recorded)
-    run.reference_cached = work is not None
-    needed = [step for control in wanting for step in control.reference_steps(run.state.steps)]
-    return ReferencePlan(key(), work, invert=work is None,
-                         branch=any(control.missing(run.recorded) for control in wanting),
-                         branch_steps=max(needed, default=-1) + 1)
 
 
 def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image, size: int,
                    iterations: int) -> None:
-    """Invert the reference and run its branch as `plan` says; cache the result once complete."""
-    work = plan.work
+    """Invert the reference up to the level of step `plan.start` and run its branch from there, as
+    `plan` says; cache the result once complete."""
+    if not plan.branch:
+        return
+    work, count = plan.work, loop.state.steps - plan.start  # inversion steps to the start's level
     if plan.invert:
-        work = ReferenceWork(loop.invert(encode_reference(loop.pipe, image, size), iterations))
-    if plan.branch:
-        counters["reference_branches"] += 1
-        loop.denoise(work.inverted, 1.0, REFERENCE, stop=plan.branch_steps)
-        work.recorded = dict(run.recorded)
-        reference_cache.put(plan.key, work)
+        done = len(work.trajectory)
+        latents = work.trajectory[-1] if done else encode_reference(loop.pipe, image, size)
+        loop.invert(latents, iterations, count=count, done=done, trajectory=work.trajectory)
+    counters["reference_branches"] += 1
+    loop.denoise(work.trajectory[count - 1], 1.0, REFERENCE, start=plan.start)
+    work.recorded[plan.start] = dict(run.recorded)
+    reference_cache.put(plan.key, work)
 
 
 def scale_map(m, reference_size, params):
@@ -345,14 +360,15 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
     pipe.set_ip_adapter_scale(ip_scale)  # every call sets every layer's scale; controls may refine it
     for control in active:
         control.setup(run)
-    run.cond = encode_conditioning(pipe, image, params.prompt, params.negative_prompt)
+    digest = texture_digest(image)
+    run.cond = encode_conditioning(pipe, image, params.prompt, params.negative_prompt, image_embeds_key(digest, spec))
     for control in active:
         run.cond = control.conditioning(run.cond)
-    plan = plan_reference(run, active, lambda: reference_key(image, spec, params, ip_scale, active))
     steps, iterations = params.steps, params.diffusion.inversion_iterations
-    passes = steps * (1 + plan.invert * (1 + iterations)) + plan.branch * plan.branch_steps
-    run.progress = Progress(total=passes + sum(control.extra_passes(steps) for control in active),
-                            on_step=on_step, cancel=cancel)
+    plan = plan_reference(reference_cache, run, active, lambda: reference_key(digest, spec, params, ip_scale, active),
+                          steps)
+    passes = steps + plan.passes(steps, iterations) + sum(control.extra_passes(steps) for control in active)
+    run.progress = Progress(total=passes, on_step=on_step, cancel=cancel)
     loop = Loop(pipe, run.cond, steps, run.progress, active, run.state)
     run.scheduler = loop.forward
     # The VAE encoder reads the reference as the (non-periodic) photo it is: only the UNet, the
@@ -362,10 +378,15 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
         reference_work(loop, run, plan, image, params.size, iterations)
         result = loop.denoise(noise, guidance, GENERATED, previews=True)
         run.progress.check()
-        images = decode(pipe, result)
+        images = decode(pipe, result, params.diffusion.decode_one_at_a_time)
     for control in active:
         images = control.finish(images)
     info: dict = {}
+    warnings = [text for control in active for text in control.warnings()]
     for control in active:
         info |= control.record()
+    for text in warnings:
+        log.warning(text)
+    if warnings:
+        info["warnings"] = warnings
     return images, info

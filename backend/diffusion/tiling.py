@@ -1,9 +1,12 @@
-"""Exactly tileable outputs: circular padding on every Conv2d, per axis, undone afterwards.
+"""Exactly tileable outputs: wrap-around padding on every padded Conv2d, per axis, undone afterwards.
 
 With every padded convolution of the UNet and the VAE wrapping around on an axis, the network is
 equivariant to shifts along it (attention and GroupNorm are global), so the image is periodic there.
-PyTorch's `padding_mode="circular"` wraps both axes at once; for one axis we pad by hand (wrap on
-that axis, zeros on the other, which is what the layer did before) and convolve without padding.
+
+One padded copy per convolution: both axes wrap in a single circular `F.pad` (what PyTorch's own
+`padding_mode="circular"` does); one axis wraps by a circular pad of that axis alone while the
+convolution zero-pads the other itself, as it did before. Padding each axis separately would copy
+the activation twice.
 The VAE encoder's downsamplers (diffusers' Downsample2D with padding 0) pad the end of each axis by
 one zero row/column themselves before an unpadded stride-2 conv: on a tiled axis that row/column is
 replaced by the wrapped-around first one, so the encoder is shift-equivariant too (for shifts that
@@ -23,11 +26,12 @@ AXES = {"both": (True, True), "x": (True, False), "y": (False, True), "none": (F
 
 def _tiled_conv_forward(conv: nn.Conv2d, wrap_x: bool, wrap_y: bool):
     pad_y, pad_x = conv.padding  # nn.Conv2d stores (height, width)
+    wrapped = (pad_x if wrap_x else 0,) * 2 + (pad_y if wrap_y else 0,) * 2
+    own = (0 if wrap_y else pad_y, 0 if wrap_x else pad_x)  # the zero padding the convolution still does
 
     def forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        x = F.pad(input, (pad_x, pad_x, 0, 0), mode="circular" if wrap_x else "constant")
-        x = F.pad(x, (0, 0, pad_y, pad_y), mode="circular" if wrap_y else "constant")
-        return F.conv2d(x, weight, bias, conv.stride, 0, conv.dilation, conv.groups)
+        return F.conv2d(F.pad(input, wrapped, mode="circular"), weight, bias, conv.stride, own, conv.dilation,
+                        conv.groups)
 
     return forward
 

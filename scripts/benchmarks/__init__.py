@@ -1,4 +1,5 @@
-"""Benchmarks: what a variant costs, side by side with plain IP-Adapter and the naive dual branch.
+"""Benchmarks: what a variant costs, side by side with plain IP-Adapter, diffusers' own pipeline and
+the naive dual branch.
 
 `python -m scripts.benchmarks [--quick] [--gpu]` (what `scripts/bench` runs) measures, in one process:
 
@@ -9,13 +10,17 @@
                nothing, so every variant pays for the VAE encoding, the DDIM inversion and the
                reference branch again;
    - `first`:  the product's kv replacement on a texture it has not seen (the reference work is done
-               once, for all N variants of the call) -- full run only;
+               once, for all N variants of the call);
    - `cached`: the product's kv replacement with the texture's reference work already cached;
-   and `ad` (attention distillation) once the engine has `appearance="ad"`;
+   - `diffusers`: diffusers' `StableDiffusionPipeline` + `load_ip_adapter` on the same modules (peer.py);
+   - `ad`: attention distillation, reference work cached;
+   - `first_before`, `cached_before` (opt-in): the engine with the costs it had before #12 put back
+     (peer.as_before), for a before/after measured in the same run;
 2. service overhead: one job through `python -m backend serve` against the same call in-process,
    time to the first progress event and in total;
 3. the weight-free engine: seconds per 512² variant and its metrics on four real textures;
-4. `--gpu`: the product and plain diffusers IP-Adapter on a CUDA GPU, fp16, 512², 30 steps, N = 4.
+4. `--gpu`: the product and diffusers' pipeline on a CUDA GPU, fp16, 512², 30 steps, N = 4, with
+   peak VRAM per method.
 
 Every comparison is measured side by side: the repetitions of its cases are interleaved (round
 robin, with the order rotated every round) and medians are reported, because shared machines are
@@ -23,9 +28,11 @@ noisy. The sanity of each case is checked while it runs (how many inversions and
 the engine actually did), so a benchmark cannot silently measure something else.
 
 Results go to docs/benchmarks.json (raw numbers, one entry per mode: quick, full, gpu) and
-docs/BENCHMARKS.md (rendered from all entries). The last line printed is `variant_cost_ratio=X`:
-cached kv over plain, N = 4.
+docs/BENCHMARKS.md (rendered from all entries). The last lines printed are `variant_cost_ratio=X`
+(cached kv over plain), `first_call_ratio=Y` (first call over plain) and `peer_ratio=Z` (cached kv
+over diffusers' pipeline), N = 4, each where its rows were measured.
 
-One module per thing measured: variant_cost, service, patch, gpu; common holds the setups, the
-timing and the inputs, report renders BENCHMARKS.md, cli is the command line.
+One module per thing measured: variant_cost, service, patch, gpu; peer holds what the product is
+compared with, common the setups, the timing and the inputs, report renders BENCHMARKS.md, cli is
+the command line.
 """

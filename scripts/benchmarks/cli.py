@@ -18,7 +18,7 @@ from scripts.benchmarks.gpu import GpuOptions, bench_gpu
 from scripts.benchmarks.patch import bench_patch
 from scripts.benchmarks.report import load_results, render, write_atomic
 from scripts.benchmarks.service import bench_service
-from scripts.benchmarks.variant_cost import bench_variant_cost, headline_ratio
+from scripts.benchmarks.variant_cost import bench_variant_cost, ratio_lines
 
 
 def run(setup: Setup, models: dict, *, out_dir: Path = DOCS, command: str = "", sections=("variant_cost", "service", "patch"),
@@ -30,7 +30,8 @@ def run(setup: Setup, models: dict, *, out_dir: Path = DOCS, command: str = "", 
     if "variant_cost" in sections:
         entry["variant_cost"] = bench_variant_cost(models, setup, log=log)
         entry["variant_cost_ratio_n"] = max(setup.variants)
-        entry["variant_cost_ratio"] = headline_ratio(entry["variant_cost"], entry["variant_cost_ratio_n"])
+        entry["ratios"] = ratio_lines(entry["variant_cost"], entry["variant_cost_ratio_n"])
+        entry["variant_cost_ratio"] = entry["ratios"]["variant_cost_ratio"]
     if "service" in sections and setup.service_reps:
         try:  # a service that cannot start or dies must not cost the numbers measured so far
             entry["service"] = bench_service(models, setup, log=log)
@@ -57,18 +58,23 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Measure what a variant costs (plain IP-Adapter, naive dual branch, cached kv), the service "
-        "overhead and the weight-free engine, side by side in one run (interleaved repetitions, medians). "
-        "Writes docs/BENCHMARKS.md and docs/benchmarks.json; the last line printed is variant_cost_ratio=X "
-        "(cached kv over plain, 4 variants). Creates the full-size random-weight models in "
-        ".test-models/full on first use (about 5 GB).")
+        "overhead and the weight-free engine, side by side in one run (interleaved repetitions, medians), "
+        "with diffusers' own StableDiffusionPipeline + IP-Adapter as the peer. Writes docs/BENCHMARKS.md and "
+        "docs/benchmarks.json; the last lines printed are variant_cost_ratio=X (cached kv over plain), "
+        "first_call_ratio=Y (first call on a texture over plain) and peer_ratio=Z (cached kv over diffusers' "
+        "pipeline), 4 variants, each where its rows were measured. Creates the full-size random-weight models "
+        "in .test-models/full on first use (about 5 GB).")
     parser.add_argument("--quick", action="store_true", help="the quick configuration (under 5 minutes on 2 cores)")
     parser.add_argument("--gpu", action="store_true", help="the GPU benchmark on CUDA (fp16, 512², 30 steps, N = 4) "
                         "instead of the CPU sections")
     parser.add_argument("--compile", action="store_true", help="with --gpu: also torch.compile the UNet")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (default: the mode's)")
-    parser.add_argument("--methods", nargs="+", choices=("plain", "naive", "first", "cached", "ad"),
+    parser.add_argument("--methods", nargs="+", choices=("plain", "naive", "first", "cached", "ad", "diffusers",
+                                                         "first_before", "cached_before"),
                         help="the ways to measure (default: the mode's); the results are stored as a run of "
-                        "their own, e.g. quick+first+ad")
+                        "their own, e.g. quick+naive. first_before / cached_before: the engine with its costs "
+                        "before #12 put back (two padded copies per wrapped convolution, the image embedding "
+                        "every call, the full reference replay), for a before/after in one run")
     parser.add_argument("--variants", type=int, nargs="+", metavar="N",
                         help="the variant counts to measure (default: the mode's; the ratio needs 4)")
     parser.add_argument("--threads", type=int, help="torch CPU threads, here and in the service (default: "
@@ -106,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                  "gpu": bench_gpu(models, setup, GpuOptions(compile=args.compile))}
         entry["wall_s"] = round(time.perf_counter() - wall0, 1)
         store(args.out_dir, "gpu", entry)
-        ratio = next(r for r in entry["gpu"]["rows"] if r["method"] == "cached")["ratio_to_plain"]
+        rows = {r["method"]: r for r in entry["gpu"]["rows"]}
+        ratios = {"variant_cost_ratio": rows["cached"]["ratio_to_plain"],
+                  "first_call_ratio": rows["first"]["ratio_to_plain"],
+                  "peer_ratio": round(rows["cached"]["median_s"] / rows["diffusers"]["median_s"], 3)}
     else:
         setup = common.QUICK if args.quick else common.FULL
         changes = {k: v for k, v in (("reps", args.reps), ("variants", tuple(args.variants or ())),
@@ -118,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             setup = replace(setup, **changes, why=setup.why + " This run changed the mode's settings on the "
                             "command line: " + ", ".join(f"{k} {v}" for k, v in changes.items() if k != "mode")
                             + ".")
-        ratio = run(setup, models, out_dir=args.out_dir, command=command)["variant_cost_ratio"]
+        ratios = run(setup, models, out_dir=args.out_dir, command=command)["ratios"]
     print(f"wrote {args.out_dir / 'BENCHMARKS.md'} and {args.out_dir / 'benchmarks.json'}")
-    print(f"variant_cost_ratio={ratio:.3f}")
+    for name, value in ratios.items():
+        print(f"{name}={value:.3f}")
     return 0

@@ -1,10 +1,12 @@
-"""Section 4 (`--gpu`): the product against plain IP-Adapter and diffusers' pipeline on a CUDA GPU."""
+"""Section 4 (`--gpu`): the product against plain IP-Adapter and diffusers' pipeline on a CUDA GPU,
+seconds and peak memory per method."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from scripts.benchmarks.common import GPU, TEXTURE, Setup, interleaved, median, texture
+from scripts.benchmarks.peer import diffusers_call
 from scripts.benchmarks.variant_cost import variant_methods
 
 
@@ -12,6 +14,7 @@ from scripts.benchmarks.variant_cost import variant_methods
 class GpuOptions:
     channels_last: bool = True
     compile: bool = False  # torch.compile of the UNet (the first calls compile: warm-up runs them)
+    decode_one_at_a_time: bool = True  # the engine's option: the VAE decoder's peak for one image, not N
 
 
 def bench_gpu(models: dict, setup: Setup = GPU, options: GpuOptions | None = None, *, device: str = "cuda",
@@ -23,7 +26,6 @@ def bench_gpu(models: dict, setup: Setup = GPU, options: GpuOptions | None = Non
     processor both call F.scaled_dot_product_attention). `device` is a parameter so that the code
     path can be exercised on a CPU with the tiny models.
     """
-    import torch
 
     from backend import generate_variants
     from backend.diffusion import models as model_loading
@@ -35,7 +37,8 @@ def bench_gpu(models: dict, setup: Setup = GPU, options: GpuOptions | None = Non
 
     def generate(**kw):
         return generate_variants(reference, base=base, ip_adapter=ip, engine="diffusion", size=setup.size,
-                                 steps=setup.steps, device=device, dtype=dtype, **kw)
+                                 steps=setup.steps, device=device, dtype=dtype,
+                                 decode_one_at_a_time=options.decode_one_at_a_time, **kw)
 
     generate(variants=1, seed=setup.seed, appearance="kv")  # loads, primes the cache
     spec = model_loading.loaded_specs()[0]
@@ -43,14 +46,8 @@ def bench_gpu(models: dict, setup: Setup = GPU, options: GpuOptions | None = Non
     applied = _optimise(pipe, options)
     attention = sorted({type(p).__name__ for p in pipe.unet.attn_processors.values()})
 
-    def diffusers_plain():
-        generator = torch.Generator("cpu").manual_seed(setup.seed)
-        return pipe(prompt="", ip_adapter_image=reference.convert("RGB"), num_inference_steps=setup.steps, height=setup.size,
-                    width=setup.size, num_images_per_prompt=n, generator=generator).images
-
-    methods = variant_methods(generate, setup)
+    methods = variant_methods(generate, setup, diffusers_call(pipe, reference, setup, _guidance()))
     cases = {name: (lambda m=methods[name]: m(n)) for name in setup.methods if name in methods}
-    cases["diffusers_plain"] = diffusers_plain
     peaks: dict[str, list[float]] = {name: [] for name in cases}
 
     def peaked(name, fn):
@@ -66,8 +63,16 @@ def bench_gpu(models: dict, setup: Setup = GPU, options: GpuOptions | None = Non
              "ratio_to_plain": round(median(times[name]) / plain, 3),
              "peak_gb": round(max(peaks[name]), 2) if peaks[name] else None} for name in cases]
     return {"size": setup.size, "steps": setup.steps, "variants": n, "reps": setup.reps, "device": spec.device,
-            "dtype": spec.dtype, "optimisations": applied, "attention_processors": attention, "rows": rows,
+            "dtype": spec.dtype, "optimisations": applied + (["decode one image at a time"] if
+                                                              options.decode_one_at_a_time else []),
+            "attention_processors": attention, "rows": rows,
             "weights_peak_note": "peak = torch.cuda.max_memory_allocated during the call (weights included)"}
+
+
+def _guidance() -> float:
+    from backend.diffusion import engine
+
+    return engine.DEFAULT_GUIDANCE
 
 
 def _optimise(pipe, options: GpuOptions) -> list[str]:

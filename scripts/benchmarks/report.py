@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from scripts.benchmarks.common import PROJECT_STEPS, TARGET_RATIO
+from scripts.benchmarks.common import PROJECT_STEPS, TARGETS
 
 
 def load_results(path: Path) -> dict:
@@ -45,8 +45,12 @@ METHOD_TEXT = {
     "first": "kv, first call on the texture (reference work once per call)",
     "cached": "**kv, reference work cached (the product)**",
     "ad": "attention distillation (AD), reference work cached",
-    "diffusers_plain": "plain diffusers `StableDiffusionPipeline` + IP-Adapter",
+    "diffusers": "diffusers' own `StableDiffusionPipeline` + `load_ip_adapter` (the peer: DDIM, no tiling)",
+    "first_before": "kv first call as before #12 (full reference replay, two pads per conv, image encoded)",
+    "cached_before": "kv cached as before #12 (two pads per wrapped conv, image encoded every call)",
 }
+RATIO_TEXT = {"variant_cost_ratio": "cached kv over plain", "first_call_ratio": "first call over plain",
+              "peer_ratio": "cached kv over diffusers' pipeline"}
 
 
 def render_variant_cost(entry: dict) -> list[str]:
@@ -55,13 +59,15 @@ def render_variant_cost(entry: dict) -> list[str]:
              f"{vc['window_steps']}), guidance {vc['guidance_scale']}, {vc['device']} {vc['dtype']}, "
              f"{vc['reps']} interleaved repetitions, medians.", "",
              "| method | N | seconds (median) | s / variant | × plain | UNet s | UNet × plain | UNet images "
-             f"| projected to {PROJECT_STEPS} steps: s / variant | × plain | all repetitions (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| projected to {PROJECT_STEPS} steps: s / variant | × plain | minor page faults | kernel CPU s "
+             "| all repetitions (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in vc["rows"]:
         lines.append(f"| {METHOD_TEXT.get(r['method'], r['method'])} | {r['variants']} | {r['median_s']:.2f} | "
                      f"{r['per_variant_s']:.2f} | {r['ratio_to_plain']:.2f} | {r['unet_median_s']:.2f} | "
                      f"{r['unet_ratio_to_plain']:.2f} | {r['unet_images']} | "
                      f"{r['projected_s'] / r['variants']:.1f} | {r['projected_ratio_to_plain']:.2f} | "
+                     f"{r.get('minor_faults_median', '–')} | {r.get('system_s_median', '–')} | "
                      f"{', '.join(f'{s:.2f}' for s in r['seconds'])} |")
     if not vc["ad"].startswith("measured"):
         lines.append(f"| attention distillation (AD) | – | {vc['ad']} | | | | | | | | |")
@@ -83,6 +89,12 @@ def _ad_text(vc: dict) -> str:
             + ". Its UNet images count the loss passes (forward to the last distilled layer); their backward "
               "passes are outside the UNet hooks, in the call's other time, which the projection does not "
               "scale: for AD the projected ratio is a lower bound.")
+
+
+def _ratios_text(entry: dict) -> str:
+    ratios = entry.get("ratios") or {"variant_cost_ratio": entry["variant_cost_ratio"]}
+    return "; ".join(f"`{name}={ratios[name]:.3f}` ({RATIO_TEXT[name]}, target ≤ {TARGETS[name]})"
+                     for name in RATIO_TEXT if name in ratios)
 
 
 def render_service(entry: dict) -> list[str]:
@@ -121,8 +133,13 @@ def render_gpu(entry: dict | None) -> list[str]:
         reason = (entry or {}).get("not_measured", "no GPU was lent to this project's runs")
         return [f"**Not measured: {reason}.** No numbers are given rather than invented ones. On a CUDA "
                 "machine: `TORCH_SPEC=\"torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128\" "
-                "scripts/setup`, then `scripts/bench --gpu` (fp16, SDPA, channels-last; `--compile` adds "
-                "torch.compile of the UNet). Targets: ≤ 0.7 s per variant amortised on an H100, ≤ 6 GB peak VRAM."]
+                "scripts/setup`, then `scripts/bench --gpu` (fp16, SDPA, channels-last, the variants decoded one "
+                "at a time; `--compile` adds torch.compile of the UNet): seconds per variant and peak VRAM "
+                "for plain, naive, first, cached, AD and diffusers' own pipeline. Targets: ≤ 0.7 s per variant "
+                "amortised on an H100, ≤ 6 GB peak VRAM. diffusers' attention slicing is not used: "
+                "`enable_attention_slicing` replaces every attention processor, IP-Adapter's included (the "
+                "image prompt would be dropped); SDPA's memory-efficient kernels do not keep attention "
+                "matrices anyway."]
     g = entry["gpu"]
     lines = [f"- **command**: `{entry['command']}`", f"- **date**: {entry['date']}",
              f"- **machine**: {_machine_line(entry)}", "",
@@ -142,58 +159,107 @@ def _row(entry: dict | None, method: str, n: int) -> dict | None:
     return next((r for r in entry["variant_cost"]["rows"] if r["method"] == method and r["variants"] == n), None)
 
 
-def render_findings(results: dict) -> list[str]:
-    """What the numbers say, computed from them (full run first, quick run for what only it has)."""
+def _modes(results: dict) -> list[str]:
+    return ["full", "quick", *sorted(k for k in results if k not in ("full", "quick", "gpu"))]
+
+
+def _first_with(results: dict, *methods: str) -> tuple[str, list[dict]] | None:
+    """The newest run with all `methods` at N = 4, and those rows."""
+    for mode in sorted(results, key=lambda m: str(results[m].get("date", "")), reverse=True):
+        rows = [_row(results.get(mode), m, 4) for m in methods]
+        if all(rows):
+            return mode, rows
+    return None
+
+
+def _cost_findings(results: dict) -> list[str]:
     lines = []
-    for mode in ("full", "quick", *sorted(k for k in results if k not in ("full", "quick", "gpu"))):
-        cached, plain, naive = (_row(results.get(mode), m, 4) for m in ("cached", "plain", "naive"))
-        if not (cached and plain and naive):
-            continue
+    found = _first_with(results, "cached", "plain")
+    if found:
+        mode, (cached, plain) = found
+        naive = _row(results[mode], "naive", 4)
         lines.append(
             f"- **Appearance preservation is almost free once the texture is cached** ({mode} run, N = 4): "
             f"cached kv costs {cached['ratio_to_plain']:.2f} × plain IP-Adapter ({cached['unet_ratio_to_plain']:.2f} × "
-            f"in the UNet, {cached['projected_ratio_to_plain']:.2f} × projected to {PROJECT_STEPS} steps); the "
-            f"naive dual branch costs {naive['ratio_to_plain']:.2f} × ({naive['projected_ratio_to_plain']:.2f} × "
-            f"projected). The cached call runs exactly the UNet passes of plain IP-Adapter "
-            f"({cached['unet_images']} images), and in the replaced layers it skips its own key/value projections.")
+            f"in the UNet, {cached['projected_ratio_to_plain']:.2f} × projected to {PROJECT_STEPS} steps)"
+            + (f"; the naive dual branch costs {naive['ratio_to_plain']:.2f} × ({naive['projected_ratio_to_plain']:.2f} × "
+               "projected)" if naive else "")
+            + f". The cached call runs exactly the UNet passes of plain IP-Adapter ({cached['unet_images']} images), "
+            "and in the replaced layers it skips its own key/value projections.")
         phases = cached["phases_median_s"]
         lines.append(
             f"- Where a cached call of 4 variants spends its {cached['median_s']:.1f} s ({mode} run): UNet "
             f"{phases['unet']:.1f} s, VAE decoder {phases['vae_decoder']:.1f} s, CLIP image encoder "
-            f"{phases['image_encoder']:.1f} s, text encoder {phases['text_encoder']:.1f} s, the rest "
-            f"{cached['median_s'] - sum(phases.values()):.1f} s (schedulers, conditioning, Python).")
-        break
+            f"{phases['image_encoder']:.1f} s (the embedding is cached per texture), text encoder "
+            f"{phases['text_encoder']:.1f} s, the rest {cached['median_s'] - sum(phases.values()):.1f} s "
+            "(schedulers, conditioning, Python).")
     plain1, naive1, cached1 = (_row(results.get("full"), m, 1) for m in ("plain", "naive", "cached"))
     if plain1 and naive1 and cached1:
         lines.append(
             f"- At 512² (full run, one variant): cached kv {cached1['ratio_to_plain']:.2f} × plain, the naive "
             f"dual branch {naive1['ratio_to_plain']:.2f} × ({naive1['unet_ratio_to_plain']:.2f} × in the UNet, "
             f"{naive1['projected_ratio_to_plain']:.2f} × projected to {PROJECT_STEPS} steps). At 128² the naive "
-            "way looks worse (above) because on this CPU a batch of 1 costs about twice as much per image "
+            "way looks worse because on this CPU a batch of 1 costs about twice as much per image "
             "as a batch of 8 at that size, and the naive way runs batches of 1 and 2.")
-    with_first = [k for k in results if _row(results[k], "first", 4)]
-    if with_first:
-        first = _row(results[with_first[0]], "first", 4)
-        lines.append(
-            f"- The **first call** on a texture pays for its reference work once, for all its variants: "
-            f"{first['ratio_to_plain']:.2f} × plain at N = 4 in run `{with_first[0]}` "
-            f"({first['projected_ratio_to_plain']:.2f} × "
-            f"projected): 2 × steps UNet passes of one image (inversion and reference branch) against "
-            f"2 × N × steps for the variants."
-            + (f" At 512² the reference work of one texture costs {naive1['unet_median_s'] - plain1['unet_median_s']:.1f} s "
-               f"of UNet time against {plain1['unet_median_s']:.1f} s for one variant (full run), so a first call "
-               f"with N = 4 there would take about "
-               f"{1 + (naive1['unet_median_s'] - plain1['unet_median_s']) / (4 * plain1['unet_median_s']):.2f} × "
-               "plain's UNet time (estimated from those numbers, not measured)." if plain1 and naive1 else ""))
-    lines.append(
-        "- Not done yet, and what it would save: the reference branch only has to *record* K/V inside the "
-        "window, so it could start from the inversion's latent at the window's first timestep, and the "
-        "inversion could stop there: 2 × window instead of 2 × steps UNet passes, a third of today's "
-        "reference work at the recipe's window (at N = 4 the first call's UNet work would go from 1.25 × "
-        "to 1.08 × plain's: on average 8 + 2/3 instead of 8 + 2 images per step, against plain's 8). Caching the CLIP image embedding with the reference work would "
-        "save one ViT-H pass per call on a known texture (the image encoder time above), for plain "
-        "IP-Adapter too.")
     return lines
+
+
+def _first_call_findings(results: dict) -> list[str]:
+    found = _first_with(results, "first", "plain")
+    if not found:
+        return []
+    mode, (first, plain) = found
+    before = _row(results[mode], "first_before", 4)
+    fp, pp = first["phases_median_s"], plain["phases_median_s"]
+    extra = first["unet_images"] - plain["unet_images"]
+    per_image = (fp["unet"] - pp["unet"]) / extra / (pp["unet"] / plain["unet_images"]) if extra else 0.0
+    gap = (f" What it pays beyond plain: the CLIP image encoder {fp['image_encoder'] - pp['image_encoder']:.2f} s "
+           "(a new texture; the plain and cached calls of the run find its embedding cached), the VAE encoder "
+           f"{fp['vae_encoder']:.2f} s, and {fp['unet'] - pp['unet']:.2f} s of UNet for its {extra} passes of one "
+           f"image, each costing {per_image:.1f} × an image of plain's batch of "
+           f"{plain['unet_images'] // results[mode]['variant_cost']['steps']} "
+           "on this CPU at this size.")
+    return [
+        f"- The **first call** on a texture pays for its reference work once, for all its variants: "
+        f"{first['ratio_to_plain']:.2f} × plain at N = 4 in run `{mode}` ({first['unet_ratio_to_plain']:.2f} × in the "
+        f"UNet, {first['projected_ratio_to_plain']:.2f} × projected to {PROJECT_STEPS} steps): the inversion stops at "
+        "the kv window's first step and the reference branch runs the window only (2 × window UNet passes "
+        f"of one image: {first['unet_images'] - plain['unet_images']} here)"
+        + (f"; the same call with the earlier costs put back in the same run (full reference replay, two pads per "
+           f"convolution, image encoded every call) costs {before['ratio_to_plain']:.2f} × "
+           f"({before['unet_ratio_to_plain']:.2f} × in the UNet)." if before else ".") + gap]
+
+
+def _peer_findings(results: dict) -> list[str]:
+    found = _first_with(results, "cached", "diffusers")
+    if not found:
+        return []
+    mode, (cached, peer) = found
+    encoder = cached["phases_median_s"]["image_encoder"], peer["phases_median_s"]["image_encoder"]
+    lines = [
+        f"- **Against diffusers' own pipeline** (`StableDiffusionPipeline` + `load_ip_adapter`, same models, DDIM, "
+        f"size, steps, guidance, N = 4; run `{mode}`): the cached kv call costs "
+        f"{cached['median_s'] / peer['median_s']:.2f} × (`peer_ratio`), with tiling on; without the CLIP image "
+        f"encoder on either side (the product caches its embedding per texture, the pipeline encodes every call) "
+        f"{(cached['median_s'] - encoder[0]) / (peer['median_s'] - encoder[1]):.2f} ×. UNet "
+        f"{cached['phases_median_s']['unet'] / peer['phases_median_s']['unet']:.2f} ×, VAE decoder "
+        f"{cached['phases_median_s']['vae_decoder'] / peer['phases_median_s']['vae_decoder']:.2f} ×; minor page "
+        f"faults {cached['minor_faults_median']} against {peer['minor_faults_median']}, kernel CPU "
+        f"{cached['system_s_median']:.2f} s against {peer['system_s_median']:.2f} s."]
+    before = _row(results[mode], "cached_before", 4)
+    if before:
+        lines.append(
+            f"- The same cached call as before #12 (two padded copies per wrapped convolution, the image encoded "
+            f"every call), in the same run: {before['median_s'] / peer['median_s']:.2f} × diffusers' pipeline "
+            f"(VAE decoder {before['phases_median_s']['vae_decoder']:.2f} s against "
+            f"{cached['phases_median_s']['vae_decoder']:.2f} s now; minor page faults "
+            f"{before['minor_faults_median']} against {cached['minor_faults_median']}).")
+    return lines
+
+
+def render_findings(results: dict) -> list[str]:
+    """What the numbers say, computed from them (each from the newest run that measured it)."""
+    return [*_cost_findings(results), *_first_call_findings(results), *_peer_findings(results)]
 
 
 def render(results: dict) -> str:
@@ -204,15 +270,21 @@ def render(results: dict) -> str:
            "- **plain**: plain IP-Adapter, `appearance=\"none\"`: the generated branch only.",
            "- **naive**: kv replacement that recomputes the reference for every variant, as the published "
            "dual-branch kv methods do: N calls of one variant each, every call with an empty reference cache "
-           "that keeps nothing, so each variant pays again for the VAE encoding of the reference, its DDIM "
-           "inversion (`steps` UNet passes) and the reference branch (`steps` more), besides its own "
-           "guided generated branch. The benchmark checks that the engine really did N inversions and N "
-           "reference branches.",
+           "that keeps nothing, so each variant pays again for the CLIP and VAE encodings of the reference, "
+           "its DDIM inversion and the reference branch (window steps each), besides its own guided generated "
+           "branch. The benchmark checks that the engine really did N inversions and N reference branches.",
            "- **first**: the product's kv replacement on a texture it has not seen yet: the reference work "
            "is done once per call, for all N variants (checked: 1 inversion, 1 reference branch).",
            "- **cached**: the product's kv replacement once the texture's reference work (inverted latents "
            "and the window's K/V) is in the engine's cache: only the generated branch runs (checked: no "
            "inversion, no reference branch). This is the row of `variant_cost_ratio`.",
+           "- **diffusers**: diffusers' own `StableDiffusionPipeline` after `load_ip_adapter`, on the engine's "
+           "loaded modules: DDIM, the same size, steps, guidance 7.5 and N images per prompt, no tiling, the "
+           "image encoded every call. `peer_ratio` is cached over this row.",
+           "- **ad**: attention distillation, reference work cached.",
+           "- **first_before**, **cached_before** (opt-in): the engine with the costs it had before #12 put "
+           "back in the same run (inversion and reference branch over all steps, two padded copies per wrapped "
+           "convolution, the image embedding computed every call), for a before/after side by side.",
            "",
            "Every comparison is measured side by side in one run: the repetitions of its cases are "
            "interleaved (round robin, the order rotated every round), and medians are reported. "
@@ -220,8 +292,7 @@ def render(results: dict) -> str:
            "through it (a guided pass of N variants counts 2N). The models are random-weight models with "
            "the real SD1.5 / ViT-H architecture (`python -m backend make-test-models --full-size`): speed "
            "does not depend on the weights' values.", ""]
-    extra_modes = sorted(k for k in results if k not in ("full", "quick", "gpu"))
-    for mode in ("full", "quick", *extra_modes):
+    for mode in _modes(results):
         entry = results.get(mode)
         title = {"full": "Full run", "quick": "Quick run (`--quick`)"}.get(mode, f"Run `{mode}` (more methods)")
         out += [f"## {title}", ""]
@@ -232,8 +303,7 @@ def render(results: dict) -> str:
             out += [f"- **note**: {entry['note']}"]
         out += [f"- **command**: `{entry['command']}`", f"- **date**: {entry['date']} (took {entry['wall_s'] / 60:.1f} min)",
                 f"- **machine**: {_machine_line(entry)}", f"- **configuration**: {entry['why']}",
-                f"- **result**: `variant_cost_ratio={entry['variant_cost_ratio']:.3f}` (cached kv over plain, N = {entry.get('variant_cost_ratio_n', 4)}; "
-                f"target ≤ {TARGET_RATIO})", "",
+                f"- **result** (N = {entry.get('variant_cost_ratio_n', 4)}): " + _ratios_text(entry), "",
                 "### Variant cost", "", *render_variant_cost(entry), "",
                 "### AD mode", "", _ad_text(entry["variant_cost"]), "",
                 "### Service overhead", "", *render_service(entry), "",

@@ -1,8 +1,10 @@
-"""Section 1: what a variant costs, per method (plain, naive, first, cached, ad) and variant count."""
+"""Section 1: what a variant costs, per method (plain, naive, first, cached, ad, diffusers' pipeline,
+the engine as it was) and variant count."""
 
 from __future__ import annotations
 
 import contextlib
+import resource
 import time
 from collections.abc import Callable
 
@@ -15,6 +17,7 @@ from scripts.benchmarks.common import (
     median,
     texture,
 )
+from scripts.benchmarks.peer import as_before, diffusers_call
 
 
 class PhaseClock:
@@ -35,6 +38,7 @@ class PhaseClock:
                         "vae_encoder": pipe.vae.encoder, "vae_decoder": pipe.vae.decoder}
         self.seconds = dict.fromkeys(self.PARTS, 0.0)
         self.unet_images = 0  # sum of the UNet's batch sizes: one image through the UNet once = 1
+        self._usage = resource.getrusage(resource.RUSAGE_SELF)
         self._started: dict[str, float] = {}
         self._handles = []
 
@@ -67,10 +71,15 @@ class PhaseClock:
         return hook
 
     def take(self) -> dict:
-        """The totals since the last take, then zero them."""
-        out = {**{k: round(v, 4) for k, v in self.seconds.items()}, "unet_images": self.unet_images}
+        """The totals since the last take, then zero them; with the process's minor page faults and
+        kernel CPU seconds in that time (the allocator's share: fresh pages of large tensors)."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        out = {**{k: round(v, 4) for k, v in self.seconds.items()}, "unet_images": self.unet_images,
+               "minor_faults": usage.ru_minflt - self._usage.ru_minflt,
+               "system_s": round(usage.ru_stime - self._usage.ru_stime, 3)}
         self.seconds = dict.fromkeys(self.PARTS, 0.0)
         self.unet_images = 0
+        self._usage = usage
         return out
 
 
@@ -84,12 +93,13 @@ def private_reference_cache(keep: bool):
     from backend.diffusion import engine as diffusion
     from backend.diffusion.reference_cache import ReferenceCache
 
-    saved = diffusion.reference_cache
+    saved = diffusion.reference_cache, diffusion.image_embeds_cache
     diffusion.reference_cache = ReferenceCache(None if keep else 0)
+    diffusion.image_embeds_cache = ReferenceCache(None if keep else 0)
     try:
         yield diffusion.reference_cache
     finally:
-        diffusion.reference_cache = saved
+        diffusion.reference_cache, diffusion.image_embeds_cache = saved
 
 
 def reference_work_done() -> tuple[int, int]:
@@ -106,8 +116,10 @@ def _expect_reference_work(method: str, before: tuple[int, int], expected: int) 
                            f"branch(es), expected {expected} of each: it would not measure what it claims")
 
 
-def variant_methods(generate: Callable[..., list], setup: Setup) -> dict[str, Callable[[int], list]]:
-    """The ways of making n variants, each a function of n; `generate(variants=, seed=, appearance=)`."""
+def variant_methods(generate: Callable[..., list], setup: Setup,
+                    peer: Callable[[int], list] | None = None) -> dict[str, Callable[[int], list]]:
+    """The ways of making n variants, each a function of n; `generate(variants=, seed=, appearance=)`;
+    `peer(n)`: diffusers' pipeline (peer.diffusers_call)."""
     seed = setup.seed
 
     def counted(method: str, expected: Callable[[int], int], make: Callable[[int], list]):
@@ -126,12 +138,27 @@ def variant_methods(generate: Callable[..., list], setup: Setup) -> dict[str, Ca
         with private_reference_cache(keep=True):
             return generate(variants=n, seed=seed, appearance="kv")
 
-    plain = counted("plain", lambda n: 0, lambda n: generate(variants=n, seed=seed, appearance="none"))
-    naive = counted("naive", lambda n: n, naive_images)
-    first = counted("first", lambda n: 1, first_images)
-    cached = counted("cached", lambda n: 0, lambda n: generate(variants=n, seed=seed, appearance="kv"))
-    ad = counted("ad", lambda n: 0, lambda n: generate(variants=n, seed=seed, appearance="ad"))
-    return {"plain": plain, "naive": naive, "first": first, "cached": cached, "ad": ad}
+    def before(full_replay: bool, make):
+        def case(n):
+            with as_before(full_replay):
+                return make(n)
+        return case
+
+    def cached_images(n):
+        return generate(variants=n, seed=seed, appearance="kv")
+
+    methods = {
+        "plain": counted("plain", lambda n: 0, lambda n: generate(variants=n, seed=seed, appearance="none")),
+        "naive": counted("naive", lambda n: n, naive_images),
+        "first": counted("first", lambda n: 1, first_images),
+        "cached": counted("cached", lambda n: 0, cached_images),
+        "ad": counted("ad", lambda n: 0, lambda n: generate(variants=n, seed=seed, appearance="ad")),
+        "first_before": counted("first_before", lambda n: 1, before(True, first_images)),
+        "cached_before": counted("cached_before", lambda n: 0, before(False, cached_images)),
+    }
+    if peer is not None:
+        methods["diffusers"] = counted("diffusers", lambda n: 0, peer)
+    return methods
 
 
 def bench_variant_cost(models: dict, setup: Setup, *, device: str | None = None, dtype: str | None = None,
@@ -146,8 +173,6 @@ def bench_variant_cost(models: dict, setup: Setup, *, device: str | None = None,
         return generate_variants(reference, base=str(models["base"]), ip_adapter=str(models["ip_adapter"]),
                                  engine="diffusion", size=setup.size, steps=setup.steps, **extra, **kw)
 
-    methods = variant_methods(generate, setup)
-    chosen = [m for m in setup.methods if m in methods]
     t0 = time.perf_counter()
     generate(variants=1, seed=setup.seed, appearance="none")  # loads the pipeline, warms allocators
     load_s = time.perf_counter() - t0
@@ -156,6 +181,8 @@ def bench_variant_cost(models: dict, setup: Setup, *, device: str | None = None,
         generate(variants=n, seed=setup.seed, appearance="none")
     spec = model_loading.loaded_specs()[0]
     pipe = model_loading.load_pipeline(spec)
+    methods = variant_methods(generate, setup, diffusers_call(pipe, reference, setup, _default_guidance()))
+    chosen = [m for m in setup.methods if m in methods]
 
     cases, keys = {}, {}
     for n in setup.variants:
@@ -194,6 +221,8 @@ def _rows(keys: dict, times: dict, phases: dict, steps: int) -> list[dict]:
                "unet_median_s": round(median(unet), 3), "unet_images": phases[name][0]["unet_images"],
                "projected_s": round(median(t - u + u * PROJECT_STEPS / steps for t, u in zip(
                    times[name], unet, strict=True)), 3),
+               "minor_faults_median": int(median(p["minor_faults"] for p in phases[name])),
+               "system_s_median": round(median(p["system_s"] for p in phases[name]), 3),
                "phases_median_s": {part: round(median(p[part] for p in phases[name]), 3) for part in PhaseClock.PARTS}}
         rows.append(row)
     for row in rows:
@@ -232,3 +261,16 @@ def headline_ratio(variant_cost: dict, n: int = 4) -> float:
     """Cached kv over plain, N = n: the number the issue's target is about."""
     row = next(r for r in variant_cost["rows"] if r["method"] == "cached" and r["variants"] == n)
     return row["ratio_to_plain"]
+
+
+def ratio_lines(variant_cost: dict, n: int = 4) -> dict[str, float]:
+    """The three ratios `scripts/bench` prints last, those whose rows were measured:
+    variant_cost_ratio (cached / plain), first_call_ratio (first / plain), peer_ratio (cached /
+    diffusers' pipeline), all at N = n."""
+    rows = {r["method"]: r for r in variant_cost["rows"] if r["variants"] == n}
+    out = {"variant_cost_ratio": rows["cached"]["ratio_to_plain"]}
+    if "first" in rows:
+        out["first_call_ratio"] = rows["first"]["ratio_to_plain"]
+    if "diffusers" in rows:
+        out["peer_ratio"] = round(rows["cached"]["median_s"] / rows["diffusers"]["median_s"], 3)
+    return out

@@ -58,7 +58,8 @@ def depth_case(rec, case, path):
                     "variant": [variant.colorspace_settings.name, variant.is_float, *mean_rgb(variant)],
                     "file": file, "format": variant.file_format,
                     "png_depth": png_bit_depth(file) if file.endswith(".png") else None,
-                    "packed": variant.packed_file is not None})
+                    "packed": variant.packed_file is not None,
+                    "expectation": bpy.context.scene.texture_variants.current.expectation})
     rec[case] = outcome
 
 

@@ -33,6 +33,11 @@ def test_a_16_bit_png_source_gives_a_16_bit_variant(files):
     assert abs(v_mean - mean) <= 0.05 * mean
 
 
+def test_a_patch_result_set_says_what_the_engine_found_in_the_texture(files):
+    assert files["png16"]["expectation"].startswith("Patch found a ")  # the tinted gravel: irregular
+    assert "irregular texture" in files["png16"]["expectation"]
+
+
 def test_variants_are_packed_in_an_unsaved_blend_and_written_next_to_a_saved_one(files):
     assert files["unsaved_generate"]["error"] is None and files["unsaved_packed"] == [True]
     assert files["saved_generate"]["error"] is None

@@ -8,12 +8,17 @@ then:
    state that is reset every call (e.g. IP-Adapter scales); `run` is the call's shared context;
 2. `conditioning(cond)` may change the text / image-prompt embeddings;
 3. the reference work, done only when a control's `needs_reference()` says so: the reference is
-   DDIM-inverted (cached per texture) and the REFERENCE branch denoises it, while controls record
-   what they need into `run.recorded` (cached with it); `cache_key()` adds what the recording depends
-   on to the cache key, `missing(run.recorded)` says whether the cached recording lacks something;
+   DDIM-inverted up to the noise level of the first step any such control lists in
+   `reference_steps(steps)` (default: all steps) and the REFERENCE branch denoises it from that step
+   on, while controls record what they need into `run.recorded` (cached per texture and start step);
+   `cache_key()` adds what the recording depends on to the cache key, `missing(run.recorded)` says
+   whether the cached recording lacks something;
 4. for each branch (INVERSION, REFERENCE, GENERATED) `processors(branch, originals)` returns attention
    processors by layer name (without ".processor"), installed for that branch only, the originals
-   put back afterwards (IP-Adapter's stay wherever a control installs nothing);
+   put back afterwards (IP-Adapter's stay wherever a control installs nothing); `during(branch)` is a
+   context manager entered for the whole branch (e.g. forward hooks on modules, removed on exit);
+   `branch_conditioning(branch, cond)` may give a branch its own embeddings (restyle's generated
+   branch reads its own prompt);
 5. per denoising step of every branch (`state.branch` says which): `before_step(state)` /
    `after_step(state)` return the latents (the step's input / its result, both in `state.latents`);
    per UNet pass (inversion included) `unet_kwargs(state)` adds keyword arguments to the UNet
@@ -21,7 +26,8 @@ then:
 6. `tiled_modules()` names the control's own networks (e.g. a ControlNet) whose convolutions wrap
    around with the UNet's while the call tiles;
 7. `extra_passes(steps)` counts the UNet passes the control runs itself (progress), `record()` adds
-   its settings to each image's parameters record;
+   its settings to each image's parameters record, `warnings()` says what the user should know (the
+   engine logs each and lists them under "warnings" in the parameters record);
 8. `finish(images)` gets the decoded images (PIL, one per variant) and returns them (e.g. composited
    with the reference's pixels; a control may attach companion images in `image.info`).
 
@@ -31,7 +37,6 @@ then:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -78,15 +83,16 @@ class Control:
     def needs_reference(self) -> bool:
         return False
 
+    def reference_steps(self, steps: int) -> frozenset[int]:
+        """The denoising steps whose reference-branch state the control reads (only asked when
+        `needs_reference()`); the reference branch runs from the first of them."""
+        return frozenset(range(steps))
+
     def cache_key(self) -> tuple:
         return ()
 
     def missing(self, recorded: dict) -> bool:
         return False
-
-    def reference_steps(self, steps: int) -> Iterable[int]:
-        """The reference branch's steps this control records in (only asked when it needs the reference)."""
-        return range(steps)
 
     def conditioning(self, cond):
         return cond
@@ -120,6 +126,9 @@ class Control:
 
     def finish(self, images: list) -> list:
         return images
+
+    def warnings(self) -> list[str]:
+        return []
 
 
 def layer_processors(unet) -> dict:

@@ -1,6 +1,6 @@
 """Attention distillation (AD): appearance by optimising the generated latent, not by swapping K/V.
 
-In the kv window, after each scheduler step the generated latent is refined by a few Adam
+In the kv window, before each scheduler step the generated latent is refined by a few Adam
 iterations on the AD loss (Zhou et al., "Attention Distillation", CVPR 2025):
 
     L = sum over the kv layers of  mean | Attn(Q_gen, K_gen, V_gen) - sg[Attn(Q_gen, K_ref, V_ref)] |
@@ -8,10 +8,20 @@ iterations on the AD loss (Zhou et al., "Attention Distillation", CVPR 2025):
 (the per-head attention outputs, before the output projection; sg = no gradient). K_ref/V_ref are
 the reference branch's, recorded and cached exactly as for kv replacement. The loss pass runs the
 UNet through its installed processors (so IP-Adapter's cross-attention stays on, unlike the public
-implementation, which calls its own attention code), at the timestep the K/V were recorded at,
-conditional half only (guidance does not enter the loss). Gradients reach only the latent: the
-UNet's weights are frozen for the pass, and it stops at the last distilled layer
-(DistillationPassDone), so nothing after it is computed or kept for backward.
+implementation, which calls its own attention code), conditional half only (guidance does not
+enter the loss). Gradients reach only the latent: the UNet's weights are frozen for the pass, and it
+stops at the last distilled layer (DistillationPassDone), so nothing after it is computed or kept.
+
+The noise level: at step i the loop's latent is at level t_i (the step's input), the reference K/V
+of step i were recorded from the reference branch's latent at t_i, and the loss pass runs the UNet
+at t_i. So the refinement happens before the step (the authors' `AD()` does the same), and the
+step then denoises the refined latent. Refining after the step would put the latent at t_{i+1}
+and need the K/V of step i+1, which the window's last step does not have.
+
+fp16: a per-layer mean over ~10^6 elements gives per-element gradients near 1e-7, fp16's subnormal
+range, where most of the gradient is lost. The layer terms are computed in fp32 and their sum is
+multiplied by the latent's pixel count (the token count of the largest distilled layer) before
+backward, which moves those gradients to ~1e-3; Adam is invariant to a constant scale of the loss.
 
 With tiling the optimisation keeps outputs exactly periodic: the UNet is shift-equivariant, the
 target and the mean L1 loss are equivariant/invariant under a roll of the latent, and Adam is
@@ -58,10 +68,16 @@ class Distill(ReferenceAttention):
         ref_key, ref_value = self.kv.reference(self.layer, p.query.shape[0], p.query.dtype)
         with torch.no_grad():  # the target: the generated queries reading the reference's K/V, held fixed
             target = F.scaled_dot_product_attention(p.query.detach(), ref_key, ref_value, attn_mask=p.mask)
-        self.losses.append(F.l1_loss(out, target))
+        self.losses.append(F.l1_loss(out.float(), target.float()))  # fp32: see the module's fp16 note
         if len(self.losses) == len(self.kv.layers):
             raise DistillationPassDone  # the rest of the UNet does not feed the loss
         return out
+
+
+def loss_scale(latents: torch.Tensor) -> float:
+    """The constant the AD loss is multiplied by before backward: the latent's pixel count, which is
+    the token count of up_blocks.3's layers (see the module's fp16 note)."""
+    return float(latents.shape[-2] * latents.shape[-1])
 
 
 @contextlib.contextmanager
@@ -80,7 +96,7 @@ def frozen(module: torch.nn.Module):
 
 class AttentionDistillation(KVReplacement):
     """Records the reference K/V like kv replacement; the generated branch keeps its own attention and
-    its latents are refined after each window step."""
+    its latents are refined before each window step."""
 
     def __init__(self, settings: KVSettings, steps: int, iterations: int, lr: float):
         super().__init__(settings, steps)
@@ -93,9 +109,9 @@ class AttentionDistillation(KVReplacement):
     def extra_passes(self, steps: int) -> int:
         return len(self.window) * self.iterations
 
-    def after_step(self, state: StepState) -> torch.Tensor:
-        """Inside the window, refine the step's latents at that step's timestep (where the K/V were
-        recorded); one progress tick per iteration, cancel checked before each."""
+    def before_step(self, state: StepState) -> torch.Tensor:
+        """Inside the window, refine the step's input latents (level t_i) at its timestep t_i, against
+        the K/V recorded at step i; one progress tick per iteration, cancel checked before each."""
         if state.branch != GENERATED or state.step not in self.window or self.iterations == 0:
             return state.latents
         text, image = self.run.cond.batch(state.latents.shape[0], guided=False)
@@ -134,7 +150,7 @@ class AttentionDistillation(KVReplacement):
                     before_iteration()
                 optimiser.zero_grad(set_to_none=True)
                 loss = self.loss(work.to(latents.dtype), t, step, text, image_embeds)
-                loss.backward()
+                (loss * loss_scale(latents)).backward()
                 optimiser.step()
                 if after_iteration is not None:
                     after_iteration(i, float(loss.detach()))

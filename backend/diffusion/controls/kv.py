@@ -28,6 +28,8 @@ class KVReplacement(Control):
     def __init__(self, settings: KVSettings, steps: int):
         self.blocks = settings.blocks
         self.window = settings.window_steps(steps)
+        self.empty_window = not self.window and settings.window_fraction > 0  # asked for, rounded away
+        self.fraction, self.steps = settings.window_fraction, steps
 
     def setup(self, run: Run) -> None:
         super().setup(run)
@@ -37,11 +39,11 @@ class KVReplacement(Control):
     def needs_reference(self) -> bool:
         return bool(self.window)  # an empty window (balance 0) needs no reference work at all
 
+    def reference_steps(self, steps: int) -> frozenset[int]:
+        return self.window  # the reference branch only has to reach the window
+
     def missing(self, recorded: dict) -> bool:
         return bool(self.kv.missing())
-
-    def reference_steps(self, steps: int) -> list[int]:
-        return sorted(self.window)
 
     def processors(self, branch: str, originals: dict) -> dict:
         if not self.window:
@@ -58,6 +60,12 @@ class KVReplacement(Control):
     def record(self) -> dict:
         return {"kv_blocks": list(self.blocks), "kv_window_steps": sorted(self.window),
                 "reference_cached": self.run.reference_cached}
+
+    def warnings(self) -> list[str]:
+        if not self.empty_window:
+            return []
+        return [f"the kv window ({self.fraction:.3g} of {self.steps} steps) rounds to no step: this call is plain "
+                "IP-Adapter, the reference's appearance is not used; raise steps or balance"]
 
 
 def from_params(params, spec, settings: KVSettings):

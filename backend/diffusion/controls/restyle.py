@@ -4,7 +4,7 @@ where a mask says (Plug-and-Play features, controls/pnp.py; masks: backend/masks
 - The generated branch reads `restyle_prompt` (guided against the negative prompt) and a neutral
   image prompt (IP-Adapter's unconditional embedding in both guidance halves): the look comes from
   the text alone. The reference work (inversion, reference branch) is the one kv replacement uses
-  and shares its cache entry: restyling a texture whose variants were made costs no inversion.
+  and shares its cache entry: restyling a texture whose variants were made continues their inversion.
 - `restyle_strength` moves both injection windows (pnp.windows: 0.8 / 0.5 of the steps at 0.5).
 - mask_mode "keep-structure": the features are injected only inside the mask; outside, the prompt
   generates freely.
@@ -123,10 +123,10 @@ class Restyle(Control):
     def missing(self, recorded: dict) -> bool:
         return bool(self.qk.missing() or self.res.missing() or self._latent_keys() - set(recorded))
 
-    def reference_steps(self, steps: int) -> list[int]:
+    def reference_steps(self, steps: int) -> frozenset[int]:
         if self.mode == EDIT_INSIDE:
-            return list(range(steps))  # the latents of every step
-        return sorted(self.resnet_window | self.attention_window)
+            return frozenset(range(steps))  # the latents of every step
+        return self.resnet_window | self.attention_window
 
     def conditioning(self, cond):
         pipe = self.run.pipe

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from backend import cli
+from backend.cli import generate as cli
 from backend.params import DiffusionOptions, GenerationParams
 
 _RESTYLE_FLAGS = ("variants", "seed", "steps", "size", "tile", "negative_prompt", "guidance_scale")
@@ -34,7 +34,7 @@ def _box(text: str) -> list:
     return _numbers(text, (4,), "X0,Y0,X1,Y1 (pixels of the input)")
 
 
-def add_parser(sub) -> None:
+def add_restyle(sub) -> None:
     p = sub.add_parser(
         "restyle",
         help="change a texture's look by a text prompt, keeping its structure",
