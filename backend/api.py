@@ -16,6 +16,7 @@ from PIL import Image
 from backend import engines
 from backend.errors import InputError
 from backend.images import load_reference
+from backend.materials import variants as material
 from backend.params import GenerationParams, specs
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ def generate_variants(reference: str | os.PathLike | Image.Image, *, base: str |
     The keywords are the fields of backend.params.GenerationParams (engine, variants, seed, steps,
     size, tile, balance, appearance, ...; help() shows them with their defaults) and, in `extra`,
     the engine options (e.g. ad_iterations). Returns one PIL image per variant.
+    `maps={"roughness": path, ...}` (the material's other maps) and `derive=["height", "normal",
+    "roughness"]` give each image `image.info["maps"]`: {name: backend.materials.maps.MaterialMap},
+    rearranged like the image (README "Whole materials"); save them with
+    backend.materials.variants.save(image, image_path).
     `image.info["parameters"]` holds its parameters as JSON, including its own seed (variant i of a
     call with seed s has seed s + i, so it can be reproduced alone) and the engine actually used.
     Raises backend.errors.InputError for bad input, ModelsMissingError when a model is absent,
@@ -61,12 +66,14 @@ def generate(reference: str | os.PathLike | Image.Image, params: GenerationParam
     if params.seed is None:
         params = params.replace(seed=secrets.randbelow(2**31))
     ref = load_reference(reference)
+    given = material.load(params, ref.size)  # bad maps fail before anything is generated
     engine_name, why = engines.resolve(params.engine, base, ip_adapter)
     log.info(why)
     if params.sketch and engine_name == "patch":
         raise InputError(f"a sketch needs the diffusion engine; {why}",
                          hint="run `python -m backend download-models`, or generate without --sketch")
-    images = engines.get_engine(engine_name).generate(
+    engine = engines.get_engine(engine_name)
+    images = engine.generate(
         ref, params, base=base, ip_adapter=ip_adapter, latents=latents, on_step=on_step, cancel=cancel,
     )
     record = params.to_dict(engine_name) | {
@@ -78,6 +85,11 @@ def generate(reference: str | os.PathLike | Image.Image, params: GenerationParam
             image = image.convert("L")
             images[i] = image
         engine_record = image.info.pop("engine_parameters", {})
+        if material.wanted(params):
+            image.info["maps"], maps_record = material.follow(engine, ref, params, image, given, params.seed + i,
+                                                              cancel)
+            engine_record = engine_record | maps_record
+        image.info.pop("source_coords", None)
         image.info["parameters"] = json.dumps(record | {"seed": params.seed + i, "variant": i} | engine_record,
                                               sort_keys=True)
     return images

@@ -184,7 +184,7 @@ def models_hint(engine: str, why: str) -> str:
 
 
 def main(args) -> int:
-    """The `demo` command (see backend/cli.py for its arguments)."""
+    """The `demo` command (see backend/cli/tools.py for its arguments)."""
     from tqdm import tqdm
 
     _, why = engines.resolve(args.engine, args.base, args.ip_adapter)

@@ -4,6 +4,12 @@
     def available(base, ip_adapter) -> tuple[bool, str]      # usable here, and why not
     def generate(reference: Reference, params: GenerationParams, *, base, ip_adapter,
                  latents, on_step, cancel) -> list[PIL.Image.Image]
+    def scaled_reference(reference, params) -> np.ndarray      # the reference as the engine sees it
+    def scale_map(m: MaterialMap, reference_size, params)       # a map put through the same scale/crop
+
+An image may carry `info["source_coords"]`, (H, W, 2) int (y, x) into scaled_reference with
+image == scaled_reference[coords]; the material maps are then gathered through it exactly, else
+through a correspondence searched afterwards (backend/materials/variants.py).
 
 `params` arrives validated (GenerationParams.build) with a concrete seed; variant i uses seed + i;
 the engine reads its own typed options from `params.<NAME>` (DiffusionOptions, PatchOptions). `on_step(step, total,

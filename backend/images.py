@@ -251,11 +251,11 @@ def unique_path(folder: str | os.PathLike, stem: str, suffix: str = ".png", comp
     return folder / f"{candidate}{suffix}"
 
 
-def save_png_unique(image: Image.Image, folder: str | os.PathLike, stem: str) -> Path:
+def save_png_unique(image: Image.Image, folder: str | os.PathLike, stem: str, companions: tuple[str, ...] = ()) -> Path:
     """save_png_atomic under the first free name of unique_path; a name taken meanwhile moves on."""
     for _ in range(1000):
         try:
-            return save_png_atomic(image, unique_path(folder, stem))
+            return save_png_atomic(image, unique_path(folder, stem, companions=companions))
         except FileExistsError:
             continue
     raise FileExistsError(f"no free file name for {stem} in {folder}")

@@ -12,6 +12,7 @@ Torch-free, so that the service can describe and check a request without importi
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -24,11 +25,16 @@ IP_MODES = ("full", "style")  # IP-Adapter in every cross-attention layer, or in
 SKETCH_MODES = ("lgp", "controlnet")  # latent guidance predictor (Voynov et al.), or an SD1.5 ControlNet
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_VARIANTS = 16
+DERIVABLE_MAPS = ("height", "normal", "roughness")  # backend/materials/derive.py makes them
+NORMAL_MODELS = ("classical", "marigold")
+MAP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # a map's name ends up in a file name
 
 
 @dataclass(frozen=True)
 class Spec:
-    """What values a parameter takes. kind: int | number | choice | text | flag | names."""
+    """What values a parameter takes. kind: int | number | choice | text | flag | names | maps.
+
+    names: a list of strings (of `choices` when given); maps: an object {map name: file path}."""
 
     kind: str
     low: float | None = None
@@ -42,7 +48,8 @@ class Spec:
         text = {"int": f"an integer from {self.low} to {self.high}",
                 "number": f"a number in [{self.low}, {self.high}]",
                 "choice": " | ".join(self.choices), "text": "a string", "flag": "true or false",
-                "names": "a list of names"}[self.kind]
+                "names": "a list of names" + (f" from {', '.join(self.choices)}" if self.choices else ""),
+                "maps": "an object {name: path} (names: lower-case letters, digits and _)"}[self.kind]
         if self.multiple > 1:
             text = f"a multiple of {self.multiple} from {self.low} to {self.high}"
         return text + (" or null for the default" if self.optional else "") + (f" ({self.hint})" if self.hint else "")
@@ -51,8 +58,13 @@ class Spec:
         """The value, normalised (a list of names becomes a tuple); InputError naming `name` if invalid."""
         if value is None and self.optional:
             return None
-        if self.kind == "names" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        if self.kind == "names" and isinstance(value, (list, tuple)) and all(
+                isinstance(v, str) and (not self.choices or v in self.choices) for v in value):
             return tuple(value)
+        if self.kind == "maps" and isinstance(value, Mapping) and all(
+                isinstance(k, str) and MAP_NAME.match(k) and isinstance(v, str) and v and "\0" not in v
+                for k, v in value.items()):
+            return dict(value)
         if not self._valid(value):
             raise InputError(f"invalid {name}={value!r}: expected {self.expected()}",
                              hint=f"pass a valid {name} (see `python -m backend generate --help`)")
@@ -70,6 +82,8 @@ class Spec:
 
 def param(default, kind: str, low=None, high=None, **spec):
     """A dataclass field with its default and its Spec."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"spec": Spec(kind, low, high, **spec)})
     if isinstance(default, (list, tuple)):
         return field(default=tuple(default), metadata={"spec": Spec(kind, low, high, **spec)})
     return field(default=default, metadata={"spec": Spec(kind, low, high, **spec)})
@@ -77,7 +91,8 @@ def param(default, kind: str, low=None, high=None, **spec):
 
 def specs(cls) -> dict[str, tuple[Spec, object]]:
     """{name: (spec, default)} of a parameter dataclass, in declaration order."""
-    return {f.name: (f.metadata["spec"], f.default) for f in dataclasses.fields(cls) if "spec" in f.metadata}
+    return {f.name: (f.metadata["spec"], f.default_factory() if f.default is dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(cls) if "spec" in f.metadata}
 
 
 class Checked:
@@ -145,6 +160,13 @@ class GenerationParams(Checked):
     guidance_scale: float | None = param(None, "number", 0.0, 30.0, optional=True)
     ip_mode: str = param("full", "choice", choices=IP_MODES)
     suppress_content: str = param("", "text")  # text whose CLIP embedding is subtracted from the image prompt's
+    maps: dict = param({}, "maps", hint='the material\'s other maps, e.g. {"roughness": "/path/r.png"}; '
+                       "each variant gets one file per map, rearranged like its base colour")
+    derive: tuple[str, ...] = param((), "names", choices=DERIVABLE_MAPS,
+                                    hint="maps made from each variant's base colour")
+    normals: str = param("classical", "choice", choices=NORMAL_MODELS,
+                         hint="how derived normals are made: from the height (classical) or by Marigold "
+                              "(its weights must be on this machine: download-models --normals)")
     # Sketch guidance: an image whose lines the variant's structure follows (diffusion engine only)
     sketch: str | None = param(None, "text", optional=True, hint="path of an image, lines on a plain background")
     sketch_mode: str = param("lgp", "choice", choices=SKETCH_MODES)
@@ -176,6 +198,13 @@ class GenerationParams(Checked):
     def validated(self) -> GenerationParams:
         """Self with every field checked (and normalised); InputError naming the bad one."""
         checked = super().validated()
+        both = sorted(set(checked.maps) & set(checked.derive))
+        if both:
+            raise InputError(f"map(s) {', '.join(both)} both given and asked to be derived",
+                             hint="give a map or derive it, not both")
+        if checked.normals != "classical" and "normal" not in checked.derive:
+            raise InputError(f"normals={checked.normals!r} only applies to a derived normal map",
+                             hint="add normal to derive, or leave normals at classical")
         return dataclasses.replace(checked, diffusion=self.diffusion.validated(), patch=self.patch.validated())
 
     def replace(self, **changes) -> GenerationParams:
@@ -198,8 +227,10 @@ class GenerationParams(Checked):
 
 
 def capabilities() -> dict:
-    """What a generate request takes, for the service's `hello`: the choices of the choice fields and
-    each engine's options."""
+    """What a generate request takes, for the service's `hello`: the choices of the choice fields, the
+    names a list field takes (derive) and each engine's options."""
     return {"choices": {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
                         if spec.kind == "choice"},
+            "names": {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
+                      if spec.kind == "names" and spec.choices},
             "extra": {engine: list(specs(cls)) for engine, cls in ENGINE_OPTIONS.items()}}

@@ -10,26 +10,29 @@ import and unit-test without Blender.
 
 
 def _classes():
-    from . import operators, preferences, setup_operators, ui
+    from . import apply_ops, backend_check, operators, preferences, setup_operators, ui
 
-    return (*preferences.CLASSES, *setup_operators.CLASSES, *operators.CLASSES, *ui.CLASSES)
+    return (*preferences.CLASSES, *setup_operators.CLASSES, *backend_check.CLASSES, *operators.CLASSES,
+            *apply_ops.CLASSES, *ui.CLASSES)
 
 
 def register():
     import bpy
 
-    from . import properties
+    from . import properties, storage
 
     properties.register()
     for cls in _classes():
         bpy.utils.register_class(cls)
+    storage.register()
 
 
 def unregister():
     import bpy
 
-    from . import properties, session
+    from . import properties, session, storage
 
+    storage.unregister()
     session.shutdown()  # stops the backend process; a running modal generate ends on its next tick
     for cls in reversed(_classes()):
         bpy.utils.unregister_class(cls)

@@ -25,12 +25,14 @@ import json
 import logging
 import os
 import queue
+import secrets
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import backend_config
+from . import backend_config, backend_transfer
 from .backend_config import BackendConfig
 from .backend_process import MAX_EVENT_LINE, BackendProcess
 from .errors import UserError
@@ -50,6 +52,8 @@ class _Connection:
     process: BackendProcess | None = None
     pending: set[str] = field(default_factory=set)  # generate ids without a final event yet
     waiters: dict[str, queue.Queue] = field(default_factory=dict)  # ids whose events the client consumes
+    workspace: str | None = None  # the backend's folder for our files when it does not share ours
+    remote_jobs: dict[str, Path] = field(default_factory=dict)  # job id -> local job folder
 
 
 class BackendClient:
@@ -64,6 +68,8 @@ class BackendClient:
         self._ids = itertools.count(1)
         self._conn: _Connection | None = None
         self.hello: dict | None = None
+        self.probe_dir = tempfile.gettempdir()  # where hello's probe file goes (docs/PROTOCOL.md, hello)
+        self.download_chunk_bytes = backend_transfer.CHUNK_BYTES
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -95,6 +101,13 @@ class BackendClient:
                 raise
             return self.hello
 
+    def abort(self) -> None:
+        """Kill the process now, without waiting for a start() in progress (which then fails with
+        backend_died): a Cancel that never blocks. The next request starts a fresh service."""
+        conn = self._conn
+        if conn is not None and conn.process is not None and conn.process.popen.poll() is None:
+            conn.process.popen.kill()
+
     def stop(self, timeout: float = 5) -> None:
         """Ask the service to shut down; its whole process group ends, by force after `timeout` s."""
         with self._lock:
@@ -124,10 +137,28 @@ class BackendClient:
     def generate(self, input_path, output_dir, **params) -> str:
         """Queue a generate job writing into the job folder `output_dir`; returns its id.
 
-        Parameters left at None take the backend's defaults."""
+        Parameters left at None take the backend's defaults. A backend that does not share this
+        machine's files gets the input uploaded first (a failed upload raises a UserError), and the
+        job's result event arrives once its files are downloaded into `output_dir`."""
         fields = {k: v for k, v in params.items() if v is not None}
-        return self.request("generate", input=os.path.abspath(os.fspath(input_path)),
-                            output_dir=os.path.abspath(os.fspath(output_dir)), **fields)
+        input_path, output_dir = os.path.abspath(os.fspath(input_path)), os.path.abspath(os.fspath(output_dir))
+        with self._lock:
+            if not self.alive:
+                self.start()
+            conn = self._conn
+            if conn.workspace is None:
+                return self.request("generate", input=input_path, output_dir=output_dir, **fields)
+            channel = self._channel(conn)
+            remote_input = backend_transfer.upload(input_path, channel)
+            if fields.get("maps"):  # a material's maps are inputs too
+                fields["maps"] = {name: backend_transfer.upload(os.path.abspath(path), channel)
+                                  for name, path in fields["maps"].items()}
+            job_id = f"generate-{next(self._ids)}"
+            conn.pending.add(job_id)
+            conn.remote_jobs[job_id] = Path(output_dir)
+            self._send(conn, {"id": job_id, "type": "generate", "input": remote_input,
+                              "output_dir": f"{conn.workspace}/jobs/{job_id}", **fields})
+            return job_id
 
     def cancel(self, job_id) -> None:
         """Ask the service to cancel a job; its `cancelled` event follows. No-op if the service is gone."""
@@ -202,9 +233,14 @@ class BackendClient:
 
     def _hello(self, conn: _Connection, request_id: str) -> dict:
         answers = conn.waiters[request_id]
+        token = secrets.token_hex(16)
+        fd, probe = tempfile.mkstemp(prefix="texture-variants-probe-", dir=self.probe_dir)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
         try:
             self._send(conn, {"id": request_id, "type": "hello", "protocol": PROTOCOL_VERSION,
-                              "client": "texture-variants backend_client"})
+                              "client": "texture-variants backend_client",
+                              "probe": {"path": os.path.abspath(probe), "token": token}})
             try:
                 event = answers.get(timeout=HELLO_TIMEOUT_S)
             except queue.Empty:
@@ -212,6 +248,7 @@ class BackendClient:
                                 "see the backend log; the interpreter may be very slow to start") from None
         finally:
             conn.waiters.pop(request_id, None)
+            os.unlink(probe)
         if event.get("type") == "error":
             message = event.get("message", "hello failed")
             if event.get("code") == "backend_died" and event.get("stderr_tail"):
@@ -223,6 +260,8 @@ class BackendClient:
                 f"the backend speaks protocol {event.get('protocol')!r}, this extension speaks {PROTOCOL_VERSION}",
                 "update the extension and the backend to the same release "
                 "(run 'Set up backend' in the add-on preferences)")
+        filesystem = event.get("filesystem") or {"shared": True}
+        conn.workspace = None if filesystem.get("shared") else filesystem.get("workspace")
         return event
 
     def _send(self, conn: _Connection, message: dict) -> None:
@@ -242,9 +281,54 @@ class BackendClient:
         if not isinstance(event, dict):
             return
         request_id = event.get("id")
+        if request_id in conn.remote_jobs and not self._remote_job_event(conn, event):
+            return
         if event.get("type") in FINAL_EVENTS:
             conn.pending.discard(request_id)
         (conn.waiters.get(request_id) or self._events).put(event)
+
+    def _remote_job_event(self, conn: _Connection, event: dict) -> bool:
+        """A remote job's event: previews stay on the backend; a result is handed on only after its
+        files are downloaded (on a thread of its own). Returns whether to hand the event on now."""
+        kind, job_id = event.get("type"), event.get("id")
+        event.pop("preview", None)
+        if kind in ("error", "cancelled"):
+            conn.remote_jobs.pop(job_id, None)
+        if kind != "result":
+            return True
+        folder = conn.remote_jobs.pop(job_id)
+        conn.pending.discard(job_id)  # its final event comes from the download, not from a death report
+        threading.Thread(target=self._fetch_result, args=(conn, event, folder), name="backend-download",
+                         daemon=True).start()
+        return False
+
+    def _fetch_result(self, conn: _Connection, result: dict, folder: Path) -> None:
+        """Download a remote result; the job's final event is the result with local paths, or an error."""
+        job_id = result.get("id")
+
+        channel = self._channel(conn)
+
+        def fetch(remote: str) -> Path:
+            return backend_transfer.download(remote, folder, channel, chunk_bytes=self.download_chunk_bytes)
+
+        try:
+            final = backend_transfer.ResultFetch(folder).run(result, fetch)
+        except (UserError, OSError) as e:
+            code, message = getattr(e, "code", "bad_output"), getattr(e, "message", str(e))
+            self._log(f"backend: job {job_id}: {message}")
+            final = {"type": "error", "id": job_id, "job": job_id, "code": code,
+                     "message": f"the results could not be brought back: {message}",
+                     "hint": "nothing of this job was kept; generate again (the next request reconnects)"}
+        self._events.put(final)
+
+    def _channel(self, conn: _Connection) -> backend_transfer.Channel:
+        def send(message: dict) -> None:
+            with self._lock:
+                self._send(conn, message)
+
+        return backend_transfer.Channel(send=send, open=lambda i: conn.waiters.setdefault(i, queue.Queue()),
+                                        close=lambda i: conn.waiters.pop(i, None),
+                                        new_id=lambda kind: f"{kind}-{next(self._ids)}")
 
     def _on_overlong(self) -> None:
         self._log(f"backend: skipped a stdout line over {MAX_EVENT_LINE} bytes")

@@ -11,9 +11,10 @@ import functools
 from collections.abc import Mapping
 
 # What to do when the backend did not say (it usually does); keyed by the backend's error codes.
+PREFERENCES = "Edit > Preferences > Add-ons > Texture Variants"
 DEFAULT_HINTS = {
-    "not_set_up": "click Set up backend in Edit > Preferences > Add-ons > Texture Variants, "
-    "or point Backend Python (or TEXTURE_VARIANTS_PYTHON) at a Python with the backend installed",
+    "not_set_up": f"click Set up backend in {PREFERENCES}, or point Backend Python there at a Python with "
+    "the backend installed",
     "backend_died": "the backend process stopped; see the system console for its log, then try again "
     "(Set up backend again if it keeps happening)",
     "protocol_mismatch": "the backend is from another version of the add-on: click Set up backend again",
@@ -52,6 +53,19 @@ class UserError(Exception):
     def event(self, request_id=None) -> dict:
         """As a backend `error` event, for code that folds events (a job that could not be sent)."""
         return {"type": "error", "id": request_id, "code": self.code, "message": self.message, "hint": self.hint}
+
+
+def in_blender_terms(error: UserError) -> UserError:
+    """The backend's error with a hint that names the add-on's preferences instead of command-line flags."""
+    if error.code != "models_missing":
+        return error
+    if "content" in error.message.lower() or "text encoder" in error.message.lower():
+        hint = (f"set Content Encoder in {PREFERENCES} to a CLIP ViT-H/14 text model folder (config.json, "
+                "model.safetensors, tokenizer), or clear Content in the Variants panel")
+    else:
+        hint = (f"set Base Model and IP-Adapter in {PREFERENCES} (a local folder, or a hub id already "
+                "downloaded), or pick the patch engine, which needs no models")
+    return UserError(error.code, error.message, hint)
 
 
 def cancelled() -> UserError:

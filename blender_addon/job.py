@@ -8,6 +8,7 @@ the panel only reads it.
 from __future__ import annotations
 
 import random
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -15,11 +16,14 @@ from dataclasses import dataclass, field
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINAL_STATES = (DONE, FAILED, CANCELLED)
 MAX_SIZE = 2048
+ETA_WINDOW = 8  # the ETA is the median of the last this-many step times
 
 # The panel settings that go to the backend unchanged (names of the backend's Python API).
 REQUEST_SETTINGS = ("engine", "variants", "steps", "size", "tile", "balance", "appearance")
 # Panel settings that become backend parameters under other names (InstantStyle: see request_params).
 STYLE_SETTINGS = ("style_only", "suppress_content")
+# Text prompts (diffusion only; the patch engine takes none, so they are sent only when set).
+PROMPT_SETTINGS = ("prompt", "negative_prompt")
 # Structure-guide settings, sent when a guide image goes with the job.
 SKETCH_SETTINGS = ("sketch_mode", "sketch_strength")
 
@@ -44,6 +48,12 @@ def request_params(settings: Mapping, seed: int, sketch: str | None = None) -> d
         content = str(settings.get("suppress_content", "")).strip()
         if content:
             params["suppress_content"] = content
+            if settings.get("content_encoder"):
+                params["extra"] = {"content_encoder": str(settings["content_encoder"])}
+    for name in PROMPT_SETTINGS:
+        text = str(settings.get(name, "")).strip()
+        if text and params["engine"] != "patch":
+            params[name] = text
     if sketch:
         params["sketch"] = str(sketch)
         params["sketch_mode"] = settings["sketch_mode"]
@@ -81,6 +91,7 @@ class JobTracker:
     error: dict | None = None  # {"code", "message", "hint"} when state is FAILED
     cancel_requested: bool = False
     preview_serial: int = 0  # bumps on every new preview so the UI knows to reload it
+    marks: list[tuple[int, float]] = field(default_factory=list)  # (step, backend elapsed s) per progress event
 
     @property
     def finished(self) -> bool:
@@ -108,8 +119,10 @@ class JobTracker:
             self.step = int(event.get("step", self.step))
             self.total = int(event.get("total", self.total))
             self.elapsed = float(event.get("elapsed", self.elapsed))
-            eta = event.get("eta")
-            self.eta = None if eta is None else float(eta)
+            self.marks.append((self.step, self.elapsed))
+            self.eta = self.measured_eta()
+            if self.eta is None and event.get("eta") is not None:
+                self.eta = float(event["eta"])
             if event.get("preview"):
                 self.preview = event["preview"]
                 self.preview_serial += 1
@@ -129,6 +142,20 @@ class JobTracker:
         else:
             return False
         return True
+
+    def measured_eta(self) -> float | None:
+        """Seconds left from the median of the latest step times, or None until two steps were measured.
+
+        The first interval is left out (it holds model loading), and a median of a few recent steps
+        does not jump with one slow or fast step, so the estimate reads steadily.
+        """
+        rates = []
+        for (s0, t0), (s1, t1) in zip(self.marks[1:], self.marks[2:], strict=False):
+            if s1 > s0:
+                rates.append((t1 - t0) / (s1 - s0))
+        if len(rates) < 2 or not self.total:
+            return None
+        return max(0.0, statistics.median(rates[-ETA_WINDOW:]) * (self.total - self.step))
 
     def status_text(self) -> str:
         """One line for the progress bar: step, total and time left."""

@@ -1,4 +1,4 @@
-"""Which material and which Image Texture node the add-on works on."""
+"""Which material and which Image Texture node the add-on works on, and whether it may change them."""
 
 import bpy
 
@@ -20,15 +20,26 @@ def active_material(context) -> bpy.types.Material:
     return material
 
 
+# Nodes between an image and Base Color that the search looks through (their inputs, in order):
+# colour adjustments, mixes, ramps, reroutes, mapping, and node groups (as a whole, by their inputs).
+PASS_THROUGH = {"REROUTE", "HUE_SAT", "MIX", "MIX_RGB", "VALTORGB", "MAPPING", "GROUP", "CURVE_RGB", "GAMMA",
+                "BRIGHTCONTRAST", "INVERT", "RGBTOBW", "SEPARATE_COLOR", "COMBINE_COLOR"}
+
+
 def _upstream_image_node(socket):
-    """The Image Texture node feeding `socket`, looking through reroutes."""
-    while socket.is_linked:
-        node = socket.links[0].from_node
-        if node.type == "TEX_IMAGE":
-            return node
-        if node.type != "REROUTE":
-            return None
-        socket = node.inputs[0]
+    """The first Image Texture node found upstream of `socket`, depth first through PASS_THROUGH nodes."""
+    stack, seen = [socket], set()
+    while stack:
+        socket = stack.pop()
+        for link in socket.links if socket.is_linked else ():
+            node = link.from_node
+            if node.type == "TEX_IMAGE":
+                return node
+            if node.type in PASS_THROUGH and node.name not in seen:
+                seen.add(node.name)
+                # colour inputs first (a Mix's A and B before its factor), each in socket order
+                linked = sorted((s for s in node.inputs if s.is_linked), key=lambda s: s.type != "RGBA")
+                stack.extend(reversed(linked))
     return None
 
 
@@ -40,6 +51,11 @@ def base_color_image_node(material):
             if found is not None:
                 return found
     return None
+
+
+def image_nodes(material) -> list:
+    """The material's Image Texture nodes (what the node picker lists)."""
+    return [n for n in material.node_tree.nodes if n.type == "TEX_IMAGE"] if material.node_tree else []
 
 
 def find_image_node(material, node_name: str = ""):
@@ -73,7 +89,27 @@ def source_image(material, node):
 
 
 def resolve(context):
-    """(material, node, image) for the panel's settings; raises UserError saying what is missing."""
+    """(material, node, image): the material's chosen node, else the detected one; UserError says what is missing."""
     material = active_material(context)
-    node = find_image_node(material, context.scene.texture_variants.image_node)
+    node = find_image_node(material, material.texture_variants.image_node)
     return material, node, source_image(material, node)
+
+
+def not_editable_reason(material) -> str:
+    """Why changes to `material` would not stick ("" when they would): linked or overridden data."""
+    if material.library is not None:
+        return f"The material '{material.name}' is linked from {material.library.filepath}"
+    if material.override_library is not None:
+        return f"The material '{material.name}' is a library override (its nodes are the library's)"
+    if not material.is_editable:
+        return f"The material '{material.name}' cannot be edited"
+    return ""
+
+
+def check_editable(material) -> None:
+    """Refuse (before anything changes) to edit linked or overridden materials."""
+    reason = not_editable_reason(material)
+    if reason:
+        raise UserError("linked_data", reason,
+                        "make it local (Object > Relations > Make Local > Selected Objects and Data), or apply "
+                        "with Local Copy to work on a local copy of the material")

@@ -3,25 +3,25 @@
     texture_variants.generate       make variants of the active material's image texture
     texture_variants.cancel         stop the running generation
     texture_variants.make_guide     a structure guide from the texture's edges, to paint over
-    texture_variants.apply_variant  put the picked variant into the material's Image Texture node
-    texture_variants.revert         put the original image back
-    texture_variants.bake           write the applied variant as a PNG next to the .blend
     texture_variants.tile_preview   show the picked variant tiled 3x3 in an Image Editor
+    texture_variants.pick_node      choose the material's Image Texture node to work on
+    texture_variants.use_result_set make an earlier result set of the material the current one
+    texture_variants.clean_up_jobs  delete finished job folders past the age and size limits
+(apply_variant, revert and bake are in apply_ops.py.)
 
 Every operator checks everything before changing anything, so an error leaves the material as it
 was; the report says what went wrong and what to do.
 """
 
-import json
 import os
 import shutil
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, IntProperty
+from bpy.props import EnumProperty, FloatProperty, IntProperty
 
 from . import job as jobs
-from . import material_target, paths, preferences, session, texture_io
-from .errors import UserError, cancelled, reports_errors
+from . import material_target, paths, preferences, results, session, sizing, storage, texture_io
+from .errors import UserError, cancelled, in_blender_terms, reports_errors
 
 PREVIEW_IMAGE = ".Texture Variants Preview"
 
@@ -52,24 +52,19 @@ def _update_live_preview(job) -> None:
     image.preview_ensure().reload()
 
 
-def _add_results(context, job, source_image) -> int:
-    """Load the finished job's variants and list them in the panel (the first one picked)."""
-    settings = _settings(context)
-    settings.results.clear()
-    stem = paths.safe_stem(source_image.name if source_image else "texture")
-    for entry in job.files:
-        params = entry.get("parameters") or {}
-        if isinstance(params, str):  # the PNG's parameters text, as JSON
-            params = json.loads(params)
-        seed = int(params.get("seed", 0))
-        image = texture_io.load_variant(entry["path"], f"{stem} variant s{seed}", source_image)
-        if not bpy.app.background:
-            image.preview_ensure()
-        item = settings.results.add()
-        item.name, item.image, item.path = image.name, image, entry["path"]
-        item.seed, item.engine = seed, str(params.get("engine", ""))
-    settings.results_index = 0
-    return len(job.files)
+def size_plan(settings, image) -> sizing.SizePlan:
+    return sizing.plan(image.size[0], image.size[1], settings.size_mode, settings.size)
+
+
+def _request(context, settings, seed: int, side: int, guide=None) -> dict:
+    names = (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS, *jobs.PROMPT_SETTINGS, *jobs.SKETCH_SETTINGS)
+    values = {name: getattr(settings, name) for name in names}
+    values["size"] = side
+    values["content_encoder"] = preferences.content_encoder(context)
+    params = jobs.request_params(values, seed, guide)
+    # Live previews are for people watching; scripts and farms skip their cost.
+    params["preview_every"] = 0 if bpy.app.background else 2
+    return params
 
 
 class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
@@ -85,7 +80,7 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
     )
 
     _timer = None
-    _source_name = ""
+    _made_for = None
     _seed = 0
     _job_dir = ""
 
@@ -96,34 +91,47 @@ class TEXTURE_VARIANTS_OT_generate(bpy.types.Operator):
     def _submit(self, context, in_thread=False):
         """Check everything, export the texture, send the job. Changes no bpy data."""
         settings = _settings(context)
-        _material, _node, image = material_target.resolve(context)
+        material, node, image = material_target.resolve(context)
         config = preferences.backend_config(context)
         root = str(preferences.backend_root())
+        storage.clean_up()  # the automatic age and size limits, before a new folder adds to them
+        plan = size_plan(settings, image)
         # One folder per job: the reference copy goes in now, the backend writes the variants beside it.
-        job_dir = paths.new_job_folder(preferences.user_folder("jobs"))
+        job_dir = paths.new_job_folder(storage.jobs_root())
         try:
-            reference = texture_io.export_reference(image, job_dir)
-            guide = texture_io.export_reference(settings.sketch, job_dir, "guide") if settings.sketch else None
+            reference, encoding = texture_io.export_reference(image, job_dir, plan.side if plan.squeezed else None)
             seed = jobs.new_seed() if settings.randomize_seed else settings.seed
-            names = (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS, *jobs.SKETCH_SETTINGS)
-            params = jobs.request_params({name: getattr(settings, name) for name in names}, seed, guide)
-            # Live previews are for people watching; scripts and farms skip their cost.
-            params["preview_every"] = 0 if bpy.app.background else 2
+            guide = None
+            if settings.sketch is not None:
+                guide = texture_io.export_reference(settings.sketch, job_dir, role="guide")[0]
+            params = _request(context, settings, seed, plan.side, guide)
             job = session.shared().submit(config, root, str(reference), str(job_dir), params, in_thread=in_thread)
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)  # our own folder, holding only the reference copy
             raise
-        self._source_name, self._seed, self._job_dir = image.name, seed, str(job_dir)
+        library = material.library.filepath if material.library else None
+        self._made_for = {"material": (material.name, library), "node_name": node.name, "source": image.name,
+                          "encoding": encoding, "plan": plan}
+        self._seed, self._job_dir = seed, str(job_dir)
         return job
 
     def _finish(self, context, job):
         if job.state == jobs.DONE:
-            _settings(context).seed = self._seed  # shown in the panel, so a good result can be made again
-            n = _add_results(context, job, bpy.data.images.get(self._source_name))
-            self.report({"INFO"}, f"{n} variant{'s' if n != 1 else ''} ready: pick one and click Apply")
+            settings = _settings(context)
+            settings.seed = self._seed  # shown in the panel, so a good result can be made again
+            made_for = dict(self._made_for, source=bpy.data.images.get(self._made_for["source"]),
+                            material=bpy.data.materials.get(self._made_for["material"]))
+            if made_for["material"] is None:
+                shutil.rmtree(self._job_dir, ignore_errors=True)
+                self.report({"ERROR"}, str(UserError("no_material", "The material was deleted while the job ran",
+                                                     "select the object again and click Generate Variant")))
+                return {"CANCELLED"}
+            n = results.load_job(settings, job, made_for)
+            notes = "".join(f" ({note})" for note in made_for["plan"].notes)
+            self.report({"INFO"}, f"{n} variant{'s' if n != 1 else ''} ready: pick one and click Apply{notes}")
             return {"FINISHED"}
         shutil.rmtree(self._job_dir, ignore_errors=True)  # nothing in it is used by the .blend
-        error = cancelled() if job.state == jobs.CANCELLED else UserError.from_event(job.error or {})
+        error = cancelled() if job.state == jobs.CANCELLED else in_blender_terms(UserError.from_event(job.error or {}))
         self.report({"ERROR"}, str(error))
         return {"CANCELLED"}
 
@@ -200,7 +208,13 @@ class TEXTURE_VARIANTS_OT_make_guide(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def _picked(context, index: int):
+def variant_index():
+    """The `index` property of the operators that act on one variant of the current set."""
+    return IntProperty(name="Variant", default=-1, min=-1, description="Which result; -1 = the picked one")
+
+
+def picked(context, index: int = -1):
+    """The current set's variant `index` (-1: the picked one); UserError when there is none."""
     settings = _settings(context)
     if index >= 0:
         settings.results_index = index
@@ -210,124 +224,17 @@ def _picked(context, index: int):
     return item
 
 
-class TEXTURE_VARIANTS_OT_apply_variant(bpy.types.Operator):
-    """Put the picked variant into the material's Image Texture node (Revert brings the original back)"""
-
-    bl_idname = "texture_variants.apply_variant"
-    bl_label = "Apply Variant"
-    bl_options = {"REGISTER", "UNDO"}
-
-    index: IntProperty(name="Variant", default=-1, min=-1, description="Which result; -1 = the picked one")
-
-    @reports_errors()
-    def execute(self, context):
-        material, node, _source = material_target.resolve(context)
-        item = _picked(context, self.index)
-        state = material.texture_variants
-        if state.original_image is not None and state.node_name != node.name \
-                and material.node_tree.nodes.get(state.node_name) is not None:
-            raise UserError("applied_elsewhere", f"A variant is already applied to the node '{state.node_name}' "
-                            f"of '{material.name}'", "click Revert to Original first, then apply to this node")
-        if state.original_image is None or state.node_name != node.name:
-            # Keep the original in the .blend even while no node uses it, so Revert can restore it.
-            state.original_image, state.node_name = node.image, node.name
-            state.original_had_fake_user = node.image.use_fake_user
-            node.image.use_fake_user = True
-        node.image = item.image
-        self.report({"INFO"}, f"Applied {item.image.name} to {material.name}")
-        return {"FINISHED"}
-
-
-class TEXTURE_VARIANTS_OT_revert(bpy.types.Operator):
-    """Put the original image back into the material's Image Texture node"""
-
-    bl_idname = "texture_variants.revert"
-    bl_label = "Revert to Original"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @reports_errors()
-    def execute(self, context):
-        material = material_target.active_material(context)
-        state = material.texture_variants
-        node = material.node_tree.nodes.get(state.node_name)
-        if state.original_image is None or node is None or node.type != "TEX_IMAGE":
-            raise UserError("no_variant", f"No variant is applied to '{material.name}'",
-                            "nothing to revert; apply a variant first")
-        original = state.original_image
-        node.image = original
-        original.use_fake_user = state.original_had_fake_user
-        state.original_image, state.node_name = None, ""
-        self.report({"INFO"}, f"Restored {original.name}")
-        return {"FINISHED"}
-
-
-def _write_baked(image, folder, target) -> None:
-    """The image's file copied to `target`, or, painted or packed, Blender's pixels written there."""
-    source = texture_io.original_file(image)
-    if image.is_dirty or image.packed_file is not None or not source or not os.path.isfile(source):
-        # Painted or packed: write Blender's pixels, leaving the variant's own file as it is.
-        folder.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.tmp")
-        texture_io.write_pixels_png(image, temp)
-        paths.copy_new_file(temp, target)
-        temp.unlink()
-    else:
-        paths.copy_new_file(source, target)
-
-
-class TEXTURE_VARIANTS_OT_bake(bpy.types.Operator):
-    """Write the applied variant as a PNG into a textures folder next to the .blend and use that file"""
-
-    bl_idname = "texture_variants.bake"
-    bl_label = "Bake Variant"
-    bl_options = {"REGISTER", "UNDO"}
-
-    pack: BoolProperty(name="Pack", default=False, description="Also pack the baked texture into the .blend")
-
-    def invoke(self, context, event):
-        self.pack = preferences.get(context).pack_on_bake
-        return self.execute(context)
-
-    @reports_errors()
-    def execute(self, context):
-        prefs = preferences.get(context)
-        material = material_target.active_material(context)
-        state = material.texture_variants
-        node = material.node_tree.nodes.get(state.node_name)
-        if state.original_image is None or node is None or node.image is None:
-            raise UserError("no_variant", f"No variant is applied to '{material.name}'",
-                            "pick a variant and click Apply, then Bake")
-        image = node.image
-        folder = paths.bake_folder(bpy.data.filepath, bpy.path.abspath(prefs.bake_folder))
-        protected = tuple(p for p in (texture_io.original_file(state.original_image),) if p)
-        target = paths.unique_target(folder, paths.safe_stem(image.name), protected=protected)
-        try:
-            _write_baked(image, folder, target)
-        except OSError as e:
-            raise UserError("bake_failed", f"Could not write the baked texture: {e}",
-                            "choose a writable Bake Folder in the add-on preferences") from e
-        image.filepath = bpy.path.relpath(str(target)) if bpy.data.filepath else str(target)
-        if image.packed_file is not None:
-            image.unpack(method="USE_ORIGINAL")  # the file now at image.filepath is the baked one
-        image.reload()
-        if self.pack:
-            image.pack()
-        self.report({"INFO"}, f"Baked {image.name} to {target}")
-        return {"FINISHED"}
-
-
 class TEXTURE_VARIANTS_OT_tile_preview(bpy.types.Operator):
     """Show the picked variant repeated 3x3 in an Image Editor, to check its seams"""
 
     bl_idname = "texture_variants.tile_preview"
     bl_label = "Tile Preview"
     bl_options = {"REGISTER", "UNDO"}
-
-    index: IntProperty(name="Variant", default=-1, min=-1, description="Which result; -1 = the picked one")
+    index: variant_index()
 
     @reports_errors()
     def execute(self, context):
-        item = _picked(context, self.index)
+        item = picked(context, self.index)
         tiled = texture_io.tiled_copy(item.image, 3)
         shown = False
         for window in context.window_manager.windows:
@@ -351,12 +258,72 @@ class TEXTURE_VARIANTS_OT_tile_preview(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _image_node_items(self, context):
+    material = context.active_object.active_material if context and context.active_object else None
+    nodes = material_target.image_nodes(material) if material is not None and material.use_nodes else []
+    items = [("", "Auto", "The node feeding Base Color, else the active Image Texture node")]
+    return items + [(n.name, n.name, n.image.name if n.image else "(no image)") for n in nodes]
+
+
+class TEXTURE_VARIANTS_OT_pick_node(bpy.types.Operator):
+    """Choose the Image Texture node of this material to make variants of (stored with the material)"""
+
+    bl_idname = "texture_variants.pick_node"
+    bl_label = "Image Node"
+    bl_options = {"REGISTER", "UNDO"}
+    bl_property = "node"
+
+    node: EnumProperty(name="Node", items=_image_node_items)
+
+    @reports_errors()
+    def execute(self, context):
+        material = material_target.active_material(context)
+        material_target.check_editable(material)
+        material.texture_variants.image_node = self.node
+        return {"FINISHED"}
+
+
+class TEXTURE_VARIANTS_OT_use_result_set(bpy.types.Operator):
+    """Make an earlier result set of this material the current one (to pick and apply from)"""
+
+    bl_idname = "texture_variants.use_result_set"
+    bl_label = "Use Result Set"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: IntProperty(name="Result Set", default=0, min=0, description="0 = the newest")
+
+    @reports_errors()
+    def execute(self, context):
+        material = material_target.active_material(context)
+        current = results.use_history(_settings(context), material, self.index)
+        self.report({"INFO"}, f"Using {current.label()}")
+        return {"FINISHED"}
+
+
+class TEXTURE_VARIANTS_OT_clean_up_jobs(bpy.types.Operator):
+    """Delete finished job folders older than the age limit (and the oldest past the size limit); folders the
+    open .blend still reads from are kept"""
+
+    bl_idname = "texture_variants.clean_up_jobs"
+    bl_label = "Clean Up Jobs"
+    bl_options = {"REGISTER"}
+
+    max_age_days: FloatProperty(name="Older Than (days)", default=-1.0, min=-1.0,
+                                description="-1 = the age limit in the preferences")
+
+    @reports_errors()
+    def execute(self, context):
+        removed = storage.clean_up(None if self.max_age_days < 0 else self.max_age_days)
+        self.report({"INFO"}, f"Removed {len(removed)} finished job folder{'s' if len(removed) != 1 else ''}")
+        return {"FINISHED"}
+
+
 CLASSES = (
     TEXTURE_VARIANTS_OT_generate,
     TEXTURE_VARIANTS_OT_cancel,
     TEXTURE_VARIANTS_OT_make_guide,
-    TEXTURE_VARIANTS_OT_apply_variant,
-    TEXTURE_VARIANTS_OT_revert,
-    TEXTURE_VARIANTS_OT_bake,
     TEXTURE_VARIANTS_OT_tile_preview,
+    TEXTURE_VARIANTS_OT_pick_node,
+    TEXTURE_VARIANTS_OT_use_result_set,
+    TEXTURE_VARIANTS_OT_clean_up_jobs,
 )

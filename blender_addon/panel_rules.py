@@ -13,7 +13,8 @@ from collections.abc import Mapping
 SHOWN, INACTIVE, HIDDEN = "shown", "inactive", "hidden"
 
 # Settings only the diffusion engine reads (the patch engine ignores them).
-DIFFUSION_ONLY = ("steps", "appearance", "style_only", "suppress_content", "sketch", "sketch_mode", "sketch_strength")
+DIFFUSION_ONLY = ("steps", "appearance", "style_only", "suppress_content", "prompt", "negative_prompt", "sketch",
+                  "sketch_mode", "sketch_strength")
 
 
 def auto_engine(hello: Mapping | None) -> str | None:
@@ -35,20 +36,36 @@ def auto_text(hello: Mapping | None) -> str:
     return "Auto uses Patch unless the diffusion models are found (Check Backend tells)"
 
 
+PATCH_HINT = ("Patch suits irregular materials; bricks, tiles and planks are detected and kept whole "
+              "(each result says what was found)")
+
+
+def patch_expectation(parameters: Mapping) -> str:
+    """What the patch engine found in the texture and what to expect of its variants, from a result's
+    parameters record (empty for other engines or records without it)."""
+    if parameters.get("engine") != "patch" or not parameters.get("patch_expect"):
+        return ""
+    period = parameters.get("patch_period")
+    found = f" (period {period} px)" if parameters.get("patch_structure") == "regular" and period else ""
+    return f"Patch found a {parameters['patch_expect']}{found}"
+
+
 def effective_engine(engine: str, hello: Mapping | None) -> str | None:
     """The engine a job will run on, or None when Auto and the backend has not said."""
     return auto_engine(hello) if engine == "auto" else engine
 
 
-def setting_states(engine: str | None, appearance: str, style_only: bool, sketch: bool = False) -> dict[str, str]:
+def setting_states(engine: str | None, appearance: str, style_only: bool, sketch: bool = False,
+                   size_mode: str = "fixed") -> dict[str, str]:
     """SHOWN, INACTIVE (drawn greyed out) or HIDDEN for each setting that depends on the others.
 
     `engine` is the effective one (None: not known yet, so every diffusion setting may apply).
     """
+    size = {"size": HIDDEN if size_mode == "match" else SHOWN}  # Match Source takes the source's size
     if engine == "patch":
         # The patch engine reads the balance as its block size; the diffusion settings mean nothing.
-        return dict.fromkeys(DIFFUSION_ONLY, HIDDEN) | {"balance": SHOWN}
-    states = dict.fromkeys(DIFFUSION_ONLY, SHOWN)
+        return dict.fromkeys(DIFFUSION_ONLY, HIDDEN) | {"balance": SHOWN} | size
+    states = dict.fromkeys(DIFFUSION_ONLY, SHOWN) | size
     if not style_only:
         states["suppress_content"] = INACTIVE  # the content text goes with Style Only, and only then
     if not sketch:

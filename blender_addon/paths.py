@@ -1,7 +1,13 @@
-"""Where the add-on reads and writes files: job folders, baked textures. Plain Python (no bpy).
+"""Where the add-on reads and writes files: job folders, variants, baked textures. Plain Python (no bpy).
 
-Rules: the add-on writes only into its own job folders (in the extension's user folder) and the
-bake folder; it never overwrites a file, and never the original texture; files appear atomically.
+Rules: the add-on writes only into its own job folders (in the extension's user folder), the
+variants folder next to the saved .blend and the bake folder; it never overwrites a file, and
+never the original texture; files appear atomically.
+
+Job folders are scratch space: a job's folder is marked finished (FINISHED_MARK) once its variants
+are loaded into the .blend, and `clean_up_jobs` deletes finished ones older than the age limit, then
+the oldest finished ones while all of them together are over the size limit; a folder that is not
+marked finished (a running job) or that the open .blend still reads from is never deleted.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from pathlib import Path
 from .errors import UserError
 
 BAKE_SUBFOLDER = "textures"
+VARIANTS_SUBFOLDER = "variants"
+FINISHED_MARK = ".finished"
 
 
 def safe_stem(name: str, fallback: str = "texture") -> str:
@@ -37,6 +45,47 @@ def new_job_folder(jobs_root: str | os.PathLike) -> Path:
             return folder
         except FileExistsError:
             continue
+
+
+def variants_folder(blend_path: str) -> Path | None:
+    """`variants/` next to the saved .blend; None when it is not saved (the variants are packed then)."""
+    return Path(blend_path).parent / VARIANTS_SUBFOLDER if blend_path else None
+
+
+def mark_finished(job_folder: str | os.PathLike) -> None:
+    """The job is over and its variants are loaded: its folder may be cleaned up later."""
+    (Path(job_folder) / FINISHED_MARK).touch()
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def clean_up_jobs(jobs_root: str | os.PathLike, max_age_days: float, max_megabytes: float,
+                  in_use: tuple[str | os.PathLike, ...] = (), now: float | None = None) -> list[Path]:
+    """Delete finished job folders: older than `max_age_days`, then the oldest while over `max_megabytes`.
+
+    Returns the deleted folders. Unfinished ones and those in `in_use` are kept whatever their age.
+    """
+    root = Path(jobs_root)
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    keep = {os.path.normcase(os.path.abspath(p)) for p in in_use}
+    finished = []  # (finished at, folder, bytes), oldest first
+    for folder in root.iterdir():
+        mark = folder / FINISHED_MARK
+        if folder.is_dir() and mark.is_file() and os.path.normcase(str(folder.absolute())) not in keep:
+            finished.append((mark.stat().st_mtime, folder, _folder_bytes(folder)))
+    finished.sort(key=lambda entry: entry[0])
+    total = sum(size for _, _, size in finished)
+    removed = []
+    for finished_at, folder, size in finished:
+        if now - finished_at > max_age_days * 86400 or total > max_megabytes * 1e6:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            total -= size
+    return removed
 
 
 def bake_folder(blend_path: str, chosen_folder: str = "") -> Path:

@@ -1,15 +1,15 @@
-"""Add-on preferences: where the backend and its models are, and the Set up backend button."""
+"""Add-on preferences: where the backend and its models are, where variants live, and the Set up
+backend button."""
 
 import os
-import time
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
 from . import backend_config as client_config
-from . import session, setup_plan
-from .errors import UserError, reports_errors
+from . import setup_plan
+from .errors import UserError
 
 ADDON_DIR = Path(__file__).resolve().parent
 
@@ -44,13 +44,28 @@ def get(context=None) -> "TextureVariantsPreferences":
     return context.preferences.addons[__package__].preferences
 
 
+def model_path(value: str) -> str | None:
+    """A model preference as the backend takes it: a path made absolute (a file browser may have written
+    it relative to the open .blend), or a hub id as typed; None when empty."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.startswith("//") or os.path.isabs(value) or os.path.exists(bpy.path.abspath(value)):
+        return os.path.normpath(bpy.path.abspath(value))
+    return value
+
+
+def content_encoder(context=None) -> str | None:
+    return model_path(get(context).content_encoder)
+
+
 def backend_config(context=None):
     """The client's settings: environment variables, then these preferences, then the set-up venv."""
     prefs = get(context)
     python = prefs.python or str(setup_plan.venv_python(venv_folder()))
     return client_config.resolve_config(
-        python=bpy.path.abspath(python), base=prefs.base or None, ip_adapter=prefs.ip_adapter or None,
-        device=prefs.device, allow_pickle=prefs.allow_pickle,
+        python=bpy.path.abspath(python), base=model_path(prefs.base), ip_adapter=model_path(prefs.ip_adapter),
+        device=prefs.device, allow_pickle=prefs.allow_pickle, command=prefs.backend_command or None,
     )
 
 
@@ -70,75 +85,6 @@ def describe_hello(hello: dict) -> str:
     return " · ".join(parts)
 
 
-def _show_not_ready(operator, context, error: UserError) -> None:
-    get(context).status = f"Not ready: {error.message}"
-
-
-class TEXTURE_VARIANTS_OT_check_backend(bpy.types.Operator):
-    """Start the backend and show what it reports (version, engines, device)"""
-
-    bl_idname = "texture_variants.check_backend"
-    bl_label = "Check Backend"
-    bl_options = {"REGISTER"}
-
-    timeout: bpy.props.FloatProperty(name="Timeout", default=60.0, min=0.0,
-                                     description="How long to wait for the backend to find its device")
-
-    _timer = None
-    _asked = ""
-    _since = 0.0
-
-    def _start(self, context) -> None:
-        session.shared().start(backend_config(context), str(backend_root()))
-        get(context).status = describe_hello(session.shared().hello)
-
-    def _step(self, context) -> bool:
-        """One round of asking for the device; True when known (or when waiting is over)."""
-        current = session.shared()
-        current.pump()
-        reply = current.replies.pop(self._asked, None) if self._asked else None
-        if reply is not None:
-            current.note_status(reply)
-            get(context).status = describe_hello(current.hello)
-            self._asked = ""
-        if current.device_known() or time.monotonic() - self._since > self.timeout:
-            return True
-        if not self._asked:
-            self._asked = current.request_status()
-        return False
-
-    @reports_errors(_show_not_ready)
-    def execute(self, context):  # scripts and background mode: waits for the device
-        self._start(context)
-        self._since = time.monotonic()
-        while not self._step(context):
-            time.sleep(0.2)
-        self.report({"INFO"}, get(context).status)
-        return {"FINISHED"}
-
-    @reports_errors(_show_not_ready)
-    def invoke(self, context, event):  # the UI: hello now, the device when torch has loaded
-        self._start(context)
-        self._since = time.monotonic()
-        self._timer = context.window_manager.event_timer_add(0.3, window=context.window)
-        context.window_manager.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context, event):
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        try:
-            done = self._step(context)
-        except UserError:
-            done = True
-        for area in context.screen.areas if context.screen else ():
-            area.tag_redraw()
-        if done:
-            context.window_manager.event_timer_remove(self._timer)
-            return {"FINISHED"}
-        return {"PASS_THROUGH"}
-
-
 class TextureVariantsPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
@@ -147,16 +93,28 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         description="A Python interpreter with the backend's packages installed; empty = the one Set up "
         "Backend made (the TEXTURE_VARIANTS_PYTHON environment variable overrides this)",
     )
+    backend_command: StringProperty(
+        name="Backend Command",
+        description="Run the backend with this command instead of Backend Python, e.g. 'ssh gpu-box "
+        "/opt/texture-variants/.venv/bin/python -m backend serve --remote' for a GPU server (README 'Remote "
+        "GPU'); empty = the local interpreter (TEXTURE_VARIANTS_BACKEND_COMMAND overrides this)",
+    )
     base: StringProperty(
-        name="Base Model",
+        name="Base Model", subtype="FILE_PATH",
         description="SD1.5 model: a diffusers folder, a .safetensors checkpoint, or a hub id already in the "
         "Hugging Face cache; empty = stable-diffusion-v1-5/stable-diffusion-v1-5 (TEXTURE_VARIANTS_BASE "
         "overrides this)",
     )
     ip_adapter: StringProperty(
-        name="IP-Adapter",
+        name="IP-Adapter", subtype="DIR_PATH",
         description="A folder in the h94/IP-Adapter layout or a hub id already in the Hugging Face cache; "
         "empty = h94/IP-Adapter (TEXTURE_VARIANTS_IP_ADAPTER overrides this)",
+    )
+    content_encoder: StringProperty(
+        name="Content Encoder", subtype="DIR_PATH",
+        description="For Style Only with Content: the CLIP ViT-H/14 text model (a folder with config.json, "
+        "model.safetensors and the tokenizer, or a hub id already in the Hugging Face cache); empty = "
+        "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the cache",
     )
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
     allow_pickle: BoolProperty(
@@ -170,6 +128,19 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
     )
     pack_on_bake: BoolProperty(name="Pack Baked Textures", default=False,
                                description="Also pack baked textures into the .blend")
+    variant_storage: EnumProperty(
+        name="Keep Variants", default="beside", items=[
+            ("beside", "Next to the .blend", "In a 'variants' folder next to the saved .blend (packed while it "
+             "is not saved)"),
+            ("pack", "Packed", "Packed into the .blend"),
+        ])
+    job_max_age_days: FloatProperty(
+        name="Delete Jobs After (days)", default=7.0, min=0.0, max=3650.0,
+        description="Finished job folders (the backend's scratch space) older than this are deleted when a job "
+        "starts or on Clean Up Jobs")
+    job_max_megabytes: FloatProperty(
+        name="Job Folders Limit (MB)", default=2000.0, min=0.0,
+        description="Past this size, the oldest finished job folders are deleted too")
     status: StringProperty(name="Status", default="Not checked yet")
     installer: EnumProperty(name="Installer", default="uv", items=[
         ("uv", "uv", "uv installs several times faster than pip; taken from the package index into the "
@@ -192,17 +163,24 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         layout.use_property_split = True
         col = layout.column()
         col.prop(self, "python")
+        col.prop(self, "backend_command")
         col.prop(self, "base")
         col.prop(self, "ip_adapter")
+        col.prop(self, "content_encoder")
         col.prop(self, "device")
         col.prop(self, "allow_pickle")
-        overridden = [name for name in ("TEXTURE_VARIANTS_PYTHON", "TEXTURE_VARIANTS_BASE",
+        overridden = [name for name in ("TEXTURE_VARIANTS_PYTHON", "TEXTURE_VARIANTS_BACKEND_COMMAND",
+                                        "TEXTURE_VARIANTS_BASE",
                                         "TEXTURE_VARIANTS_IP_ADAPTER") if os.environ.get(name)]
         if overridden:
             col.label(text="Overridden by the environment: " + ", ".join(overridden), icon="INFO")
         col.separator()
         col.prop(self, "bake_folder")
         col.prop(self, "pack_on_bake")
+        col.prop(self, "variant_storage")
+        col.prop(self, "job_max_age_days")
+        col.prop(self, "job_max_megabytes")
+        col.operator("texture_variants.clean_up_jobs", icon="TRASH")
 
         from . import setup_operators  # it imports this module
 
@@ -211,4 +189,4 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         box.label(text=self.status, icon="CHECKMARK" if self.status.startswith("Backend") else "INFO")
 
 
-CLASSES = (TEXTURE_VARIANTS_OT_check_backend, TextureVariantsPreferences)
+CLASSES = (TextureVariantsPreferences,)

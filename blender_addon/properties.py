@@ -1,4 +1,9 @@
-"""Settings and results stored in the .blend: `scene.texture_variants`, `material.texture_variants`."""
+"""Settings and results stored in the .blend: `scene.texture_variants`, `material.texture_variants`.
+
+A result set (one Generate) remembers the material, Image Texture node and image it was made from.
+The scene holds the current set (`settings.current`, its variants also as `settings.results`); each
+material keeps the sets made from it in `history`, newest first, at most HISTORY_LIMIT.
+"""
 
 import bpy
 from bpy.props import (
@@ -21,6 +26,10 @@ TILE_ITEMS = [
     ("x", "X", "Seamless left to right only"),
     ("y", "Y", "Seamless top to bottom only"),
     ("none", "None", "Not tileable"),
+]
+SIZE_MODE_ITEMS = [
+    ("match", "Match Source", "The source's width and height, in multiples of 64, at most 2048 px"),
+    ("fixed", "Fixed", "A square of the given size"),
 ]
 APPEARANCE_ITEMS = [
     ("kv", "KV (Keep Appearance)", "kv replacement: borrow the reference's keys/values late in denoising"),
@@ -47,6 +56,35 @@ class TEXTURE_VARIANTS_PG_variant(bpy.types.PropertyGroup):
     engine: StringProperty(name="Engine")
 
 
+class TEXTURE_VARIANTS_PG_result_set(bpy.types.PropertyGroup):
+    """The variants of one Generate and what they were made for."""
+
+    material: PointerProperty(name="Material", type=bpy.types.Material,
+                              description="The material the variants were made for (set on the current set)")
+    node_name: StringProperty(name="Node", description="The Image Texture node the variants were made for")
+    source: PointerProperty(name="Source", type=bpy.types.Image, description="The image they are variants of")
+    created: StringProperty(name="Made", description="When (local time)")
+    engine: StringProperty(name="Engine")
+    seed: IntProperty(name="Seed", description="The first variant's seed")
+    width: IntProperty(name="Width", subtype="PIXEL")
+    height: IntProperty(name="Height", subtype="PIXEL")
+    notes: StringProperty(name="Notes", description="How the size or aspect differs from the source's")
+    expectation: StringProperty(name="Found", description="What the patch engine found in the texture and "
+                                "what to expect of its variants")
+    variants: CollectionProperty(type=TEXTURE_VARIANTS_PG_variant)
+    index: IntProperty(name="Picked Variant", default=0, min=0)
+
+    def picked(self):
+        """The picked variant, or None."""
+        if 0 <= self.index < len(self.variants) and self.variants[self.index].image:
+            return self.variants[self.index]
+        return None
+
+    def label(self) -> str:
+        n = len(self.variants)
+        return f"{self.created} · {self.engine} · seed {self.seed} · {n} × {self.width}×{self.height}"
+
+
 class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
     engine: EnumProperty(name="Engine", items=ENGINE_ITEMS, default="auto")
     variants: IntProperty(name="Variants", description="How many variants to make", default=2, min=1, max=16)
@@ -56,6 +94,7 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
         description="Pick a new seed for every run (the seed used is stored above, so a result can be redone)",
     )
     steps: IntProperty(name="Steps", description="Denoising steps (diffusion)", default=30, min=1, max=200)
+    size_mode: EnumProperty(name="Size", items=SIZE_MODE_ITEMS, default="match")
     size: IntProperty(name="Size", description="Output size in pixels, rounded to a multiple of 64",
                       default=512, min=64, max=2048, step=64, subtype="PIXEL")
     tile: EnumProperty(name="Tile", items=TILE_ITEMS, default="both")
@@ -85,30 +124,47 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
         description="How strongly the structure follows the guide (LGP: guidance step size; ControlNet: "
         "conditioning scale)",
     )
-    image_node: StringProperty(
-        name="Image Node",
-        description="The Image Texture node to take the texture from; empty = the one feeding Base Color, "
-        "else the active Image Texture node",
-    )
-    results: CollectionProperty(type=TEXTURE_VARIANTS_PG_variant)
-    results_index: IntProperty(name="Picked Variant", default=0, min=0)
+    prompt: StringProperty(name="Prompt", description="What the texture shows, in words (diffusion; optional)")
+    negative_prompt: StringProperty(name="Negative", description="What to keep out of the variants (diffusion; "
+                                    "optional)")
+    current: PointerProperty(type=TEXTURE_VARIANTS_PG_result_set)
+
+    @property
+    def results(self):
+        """The current set's variants (scripts: `scene.texture_variants.results`)."""
+        return self.current.variants
+
+    @property
+    def results_index(self) -> int:
+        return self.current.index
+
+    @results_index.setter
+    def results_index(self, value: int) -> None:
+        self.current.index = value
 
     def picked(self):
-        """The picked variant, or None."""
-        if 0 <= self.results_index < len(self.results) and self.results[self.results_index].image:
-            return self.results[self.results_index]
-        return None
+        """The picked variant of the current set, or None."""
+        return self.current.picked()
 
 
 class TEXTURE_VARIANTS_PG_material(bpy.types.PropertyGroup):
-    """What `revert` needs: the image the node held before a variant was applied."""
+    """Per material: the chosen node, what `revert` needs, and the history of result sets."""
 
+    image_node: StringProperty(
+        name="Image Node",
+        description="The Image Texture node to take the texture from; empty = the one feeding Base Color "
+        "(through Mix, Hue/Saturation, Color Ramp, Reroute and group nodes), else the active one",
+    )
     original_image: PointerProperty(name="Original Image", type=bpy.types.Image)
+    applied_image: PointerProperty(name="Applied Image", type=bpy.types.Image)
     node_name: StringProperty(name="Node")
     original_had_fake_user: BoolProperty()
+    history: CollectionProperty(type=TEXTURE_VARIANTS_PG_result_set)
+    history_index: IntProperty(name="Result Set", default=0, min=0)
 
 
-CLASSES = (TEXTURE_VARIANTS_PG_variant, TEXTURE_VARIANTS_PG_settings, TEXTURE_VARIANTS_PG_material)
+CLASSES = (TEXTURE_VARIANTS_PG_variant, TEXTURE_VARIANTS_PG_result_set, TEXTURE_VARIANTS_PG_settings,
+           TEXTURE_VARIANTS_PG_material)
 
 
 def register() -> None:

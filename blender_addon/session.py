@@ -50,6 +50,22 @@ class Session:
             raise UserError.from_exception(e) from e
         return self.hello
 
+    def start_in_background(self, config, backend_root: str) -> Starting:
+        """Start the backend on a worker thread (the UI never waits for its hello); poll the result."""
+        client = self.client(config, backend_root)
+        starting = Starting(client)
+
+        def run():
+            try:
+                self.hello = client.start()
+            except Exception as e:
+                starting.error = UserError.from_exception(e)
+            finally:
+                starting.done = True
+
+        threading.Thread(target=run, name="texture-variants-start", daemon=True).start()
+        return starting
+
     def submit(self, config, backend_root: str, input_path: str, job_folder: str, params: dict, *,
                in_thread: bool = False) -> JobTracker:
         """Send a generate job that fills `job_folder` (the backend writes the variants into it). With `in_thread`, starting the backend (about a second on a cold start)
@@ -147,6 +163,19 @@ class Session:
         with self._lock:
             self._stop_client()
         self.job = None
+
+
+class Starting:
+    """A backend start in progress (Session.start_in_background): `done`, then `error` or the session's hello."""
+
+    def __init__(self, client):
+        self.client = client
+        self.done = False
+        self.error: UserError | None = None
+
+    def abort(self) -> None:
+        """Stop waiting: the process is killed, the start ends with an error (never blocks)."""
+        self.client.abort()
 
 
 _shared: Session | None = None

@@ -1,22 +1,35 @@
-"""Images in and out of Blender: the reference written to the job folder, variants read back.
+"""Images in and out of Blender: the reference written to the job folder, variants read back at the
+source's depth and colour space.
 
 The reference is always *copied* into the job folder, so the backend never touches (or locks) the
-user's file, and a packed or generated image works just like a file on disk.
+user's file, and a packed or generated image works just like a file on disk. The backend reads and
+writes 8-bit display values; what comes back is written at the source's depth (see `source_kind`):
+    byte    8-bit sources: the backend's PNG as it is
+    deep    16-bit and float display-referred or data sources: a 16-bit PNG
+    linear  scene-linear (HDR) sources: exposure-encoded for the backend, decoded back into a
+            half-float OpenEXR (colour.py says how)
+Every variant is tagged with the source's colour space. Files are written with Blender's own image
+saving (`Image.save_render` with a scratch scene's output settings).
 """
 
 import array
+import contextlib
+import math
 import os
 import shutil
 from pathlib import Path
 
 import bpy
 
-from . import edges
+from . import colour, edges, paths
 from .errors import UserError
 from .paths import safe_stem
 
 # Formats the backend reads directly; anything else (EXR, HDR, ...) goes through Blender as PNG.
 BACKEND_READS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".tga"}
+BYTE, DEEP, LINEAR = "byte", "deep", "linear"
+LINEAR_FORMATS = {"OPEN_EXR", "OPEN_EXR_MULTILAYER", "HDR"}
+SUFFIX = {BYTE: ".png", DEEP: ".png", LINEAR: ".exr"}
 
 
 def _file_path(image) -> str:
@@ -30,58 +43,175 @@ def original_file(image) -> str | None:
     return None
 
 
-def write_pixels_png(image, path: Path) -> Path:
-    """Save the image's current pixels (generated, painted, float) as a PNG, leaving `image` as it is."""
+def source_kind(image) -> str:
+    """BYTE, DEEP or LINEAR: how the variants of `image` are stored (see the module docstring)."""
+    if not image.is_float:
+        return BYTE
+    space = image.colorspace_settings
+    name = space.name.lower()
+    if not space.is_data and (image.file_format in LINEAR_FORMATS or name.startswith(("linear", "aces"))):
+        return LINEAR
+    return DEEP
+
+
+@contextlib.contextmanager
+def _output_settings(file_format: str, depth: str, alpha: bool, exposure: float = 0.0):
+    """A scratch scene whose output settings `Image.save_render` uses: format, depth, the Standard view."""
+    scene = bpy.data.scenes.new(".texture_variants_output")
+    try:
+        scene.view_settings.view_transform = "Standard"
+        scene.view_settings.look = "None"
+        scene.view_settings.exposure = exposure
+        scene.view_settings.gamma = 1.0
+        out = scene.render.image_settings
+        out.file_format = file_format
+        out.color_mode = "RGBA" if alpha else "RGB"
+        out.color_depth = depth
+        if file_format == "OPEN_EXR":
+            out.exr_codec = "ZIP"
+        yield scene
+    finally:
+        bpy.data.scenes.remove(scene)
+
+
+def has_alpha(image) -> bool:
+    return image.depth in (32, 64, 128) and image.alpha_mode != "NONE"
+
+
+def save_as(image, path: Path, kind: str = BYTE, exposure: float = 0.0, alpha: bool | None = None) -> Path:
+    """Write `image`'s pixels to `path` (a new name) for `kind`: 8-bit PNG, 16-bit PNG or half EXR."""
+    file_format, depth = {BYTE: ("PNG", "8"), DEEP: ("PNG", "16"), LINEAR: ("OPEN_EXR", "16")}[kind]
+    alpha = has_alpha(image) if alpha is None else alpha
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    with _output_settings(file_format, depth, alpha, exposure) as scene:
+        image.save_render(str(temp), scene=scene)
+    try:
+        paths.copy_new_file(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path
+
+
+def _pixels(image) -> array.array:
     width, height = image.size
     if width == 0 or height == 0:
         raise UserError("image_missing", f"The image '{image.name}' has no pixels",
                         "open the image in the Image Editor to check it, or pick another")
     pixels = array.array("f", bytes(4 * width * height * 4))
     image.pixels.foreach_get(pixels)
-    temp = bpy.data.images.new(".texture_variants_export", width, height, alpha=True,
-                               float_buffer=image.is_float)
+    return pixels
+
+
+@contextlib.contextmanager
+def _scratch_copy(image, pixels=None, size=None, float_buffer=None, colorspace=None):
+    """A temporary image with `image`'s (or the given) pixels, optionally resized; removed afterwards."""
+    width, height = image.size
+    temp = bpy.data.images.new(".texture_variants_scratch", width, height, alpha=True,
+                               float_buffer=image.is_float if float_buffer is None else float_buffer)
     try:
-        temp.colorspace_settings.name = image.colorspace_settings.name
-        temp.pixels.foreach_set(pixels)
-        temp.filepath_raw = str(path)
-        temp.file_format = "PNG"
-        temp.save()
+        temp.colorspace_settings.name = colorspace or image.colorspace_settings.name
+        temp.pixels.foreach_set(_pixels(image) if pixels is None else pixels)
+        if size is not None and tuple(size) != (width, height):
+            temp.scale(*size)
+        yield temp
     finally:
         bpy.data.images.remove(temp)
-    return path
 
 
-def export_reference(image, job_dir: str | os.PathLike, role: str = "reference") -> Path:
-    """Write `image` into the job folder as the backend's input (`role`: reference or guide); returns its path."""
-    job_dir = Path(job_dir)
-    stem = f"{role}-{safe_stem(image.name)}"
-    if image.source in {"SEQUENCE", "MOVIE", "TILED", "VIEWER"}:
-        raise UserError("bad_input", f"The image '{image.name}' is a {image.source.lower()} image",
-                        "use a single still image in the Image Texture node")
+def write_pixels(image, path: Path) -> Path:
+    """Save the image's current pixels (generated, painted, float) at its depth (`source_kind`), leaving
+    `image` as it is."""
+    with _scratch_copy(image) as temp:
+        return save_as(temp, path, source_kind(image), alpha=has_alpha(image))
+
+
+def _plain_copy(image, job_dir: Path, stem: str) -> Path | None:
+    """The image's own bytes into the job folder when the backend reads them as they are, else None."""
+    if image.is_dirty:
+        return None
     if image.packed_file is not None:
         suffix = Path(image.filepath).suffix.lower() or "." + image.file_format.lower()
-        if suffix in BACKEND_READS and not image.is_dirty:
+        if suffix in BACKEND_READS:
             path = job_dir / f"{stem}{suffix}"
             path.write_bytes(image.packed_file.data)
             return path
-        return write_pixels_png(image, job_dir / f"{stem}.png")
-    if image.source == "FILE":
-        source = Path(_file_path(image))
-        if not source.is_file():
-            raise UserError("image_missing", f"The image file of '{image.name}' is missing: {source}",
-                            "find it again with File > External Data > Find Missing Files, "
-                            "or open the right file in the Image Texture node")
-        if source.suffix.lower() in BACKEND_READS and not image.is_dirty:
-            return Path(shutil.copyfile(source, job_dir / f"{stem}{source.suffix.lower()}"))
-    return write_pixels_png(image, job_dir / f"{stem}.png")
+        return None
+    source = Path(_file_path(image))
+    if source.suffix.lower() in BACKEND_READS:
+        return Path(shutil.copyfile(source, job_dir / f"{stem}{source.suffix.lower()}"))
+    return None
 
 
-def load_variant(path: str, name: str, like=None) -> bpy.types.Image:
-    """Read a variant the backend wrote, as a new image treated like the original (colour space)."""
+def _check_exportable(image) -> None:
+    if image.source in {"SEQUENCE", "MOVIE", "TILED", "VIEWER"}:
+        raise UserError("bad_input", f"The image '{image.name}' is a {image.source.lower()} image",
+                        "use a single still image in the Image Texture node")
+    if image.packed_file is None and image.source == "FILE" and not Path(_file_path(image)).is_file():
+        raise UserError("image_missing", f"The image file of '{image.name}' is missing: {_file_path(image)}",
+                        "find it again with File > External Data > Find Missing Files, "
+                        "or open the right file in the Image Texture node")
+
+
+def export_reference(image, job_dir: str | os.PathLike, side: int | None = None,
+                     role: str = "reference") -> tuple[Path, dict]:
+    """Write `image` into the job folder as the backend's input (`role`: reference or guide): (its
+    path, how it is encoded).
+
+    `side`: squeeze it to a side x side square first (Match Source on a non-square source). The
+    encoding {"kind", "scale"} is what `import_variant` needs to bring the variants back.
+    """
+    job_dir = Path(job_dir)
+    stem = f"{role}-{safe_stem(image.name)}"
+    _check_exportable(image)
+    kind = source_kind(image)
+    size = None if side is None else (side, side)
+    encoding = {"kind": kind, "scale": 1.0}
+    if kind != LINEAR and size is None:
+        copied = _plain_copy(image, job_dir, stem)
+        if copied is not None:
+            return copied, encoding
+    path = job_dir / f"{stem}.png"
+    with _scratch_copy(image, size=size) as temp:
+        if kind == LINEAR:
+            encoding["scale"] = colour.exposure_scale(colour.brightest(_pixels(temp)))
+        save_as(temp, path, BYTE, exposure=-math.log2(encoding["scale"]), alpha=has_alpha(image))
+    return path, encoding
+
+
+def import_variant(path: str, name: str, like, encoding: dict, size: tuple[int, int], folder: Path) -> Path:
+    """The backend's variant at `path` brought to the source's depth, size and range, written into
+    `folder` (a new file); returns that file (the backend's own file when it is already right)."""
+    kind = encoding.get("kind", BYTE)
+    stem = safe_stem(name)
+    loaded = bpy.data.images.load(path, check_existing=False)
+    alpha = has_alpha(loaded)
+    try:
+        if kind == BYTE and tuple(loaded.size) == tuple(size):
+            target = paths.unique_target(folder, stem, ".png")
+            return Path(path) if Path(path).parent == folder else paths.copy_new_file(path, target)
+        target = paths.unique_target(folder, stem, SUFFIX[kind])
+        colorspace = like.colorspace_settings.name if like is not None else None
+        if kind == LINEAR:
+            decoded = colour.decode(_pixels(loaded), float(encoding.get("scale", 1.0)))
+            with _scratch_copy(loaded, decoded, size, float_buffer=True, colorspace=colorspace) as temp:
+                return save_as(temp, target, LINEAR, alpha=alpha)
+        loaded.colorspace_settings.name = colorspace or loaded.colorspace_settings.name
+        with _scratch_copy(loaded, size=size) as temp:
+            return save_as(temp, target, kind, alpha=alpha)
+    finally:
+        bpy.data.images.remove(loaded)
+
+
+def load_variant(path: str, name: str, like=None, kind: str = BYTE) -> bpy.types.Image:
+    """Read a variant file as a new image treated like the original (colour space, alpha).
+
+    A LINEAR variant keeps the colour space Blender gives its EXR: it holds scene-linear values."""
     image = bpy.data.images.load(path, check_existing=False)
     image.name = name
     if like is not None:  # None when the original was deleted while the job ran
-        image.colorspace_settings.name = like.colorspace_settings.name
+        if kind != LINEAR:
+            image.colorspace_settings.name = like.colorspace_settings.name
         image.alpha_mode = like.alpha_mode
     return image
 
@@ -89,8 +219,7 @@ def load_variant(path: str, name: str, like=None) -> bpy.types.Image:
 def tiled_copy(image, repeats: int = 3) -> bpy.types.Image:
     """A new image holding `image` repeated repeats x repeats: the seam check done by eye."""
     width, height = image.size
-    src = array.array("f", bytes(4 * width * height * 4))
-    image.pixels.foreach_get(src)
+    src = _pixels(image)
     row = 4 * width
     band = array.array("f")
     for y in range(height):  # one band of tiled rows, then the band repeated vertically

@@ -1,10 +1,46 @@
-"""The "Variants" panel, in the sidebar (N) of the Shader Editor and of the 3D Viewport."""
+"""The "Variants" panel, in the sidebar (N) of the Shader Editor and of the 3D Viewport.
+
+The panel is a list of sections (`SECTIONS`), each a function `(layout, view)` drawing one part from
+a `PanelView` computed once per draw; a new feature adds its section to the list.
+"""
+
+import textwrap
+from dataclasses import dataclass
 
 import bpy
 
-from . import material_target, panel_rules, session
+from . import material_target, panel_rules, session, sizing, storage, texture_io
 from .errors import UserError
-from .operators import PREVIEW_IMAGE
+from .operators import PREVIEW_IMAGE, size_plan
+from .results import HISTORY_LIMIT
+
+
+@dataclass
+class PanelView:
+    """What the sections draw from: the settings, the target (or why there is none), the backend session."""
+
+    context: object
+    settings: object
+    session: object
+    material: object = None
+    node: object = None
+    image: object = None
+    problem: UserError | None = None
+
+    @classmethod
+    def of(cls, context) -> "PanelView":
+        view = cls(context, context.scene.texture_variants, session.shared())
+        try:
+            view.material, view.node, view.image = material_target.resolve(context)
+        except UserError as e:
+            view.problem = e
+            obj = context.active_object
+            view.material = obj.active_material if obj is not None else None
+        return view
+
+    @property
+    def linked(self) -> str:
+        return material_target.not_editable_reason(self.material) if self.material is not None else ""
 
 
 class TEXTURE_VARIANTS_UL_results(bpy.types.UIList):
@@ -18,56 +54,73 @@ class TEXTURE_VARIANTS_UL_results(bpy.types.UIList):
             layout.label(text=f"{item.name}  ({item.engine})", icon_value=icon_id)
 
 
-def draw_variants_panel(layout, context) -> None:
-    settings = context.scene.texture_variants
-    material = draw_target(layout.box(), context)
+def _depth_text(image) -> str:
+    return {texture_io.BYTE: "8-bit", texture_io.DEEP: "16-bit",
+            texture_io.LINEAR: "HDR, linear"}[texture_io.source_kind(image)]
+
+
+def draw_target(layout, view) -> None:
+    """What the add-on will work on, or why it cannot."""
+    box = layout.box()
+    if view.material is None or view.material.node_tree is None:
+        box.label(text=view.problem.message, icon="ERROR")
+        box.label(text=view.problem.hint[:90])
+        return
+    box.label(text=view.material.name, icon="MATERIAL")
+    chosen = view.material.texture_variants.image_node
+    label = chosen or (f"Auto: {view.node.name}" if view.node is not None else "Auto")
+    box.operator_menu_enum("texture_variants.pick_node", "node", text=label, icon="NODE")
+    if view.problem is not None:
+        box.label(text=view.problem.message, icon="ERROR")
+        box.label(text=view.problem.hint[:90])
+    else:
+        width, height = view.image.size
+        box.label(text=f"{view.image.name}  {width}×{height} · {_depth_text(view.image)}", icon="IMAGE_DATA")
+    if view.linked:
+        box.label(text=view.linked, icon="LIBRARY_DATA_DIRECT")
+        box.label(text="Make it local to apply here, or Apply to a Local Copy")
+    original = view.material.texture_variants.original_image
+    if original is not None:
+        box.label(text=f"Variant applied (original: {original.name})", icon="INFO")
+
+
+def _prop(col, settings, name: str, states: dict) -> None:
+    if states.get(name, panel_rules.SHOWN) == panel_rules.HIDDEN:
+        return
+    row = col.row(align=True)
+    row.active = states.get(name, panel_rules.SHOWN) == panel_rules.SHOWN
+    row.prop(settings, name)
+
+
+def _states(view) -> dict:
+    s = view.settings
+    engine = panel_rules.effective_engine(s.engine, view.session.hello)
+    return panel_rules.setting_states(engine, s.appearance, s.style_only, sketch=s.sketch is not None,
+                                      size_mode=s.size_mode)
+
+
+def draw_settings(layout, view) -> None:
+    """The everyday settings; those the chosen engine ignores are hidden, greyed out where another
+    setting makes them do nothing (panel_rules)."""
     header, body = layout.panel("texture_variants_settings", default_closed=False)
     header.label(text="Settings")
-    if body:
-        draw_settings(body.column(align=True), settings, session.shared().hello)
-    draw_job(layout, session.shared())
-    draw_results(layout, settings, material)
-
-
-def draw_target(box, context):
-    """What the add-on will work on, or why it cannot; returns the material (or None)."""
-    try:
-        material, _node, image = material_target.resolve(context)
-    except UserError as e:
-        box.label(text=e.message, icon="ERROR")
-        box.label(text=e.hint[:90])
-        material = None
-    else:
-        box.label(text=material.name, icon="MATERIAL")
-        box.label(text=f"{image.name}  {image.size[0]}x{image.size[1]}", icon="IMAGE_DATA")
-        if material.texture_variants.original_image is not None:
-            box.label(text=f"Variant applied (original: {material.texture_variants.original_image.name})",
-                      icon="INFO")
-    active = context.active_object.active_material if context.active_object else None
-    if active is not None and active.node_tree:
-        box.prop_search(context.scene.texture_variants, "image_node", active.node_tree, "nodes", text="Node",
-                        icon="NODE")
-    return material
-
-
-def draw_settings(col, settings, hello) -> None:
-    """The settings, without those the chosen engine ignores; greyed out where another setting makes
-    them do nothing (panel_rules)."""
+    if not body:
+        return
+    col, settings, states = body.column(align=True), view.settings, _states(view)
     col.prop(settings, "engine")
     if settings.engine == "auto":
-        col.label(text=panel_rules.auto_text(hello), icon="INFO")
-    states = panel_rules.setting_states(panel_rules.effective_engine(settings.engine, hello),
-                                        settings.appearance, settings.style_only, settings.sketch is not None)
+        col.label(text=panel_rules.auto_text(view.session.hello), icon="INFO")
+    if panel_rules.effective_engine(settings.engine, view.session.hello) in ("patch", None):
+        _wrapped(col, panel_rules.PATCH_HINT, "INFO")
     col.prop(settings, "variants")
-    row = col.row(align=True)
-    row.prop(settings, "seed")
-    row.prop(settings, "randomize_seed", text="", icon="FILE_REFRESH")
-    _prop(col, settings, "steps", states)
-    col.prop(settings, "size")
-    col.prop(settings, "tile")
-    _prop(col, settings, "appearance", states)
-    _prop(col, settings, "style_only", states)
-    _prop(col, settings, "suppress_content", states)
+    col.prop(settings, "size_mode")
+    _prop(col, settings, "size", states)
+    if view.image is not None:
+        plan = size_plan(settings, view.image)
+        col.label(text=f"Makes {plan.width}×{plan.height}", icon="IMAGE_PLANE")
+        for note in plan.notes:
+            col.label(text=note, icon="ERROR")
+    _prop(col, settings, "prompt", states)
     if states["sketch"] != panel_rules.HIDDEN:
         col.separator()
         row = col.row(align=True)
@@ -84,16 +137,25 @@ def draw_settings(col, settings, hello) -> None:
         row.label(text="Appearance")
 
 
-def _prop(col, settings, name: str, states: dict) -> None:
-    if states[name] == panel_rules.HIDDEN:
+def draw_advanced(layout, view) -> None:
+    """The settings an artist rarely changes, folded away."""
+    header, body = layout.panel("texture_variants_advanced", default_closed=True)
+    header.label(text="Advanced")
+    if not body:
         return
+    col, settings, states = body.column(align=True), view.settings, _states(view)
     row = col.row(align=True)
-    row.active = states[name] == panel_rules.SHOWN
-    row.prop(settings, name)
+    row.prop(settings, "seed")
+    row.prop(settings, "randomize_seed", text="", icon="FILE_REFRESH")
+    _prop(col, settings, "steps", states)
+    col.prop(settings, "tile")
+    for name in ("appearance", "style_only", "suppress_content", "negative_prompt"):
+        _prop(col, settings, name, states)
 
 
-def draw_job(layout, current) -> None:
+def draw_job(layout, view) -> None:
     """Generate, or the running job's progress with Cancel and the live preview."""
+    current = view.session
     job = current.job
     if current.busy:
         row = layout.row(align=True)
@@ -108,23 +170,91 @@ def draw_job(layout, current) -> None:
         layout.label(text=job.status_text(), icon="ERROR" if job.state == "failed" else "INFO")
 
 
-def draw_results(layout, settings, material) -> None:
-    """The variants to pick from, Apply and Tile; Revert and Bake once one is applied."""
-    if len(settings.results):
-        layout.template_list("TEXTURE_VARIANTS_UL_results", "", settings, "results", settings, "results_index",
+def _binding_problem(view, current) -> str:
+    if current.material is None or view.material is None:
+        return ""
+    if current.material != view.material or (view.node is not None and current.node_name != view.node.name):
+        return f"Made for '{current.material.name}' (node '{current.node_name}'), not for this material"
+    return ""
+
+
+def _size_notes(view, current, picked) -> list[str]:
+    notes = [n for n in current.notes.split("; ") if n]
+    if current.source is not None and picked is not None:
+        notes += sizing.result_notes(tuple(current.source.size), tuple(picked.image.size))
+    return list(dict.fromkeys(notes))
+
+
+def _apply_buttons(layout, view, binding: str) -> None:
+    row = layout.row(align=True)
+    if binding:
+        row.operator("texture_variants.apply_variant", text="Apply to This Material",
+                     icon="ERROR").to_this_material = True
+    elif view.linked:
+        row.operator("texture_variants.apply_variant", text="Apply to a Local Copy", icon="DUPLICATE").local_copy = True
+    else:
+        row.operator("texture_variants.apply_variant", icon="CHECKMARK")
+        row.operator("texture_variants.apply_variant", text="This Object Only", icon="OBJECT_DATA").object_only = True
+    row.operator("texture_variants.tile_preview", text="Tile 3×3", icon="MESH_GRID")
+
+
+def _wrapped(layout, text: str, icon: str, width: int = 64) -> None:
+    """A long message as several labels (a label is one line), the icon on the first."""
+    for i, line in enumerate(textwrap.wrap(text, width)):
+        layout.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+
+def draw_results(layout, view) -> None:
+    """The current set's variants to pick from, what they were made for, Apply and Tile; Revert and
+    Bake once one is applied."""
+    current = view.settings.current
+    if len(current.variants):
+        binding = _binding_problem(view, current)
+        if binding:
+            layout.label(text=binding, icon="ERROR")
+        layout.template_list("TEXTURE_VARIANTS_UL_results", "", current, "variants", current, "index",
                              type="GRID", columns=4, rows=1)
-        picked = settings.picked()
+        picked = current.picked()
         if picked is not None:
             if picked.image.preview:
                 layout.template_icon(icon_value=picked.image.preview.icon_id, scale=6.0)
             layout.label(text=f"{picked.image.name} · seed {picked.seed} · {picked.engine}")
-        row = layout.row(align=True)
-        row.operator("texture_variants.apply_variant", icon="CHECKMARK")
-        row.operator("texture_variants.tile_preview", text="Tile 3×3", icon="MESH_GRID")
-    if material is not None and material.texture_variants.original_image is not None:
+        for note in _size_notes(view, current, picked):
+            layout.label(text=note, icon="ERROR")
+        if current.expectation:
+            _wrapped(layout, current.expectation, "INFO")
+        _apply_buttons(layout, view, binding)
+    if view.material is not None and view.material.texture_variants.original_image is not None and not view.linked:
         row = layout.row(align=True)
         row.operator("texture_variants.revert", icon="LOOP_BACK")
         row.operator("texture_variants.bake", icon="FILE_TICK")
+    for line in storage.save_warnings:
+        layout.label(text=line, icon="ERROR")
+
+
+def draw_history(layout, view) -> None:
+    """The material's earlier result sets, newest first, to make one current again."""
+    if view.material is None:
+        return
+    history = view.material.texture_variants.history
+    header, body = layout.panel("texture_variants_history", default_closed=True)
+    header.label(text=f"History ({len(history)})")
+    if not body:
+        return
+    body.label(text=f"The last {HISTORY_LIMIT} result sets of this material are kept")
+    for index, entry in enumerate(history):
+        row = body.row(align=True)
+        row.label(text=entry.label(), icon="IMAGE_DATA")
+        row.operator("texture_variants.use_result_set", text="Use").index = index
+
+
+SECTIONS = [draw_target, draw_settings, draw_advanced, draw_job, draw_results, draw_history]
+
+
+def draw_variants_panel(layout, context) -> None:
+    view = PanelView.of(context)
+    for section in SECTIONS:
+        section(layout, view)
 
 
 class _VariantsPanel:

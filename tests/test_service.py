@@ -52,7 +52,7 @@ def test_hello_reports_protocol_engines_models_and_device(service):
 
 def test_hello_asks_the_same_model_lookup_as_the_diffusion_engine(tiny_models, tmp_path):
     from backend.diffusion import engine as diffusion
-    from backend.service.server import _availability
+    from backend.service.warmup import availability as _availability
 
     for base, ip_adapter in ((tiny_models["base"], tiny_models["ip_adapter"]), (tmp_path / "none", None),
                              (tiny_models["base"], tmp_path)):

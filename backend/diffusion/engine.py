@@ -48,6 +48,7 @@ from backend.diffusion.reference_cache import ReferenceCache, ReferencePlan, pla
 from backend.diffusion.tiling import tiling
 from backend.errors import CancelledError, InputError
 from backend.images import center_square
+from backend.materials.maps import fit
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +312,16 @@ def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image
     loop.denoise(work.trajectory[count - 1], 1.0, REFERENCE, start=plan.start)
     work.recorded[plan.start] = dict(run.recorded)
     reference_cache.put(plan.key, work)
+
+
+def scale_map(m, reference_size, params):
+    """A map of the reference's size at the scale the engine sees the reference (center_square)."""
+    return fit(m, params.size, params.size)
+
+
+def scaled_reference(reference, params) -> np.ndarray:
+    """The reference as the engine sees it: the picture the maps' correspondence searches."""
+    return np.asarray(center_square(reference.rgb, params.size))
 
 
 def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_step=None, cancel=None):

@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.diffusion.hub import CHECKPOINT_SUFFIXES, from_cache, is_hub_id
 from backend.errors import BadModelError, InputError, ModelsMissingError
 
 log = logging.getLogger(__name__)
@@ -104,28 +104,6 @@ def select_device(device: str | None = None, dtype: str | None = None) -> tuple[
 # ---------------------------------------------------------------- resolving locations
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
-
-
-def _is_hub_id(value: str) -> bool:
-    """`owner/name`, as opposed to a path (which resolve_* look at first)."""
-    return bool(_HUB_ID.match(value)) and not value.endswith(_CHECKPOINT_SUFFIXES)
-
-
-def _from_cache(repo_id: str, patterns: list[str], what: str, fix: str) -> Path:
-    """The local snapshot folder of a hub repository, never downloading."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as e:
-        raise ModelsMissingError(f"{what} {repo_id!r} is not in the Hugging Face cache on this machine",
-                                 hint=f"run `{fix}` once (it downloads with progress; afterwards "
-                                 "everything works offline)") from e
-
-
 def resolve_base(base: str | os.PathLike | None, *, allow_pickle: bool = False) -> tuple[Path, bool, str | None]:
     """(location, is_single_file, variant) of the base model."""
     value = str(base) if base is not None else DEFAULT_BASE
@@ -136,16 +114,16 @@ def resolve_base(base: str | os.PathLike | None, *, allow_pickle: bool = False) 
                              hint="pass a diffusers folder, a single-file .safetensors checkpoint, or a hub id")
         return path, False, _folder_variant(path)
     if path.is_file():
-        if path.suffix not in _CHECKPOINT_SUFFIXES:
+        if path.suffix not in CHECKPOINT_SUFFIXES:
             raise InputError(f"base model file {path} is not a checkpoint", hint="pass a .safetensors file")
         if path.suffix != ".safetensors" and not allow_pickle:
             raise InputError(f"{path.name} is a pickled checkpoint: loading it can run arbitrary code",
                              hint="use a .safetensors file, or opt in with --allow-pickle if you trust it")
         return path, True, None
-    if not _is_hub_id(value):
+    if not is_hub_id(value):
         raise ModelsMissingError(f"base model {value!r} not found", hint="check the path, or pass a hub id")
     fix = DOWNLOAD_COMMAND if base is None else f"{DOWNLOAD_COMMAND} --base {value}"
-    folder = _from_cache(value, BASE_PATTERNS, "base model", fix)
+    folder = from_cache(value, BASE_PATTERNS, "base model", fix)
     if not (folder / "model_index.json").exists():
         raise ModelsMissingError(f"base model {value!r} is only partly in the Hugging Face cache",
                                  hint=f"run `{fix}`")
@@ -166,14 +144,14 @@ def resolve_ip_adapter(ip_adapter: str | os.PathLike | None, variant: str = "sta
     path = Path(value).expanduser()
     if path.is_dir():
         folder = path
-    elif not _is_hub_id(value):
+    elif not is_hub_id(value):
         raise ModelsMissingError(f"IP-Adapter folder {value!r} not found",
                                  hint="pass a folder laid out like h94/IP-Adapter (models/…), or a hub id")
     else:
         fix = DOWNLOAD_COMMAND if ip_adapter is None else f"{DOWNLOAD_COMMAND} --ip-adapter {value}"
         if variant != "standard":
             fix += f" --ip-adapter-variant {variant}"
-        folder = _from_cache(value, [f"models/{stem}.safetensors", *IMAGE_ENCODER_PATTERNS], "IP-Adapter", fix)
+        folder = from_cache(value, [f"models/{stem}.safetensors", *IMAGE_ENCODER_PATTERNS], "IP-Adapter", fix)
     models = folder / "models"
     weight = f"{stem}.safetensors"
     if not (models / weight).exists():
@@ -234,8 +212,8 @@ def resolve_content_encoder(encoder: str | os.PathLike | None = None) -> Path:
     path = Path(value).expanduser()
     if path.is_dir():
         folder = path
-    elif _is_hub_id(value):
-        folder = _from_cache(value, CONTENT_ENCODER_PATTERNS, "content-suppression text encoder", fix)
+    elif is_hub_id(value):
+        folder = from_cache(value, CONTENT_ENCODER_PATTERNS, "content-suppression text encoder", fix)
     else:
         raise ModelsMissingError(f"content-suppression text encoder {value!r} not found",
                                  hint=f"suppress_content needs the CLIP text tower matching the IP-Adapter "

@@ -19,7 +19,7 @@ import os
 import threading
 from pathlib import Path
 
-from backend.diffusion import models
+from backend.diffusion import hub, models
 from backend.errors import InputError, ModelsMissingError
 
 DEFAULT_LGP = "ogkalu/Stable-Diffusion-Latent-Guidance-Predictor"
@@ -70,10 +70,10 @@ def resolve_lgp(lgp: str | os.PathLike | None, *, allow_pickle: bool = False) ->
             raise InputError(f"{path.name} is a pickled LGP checkpoint: loading pickles can run code",
                              hint="opt in with --allow-pickle if you trust it (its tensors alone are read)")
         return path
-    if not models._is_hub_id(value):
+    if not hub.is_hub_id(value):
         raise ModelsMissingError(f"LGP {value!r} not found", hint="check the path, or pass a hub id")
     fix = _fix("--lgp", None if lgp is None else value)
-    return _lgp_file(models._from_cache(value, LGP_PATTERNS, "LGP", fix), allow_pickle)
+    return _lgp_file(hub.from_cache(value, LGP_PATTERNS, "LGP", fix), allow_pickle)
 
 
 def resolve_controlnet(controlnet: str | os.PathLike | None) -> Path:
@@ -84,8 +84,8 @@ def resolve_controlnet(controlnet: str | os.PathLike | None) -> Path:
     fix = _fix("--controlnet", None if controlnet is None else value)
     if path.is_dir():
         folder = path
-    elif models._is_hub_id(value):
-        folder = models._from_cache(value, CONTROLNET_PATTERNS, "ControlNet", fix)
+    elif hub.is_hub_id(value):
+        folder = hub.from_cache(value, CONTROLNET_PATTERNS, "ControlNet", fix)
     else:
         raise ModelsMissingError(f"ControlNet {value!r} not found",
                                  hint="pass a diffusers ControlNet folder or a hub id (e.g. " + DEFAULT_CONTROLNET + ")")

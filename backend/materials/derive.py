@@ -24,8 +24,8 @@ from scipy import ndimage
 
 from backend.materials.maps import MaterialMap, from_unit
 from backend.metrics import as_array
+from backend.params import DERIVABLE_MAPS as DERIVABLE
 
-DERIVABLE = ("height", "normal", "roughness")
 HEIGHT_DETAIL = 1.0  # px: the Gaussian that removes pixel noise from the height
 HIGHPASS = 1 / 16  # of the short side: the Gaussian whose blur (the lighting) the height loses
 NORMAL_STRENGTH = 8.0

@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,11 +31,11 @@ from PIL import Image
 
 from backend.errors import InputError
 from backend.images import open_image, save_png_atomic, write_atomic
+from backend.params import MAP_NAME as NAME_PATTERN
 
 COLOR, DATA, NORMAL = "color", "data", "normal"
 COLOR_NAMES = frozenset({"base_color", "basecolor", "color", "colour", "albedo", "diffuse", "emission",
                          "emission_color", "subsurface_color", "specular_tint", "sheen_tint", "coat_tint"})
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
 def kind_of(name: str) -> str:
@@ -99,6 +98,8 @@ def read_map(path: str | os.PathLike, name: str, kind: str | None = None) -> Mat
     check_name(name)
     path = Path(path)
     kind = kind or kind_of(name)
+    if not path.is_file():
+        open_image(path)  # raises the input policy's InputError (missing, a folder, ...)
     depth = _file_bit_depth(path)
     if depth == 16 and path.suffix.lower() in (".tif", ".tiff"):
         import tifffile

@@ -9,8 +9,8 @@ not exactly: the VAE encoder's stride-2 downsampling pads one side with zeros ou
 padding, which tiling does not wrap (measured with tiny random weights: a 64 px roll of the input
 and latents changes the output by up to 0.4 per component, where the classical path is exact).
 
-Nothing here downloads: the model is a local diffusers folder or a hub id already in the Hugging
-Face cache (`hf download prs-eth/marigold-normals-v1-1`).
+Nothing here downloads but download_normals (`python -m backend download-models --normals`): the
+model is a local diffusers folder or a hub id already in the Hugging Face cache.
 """
 
 from __future__ import annotations
@@ -43,8 +43,16 @@ def resolve_normals(location: str | os.PathLike | None = None) -> Path:
         return Path(snapshot_download(value, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as e:
         raise ModelsMissingError(f"Marigold normals model {value!r} is not on this machine",
-                                 hint=f"run `hf download {DEFAULT_NORMALS}` once, or use the classical "
+                                 hint=f"run `hf download {value}` (for the default: `python -m backend download-models "
+                                 "--normals`) once, or use the classical "
                                  "normals (the default)") from e
+
+
+def download_normals(repo_id: str = DEFAULT_NORMALS) -> Path:
+    """Fetch the Marigold normals model into the Hugging Face cache (`download-models --normals`)."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "*.safetensors"]))
 
 
 def load_normals(location: str | os.PathLike | None = None, device: str = "cpu", dtype: str = "float32"):

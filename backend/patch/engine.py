@@ -15,13 +15,14 @@ What it does with the request (documented in docs/PATCH_ENGINE.md):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
 from backend.errors import InputError
 from backend.images import Reference
+from backend.materials.maps import MaterialMap, fit
 from backend.params import GenerationParams
 from backend.patch import lattice
 from backend.patch.proportions import Proportions
@@ -48,21 +49,40 @@ def exemplar_from(reference: Reference, size: int) -> np.ndarray:
     if reference.alpha is not None:
         bands.append(reference.alpha)
     w, h = reference.size
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    if scale > 4:
-        log.warning("reference is %dx%d px: upscaled %.0fx to the output scale, it will look soft", w, h, scale)
+    (new_w, new_h), crop = _geometry(reference.size, size)
+    if size / min(w, h) > 4:
+        log.warning("reference is %dx%d px: upscaled %.0fx to the output scale, it will look soft", w, h,
+                    size / min(w, h))
     arrays = []
     for band in bands:
         if (new_w, new_h) != (w, h):
             band = band.resize((new_w, new_h), Image.Resampling.LANCZOS)
         arr = np.asarray(band, dtype=np.uint8)
         arrays.append(arr[..., None] if arr.ndim == 2 else arr)
-    pixels = np.concatenate(arrays, axis=2)
-    # A very long strip adds little that is new and costs time: keep its central 2 x size.
-    top = max(0, (new_h - 2 * size) // 2)
-    left = max(0, (new_w - 2 * size) // 2)
-    return np.ascontiguousarray(pixels[top:top + 2 * size, left:left + 2 * size])
+    return np.ascontiguousarray(np.concatenate(arrays, axis=2)[crop])
+
+
+def _geometry(reference_size: tuple[int, int], size: int):
+    """((w, h) the reference is scaled to, the crop of that kept): short side `size`, long side at
+    most 2 x `size` (a very long strip adds little that is new and costs time: its centre is kept)."""
+    w, h = reference_size
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    top, left = max(0, (new_h - 2 * size) // 2), max(0, (new_w - 2 * size) // 2)
+    return (new_w, new_h), np.s_[top:top + 2 * size, left:left + 2 * size]
+
+
+def scale_map(m: MaterialMap, reference_size: tuple[int, int], params: GenerationParams) -> MaterialMap:
+    """A map of the reference's size put through exemplar_from's scale and crop (the variants'
+    source coordinates index the result)."""
+    (new_w, new_h), crop = _geometry(reference_size, params.size)
+    fitted = fit(m, new_w, new_h)
+    return replace(fitted, pixels=np.ascontiguousarray(fitted.pixels[crop]))
+
+
+def scaled_reference(reference: Reference, params: GenerationParams) -> np.ndarray:
+    """The reference as the variants' source coordinates index it."""
+    return exemplar_from(reference, params.size)
 
 
 EXPECT = {
@@ -197,5 +217,6 @@ def generate(reference: Reference, params: GenerationParams, *, base=None, ip_ad
     images = []
     for variant in synthesize(reference, params, on_step=on_step, cancel=cancel):
         variant.image.info["engine_parameters"] = variant.record
+        variant.image.info["source_coords"] = variant.coords  # api.generate gathers the maps through it
         images.append(variant.image)
     return images

@@ -200,36 +200,8 @@ class JobRunner:
                                    "see the backend log for the traceback"))
 
     def _run_job(self, job: Job) -> dict:
-        """Run one job; return its final event (result, error or cancelled)."""
-        log.info("job %r: start (%s)", job.id, job.input)
-        output = JobOutput(job)
-        try:
-            output.check()
-            images = self._generate(
-                job.input, job.params, base=job.base, ip_adapter=job.ip_adapter,
-                on_step=lambda step, total, preview: self._on_step(job, output, step, total, preview),
-                cancel=job.cancel,
-            )
-            if job.cancel.is_set():  # cancelled after the last step: still nothing is kept
-                raise CancelledError()
-            files = output.write_results(images)
-        except CancelledError:
-            output.discard()
-            log.info("job %r: cancelled at step %d", job.id, job.step)
-            return event("cancelled", job.id, job=job.id, stage="running", cancel_step=job.cancel_step,
-                         stopped_step=job.step)
-        except Exception as e:  # bad input, a full disk, an engine bug: report the cause, keep serving
-            output.discard()
-            error = classify(e, engine=_engine_used(job))
-            if error is e:
-                log.info("job %r: %s", job.id, e)
-            else:
-                log.exception("job %r failed (%s)", job.id, error.code)
-            return error_event(job.id, error.code, error.message, error.hint, job=job.id)
-        elapsed = time.monotonic() - job.started
-        log.info("job %r: done in %.2f s, %d file(s)", job.id, elapsed, len(files))
-        return event("result", job.id, job=job.id, folder=str(output.folder), files=files,
-                     elapsed=round(elapsed, 3))
+        return run_job(job, self._generate, lambda output, step, total, preview: self._on_step(
+            job, output, step, total, preview))
 
     def _on_step(self, job: Job, output: JobOutput, step: int, total: int, preview) -> None:
         job.step, job.total = step, total
@@ -241,6 +213,41 @@ class JobRunner:
         if path is not None:
             fields["preview"] = str(path)
         self._emit(event("progress", job.id, **fields))
+
+
+def run_job(job: Job, generate: Callable[..., list], on_step: Callable | None = None) -> dict:
+    """Run one job into its folder; return its final event (result, error or cancelled).
+
+    `generate` is backend.api.generate or a wrapper of it; `on_step(output, step, total, preview)`."""
+    job.started = job.started or time.monotonic()
+    log.info("job %r: start (%s)", job.id, job.input)
+    output = JobOutput(job)
+    try:
+        output.check()
+        images = generate(
+            job.input, job.params, base=job.base, ip_adapter=job.ip_adapter, cancel=job.cancel,
+            on_step=None if on_step is None else lambda step, total, preview: on_step(output, step, total, preview),
+        )
+        if job.cancel.is_set():  # cancelled after the last step: still nothing is kept
+            raise CancelledError()
+        files = output.write_results(images)
+    except CancelledError:
+        output.discard()
+        log.info("job %r: cancelled at step %d", job.id, job.step)
+        return event("cancelled", job.id, job=job.id, stage="running", cancel_step=job.cancel_step,
+                     stopped_step=job.step)
+    except Exception as e:  # bad input, a full disk, an engine bug: report the cause, keep serving
+        output.discard()
+        error = classify(e, engine=_engine_used(job))
+        if error is e:
+            log.info("job %r: %s", job.id, e)
+        else:
+            log.exception("job %r failed (%s)", job.id, error.code)
+        return error_event(job.id, error.code, error.message, error.hint, job=job.id)
+    elapsed = time.monotonic() - job.started
+    log.info("job %r: done in %.2f s, %d file(s)", job.id, elapsed, len(files))
+    return event("result", job.id, job=job.id, folder=str(output.folder), files=files,
+                 elapsed=round(elapsed, 3))
 
 
 def _safe_name(text: str, limit: int = 60) -> str:
@@ -289,27 +296,27 @@ class JobOutput:
         except (OSError, UnicodeEncodeError) as e:
             raise classify(e) from e
 
-    def _save(self, image, stem: str) -> Path:
+    def _save(self, image, stem: str, companions: tuple[str, ...] = ()) -> Path:
         from backend.images import save_png_unique
 
         if not self._created and not self.folder.is_dir():
             self.folder.mkdir()  # its parent, never: a missing parent is the caller's mistake
             self._created = True
-        path = save_png_unique(image, self.folder, stem)
+        path = save_png_unique(image, self.folder, stem, companions)
         self._written.append(path)
         return path
 
     def eta(self, step: int, total: int) -> float | None:
-        """Seconds left, from the mean duration of the steps so far (the first one includes loading)."""
+        """Seconds left, from the mean duration of the steps since the first one; None at the first step
+        (its time is mostly model loading: counting it gave estimates many times too long)."""
         now = time.monotonic()
         if self._first_step_at is None:
             self._first_step_at, self._first_step = now, step
-            start, done = self.job.started, step
-        else:
-            start, done = self._first_step_at, step - self._first_step
+            return 0.0 if step >= total else None
+        done = step - self._first_step
         if done <= 0:
             return None
-        return max(0.0, (now - start) / done * (total - step))
+        return max(0.0, (now - self._first_step_at) / done * (total - step))
 
     def write_preview(self, preview, step: int, total: int) -> Path | None:
         every = self.job.preview_every
@@ -324,12 +331,17 @@ class JobOutput:
 
     def write_results(self, images) -> list[dict]:
         from backend.images import tiled
+        from backend.materials import variants as material
 
         files = []
         for image in images:
             params = json.loads(image.info.get("parameters", "{}"))
-            path = self._save(image, f"{self.stem}-{params.get('engine', 'variant')}-s{params.get('seed', len(files))}")
+            path = self._save(image, f"{self.stem}-{params.get('engine', 'variant')}-s{params.get('seed', len(files))}",
+                              material.endings(image))
             entry = {"path": str(path), "parameters": params}
+            if "maps" in image.info:
+                entry["maps"] = material.save(image, path)
+                self._written.extend(Path(p) for p in entry["maps"].values())
             if self.job.tiled_preview:
                 entry["tiled"] = str(self._save(tiled(image, 3), f"{path.stem}-tiled3x3"))
             files.append(entry)

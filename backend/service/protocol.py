@@ -18,16 +18,21 @@ PROTOCOL_VERSION = 2
 MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a megabyte is a runaway client
 MAX_EVENT_BYTES = MAX_LINE_BYTES  # events obey the same limit: encode() shortens long strings to fit
 MAX_ID_CHARS = 200
+CHUNK_BYTES = 256 << 10  # the most one upload_chunk or chunk event carries (before base64)
+MAX_UPLOAD_BYTES = 1 << 30
 # Options that only the person starting the service may set (`serve --allow-pickle`), never a request.
 START_OPTIONS = {"allow_pickle": "--allow-pickle"}
 
 # The fields of each request type are checked by the _check_* functions below (one per type).
-REQUEST_TYPES = ("hello", "generate", "cancel", "status", "unload", "shutdown")
+REQUEST_TYPES = ("hello", "generate", "cancel", "status", "unload", "shutdown",
+                 "upload_begin", "upload_chunk", "upload_end", "download")
 EVENT_TYPES = (
     # answers to hello / status / cancel / unload / shutdown
     "hello", "status", "ack",
     # the life of a generate job
     "accepted", "progress", "result", "cancelled",
+    # a file leaving the service (download)
+    "chunk",
     # anything that went wrong, for any request (or for a line that was not a request)
     "error",
 )
@@ -125,7 +130,12 @@ def _only(fields: dict, allowed: tuple[str, ...], kind: str, request_id):
 
 
 def _check_hello(fields: dict, request_id) -> dict:
-    _only(fields, ("protocol", "client"), "hello", request_id)
+    _only(fields, ("protocol", "client", "probe"), "hello", request_id)
+    probe = fields.get("probe")
+    if probe is not None and not (isinstance(probe, dict) and set(probe) == {"path", "token"}
+                                  and all(isinstance(v, str) and 0 < len(v) <= 4096 for v in probe.values())):
+        _bad(request_id, f"hello 'probe' must be {{\"path\": ..., \"token\": ...}} strings, got {_short(probe)}",
+             "write a short random token to a file and send its absolute path and the token")
     protocol = fields.get("protocol")
     if protocol is not None and (not isinstance(protocol, int) or isinstance(protocol, bool)):
         _bad(request_id, f"hello 'protocol' must be an integer, got {_short(protocol)}",
@@ -207,7 +217,73 @@ def _check_generate(fields: dict, request_id) -> dict:
         out["params"] = GenerationParams.build(extra, **api)
     except InputError as e:
         raise ProtocolError("bad_request", f"generate: {e.message}", e.hint, request_id) from None
+    for name, path in out["params"].maps.items():
+        _check_map_file(name, path, request_id)
     return out
+
+
+def _int_field(fields: dict, name: str, kind: str, low: int, high: int, request_id) -> int:
+    value = fields.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        _bad(request_id, f"{kind} '{name}' must be an integer from {low} to {high}, got {_short(value)}",
+             "see docs/PROTOCOL.md, 'Transfers'")
+    return value
+
+
+def _check_upload_begin(fields: dict, request_id) -> dict:
+    _only(fields, ("name", "size", "sha256"), "upload_begin", request_id)
+    _int_field(fields, "size", "upload_begin", 0, MAX_UPLOAD_BYTES, request_id)
+    name, digest = fields.get("name"), fields.get("sha256")
+    if not isinstance(name, str) or not 0 < len(name) <= 4096 or "\0" in name:
+        _bad(request_id, f"upload_begin needs 'name': the client's path of the file, got {_short(name)}",
+             "send the path the file has on the client (it labels the results)")
+    if not isinstance(digest, str) or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        _bad(request_id, f"upload_begin 'sha256' must be 64 lowercase hex digits, got {_short(digest)}",
+             "send hashlib.sha256(data).hexdigest() of the whole file")
+    return fields
+
+
+def _check_upload_id(fields: dict, kind: str, request_id):
+    if not _valid_id(fields.get("upload")):
+        _bad(request_id, f"{kind} needs 'upload': the id of the upload_begin request, got {_short(fields.get('upload'))}",
+             "name the upload by the id of its upload_begin request")
+
+
+def _check_upload_chunk(fields: dict, request_id) -> dict:
+    _only(fields, ("upload", "offset", "data"), "upload_chunk", request_id)
+    _check_upload_id(fields, "upload_chunk", request_id)
+    _int_field(fields, "offset", "upload_chunk", 0, MAX_UPLOAD_BYTES, request_id)
+    data = fields.get("data")
+    if not isinstance(data, str) or len(data) > 4 * -(-CHUNK_BYTES // 3):
+        _bad(request_id, f"upload_chunk 'data' must be base64 of at most {CHUNK_BYTES} bytes",
+             "split the file into chunks of at most 256 KiB")
+    return fields
+
+
+def _check_upload_end(fields: dict, request_id) -> dict:
+    _only(fields, ("upload",), "upload_end", request_id)
+    _check_upload_id(fields, "upload_end", request_id)
+    return fields
+
+
+def _check_download(fields: dict, request_id) -> dict:
+    _only(fields, ("path", "chunk_bytes"), "download", request_id)
+    path = fields.get("path")
+    if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
+        _bad(request_id, f"download needs 'path': an absolute path, got {_short(path)}",
+             "download the files a result event names")
+    if "chunk_bytes" in fields:
+        _int_field(fields, "chunk_bytes", "download", 1, CHUNK_BYTES, request_id)
+    return {"path": path, "chunk_bytes": fields.get("chunk_bytes", CHUNK_BYTES)}
+
+
+def _check_map_file(name: str, path: str, request_id) -> None:
+    """A map's path is checked like 'input' (absolute), and must name a regular file now."""
+    _check_path({"maps." + name: path}, "maps." + name, request_id)
+    if not os.path.isfile(path):
+        what = "a folder" if os.path.isdir(path) else "not an existing regular file"
+        _bad(request_id, f"generate 'maps.{name}' is {what}: {_short(path)}",
+             "pass the absolute path of the map's image file (PNG or TIFF)")
 
 
 _CHECKS = {
@@ -217,8 +293,18 @@ _CHECKS = {
     "status": _check_no_fields("status"),
     "unload": _check_no_fields("unload"),
     "shutdown": _check_no_fields("shutdown"),
+    "upload_begin": _check_upload_begin,
+    "upload_chunk": _check_upload_chunk,
+    "upload_end": _check_upload_end,
+    "download": _check_download,
 }
 assert set(_CHECKS) == set(REQUEST_TYPES)
+
+
+def parse_generate(fields: dict, request_id) -> dict:
+    """The checked fields of a generate request (input and output_dir absolute), as the service takes
+    them; raises ProtocolError. Shared with `python -m backend batch`, whose manifest lines are these."""
+    return _check_generate(fields, request_id)
 
 
 def event(kind: str, request_id, **fields) -> dict:

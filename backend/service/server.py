@@ -32,6 +32,8 @@ from backend.service.protocol import (
     generate_parameters,
     parse_request,
 )
+from backend.service.transfer import Workspace, probe_matches
+from backend.service.warmup import Warmup, availability
 
 log = logging.getLogger(__name__)
 
@@ -61,58 +63,6 @@ def isolate_stdio() -> tuple[BinaryIO, BinaryIO]:
     return protocol_in, protocol_out
 
 
-class Warmup:
-    """Background start-up work, so that `hello` never waits for torch to import.
-
-    It finds the torch device (until then `device` is None and `device_detail` says so; `status`
-    reports it later), then imports the diffusion engine when its models are here, so the first
-    job does not pay for importing diffusers. Loading models is left to the first job.
-    """
-
-    def __init__(self, requested: str | None, base: str | None, ip_adapter: str | None):
-        self.requested, self.base, self.ip_adapter = requested, base, ip_adapter
-        self.device: str | None = None
-        self.detail = "detecting (torch is loading)"
-        self.torch_version: str | None = None
-        self._thread = threading.Thread(target=self._run, name="warmup", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        self._probe()
-        try:
-            if _availability("diffusion", self.base, self.ip_adapter)[0]:
-                engines.get_engine("diffusion")
-        except Exception as e:  # the job that needs it will report the problem properly
-            log.info("warm-up: diffusion engine not imported (%s: %s)", type(e).__name__, e)
-
-    def _probe(self) -> None:
-        from backend.errors import InputError
-
-        try:
-            import torch
-
-            from backend.diffusion.models import select_device
-
-            self.torch_version = torch.__version__
-            device, dtype = select_device(self.requested)
-            if device.startswith("cuda"):
-                detail = f"{torch.cuda.get_device_name(torch.device(device))}, {dtype}"
-            else:
-                detail = f"{os.cpu_count()} CPU cores, {dtype}" if device == "cpu" else f"Apple GPU, {dtype}"
-        except InputError as e:  # an unusable --device: diffusion jobs will say so too
-            device, detail = None, f"{e.message} ({e.hint})"
-        except Exception as e:  # torch missing or broken: the weight-free engine still works
-            device, detail = "cpu", f"torch unusable ({type(e).__name__}: {e}); only the patch engine can run"
-        self.device, self.detail = device, detail
-
-    def wait(self, timeout: float | None = None) -> str | None:
-        self._thread.join(timeout)
-        return self.device
-
-    def fields(self) -> dict:
-        return {"device": self.device, "device_detail": self.detail, "torch": self.torch_version}
-
-
 def _memory() -> dict:
     """Resident memory of this process and, when torch has touched a GPU, its memory (MiB)."""
     mem: dict = {"rss_mb": None, "gpu_allocated_mb": None, "gpu_reserved_mb": None}
@@ -134,21 +84,6 @@ def _memory() -> dict:
     return mem
 
 
-def _availability(engine: str, base, ip_adapter) -> tuple[bool, str]:
-    """An engine's `available()`, without importing torch to answer hello.
-
-    The diffusion engine's `available()` is its model lookup, `backend.diffusion.models.available` (files
-    only); asking that module directly spares hello the import of torch and diffusers (seconds),
-    and never waits for the warm-up thread that may be importing them. test_service checks that
-    both give the same answer.
-    """
-    if engine == "diffusion":
-        from backend.diffusion import models
-
-        return models.available(base, ip_adapter)
-    return engines.get_engine(engine).available(base, ip_adapter)
-
-
 def _describe_spec(spec) -> dict:
     return {"base": str(spec.base), "ip_adapter": f"{spec.ip_adapter}/models/{spec.ip_weight}",
             "device": spec.device, "dtype": spec.dtype}
@@ -164,8 +99,11 @@ def _loaded_engine_modules():
 
 class Service:
     def __init__(self, out: BinaryIO, *, base: str | None = None, ip_adapter: str | None = None,
-                 device: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False):
+                 device: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
+                 remote: bool = False):
         self._out = out
+        self.remote = remote  # serve --remote: clients never share this file system
+        self.workspace = Workspace()
         self._out_lock = threading.Lock()
         self._out_broken = False
         self.base, self.ip_adapter = base, ip_adapter
@@ -216,6 +154,7 @@ class Service:
             log.info("interrupted: cancelling work and exiting")
         if not self.runner.stop(STOP_TIMEOUT_S):
             log.warning("the running job did not stop within %.0f s; exiting anyway", STOP_TIMEOUT_S)
+        self.workspace.cleanup()
         log.info("bye")
         return 0
 
@@ -262,14 +201,21 @@ class Service:
     def _on_hello(self, request: Request) -> None:
         self.emit(event("hello", request.id, protocol=PROTOCOL_VERSION, version=__version__,
                         python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
-                        models=self._models(), parameters=generate_parameters(), **self.warmup.fields()))
+                        models=self._models(), parameters=generate_parameters(),
+                        filesystem=self._filesystem(request.fields.get("probe")), **self.warmup.fields()))
+
+    def _filesystem(self, probe: dict | None) -> dict:
+        """Shared unless started with --remote or the client's probe file cannot be read here; a
+        client without a probe is taken to share it. Not shared: files cross as uploads/downloads."""
+        shared = not self.remote and (probe is None or probe_matches(probe))
+        return {"shared": shared, "workspace": None if shared else str(self.workspace.root)}
 
     def _engines(self) -> dict:
         """{name: {available, why}}, from each engine's own cheap check (files only, no loading)."""
         found = {}
         for name in engines.ENGINE_MODULES:
             try:
-                ok, why = _availability(name, self.base, self.ip_adapter)
+                ok, why = availability(name, self.base, self.ip_adapter)
             except Exception as e:  # an engine that cannot even be imported is reported, not fatal
                 ok, why = False, f"cannot load the {name} engine: {type(e).__name__}: {e}"
             found[name] = {"available": bool(ok), "why": why}
@@ -291,6 +237,12 @@ class Service:
             raise ProtocolError("duplicate_id", f"a job with id {request.id!r} is already queued or running",
                                 "give every request a new id", request.id)
         f = request.fields
+        outside = [name for name in ("input", "output_dir") if not self.workspace.contains(f[name])]
+        if self.remote and outside:
+            raise ProtocolError("outside_workspace", f"generate: {' and '.join(outside)} must be inside this "
+                                "service's workspace (serve --remote)",
+                                "upload the input (upload_begin) and put the job folder in the workspace's "
+                                "jobs/ folder that hello names", request.id)
         params = f["params"]
         if self.allow_pickle:  # the starter's choice (serve --allow-pickle); requests cannot set it
             params = params.replace(diffusion=dataclasses.replace(params.diffusion, allow_pickle=True))
@@ -341,23 +293,53 @@ class Service:
         # Models belong to the worker thread: unloading waits for the running job, never pulls them away.
         self.runner.run_between_jobs(request.id, unload)
 
+    def _on_upload_begin(self, request: Request) -> None:
+        f = request.fields
+        self.workspace.begin(request.id, f["name"], f["size"], f["sha256"])
+        self.emit(event("ack", request.id, request="upload_begin", upload=request.id))
+
+    def _on_upload_chunk(self, request: Request) -> None:  # no answer unless it is refused
+        f = request.fields
+        self.workspace.chunk(f["upload"], f["offset"], f["data"], request.id)
+
+    def _on_upload_end(self, request: Request) -> None:
+        upload = request.fields["upload"]
+        path = self.workspace.end(upload, request.id)
+        self.emit(event("ack", request.id, request="upload_end", upload=upload, path=str(path)))
+
+    def _on_download(self, request: Request) -> None:
+        f = request.fields
+        chunks = self.workspace.read_chunks(f["path"], f["chunk_bytes"], request.id)
+        while True:
+            try:
+                offset, data = next(chunks)
+            except StopIteration as end:
+                size, digest = end.value
+                break
+            self.emit(event("chunk", request.id, path=f["path"], offset=offset, data=data))
+        self.emit(event("ack", request.id, request="download", path=f["path"], size=size, sha256=digest))
+
     def _on_shutdown(self, request: Request) -> None:
         self.emit(event("ack", request.id, request="shutdown"))
         self._stop = True
 
     # --- jobs -----------------------------------------------------------------------------------
 
-    @staticmethod
-    def _generate(reference, params, *, cancel, **kwargs):
+    def _generate(self, reference, params, *, cancel, **kwargs):
         from backend.api import generate
         from backend.images import read_reference
 
         # Read on a thread of its own: a stuck read ends the job (cancel, timeout), not the queue.
-        return generate(read_reference(reference, cancel=cancel), params, cancel=cancel, **kwargs)
+        ref = read_reference(reference, cancel=cancel)
+        label = self.workspace.label(reference)
+        if label is not None:  # an upload: its results record the client's path, as a local run would
+            ref = dataclasses.replace(ref, source=label)
+        return generate(ref, params, cancel=cancel, **kwargs)
 
 
 def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,
-          verbose: bool = False, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False) -> int:
+          verbose: bool = False, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
+          remote: bool = False) -> int:
     """Entry point of `python -m backend serve`."""
     from backend.service.logs import setup_logging
 
@@ -368,5 +350,5 @@ def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str
     if device:
         os.environ["TEXTURE_VARIANTS_DEVICE"] = device  # the engines read it; one place for the choice
     service = Service(protocol_out, base=base, ip_adapter=ip_adapter, device=device, max_queue=max_queue,
-                      allow_pickle=allow_pickle)
+                      allow_pickle=allow_pickle, remote=remote)
     return service.serve(protocol_in)

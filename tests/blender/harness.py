@@ -141,17 +141,6 @@ def image_pixels(image):
     return buf
 
 
-class _OperatorProperties:
-    """What UILayout.operator returns: only the operator's own properties can be set."""
-
-    def __init__(self, idname):
-        category, op = idname.split(".")
-        object.__setattr__(self, "rna", getattr(getattr(bpy.ops, category), op).get_rna_type())
-
-    def __setattr__(self, name, value):
-        assert name in self.rna.properties, f"{self.rna.identifier} has no property {name}"
-
-
 class CheckingLayout:
     """Stands in for bpy.types.UILayout (there is no UI headless) and checks each call against
     UILayout's RNA definition: the function exists, its keyword arguments exist, the properties
@@ -193,11 +182,45 @@ class CheckingLayout:
             self.calls.append((name, shown))
             if self._inactive:
                 self.greyed.append((name, shown))
-            if name == "operator":
-                return _OperatorProperties(named["operator"])
             if name == "panel":
                 return (CheckingLayout(self.calls, self.greyed, self._inactive),
                         CheckingLayout(self.calls, self.greyed, self._inactive))
+            if name == "operator":
+                return OperatorProperties(named["operator"], self.calls)
             return CheckingLayout(self.calls, self.greyed, self._inactive)
 
         return call
+
+
+class OperatorProperties:
+    """What UILayout.operator returns: only the operator's own properties can be set; each is recorded as
+    ("operator_property", "idname.name=value")."""
+
+    def __init__(self, idname, calls):
+        category, op = idname.split(".")
+        rna = getattr(getattr(bpy.ops, category), op).get_rna_type()
+        object.__setattr__(self, "_rna", rna)
+        object.__setattr__(self, "_idname", idname)
+        object.__setattr__(self, "_calls", calls)
+
+    def __setattr__(self, name, value):
+        assert name in self._rna.properties, f"{self._idname} has no property {name}"
+        self._calls.append(("operator_property", f"{self._idname}.{name}={value}"))
+
+
+def recorded_matches_tree(materials=None) -> list:
+    """The invariant after every operator: what the add-on records about a material equals what its
+    node tree shows. Returns the mismatches (empty when it holds)."""
+    wrong = []
+    for m in materials if materials is not None else bpy.data.materials:
+        state = m.texture_variants
+        if (state.original_image is None) != (state.applied_image is None):
+            wrong.append((m.name, "original and applied recorded apart"))
+        if state.original_image is None:
+            continue
+        node = m.node_tree.nodes.get(state.node_name) if m.node_tree else None
+        shown = node.image if node is not None and node.type == "TEX_IMAGE" else None
+        if shown is None or shown != state.applied_image or shown == state.original_image:
+            wrong.append((m.name, f"records {state.applied_image.name if state.applied_image else None} applied "
+                          f"to {state.node_name!r}, the node shows {shown.name if shown else None}"))
+    return wrong

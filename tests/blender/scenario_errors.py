@@ -23,7 +23,7 @@ def scenario(rec):
     h.install(zip_path)
     ops = bpy.ops.texture_variants
     h.clean_scene()
-    h.set_settings(engine="patch", variants=1, steps=2, size=64, seed=1, randomize_seed=False)
+    h.set_settings(engine="patch", variants=1, steps=2, size_mode="fixed", size=64, seed=1, randomize_seed=False)
 
     bpy.context.view_layer.objects.active = None
     attempt(rec, "no_object", ops.generate)

@@ -16,7 +16,7 @@ def scenario(rec):
     h.clean_scene()
     image = bpy.data.images.load(texture)
     h.plane_with_image(image)
-    settings = h.set_settings(engine="diffusion", variants=1, steps=2, size=64, seed=5, randomize_seed=False,
+    settings = h.set_settings(engine="diffusion", variants=1, steps=2, size_mode="fixed", size=64, seed=5, randomize_seed=False,
                               appearance="kv", sketch_mode="lgp", sketch_strength=1.5)
 
     ui = h.addon_module("ui")

@@ -50,6 +50,53 @@ class ModalDriver:
         raise AssertionError("modal generate never ended")
 
 
+class CheckDriver:
+    """Stands in for a running Check Backend operator: its methods bound to this object, reports kept."""
+
+    def __init__(self, timeout):
+        cls = h.addon_module("backend_check").TEXTURE_VARIANTS_OT_check_backend
+        self.timeout, self.reports, self._asked = timeout, [], ""
+        for name in ("_begin", "modal", "_step", "_end"):
+            setattr(self, name, types.MethodType(getattr(cls, name), self))
+
+    def report(self, kinds, message):
+        self.reports.append([sorted(kinds), message])
+
+    def run(self, context, esc_after=None, limit=30.0):
+        """invoke's work (timed: it must not wait for the backend), then TIMER events (ESC after `esc_after` s)."""
+        start = time.monotonic()
+        self._begin(context)
+        self._timer = context.window_manager.event_timer_add(0.3, window=context.window)
+        invoke_s, result = time.monotonic() - start, {"RUNNING_MODAL"}
+        longest = 0.0
+        while result == {"RUNNING_MODAL"} or result == {"PASS_THROUGH"}:
+            if time.monotonic() - start > limit:
+                raise AssertionError("modal check_backend never ended")
+            time.sleep(0.1)
+            press = esc_after is not None and time.monotonic() - start > esc_after
+            tick = time.monotonic()
+            result = self.modal(context, Event("ESC", "PRESS") if press else Event("TIMER"))
+            longest = max(longest, time.monotonic() - tick)
+        return {"result": sorted(result), "invoke_s": invoke_s, "longest_modal_s": longest,
+                "total_s": time.monotonic() - start, "reports": self.reports,
+                "status": bpy.context.preferences.addons[h.MODULE].preferences.status}
+
+
+def check_backend_cases(rec, workdir):
+    """A backend that never answers hello: Check Backend keeps the UI free, times out or is cancelled."""
+    silent = os.path.join(workdir, "silent_python")
+    with open(silent, "w") as f:
+        f.write("#!/bin/sh\nexec sleep 600\n")
+    os.chmod(silent, 0o755)
+    os.environ["TEXTURE_VARIANTS_PYTHON"] = silent
+    session = h.addon_module("session").shared()
+    rec["check_timeout"] = CheckDriver(timeout=2.0).run(bpy.context)
+    rec["check_esc"] = CheckDriver(timeout=60.0).run(bpy.context, esc_after=1.0)
+    time.sleep(1.0)
+    client = session._client
+    rec["check_esc"]["process_gone"] = client is None or not client.alive
+
+
 def scenario(rec):
     zip_path, workdir, texture = h.args()
     h.install(zip_path)
@@ -59,7 +106,7 @@ def scenario(rec):
     generate = h.addon_module("operators").TEXTURE_VARIANTS_OT_generate
     jobs_dir = os.path.join(bpy.utils.extension_path_user(h.MODULE), "jobs")
 
-    h.set_settings(engine="patch", variants=2, size=64, steps=2, seed=21, randomize_seed=False)
+    h.set_settings(engine="patch", variants=2, size_mode="fixed", size=64, steps=2, seed=21, randomize_seed=False)
     driver = ModalDriver(generate)
     before = h.snapshot(material)
     rec["done"] = list(driver.run(bpy.context)) + [driver.reports]
@@ -78,6 +125,8 @@ def scenario(rec):
     os.environ["TEXTURE_VARIANTS_PYTHON"] = os.path.join(workdir, "no-venv", "bin", "python")
     driver = ModalDriver(generate)
     rec["not_set_up"] = list(driver.run(bpy.context)) + [driver.reports]
+
+    check_backend_cases(rec, workdir)
 
 
 h.Recorder().run(scenario)

@@ -25,26 +25,61 @@ CASES = {  # name -> (settings, hello)
     "auto_unknown": ({"engine": "auto", "appearance": "none"}, "no_hello"),
     "auto_models_found": ({"engine": "auto", "appearance": "kv"}, "models_found"),
     "auto_no_models": ({"engine": "auto", "appearance": "kv"}, "no_models"),
+    "match_source": ({"engine": "patch", "size_mode": "match"}, "no_hello"),
 }
+
+
+def draw():
+    layout = h.CheckingLayout()
+    h.addon_module("ui").draw_variants_panel(layout, bpy.context)
+    return {"props": [text for kind, text in layout.calls if kind == "prop"],
+            "greyed": [text for kind, text in layout.greyed if kind == "prop"],
+            "labels": [text for kind, text in layout.calls if kind == "label"],
+            "operators": [text for kind, text in layout.calls if kind in ("operator", "operator_property")]}
+
+
+def results_cases(rec, material, image):
+    """The results section: made for this material, for another one, on a linked one; the history."""
+    settings = bpy.context.scene.texture_variants
+    current = settings.current
+    item = current.variants.add()
+    item.image, item.seed, item.engine = image, 3, "patch"
+    current.material, current.node_name, current.source = material, "Texture", image
+    current.width, current.height = 64, 64
+    entry = material.texture_variants.history.add()
+    entry.created, entry.engine, entry.seed, entry.width, entry.height = "2025-01-01 10:00", "patch", 3, 64, 64
+    entry.variants.add().image = image
+    drawn = {"own": draw()}
+    other = bpy.data.materials.new("Elsewhere")
+    current.material = other
+    drawn["other_material"] = draw()
+    current.material = material
+    material.texture_variants.original_image, material.texture_variants.node_name = image, "Texture"
+    drawn["applied"] = draw()
+    rec["results_drawn"] = drawn
 
 
 def scenario(rec):
     zip_path, workdir, texture = h.args()
     h.install(zip_path)
     h.clean_scene()
-    h.plane_with_image(bpy.data.images.load(texture))
-    ui, session = h.addon_module("ui"), h.addon_module("session").shared()
+    image = bpy.data.images.load(texture)
+    _, material, _ = h.plane_with_image(image)
+    session = h.addon_module("session").shared()
     drawn = {}
     for case, (settings, hello) in CASES.items():
-        h.set_settings(**({"style_only": False} | settings))
+        h.set_settings(**({"style_only": False, "size_mode": "fixed"} | settings))
         session.hello = HELLOS[hello]
-        layout = h.CheckingLayout()
-        ui.draw_variants_panel(layout, bpy.context)
-        drawn[case] = {"props": [text for kind, text in layout.calls if kind == "prop"],
-                       "greyed": [text for kind, text in layout.greyed if kind == "prop"],
-                       "labels": [text for kind, text in layout.calls if kind == "label"]}
+        drawn[case] = draw()
+    h.set_settings(engine="diffusion", style_only=False, size_mode="fixed", sketch=image)
+    drawn["diffusion_guided"] = draw()  # guide mode and strength appear with a guide
+    h.set_settings(sketch=None)
     session.hello = None
     rec["drawn"] = drawn
+    settings_group = bpy.context.scene.texture_variants.bl_rna.properties
+    rec["settings_properties"] = sorted(p.identifier for p in settings_group if p.identifier not in ("rna_type", "name"))
+    h.set_settings(engine="patch", size_mode="fixed")
+    results_cases(rec, material, image)
 
 
 h.Recorder().run(scenario)

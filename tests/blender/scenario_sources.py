@@ -44,7 +44,7 @@ def scenario(rec):
     zip_path, workdir, texture = h.args()
     h.install(zip_path)
     h.clean_scene()
-    h.set_settings(engine="patch", variants=2, size=64, seed=3, randomize_seed=False)
+    h.set_settings(engine="patch", variants=2, size_mode="fixed", size=64, seed=3, randomize_seed=False)
 
     # Packed: the file is deleted after packing, so only the packed bytes can be the source.
     temp = shutil.copy(texture, os.path.join(workdir, "packed_source.png"))

@@ -25,6 +25,9 @@ class _PrefsView:
 def scenario(rec):
     zip_path, workdir, texture = h.args()
     h.install(zip_path)
+    # Variants packed into the .blend: the project folder then holds only what Bake writes (the
+    # default, a variants/ folder next to the .blend, has its own scenario: scenario_files).
+    bpy.context.preferences.addons[h.MODULE].preferences.variant_storage = "pack"
     rec["blender_version"] = bpy.app.version_string
     rec["operators"] = sorted(dir(bpy.ops.texture_variants))
     rec["panels"] = sorted(n for n in dir(bpy.types) if n.startswith("TEXTURE_VARIANTS_PT_"))
@@ -48,7 +51,7 @@ def scenario(rec):
     bpy.ops.wm.save_as_mainfile(filepath=blend)
     material = bpy.data.materials[material.name]
 
-    h.set_settings(engine="diffusion", variants=2, steps=2, size=64, seed=7, randomize_seed=False,
+    h.set_settings(engine="diffusion", variants=2, steps=2, size_mode="fixed", size=64, seed=7, randomize_seed=False,
                    balance=0.5, tile="both", appearance="kv")
     rec["generate"] = h.call(bpy.ops.texture_variants.generate)
     settings = bpy.context.scene.texture_variants

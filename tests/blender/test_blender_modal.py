@@ -37,3 +37,16 @@ def test_a_backend_that_is_not_set_up_fails_the_modal_job_with_a_hint(modal):
     result, states, reports = modal["not_set_up"]
     assert result == ["CANCELLED"] and states[-1] == "failed"
     assert "no-venv" in reports[-1][1] and "To fix:" in reports[-1][1]
+
+
+@pytest.mark.parametrize("case", ["check_timeout", "check_esc"])
+def test_check_backend_never_blocks_and_ends_on_timeout_or_esc(modal, case):
+    outcome = modal[case]
+    assert outcome["invoke_s"] < 1.0 and outcome["longest_modal_s"] < 1.0  # the UI is never held
+    assert outcome["result"] == ["CANCELLED"]
+    assert outcome["status"].startswith("Not ready")
+    if case == "check_timeout":
+        assert 2.0 <= outcome["total_s"] < 10 and "did not answer within 2 s" in outcome["reports"][-1][1]
+    else:
+        assert outcome["total_s"] < 5 and "cancelled" in outcome["reports"][-1][1]
+        assert outcome["process_gone"]

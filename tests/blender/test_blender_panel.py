@@ -14,9 +14,14 @@ DIFFUSION_ONLY = ["steps", "appearance", "style_only", "suppress_content"]
 
 
 @pytest.fixture(scope="module")
-def drawn(tmp_path_factory, blender, color_texture_path):
+def panel_results(tmp_path_factory, blender, color_texture_path):
     workdir = tmp_path_factory.mktemp("panel")
-    return run_scenario("scenario_panel", workdir, blender, color_texture_path)["drawn"]
+    return run_scenario("scenario_panel", workdir, blender, color_texture_path)
+
+
+@pytest.fixture(scope="module")
+def drawn(panel_results):
+    return panel_results["drawn"]
 
 
 def test_patch_hides_what_only_diffusion_reads(drawn):
@@ -57,3 +62,30 @@ def test_auto_says_which_engine_it_will_use(drawn):
     assert set(DIFFUSION_ONLY) <= set(drawn["auto_models_found"]["props"])
     assert set(DIFFUSION_ONLY) <= set(drawn["auto_unknown"]["props"])
     assert "balance" not in drawn["auto_unknown"]["greyed"]  # it may become the patch engine's block size
+
+
+def test_every_setting_shows_in_some_case_and_size_only_when_fixed(drawn, request):
+    results = request.getfixturevalue("panel_results")
+    shown = {prop for case in drawn.values() for prop in case["props"]}
+    assert set(results["settings_properties"]) - {"current"} <= shown  # nothing the panel forgets
+    assert "size" not in drawn["match_source"]["props"] and "size_mode" in drawn["match_source"]["props"]
+    assert "Makes 128×128" in drawn["match_source"]["labels"]
+    assert "size" in drawn["patch"]["props"]
+
+
+def test_prompts_show_for_diffusion_only(drawn):
+    assert {"prompt", "negative_prompt"} <= set(drawn["diffusion_kv"]["props"])
+    assert not {"prompt", "negative_prompt"} & set(drawn["patch"]["props"])
+
+
+def test_results_say_what_they_were_made_for_and_offer_the_explicit_ways(panel_results):
+    own, other, applied = (panel_results["results_drawn"][k] for k in ("own", "other_material", "applied"))
+    assert "texture_variants.apply_variant" in own["operators"]
+    assert "texture_variants.apply_variant.object_only=True" in own["operators"]
+    assert "texture_variants.apply_variant.to_this_material=True" not in own["operators"]
+    assert any(label.startswith("Made for 'Elsewhere'") for label in other["labels"])
+    assert "texture_variants.apply_variant.to_this_material=True" in other["operators"]
+    assert "texture_variants.use_result_set.index=0" in own["operators"]  # the history fold
+    assert any(label.startswith("History (1)") for label in own["labels"])
+    assert {"texture_variants.revert", "texture_variants.bake"} <= set(applied["operators"])
+    assert "texture_variants.revert" not in own["operators"]

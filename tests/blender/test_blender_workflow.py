@@ -12,8 +12,9 @@ from tests.blender.conftest import run_scenario
 
 pytestmark = pytest.mark.blender
 
-OPERATORS = ["apply_variant", "bake", "cancel", "cancel_setup", "check_backend", "generate", "make_guide",
-             "remove_backend", "revert", "setup_backend", "tile_preview"]
+OPERATORS = ["apply_variant", "bake", "cancel", "cancel_setup", "check_backend", "clean_up_jobs", "generate",
+             "make_guide", "pick_node", "remove_backend", "revert", "setup_backend", "tile_preview",
+             "use_result_set"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,225 @@
+"""`python -m backend batch MANIFEST --out DIR [--ray [ADDRESS]] [--workers N]`: many jobs, one command.
+
+The manifest is JSON lines, one job a line, with the fields of the service's `generate` request
+(docs/PROTOCOL.md): `input` (relative paths are read from the manifest's folder), any generation
+parameter, and optionally `output_dir`, relative to DIR (default `NNNN-<input stem>`, NNNN the line).
+Each job is made in a staging folder under DIR/.staging, gets its done-marker (.done.json, written
+atomically, listing its files) last, and is then renamed into place; a job whose folder has a
+done-marker naming files that all exist is complete, and a re-run skips it. A failed job is
+recorded with its error code in DIR/summary.json and the batch goes on.
+
+Locally the jobs run one at a time in this process (models load once). With --ray they run on a
+pool of Ray actors, one per GPU (num_gpus=1) or CPU actors where the cluster has no GPU, each
+loading models once and serving many jobs; results come back as they finish (ray.wait). DIR must
+be on a file system every Ray node sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from backend.errors import TextureVariantsError
+from backend.service.jobs import Job, run_job
+from backend.service.protocol import ProtocolError, parse_generate
+
+DONE_MARKER = ".done.json"
+SUMMARY = "summary.json"
+STAGING = ".staging"
+
+
+def read_manifest(manifest: Path, out: Path) -> list[dict]:
+    """One entry per non-empty line: {line, input, folder, fields} or {line, error} for a bad line."""
+    entries = []
+    with open(manifest, encoding="utf-8") as f:
+        for number, text in enumerate(f, 1):
+            if text.strip():
+                entries.append(_entry(number, text, manifest.parent, out))
+    return entries
+
+
+def _entry(number: int, text: str, home: Path, out: Path) -> dict:
+    try:
+        fields = json.loads(text)
+        if not isinstance(fields, dict):
+            raise ValueError(f"a line must be a JSON object, got {type(fields).__name__}")
+    except ValueError as e:
+        return {"line": number, "error": {"code": "bad_request", "message": f"line {number} is not a JSON "
+                                          f"object: {e}"[:300], "hint": "write one JSON object per line"}}
+    source = fields.get("input")
+    if isinstance(source, str) and source:
+        fields["input"] = str((home / source).resolve())
+    if isinstance(fields.get("maps"), dict):  # a material's maps: read from the manifest's folder too
+        fields["maps"] = {name: str((home / path).resolve()) if isinstance(path, str) and path else path
+                          for name, path in fields["maps"].items()}
+    relative = fields.get("output_dir") or f"{number:04d}-{Path(str(source)).stem or 'texture'}"
+    folder = (out / str(relative)).resolve()
+    if os.path.isabs(str(relative)) or out.resolve() not in folder.parents:
+        return {"line": number, "error": {"code": "bad_request", "message": f"line {number}: output_dir "
+                                          f"{relative!r} must be a folder inside --out",
+                                          "hint": "give output_dir relative to --out, without '..'"}}
+    fields["output_dir"] = str(folder)
+    try:
+        parse_generate(fields, number)
+    except ProtocolError as e:
+        return {"line": number, "error": {"code": e.code, "message": f"line {number}: {e.message}", "hint": e.hint}}
+    return {"line": number, "input": fields["input"], "folder": str(folder), "fields": fields,
+            "staging": str(out.resolve() / STAGING)}
+
+
+def completed(folder: str | Path) -> dict | None:
+    """The done-marker of a complete job folder (every file it lists exists), else None."""
+    try:
+        marker = json.loads((Path(folder) / DONE_MARKER).read_text(encoding="utf-8"))
+        names = [name for entry in marker["files"] for name in _flat(_file_names(entry))]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return marker if all((Path(folder) / name).is_file() for name in names) else None
+
+
+def _file_names(entry: dict) -> dict:
+    """The file names (no folders) of a result entry: its variant, tiled preview and maps."""
+    names = {key: Path(entry[key]).name for key in ("path", "tiled") if entry.get(key)}
+    if entry.get("maps"):
+        names["maps"] = {name: Path(path).name for name, path in entry["maps"].items()}
+    return names
+
+
+def _flat(names: dict) -> list[str]:
+    return [names[key] for key in ("path", "tiled") if key in names] + list(names.get("maps", {}).values())
+
+
+def run_entry(entry: dict) -> dict:
+    """Run one manifest job (in any process that sees the folders); return its summary record."""
+    from backend.api import generate
+    from backend.images import write_atomic
+
+    record = {"line": entry["line"], "input": entry["input"], "folder": entry["folder"]}
+    final = Path(entry["folder"])
+    if final.exists():
+        return record | {"state": "failed", "code": "bad_output", "message": f"{final} exists but holds no "
+                         "finished job of this batch", "hint": "move that folder away, then run the batch again"}
+    f = parse_generate(entry["fields"], entry["line"])
+    Path(entry["staging"]).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{final.name}-", dir=entry["staging"]))
+    job = Job(id=entry["line"], input=f["input"], output_dir=str(staging), params=f["params"], base=f["base"],
+              ip_adapter=f["ip_adapter"], tiled_preview=f["tiled_preview"], preview_every=0)
+    ev = run_job(job, generate)
+    if ev["type"] != "result":
+        shutil.rmtree(staging, ignore_errors=True)
+        return record | {"state": "failed", "code": ev.get("code", "cancelled"), "message": ev.get("message", ""),
+                         "hint": ev.get("hint", "")}
+    files = [e | _file_names(e) for e in ev["files"]]
+    marker = {"line": entry["line"], "input": entry["input"], "files": files}
+    write_atomic(staging / DONE_MARKER, lambda out: out.write(json.dumps(marker, indent=1).encode()))
+    try:
+        final.mkdir(parents=True, exist_ok=False)  # claims the name; POSIX rename() replaces an empty folder
+        os.rename(staging, final)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        return record | {"state": "failed", "code": "bad_output", "message": f"cannot move the job into {final}: "
+                         f"{e}", "hint": "move that folder away, then run the batch again"}
+    return record | {"state": "done", "files": files, "elapsed": ev["elapsed"], "pid": os.getpid()}
+
+
+class BatchWorker:
+    """A Ray actor's body: one process that keeps its models loaded and runs job after job."""
+
+    def run(self, entry: dict) -> dict:
+        return run_entry(entry)
+
+
+def start_ray(address: str | None = None, **init_kwargs):
+    """ray.init for a batch: a local cluster that imports this checkout's backend, or ADDRESS."""
+    import ray
+
+    if not ray.is_initialized():
+        runtime_env = {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}}
+        ray.init(address=address, include_dashboard=False, runtime_env=None if address else runtime_env,
+                 **init_kwargs)
+    return ray
+
+
+def _ray_jobs(entries: list[dict], workers: int | None):
+    """Yield the records of `entries` as Ray actors finish them (ray.wait), `workers` actors at once."""
+    import ray
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    count = workers or gpus or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    actor = ray.remote(num_gpus=1, num_cpus=0)(BatchWorker) if gpus else ray.remote(num_cpus=1)(BatchWorker)
+    free = [actor.remote() for _ in range(min(count, len(entries)))]
+    waiting, running = list(reversed(entries)), {}
+    while waiting or running:
+        while free and waiting:
+            entry, worker = waiting.pop(), free.pop()
+            running[worker.run.remote(entry)] = (worker, entry)
+        ready, _ = ray.wait(list(running), num_returns=1)
+        worker, entry = running.pop(ready[0])
+        try:
+            yield ray.get(ready[0])
+            free.append(worker)
+        except ray.exceptions.RayError as e:  # the actor died: report the job, carry on with a new actor
+            free.append(actor.remote())
+            yield {"line": entry["line"], "input": entry["input"], "folder": entry["folder"], "state": "failed",
+                   "code": "worker_failed", "message": f"the Ray worker failed: {type(e).__name__}: {e}"[:500],
+                   "hint": "see the Ray logs; run the batch again to retry the failed jobs"}
+
+
+def run_batch(manifest: str | os.PathLike, out: str | os.PathLike, *, use_ray: bool = False,
+              workers: int | None = None, progress: bool | None = None) -> dict:
+    """Run every job of `manifest` not yet complete in `out`; write and return the summary."""
+    from tqdm import tqdm
+
+    from backend.images import write_atomic
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / STAGING, ignore_errors=True)  # leftovers of an interrupted run: the batch's own
+    records, todo = [], []
+    for entry in read_manifest(Path(manifest), out):
+        if "error" in entry:
+            records.append({"line": entry["line"], "state": "failed", **entry["error"]})
+        elif (marker := completed(entry["folder"])) is not None:
+            records.append({"line": entry["line"], "input": entry["input"], "folder": entry["folder"],
+                            "state": "skipped", "files": marker["files"]})
+        else:
+            todo.append(entry)
+    bar = tqdm(total=len(records) + len(todo), initial=len(records), desc="batch", unit="job", file=sys.stderr,
+               disable=None if progress is None else not progress)
+    done = _ray_jobs(todo, workers) if use_ray else (run_entry(entry) for entry in todo)
+    for record in done:
+        records.append(record)
+        bar.update(1)
+    bar.close()
+    shutil.rmtree(out / STAGING, ignore_errors=True)
+    records.sort(key=lambda r: r["line"])
+    counts = {state: sum(r["state"] == state for r in records) for state in ("done", "skipped", "failed")}
+    summary = {"manifest": str(Path(manifest).resolve()), "out": str(out.resolve()), "jobs": len(records),
+               **counts, "failed_jobs": [r for r in records if r["state"] == "failed"], "records": records}
+    write_atomic(out / SUMMARY, lambda f: f.write(json.dumps(summary, indent=1).encode()), overwrite=True)
+    return summary
+
+
+def main(args) -> int:
+    """`python -m backend batch`; exit code 0 when no job failed, 1 otherwise (see summary.json)."""
+    ray = None
+    if args.ray is not None:
+        try:
+            ray = start_ray(args.ray or None)
+        except ImportError:
+            raise TextureVariantsError("--ray needs Ray, which is not installed", hint="pip install '.[ray]' "
+                                       "(or scripts/setup --ray)", code="not_set_up") from None
+    try:
+        summary = run_batch(args.manifest, args.out, use_ray=ray is not None, workers=args.workers)
+    finally:
+        if ray is not None:
+            ray.shutdown()
+    print(f"{summary['done']} done, {summary['skipped']} skipped, {summary['failed']} failed: "
+          f"{Path(args.out) / SUMMARY}")
+    for record in summary["failed_jobs"]:
+        print(f"  line {record['line']}: {record['code']}: {record['message']}", file=sys.stderr)
+    return 1 if summary["failed"] else 0

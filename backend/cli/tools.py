@@ -1,0 +1,82 @@
+"""`metrics` and `demo`."""
+
+from __future__ import annotations
+
+from backend.params import ENGINES, GenerationParams
+
+
+def add_metrics(sub) -> None:
+    p = sub.add_parser(
+        "metrics",
+        help="seam, appearance, copy, structure and proportion scores of outputs against their exemplar",
+        description="Print the texture metrics (docs/DESIGN.md, 'Metrics') of each OUTPUT: seam score per "
+        "axis (wrap-around step / median interior step; about 1 = seamless), appearance distance "
+        "(multi-scale patch sliced Wasserstein to the exemplar / the exemplar's own half-to-half "
+        "distance; about 1 = as close as the exemplar is to itself) and copy score (max normalised "
+        "cross-correlation of a half-size window of the output with the exemplar; 1 = a shifted copy), "
+        "structure (autocorrelation distance to the exemplar / the exemplar's own half-to-half distance; "
+        "high = broken regularity) and proportion (total variation distance of coarse colour histograms; "
+        "0 = the same mix of colour regions, 1 = disjoint).",
+    )
+    p.add_argument("outputs", nargs="+", metavar="OUTPUT", help="generated images")
+    p.add_argument("--exemplar", required=True, help="the reference texture they were made from")
+    p.add_argument("--json", action="store_true", help="print one JSON object per output instead of a table")
+    p.set_defaults(func=_cmd_metrics)
+
+
+def _cmd_metrics(args) -> int:
+    import json
+
+    from backend.images import load_reference
+    from backend.metrics import texture_metrics
+
+    def read(path):  # the same input policy as references: 16-bit scaled, palettes expanded, alpha aside
+        ref = load_reference(path)
+        return ref.rgb.convert("L") if ref.grayscale else ref.rgb
+
+    exemplar = read(args.exemplar)
+    if not args.json:
+        print(f"{'seam_x':>7} {'seam_y':>7} {'appear.':>7} {'copy':>6} {'struct.':>7} {'propor.':>7}  output")
+    for path in args.outputs:
+        m = texture_metrics(read(path), exemplar)
+        if args.json:
+            print(json.dumps({"output": path, **{k: round(v, 4) for k, v in m.items()}}))
+        else:
+            print(f"{m['seam_x']:7.3f} {m['seam_y']:7.3f} {m['appearance']:7.3f} {m['copy']:6.3f} "
+                  f"{m['structure']:7.3f} {m['proportion']:7.3f}  {path}")
+    return 0
+
+
+def add_demo(sub) -> None:
+    from backend.demo import TEXTURES
+
+    p = sub.add_parser(
+        "demo",
+        help="variants of a real CC0 texture, tiled previews and a contact sheet with metrics",
+        description="Make variants of one of scikit-image's CC0 textures with the best engine available "
+        "here (auto: diffusion when its models are on this machine, else the weight-free patch engine). "
+        "Writes a new folder OUT/<texture>-<engine>-s<seed>/ (never overwriting anything) with the "
+        "reference, the variants, a 3x3 tiled preview of each, contact_sheet.png and metrics.json; "
+        "prints the metrics, the written paths, and how to get the diffusion models.",
+    )
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--texture", choices=TEXTURES, default="gravel", help="which texture (default gravel)")
+    p.add_argument("--variants", type=int, default=3, help="how many variants (default 3)")
+    p.add_argument("--seed", type=int, help="random seed; variant i uses seed+i (default: random)")
+    p.add_argument("--size", type=int, default=GenerationParams.size,
+                   help="size in px, a multiple of 64 (default %(default)s)")
+    p.add_argument("--engine", choices=ENGINES, default=GenerationParams.engine,
+                   help="auto (default): diffusion when its models are here, else patch")
+    p.add_argument("--balance", type=float, default=GenerationParams.balance,
+                   help="0 = new structure, 1 = closest appearance (default %(default)s)")
+    p.add_argument("--steps", type=int, default=GenerationParams.steps,
+                   help="denoising steps of the diffusion engine (default %(default)s)")
+    p.add_argument("--base", help="SD1.5 model for the diffusion engine (default: from the HF cache)")
+    p.add_argument("--ip-adapter", help="IP-Adapter for the diffusion engine (default: from the HF cache)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from backend.demo import main as demo_main
+
+    return demo_main(args)

@@ -1,0 +1,153 @@
+"""Files crossing the protocol channel, for a client that does not share the service's file system.
+
+The service keeps such files in its workspace: a private temporary folder (mode 0700) made on first
+use and removed when the service exits. Uploads arrive in order, in base64 chunks of at most
+protocol.CHUNK_BYTES, and are kept only when their size and sha256 match what `upload_begin` announced;
+downloads leave the same way. Nothing here writes outside the workspace (docs/PROTOCOL.md,
+"Transfers").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backend.service.protocol import ProtocolError
+
+MAX_OPEN_UPLOADS = 16
+
+
+@dataclass
+class _Upload:
+    part: Path
+    label: str
+    size: int
+    sha256: str
+    received: int = 0
+    digest: object = field(default_factory=hashlib.sha256)
+
+
+class Workspace:
+    def __init__(self):
+        self._root: Path | None = None
+        self._uploads: dict = {}
+        self._labels: dict[str, str] = {}  # upload path -> the client's name for it
+        self._numbers = itertools.count(1)
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="texture-variants-")).resolve()  # 0700
+            (self._root / "uploads").mkdir()
+            (self._root / "jobs").mkdir()
+        return self._root
+
+    def contains(self, path: str) -> bool:
+        if self._root is None:
+            return False
+        real = Path(os.path.realpath(path))
+        return real == self._root or self._root in real.parents
+
+    def label(self, path: str) -> str | None:
+        """The client's name of an uploaded file (recorded in the results' parameters), else None."""
+        return self._labels.get(os.path.realpath(path))
+
+    def cleanup(self) -> None:
+        for upload in self._uploads.values():
+            upload.part.unlink(missing_ok=True)
+        self._uploads.clear()
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+    # --- uploads --------------------------------------------------------------------------------
+
+    def begin(self, upload_id, name: str, size: int, sha256: str) -> None:
+        if upload_id in self._uploads:
+            raise ProtocolError("duplicate_id", f"upload {upload_id!r} is already open", "give every upload a new id",
+                                upload_id)
+        if len(self._uploads) >= MAX_OPEN_UPLOADS:
+            raise ProtocolError("busy", f"{MAX_OPEN_UPLOADS} uploads are open", "end or finish one first", upload_id)
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name.replace("\\", "/")).name)[-80:].lstrip(".") or "input"
+        folder = self.root / "uploads" / str(next(self._numbers))  # a folder each: the name stays the client's
+        folder.mkdir()
+        part = folder / f"{stem}.part"
+        part.touch(mode=0o600, exist_ok=False)
+        self._uploads[upload_id] = _Upload(part, name, size, sha256)
+
+    def chunk(self, upload_id, offset: int, data: str, request_id) -> None:
+        upload = self._open(upload_id, request_id)
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            self._abort(upload_id)
+            raise ProtocolError("bad_request", "upload_chunk 'data' is not base64", "send standard base64",
+                                request_id) from None
+        if offset != upload.received or upload.received + len(raw) > upload.size:
+            self._abort(upload_id)
+            raise ProtocolError("bad_transfer", f"upload {upload_id!r}: a chunk at offset {offset} of {len(raw)} "
+                                f"bytes does not follow the {upload.received} bytes received (size {upload.size})",
+                                "send the chunks in order, then upload_end; start the upload again", request_id)
+        with open(upload.part, "ab") as f:
+            f.write(raw)
+        upload.received += len(raw)
+        upload.digest.update(raw)
+
+    def end(self, upload_id, request_id) -> Path:
+        upload = self._open(upload_id, request_id)
+        self._uploads.pop(upload_id)
+        if upload.received != upload.size or upload.digest.hexdigest() != upload.sha256:
+            upload.part.unlink(missing_ok=True)
+            raise ProtocolError("bad_transfer", f"upload {upload_id!r}: received {upload.received} of {upload.size} "
+                                "bytes, or their sha256 differs from the announced one",
+                                "send the file again", request_id)
+        path = upload.part.with_suffix("")
+        upload.part.rename(path)  # alone in its folder: nothing is replaced
+        self._labels[str(path)] = upload.label
+        return path
+
+    def _open(self, upload_id, request_id) -> _Upload:
+        upload = self._uploads.get(upload_id)
+        if upload is None:
+            raise ProtocolError("unknown_upload", f"no open upload has id {upload_id!r}",
+                                "begin it with upload_begin (an upload that met an error is closed)", request_id)
+        return upload
+
+    def _abort(self, upload_id) -> None:
+        upload = self._uploads.pop(upload_id, None)
+        if upload is not None:
+            upload.part.unlink(missing_ok=True)
+
+    # --- downloads ------------------------------------------------------------------------------
+
+    def read_chunks(self, path: str, chunk_bytes: int, request_id):
+        """(offset, base64 text) of each chunk of a workspace file, then returns (size, sha256)."""
+        if not self.contains(path) or not os.path.isfile(path):
+            raise ProtocolError("bad_request", f"download: {path!r} is not a file of this service's workspace",
+                                "download the files a result event names", request_id)
+        digest, offset = hashlib.sha256(), 0
+        with open(path, "rb") as f:
+            while chunk := f.read(chunk_bytes):
+                digest.update(chunk)
+                yield offset, base64.b64encode(chunk).decode("ascii")
+                offset += len(chunk)
+        return offset, digest.hexdigest()
+
+
+def probe_matches(probe: dict | None) -> bool:
+    """Whether the client's probe file is readable here with the client's token: a shared file system."""
+    if not probe:
+        return False
+    try:
+        with open(probe["path"], "rb") as f:
+            return f.read(256).decode("utf-8", "replace") == probe["token"]
+    except OSError:
+        return False

@@ -1,0 +1,79 @@
+"""Start-up work of the service that must never delay `hello`: finding the torch device, importing
+the diffusion engine, and answering which engines are available without importing torch."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from backend import engines
+
+log = logging.getLogger(__name__)
+
+
+class Warmup:
+    """Background start-up work, so that `hello` never waits for torch to import.
+
+    It finds the torch device (until then `device` is None and `device_detail` says so; `status`
+    reports it later), then imports the diffusion engine when its models are here, so the first
+    job does not pay for importing diffusers. Loading models is left to the first job.
+    """
+
+    def __init__(self, requested: str | None, base: str | None, ip_adapter: str | None):
+        self.requested, self.base, self.ip_adapter = requested, base, ip_adapter
+        self.device: str | None = None
+        self.detail = "detecting (torch is loading)"
+        self.torch_version: str | None = None
+        self._thread = threading.Thread(target=self._run, name="warmup", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._probe()
+        try:
+            if availability("diffusion", self.base, self.ip_adapter)[0]:
+                engines.get_engine("diffusion")
+        except Exception as e:  # the job that needs it will report the problem properly
+            log.info("warm-up: diffusion engine not imported (%s: %s)", type(e).__name__, e)
+
+    def _probe(self) -> None:
+        from backend.errors import InputError
+
+        try:
+            import torch
+
+            from backend.diffusion.models import select_device
+
+            self.torch_version = torch.__version__
+            device, dtype = select_device(self.requested)
+            if device.startswith("cuda"):
+                detail = f"{torch.cuda.get_device_name(torch.device(device))}, {dtype}"
+            else:
+                detail = f"{os.cpu_count()} CPU cores, {dtype}" if device == "cpu" else f"Apple GPU, {dtype}"
+        except InputError as e:  # an unusable --device: diffusion jobs will say so too
+            device, detail = None, f"{e.message} ({e.hint})"
+        except Exception as e:  # torch missing or broken: the weight-free engine still works
+            device, detail = "cpu", f"torch unusable ({type(e).__name__}: {e}); only the patch engine can run"
+        self.device, self.detail = device, detail
+
+    def wait(self, timeout: float | None = None) -> str | None:
+        self._thread.join(timeout)
+        return self.device
+
+    def fields(self) -> dict:
+        return {"device": self.device, "device_detail": self.detail, "torch": self.torch_version}
+
+
+def availability(engine: str, base, ip_adapter) -> tuple[bool, str]:
+    """An engine's `available()`, without importing torch to answer hello.
+
+    The diffusion engine's `available()` is its model lookup, `backend.diffusion.models.available` (files
+    only); asking that module directly spares hello the import of torch and diffusers (seconds),
+    and never waits for the warm-up thread that may be importing them. test_service checks that
+    both give the same answer.
+    """
+    if engine == "diffusion":
+        from backend.diffusion import models
+
+        return models.available(base, ip_adapter)
+    return engines.get_engine(engine).available(base, ip_adapter)

@@ -1,0 +1,131 @@
+"""The add-on's plain rules (no bpy): sizes, the HDR encoding, job clean-up, the ETA, the panel rules,
+messages in the add-on's own terms."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blender_addon import colour, job, panel_rules, paths, sizing
+from blender_addon.errors import UserError, in_blender_terms
+
+
+@given(st.integers(1, 8192), st.integers(1, 8192))
+def test_match_source_keeps_the_aspect_in_multiples_of_64_and_says_what_changed(w, h):
+    plan = sizing.plan(w, h, sizing.MATCH)
+    assert plan.width % 64 == 0 and plan.height % 64 == 0
+    assert max(plan.width, plan.height) <= sizing.MAX_SIZE and plan.side == max(plan.width, plan.height)
+    if (plan.width, plan.height) != (w, h):
+        assert plan.notes  # never silent
+    if max(w, h) > sizing.MAX_SIZE:
+        assert any("Capped at 2048" in n for n in plan.notes)
+
+
+def test_match_source_on_1024_by_384_is_exact_and_fixed_warns_about_the_aspect():
+    assert sizing.plan(1024, 384, sizing.MATCH) == sizing.SizePlan(1024, 1024, 384, ())
+    assert sizing.plan(1024, 384, sizing.MATCH).squeezed
+    fixed = sizing.plan(1024, 384, sizing.FIXED, 512)
+    assert (fixed.width, fixed.height) == (512, 512) and "aspect differs" in fixed.notes[0]
+    assert sizing.plan(4096, 4096, sizing.MATCH).notes == ("Capped at 2048 px: 2048×2048 from a 4096×4096 source",)
+    assert sizing.result_notes((1024, 384), (512, 512))[0].startswith("Result 512×512 has another aspect")
+
+
+@given(st.lists(st.floats(0, 40, allow_nan=False), min_size=4, max_size=64))
+def test_hdr_encoding_round_trips_within_one_8_bit_step(values):
+    scale = colour.exposure_scale(colour.brightest(values))
+    assert scale >= max(values) and (scale == 1.0 or scale < 2 * max(values))
+    encoded = [round(colour.linear_to_srgb(v / scale) * 255) / 255 for v in values]
+    import array
+
+    decoded = colour.decode(array.array("f", encoded), scale, channels=1)
+    for v, d in zip(values, decoded, strict=True):
+        step = (colour.srgb_to_linear(min(1.0, colour.linear_to_srgb(v / scale) + 1 / 255))
+                - colour.srgb_to_linear(colour.linear_to_srgb(v / scale))) * scale
+        assert abs(d - v) <= step + 1e-4
+
+
+def _job(root, name, finished_days_ago=None, size=100):
+    folder = root / name
+    folder.mkdir()
+    (folder / "v.png").write_bytes(b"x" * size)
+    if finished_days_ago is not None:
+        mark = folder / paths.FINISHED_MARK
+        mark.touch()
+        t = time.time() - finished_days_ago * 86400
+        os.utime(mark, (t, t))
+    return folder
+
+
+def test_clean_up_deletes_only_finished_jobs_past_the_limits(tmp_path):
+    old = _job(tmp_path, "old", 10)
+    young = _job(tmp_path, "young", 1)
+    running = _job(tmp_path, "running")
+    used = _job(tmp_path, "used", 10)
+    removed = paths.clean_up_jobs(tmp_path, 7, 1000, in_use=(str(used),))
+    assert removed == [old] and young.exists() and running.exists() and used.exists()
+    # over the size limit: the oldest finished ones go first, unfinished ones never
+    _job(tmp_path, "older", 3, size=600)
+    removed = paths.clean_up_jobs(tmp_path, 7, 0.00005, in_use=(str(used),))
+    assert [p.name for p in removed] == ["older", "young"] and running.exists()
+
+
+def test_eta_comes_from_measured_steps_and_does_not_jump():
+    tracker = job.JobTracker("j")
+    tracker.apply({"type": "progress", "id": "j", "step": 1, "total": 30, "elapsed": 50.0, "eta": 1519.0})
+    assert tracker.eta == 1519.0  # until two steps are measured, the backend's word
+    etas = []
+    for step in range(2, 12):
+        slow = 3.0 if step == 6 else 1.0  # one slow step
+        tracker.apply({"type": "progress", "id": "j", "step": step, "total": 30,
+                       "elapsed": tracker.elapsed + slow, "eta": 5.0})
+        etas.append(tracker.eta)
+    measured = [e for e in etas if e != 5.0]
+    assert measured and all(abs(e - (30 - s)) <= 1.0 for e, s in zip(etas[-5:], range(7, 12), strict=True))
+
+
+def test_panel_rules_hide_size_under_match_and_prompts_under_patch():
+    assert panel_rules.setting_states("diffusion", "kv", False, size_mode="match")["size"] == panel_rules.HIDDEN
+    assert panel_rules.setting_states("diffusion", "kv", False, size_mode="fixed")["size"] == panel_rules.SHOWN
+    patch = panel_rules.setting_states("patch", "kv", False, size_mode="fixed")
+    assert patch["prompt"] == patch["negative_prompt"] == panel_rules.HIDDEN
+
+
+def test_model_errors_name_the_preferences_not_command_line_flags():
+    content = in_blender_terms(UserError("models_missing", "content-suppression text encoder 'x' not found",
+                                         "pass --content-encoder FOLDER to generate"))
+    assert "Content Encoder" in content.hint and "--" not in content.hint
+    base = in_blender_terms(UserError("models_missing", "no SD1.5 model", "run python -m backend download"))
+    assert "Base Model" in base.hint and "python -m" not in base.hint
+
+
+def test_request_carries_prompts_and_the_content_encoder_only_where_they_count():
+    settings = {"engine": "diffusion", "variants": 1, "steps": 2, "size": 64, "tile": "both", "balance": 0.5,
+                "appearance": "kv", "style_only": True, "suppress_content": "bricks", "prompt": " red bricks ",
+                "negative_prompt": "", "content_encoder": "/models/clip"}
+    params = job.request_params(settings, 1)
+    assert params["prompt"] == "red bricks" and "negative_prompt" not in params
+    assert params["extra"] == {"content_encoder": "/models/clip"}
+    from backend.params import GenerationParams
+
+    GenerationParams.build(params.pop("extra"), **params)
+    assert "prompt" not in job.request_params(settings | {"engine": "patch"}, 1)
+
+
+@pytest.mark.parametrize(("texture", "found"), [("brick", "near-regular texture"), ("gravel", "irregular texture")])
+def test_the_panel_says_what_the_patch_engine_found_in_a_real_texture(texture, found):
+    import skimage.data
+    from PIL import Image
+
+    from backend import generate_variants
+
+    image = Image.fromarray(getattr(skimage.data, texture)()).crop((0, 0, 256, 256))
+    params = json.loads(generate_variants(image, engine="patch", size=256, seed=3)[0].info["parameters"])
+    text = panel_rules.patch_expectation(params)
+    assert text.startswith(f"Patch found a {found}")
+    assert ("period" in text) == (texture == "brick")
+    assert panel_rules.patch_expectation(params | {"engine": "diffusion"}) == ""
