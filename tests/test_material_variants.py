@@ -113,7 +113,7 @@ def test_diffusion_maps_of_a_shifted_copy_are_the_shifted_maps_exactly(tiny_mode
 
     shift = (9, -21)
     scaled = center_square(Image.open(color_texture_path).convert("RGB"), 64)
-    monkeypatch.setattr(engine, "decode", lambda pipe, latents: [
+    monkeypatch.setattr(engine, "decode", lambda pipe, latents, *options: [
         Image.fromarray(np.roll(np.asarray(scaled), shift, axis=(0, 1))) for _ in range(len(latents))])
     rough_path = tmp_path / "r.png"
     rough = (np.arange(128 * 128) % 251).reshape(128, 128).astype(np.uint8)  # unrelated to the colour
