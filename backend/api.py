@@ -76,10 +76,26 @@ def restyle(reference: str | os.PathLike | Image.Image, prompt: str, *, strength
                              mask_box=box, mask_mode=mask_mode, sam=sam, **kw)
 
 
+def derive_maps(reference: str | os.PathLike | Image.Image, params: GenerationParams, *,
+                cancel: threading.Event | None = None) -> list[Image.Image]:
+    """The reference's own derived maps (`params.derive`), no variant made: one image, the
+    reference as read (8-bit), whose `info["maps"]` holds the maps at its size (the service's
+    generate request with `maps_only`; Blender's Add Missing Maps)."""
+    ref = load_reference(reference)
+    image = ref.rgb.convert("L") if ref.grayscale else ref.rgb.copy()
+    image.info["maps"], _ = material.follow(None, ref, params, image, {}, params.seed or 0, cancel)
+    image.info["parameters"] = json.dumps({"derived_from": ref.source, "derive": list(params.derive),
+                                           "normals": params.normals}, sort_keys=True)
+    return [image]
+
+
 def generate(reference: str | os.PathLike | Image.Image, params: GenerationParams, *, base: str | None = None,
              ip_adapter: str | None = None, latents=None, on_step: OnStep | None = None,
-             cancel: threading.Event | None = None) -> list[Image.Image]:
-    """Make the variants `params` (validated, e.g. by GenerationParams.build) asks for."""
+             cancel: threading.Event | None = None, maps_only: bool = False) -> list[Image.Image]:
+    """Make the variants `params` (validated, e.g. by GenerationParams.build) asks for; with
+    `maps_only`, no variant but the input's own derived maps (`derive_maps`)."""
+    if maps_only:
+        return derive_maps(reference, params, cancel=cancel)
     if params.seed is None:
         params = params.replace(seed=secrets.randbelow(2**31))
     ref = load_reference(reference)

@@ -107,7 +107,7 @@ def run_entry(entry: dict) -> dict:
     Path(entry["staging"]).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{final.name}-", dir=entry["staging"]))
     job = Job(id=entry["line"], input=f["input"], output_dir=str(staging), params=f["params"], base=f["base"],
-              ip_adapter=f["ip_adapter"], tiled_preview=f["tiled_preview"], preview_every=0)
+              ip_adapter=f["ip_adapter"], tiled_preview=f["tiled_preview"], preview_every=0, maps_only=f["maps_only"])
     ev = run_job(job, generate)
     if ev["type"] != "result":
         shutil.rmtree(staging, ignore_errors=True)

@@ -239,3 +239,46 @@ def test_a_failed_job_removes_its_map_files_too(brick_set, tmp_path):
     assert all(Path(p).exists() for p in files[0]["maps"].values())
     output.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_maps_only_derives_the_inputs_own_maps_at_its_size(brick_set):
+    """Add Missing Maps' request: no variant, the input's own derived maps, equal to derive() of it."""
+    from backend.api import generate
+    from backend.params import GenerationParams
+
+    params = GenerationParams.build({}, engine="patch", derive=["height", "normal", "roughness"])
+    image, = generate(brick_set["base"], params, maps_only=True)
+    colour = np.asarray(Image.open(brick_set["base"]).convert("RGB"))
+    assert np.array_equal(np.asarray(image), colour)  # the input itself, not a variant
+    expected = D.derive(colour, ["height", "normal", "roughness"])
+    assert sorted(image.info["maps"]) == ["height", "normal", "roughness"]
+    for name, m in image.info["maps"].items():
+        assert np.array_equal(m.pixels, expected[name].pixels), name
+    assert json.loads(image.info["parameters"])["derive"] == ["height", "normal", "roughness"]
+
+
+@pytest.mark.parametrize("fields", [{"maps_only": True}, {"maps_only": 1, "derive": ["normal"]},
+                                    {"maps_only": True, "derive": ["normal"], "maps": {"roughness": __file__}}])
+def test_protocol_maps_only_needs_derive_and_no_maps(fields):
+    with pytest.raises(ProtocolError, match="maps_only") as e:
+        parse_request(_request(**fields))
+    assert e.value.code == "bad_request" and e.value.hint
+    ok = parse_request(_request(maps_only=True, derive=["normal"]))
+    assert ok.fields["maps_only"] is True and not parse_request(_request()).fields["maps_only"]
+
+
+def test_service_maps_only_job_writes_the_maps_beside_the_input_copy(brick_set, tmp_path):
+    proc = ServiceProcess(tmp_path)
+    try:
+        job = proc.send("generate", input=str(brick_set["base"]), output_dir=str(tmp_path / "out"),
+                        derive=["normal", "roughness"], maps_only=True)
+        result = proc.job_events(job)[-1]
+        assert result["type"] == "result", result
+        entry, = result["files"]
+        assert Path(entry["path"]).name == "brick-maps.png"
+        assert entry["maps"] == {n: str(tmp_path / "out" / f"brick-maps-{n}.png") for n in ("normal", "roughness")}
+        colour = np.asarray(Image.open(brick_set["base"]).convert("RGB"))
+        normal = read_map(entry["maps"]["normal"], "normal")
+        assert normal.size == (SIZE, SIZE) and np.array_equal(normal.pixels, D.derive(colour, ["normal"])["normal"].pixels)
+    finally:
+        assert proc.stop() == 0, proc.stderr_tail()

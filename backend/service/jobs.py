@@ -43,6 +43,7 @@ class Job:
     ip_adapter: str | None = None
     tiled_preview: bool = False
     preview_every: int = 5
+    maps_only: bool = False  # the input's own derived maps, no variant (backend.api.derive_maps)
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"  # queued -> running -> done
     step: int = 0
@@ -227,6 +228,7 @@ def run_job(job: Job, generate: Callable[..., list], on_step: Callable | None = 
         images = generate(
             job.input, job.params, base=job.base, ip_adapter=job.ip_adapter, cancel=job.cancel,
             on_step=None if on_step is None else lambda step, total, preview: on_step(output, step, total, preview),
+            **({"maps_only": True} if job.maps_only else {}),
         )
         if job.cancel.is_set():  # cancelled after the last step: still nothing is kept
             raise CancelledError()
@@ -339,7 +341,8 @@ class JobOutput:
             kind = "restyle" if params.get("restyle_prompt") else params.get("engine", "variant")
             mask = image.info.get("restyle_mask")
             companions = material.endings(image) + (("-mask.png",) if mask is not None else ())
-            path = self._save(image, f"{self.stem}-{kind}-s{params.get('seed', len(files))}", companions)
+            stem = f"{self.stem}-maps" if self.job.maps_only else f"{self.stem}-{kind}-s{params.get('seed', len(files))}"
+            path = self._save(image, stem, companions)
             entry = {"path": str(path), "parameters": params}
             if "maps" in image.info:
                 entry["maps"] = material.save(image, path)

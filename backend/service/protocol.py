@@ -40,7 +40,7 @@ EVENT_TYPES = (
 # generate: where, then the parameters of the Python API (backend.generate_variants), then the
 # service's own options.
 API_FIELDS = GenerationParams.field_names() + ("base", "ip_adapter")
-GENERATE_FIELDS = ("input", "output_dir", *API_FIELDS, "tiled_preview", "preview_every", "extra")
+GENERATE_FIELDS = ("input", "output_dir", *API_FIELDS, "tiled_preview", "preview_every", "maps_only", "extra")
 DEFAULT_PREVIEW_EVERY = 5
 
 
@@ -219,6 +219,12 @@ def _check_generate(fields: dict, request_id) -> dict:
         raise ProtocolError("bad_request", f"generate: {e.message}", e.hint, request_id) from None
     for name, path in out["params"].maps.items():
         _check_map_file(name, path, request_id)
+    out["maps_only"] = fields.get("maps_only", False)
+    if out["maps_only"] is not False and (out["maps_only"] is not True or not out["params"].derive
+                                          or out["params"].maps):
+        _bad(request_id, f"generate 'maps_only' must be true with a 'derive' list and no 'maps', or false; got "
+             f"{_short(out['maps_only'])} with derive {list(out['params'].derive)}",
+             'for the input\'s own maps send "maps_only": true, "derive": ["height", "normal", "roughness"]')
     return out
 
 

@@ -250,7 +250,7 @@ class Service:
             params = params.replace(diffusion=dataclasses.replace(params.diffusion, allow_pickle=True))
         job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=params,
                   base=f["base"] or self.base, ip_adapter=f["ip_adapter"] or self.ip_adapter,
-                  tiled_preview=f["tiled_preview"], preview_every=f["preview_every"])
+                  tiled_preview=f["tiled_preview"], preview_every=f["preview_every"], maps_only=f["maps_only"])
         # accepted goes out before the worker can see the job, so before any of its progress
         self.runner.submit(job, lambda ahead: self.emit(event("accepted", request.id, job=request.id,
                                                               position=ahead)))
