@@ -1,12 +1,13 @@
-"""Apply, Revert and Bake: a variant into the material's Image Texture node, the original back, and
-the applied variant written to a file next to the .blend.
+"""Apply, Revert and Bake: a variant (its base colour and every map it carries) into the material's
+Image Texture nodes, the originals back, and the applied images written to files next to the .blend.
 
-Each material records what the add-on did to it (`material.texture_variants`: node_name,
-original_image, applied_image), and after every operator that record equals what the node shows.
-Changes go through `put_image` / `take_back`, one (material, node) at a time, so a set of maps goes
-through the same path node by node. Linked and overridden materials are refused ("make it local"),
-unless Apply is asked for a local copy; Apply to This Object Only gives each chosen object its own
-copy of the material.
+Each material records what the add-on did to it, one record per changed node
+(`material.texture_variants.applied`, keyed by node name: original_image, applied_image, map_name),
+and after every operator those records equal what the nodes show. Changes go through `put_image` /
+`take_back`, one (material, node) at a time. Each operator is one undo step and checks everything
+before it changes anything: a map whose node is gone refuses the whole Apply. Linked and overridden
+materials are refused ("make it local"), unless Apply is asked for a local copy; Apply to This
+Object Only gives each chosen object its own copy of the material.
 """
 
 import os
@@ -15,38 +16,86 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty
 
-from . import material_target, operators, paths, preferences, results, texture_io
+from . import material_maps, material_target, operators, paths, preferences, results, texture_io
 from .errors import UserError, reports_errors
 
 
-def put_image(material, node, image) -> None:
+def put_image(material, node, image, map_name: str = "") -> None:
     """Show `image` in `node`, keeping the original (with a fake user) for Revert."""
-    state = material.texture_variants
-    if state.original_image is None or state.node_name != node.name:
+    records = material.texture_variants.applied
+    record = records.get(node.name)
+    if record is None:
         # Keep the original in the .blend even while no node uses it, so Revert can restore it.
-        state.original_image, state.node_name = node.image, node.name
-        state.original_had_fake_user = node.image.use_fake_user
+        record = records.add()
+        record.name, record.map_name = node.name, map_name
+        record.original_image, record.original_had_fake_user = node.image, node.image.use_fake_user
         node.image.use_fake_user = True
     node.image = image
-    state.applied_image = image
+    record.applied_image = image
 
 
-def take_back(material, node):
-    """Put the original image back into `node` and forget the record; returns the original."""
-    state = material.texture_variants
-    original = state.original_image
-    node.image = original
-    original.use_fake_user = state.original_had_fake_user
-    state.original_image, state.applied_image, state.node_name = None, None, ""
+def record_node(material, record):
+    """The Image Texture node a record is about, or None when it was deleted (or is no image node now)."""
+    node = material.node_tree.nodes.get(record.name) if material.node_tree else None
+    return node if node is not None and node.type == "TEX_IMAGE" else None
+
+
+def take_back(material, name: str):
+    """Put the original image back into node `name` (if it is still there) and forget its record;
+    returns the original."""
+    records = material.texture_variants.applied
+    record = records[name]
+    node, original = record_node(material, record), record.original_image
+    if node is not None:
+        node.image = original
+    if original is not None:
+        original.use_fake_user = record.original_had_fake_user
+    records.remove(records.find(name))
     return original
 
 
-def _check_not_applied_elsewhere(material, node) -> None:
-    state = material.texture_variants
-    if state.original_image is not None and state.node_name != node.name \
-            and material.node_tree.nodes.get(state.node_name) is not None:
-        raise UserError("applied_elsewhere", f"A variant is already applied to the node '{state.node_name}' "
-                        f"of '{material.name}'", "click Revert to Original first, then apply to this node")
+def _map_node(material, current, name: str):
+    entry = current.map_nodes.get(name)
+    node = material.node_tree.nodes.get(entry.node_name) if entry is not None else None
+    if node is None or node.type != "TEX_IMAGE":
+        raise UserError("map_node_missing", f"The {name} map's Image Texture node "
+                        f"'{entry.node_name if entry else '?'}' is no longer in '{material.name}'",
+                        "undo its deletion (Ctrl+Z), or generate again from the material as it is now")
+    return node
+
+
+def targets(material, node, variant, current) -> list[tuple[str, object, str]]:
+    """(node name, image, map name) for every image `variant` puts into `material`: its base colour
+    into `node`, each map into the node it was made from (on another material: the node found for
+    that map there; maps it lacks are left out). Raises before anything changes."""
+    out = [(node.name, variant.image, "")]
+    found = material_maps.find_maps(material, node).found if current.material != material else None
+    for m in variant.maps:
+        if m.image is None:
+            raise UserError("image_missing", f"The {m.name} map of '{variant.name}' was deleted",
+                            "generate again, or pick another variant")
+        if found is None:
+            out.append((_map_node(material, current, m.name).name, m.image, m.name))
+        elif m.name in found:
+            out.append((found[m.name].node.name, m.image, m.name))
+    return out
+
+
+def _put_all(material, chosen) -> None:
+    nodes = material.node_tree.nodes
+    for name, image, map_name in chosen:
+        put_image(material, nodes[name], image, map_name)
+
+
+def _check_not_applied_elsewhere(material, chosen, current) -> None:
+    """Refuse while a variant is applied to a node outside this set (its base colour's and maps' nodes)."""
+    known = {name for name, _, _ in chosen}
+    if current.material == material:
+        known |= {entry.node_name for entry in current.map_nodes}
+    for record in material.texture_variants.applied:
+        if record.name not in known and record_node(material, record) is not None:
+            raise UserError("applied_elsewhere", f"A variant is already applied to the node '{record.name}' "
+                            f"of '{material.name}'", "click Revert to Original first, then apply to this node")
 
 
 def _holders(material) -> set:
@@ -110,35 +159,37 @@ class TEXTURE_VARIANTS_OT_apply_variant(bpy.types.Operator):
         copy_needed = bool(material_target.not_editable_reason(material))
         if copy_needed and not self.local_copy:
             material_target.check_editable(material)
-        _check_not_applied_elsewhere(material, node)
-        objects = _peers(context, material) if self.object_only else [context.active_object]
+        chosen = targets(material, node, item, current)
+        _check_not_applied_elsewhere(material, chosen, current)
+        maps = "".join(f", {map_name}" for _, _, map_name in chosen[1:])
         if not (self.object_only or copy_needed):
-            put_image(material, node, item.image)
-            self.report({"INFO"}, f"Applied {item.image.name} to {material.name}")
+            _put_all(material, chosen)
+            self.report({"INFO"}, f"Applied {item.image.name}{maps and ' with its maps' + maps} to {material.name}")
             return {"FINISHED"}
+        objects = _peers(context, material) if self.object_only else [context.active_object]
         _check_objects(objects)
         variants, first = current.variants, list(current.variants).index(item)
-        for k, obj in enumerate(objects):
-            own = _own_material(obj, material, copy_needed)
-            put_image(own, own.node_tree.nodes[node.name], variants[(first + k) % len(variants)].image)
+        plans = [targets(material, node, variants[(first + k) % len(variants)], current) for k in range(len(objects))]
+        for obj, plan in zip(objects, plans, strict=True):
+            _put_all(_own_material(obj, material, copy_needed), plan)
         shared = " (fewer variants than objects: some share one)" if len(objects) > len(variants) else ""
         self.report({"INFO"}, f"Applied variants to {len(objects)} object(s), each with its own material{shared}")
         return {"FINISHED"}
 
 
-def _applied(material):
-    """The node holding the applied variant; UserError when none is applied or the material is linked."""
+def applied_records(material) -> list:
+    """The records whose nodes are still there; UserError when none is applied or the material is linked."""
     material_target.check_editable(material)
-    state = material.texture_variants
-    node = material.node_tree.nodes.get(state.node_name)
-    if state.original_image is None or node is None or node.type != "TEX_IMAGE" or node.image is None:
+    live = [r for r in material.texture_variants.applied
+            if r.original_image is not None and (node := record_node(material, r)) is not None and node.image]
+    if not live:
         raise UserError("no_variant", f"No variant is applied to '{material.name}'",
                         "nothing to revert; apply a variant first")
-    return node
+    return live
 
 
 class TEXTURE_VARIANTS_OT_revert(bpy.types.Operator):
-    """Put the original image back into the material's Image Texture node"""
+    """Put the original images back into every Image Texture node Apply changed (base colour and maps)"""
 
     bl_idname = "texture_variants.revert"
     bl_label = "Revert to Original"
@@ -147,16 +198,20 @@ class TEXTURE_VARIANTS_OT_revert(bpy.types.Operator):
     @reports_errors()
     def execute(self, context):
         material = material_target.active_material(context)
-        original = take_back(material, _applied(material))
-        self.report({"INFO"}, f"Restored {original.name}")
+        applied_records(material)
+        originals = [take_back(material, name) for name in [r.name for r in material.texture_variants.applied]]
+        restored = [image.name for image in originals if image is not None]
+        self.report({"INFO"}, f"Restored {', '.join(restored)}")
         return {"FINISHED"}
 
 
 def _write_baked(image, target: Path) -> None:
-    """The variant's bytes at `target`: its file, its packed bytes, or (painted) Blender's pixels."""
+    """The image's bytes at `target`: its file or its packed bytes when they are in the target's
+    format, else (painted, or another format) Blender's pixels at the image's depth."""
     source = texture_io.original_file(image)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if image.is_dirty or (image.packed_file is None and not (source and os.path.isfile(source))):
+    same_format = Path(image.filepath).suffix.lower() == target.suffix
+    if image.is_dirty or not same_format or (image.packed_file is None and not (source and os.path.isfile(source))):
         temp = target.with_name(f".{target.name}.tmp")
         texture_io.write_pixels(image, temp)
     elif image.packed_file is not None:
@@ -172,6 +227,7 @@ def _write_baked(image, target: Path) -> None:
 
 
 def _bake_suffix(image) -> str:
+    """.png or .exr: the image's own when it is one of those, else what its depth is written as."""
     if not image.is_dirty:
         suffix = Path(image.filepath).suffix.lower()
         if suffix in {".png", ".exr"}:
@@ -179,14 +235,40 @@ def _bake_suffix(image) -> str:
     return texture_io.SUFFIX[texture_io.source_kind(image)]
 
 
+def write_all(images, folder: Path, protected: tuple) -> list[Path]:
+    """Each image into a new file in `folder` (none of `protected`); all or, on an error, none."""
+    written: list[Path] = []
+    try:
+        for image in images:
+            target = paths.unique_target(folder, paths.safe_stem(image.name), _bake_suffix(image), protected=protected)
+            _write_baked(image, target)
+            written.append(target)
+    except OSError as e:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise UserError("bake_failed", f"Could not write the baked texture: {e}",
+                        "choose a writable Bake Folder in the add-on preferences") from e
+    return written
+
+
+def _use_file(image, target: Path, pack: bool) -> None:
+    image.filepath = bpy.path.relpath(str(target)) if bpy.data.filepath else str(target)
+    if image.packed_file is not None:
+        image.unpack(method="REMOVE")  # drop the packed bytes, keep the path: the baked file
+    image.reload()  # the colour space stays the datablock's: sRGB base colour, Non-Color maps
+    if pack:
+        image.pack()
+
+
 class TEXTURE_VARIANTS_OT_bake(bpy.types.Operator):
-    """Write the applied variant (PNG, or OpenEXR for HDR) into a textures folder next to the .blend and use that file"""
+    """Write the applied variant and its maps (PNG, or OpenEXR for HDR) into a textures folder next to the .blend
+    and use those files"""
 
     bl_idname = "texture_variants.bake"
     bl_label = "Bake Variant"
     bl_options = {"REGISTER", "UNDO"}
 
-    pack: BoolProperty(name="Pack", default=False, description="Also pack the baked texture into the .blend")
+    pack: BoolProperty(name="Pack", default=False, description="Also pack the baked textures into the .blend")
 
     def invoke(self, context, event):
         self.pack = preferences.get(context).pack_on_bake
@@ -197,26 +279,17 @@ class TEXTURE_VARIANTS_OT_bake(bpy.types.Operator):
         prefs = preferences.get(context)
         material = material_target.active_material(context)
         try:
-            image = _applied(material).image
+            records = applied_records(material)
         except UserError as e:
             raise UserError(e.code, e.message, "pick a variant and click Apply, then Bake"
                             if e.code == "no_variant" else e.hint) from None
-        state = material.texture_variants
+        images = [record_node(material, r).image for r in records]
         folder = paths.bake_folder(bpy.data.filepath, bpy.path.abspath(prefs.bake_folder))
-        protected = tuple(p for p in (texture_io.original_file(state.original_image),) if p)
-        target = paths.unique_target(folder, paths.safe_stem(image.name), _bake_suffix(image), protected=protected)
-        try:
-            _write_baked(image, target)
-        except OSError as e:
-            raise UserError("bake_failed", f"Could not write the baked texture: {e}",
-                            "choose a writable Bake Folder in the add-on preferences") from e
-        image.filepath = bpy.path.relpath(str(target)) if bpy.data.filepath else str(target)
-        if image.packed_file is not None:
-            image.unpack(method="REMOVE")  # drop the packed bytes, keep the path: the baked file
-        image.reload()
-        if self.pack:
-            image.pack()
-        self.report({"INFO"}, f"Baked {image.name} to {target}")
+        protected = tuple(p for p in (texture_io.original_file(r.original_image) for r in records) if p)
+        written = write_all(images, folder, protected)
+        for image, target in zip(images, written, strict=True):
+            _use_file(image, target, self.pack)
+        self.report({"INFO"}, f"Baked {', '.join(image.name for image in images)} to {folder}")
         return {"FINISHED"}
 
 

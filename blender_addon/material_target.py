@@ -2,6 +2,7 @@
 
 import bpy
 
+from . import material_maps
 from .errors import UserError
 
 
@@ -20,34 +21,11 @@ def active_material(context) -> bpy.types.Material:
     return material
 
 
-# Nodes between an image and Base Color that the search looks through (their inputs, in order):
-# colour adjustments, mixes, ramps, reroutes, mapping, and node groups (as a whole, by their inputs).
-PASS_THROUGH = {"REROUTE", "HUE_SAT", "MIX", "MIX_RGB", "VALTORGB", "MAPPING", "GROUP", "CURVE_RGB", "GAMMA",
-                "BRIGHTCONTRAST", "INVERT", "RGBTOBW", "SEPARATE_COLOR", "COMBINE_COLOR"}
-
-
-def _upstream_image_node(socket):
-    """The first Image Texture node found upstream of `socket`, depth first through PASS_THROUGH nodes."""
-    stack, seen = [socket], set()
-    while stack:
-        socket = stack.pop()
-        for link in socket.links if socket.is_linked else ():
-            node = link.from_node
-            if node.type == "TEX_IMAGE":
-                return node
-            if node.type in PASS_THROUGH and node.name not in seen:
-                seen.add(node.name)
-                # colour inputs first (a Mix's A and B before its factor), each in socket order
-                linked = sorted((s for s in node.inputs if s.is_linked), key=lambda s: s.type != "RGBA")
-                stack.extend(reversed(linked))
-    return None
-
-
 def base_color_image_node(material):
     """The Image Texture node that feeds a Principled BSDF's Base Color, if any."""
     for node in material.node_tree.nodes:
         if node.type == "BSDF_PRINCIPLED":
-            found = _upstream_image_node(node.inputs["Base Color"])
+            found = material_maps.upstream_image_node(node.inputs["Base Color"])
             if found is not None:
                 return found
     return None
@@ -79,9 +57,9 @@ def find_image_node(material, node_name: str = ""):
 
 def source_image(material, node):
     """The texture to make variants of: the original one if a variant is applied to this node."""
-    state = material.texture_variants
-    if state.original_image is not None and state.node_name == node.name:
-        return state.original_image
+    record = material.texture_variants.applied.get(node.name)
+    if record is not None and record.original_image is not None:
+        return record.original_image
     if node.image is None:
         raise UserError("no_image", f"The Image Texture node '{node.name}' has no image",
                         "open or pick an image in that node")

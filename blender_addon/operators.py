@@ -20,7 +20,7 @@ import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty
 
 from . import job as jobs
-from . import material_target, paths, preferences, results, session, sizing, storage, texture_io
+from . import map_io, material_target, paths, preferences, results, session, sizing, storage, texture_io
 from .errors import UserError, cancelled, in_blender_terms, reports_errors
 
 PREVIEW_IMAGE = ".Texture Variants Preview"
@@ -101,6 +101,14 @@ class JobOperator:
             guide = texture_io.export_reference(settings.sketch, job_dir, role="guide")[0]
         return _request(context, settings, seed, plan.side, guide)
 
+    def _maps(self, material, node, job_dir, side) -> dict:
+        """The material's maps sent with the texture: {map name: (its node's name, the file in `job_dir`)}."""
+        return {}
+
+    def _side(self, plan) -> int | None:
+        """The side of the square the texture is sent squeezed to, or None to send it as it is."""
+        return plan.side if plan.squeezed else None
+
     def _submit(self, context, in_thread=False):
         """Check everything, export the texture, send the job. Changes no bpy data."""
         settings = _settings(context)
@@ -112,9 +120,12 @@ class JobOperator:
         # One folder per job: the reference copy goes in now, the backend writes the variants beside it.
         job_dir = paths.new_job_folder(storage.jobs_root())
         try:
-            reference, encoding = texture_io.export_reference(image, job_dir, plan.side if plan.squeezed else None)
+            reference, encoding = texture_io.export_reference(image, job_dir, self._side(plan))
             seed = jobs.new_seed() if settings.randomize_seed else settings.seed
             params = self._request_params(context, settings, image, job_dir, seed, plan)
+            maps = self._maps(material, node, job_dir, self._side(plan))
+            if maps:
+                params["maps"] = {name: str(path) for name, (_, path) in maps.items()}
             job = session.shared().submit(config, root, str(reference), str(job_dir), params, in_thread=in_thread,
                                           request=self.request)
         except BaseException:
@@ -122,14 +133,12 @@ class JobOperator:
             raise
         library = material.library.filepath if material.library else None
         self._made_for = {"material": (material.name, library), "node_name": node.name, "source": image.name,
-                          "encoding": encoding, "plan": plan}
+                          "encoding": encoding, "plan": plan, "maps": {n: node for n, (node, _) in maps.items()}}
         self._seed, self._job_dir = seed, str(job_dir)
         return job
 
     def _finish(self, context, job):
         if job.state == jobs.DONE:
-            settings = _settings(context)
-            settings.seed = self._seed  # shown in the panel, so a good result can be made again
             made_for = dict(self._made_for, source=bpy.data.images.get(self._made_for["source"]),
                             material=bpy.data.materials.get(self._made_for["material"]))
             if made_for["material"] is None:
@@ -137,14 +146,20 @@ class JobOperator:
                 self.report({"ERROR"}, str(UserError("no_material", "The material was deleted while the job ran",
                                                      "select the object again and click Generate Variant")))
                 return {"CANCELLED"}
-            n = results.load_job(settings, job, made_for, append=self.append_results)
-            notes = "".join(f" ({note})" for note in made_for["plan"].notes)
-            self.report({"INFO"}, f"{n} variant{'s' if n != 1 else ''} ready: pick one and click Apply{notes}")
-            return {"FINISHED"}
+            return self._use_results(context, job, made_for)
         shutil.rmtree(self._job_dir, ignore_errors=True)  # nothing in it is used by the .blend
         error = cancelled() if job.state == jobs.CANCELLED else in_blender_terms(UserError.from_event(job.error or {}))
         self.report({"ERROR"}, str(error))
         return {"CANCELLED"}
+
+    def _use_results(self, context, job, made_for: dict) -> set:
+        """The finished job's files into the .blend (the current result set)."""
+        settings = _settings(context)
+        settings.seed = self._seed  # shown in the panel, so a good result can be made again
+        n = results.load_job(settings, job, made_for, append=self.append_results)
+        notes = "".join(f" ({note})" for note in made_for["plan"].notes)
+        self.report({"INFO"}, f"{n} variant{'s' if n != 1 else ''} ready: pick one and click Apply{notes}")
+        return {"FINISHED"}
 
     @reports_errors()
     def execute(self, context):  # scripts, `blender -b` and render farms: runs to completion
@@ -194,6 +209,9 @@ class TEXTURE_VARIANTS_OT_generate(JobOperator, bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     timeout: timeout_property()
+
+    def _maps(self, material, node, job_dir, side) -> dict:
+        return map_io.export_chosen(material, node, job_dir, side)
 
 
 class TEXTURE_VARIANTS_OT_cancel(bpy.types.Operator):

@@ -1,8 +1,10 @@
 """Settings and results stored in the .blend: `scene.texture_variants`, `material.texture_variants`.
 
-A result set (one Generate) remembers the material, Image Texture node and image it was made from.
+A result set (one Generate) remembers the material, Image Texture node and image it was made from,
+and the nodes of the maps sent with it (`map_nodes`); each variant holds its maps (`variant.maps`).
 The scene holds the current set (`settings.current`, its variants also as `settings.results`); each
-material keeps the sets made from it in `history`, newest first, at most HISTORY_LIMIT.
+material keeps the sets made from it in `history`, newest first, at most HISTORY_LIMIT, and a record
+per Image Texture node that Apply changed (`applied`, keyed by node name) for Revert and Bake.
 """
 
 import bpy
@@ -68,6 +70,19 @@ class TEXTURE_VARIANTS_PG_mask_point(bpy.types.PropertyGroup):
     negative: BoolProperty(name="Exclude", description="Exclude what this point marks instead of selecting it")
 
 
+class TEXTURE_VARIANTS_PG_variant_map(bpy.types.PropertyGroup):
+    """One map of a variant (`name`: the map's name, e.g. roughness), rearranged like its base colour."""
+
+    image: PointerProperty(name="Image", type=bpy.types.Image)
+    path: StringProperty(name="File", subtype="FILE_PATH", description="The map as written by the backend")
+
+
+class TEXTURE_VARIANTS_PG_map_node(bpy.types.PropertyGroup):
+    """A map a result set was made with (`name`: the map's name) and the Image Texture node it came from."""
+
+    node_name: StringProperty(name="Node")
+
+
 class TEXTURE_VARIANTS_PG_variant(bpy.types.PropertyGroup):
     """One generated variant (its image stays in bpy.data until you delete it)."""
 
@@ -75,6 +90,7 @@ class TEXTURE_VARIANTS_PG_variant(bpy.types.PropertyGroup):
     path: StringProperty(name="File", subtype="FILE_PATH", description="The variant as written by the backend")
     seed: IntProperty(name="Seed", description="Generates this variant alone again with the same settings")
     engine: StringProperty(name="Engine")
+    maps: CollectionProperty(type=TEXTURE_VARIANTS_PG_variant_map)
 
 
 class TEXTURE_VARIANTS_PG_result_set(bpy.types.PropertyGroup):
@@ -93,6 +109,7 @@ class TEXTURE_VARIANTS_PG_result_set(bpy.types.PropertyGroup):
     expectation: StringProperty(name="Found", description="What the patch engine found in the texture and "
                                 "what to expect of its variants")
     variants: CollectionProperty(type=TEXTURE_VARIANTS_PG_variant)
+    map_nodes: CollectionProperty(type=TEXTURE_VARIANTS_PG_map_node)
     index: IntProperty(name="Picked Variant", default=0, min=0)
 
     def picked(self):
@@ -178,24 +195,43 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
         return self.current.picked()
 
 
+class TEXTURE_VARIANTS_PG_applied(bpy.types.PropertyGroup):
+    """What Apply did to one Image Texture node (`name`: the node's name): what Revert puts back."""
+
+    map_name: StringProperty(name="Map", description="The map the node holds; empty: the base colour")
+    original_image: PointerProperty(name="Original Image", type=bpy.types.Image)
+    applied_image: PointerProperty(name="Applied Image", type=bpy.types.Image)
+    original_had_fake_user: BoolProperty()
+
+
+MAP_ITEMS = [  # the backend's names (backend/materials/maps.py); the Principled BSDF input each is found on
+    ("roughness", "Roughness", "The image feeding Roughness"),
+    ("metallic", "Metallic", "The image feeding Metallic"),
+    ("normal", "Normal", "The image feeding Normal through a Normal Map node"),
+    ("height", "Height", "The image feeding a Bump node's Height, or a Displacement node into the Material Output"),
+]
+
+
 class TEXTURE_VARIANTS_PG_material(bpy.types.PropertyGroup):
-    """Per material: the chosen node, what `revert` needs, and the history of result sets."""
+    """Per material: the chosen node, the maps sent along, what `revert` needs, and the history of result sets."""
 
     image_node: StringProperty(
         name="Image Node",
         description="The Image Texture node to take the texture from; empty = the one feeding Base Color "
         "(through Mix, Hue/Saturation, Color Ramp, Reroute and group nodes), else the active one",
     )
-    original_image: PointerProperty(name="Original Image", type=bpy.types.Image)
-    applied_image: PointerProperty(name="Applied Image", type=bpy.types.Image)
-    node_name: StringProperty(name="Node")
-    original_had_fake_user: BoolProperty()
+    send_maps: EnumProperty(
+        name="Maps", items=MAP_ITEMS, options={"ENUM_FLAG"}, default={name for name, _, _ in MAP_ITEMS},
+        description="The maps found on the material that Generate sends with the base colour, so every variant "
+        "gets them rearranged the same way")
+    applied: CollectionProperty(type=TEXTURE_VARIANTS_PG_applied)
     history: CollectionProperty(type=TEXTURE_VARIANTS_PG_result_set)
     history_index: IntProperty(name="Result Set", default=0, min=0)
 
 
-CLASSES = (TEXTURE_VARIANTS_PG_mask_point, TEXTURE_VARIANTS_PG_variant, TEXTURE_VARIANTS_PG_result_set,
-           TEXTURE_VARIANTS_PG_settings, TEXTURE_VARIANTS_PG_material)
+CLASSES = (TEXTURE_VARIANTS_PG_mask_point, TEXTURE_VARIANTS_PG_variant_map, TEXTURE_VARIANTS_PG_map_node,
+           TEXTURE_VARIANTS_PG_variant, TEXTURE_VARIANTS_PG_result_set, TEXTURE_VARIANTS_PG_settings,
+           TEXTURE_VARIANTS_PG_applied, TEXTURE_VARIANTS_PG_material)
 
 
 def register() -> None:

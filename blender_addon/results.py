@@ -1,12 +1,12 @@
-"""Result sets: a finished job's variants loaded into the .blend, the current set, each material's
-history, and the check that a set is applied to what it was made for."""
+"""Result sets: a finished job's variants (and their maps) loaded into the .blend, the current set,
+each material's history, and the check that a set is applied to what it was made for."""
 
 import json
 import time
 
 import bpy
 
-from . import material_target, panel_rules, paths, storage, texture_io
+from . import map_io, material_target, panel_rules, paths, storage, texture_io
 from .errors import UserError
 
 HISTORY_LIMIT = 8  # result sets kept per material; older ones (and their unused images) are dropped
@@ -21,6 +21,8 @@ def _copy_set(source, target) -> None:
         item = target.variants.add()
         item.name, item.image, item.path = variant.name, variant.image, variant.path
         item.seed, item.engine = variant.seed, variant.engine
+        map_io.copy_maps(variant, item)
+    map_io.set_map_nodes(target, {entry.name: entry.node_name for entry in source.map_nodes})
 
 
 def _drop_unused(images) -> None:
@@ -35,7 +37,7 @@ def _remember(material, current) -> None:
     _copy_set(current, history.add())
     history.move(len(history) - 1, 0)
     while len(history) > HISTORY_LIMIT:
-        dropped = [v.image for v in history[-1].variants]
+        dropped = [image for v in history[-1].variants for image in (v.image, *(m.image for m in v.maps))]
         history.remove(len(history) - 1)
         _drop_unused(dropped)
     material.texture_variants.history_index = 0
@@ -55,7 +57,8 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
     """The finished job's variants as the current result set and the newest of the material's history
     (`append`: a restyle's results join the current set's variants, the first new one picked).
 
-    `made_for`: {"material", "node_name", "source" (image or None), "encoding", "plan"} from Generate.
+    `made_for`: {"material", "node_name", "source" (image or None), "encoding", "plan", "maps" ({map
+    name: its node's name}, the maps sent)} from Generate.
     """
     source, plan, encoding = made_for["source"], made_for["plan"], made_for["encoding"]
     folder, pack = storage.variant_destination(job.folder)
@@ -77,10 +80,12 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
         item = current.variants.add()
         item.name, item.image, item.path = image.name, image, entry["path"]
         item.seed, item.engine = seed, engine
+        map_io.load_maps(item, entry.get("maps") or {}, (plan.width, plan.height), folder, pack)
     paths.mark_finished(job.folder)
     first = current.variants[0] if len(current.variants) else None
     if not append:  # a joined set keeps what it was made for (its source: the original texture)
         current.material, current.node_name, current.source = made_for["material"], made_for["node_name"], source
+        map_io.set_map_nodes(current, made_for.get("maps", {}))
     current.created = time.strftime("%Y-%m-%d %H:%M")
     current.engine, current.seed = (first.engine, first.seed) if first else ("", 0)
     current.width, current.height = plan.width, plan.height

@@ -9,7 +9,8 @@ writes 8-bit display values; what comes back is written at the source's depth (s
     linear  scene-linear (HDR) sources: exposure-encoded for the backend, decoded back into a
             half-float OpenEXR (colour.py says how)
 Every variant is tagged with the source's colour space. Files are written with Blender's own image
-saving (`Image.save_render` with a scratch scene's output settings).
+saving (`Image.save_render` with a scratch scene's output settings). A material's other maps go out
+with their raw values at their depth (`export_map`).
 """
 
 import array
@@ -28,8 +29,11 @@ from .paths import safe_stem
 # Formats the backend reads directly; anything else (EXR, HDR, ...) goes through Blender as PNG.
 BACKEND_READS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".tga"}
 BYTE, DEEP, LINEAR = "byte", "deep", "linear"
+DEEP_TIFF = "deep-tiff"  # 16-bit maps for the backend, which refuses 16-bit colour PNGs
 LINEAR_FORMATS = {"OPEN_EXR", "OPEN_EXR_MULTILAYER", "HDR"}
-SUFFIX = {BYTE: ".png", DEEP: ".png", LINEAR: ".exr"}
+SUFFIX = {BYTE: ".png", DEEP: ".png", LINEAR: ".exr", DEEP_TIFF: ".tif"}
+FORMATS = {BYTE: ("PNG", "8"), DEEP: ("PNG", "16"), LINEAR: ("OPEN_EXR", "16"), DEEP_TIFF: ("TIFF", "16")}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _file_path(image) -> str:
@@ -79,8 +83,8 @@ def has_alpha(image) -> bool:
 
 
 def save_as(image, path: Path, kind: str = BYTE, exposure: float = 0.0, alpha: bool | None = None) -> Path:
-    """Write `image`'s pixels to `path` (a new name) for `kind`: 8-bit PNG, 16-bit PNG or half EXR."""
-    file_format, depth = {BYTE: ("PNG", "8"), DEEP: ("PNG", "16"), LINEAR: ("OPEN_EXR", "16")}[kind]
+    """Write `image`'s pixels to `path` (a new name) for `kind`: 8-bit PNG, 16-bit PNG, half EXR or 16-bit TIFF."""
+    file_format, depth = FORMATS[kind]
     alpha = has_alpha(image) if alpha is None else alpha
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.tmp{path.suffix}")
@@ -179,9 +183,42 @@ def export_reference(image, job_dir: str | os.PathLike, side: int | None = None,
     return path, encoding
 
 
-def import_variant(path: str, name: str, like, encoding: dict, size: tuple[int, int], folder: Path) -> Path:
+def _deep_colour_png(image) -> bool:
+    """A 16-bit PNG with colour channels: the backend refuses those (Pillow would drop their low bits)."""
+    if image.packed_file is not None:
+        head = bytes(image.packed_file.data[:26])
+    elif original_file(image) and os.path.isfile(original_file(image)):
+        with open(original_file(image), "rb") as f:
+            head = f.read(26)
+    else:
+        return False
+    return head[:8] == PNG_SIGNATURE and len(head) == 26 and head[24] == 16 and head[25] != 0
+
+
+def export_map(image, job_dir: str | os.PathLike, name: str, side: int | None = None) -> Path:
+    """Write the material map `image` into the job folder for the backend, never colour-managed, at
+    its depth: its own file when the backend reads that as it is, else written by Blender (`side`:
+    squeezed like the base colour): 8-bit PNG, or a 16-bit TIFF for 16-bit and float images (float
+    values clipped to 0-1). The values are the file's (or, for linear float images, the shader's)."""
+    job_dir = Path(job_dir)
+    stem = f"map-{name}-{safe_stem(image.name)}"
+    _check_exportable(image)
+    if side is None and not image.is_dirty and not _deep_colour_png(image):
+        copied = _plain_copy(image, job_dir, stem)
+        if copied is not None:
+            return copied
+    kind = DEEP_TIFF if image.is_float else BYTE
+    # Written in its own colour space, its pixels come back to the file's values; linear ones are data.
+    colorspace = "Non-Color" if source_kind(image) == LINEAR else None
+    with _scratch_copy(image, size=None if side is None else (side, side), colorspace=colorspace) as temp:
+        return save_as(temp, job_dir / f"{stem}{SUFFIX[kind]}", kind, alpha=has_alpha(image))
+
+
+def import_variant(path: str, name: str, like, encoding: dict, size: tuple[int, int], folder: Path,
+                   colorspace: str | None = None) -> Path:
     """The backend's variant at `path` brought to the source's depth, size and range, written into
-    `folder` (a new file); returns that file (the backend's own file when it is already right)."""
+    `folder` (a new file); returns that file (the backend's own file when it is already right).
+    `colorspace`: the one to read and write it in (a map's "Non-Color"), else `like`'s."""
     kind = encoding.get("kind", BYTE)
     stem = safe_stem(name)
     loaded = bpy.data.images.load(path, check_existing=False)
@@ -191,7 +228,7 @@ def import_variant(path: str, name: str, like, encoding: dict, size: tuple[int, 
             target = paths.unique_target(folder, stem, ".png")
             return Path(path) if Path(path).parent == folder else paths.copy_new_file(path, target)
         target = paths.unique_target(folder, stem, SUFFIX[kind])
-        colorspace = like.colorspace_settings.name if like is not None else None
+        colorspace = colorspace or (like.colorspace_settings.name if like is not None else None)
         if kind == LINEAR:
             decoded = colour.decode(_pixels(loaded), float(encoding.get("scale", 1.0)))
             with _scratch_copy(loaded, decoded, size, float_buffer=True, colorspace=colorspace) as temp:

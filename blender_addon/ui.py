@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import bpy
 
-from . import material_target, panel_rules, session, sizing, storage, texture_io
+from . import material_maps, material_target, panel_rules, session, sizing, storage, texture_io
 from .errors import UserError
 from .operators import PREVIEW_IMAGE, size_plan
 from .results import HISTORY_LIMIT
@@ -79,9 +79,10 @@ def draw_target(layout, view) -> None:
     if view.linked:
         box.label(text=view.linked, icon="LIBRARY_DATA_DIRECT")
         box.label(text="Make it local to apply here, or Apply to a Local Copy")
-    original = view.material.texture_variants.original_image
-    if original is not None:
-        box.label(text=f"Variant applied (original: {original.name})", icon="INFO")
+    applied = view.material.texture_variants.applied
+    if len(applied):
+        originals = ", ".join(r.original_image.name for r in applied if r.original_image is not None)
+        box.label(text=f"Variant applied (original: {originals})", icon="INFO")
 
 
 def _prop(col, settings, name: str, states: dict) -> None:
@@ -252,18 +253,48 @@ def draw_results(layout, view) -> None:
         if picked is not None:
             if picked.image.preview:
                 layout.template_icon(icon_value=picked.image.preview.icon_id, scale=6.0)
-            layout.label(text=f"{picked.image.name} · seed {picked.seed} · {picked.engine}")
+            maps = "".join(f" + {m.name}" for m in picked.maps)
+            layout.label(text=f"{picked.image.name}{maps} · seed {picked.seed} · {picked.engine}")
         for note in _size_notes(view, current, picked):
             layout.label(text=note, icon="ERROR")
         if current.expectation:
             _wrapped(layout, current.expectation, "INFO")
         _apply_buttons(layout, view, binding)
-    if view.material is not None and view.material.texture_variants.original_image is not None and not view.linked:
+    if view.material is not None and len(view.material.texture_variants.applied) and not view.linked:
         row = layout.row(align=True)
         row.operator("texture_variants.revert", icon="LOOP_BACK")
         row.operator("texture_variants.bake", icon="FILE_TICK")
     for line in storage.save_warnings:
         layout.label(text=line, icon="ERROR")
+
+
+def draw_maps(layout, view) -> None:
+    """The material's maps: a checkbox each (ticked ones travel with Generate), the shared and the
+    missing ones, and Add Missing Maps (README "Whole materials")."""
+    if view.material is None or view.node is None or view.problem is not None:
+        return
+    maps = material_maps.find_maps(view.material, view.node)
+    if maps.bsdf is None:
+        return
+    header, body = layout.panel("texture_variants_maps", default_closed=False)
+    header.label(text=f"Maps ({len(maps.found)} found)")
+    if not body:
+        return
+    state, col = view.material.texture_variants, body.column(align=True)
+    for name in material_maps.MAPS:
+        if name in maps.found:
+            icon = "CHECKBOX_HLT" if name in state.send_maps else "CHECKBOX_DEHLT"
+            col.prop_enum(state, "send_maps", name, text=f"{name.title()}: {maps.found[name].node.image.name}",
+                          icon=icon)
+        elif name in maps.shared:
+            col.label(text=f"{name.title()}: the {maps.shared[name]}'s node (varies with it)", icon="LINKED")
+        else:
+            col.label(text=f"{name.title()}: missing", icon="DOT")
+    if set(maps.missing) & set(material_maps.DERIVABLE) and not view.linked and not view.session.busy:
+        row = body.row(align=True)
+        row.operator("texture_variants.add_missing_maps", icon="ADD").height = "bump"
+        row.operator("texture_variants.add_missing_maps", text="As Displacement", icon="MOD_DISPLACE").height = \
+            "displacement"
 
 
 def draw_history(layout, view) -> None:
@@ -282,7 +313,7 @@ def draw_history(layout, view) -> None:
         row.operator("texture_variants.use_result_set", text="Use").index = index
 
 
-SECTIONS = [draw_target, draw_settings, draw_advanced, draw_job, draw_restyle, draw_results, draw_history]
+SECTIONS = [draw_target, draw_maps, draw_settings, draw_advanced, draw_job, draw_restyle, draw_results, draw_history]
 
 
 def draw_variants_panel(layout, context) -> None:

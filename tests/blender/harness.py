@@ -119,8 +119,8 @@ def snapshot(material=None) -> dict:
             if tree else None,
             "links": sorted((ln.from_node.name, ln.from_socket.identifier, ln.to_node.name, ln.to_socket.identifier)
                             for ln in tree.links) if tree else None,
-            "state": (m.texture_variants.original_image.name if m.texture_variants.original_image else None,
-                      m.texture_variants.node_name),
+            "state": sorted((r.name, r.map_name, r.original_image.name if r.original_image else None,
+                             r.applied_image.name if r.applied_image else None) for r in m.texture_variants.applied),
         }
     return out
 
@@ -210,17 +210,16 @@ class OperatorProperties:
 
 def recorded_matches_tree(materials=None) -> list:
     """The invariant after every operator: what the add-on records about a material equals what its
-    node tree shows. Returns the mismatches (empty when it holds)."""
+    node tree shows, node by node (base colour and maps). Returns the mismatches (empty when it holds)."""
     wrong = []
     for m in materials if materials is not None else bpy.data.materials:
-        state = m.texture_variants
-        if (state.original_image is None) != (state.applied_image is None):
-            wrong.append((m.name, "original and applied recorded apart"))
-        if state.original_image is None:
-            continue
-        node = m.node_tree.nodes.get(state.node_name) if m.node_tree else None
-        shown = node.image if node is not None and node.type == "TEX_IMAGE" else None
-        if shown is None or shown != state.applied_image or shown == state.original_image:
-            wrong.append((m.name, f"records {state.applied_image.name if state.applied_image else None} applied "
-                          f"to {state.node_name!r}, the node shows {shown.name if shown else None}"))
+        for record in m.texture_variants.applied:
+            if record.original_image is None or record.applied_image is None:
+                wrong.append((m.name, record.name, "original and applied recorded apart"))
+                continue
+            node = m.node_tree.nodes.get(record.name) if m.node_tree else None
+            shown = node.image if node is not None and node.type == "TEX_IMAGE" else None
+            if shown is None or shown != record.applied_image or shown == record.original_image:
+                wrong.append((m.name, f"records {record.applied_image.name} applied to {record.name!r}, the node "
+                              f"shows {shown.name if shown else None}"))
     return wrong

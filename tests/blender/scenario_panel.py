@@ -56,7 +56,8 @@ def results_cases(rec, material, image):
     current.material = other
     drawn["other_material"] = draw()
     current.material = material
-    material.texture_variants.original_image, material.texture_variants.node_name = image, "Texture"
+    record = material.texture_variants.applied.add()
+    record.name, record.original_image, record.applied_image = "Texture", image, image
     drawn["applied"] = draw()
     rec["results_drawn"] = drawn
 
