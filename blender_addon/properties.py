@@ -224,7 +224,8 @@ class TEXTURE_VARIANTS_PG_material(bpy.types.PropertyGroup):
         name="Maps", items=MAP_ITEMS, options={"ENUM_FLAG"}, default={name for name, _, _ in MAP_ITEMS},
         description="The maps found on the material that Generate sends with the base colour, so every variant "
         "gets them rearranged the same way")
-    applied: CollectionProperty(type=TEXTURE_VARIANTS_PG_applied)
+    # insertable in a library override too: Apply to a Local Copy of one records on the copy (an override)
+    applied: CollectionProperty(type=TEXTURE_VARIANTS_PG_applied, override={"LIBRARY_OVERRIDABLE", "USE_INSERTION"})
     history: CollectionProperty(type=TEXTURE_VARIANTS_PG_result_set)
     history_index: IntProperty(name="Result Set", default=0, min=0)
 
