@@ -161,10 +161,11 @@ class TEXTURE_VARIANTS_OT_apply_variant(bpy.types.Operator):
             material_target.check_editable(material)
         chosen = targets(material, node, item, current)
         _check_not_applied_elsewhere(material, chosen, current)
-        maps = "".join(f", {map_name}" for _, _, map_name in chosen[1:])
+        maps = [map_name for _, _, map_name in chosen[1:]]
         if not (self.object_only or copy_needed):
             _put_all(material, chosen)
-            self.report({"INFO"}, f"Applied {item.image.name}{maps and ' with its maps' + maps} to {material.name}")
+            with_maps = f" with its {', '.join(maps)} map{'s' if len(maps) > 1 else ''}" if maps else ""
+            self.report({"INFO"}, f"Applied {item.image.name}{with_maps} to {material.name}")
             return {"FINISHED"}
         objects = _peers(context, material) if self.object_only else [context.active_object]
         _check_objects(objects)
