@@ -61,6 +61,9 @@ def _map_node(material, current, name: str):
         raise UserError("map_node_missing", f"The {name} map's Image Texture node "
                         f"'{entry.node_name if entry else '?'}' is no longer in '{material.name}'",
                         "undo its deletion (Ctrl+Z), or generate again from the material as it is now")
+    if node.image is None:
+        raise UserError("image_missing", f"The {name} map's Image Texture node '{node.name}' has no image",
+                        "open the map's image in that node again, or generate again")
     return node
 
 

@@ -133,7 +133,7 @@ class JobOperator:
             raise
         library = material.library.filepath if material.library else None
         self._made_for = {"material": (material.name, library), "node_name": node.name, "source": image.name,
-                          "encoding": encoding, "plan": plan, "maps": {n: node for n, (node, _) in maps.items()}}
+                          "encoding": encoding, "plan": plan, "maps": {n: node_name for n, (node_name, _) in maps.items()}}
         self._seed, self._job_dir = seed, str(job_dir)
         return job
 
