@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 
 DOC = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
 SERVICE_SOURCES = [ROOT / "backend" / "service" / name for name in ("protocol.py", "server.py", "jobs.py",
-                                                                             "transfer.py")]
+                                                                             "transfer.py", "encoding.py")]
 CLIENT_SOURCES = [ROOT / "blender_addon" / name for name in ("backend_client.py", "backend_process.py",
                                                               "backend_config.py", "backend_transfer.py")]
 

@@ -20,8 +20,9 @@ from PIL import Image
 
 from backend.errors import OUTPUT_ERRNOS, OUTPUT_HINT, CancelledError, InputError, classify
 from backend.params import GenerationParams
+from backend.service.encoding import encode
 from backend.service.jobs import STATUS_QUEUE_SHOWN, Job, JobRunner
-from backend.service.protocol import MAX_EVENT_BYTES, encode, error_event, event
+from backend.service.protocol import MAX_EVENT_BYTES, error_event, event
 
 
 @pytest.fixture

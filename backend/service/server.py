@@ -20,13 +20,14 @@ import time
 from typing import BinaryIO
 
 from backend import __version__, engines
+from backend.service.encoding import encode
 from backend.service.jobs import DEFAULT_MAX_QUEUE, Job, JobRunner
 from backend.service.protocol import (
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
+    REQUEST_TYPES,
     ProtocolError,
     Request,
-    encode,
     error_event,
     event,
     generate_parameters,
@@ -202,7 +203,8 @@ class Service:
     def _on_hello(self, request: Request) -> None:
         self.emit(event("hello", request.id, protocol=PROTOCOL_VERSION, version=__version__,
                         python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
-                        models=self._models(), parameters=generate_parameters(), restyle=restyle_parameters(),
+                        models=self._models(), requests=list(REQUEST_TYPES), parameters=generate_parameters(),
+                        restyle=restyle_parameters(),
                         filesystem=self._filesystem(request.fields.get("probe")), **self.warmup.fields()))
 
     def _filesystem(self, probe: dict | None) -> dict:
@@ -238,14 +240,15 @@ class Service:
             raise ProtocolError("duplicate_id", f"a job with id {request.id!r} is already queued or running",
                                 "give every request a new id", request.id)
         f = request.fields
-        paths = {"input": f["input"], "output_dir": f["output_dir"], "mask": f["params"].diffusion.mask}
+        params = f["params"]
+        paths = {"input": f["input"], "output_dir": f["output_dir"], "mask": params.diffusion.mask,
+                 "sketch": params.sketch, **{f"maps.{name}": path for name, path in params.maps.items()}}
         outside = [name for name, path in paths.items() if path is not None and not self.workspace.contains(path)]
         if self.remote and outside:
             raise ProtocolError("outside_workspace", f"{request.type}: {' and '.join(outside)} must be inside this "
                                 "service's workspace (serve --remote)",
                                 "upload the input (upload_begin) and put the job folder in the workspace's "
                                 "jobs/ folder that hello names", request.id)
-        params = f["params"]
         if self.allow_pickle:  # the starter's choice (serve --allow-pickle); requests cannot set it
             params = params.replace(diffusion=dataclasses.replace(params.diffusion, allow_pickle=True))
         job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=params,
@@ -323,6 +326,15 @@ class Service:
             self.emit(event("chunk", request.id, path=f["path"], offset=offset, data=data))
         self.emit(event("ack", request.id, request="download", path=f["path"], size=size, sha256=digest))
 
+    def _on_release(self, request: Request) -> None:
+        path = request.fields["path"]
+        found = self.workspace.releasable(path, request.id)
+        if self.runner.uses(found):
+            raise ProtocolError("busy", f"release: a queued or running job uses {path!r}",
+                                "release a job's files after its final event", request.id)
+        removed = self.workspace.release(found)
+        self.emit(event("ack", request.id, request="release", path=path, removed=removed))
+
     def _on_shutdown(self, request: Request) -> None:
         self.emit(event("ack", request.id, request="shutdown"))
         self._stop = True
@@ -338,7 +350,11 @@ class Service:
         label = self.workspace.label(reference)
         if label is not None:  # an upload: its results record the client's path, as a local run would
             ref = dataclasses.replace(ref, source=label)
-        return generate(ref, params, cancel=cancel, **kwargs)
+        images = generate(ref, params, cancel=cancel, **kwargs)
+        for image in images:  # and so do its uploaded maps and mask
+            if "parameters" in image.info:
+                image.info["parameters"] = self.workspace.relabel(image.info["parameters"])
+        return images
 
 
 def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,
