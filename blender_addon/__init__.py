@@ -10,10 +10,19 @@ import and unit-test without Blender.
 
 
 def _classes():
-    from . import apply_ops, backend_check, operators, preferences, restyle_operators, setup_operators, ui
+    from . import (
+        apply_ops,
+        backend_check,
+        batch_operators,
+        operators,
+        preferences,
+        restyle_operators,
+        setup_operators,
+        ui,
+    )
 
     return (*preferences.CLASSES, *setup_operators.CLASSES, *backend_check.CLASSES, *operators.CLASSES,
-            *apply_ops.CLASSES, *restyle_operators.CLASSES, *ui.CLASSES)
+            *apply_ops.CLASSES, *restyle_operators.CLASSES, *batch_operators.CLASSES, *ui.CLASSES)
 
 
 def register():

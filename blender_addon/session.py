@@ -149,8 +149,8 @@ class Session:
     def cancel(self) -> None:
         if self.busy and self._client is not None:
             self.job.cancel_requested = True
-            if self.job.id:  # else the submitting thread cancels as soon as the job has an id
-                self._client.cancel(self.job.id)
+            for job_id in self.job.sent_ids():  # a job not sent yet is cancelled by its sender
+                self._client.cancel(job_id)
 
     def _stop_client(self) -> None:
         if self._client is not None:
