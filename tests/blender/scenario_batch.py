@@ -118,6 +118,7 @@ def measure(rec, textures, repeats: int):
     objects = [h.plane_with_image(bpy.data.images.load(path), name)[0]
                for name, path in zip(NAMES, textures, strict=True)]
     select(objects, objects[0])
+    h.set_settings(size=int(os.environ.get("MEASURE_SIZE", "64")))
     bpy.ops.texture_variants.generate()  # the backend is started and warm before either is timed
     batch, singles = [], []
     for _ in range(repeats):
