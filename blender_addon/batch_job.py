@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .job import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobTracker
+from .session import wait_or_cancel
 
 MANIFEST = "manifest.jsonl"
 
@@ -65,6 +66,7 @@ class BatchJob:
     cancel_requested: bool = False
     preview: str | None = None  # a batch shows no live preview
     preview_serial: int = 0
+    _cancel_sent: bool = False
 
     @property
     def id(self) -> str:
@@ -133,26 +135,20 @@ class BatchJob:
             self.cancel()
 
     def cancel(self) -> None:
+        """Ask the backend to stop every job of the batch, once; while jobs are still being sent, the
+        sender sends no more and calls this when it is done."""
         self.cancel_requested = True
-        for job_id in self.sent_ids() if self.sent else ():  # else the sender cancels when it is done
-            self.client.cancel(job_id)
+        if self.sent and not self._cancel_sent:
+            self._cancel_sent = True
+            for job_id in self.sent_ids():
+                self.client.cancel(job_id)
 
     def run_to_end(self, timeout: float | None = None) -> BatchJob:
         """Block until every job ends (background mode); past `timeout` s the rest are cancelled."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for tracker in self.trackers:
-            if tracker.finished:
-                continue
+        for tracker in (t for t in self.trackers if not t.finished):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                tracker.apply(self.client.wait(tracker.id, timeout=left, on_event=tracker.apply))
-            except UserError as e:
-                if e.code != "timeout":
-                    raise
-                self.cancel()
-                for rest in (t for t in self.trackers if not t.finished):
-                    rest.apply(self.client.wait(rest.id, timeout=30, on_event=rest.apply))
-                break
+            wait_or_cancel(self.client, tracker, left, self.cancel)  # the first time out cancels them all
         return self
 
 

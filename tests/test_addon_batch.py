@@ -5,17 +5,20 @@ the same jobs again with `python -m backend batch`."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from backend.batch import run_batch
 from blender_addon import backend_config, batch_job, job
 from blender_addon.session import Session
 from tests.conftest import ROOT
 from tests.test_addon_session import pump_until_finished
+from tests.test_remote import _can_hide_folders, _hiding
 
 PATCH = {"engine": "patch", "variants": 2, "size": 64, "tile": "both", "tiled_preview": False, "preview_every": 0}
 
@@ -102,3 +105,23 @@ def test_the_manifest_makes_the_same_files_with_the_batch_command(session, color
         for entry in tracker.files:
             farm = tmp_path / "farm" / line["output_dir"] / Path(entry["path"]).name
             assert farm.read_bytes() == Path(entry["path"]).read_bytes()
+
+
+@pytest.mark.skipif(not _can_hide_folders(), reason="needs `unshare -m` and tmpfs mounts (see tests/test_remote.py)")
+def test_a_batch_runs_on_a_backend_that_cannot_see_the_clients_files(session, color_texture_path, brick_path,
+                                                                    tmp_path):
+    folder = tmp_path / "client"
+    jobs = _jobs(folder, [color_texture_path, brick_path])
+    command = _hiding(folder, f"{shlex.quote(sys.executable)} -m backend serve --remote")
+    remote = backend_config.resolve_config(python=sys.executable, command=command, environ={})
+    batch = batch_job.submit(session, remote, str(ROOT), jobs).run_to_end(timeout=300)
+    assert batch.state == job.DONE and session.hello["filesystem"]["shared"] is False
+    local = batch_job.submit(session, backend_config.resolve_config(python=sys.executable, environ={}), str(ROOT),
+                             _jobs(tmp_path / "local", [color_texture_path, brick_path])).run_to_end()
+    for mine, theirs in zip(batch.trackers, local.trackers, strict=True):
+        assert len(mine.files) == 2
+        for a, b in zip(mine.files, theirs.files, strict=True):
+            assert Path(a["path"]).parent == Path(mine.folder)  # downloaded into this machine's job folder
+            with Image.open(a["path"]) as here, Image.open(b["path"]) as there:
+                assert here.tobytes() == there.tobytes()  # the same pixels (the records name other folders)
+            assert Path(a["parameters"]["reference"]) == Path(mine.folder) / "reference.png"  # the client's path
