@@ -135,19 +135,11 @@ def test_status_fields_are_the_documented_ones():
     import json
 
     from backend.service.server import Service
+    from tests.service_process import LineSink
 
-    class Sink:
-        lines: list[bytes] = []
-
-        def write(self, data):
-            self.lines.append(bytes(data))
-            return len(data)
-
-        def flush(self):
-            pass
-
-    Service(Sink()).handle(b'{"id": "s", "type": "status"}')
-    status = json.loads(Sink.lines[-1])
+    sink = LineSink()
+    Service(sink).handle(b'{"id": "s", "type": "status"}')
+    status = json.loads(sink.lines[-1])
     assert status["type"] == "status"
     table = _section("Events").split("### `status`")[1].split("### ")[0]
     documented = {name for cell in re.findall(r"^\| ((?:`[a-z_]+`(?:, )?)+) \|", table, re.M)
