@@ -114,3 +114,17 @@ class ServiceProcess:
     def stderr_tail(self, n: int = 30) -> str:
         self._stderr.flush()
         return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-n:])
+
+
+class LineSink:
+    """The stdout of an in-process `Service`: the lines it wrote, in order (no subprocess)."""
+
+    def __init__(self):
+        self.lines: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.lines.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass

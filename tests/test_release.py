@@ -6,46 +6,39 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import queue
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from backend.service.server import Service
-
-
-class Lines:
-    """The service's stdout: every event, for the test to wait on."""
-
-    def __init__(self):
-        self.events: queue.Queue = queue.Queue()
-
-    def write(self, data) -> int:
-        self.events.put(json.loads(bytes(data)))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
+from tests.service_process import LineSink
 
 
 @pytest.fixture
 def service():
-    out = Lines()
-    service = Service(out, remote=True)
-    service.out = out
+    service = Service(LineSink(), remote=True)
     yield service
     service.runner.stop(30)
     service.workspace.cleanup()
 
 
+def events(service, after: int = 0) -> list[dict]:
+    return [json.loads(line) for line in service._out.lines[after:]]
+
+
 def ask(service, request_id: str, kind: str, **fields) -> dict:
     """Send a request; return the first event answering it that ends it (ack, result, error, ...)."""
+    seen = len(service._out.lines)
     service.handle(json.dumps({"id": request_id, "type": kind, **fields}).encode())
-    while True:
-        event = service.out.events.get(timeout=60)
-        if event["id"] == request_id and event["type"] not in ("accepted", "progress", "chunk"):
-            return event
+    deadline = time.monotonic() + 60  # jobs answer from the worker thread
+    while time.monotonic() < deadline:
+        for event in events(service, seen):
+            if event["id"] == request_id and event["type"] not in ("accepted", "progress", "chunk"):
+                return event
+        time.sleep(0.01)
+    raise AssertionError(f"no answer to {request_id}")
 
 
 def upload(service, path: Path, name: str) -> str:
@@ -122,7 +115,8 @@ def test_release_of_what_a_queued_or_running_job_uses_is_busy(service, color_tex
         assert ask(service, f"r{i}", "release", path=path)["code"] == "busy"
     assert Path(remote_input).is_file()
     finish.set()
-    while service.runner.is_active("j1"):
-        service.out.events.get(timeout=60)
+    deadline = time.monotonic() + 60
+    while service.runner.is_active("j1") and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert ask(service, "r3", "release", path=remote_input) == {"type": "ack", "id": "r3", "request": "release",
                                                                   "path": remote_input, "removed": True}

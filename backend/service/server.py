@@ -65,8 +65,11 @@ def isolate_stdio() -> tuple[BinaryIO, BinaryIO]:
     return protocol_in, protocol_out
 
 
-def _memory() -> dict:
-    """Resident memory of this process and, when torch has touched a GPU, its memory (MiB)."""
+def _memory(torch_imported: bool) -> dict:
+    """Resident memory of this process and, when torch has touched a GPU, its memory (MiB).
+
+    `torch_imported` says the warm-up thread finished importing torch: until then `sys.modules` may
+    hold a half-initialised torch without `torch.cuda`."""
     mem: dict = {"rss_mb": None, "gpu_allocated_mb": None, "gpu_reserved_mb": None}
     try:
         with open("/proc/self/statm") as f:
@@ -79,7 +82,7 @@ def _memory() -> dict:
             mem["peak_rss_mb"] = round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
         except ImportError:
             pass
-    torch = sys.modules.get("torch")
+    torch = sys.modules.get("torch") if torch_imported else None
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         mem["gpu_allocated_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
         mem["gpu_reserved_mb"] = round(torch.cuda.memory_reserved() / 2**20, 1)
@@ -272,7 +275,7 @@ class Service:
         loaded = self._loaded_models()
         self.emit(event("status", request.id, **self.runner.snapshot(), loaded_models=loaded["diffusion"],
                         model_loads=loaded["loads"],
-                        memory=_memory(), **self.warmup.fields(),
+                        memory=_memory(self.warmup.torch_version is not None), **self.warmup.fields(),
                         uptime=round(time.monotonic() - self.started, 3)))
 
     @staticmethod
@@ -295,7 +298,7 @@ class Service:
             if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
                 torch.cuda.empty_cache()
             log.info("unloaded %d model(s)", len(freed))
-            return event("ack", request.id, request="unload", freed=freed, memory=_memory())
+            return event("ack", request.id, request="unload", freed=freed, memory=_memory(self.warmup.torch_version is not None))
 
         # Models belong to the worker thread: unloading waits for the running job, never pulls them away.
         self.runner.run_between_jobs(request.id, unload)
