@@ -128,3 +128,13 @@ class LineSink:
 
     def flush(self) -> None:
         pass
+
+
+def tiny_model_service(tmp: Path, tiny_models: dict, *args: str):
+    """A module's service on the tiny models (a fixture's generator): it must stop cleanly (exit 0)
+    having written protocol lines only."""
+    proc = ServiceProcess(tmp, "--base", str(tiny_models["base"]), "--ip-adapter", str(tiny_models["ip_adapter"]),
+                          *args)
+    yield proc
+    assert proc.stop() == 0, proc.stderr_tail()
+    assert proc.bad_lines == []
