@@ -212,18 +212,21 @@ def _acf_distance(a: np.ndarray, b: np.ndarray, lag: int) -> float:
     return float(np.abs(_autocorrelation(a, lag) - _autocorrelation(b, lag)).mean())
 
 
-def _autocorrelation(arr: np.ndarray, lag: int) -> np.ndarray:
-    """Normalised autocorrelation of the luminance at lags (-lag..lag)², Hann-windowed (no wrap)."""
+def autocorrelation(gray: np.ndarray) -> np.ndarray:
+    """Normalised (1 at lag 0), Hann-windowed autocorrelation of a (h, w) array, zero-padded (no
+    wrap); lag (dy, dx) at index [dy, dx] (mod (2h, 2w)). A flat array gives zeros."""
     import scipy.fft
 
-    g = arr.mean(axis=2)
-    h, w = g.shape
-    g = (g - g.mean()) * np.outer(np.hanning(h), np.hanning(w))
-    power = np.abs(scipy.fft.rfft2(g, s=(2 * h, 2 * w), workers=-1)) ** 2
-    acf = scipy.fft.irfft2(power, s=(2 * h, 2 * w), workers=-1)
-    if acf[0, 0] <= 0.0:  # a flat image: no structure at all
-        return np.zeros((2 * lag + 1, 2 * lag + 1))
-    acf = np.roll(acf / acf[0, 0], (lag, lag), axis=(0, 1))
+    h, w = gray.shape
+    g = (gray - gray.mean()) * np.outer(np.hanning(h), np.hanning(w))
+    acf = scipy.fft.irfft2(np.abs(scipy.fft.rfft2(g, s=(2 * h, 2 * w), workers=-1)) ** 2, s=(2 * h, 2 * w),
+                           workers=-1)
+    return acf / acf[0, 0] if acf[0, 0] > 0 else np.zeros_like(acf)
+
+
+def _autocorrelation(arr: np.ndarray, lag: int) -> np.ndarray:
+    """The luminance's autocorrelation at lags (-lag..lag)²."""
+    acf = np.roll(autocorrelation(arr.mean(axis=2)), (lag, lag), axis=(0, 1))
     return acf[: 2 * lag + 1, : 2 * lag + 1]
 
 

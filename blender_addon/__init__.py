@@ -13,6 +13,7 @@ def _classes():
     from . import (
         apply_ops,
         backend_check,
+        batch_operators,
         map_operators,
         operators,
         preferences,
@@ -22,7 +23,8 @@ def _classes():
     )
 
     return (*preferences.CLASSES, *setup_operators.CLASSES, *backend_check.CLASSES, *operators.CLASSES,
-            *apply_ops.CLASSES, *restyle_operators.CLASSES, *map_operators.CLASSES, *ui.CLASSES)
+            *apply_ops.CLASSES, *restyle_operators.CLASSES, *batch_operators.CLASSES, *map_operators.CLASSES,
+            *ui.CLASSES)
 
 
 def register():

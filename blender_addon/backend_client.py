@@ -53,7 +53,8 @@ class _Connection:
     pending: set[str] = field(default_factory=set)  # generate ids without a final event yet
     waiters: dict[str, queue.Queue] = field(default_factory=dict)  # ids whose events the client consumes
     workspace: str | None = None  # the backend's folder for our files when it does not share ours
-    remote_jobs: dict[str, Path] = field(default_factory=dict)  # job id -> local job folder
+    # job id -> (local job folder, the backend's files of the job: its folder and the uploads)
+    remote_jobs: dict[str, tuple[Path, list[str]]] = field(default_factory=dict)
 
 
 class BackendClient:
@@ -156,18 +157,12 @@ class BackendClient:
             conn = self._conn
             if conn.workspace is None:
                 return self.request(kind, input=input_path, output_dir=output_dir, **fields)
-            channel = self._channel(conn)
-            remote_input = backend_transfer.upload(input_path, channel)
-            if fields.get("maps"):  # a material's maps are inputs too
-                fields["maps"] = {name: backend_transfer.upload(os.path.abspath(path), channel)
-                                  for name, path in fields["maps"].items()}
-            if fields.get("mask"):  # and a restyle's mask
-                fields["mask"] = backend_transfer.upload(os.path.abspath(fields["mask"]), channel)
+            remote_input, fields, uploaded = backend_transfer.upload_inputs(input_path, fields, self._channel(conn))
             job_id = f"{kind}-{next(self._ids)}"
+            remote_dir = f"{conn.workspace}/jobs/{job_id}"
             conn.pending.add(job_id)
-            conn.remote_jobs[job_id] = Path(output_dir)
-            self._send(conn, {"id": job_id, "type": kind, "input": remote_input,
-                              "output_dir": f"{conn.workspace}/jobs/{job_id}", **fields})
+            conn.remote_jobs[job_id] = (Path(output_dir), [remote_dir, *uploaded])
+            self._send(conn, {"id": job_id, "type": kind, "input": remote_input, "output_dir": remote_dir, **fields})
             return job_id
 
     def cancel(self, job_id) -> None:
@@ -303,17 +298,19 @@ class BackendClient:
         kind, job_id = event.get("type"), event.get("id")
         event.pop("preview", None)
         if kind in ("error", "cancelled"):
-            conn.remote_jobs.pop(job_id, None)
+            remote = conn.remote_jobs.pop(job_id)[1]
+            threading.Thread(target=self._release, args=(conn, remote), name="backend-release", daemon=True).start()
         if kind != "result":
             return True
-        folder = conn.remote_jobs.pop(job_id)
+        folder, remote = conn.remote_jobs.pop(job_id)
         conn.pending.discard(job_id)  # its final event comes from the download, not from a death report
-        threading.Thread(target=self._fetch_result, args=(conn, event, folder), name="backend-download",
+        threading.Thread(target=self._fetch_result, args=(conn, event, folder, remote), name="backend-download",
                          daemon=True).start()
         return False
 
-    def _fetch_result(self, conn: _Connection, result: dict, folder: Path) -> None:
-        """Download a remote result; the job's final event is the result with local paths, or an error."""
+    def _fetch_result(self, conn: _Connection, result: dict, folder: Path, remote: list[str]) -> None:
+        """Download a remote result, then release the backend's copies; the job's final event is the
+        result with local paths, or an error."""
         job_id = result.get("id")
 
         channel = self._channel(conn)
@@ -329,7 +326,14 @@ class BackendClient:
             final = {"type": "error", "id": job_id, "job": job_id, "code": code,
                      "message": f"the results could not be brought back: {message}",
                      "hint": "nothing of this job was kept; generate again (the next request reconnects)"}
+        self._release(conn, remote)
         self._events.put(final)
+
+    def _release(self, conn: _Connection, remote: list[str]) -> None:
+        """Ask the backend to delete an ended remote job's files (docs/PROTOCOL.md, `release`)."""
+        if remote and conn.process.running and "release" in (self.hello or {}).get("requests", ()):
+            for problem in backend_transfer.release(remote, self._channel(conn)):
+                self._log(f"backend: {problem}")
 
     def _channel(self, conn: _Connection) -> backend_transfer.Channel:
         def send(message: dict) -> None:

@@ -26,6 +26,7 @@ from .paths import unique_target
 
 CHUNK_BYTES = 256 << 10
 ANSWER_TIMEOUT_S = 120.0
+RELEASE_TIMEOUT_S = 10.0  # clean-up only: a backend that does not answer keeps the files until it exits
 
 
 class TransferError(UserError):
@@ -81,6 +82,32 @@ def upload(path: str, channel: Channel, timeout: float = ANSWER_TIMEOUT_S) -> st
             offset += len(block)
     with channel.request("upload_end", upload=begin) as answers:
         return _answer(answers, f"uploading {path}", timeout)["path"]
+
+
+def upload_inputs(input_path: str, fields: dict, channel: Channel) -> tuple[str, dict, list[str]]:
+    """Upload a job's input and its other input files (a material's maps, a mask, a structure guide):
+    (the input's path on the backend, the fields naming the uploaded copies, every path uploaded)."""
+    fields, uploaded = dict(fields), [upload(input_path, channel)]
+    if fields.get("maps"):
+        fields["maps"] = {name: upload(os.path.abspath(path), channel) for name, path in fields["maps"].items()}
+        uploaded += fields["maps"].values()
+    for key in ("mask", "sketch"):
+        if fields.get(key):
+            fields[key] = upload(os.path.abspath(fields[key]), channel)
+            uploaded.append(fields[key])
+    return uploaded[0], fields, uploaded
+
+
+def release(paths: list[str], channel: Channel, timeout: float = RELEASE_TIMEOUT_S) -> list[str]:
+    """Ask the backend to delete these files of an ended job; returns what went wrong (it stops at the
+    first problem: a backend that refused or did not answer one would not do better with the next)."""
+    for path in paths:
+        with channel.request("release", path=path) as answers:
+            try:
+                _answer(answers, f"releasing {path}", timeout)
+            except TransferError as e:
+                return [e.message]
+    return []
 
 
 def download(remote: str, folder: Path, channel: Channel, *, chunk_bytes: int = CHUNK_BYTES,

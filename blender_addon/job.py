@@ -133,6 +133,10 @@ class JobTracker:
             return 1.0
         return min(1.0, self.step / self.total) if self.total else 0.0
 
+    def sent_ids(self) -> list[str]:
+        """[its id] once the job is sent (what a cancel asks the backend to stop), else []."""
+        return [self.id] if self.id else []
+
     def concerns(self, event: Mapping) -> bool:
         """True for this job's events, and for a dead backend (which ends every job)."""
         return event.get("id") == self.id or (event.get("type") == "error" and event.get("code") == "backend_died")

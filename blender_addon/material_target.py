@@ -15,10 +15,14 @@ def active_material(context) -> bpy.types.Material:
     if material is None:
         raise UserError("no_material", f"The object '{obj.name}' has no material",
                         "add a material with an Image Texture node in the Material Properties")
+    check_nodes(material)
+    return material
+
+
+def check_nodes(material) -> None:
     if not material.use_nodes or material.node_tree is None:
         raise UserError("no_image", f"The material '{material.name}' does not use nodes",
                         "click Use Nodes in the material and add an Image Texture node")
-    return material
 
 
 def base_color_image_node(material):
@@ -68,7 +72,12 @@ def source_image(material, node):
 
 def resolve(context):
     """(material, node, image): the material's chosen node, else the detected one; UserError says what is missing."""
-    material = active_material(context)
+    return resolve_material(active_material(context))
+
+
+def resolve_material(material):
+    """(material, node, image) of any material, as `resolve` finds them for the active one."""
+    check_nodes(material)
     node = find_image_node(material, material.texture_variants.image_node)
     return material, node, source_image(material, node)
 

@@ -135,13 +135,7 @@ class Session:
         """Block until the job ends; past `timeout` seconds it is cancelled (and reported so)."""
         job = self.job
         try:
-            try:
-                job.apply(self._client.wait(job.id, timeout=timeout, on_event=job.apply))
-            except UserError as e:
-                if e.code != "timeout":
-                    raise
-                self.cancel()
-                job.apply(self._client.wait(job.id, timeout=30, on_event=job.apply))
+            wait_or_cancel(self._client, job, timeout, self.cancel)
         except Exception as e:
             raise UserError.from_exception(e) from e
         return job
@@ -149,8 +143,8 @@ class Session:
     def cancel(self) -> None:
         if self.busy and self._client is not None:
             self.job.cancel_requested = True
-            if self.job.id:  # else the submitting thread cancels as soon as the job has an id
-                self._client.cancel(self.job.id)
+            for job_id in self.job.sent_ids():  # a job not sent yet is cancelled by its sender
+                self._client.cancel(job_id)
 
     def _stop_client(self) -> None:
         if self._client is not None:
@@ -164,6 +158,18 @@ class Session:
         with self._lock:
             self._stop_client()
         self.job = None
+
+
+def wait_or_cancel(client, job: JobTracker, timeout: float | None, cancel: Callable[[], None]) -> None:
+    """Fold the job's events into it until it ends; past `timeout` s call `cancel` and wait for the
+    cancelled event (at most 30 s more)."""
+    try:
+        job.apply(client.wait(job.id, timeout=timeout, on_event=job.apply))
+    except UserError as e:
+        if e.code != "timeout":
+            raise
+        cancel()
+        job.apply(client.wait(job.id, timeout=30, on_event=job.apply))
 
 
 class Starting:

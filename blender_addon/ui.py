@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import bpy
 
 from . import material_maps, material_target, panel_rules, session, sizing, storage, texture_io
+from .batch_operators import draw_batch
 from .errors import UserError
 from .operators import PREVIEW_IMAGE, size_plan
 from .results import HISTORY_LIMIT
@@ -313,7 +314,8 @@ def draw_history(layout, view) -> None:
         row.operator("texture_variants.use_result_set", text="Use").index = index
 
 
-SECTIONS = [draw_target, draw_maps, draw_settings, draw_advanced, draw_job, draw_restyle, draw_results, draw_history]
+SECTIONS = [draw_target, draw_maps, draw_settings, draw_advanced, draw_job, draw_batch, draw_restyle, draw_results,
+            draw_history]
 
 
 def draw_variants_panel(layout, context) -> None:

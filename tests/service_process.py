@@ -114,3 +114,27 @@ class ServiceProcess:
     def stderr_tail(self, n: int = 30) -> str:
         self._stderr.flush()
         return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-n:])
+
+
+class LineSink:
+    """The stdout of an in-process `Service`: the lines it wrote, in order (no subprocess)."""
+
+    def __init__(self):
+        self.lines: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.lines.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def tiny_model_service(tmp: Path, tiny_models: dict, *args: str):
+    """A module's service on the tiny models (a fixture's generator): it must stop cleanly (exit 0)
+    having written protocol lines only."""
+    proc = ServiceProcess(tmp, "--base", str(tiny_models["base"]), "--ip-adapter", str(tiny_models["ip_adapter"]),
+                          *args)
+    yield proc
+    assert proc.stop() == 0, proc.stderr_tail()
+    assert proc.bad_lines == []

@@ -15,12 +15,18 @@ from tests.test_metrics import brick_wall
 @settings(max_examples=8, deadline=None)
 @given(height=st.integers(16, 40), width=st.integers(40, 90))
 def test_a_frontal_brick_wall_has_its_axis_periods(height, width):
+    width = min(width, int(4.5 * height))  # longer bricks: see lattice's docstring (limit)
     width -= width % 2  # half-brick stagger
     found = lattice.detect(brick_wall(384, (height, width)).astype(np.float32))
     # Across the stagger the wall repeats every two courses, along it every brick.
     assert found.regular
     assert found.period_y == pytest.approx(2 * height, abs=1.5)
     assert found.period_x == pytest.approx(width, abs=1.5)
+
+
+def test_very_long_bricks_keep_the_period_across_the_courses():
+    found = lattice.detect(brick_wall(384, (16, 86)).astype(np.float32))
+    assert found.period_y == pytest.approx(32, abs=1.5)  # the along-course period is the documented limit
 
 
 def test_real_textures():

@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 
 DOC = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
 SERVICE_SOURCES = [ROOT / "backend" / "service" / name for name in ("protocol.py", "server.py", "jobs.py",
-                                                                             "transfer.py")]
+                                                                             "transfer.py", "encoding.py")]
 CLIENT_SOURCES = [ROOT / "blender_addon" / name for name in ("backend_client.py", "backend_process.py",
                                                               "backend_config.py", "backend_transfer.py")]
 
@@ -129,3 +129,30 @@ def test_restyle_fields_are_documented_and_carry_the_restyle_api():
     assert set(protocol.RESTYLE_FIELDS) <= documented | grouped
     assert documented <= set(protocol.RESTYLE_FIELDS)
     assert set(protocol.RESTYLE_OPTIONS) <= documented
+
+
+def test_status_fields_are_the_documented_ones():
+    import json
+
+    from backend.service.server import Service
+    from tests.service_process import LineSink
+
+    sink = LineSink()
+    Service(sink).handle(b'{"id": "s", "type": "status"}')
+    status = json.loads(sink.lines[-1])
+    assert status["type"] == "status"
+    table = _section("Events").split("### `status`")[1].split("### ")[0]
+    documented = {name for cell in re.findall(r"^\| ((?:`[a-z_]+`(?:, )?)+) \|", table, re.M)
+                  for name in re.findall(r"`([a-z_]+)`", cell)}
+    assert set(status) - {"type", "id"} == documented
+
+
+def test_status_while_torch_is_half_imported_still_answers(monkeypatch):
+    """The warm-up thread imports torch while `status` may run: a half-initialised torch has no `cuda`."""
+    import types
+
+    from backend.service import server
+
+    monkeypatch.setitem(__import__("sys").modules, "torch", types.ModuleType("torch"))
+    memory = server._memory(torch_imported=False)
+    assert memory["gpu_allocated_mb"] is None and memory["rss_mb"] > 0

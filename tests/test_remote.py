@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,58 @@ def test_a_connection_cut_mid_download_leaves_no_file_and_says_so(client_folder)
     assert sorted(p.name for p in client_folder.iterdir()) == ["in.png"]
     with client:  # the next request reconnects
         assert client.start()["filesystem"]["shared"] is False
+
+
+def _workspace_files(client: BackendClient) -> list[str] | None:
+    """What the backend's workspace holds now (the test shares the backend's /tmp), or None when shared."""
+    workspace = client.hello["filesystem"]["workspace"]
+    return sorted(str(p.relative_to(workspace)) for p in Path(workspace).rglob("*")) if workspace else None
+
+
+def test_a_failed_remote_job_releases_its_uploads(client_folder):
+    source, broken = client_folder / "in.png", client_folder / "broken.png"
+    broken.write_text("not an image")
+    serve = f"{shlex.quote(sys.executable)} -m backend serve --remote"
+    with _client(_hiding(client_folder, serve), client_folder) as client:
+        job = client.generate(source, client_folder / "job", **JOB, maps={"roughness": str(broken)})
+        failed = client.wait(job, timeout=300)
+        assert failed["type"] == "error" and failed["code"] == "bad_input", failed
+        deadline = time.monotonic() + 30  # an ended job's files are released on a thread of their own
+        while _workspace_files(client) != ["jobs", "uploads"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _workspace_files(client) == ["jobs", "uploads"]
+    assert not (client_folder / "job").exists()
+
+
+def _maps(folder: Path, source: Path) -> dict:
+    """A roughness map (grey) and a normal map (RGB) made from the texture, beside it."""
+    from PIL import Image, ImageOps
+
+    with Image.open(source) as image:
+        grey = ImageOps.grayscale(image.convert("RGB"))
+        grey.save(folder / "in-roughness.png")
+        Image.merge("RGB", (grey, ImageOps.invert(grey), Image.new("L", grey.size, 255))).save(folder / "in-normal.png")
+    return {"roughness": str(folder / "in-roughness.png"), "normal": str(folder / "in-normal.png")}
+
+
+def test_a_remote_job_with_maps_returns_every_map_byte_identical_to_a_local_run(client_folder):
+    source = client_folder / "in.png"
+    maps = _maps(client_folder, source)
+    serve = f"{shlex.quote(sys.executable)} -m backend serve --remote"
+    results, left = {}, {}
+    for name, command in (("remote", _hiding(client_folder, serve)), ("local", None)):
+        with _client(command, client_folder) as client:
+            job = client.generate(source, client_folder / f"{name}-job", **JOB, maps=maps)
+            results[name] = client.wait(job, timeout=300)
+            left[name] = _workspace_files(client)
+    remote, local = results["remote"], results["local"]
+    assert left["remote"] == ["jobs", "uploads"]  # released: the job folder and the three uploads are gone
+    assert remote["type"] == local["type"] == "result", (remote, local)
+    assert [sorted(e["maps"]) for e in remote["files"]] == [["normal", "roughness"]] * 2
+    for mine, theirs in zip(remote["files"], local["files"], strict=True):
+        for name in ("normal", "roughness"):
+            here, there = Path(mine["maps"][name]), Path(theirs["maps"][name])
+            assert here.parent == client_folder / "remote-job" and here.name == there.name
+            assert here.read_bytes() == there.read_bytes()
+        assert Path(mine["path"]).read_bytes() == Path(theirs["path"]).read_bytes()
+    assert [e["parameters"] for e in remote["files"]] == [e["parameters"] for e in local["files"]]

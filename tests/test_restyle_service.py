@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service_process import ServiceProcess
+from tests.service_process import tiny_model_service
 
 TINY = dict(size=64, steps=2, seed=5)
 
 
 @pytest.fixture(scope="module")
 def service(tiny_models, tmp_path_factory):
-    proc = ServiceProcess(tmp_path_factory.mktemp("service"), "--base", str(tiny_models["base"]),
-                          "--ip-adapter", str(tiny_models["ip_adapter"]))
-    yield proc
-    assert proc.stop() == 0, proc.stderr_tail()
-    assert proc.bad_lines == []
+    yield from tiny_model_service(tmp_path_factory.mktemp("service"), tiny_models)
 
 
 def test_hello_lists_the_restyle_request(service):

@@ -19,18 +19,14 @@ from PIL import Image
 from backend import __version__
 from backend.service.protocol import PROTOCOL_VERSION
 from tests.conftest import ROOT
-from tests.service_process import ServiceProcess
+from tests.service_process import ServiceProcess, tiny_model_service
 
 TINY = dict(engine="diffusion", size=64, steps=2, seed=11)
 
 
 @pytest.fixture(scope="module")
 def service(tiny_models, tmp_path_factory):
-    proc = ServiceProcess(tmp_path_factory.mktemp("service"), "--base", str(tiny_models["base"]),
-                          "--ip-adapter", str(tiny_models["ip_adapter"]))
-    yield proc
-    assert proc.stop() == 0, proc.stderr_tail()
-    assert proc.bad_lines == []
+    yield from tiny_model_service(tmp_path_factory.mktemp("service"), tiny_models)
 
 
 def _files_under(folder: Path) -> list[Path]:

@@ -20,8 +20,10 @@ from PIL import Image
 
 from backend.errors import OUTPUT_ERRNOS, OUTPUT_HINT, CancelledError, InputError, classify
 from backend.params import GenerationParams
+from backend.service.encoding import encode
 from backend.service.jobs import STATUS_QUEUE_SHOWN, Job, JobRunner
-from backend.service.protocol import MAX_EVENT_BYTES, encode, error_event, event
+from backend.service.protocol import MAX_EVENT_BYTES, error_event, event
+from tests.service_process import LineSink
 
 
 @pytest.fixture
@@ -201,18 +203,9 @@ def test_admission_is_constant_time_and_status_stays_small(tmp_path):
     scanned and listed the whole queue (quadratic: about 2.5 min for 20,000)."""
     from backend.service.server import Service
 
-    class Sink:
-        lines: list[bytes] = []
-
-        def write(self, data):
-            self.lines.append(bytes(data))
-            return len(data)
-
-        def flush(self):
-            pass
-
+    sink = LineSink()
     release = threading.Event()
-    service = Service(Sink(), max_queue=100_000)
+    service = Service(sink, max_queue=100_000)
     service._generate = lambda *args, **kwargs: (release.wait(60), [])[1]
     service.runner._generate = service._generate
     request = {"type": "generate", "input": str(tmp_path / "in.png"), "output_dir": str(tmp_path), "engine": "patch"}
@@ -221,12 +214,12 @@ def test_admission_is_constant_time_and_status_stays_small(tmp_path):
         service.handle(json.dumps(request | {"id": i}).encode())
     admitted_s = time.monotonic() - started
     service.handle(b'{"id": "s", "type": "status"}')
-    status = json.loads(Sink.lines[-1])
+    status = json.loads(sink.lines[-1])
     release.set()
     service.runner.stop(30)
-    assert sum(b'"accepted"' in line for line in Sink.lines) == 20_000
+    assert sum(b'"accepted"' in line for line in sink.lines) == 20_000
     assert status["queued"] >= 19_999 and len(status["queue"]) == STATUS_QUEUE_SHOWN
-    assert len(Sink.lines[-1]) < 10_000
+    assert len(sink.lines[-1]) < 10_000
     assert admitted_s < 20, admitted_s
 
 

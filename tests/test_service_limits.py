@@ -23,7 +23,7 @@ from PIL import Image
 
 from backend.errors import OUTPUT_HINT
 from backend.service.protocol import MAX_EVENT_BYTES
-from tests.service_process import ServiceProcess
+from tests.service_process import ServiceProcess, tiny_model_service
 
 TINY = dict(engine="diffusion", size=64, steps=2, seed=11)
 PATCH = dict(engine="patch", size=64, seed=3)
@@ -46,11 +46,8 @@ def png_declaring(path: Path, width: int, height: int) -> Path:
 
 @pytest.fixture(scope="module")
 def service(tiny_models, tmp_path_factory):
-    proc = ServiceProcess(tmp_path_factory.mktemp("limits"), "--base", str(tiny_models["base"]),
-                          "--ip-adapter", str(tiny_models["ip_adapter"]), "--max-queue", str(MAX_QUEUE))
-    yield proc
-    assert proc.stop() == 0, proc.stderr_tail()
-    assert proc.bad_lines == []
+    for proc in tiny_model_service(tmp_path_factory.mktemp("limits"), tiny_models, "--max-queue", str(MAX_QUEUE)):
+        yield proc
     assert proc.longest_line <= MAX_EVENT_BYTES
 
 

@@ -5,7 +5,9 @@ has a period when the autocorrelation, after falling from its central peak, rise
 peak (height >= PEAK, dip before it >= DIP). Lags within SLANT x the distance off the axis count for
 that axis, so a lattice seen in perspective (scikit-image's brick: lines lean up to ±8°, the period
 runs from 33 px at the top to 39 px at the bottom) is still found. Stochastic textures (gravel,
-grass, tissue) have no such peak.
+grass, tissue) have no such peak. Limit: in a running bond of bricks longer than about 4.8 times
+their height, the dip between joints along the courses stays under DIP (the mortar rows dominate), so
+only the period across the courses is found.
 
 Phase: where in its period each exemplar pixel lies, measured locally (the angle of a complex
 band-pass filter at the lattice frequency), so it follows the perspective instead of assuming one
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
+
+from backend.metrics import autocorrelation
 
 PEAK = 0.3  # the autocorrelation peak a period needs (gravel, grass: none above 0.1; brick: 0.5)
 DIP = 0.1  # how far the autocorrelation must fall between the centre and that peak
@@ -43,15 +47,6 @@ class Lattice:
 
 
 STOCHASTIC = Lattice(None, None, 0.0)
-
-
-def autocorrelation(gray: np.ndarray) -> np.ndarray:
-    """Normalised (1 at lag 0), Hann-windowed autocorrelation; lag (dy, dx) at index [dy, dx] (mod shape)."""
-    h, w = gray.shape
-    g = (gray - gray.mean()) * np.outer(np.hanning(h), np.hanning(w))
-    acf = scipy.fft.irfft2(np.abs(scipy.fft.rfft2(g, s=(2 * h, 2 * w), workers=-1)) ** 2, s=(2 * h, 2 * w),
-                           workers=-1)
-    return acf / acf[0, 0] if acf[0, 0] > 0 else np.zeros_like(acf)
 
 
 def detect(gray: np.ndarray) -> Lattice:

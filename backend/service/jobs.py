@@ -114,6 +114,13 @@ class JobRunner:
         with self._lock:
             return ("job", job_id) in self._queue or (self._running is not None and self._running.id == job_id)
 
+    def uses(self, folder: Path) -> bool:
+        """Whether a queued or running job reads or writes inside `folder`."""
+        with self._lock:
+            jobs = [item for item in self._queue.values() if isinstance(item, Job)] + [self._running]
+        return any(folder == path or folder in path.parents for job in jobs if job is not None
+                   for path in map(Path, (job.input, job.output_dir, *job.params.maps.values())))
+
     def cancel(self, job_id) -> str | None:
         """Cancel a queued or running job: 'queued', 'running', or None when no such job is active."""
         with self._lock:

@@ -25,7 +25,7 @@ START_OPTIONS = {"allow_pickle": "--allow-pickle"}
 
 # The fields of each request type are checked by the _check_* functions below (one per type).
 REQUEST_TYPES = ("hello", "generate", "restyle", "cancel", "status", "unload", "shutdown",
-                 "upload_begin", "upload_chunk", "upload_end", "download")
+                 "upload_begin", "upload_chunk", "upload_end", "download", "release")
 EVENT_TYPES = (
     # answers to hello / status / cancel / unload / shutdown
     "hello", "status", "ack",
@@ -272,15 +272,26 @@ def _check_upload_end(fields: dict, request_id) -> dict:
     return fields
 
 
-def _check_download(fields: dict, request_id) -> dict:
-    _only(fields, ("path", "chunk_bytes"), "download", request_id)
+def _workspace_path(fields: dict, kind: str, allowed: tuple[str, ...], request_id, hint: str) -> str:
+    """The request's 'path' (a file or folder of the service's workspace), checked to be absolute."""
+    _only(fields, allowed, kind, request_id)
     path = fields.get("path")
     if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
-        _bad(request_id, f"download needs 'path': an absolute path, got {_short(path)}",
-             "download the files a result event names")
+        _bad(request_id, f"{kind} needs 'path': an absolute path, got {_short(path)}", hint)
+    return path
+
+
+def _check_download(fields: dict, request_id) -> dict:
+    path = _workspace_path(fields, "download", ("path", "chunk_bytes"), request_id,
+                           "download the files a result event names")
     if "chunk_bytes" in fields:
         _int_field(fields, "chunk_bytes", "download", 1, CHUNK_BYTES, request_id)
     return {"path": path, "chunk_bytes": fields.get("chunk_bytes", CHUNK_BYTES)}
+
+
+def _check_release(fields: dict, request_id) -> dict:
+    return {"path": _workspace_path(fields, "release", ("path",), request_id, "release a job folder (the "
+                                    "output_dir of a finished job) or a file upload_end named")}
 
 
 def _check_map_file(name: str, path: str, request_id) -> None:
@@ -340,6 +351,7 @@ _CHECKS = {
     "upload_chunk": _check_upload_chunk,
     "upload_end": _check_upload_end,
     "download": _check_download,
+    "release": _check_release,
 }
 assert set(_CHECKS) == set(REQUEST_TYPES)
 
@@ -359,42 +371,3 @@ def event(kind: str, request_id, **fields) -> dict:
 
 def error_event(request_id, code: str, message: str, hint: str = "", **fields) -> dict:
     return event("error", request_id, code=code, message=message, hint=hint, **fields)
-
-
-def encode(ev: dict) -> bytes:
-    """One line of strict JSON (ASCII, no NaN) of at most MAX_EVENT_BYTES, so any reader can split on
-    newlines with a bounded buffer. A longer event has its long strings shortened (`truncated: true`)."""
-    ev = _finite(ev)
-    line = _dump(ev)
-    for limit in (16384, 1024, 128):
-        if len(line) <= MAX_EVENT_BYTES:
-            return line
-        line = _dump(_shorten(ev, limit) | {"truncated": True})
-    if len(line) <= MAX_EVENT_BYTES:
-        return line
-    return _dump(error_event(ev.get("id"), "internal", f"a {ev.get('type')!r} event was too long to send",
-                             "see the backend log"))
-
-
-def _dump(ev: dict) -> bytes:
-    return json.dumps(ev, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode() + b"\n"
-
-
-def _shorten(value, limit: int):
-    if isinstance(value, str) and len(value) > limit:
-        return value[:limit] + "...[truncated]"
-    if isinstance(value, dict):
-        return {_shorten(k, limit): _shorten(v, limit) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_shorten(v, limit) for v in value]
-    return value
-
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

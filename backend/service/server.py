@@ -20,13 +20,14 @@ import time
 from typing import BinaryIO
 
 from backend import __version__, engines
+from backend.service.encoding import encode
 from backend.service.jobs import DEFAULT_MAX_QUEUE, Job, JobRunner
 from backend.service.protocol import (
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
+    REQUEST_TYPES,
     ProtocolError,
     Request,
-    encode,
     error_event,
     event,
     generate_parameters,
@@ -64,8 +65,11 @@ def isolate_stdio() -> tuple[BinaryIO, BinaryIO]:
     return protocol_in, protocol_out
 
 
-def _memory() -> dict:
-    """Resident memory of this process and, when torch has touched a GPU, its memory (MiB)."""
+def _memory(torch_imported: bool) -> dict:
+    """Resident memory of this process and, when torch has touched a GPU, its memory (MiB).
+
+    `torch_imported` says the warm-up thread finished importing torch: until then `sys.modules` may
+    hold a half-initialised torch without `torch.cuda`."""
     mem: dict = {"rss_mb": None, "gpu_allocated_mb": None, "gpu_reserved_mb": None}
     try:
         with open("/proc/self/statm") as f:
@@ -78,7 +82,7 @@ def _memory() -> dict:
             mem["peak_rss_mb"] = round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
         except ImportError:
             pass
-    torch = sys.modules.get("torch")
+    torch = sys.modules.get("torch") if torch_imported else None
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         mem["gpu_allocated_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
         mem["gpu_reserved_mb"] = round(torch.cuda.memory_reserved() / 2**20, 1)
@@ -202,7 +206,8 @@ class Service:
     def _on_hello(self, request: Request) -> None:
         self.emit(event("hello", request.id, protocol=PROTOCOL_VERSION, version=__version__,
                         python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
-                        models=self._models(), parameters=generate_parameters(), restyle=restyle_parameters(),
+                        models=self._models(), requests=list(REQUEST_TYPES), parameters=generate_parameters(),
+                        restyle=restyle_parameters(),
                         filesystem=self._filesystem(request.fields.get("probe")), **self.warmup.fields()))
 
     def _filesystem(self, probe: dict | None) -> dict:
@@ -238,14 +243,15 @@ class Service:
             raise ProtocolError("duplicate_id", f"a job with id {request.id!r} is already queued or running",
                                 "give every request a new id", request.id)
         f = request.fields
-        paths = {"input": f["input"], "output_dir": f["output_dir"], "mask": f["params"].diffusion.mask}
+        params = f["params"]
+        paths = {"input": f["input"], "output_dir": f["output_dir"], "mask": params.diffusion.mask,
+                 "sketch": params.sketch, **{f"maps.{name}": path for name, path in params.maps.items()}}
         outside = [name for name, path in paths.items() if path is not None and not self.workspace.contains(path)]
         if self.remote and outside:
             raise ProtocolError("outside_workspace", f"{request.type}: {' and '.join(outside)} must be inside this "
                                 "service's workspace (serve --remote)",
                                 "upload the input (upload_begin) and put the job folder in the workspace's "
                                 "jobs/ folder that hello names", request.id)
-        params = f["params"]
         if self.allow_pickle:  # the starter's choice (serve --allow-pickle); requests cannot set it
             params = params.replace(diffusion=dataclasses.replace(params.diffusion, allow_pickle=True))
         job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=params,
@@ -269,7 +275,7 @@ class Service:
         loaded = self._loaded_models()
         self.emit(event("status", request.id, **self.runner.snapshot(), loaded_models=loaded["diffusion"],
                         model_loads=loaded["loads"],
-                        memory=_memory(), **self.warmup.fields(),
+                        memory=_memory(self.warmup.torch_version is not None), **self.warmup.fields(),
                         uptime=round(time.monotonic() - self.started, 3)))
 
     @staticmethod
@@ -292,7 +298,7 @@ class Service:
             if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
                 torch.cuda.empty_cache()
             log.info("unloaded %d model(s)", len(freed))
-            return event("ack", request.id, request="unload", freed=freed, memory=_memory())
+            return event("ack", request.id, request="unload", freed=freed, memory=_memory(self.warmup.torch_version is not None))
 
         # Models belong to the worker thread: unloading waits for the running job, never pulls them away.
         self.runner.run_between_jobs(request.id, unload)
@@ -323,6 +329,15 @@ class Service:
             self.emit(event("chunk", request.id, path=f["path"], offset=offset, data=data))
         self.emit(event("ack", request.id, request="download", path=f["path"], size=size, sha256=digest))
 
+    def _on_release(self, request: Request) -> None:
+        path = request.fields["path"]
+        found = self.workspace.releasable(path, request.id)
+        if self.runner.uses(found):
+            raise ProtocolError("busy", f"release: a queued or running job uses {path!r}",
+                                "release a job's files after its final event", request.id)
+        removed = self.workspace.release(found)
+        self.emit(event("ack", request.id, request="release", path=path, removed=removed))
+
     def _on_shutdown(self, request: Request) -> None:
         self.emit(event("ack", request.id, request="shutdown"))
         self._stop = True
@@ -338,7 +353,11 @@ class Service:
         label = self.workspace.label(reference)
         if label is not None:  # an upload: its results record the client's path, as a local run would
             ref = dataclasses.replace(ref, source=label)
-        return generate(ref, params, cancel=cancel, **kwargs)
+        images = generate(ref, params, cancel=cancel, **kwargs)
+        for image in images:  # and so do its uploaded maps and mask
+            if "parameters" in image.info:
+                image.info["parameters"] = self.workspace.relabel(image.info["parameters"])
+        return images
 
 
 def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import itertools
+import json
 import os
 import re
 import shutil
@@ -59,6 +60,17 @@ class Workspace:
     def label(self, path: str) -> str | None:
         """The client's name of an uploaded file (recorded in the results' parameters), else None."""
         return self._labels.get(os.path.realpath(path))
+
+    def relabel(self, record: str) -> str:
+        """A parameters record (JSON text) with every uploaded file's path replaced by the client's name."""
+        def swap(value):
+            if isinstance(value, str):
+                return self._labels.get(value, value)
+            if isinstance(value, dict):
+                return {k: swap(v) for k, v in value.items()}
+            return [swap(v) for v in value] if isinstance(value, list) else value
+
+        return json.dumps(swap(json.loads(record)), sort_keys=True) if self._labels else record
 
     def cleanup(self) -> None:
         for upload in self._uploads.values():
@@ -125,6 +137,38 @@ class Workspace:
         upload = self._uploads.pop(upload_id, None)
         if upload is not None:
             upload.part.unlink(missing_ok=True)
+
+    # --- release ------------------------------------------------------------------------------
+
+    def releasable(self, path: str, request_id) -> Path:
+        """What releasing `path` deletes: a job folder `jobs/<name>` itself, or the folder `uploads/<n>`
+        of an uploaded file; ProtocolError `outside_workspace` for anything else."""
+        target = Path(os.path.normpath(path))
+        root = self._root
+        if root is not None and target.parent == root / "jobs":
+            found = target
+        elif root is not None and target.parent.parent == root / "uploads":
+            found = target.parent
+        else:
+            raise ProtocolError("outside_workspace", f"release: {path!r} is neither a job folder nor an uploaded "
+                                "file of this service's workspace", "release the output_dir of a finished job "
+                                "or a path upload_end answered", request_id)
+        if os.path.lexists(found) and os.path.realpath(found) != str(found):
+            raise ProtocolError("outside_workspace", f"release: {path!r} leads out of the workspace",
+                                "release only what this service made", request_id)
+        if any(upload.part.parent == found for upload in self._uploads.values()):
+            raise ProtocolError("busy", f"release: the upload of {path!r} is still open", "end it first",
+                                request_id)
+        return found
+
+    def release(self, found: Path) -> bool:
+        """Delete what `releasable` found; False when it was gone already."""
+        for label in [p for p in self._labels if Path(p).parent == found]:
+            del self._labels[label]
+        if not found.exists():
+            return False
+        shutil.rmtree(found)
+        return True
 
     # --- downloads ------------------------------------------------------------------------------
 

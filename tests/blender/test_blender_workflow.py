@@ -13,7 +13,7 @@ from tests.blender.conftest import run_scenario
 pytestmark = pytest.mark.blender
 
 OPERATORS = ["add_mask_point", "add_missing_maps", "apply_variant", "bake", "cancel", "cancel_setup", "check_backend",
-             "clean_up_jobs", "clear_mask_points", "generate", "make_guide", "new_mask", "pick_node",
+             "clean_up_jobs", "clear_mask_points", "generate", "generate_selected", "make_guide", "new_mask", "pick_node",
              "remove_backend", "restyle", "revert", "setup_backend", "tile_preview", "use_result_set"]
 
 
