@@ -104,7 +104,8 @@ def main(argv: list[str]) -> int:
         elif why := apply_and_bake(material):
             failed[material.name] = why
         else:
-            print(f"blender_vary_all: {material.name}: baked {material.texture_variants.applied_image.filepath}")
+            baked = ", ".join(r.applied_image.filepath for r in material.texture_variants.applied)
+            print(f"blender_vary_all: {material.name}: baked {baked}")
     for name, why in failed.items():
         print(f"blender_vary_all: {name}: {why}", file=sys.stderr)
     bpy.ops.wm.save_as_mainfile(filepath=output, copy=True)

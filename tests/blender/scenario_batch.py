@@ -104,7 +104,7 @@ def one_without_texture(rec, textures):
     rec["partial_sources"] = {m.name: [s.source.name for s in m.texture_variants.history] for m in materials}
     rec["partial_textures"] = {m.name: [h.base_color_image(m)] for m in materials[:2]}
     rec["partial_outcomes"] = list(h.addon_module("batch_operators").last_batch)
-    rec["partial_applied"] = [m.texture_variants.applied_image is not None for m in materials]
+    rec["partial_applied"] = [len(m.texture_variants.applied) > 0 for m in materials]
     _folder, rec["partial_manifest"] = newest_manifest()
     select([plain], plain)
     rec["nothing_to_vary"] = h.call(bpy.ops.texture_variants.generate_selected)

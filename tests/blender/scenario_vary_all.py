@@ -58,8 +58,8 @@ def scenario(rec):
         rec["saved"][material.name] = {
             "image": image.name, "filepath": image.filepath, "exists": os.path.isfile(bpy.path.abspath(image.filepath)),
             "packed": image.packed_file is not None, "size": list(image.size),
-            "original": material.texture_variants.original_image.filepath
-            if material.texture_variants.original_image else None,
+            "original": record.original_image.filepath
+            if (record := material.texture_variants.applied.get("Texture")) and record.original_image else None,
             "history": len(material.texture_variants.history)}
 
 
