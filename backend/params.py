@@ -29,15 +29,17 @@ MAX_VARIANTS = 16
 DERIVABLE_MAPS = ("height", "normal", "roughness")  # backend/materials/derive.py makes them
 NORMAL_MODELS = ("classical", "marigold")
 MAP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # a map's name ends up in a file name
+MAX_MAP_SIDE = 8192
 MASK_MODES = ("keep-structure", "edit-inside")  # restyle: where the structure is kept / what is restyled
 
 
 @dataclass(frozen=True)
 class Spec:
-    """What values a parameter takes. kind: int | number | choice | text | flag | names | maps | points | box.
+    """What values a parameter takes. kind: int | number | choice | text | flag | names | maps | points | box
+    | size.
 
     names: a list of strings (of `choices` when given); maps: an object {map name: file path}; points,
-    box: pixel coordinates (restyle masks)."""
+    box: pixel coordinates (restyle masks); size: [width, height] in pixels."""
 
     kind: str
     low: float | None = None
@@ -54,7 +56,8 @@ class Spec:
                 "names": "a list of names" + (f" from {', '.join(self.choices)}" if self.choices else ""),
                 "maps": "an object {name: path} (names: lower-case letters, digits and _)",
                 "points": "a list of [x, y] or [x, y, label] pixel positions (label 1 selects, 0 excludes)",
-                "box": "[x0, y0, x1, y1] in pixels, x0 < x1 and y0 < y1"}[self.kind]
+                "box": "[x0, y0, x1, y1] in pixels, x0 < x1 and y0 < y1",
+                "size": f"[width, height] in pixels, each an integer from 1 to {MAX_MAP_SIDE}"}[self.kind]
         if self.multiple > 1:
             text = f"a multiple of {self.multiple} from {self.low} to {self.high}"
         return text + (" or null for the default" if self.optional else "") + (f" ({self.hint})" if self.hint else "")
@@ -118,7 +121,15 @@ def _box(name: str, value, spec: Spec) -> tuple[float, float, float, float]:
     return tuple(float(c) for c in value)
 
 
-_COORDINATES = {"points": _points, "box": _box}
+def _size(name: str, value, spec: Spec) -> tuple[int, int]:
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_MAP_SIDE for v in value)):
+        raise InputError(f"invalid {name}={value!r}: expected {spec.expected()}",
+                         hint="e.g. [1024, 512]: the width and height of the texture the reference was squeezed from")
+    return int(value[0]), int(value[1])
+
+
+_COORDINATES = {"points": _points, "box": _box, "size": _size}
 
 
 def param(default, kind: str, low=None, high=None, **spec):
@@ -213,6 +224,10 @@ class GenerationParams(Checked):
                        "each variant gets one file per map, rearranged like its base colour")
     derive: tuple[str, ...] = param((), "names", choices=DERIVABLE_MAPS,
                                     hint="maps made from each variant's base colour")
+    map_size: tuple[int, int] | None = param(
+        None, "size", optional=True,
+        hint="the reference is a squeezed copy of a texture this size (Blender's Match Source): given maps are "
+             "stretched to the reference, not centre-cropped, and each variant's maps are written at this size")
     normals: str = param("classical", "choice", choices=NORMAL_MODELS,
                          hint="how derived normals are made: from the height (classical) or by Marigold "
                               "(its weights must be on this machine: download-models --normals)")
@@ -251,6 +266,9 @@ class GenerationParams(Checked):
         if both:
             raise InputError(f"map(s) {', '.join(both)} both given and asked to be derived",
                              hint="give a map or derive it, not both")
+        if checked.map_size is not None and not (checked.maps or checked.derive):
+            raise InputError("map_size applies to maps, and there are none",
+                             hint="give maps or derive (or leave map_size out)")
         if checked.normals != "classical" and "normal" not in checked.derive:
             raise InputError(f"normals={checked.normals!r} only applies to a derived normal map",
                              hint="add normal to derive, or leave normals at classical")

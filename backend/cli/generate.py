@@ -112,6 +112,9 @@ def add_generate(sub) -> None:
     g.add_argument("--normals", choices=specs(GenerationParams)["normals"][0].choices, default=argparse.SUPPRESS,
                    help="how --derive normal is made: classical (from the height, default) or marigold "
                    "(needs download-models --normals)")
+    g.add_argument("--map-size", default=argparse.SUPPRESS, metavar="WxH",
+                   help="INPUT is a squeezed copy of a W x H texture: the maps are stretched to it (not "
+                   "centre-cropped) and each variant's maps are written at W x H, normal maps re-normalised")
     add_flags(p.add_argument_group("diffusion engine"), DIFFUSION_FLAGS, DiffusionOptions)
     add_flags(p.add_argument_group("patch engine"), PATCH_FLAGS, PatchOptions)
     p.set_defaults(func=_cmd_generate)
@@ -171,7 +174,8 @@ def write_results(images, out: Path, stem: str, kind: str, preview: bool) -> int
 
 
 def _material_fields(given: dict) -> dict:
-    """maps / derive / normals from --map NAME=PATH (repeated), --derive a,b and --normals."""
+    """maps / derive / normals / map_size from --map NAME=PATH (repeated), --derive a,b, --normals and
+    --map-size WxH."""
     from backend.errors import InputError
 
     fields = {}
@@ -188,4 +192,9 @@ def _material_fields(given: dict) -> dict:
         fields["derive"] = [name.strip() for name in given["derive"].split(",") if name.strip()]
     if "normals" in given:
         fields["normals"] = given["normals"]
+    if "map_size" in given:
+        width, sep, height = given["map_size"].lower().partition("x")
+        if not (sep and width.isdigit() and height.isdigit()):
+            raise InputError(f"--map-size {given['map_size']!r} is not WxH", hint="e.g. --map-size 1024x512")
+        fields["map_size"] = (int(width), int(height))
     return fields

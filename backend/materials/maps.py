@@ -2,20 +2,23 @@
 
 Rules (documented in the README, "Whole materials"):
 - a map is read with its raw sample values: no map is colour-managed (no ICC profile, gamma or
-  colour conversion is applied), 8-bit stays 8-bit and 16-bit stays 16-bit; 1 to 4 channels;
+  colour conversion is applied), 8-bit stays 8-bit, 16-bit stays 16-bit and float (a 16/32/64-bit
+  float TIFF) stays float32, its values kept as they are, outside 0-1 too; 1 to 4 channels;
 - its kind follows its name: names with "normal" are normal maps, base_color / albedo / diffuse /
   emission (and similar) are colour maps (sRGB), everything else (roughness, metallic, height,
   displacement, ao, ...) is non-colour data; `colorspace` says which for Blender;
 - a map of another size than the base colour is centre-cropped to the target's aspect ratio and
-  resized to it, exactly the geometry the base colour gets: Lanczos for colour and data maps (on
-  the raw values, clipped to the range), Lanczos on the decoded vectors then re-normalised to unit
-  length for normal maps;
+  resized to it, exactly the geometry the base colour gets (`fit`; `resize` stretches the whole
+  map instead): Lanczos for colour and data maps on the raw values, clipped to the range (0..top,
+  or for a float map each channel's own min..max, so no value leaves the source's range), Lanczos
+  on the decoded vectors then re-normalised to unit length for normal maps;
 - `gather(map, coords)` rearranges a map through a source-coordinate field exactly, no blending:
   every output pixel is a copy of one input pixel, so normals are translated, never rotated;
 - a variant's map is written beside it as `<variant stem>-<name>.png`, with the same parameters
   record (plus a "material_map" text chunk: name, kind, colour space, bits), atomically, never
-  over an existing file; 16-bit maps with 2-4 channels, which Pillow cannot write as PNG, are
-  written as `<variant stem>-<name>.tif` (16-bit TIFF, parameters in the image description).
+  over an existing file; 16-bit maps with 2-4 channels, which Pillow cannot write as PNG, and float
+  maps are written as `<variant stem>-<name>.tif` (16-bit or 32-bit float TIFF, parameters in the
+  image description).
 """
 
 from __future__ import annotations
@@ -45,10 +48,13 @@ def kind_of(name: str) -> str:
     return COLOR if name in COLOR_NAMES else DATA
 
 
+DTYPES = (np.uint8, np.uint16, np.float32)
+
+
 @dataclass(frozen=True)
 class MaterialMap:
     name: str
-    pixels: np.ndarray  # (H, W, C) uint8 or uint16 raw values, C = 1..4
+    pixels: np.ndarray  # (H, W, C) raw values, C = 1..4: uint8, uint16, or float32 (finite, any range)
     kind: str | None = None  # None: from the name (kind_of)
     source: str = "<array>"
 
@@ -59,19 +65,24 @@ class MaterialMap:
         if self.kind not in (COLOR, DATA, NORMAL):
             raise ValueError(f"kind must be {COLOR!r}, {DATA!r} or {NORMAL!r}, not {self.kind!r}")
         arr = self.pixels
-        if arr.dtype not in (np.uint8, np.uint16) or arr.ndim != 3 or not 1 <= arr.shape[2] <= 4:
-            raise ValueError(f"map pixels must be (H, W, 1..4) uint8 or uint16, got {arr.shape} {arr.dtype}")
+        if arr.dtype not in DTYPES or arr.ndim != 3 or not 1 <= arr.shape[2] <= 4:
+            raise ValueError(f"map pixels must be (H, W, 1..4) uint8, uint16 or float32, got {arr.shape} {arr.dtype}")
         if self.kind == NORMAL and arr.shape[2] < 3:
             raise InputError(f"normal map {self.source} has {arr.shape[2]} channel(s), a normal map needs RGB",
                              hint="pass a tangent-space normal map (RGB), or use it as height instead")
 
     @property
-    def bits(self) -> int:
-        return 16 if self.pixels.dtype == np.uint16 else 8
+    def is_float(self) -> bool:
+        return self.pixels.dtype == np.float32
 
     @property
-    def top(self) -> int:
-        return 65535 if self.bits == 16 else 255
+    def bits(self) -> int:
+        return self.pixels.dtype.itemsize * 8
+
+    @property
+    def top(self) -> float:
+        """The value of white: 255, 65535, or 1.0 for float maps (which may go beyond it)."""
+        return 1.0 if self.is_float else 65535 if self.bits == 16 else 255
 
     @property
     def size(self) -> tuple[int, int]:
@@ -94,14 +105,14 @@ def check_name(name: str) -> str:
 
 
 def read_map(path: str | os.PathLike, name: str, kind: str | None = None) -> MaterialMap:
-    """Read a map file with its raw values (8- or 16-bit PNG/TIFF, 1-4 channels)."""
+    """Read a map file with its raw values (8- or 16-bit PNG/TIFF, float TIFF; 1-4 channels)."""
     check_name(name)
     path = Path(path)
     kind = kind or kind_of(name)
     if not path.is_file():
         open_image(path)  # raises the input policy's InputError (missing, a folder, ...)
-    depth = _file_bit_depth(path)
-    if depth == 16 and path.suffix.lower() in (".tif", ".tiff"):
+    depth, floating = _file_sampling(path)
+    if floating or (depth == 16 and path.suffix.lower() in (".tif", ".tiff")):
         import tifffile
 
         return MaterialMap(name, _channels_last(tifffile.imread(path), path), kind, str(path))
@@ -120,7 +131,8 @@ def _pixels_of(image: Image.Image, path: Path) -> np.ndarray:
             raise InputError(f"{path} holds 32-bit integer samples", hint="save the map as 8- or 16-bit")
         return arr.astype(np.uint16)[..., None]
     if mode == "F":
-        raise InputError(f"{path} holds floating-point samples", hint="save the map as an 8- or 16-bit PNG or TIFF")
+        raise InputError(f"{path} holds floating-point samples in a format other than TIFF",
+                         hint="save the map as a 32-bit float TIFF (or an 8- or 16-bit PNG or TIFF)")
     if mode not in ("L", "LA", "RGB", "RGBA"):
         # Palette and 1-bit images hold raw values through their palette; others have no raw RGB.
         image = image.convert("RGBA" if "A" in mode or "transparency" in image.info else "RGB")
@@ -131,27 +143,35 @@ def _pixels_of(image: Image.Image, path: Path) -> np.ndarray:
 def _channels_last(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[2] > 4 or arr.dtype not in (np.uint8, np.uint16):
-        raise InputError(f"{path} is a TIFF of shape {arr.shape} ({arr.dtype}), not one 8/16-bit image",
-                         hint="save the map as a single-page 8- or 16-bit TIFF or PNG")
+    floating = arr.dtype.kind == "f"
+    if arr.ndim != 3 or arr.shape[2] > 4 or not (floating or arr.dtype in (np.uint8, np.uint16)):
+        raise InputError(f"{path} is a TIFF of shape {arr.shape} ({arr.dtype}), not one 8/16-bit or float image",
+                         hint="save the map as a single-page 8-, 16-bit or float TIFF, or a PNG")
+    if floating:
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise InputError(f"{path} holds NaN or infinite values",
+                             hint="replace them (e.g. clamp the map in an image editor) and save it again")
     return np.ascontiguousarray(arr)
 
 
-def _file_bit_depth(path: Path) -> int:
-    """Bits per sample as stored in the file (PNG header or TIFF tag); 8 when unknown."""
+def _file_sampling(path: Path) -> tuple[int, bool]:
+    """(bits per sample, whether the samples are floating point) as stored in the file (PNG header or
+    TIFF tags); (8, False) when unknown."""
     with open(path, "rb") as f:
         head = f.read(26)
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-        return head[24]
+        return head[24], False
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         import tifffile
 
         try:
             with tifffile.TiffFile(path) as tif:
-                return int(tif.pages[0].bitspersample)
+                page = tif.pages[0]
+                return int(page.bitspersample), page.sampleformat == tifffile.SAMPLEFORMAT.IEEEFP
         except (tifffile.TiffFileError, OSError, ValueError, IndexError) as e:
             raise InputError(f"not a readable TIFF: {path} ({e})", hint="save the map as PNG or TIFF again") from e
-    return 8
+    return 8, False
 
 
 # ---------------------------------------------------------------------------------- resampling
@@ -165,7 +185,14 @@ def fit(m: MaterialMap, width: int, height: int) -> MaterialMap:
     scale = min(w / width, h / height)
     cw, ch = max(1, round(width * scale)), max(1, round(height * scale))
     left, top = (w - cw) // 2, (h - ch) // 2
-    values = m.pixels[top:top + ch, left:left + cw].astype(np.float32)
+    return resize(replace(m, pixels=m.pixels[top:top + ch, left:left + cw]), width, height)
+
+
+def resize(m: MaterialMap, width: int, height: int) -> MaterialMap:
+    """The whole map resized to width x height, stretched when the aspect differs (rules above)."""
+    if m.size == (width, height):
+        return m
+    values = m.pixels.astype(np.float32)
     if m.kind == NORMAL:
         values[..., :3] = values[..., :3] / m.top * 2.0 - 1.0
     out = np.stack([_lanczos(values[..., c], width, height) for c in range(values.shape[2])], axis=2)
@@ -173,8 +200,11 @@ def fit(m: MaterialMap, width: int, height: int) -> MaterialMap:
         vectors = out[..., :3]
         vectors /= np.maximum(np.linalg.norm(vectors, axis=2, keepdims=True), 1e-8)
         out[..., :3] = (vectors + 1.0) * 0.5 * m.top
-    pixels = np.clip(np.rint(out), 0, m.top).astype(m.pixels.dtype)
-    return replace(m, pixels=pixels)
+    if not m.is_float:
+        return replace(m, pixels=np.clip(np.rint(out), 0, m.top).astype(m.pixels.dtype))
+    if m.kind != NORMAL:  # Lanczos rings past the extremes: keep every channel in its source's range
+        out = np.clip(out, m.pixels.min(axis=(0, 1)), m.pixels.max(axis=(0, 1)))
+    return replace(m, pixels=np.ascontiguousarray(out, dtype=np.float32))
 
 
 def _lanczos(channel: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -207,7 +237,7 @@ def gather_map(m: MaterialMap, coords: np.ndarray) -> MaterialMap:
 
 
 def map_path(variant_path: str | os.PathLike, m: MaterialMap) -> Path:
-    """`gravel-patch-s3.png` -> `gravel-patch-s3-roughness.png` (`.tif` for 16-bit colour maps)."""
+    """`gravel-patch-s3.png` -> `gravel-patch-s3-roughness.png` (`.tif` for 16-bit colour and float maps)."""
     variant_path = Path(variant_path)
     return variant_path.with_name(f"{variant_path.stem}-{m.name}{_suffix(m)}")
 
@@ -218,7 +248,7 @@ def companions(maps) -> tuple[str, ...]:
 
 
 def _suffix(m: MaterialMap) -> str:
-    return ".tif" if m.bits == 16 and m.pixels.shape[2] > 1 else ".png"
+    return ".tif" if m.is_float or (m.bits == 16 and m.pixels.shape[2] > 1) else ".png"
 
 
 def save_map(m: MaterialMap, variant_path: str | os.PathLike, parameters: str | None) -> Path:
@@ -230,7 +260,8 @@ def save_map(m: MaterialMap, variant_path: str | os.PathLike, parameters: str | 
 
         description = json.dumps({"parameters": parameters, "material_map": json.loads(about)})
         buffer = io.BytesIO()  # tifffile wants a named file or a seekable buffer, not a bare descriptor
-        tifffile.imwrite(buffer, m.pixels, photometric="rgb" if m.pixels.shape[2] >= 3 else "minisblack",
+        samples = m.pixels[..., 0] if m.pixels.shape[2] == 1 else m.pixels  # one sample per pixel, not a stack
+        tifffile.imwrite(buffer, samples, photometric="rgb" if m.pixels.shape[2] >= 3 else "minisblack",
                          extrasamples=("unassalpha",) if m.pixels.shape[2] in (2, 4) else None,
                          compression="zlib", description=description, metadata=None)
         return write_atomic(path, lambda f: f.write(buffer.getvalue()))
@@ -240,6 +271,8 @@ def save_map(m: MaterialMap, variant_path: str | os.PathLike, parameters: str | 
 def to_image(m: MaterialMap) -> Image.Image:
     """A PIL image of the map's raw values (16-bit single-channel maps as mode I;16)."""
     arr = m.pixels
+    if m.is_float:
+        raise ValueError("float maps are TIFF files: save them with save_map")
     if m.bits == 16:
         if arr.shape[2] != 1:
             raise ValueError("Pillow has no 16-bit colour mode: save 16-bit colour maps with save_map")

@@ -2,7 +2,11 @@
 
 - given maps (`params.maps`) are read and fitted to the reference's size before anything is
   generated (maps.read_map, maps.fit), then put through the engine's own scale and crop
-  (`engine.scale_map`), so they line up with the reference the engine saw;
+  (`engine.scale_map`), so they line up with the reference the engine saw; with `params.map_size`
+  (the reference is a squeezed copy of a texture that size) they are stretched to the reference's
+  size instead of centre-cropped (maps.resize), and every map of a variant, derived ones too, is
+  written stretched to `map_size` (normal maps re-normalised: the backend resamples them, not
+  Blender, which cannot re-normalise);
 - when the engine says where every pixel came from (`image.info["source_coords"]`, the patch
   engine), every map is gathered through those coordinates: the relations between the maps hold
   exactly; otherwise (the diffusion engine) the coordinates are a wrap-around correspondence from
@@ -23,18 +27,20 @@ from PIL import Image
 
 from backend.errors import CancelledError, InputError
 from backend.materials import correspondence, derive
-from backend.materials.maps import MaterialMap, companions, fit, gather_map, read_map, save_map
+from backend.materials.maps import MaterialMap, companions, fit, gather_map, read_map, resize, save_map
 
 log = logging.getLogger(__name__)
 
 
 def load(params, reference_size: tuple[int, int]) -> dict[str, MaterialMap]:
-    """The given maps, read and fitted to the reference's size; InputError for a bad one."""
+    """The given maps, read and fitted (with `map_size`: stretched) to the reference's size; InputError
+    for a bad one."""
     w, h = reference_size
+    to_reference = fit if params.map_size is None else resize
     out = {}
     for name, path in params.maps.items():
         try:
-            out[name] = fit(read_map(path, name), w, h)
+            out[name] = to_reference(read_map(path, name), w, h)
         except InputError as e:
             raise InputError(f"map {name!r}: {e.message}", hint=e.hint) from e
     return out
@@ -63,6 +69,8 @@ def follow(engine, reference, params, image: Image.Image, given: dict[str, Mater
     if params.derive:
         colour = np.asarray(image.convert("L" if image.mode in ("L", "LA") else "RGB"))
         out |= derive.derive(colour, params.derive, normals=_normals(params, seed))
+    if params.map_size is not None:
+        out = {name: resize(m, *params.map_size) for name, m in out.items()}
     return out, record
 
 
