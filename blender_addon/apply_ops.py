@@ -236,7 +236,7 @@ def _bake_suffix(image) -> str:
         suffix = Path(image.filepath).suffix.lower()
         if suffix in {".png", ".exr"}:
             return suffix
-    return texture_io.SUFFIX[texture_io.source_kind(image)]
+    return texture_io.SUFFIX[texture_io.bake_kind(image)]
 
 
 def write_all(images, folder: Path, protected: tuple) -> list[Path]:
@@ -265,8 +265,8 @@ def _use_file(image, target: Path, pack: bool) -> None:
 
 
 class TEXTURE_VARIANTS_OT_bake(bpy.types.Operator):
-    """Write the applied variant and its maps (PNG, or OpenEXR for HDR) into a textures folder next to the .blend
-    and use those files"""
+    """Write the applied variant and its maps (PNG, or OpenEXR for HDR and float maps) into a textures folder
+    next to the .blend and use those files"""
 
     bl_idname = "texture_variants.bake"
     bl_label = "Bake Variant"

@@ -2,7 +2,10 @@
 Generate, and the map files of a finished job loaded as Non-Color images.
 
 Maps are data: they are never colour-managed on the way out (texture_io.export_map) or back in
-(Non-Color, the backend's raw values), and keep their depth (16-bit stays 16-bit).
+(Non-Color, the backend's raw values), and keep their depth (16-bit stays 16-bit, float stays float
+with its values). They go at their own size: for a texture sent squeezed (Match Source on a
+non-square one) the request's `map_size` has the backend stretch them back, re-normalising normal
+maps, which Blender's resize would leave shorter than unit length.
 """
 
 from pathlib import Path
@@ -14,25 +17,25 @@ from . import material_maps, material_target, paths, storage, texture_io
 NON_COLOR = "Non-Color"
 
 
-def export_chosen(material, node, job_dir, side: int | None) -> dict[str, tuple[str, Path]]:
+def export_chosen(material, node, job_dir) -> dict[str, tuple[str, Path]]:
     """The ticked maps of `material` (found from its base colour `node`) written into the job folder:
     {map name: (its node's name, the file)}. A map whose variant is applied is sent as its original."""
     found = material_maps.chosen(material, material_maps.find_maps(material, node))
     out = {}
     for name, item in found.items():
         image = material_target.source_image(material, item.node)
-        out[name] = (item.node.name, texture_io.export_map(image, job_dir, name, side))
+        out[name] = (item.node.name, texture_io.export_map(image, job_dir, name))
     return out
 
 
 def import_map(path: str, name: str, size: tuple[int, int], folder: Path) -> bpy.types.Image:
     """The backend's map file as a new Non-Color image named `name`, at `size` like its base colour:
-    the file itself (copied into `folder`) when it has that size, else resized by Blender at its depth."""
+    the file itself (copied into `folder`) when it has that size, else resized by Blender at its depth
+    (`texture_io.map_kind`: a float map as a float OpenEXR)."""
     probe = bpy.data.images.load(path, check_existing=False)
-    same_size, deep = tuple(probe.size) == tuple(size), probe.is_float
+    same_size, kind = tuple(probe.size) == tuple(size), texture_io.map_kind(probe)
     bpy.data.images.remove(probe)
     if not same_size:
-        kind = texture_io.DEEP if deep else texture_io.BYTE
         file = texture_io.import_variant(path, name, None, {"kind": kind}, size, folder, colorspace=NON_COLOR)
     elif Path(path).parent == Path(folder):
         file = Path(path)

@@ -101,7 +101,7 @@ class JobOperator:
             guide = texture_io.export_reference(settings.sketch, job_dir, role="guide")[0]
         return _request(context, settings, seed, plan.side, guide)
 
-    def _maps(self, material, node, job_dir, side) -> dict:
+    def _maps(self, material, node, job_dir) -> dict:
         """The material's maps sent with the texture: {map name: (its node's name, the file in `job_dir`)}."""
         return {}
 
@@ -123,9 +123,11 @@ class JobOperator:
             reference, encoding = texture_io.export_reference(image, job_dir, self._side(plan))
             seed = jobs.new_seed() if settings.randomize_seed else settings.seed
             params = self._request_params(context, settings, image, job_dir, seed, plan)
-            maps = self._maps(material, node, job_dir, self._side(plan))
+            maps = self._maps(material, node, job_dir)
             if maps:
                 params["maps"] = {name: str(path) for name, (_, path) in maps.items()}
+                if self._side(plan) is not None:  # the backend stretches the maps back (unit normals)
+                    params["map_size"] = [plan.width, plan.height]
             job = session.shared().submit(config, root, str(reference), str(job_dir), params, in_thread=in_thread,
                                           request=self.request)
         except BaseException:
@@ -210,8 +212,8 @@ class TEXTURE_VARIANTS_OT_generate(JobOperator, bpy.types.Operator):
 
     timeout: timeout_property()
 
-    def _maps(self, material, node, job_dir, side) -> dict:
-        return map_io.export_chosen(material, node, job_dir, side)
+    def _maps(self, material, node, job_dir) -> dict:
+        return map_io.export_chosen(material, node, job_dir)
 
 
 class TEXTURE_VARIANTS_OT_cancel(bpy.types.Operator):

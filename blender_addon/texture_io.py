@@ -10,11 +10,14 @@ writes 8-bit display values; what comes back is written at the source's depth (s
             half-float OpenEXR (colour.py says how)
 Every variant is tagged with the source's colour space. Files are written with Blender's own image
 saving (`Image.save_render` with a scratch scene's output settings). A material's other maps go out
-with their raw values at their depth (`export_map`).
+with their raw values at their depth (`export_map`, `map_kind`): 8-bit, 16-bit, or float (an OpenEXR
+or float TIFF map: a 32-bit float TIFF both ways, values outside 0-1 kept; Bake writes it as a
+32-bit float OpenEXR).
 """
 
 import array
 import contextlib
+import io
 import math
 import os
 import shutil
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import bpy
 
-from . import colour, edges, paths
+from . import colour, edges, float_tiff, paths
 from .errors import UserError
 from .paths import safe_stem
 
@@ -30,9 +33,12 @@ from .paths import safe_stem
 BACKEND_READS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".tga"}
 BYTE, DEEP, LINEAR = "byte", "deep", "linear"
 DEEP_TIFF = "deep-tiff"  # 16-bit maps for the backend, which refuses 16-bit colour PNGs
+FLOAT = "float"  # float maps (data): 32-bit float OpenEXR in the .blend's files
 LINEAR_FORMATS = {"OPEN_EXR", "OPEN_EXR_MULTILAYER", "HDR"}
-SUFFIX = {BYTE: ".png", DEEP: ".png", LINEAR: ".exr", DEEP_TIFF: ".tif"}
-FORMATS = {BYTE: ("PNG", "8"), DEEP: ("PNG", "16"), LINEAR: ("OPEN_EXR", "16"), DEEP_TIFF: ("TIFF", "16")}
+SUFFIX = {BYTE: ".png", DEEP: ".png", LINEAR: ".exr", DEEP_TIFF: ".tif", FLOAT: ".exr"}
+FORMATS = {BYTE: ("PNG", "8"), DEEP: ("PNG", "16"), LINEAR: ("OPEN_EXR", "16"), DEEP_TIFF: ("TIFF", "16"),
+           FLOAT: ("OPEN_EXR", "32")}
+MODES = {1: "BW", 3: "RGB", 4: "RGBA"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -58,8 +64,41 @@ def source_kind(image) -> str:
     return DEEP
 
 
+def float_samples(image) -> bool:
+    """Whether `image` holds float values (an OpenEXR or HDR file, a float TIFF, a float image made in
+    Blender), not 8/16-bit integers, which Blender also loads as float images."""
+    if not image.is_float:
+        return False
+    if image.file_format in LINEAR_FORMATS or image.source == "GENERATED":
+        return True
+    if image.file_format != "TIFF":
+        return False
+    if image.packed_file is not None:
+        return float_tiff.holds_float(io.BytesIO(image.packed_file.data))
+    path = original_file(image)
+    try:
+        with open(path, "rb") as f:
+            return float_tiff.holds_float(f)
+    except (OSError, TypeError):
+        return False
+
+
+def map_kind(image) -> str:
+    """BYTE, DEEP or FLOAT: how a material map (data, never colour-managed) is stored."""
+    if not image.is_float:
+        return BYTE
+    return FLOAT if float_samples(image) else DEEP
+
+
+def bake_kind(image) -> str:
+    """How Bake writes `image`: a float data image (a float map's variant) as FLOAT, else `source_kind`."""
+    if image.colorspace_settings.is_data and float_samples(image):
+        return FLOAT
+    return source_kind(image)
+
+
 @contextlib.contextmanager
-def _output_settings(file_format: str, depth: str, alpha: bool, exposure: float = 0.0):
+def _output_settings(file_format: str, depth: str, mode: str, exposure: float = 0.0):
     """A scratch scene whose output settings `Image.save_render` uses: format, depth, the Standard view."""
     scene = bpy.data.scenes.new(".texture_variants_output")
     try:
@@ -69,7 +108,7 @@ def _output_settings(file_format: str, depth: str, alpha: bool, exposure: float 
         scene.view_settings.gamma = 1.0
         out = scene.render.image_settings
         out.file_format = file_format
-        out.color_mode = "RGBA" if alpha else "RGB"
+        out.color_mode = mode
         out.color_depth = depth
         if file_format == "OPEN_EXR":
             out.exr_codec = "ZIP"
@@ -82,13 +121,16 @@ def has_alpha(image) -> bool:
     return image.depth in (32, 64, 128) and image.alpha_mode != "NONE"
 
 
-def save_as(image, path: Path, kind: str = BYTE, exposure: float = 0.0, alpha: bool | None = None) -> Path:
-    """Write `image`'s pixels to `path` (a new name) for `kind`: 8-bit PNG, 16-bit PNG, half EXR or 16-bit TIFF."""
+def save_as(image, path: Path, kind: str = BYTE, exposure: float = 0.0, alpha: bool | None = None,
+            channels: int | None = None) -> Path:
+    """Write `image`'s pixels to `path` (a new name) for `kind` (FORMATS: 8-bit PNG, 16-bit PNG, half
+    EXR, 16-bit TIFF, float EXR), with `channels` (1, 3 or 4) or, when None, RGB or RGBA by `alpha`."""
     file_format, depth = FORMATS[kind]
     alpha = has_alpha(image) if alpha is None else alpha
+    mode = MODES[channels] if channels else "RGBA" if alpha else "RGB"
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    with _output_settings(file_format, depth, alpha, exposure) as scene:
+    with _output_settings(file_format, depth, mode, exposure) as scene:
         image.save_render(str(temp), scene=scene)
     try:
         paths.copy_new_file(temp, path)
@@ -124,10 +166,12 @@ def _scratch_copy(image, pixels=None, size=None, float_buffer=None, colorspace=N
 
 
 def write_pixels(image, path: Path) -> Path:
-    """Save the image's current pixels (generated, painted, float) at its depth (`source_kind`), leaving
-    `image` as it is."""
+    """Save the image's current pixels (generated, painted, float) at its depth (`bake_kind`; a float
+    map with its own channels), leaving `image` as it is."""
+    kind = bake_kind(image)
     with _scratch_copy(image) as temp:
-        return save_as(temp, path, source_kind(image), alpha=has_alpha(image))
+        channels = float_tiff.channels_of(_pixels(temp)) if kind == FLOAT else None
+        return save_as(temp, path, kind, alpha=has_alpha(image), channels=channels)
 
 
 def _plain_copy(image, job_dir: Path, stem: str) -> Path | None:
@@ -195,22 +239,27 @@ def _deep_colour_png(image) -> bool:
     return head[:8] == PNG_SIGNATURE and len(head) == 26 and head[24] == 16 and head[25] != 0
 
 
-def export_map(image, job_dir: str | os.PathLike, name: str, side: int | None = None) -> Path:
-    """Write the material map `image` into the job folder for the backend, never colour-managed, at
-    its depth: its own file when the backend reads that as it is, else written by Blender (`side`:
-    squeezed like the base colour): 8-bit PNG, or a 16-bit TIFF for 16-bit and float images (float
-    values clipped to 0-1). The values are the file's (or, for linear float images, the shader's)."""
+def export_map(image, job_dir: str | os.PathLike, name: str) -> Path:
+    """Write the material map `image` into the job folder for the backend, never colour-managed, at its
+    depth (`map_kind`): a float image as a 32-bit float TIFF of its pixels (float_tiff; every value
+    kept, outside 0-1 too); else its own file when the backend reads that as it is, or written by
+    Blender: 8-bit PNG, or a 16-bit TIFF for 16-bit images. The values are the file's (for linear
+    and float images, the shader's). At its own size: the backend fits it to the base colour."""
     job_dir = Path(job_dir)
     stem = f"map-{name}-{safe_stem(image.name)}"
     _check_exportable(image)
-    if side is None and not image.is_dirty and not _deep_colour_png(image):
+    kind = map_kind(image)
+    if kind == FLOAT:
+        rgba = _pixels(image)
+        return float_tiff.write(job_dir / f"{stem}.tif", rgba, *image.size, float_tiff.channels_of(rgba))
+    if not image.is_dirty and not _deep_colour_png(image):
         copied = _plain_copy(image, job_dir, stem)
         if copied is not None:
             return copied
-    kind = DEEP_TIFF if image.is_float else BYTE
+    kind = DEEP_TIFF if kind == DEEP else BYTE
     # Written in its own colour space, its pixels come back to the file's values; linear ones are data.
     colorspace = "Non-Color" if source_kind(image) == LINEAR else None
-    with _scratch_copy(image, size=None if side is None else (side, side), colorspace=colorspace) as temp:
+    with _scratch_copy(image, colorspace=colorspace) as temp:
         return save_as(temp, job_dir / f"{stem}{SUFFIX[kind]}", kind, alpha=has_alpha(image))
 
 
