@@ -82,6 +82,26 @@ def test_float_maps_are_read_as_float32_and_round_trip_exactly(tmp_path, channel
     assert np.array_equal(read_map(path, name).pixels, m.pixels)
 
 
+def test_a_float_map_follows_the_diffusion_engines_correspondence_exactly(tiny_models, color_texture_path,
+                                                                         tmp_path, monkeypatch):
+    from backend.diffusion import engine
+    from backend.images import center_square
+
+    shift = (5, -13)
+    scaled = center_square(Image.open(color_texture_path).convert("RGB"), 64)
+    monkeypatch.setattr(engine, "decode", lambda pipe, latents, *options: [
+        Image.fromarray(np.roll(np.asarray(scaled), shift, axis=(0, 1))) for _ in range(len(latents))])
+    values = np.random.default_rng(1).uniform(LOW, HIGH, (128, 128)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "h.tif", values)
+    image, = generate_variants(color_texture_path, engine="diffusion", base=str(tiny_models["base"]),
+                               ip_adapter=str(tiny_models["ip_adapter"]), size=64, steps=2, seed=3,
+                               maps={"height": str(tmp_path / "h.tif")})
+    height = image.info["maps"]["height"].pixels
+    fitted = fit(read_map(tmp_path / "h.tif", "height"), 64, 64).pixels  # the engine's scale, within range
+    assert height.dtype == np.float32 and np.array_equal(height, np.roll(fitted, shift, axis=(0, 1)))
+    assert LOW <= fitted.min() and fitted.max() <= HIGH
+
+
 def test_non_finite_floats_are_refused_clearly(tmp_path):
     values = np.zeros((8, 8), np.float32)
     values[3, 4] = np.nan
