@@ -72,14 +72,13 @@ def _job_for(context, settings, material, folder: Path, seed: int) -> tuple[dict
     folder.mkdir()
     try:
         reference, encoding = texture_io.export_reference(image, folder, side)
-        maps = map_io.export_chosen(material, node, folder, side)  # the ticked maps travel as with Generate
+        maps = map_io.export_chosen(material, node, folder)  # the ticked maps travel as with Generate
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     params = operators._request(context, settings, seed, plan.side)
     params["preview_every"] = 0  # a batch shows no live preview
-    if maps:
-        params["maps"] = {name: str(path) for name, (_, path) in maps.items()}
+    params |= map_io.request_fields(maps, plan, side is not None)
     made_for = {"material": material.name, "node_name": node.name, "source": image.name, "encoding": encoding,
                 "plan": plan, "maps": {name: node_name for name, (node_name, _) in maps.items()}}
     return {"input": str(reference), "output_dir": str(folder), **params}, made_for

@@ -28,6 +28,17 @@ def export_chosen(material, node, job_dir) -> dict[str, tuple[str, Path]]:
     return out
 
 
+def request_fields(exported: dict, plan, squeezed: bool) -> dict:
+    """What a generate request gains for the `exported` maps ({name: (node name, file)}): `maps`, and
+    for a texture sent squeezed, `map_size` (the size `plan` keeps: the backend stretches them back)."""
+    if not exported:
+        return {}
+    fields = {"maps": {name: str(path) for name, (_, path) in exported.items()}}
+    if squeezed:
+        fields["map_size"] = [plan.width, plan.height]
+    return fields
+
+
 def import_map(path: str, name: str, size: tuple[int, int], folder: Path) -> bpy.types.Image:
     """The backend's map file as a new Non-Color image named `name`, at `size` like its base colour:
     the file itself (copied into `folder`) when it has that size, else resized by Blender at its depth

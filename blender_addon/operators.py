@@ -124,10 +124,7 @@ class JobOperator:
             seed = jobs.new_seed() if settings.randomize_seed else settings.seed
             params = self._request_params(context, settings, image, job_dir, seed, plan)
             maps = self._maps(material, node, job_dir)
-            if maps:
-                params["maps"] = {name: str(path) for name, (_, path) in maps.items()}
-                if self._side(plan) is not None:  # the backend stretches the maps back (unit normals)
-                    params["map_size"] = [plan.width, plan.height]
+            params |= map_io.request_fields(maps, plan, self._side(plan) is not None)
             job = session.shared().submit(config, root, str(reference), str(job_dir), params, in_thread=in_thread,
                                           request=self.request)
         except BaseException:
