@@ -101,7 +101,7 @@ def add_generate(sub) -> None:
     add_flags(p, GENERATE_FLAGS, GenerationParams)
     p.add_argument("--no-preview", action="store_true", help="do not write the 3x3 tiled previews")
     g = p.add_argument_group("material maps", "each variant gets one file per map beside it, "
-                             "<variant stem>-<name>.png (.tif for 16-bit colour), rearranged like its "
+                             "<variant stem>-<name>.png (.tif for 16-bit colour and float maps), rearranged like its "
                              "base colour (README 'Whole materials')")
     g.add_argument("--map", action="append", default=argparse.SUPPRESS, metavar="NAME=PATH", dest="maps",
                    help="another map of the material, e.g. roughness=r.png, normal=n.png, height=h.tif "
