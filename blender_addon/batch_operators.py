@@ -19,7 +19,18 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty
 
-from . import batch_job, material_target, operators, paths, preferences, results, session, storage, texture_io
+from . import (
+    batch_job,
+    map_io,
+    material_target,
+    operators,
+    paths,
+    preferences,
+    results,
+    session,
+    storage,
+    texture_io,
+)
 from . import job as jobs
 from .errors import UserError, cancelled, in_blender_terms, reports_errors
 from .operators import JobOperator, timeout_property
@@ -57,16 +68,20 @@ def _job_for(context, settings, material, folder: Path, seed: int) -> tuple[dict
     material, node, image = material_target.resolve_material(material)
     material_target.check_editable(material)  # linked data keeps no history to list the results in
     plan = operators.size_plan(settings, image)
+    side = plan.side if plan.squeezed else None
     folder.mkdir()
     try:
-        reference, encoding = texture_io.export_reference(image, folder, plan.side if plan.squeezed else None)
+        reference, encoding = texture_io.export_reference(image, folder, side)
+        maps = map_io.export_chosen(material, node, folder, side)  # the ticked maps travel as with Generate
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     params = operators._request(context, settings, seed, plan.side)
     params["preview_every"] = 0  # a batch shows no live preview
+    if maps:
+        params["maps"] = {name: str(path) for name, (_, path) in maps.items()}
     made_for = {"material": material.name, "node_name": node.name, "source": image.name, "encoding": encoding,
-                "plan": plan}
+                "plan": plan, "maps": {name: node_name for name, (node_name, _) in maps.items()}}
     return {"input": str(reference), "output_dir": str(folder), **params}, made_for
 
 

@@ -1,6 +1,7 @@
 """Generate for Selected in real Blender (background mode: synchronous), patch engine, the real backend:
 three materials with three textures get three result sets, each in its own material's history; Apply
-on one of them; a material without an image texture is reported while the others get theirs.
+on one of them (the Grass material also has a roughness map: it travels with its job and Apply shows
+its variant too); a material without an image texture is reported while the others get theirs.
 Extra arguments: the three texture files (brick, grass, gravel). With MEASURE_REPEATS set, also times
 Generate for Selected against three single Generates, interleaved."""
 
@@ -36,7 +37,20 @@ def history(material):
     sets = material.texture_variants.history
     return [{"source": s.source.name if s.source else None, "node": s.node_name, "engine": s.engine,
              "variants": [{"image": v.image.name, "seed": v.seed, "path": v.path, "size": list(v.image.size),
-                           "mean": mean_rgb(v.image)} for v in s.variants]} for s in sets]
+                           "mean": mean_rgb(v.image), "maps": {m.name: m.image.name for m in v.maps}}
+                          for v in s.variants]} for s in sets]
+
+
+def add_roughness(material, path):
+    """An Image Texture (Non-Color) -> Principled Roughness, named "Roughness"."""
+    tree = material.node_tree
+    image = bpy.data.images.load(path, check_existing=False)
+    image.name = material.name + " roughness"
+    image.colorspace_settings.name = "Non-Color"
+    node = tree.nodes.new("ShaderNodeTexImage")
+    node.name, node.image = "Roughness", image
+    tree.links.new(node.outputs["Color"], tree.nodes["Principled BSDF"].inputs["Roughness"])
+    return image
 
 
 def materials_state(materials):
@@ -57,6 +71,7 @@ def three_materials(rec, textures):
         obj, material, _node = h.plane_with_image(bpy.data.images.load(path), name)
         objects.append(obj)
     materials = [o.active_material for o in objects]
+    rec["roughness_source"] = add_roughness(materials[1], textures[2]).name
     rec["sources"] = {m.name: {"image": h.base_color_image(m), "mean": mean_rgb(bpy.data.images[h.base_color_image(m)])}
                       for m in materials}
     select(objects, objects[0])
@@ -77,6 +92,7 @@ def three_materials(rec, textures):
     rec["use_grass"] = h.call(bpy.ops.texture_variants.use_result_set, index=0)
     rec["apply_grass"] = h.call(bpy.ops.texture_variants.apply_variant, index=1)
     rec["base_colors_after_apply"] = {m.name: h.base_color_image(m) for m in materials}
+    rec["roughness_after_apply"] = materials[1].node_tree.nodes["Roughness"].image.name
     rec["invariant_after_apply"] = h.recorded_matches_tree()
     layout = h.CheckingLayout()
     h.addon_module("ui").draw_variants_panel(layout, bpy.context)

@@ -69,6 +69,8 @@ def test_the_manifest_has_a_job_per_material_with_the_scenes_settings(batch):
         assert line["input"].startswith(line["output_dir"] + "/reference-")  # relative to the manifest
         assert (line["engine"], line["variants"], line["size"], line["tile"]) == ("patch", 2, 64, "both")
     assert [line["seed"] for line in manifest] == [3, 5, 7]
+    assert [sorted(line.get("maps", {})) for line in manifest] == [[], ["roughness"], []]  # the Grass map travels
+    assert manifest[1]["maps"]["roughness"].startswith("02-Grass_Material/map-roughness-")
     # the batch's folder: a job folder per material and the manifest, marked finished (clean-up may take it)
     assert batch["manifest_folder_files"] == [".finished", "01-Brick_Material", "02-Grass_Material",
                                               "03-Gravel_Material", "manifest.jsonl"]
@@ -86,6 +88,12 @@ def test_another_objects_material_shows_its_variants_and_apply_works(batch):
                                                 "Grass Material": grass,
                                                 "Gravel Material": batch["sources"]["Gravel Material"]["image"]}
     assert batch["invariant_after_apply"] == []
+    # the Grass material's roughness map was varied with its base colour and is applied with it
+    for material in MATERIALS:
+        maps = [sorted(v["maps"]) for v in batch["histories"][material][0]["variants"]]
+        assert maps == ([["roughness"]] * 2 if material == "Grass Material" else [[]] * 2), material
+    roughness = batch["histories"]["Grass Material"][0]["variants"][1]["maps"]["roughness"]
+    assert batch["roughness_after_apply"] == roughness != batch["roughness_source"]
     after = [tuple(call) for call in batch["panel_after_apply"]]
     assert after.count(("operator", "texture_variants.use_result_set")) == 1  # the shown set is this material's
 
