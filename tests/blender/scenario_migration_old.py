@@ -1,5 +1,5 @@
-"""The add-on as released before whole materials (one apply record per material), installed from a zip
-the test builds from git history: applies variants to materials as a user did, leaves some records
+"""The add-on as released before whole materials (one apply record per material), installed from its
+zip in tests/blender/fixtures/: applies variants to materials as a user did, leaves some records
 inconsistent (node deleted, node showing another image, original put back by hand, reverted), and saves WORKDIR/old.blend; records
 the raw ID-property layout of each material's record. See harness.py for how it is run."""
 

@@ -1,42 +1,26 @@
 """In real Blender: a .blend saved by the add-on before whole materials (one apply record per material)
 keeps its way back to the original images after the upgrade (README "Upgrading"). The old files are
-made by that add-on itself, built from git history and installed in its own Blender process; on the
-5.0 run, files saved by 4.5 and by 5.0 are both upgraded."""
+made by that add-on itself (its zip in tests/blender/fixtures/), installed in its own Blender process;
+on the 5.0 run, files saved by 4.5 and by 5.0 are both upgraded."""
 
 from __future__ import annotations
 
-import io
-import subprocess
-import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from tests.blender.conftest import BLENDERS, run_scenario
-from tests.conftest import ROOT
 
 pytestmark = pytest.mark.blender
 OLD_COMMIT = "59f3068"  # the last add-on with one apply record per material (whole materials came in 5e36b16)
+# That add-on as the extension zip an artist had installed, kept here so the test needs no git history:
+# `git archive OLD_COMMIT blender_addon blender_manifest.toml`, the files flattened into the zip.
+OLD_ZIP = Path(__file__).parent / "fixtures" / f"texture_variants-{OLD_COMMIT}.zip"
 OLD_KEYS = ["applied_image", "node_name", "original_had_fake_user", "original_image"]
 
 
-@pytest.fixture(scope="session")
-def old_zip(tmp_path_factory) -> Path:
-    """The add-on at OLD_COMMIT as an installable extension zip (its modules and manifest at the root)."""
-    tar = subprocess.run(["git", "archive", "--format=tar", OLD_COMMIT, "blender_addon", "blender_manifest.toml"],
-                         cwd=ROOT, capture_output=True)
-    assert tar.returncode == 0, f"this test needs the git history (commit {OLD_COMMIT}): {tar.stderr.decode()}"
-    path = tmp_path_factory.mktemp("old_addon") / "texture_variants-old.zip"
-    with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive, zipfile.ZipFile(path, "w") as z:
-        for member in archive.getmembers():
-            if member.isfile() and (member.name.endswith(".py") or member.name == "blender_manifest.toml"):
-                z.writestr(Path(member.name).name, archive.extractfile(member).read())
-    return path
-
-
 @pytest.fixture(scope="module")
-def migration(tmp_path_factory, blender, old_zip):
+def migration(tmp_path_factory, blender):
     """({Blender version: what the old add-on saved}, what the current add-on made of those files, in that
     order: file0 = saved by 4.5, the one open when the add-on is enabled)."""
     python, _ = blender
@@ -44,7 +28,7 @@ def migration(tmp_path_factory, blender, old_zip):
     old, files = {}, []
     for version, writer in writers.items():
         workdir = tmp_path_factory.mktemp(f"old-{version}")
-        old[version] = run_scenario("scenario_migration_old", workdir, (writer, old_zip))
+        old[version] = run_scenario("scenario_migration_old", workdir, (writer, OLD_ZIP))
         files.append(workdir / "old.blend")
     return old, run_scenario("scenario_migration", tmp_path_factory.mktemp("upgrade"), blender, *files)
 
