@@ -30,19 +30,21 @@ def _classes():
 def register():
     import bpy
 
-    from . import properties, storage
+    from . import migration, properties, storage
 
     properties.register()
     for cls in _classes():
         bpy.utils.register_class(cls)
     storage.register()
+    migration.register()  # upgrades the open file's old apply records, and each file loaded later
 
 
 def unregister():
     import bpy
 
-    from . import properties, session, storage
+    from . import migration, properties, session, storage
 
+    migration.unregister()
     storage.unregister()
     session.shutdown()  # stops the backend process; a running modal generate ends on its next tick
     for cls in reversed(_classes()):

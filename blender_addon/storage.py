@@ -65,10 +65,11 @@ def clean_up(max_age_days: float | None = None) -> list[Path]:
     return paths.clean_up_jobs(root, age, prefs.job_max_megabytes, in_use=in_use)
 
 
-def _warn(lines: list[str]) -> None:
+def warn(lines: list[str]) -> None:
+    """Print `lines`, and show them in a pop-up when there is a window."""
     print("Texture Variants: " + " ".join(lines))
     wm = bpy.context.window_manager
-    if bpy.app.background or wm is None or not wm.windows:
+    if bpy.app.background or wm is None or not wm.windows or bpy.context.window is None:
         return
 
     def draw(menu, _context):
@@ -87,7 +88,7 @@ def _after_save(filepath, *_args) -> None:
         save_warnings[:] = [f"{len(left)} image(s) saved with files in the add-on's job folder: {names}",
                             "They break on another machine or after clean-up. To fix: pack them "
                             "(File > External Data > Pack Resources) or Bake them"]
-        _warn(save_warnings)
+        warn(save_warnings)
 
 
 def register() -> None:
