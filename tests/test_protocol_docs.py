@@ -138,7 +138,9 @@ def test_status_fields_are_the_documented_ones():
     from tests.service_process import LineSink
 
     sink = LineSink()
-    Service(sink).handle(b'{"id": "s", "type": "status"}')
+    service = Service(sink)
+    service.handle(b'{"id": "s", "type": "status"}')
+    service.warmup.wait()  # its thread imports torch: never left running into a later test's sys.modules
     status = json.loads(sink.lines[-1])
     assert status["type"] == "status"
     table = _section("Events").split("### `status`")[1].split("### ")[0]
