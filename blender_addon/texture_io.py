@@ -32,14 +32,13 @@ from .paths import safe_stem
 # Formats the backend reads directly; anything else (EXR, HDR, ...) goes through Blender as PNG.
 BACKEND_READS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".tga"}
 BYTE, DEEP, LINEAR = "byte", "deep", "linear"
-DEEP_TIFF = "deep-tiff"  # 16-bit maps for the backend, which refuses 16-bit colour PNGs
+DEEP_TIFF = "deep-tiff"  # 16-bit maps that Blender writes for the backend
 FLOAT = "float"  # float maps (data): 32-bit float OpenEXR in the .blend's files
 LINEAR_FORMATS = {"OPEN_EXR", "OPEN_EXR_MULTILAYER", "HDR"}
 SUFFIX = {BYTE: ".png", DEEP: ".png", LINEAR: ".exr", DEEP_TIFF: ".tif", FLOAT: ".exr"}
 FORMATS = {BYTE: ("PNG", "8"), DEEP: ("PNG", "16"), LINEAR: ("OPEN_EXR", "16"), DEEP_TIFF: ("TIFF", "16"),
            FLOAT: ("OPEN_EXR", "32")}
 MODES = {1: "BW", 3: "RGB", 4: "RGBA"}
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _file_path(image) -> str:
@@ -227,18 +226,6 @@ def export_reference(image, job_dir: str | os.PathLike, side: int | None = None,
     return path, encoding
 
 
-def _deep_colour_png(image) -> bool:
-    """A 16-bit PNG with colour channels: the backend refuses those (Pillow would drop their low bits)."""
-    if image.packed_file is not None:
-        head = bytes(image.packed_file.data[:26])
-    elif original_file(image) and os.path.isfile(original_file(image)):
-        with open(original_file(image), "rb") as f:
-            head = f.read(26)
-    else:
-        return False
-    return head[:8] == PNG_SIGNATURE and len(head) == 26 and head[24] == 16 and head[25] != 0
-
-
 def export_map(image, job_dir: str | os.PathLike, name: str) -> Path:
     """Write the material map `image` into the job folder for the backend, never colour-managed, at its
     depth (`map_kind`): a float image as a 32-bit float TIFF of its pixels (float_tiff; every value
@@ -252,7 +239,7 @@ def export_map(image, job_dir: str | os.PathLike, name: str) -> Path:
     if kind == FLOAT:
         rgba = _pixels(image)
         return float_tiff.write(job_dir / f"{stem}.tif", rgba, *image.size, float_tiff.channels_of(rgba))
-    if not image.is_dirty and not _deep_colour_png(image):
+    if not image.is_dirty:
         copied = _plain_copy(image, job_dir, stem)
         if copied is not None:
             return copied

@@ -18,7 +18,7 @@ from backend.materials.maps import fit, read_map
 from backend.metrics import seam_score
 from backend.service.protocol import ProtocolError, parse_request
 from tests.service_process import ServiceProcess
-from tests.test_materials import luminance8, normal_of_pixel
+from tests.test_materials import _png16_rgb, luminance8, normal_of_pixel
 
 SIZE = 256
 
@@ -63,6 +63,20 @@ def test_patch_variant_map_files_keep_every_pixel_relation_exactly(brick_set, tm
         _periodic(rough.pixels, 1.3)
         _periodic(normal.pixels, 1.3)
     assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
+
+
+def test_a_16_bit_colour_png_map_keeps_its_low_bits_through_the_patch_engine(brick_set, tmp_path):
+    rgb = np.asarray(Image.open(brick_set["base"]).convert("RGB"))
+    deep = normal_of_pixel(rgb).astype(np.uint16) * 257 + rgb.astype(np.uint16)  # low bytes differ from high
+    _png16_rgb(tmp_path / "normal16.png", deep)
+    [image] = generate_variants(brick_set["base"], engine="patch", size=SIZE, variants=1, seed=5,
+                                maps={"normal": str(tmp_path / "normal16.png")})
+    image.save(tmp_path / "v.png")
+    written = material.save(image, tmp_path / "v.png")
+    colour = np.asarray(Image.open(tmp_path / "v.png").convert("RGB"))
+    normal = read_map(written["normal"], "normal").pixels
+    assert normal.dtype == np.uint16  # 16 bits kept (written as a 16-bit TIFF)
+    assert np.array_equal(normal, normal_of_pixel(colour).astype(np.uint16) * 257 + colour.astype(np.uint16))
 
 
 def test_patch_maps_of_another_size_are_scaled_with_the_base_colour(brick_set, tmp_path):

@@ -264,11 +264,21 @@ def test_maps_round_trip_exactly_at_their_bit_depth(tmp_path, channels, dtype):
     assert path.suffix == (".tif" if dtype == np.uint16 and channels > 1 else ".png")
 
 
-def test_16_bit_colour_png_is_refused_rather_than_truncated(tmp_path):
+def test_16_bit_colour_png_is_read_with_its_low_bits(tmp_path):
+    pixels = np.random.default_rng(3).integers(0, 65536, (21, 34, 3)).astype(np.uint16)
+    pixels[0, 0] = (40001, 257, 65535)  # 8-bit truncation would read 156, 1, 255
+    _png16_rgb(tmp_path / "n.png", pixels)
+    back = read_map(tmp_path / "n.png", "normal")
+    assert back.pixels.dtype == np.uint16 and np.array_equal(back.pixels, pixels)
+
+
+def test_a_broken_16_bit_colour_png_is_refused_with_what_to_do(tmp_path):
     _png16_rgb(tmp_path / "n.png", np.full((8, 8, 3), 40000, np.uint16))
-    with pytest.raises(InputError, match="16-bit colour PNG") as e:
+    data = (tmp_path / "n.png").read_bytes()
+    (tmp_path / "n.png").write_bytes(data[:60] + bytes(20) + data[80:])  # the compressed rows damaged
+    with pytest.raises(InputError, match="16-bit PNG") as e:
         read_map(tmp_path / "n.png", "normal")
-    assert "TIFF" in e.value.hint
+    assert "save the map again" in e.value.hint
 
 
 def test_maps_are_never_colour_managed(tmp_path):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -117,10 +118,23 @@ def read_map(path: str | os.PathLike, name: str, kind: str | None = None) -> Mat
 
         return MaterialMap(name, _channels_last(tifffile.imread(path), path), kind, str(path))
     image = open_image(path)
-    if depth == 16 and not image.mode.startswith("I"):
-        raise InputError(f"{path} is a 16-bit colour PNG, which cannot be read without losing its low bits",
-                         hint="save the map as a 16-bit TIFF, or as a 16-bit grayscale or 8-bit PNG")
+    if depth == 16 and not image.mode.startswith("I"):  # Pillow would keep only each sample's high byte
+        return MaterialMap(name, _deep_colour_png(path), kind, str(path))
     return MaterialMap(name, _pixels_of(image, path), kind, str(path))
+
+
+def _deep_colour_png(path: Path) -> np.ndarray:
+    """A 16-bit PNG with colour or alpha channels, every sample as stored (pypng; no gamma, no sBIT
+    scaling: raw values like every map)."""
+    import png
+
+    try:
+        width, height, rows, info = png.Reader(filename=str(path)).read()
+        pixels = np.vstack([np.asarray(row, np.uint16) for row in rows])
+    except (png.Error, ValueError, zlib.error) as e:
+        raise InputError(f"{path} is a 16-bit PNG that could not be read: {e}",
+                         hint="save the map again as a PNG or TIFF") from e
+    return np.ascontiguousarray(pixels.reshape(height, width, info["planes"]))
 
 
 def _pixels_of(image: Image.Image, path: Path) -> np.ndarray:
