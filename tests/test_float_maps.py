@@ -19,6 +19,7 @@ from backend.materials import variants as material
 from backend.materials.maps import MaterialMap, fit, read_map, resize, save_map
 from backend.params import GenerationParams
 from backend.service.protocol import ProtocolError, parse_request
+from tests.test_material_variants import decode_shifted_copies
 from tests.test_materials import luminance8, normal_of_pixel
 
 SIZE = 128
@@ -84,13 +85,11 @@ def test_float_maps_are_read_as_float32_and_round_trip_exactly(tmp_path, channel
 
 def test_a_float_map_follows_the_diffusion_engines_correspondence_exactly(tiny_models, color_texture_path,
                                                                          tmp_path, monkeypatch):
-    from backend.diffusion import engine
     from backend.images import center_square
 
     shift = (5, -13)
     scaled = center_square(Image.open(color_texture_path).convert("RGB"), 64)
-    monkeypatch.setattr(engine, "decode", lambda pipe, latents, *options: [
-        Image.fromarray(np.roll(np.asarray(scaled), shift, axis=(0, 1))) for _ in range(len(latents))])
+    decode_shifted_copies(monkeypatch, scaled, shift)
     values = np.random.default_rng(1).uniform(LOW, HIGH, (128, 128)).astype(np.float32)
     tifffile.imwrite(tmp_path / "h.tif", values)
     image, = generate_variants(color_texture_path, engine="diffusion", base=str(tiny_models["base"]),

@@ -121,14 +121,21 @@ def test_diffusion_variants_get_one_periodic_file_per_map_and_a_fidelity(tiny_mo
             _periodic(read_map(written[name], name).pixels, 2.0)
 
 
+def decode_shifted_copies(monkeypatch, image: Image.Image, shift: tuple[int, int]) -> None:
+    """Make the diffusion engine's decoder return `image` rolled by `shift` for every variant: a
+    variant whose correspondence to the reference is known exactly."""
+    from backend.diffusion import engine
+
+    monkeypatch.setattr(engine, "decode", lambda pipe, latents, *options: [
+        Image.fromarray(np.roll(np.asarray(image), shift, axis=(0, 1))) for _ in range(len(latents))])
+
+
 def test_diffusion_maps_of_a_shifted_copy_are_the_shifted_maps_exactly(tiny_models, color_texture_path,
                                                                        tmp_path, monkeypatch):
-    from backend.diffusion import engine
 
     shift = (9, -21)
     scaled = center_square(Image.open(color_texture_path).convert("RGB"), 64)
-    monkeypatch.setattr(engine, "decode", lambda pipe, latents, *options: [
-        Image.fromarray(np.roll(np.asarray(scaled), shift, axis=(0, 1))) for _ in range(len(latents))])
+    decode_shifted_copies(monkeypatch, scaled, shift)
     rough_path = tmp_path / "r.png"
     rough = (np.arange(128 * 128) % 251).reshape(128, 128).astype(np.uint8)  # unrelated to the colour
     Image.fromarray(rough).save(rough_path)

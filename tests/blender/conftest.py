@@ -36,6 +36,13 @@ def blender(request, extension_zip) -> tuple[Path, Path]:
     return python, extension_zip
 
 
+def tiny_model_env(tiny_models: dict, *extra: str) -> dict:
+    """The environment pointing the add-on's backend at the tiny test models (base and IP-Adapter,
+    plus the named extra ones: "lgp", "sam"), as TEXTURE_VARIANTS_<NAME> variables."""
+    names = {"base": "BASE", "ip_adapter": "IP_ADAPTER", "lgp": "LGP", "sam": "SAM"}
+    return {f"TEXTURE_VARIANTS_{names[key]}": str(tiny_models[key]) for key in ("base", "ip_adapter", *extra)}
+
+
 def run_scenario(name: str, workdir: Path, blender: tuple[Path, Path], *extra, env: dict | None = None,
                  timeout: float = 600) -> dict:
     """Run tests/blender/<name>.py in a fresh headless Blender; return what it recorded."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.blender.conftest import run_scenario
+from tests.blender.conftest import run_scenario, tiny_model_env
 
 pytestmark = pytest.mark.blender
 
@@ -18,9 +18,7 @@ pytestmark = pytest.mark.blender
 def guided(tmp_path_factory, blender, tiny_models, color_texture_path):
     workdir = tmp_path_factory.mktemp("guide")
     return run_scenario("scenario_guide", workdir, blender, color_texture_path,
-                        env={"TEXTURE_VARIANTS_BASE": str(tiny_models["base"]),
-                             "TEXTURE_VARIANTS_IP_ADAPTER": str(tiny_models["ip_adapter"]),
-                             "TEXTURE_VARIANTS_LGP": str(tiny_models["lgp"])})
+                        env=tiny_model_env(tiny_models, "lgp"))
 
 
 def test_the_guide_is_the_textures_edges_white_on_black(guided):

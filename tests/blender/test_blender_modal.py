@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.blender.conftest import run_scenario
+from tests.blender.conftest import run_scenario, tiny_model_env
 
 pytestmark = pytest.mark.blender
 
@@ -13,8 +13,7 @@ pytestmark = pytest.mark.blender
 def modal(tmp_path_factory, blender, tiny_models, color_texture_path):
     workdir = tmp_path_factory.mktemp("modal")
     return run_scenario("scenario_modal", workdir, blender, color_texture_path,
-                        env={"TEXTURE_VARIANTS_BASE": str(tiny_models["base"]),
-                             "TEXTURE_VARIANTS_IP_ADAPTER": str(tiny_models["ip_adapter"])})
+                        env=tiny_model_env(tiny_models))
 
 
 def test_modal_generate_polls_to_the_result(modal):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.blender.conftest import run_scenario
+from tests.blender.conftest import run_scenario, tiny_model_env
 
 pytestmark = pytest.mark.blender
 
@@ -18,9 +18,7 @@ pytestmark = pytest.mark.blender
 def restyled(tmp_path_factory, blender, tiny_models, color_texture_path):
     workdir = tmp_path_factory.mktemp("restyle")
     return run_scenario("scenario_restyle", workdir, blender, color_texture_path,
-                        env={"TEXTURE_VARIANTS_BASE": str(tiny_models["base"]),
-                             "TEXTURE_VARIANTS_IP_ADAPTER": str(tiny_models["ip_adapter"]),
-                             "TEXTURE_VARIANTS_SAM": str(tiny_models["sam"])})
+                        env=tiny_model_env(tiny_models, "sam"))
 
 
 def test_restyle_joins_the_results_and_works_on_the_applied_variant(restyled):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.blender.conftest import run_scenario
+from tests.blender.conftest import run_scenario, tiny_model_env
 
 pytestmark = pytest.mark.blender
 
@@ -22,8 +22,7 @@ def workflow(tmp_path_factory, blender, tiny_models, color_texture_path):
     workdir = tmp_path_factory.mktemp("workflow")
     before = hashlib.sha256(color_texture_path.read_bytes()).hexdigest()
     data = run_scenario("scenario_workflow", workdir, blender, color_texture_path,
-                        env={"TEXTURE_VARIANTS_BASE": str(tiny_models["base"]),
-                             "TEXTURE_VARIANTS_IP_ADAPTER": str(tiny_models["ip_adapter"])})
+                        env=tiny_model_env(tiny_models))
     assert hashlib.sha256(color_texture_path.read_bytes()).hexdigest() == before
     return data, workdir
 
