@@ -132,7 +132,6 @@ def decode_shifted_copies(monkeypatch, image: Image.Image, shift: tuple[int, int
 
 def test_diffusion_maps_of_a_shifted_copy_are_the_shifted_maps_exactly(tiny_models, color_texture_path,
                                                                        tmp_path, monkeypatch):
-
     shift = (9, -21)
     scaled = center_square(Image.open(color_texture_path).convert("RGB"), 64)
     decode_shifted_copies(monkeypatch, scaled, shift)
