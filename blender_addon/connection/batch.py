@@ -20,11 +20,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 from .job import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobTracker
 from .session import wait_or_cancel
 
 MANIFEST = "manifest.jsonl"
+
+# The last batch's outcome, one (material name, got variants, what happened) per material, for the panel
+# and for scripts (the per-material truth is each material's history).
+last_batch: list[tuple[str, bool, str]] = []
 
 
 def _relative(path: str, folder: Path) -> str:

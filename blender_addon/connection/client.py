@@ -1,7 +1,7 @@
 """Client of the backend service (`python -m backend serve`): requests out, events in. Standard library only.
 
 Used by the Blender extension and unit-tested outside Blender (no bpy, no torch here). It starts the
-service (`backend_process`, configured by `backend_config`), says hello and checks the protocol
+service (`process`, configured by `config`), says hello and checks the protocol
 version, queues the events the process sends for the caller to drain without blocking (`poll`), and
 turns the end of a process nobody stopped into an `error` event with code `backend_died`. The next
 request starts a fresh service. The protocol is documented in docs/PROTOCOL.md.
@@ -32,10 +32,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import backend_config, backend_transfer
-from .backend_config import BackendConfig
-from .backend_process import MAX_EVENT_LINE, BackendProcess
-from .errors import UserError
+from ..errors import UserError
+from . import config as backend_config
+from . import transfer
+from .config import BackendConfig
+from .process import MAX_EVENT_LINE, BackendProcess
 
 PROTOCOL_VERSION = 2
 
@@ -70,7 +71,7 @@ class BackendClient:
         self._conn: _Connection | None = None
         self.hello: dict | None = None
         self.probe_dir = tempfile.gettempdir()  # where hello's probe file goes (docs/PROTOCOL.md, hello)
-        self.download_chunk_bytes = backend_transfer.CHUNK_BYTES
+        self.download_chunk_bytes = transfer.CHUNK_BYTES
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -157,7 +158,7 @@ class BackendClient:
             conn = self._conn
             if conn.workspace is None:
                 return self.request(kind, input=input_path, output_dir=output_dir, **fields)
-            remote_input, fields, uploaded = backend_transfer.upload_inputs(input_path, fields, self._channel(conn))
+            remote_input, fields, uploaded = transfer.upload_inputs(input_path, fields, self._channel(conn))
             job_id = f"{kind}-{next(self._ids)}"
             remote_dir = f"{conn.workspace}/jobs/{job_id}"
             conn.pending.add(job_id)
@@ -316,10 +317,10 @@ class BackendClient:
         channel = self._channel(conn)
 
         def fetch(remote: str) -> Path:
-            return backend_transfer.download(remote, folder, channel, chunk_bytes=self.download_chunk_bytes)
+            return transfer.download(remote, folder, channel, chunk_bytes=self.download_chunk_bytes)
 
         try:
-            final = backend_transfer.ResultFetch(folder).run(result, fetch)
+            final = transfer.ResultFetch(folder).run(result, fetch)
         except (UserError, OSError) as e:
             code, message = getattr(e, "code", "bad_output"), getattr(e, "message", str(e))
             self._log(f"backend: job {job_id}: {message}")
@@ -332,15 +333,15 @@ class BackendClient:
     def _release(self, conn: _Connection, remote: list[str]) -> None:
         """Ask the backend to delete an ended remote job's files (docs/PROTOCOL.md, `release`)."""
         if remote and conn.process.running and "release" in (self.hello or {}).get("requests", ()):
-            for problem in backend_transfer.release(remote, self._channel(conn)):
+            for problem in transfer.release(remote, self._channel(conn)):
                 self._log(f"backend: {problem}")
 
-    def _channel(self, conn: _Connection) -> backend_transfer.Channel:
+    def _channel(self, conn: _Connection) -> transfer.Channel:
         def send(message: dict) -> None:
             with self._lock:
                 self._send(conn, message)
 
-        return backend_transfer.Channel(send=send, open=lambda i: conn.waiters.setdefault(i, queue.Queue()),
+        return transfer.Channel(send=send, open=lambda i: conn.waiters.setdefault(i, queue.Queue()),
                                         close=lambda i: conn.waiters.pop(i, None),
                                         new_id=lambda kind: f"{kind}-{next(self._ids)}")
 

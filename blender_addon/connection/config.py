@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 ENV_PYTHON = "TEXTURE_VARIANTS_PYTHON"
 ENV_COMMAND = "TEXTURE_VARIANTS_BACKEND_COMMAND"

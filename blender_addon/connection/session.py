@@ -10,14 +10,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from .errors import UserError
+from ..errors import UserError
 from .job import JobTracker
 
 
 class Session:
     def __init__(self, client_factory: Callable | None = None):
         if client_factory is None:
-            from .backend_client import BackendClient
+            from .client import BackendClient
 
             client_factory = BackendClient
         self._client_factory = client_factory

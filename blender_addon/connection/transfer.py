@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
-from .paths import unique_target
+from ..errors import UserError
+from ..paths import unique_target
 
 CHUNK_BYTES = 256 << 10
 ANSWER_TIMEOUT_S = 120.0

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import bpy
 
-from . import material_maps, material_target, paths, storage, texture_io
+from .. import paths
+from . import maps as material_maps
+from . import storage, texture_io
+from . import target as material_target
 
 NON_COLOR = "Non-Color"
 

@@ -1,6 +1,6 @@
 """A material's PBR maps: which Image Texture node feeds each map input of its Principled BSDF.
 
-The one home of the upstream search (material_target uses it for the base colour). From the
+The one home of the upstream search (material.target uses it for the base colour). From the
 Principled BSDF whose Base Color shows the node worked on (else the first one):
     roughness   Roughness
     metallic    Metallic

@@ -15,7 +15,7 @@ in the file) and the console says so.
 import bpy
 from bpy.app.handlers import persistent
 
-from . import material_target, storage
+from . import storage, target
 
 OLD_KEYS = ("original_image", "applied_image", "node_name", "original_had_fake_user")
 
@@ -62,7 +62,7 @@ def migrate() -> list[str]:
     """Upgrade every local material holding an old record; returns the notices (also printed/shown)."""
     notices = []
     for material in bpy.data.materials:
-        if material_target.not_editable_reason(material):
+        if target.not_editable_reason(material):
             continue
         stores = _old_stores(material)
         if not stores:

@@ -6,8 +6,10 @@ import time
 
 import bpy
 
-from . import map_io, material_target, panel_rules, paths, storage, texture_io
-from .errors import UserError
+from .. import panel_rules, paths
+from ..errors import UserError
+from . import map_io, storage, texture_io
+from . import target as material_target
 
 HISTORY_LIMIT = 8  # result sets kept per material; older ones (and their unused images) are dropped
 

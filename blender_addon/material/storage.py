@@ -15,7 +15,8 @@ from pathlib import Path
 import bpy
 from bpy.app.handlers import persistent
 
-from . import paths, preferences
+from .. import paths
+from .. import prefs as preferences
 
 # What the last save found still read from job folders (the panel shows it until the next save).
 save_warnings: list[str] = []

@@ -2,8 +2,8 @@
 
 import bpy
 
-from . import material_maps
-from .errors import UserError
+from ..errors import UserError
+from . import maps
 
 
 def active_material(context) -> bpy.types.Material:
@@ -29,7 +29,7 @@ def base_color_image_node(material):
     """The Image Texture node that feeds a Principled BSDF's Base Color, if any."""
     for node in material.node_tree.nodes:
         if node.type == "BSDF_PRINCIPLED":
-            found = material_maps.upstream_image_node(node.inputs["Base Color"])
+            found = maps.upstream_image_node(node.inputs["Base Color"])
             if found is not None:
                 return found
     return None

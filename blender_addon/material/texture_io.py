@@ -25,9 +25,10 @@ from pathlib import Path
 
 import bpy
 
-from . import colour, edges, float_tiff, paths
-from .errors import UserError
-from .paths import safe_stem
+from .. import paths
+from ..errors import UserError
+from ..paths import safe_stem
+from ..pixels import colour, edges, float_tiff
 
 # Formats the backend reads directly; anything else (EXR, HDR, ...) goes through Blender as PNG.
 BACKEND_READS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".tga"}
@@ -39,6 +40,8 @@ SUFFIX = {BYTE: ".png", DEEP: ".png", LINEAR: ".exr", DEEP_TIFF: ".tif", FLOAT: 
 FORMATS = {BYTE: ("PNG", "8"), DEEP: ("PNG", "16"), LINEAR: ("OPEN_EXR", "16"), DEEP_TIFF: ("TIFF", "16"),
            FLOAT: ("OPEN_EXR", "32")}
 MODES = {1: "BW", 3: "RGB", 4: "RGBA"}
+
+PREVIEW_IMAGE = ".Texture Variants Preview"  # the live preview of a running job
 
 
 def _file_path(image) -> str:
@@ -338,3 +341,17 @@ def guide_from_edges(image, name: str, side: int = 256) -> bpy.types.Image:
     guide.update()
     guide.pack()  # a generated image is not saved with the .blend unless packed
     return guide
+
+
+def update_live_preview(job) -> None:
+    """Show the engine's latest intermediate image in the panel."""
+    if not job.preview or not os.path.isfile(job.preview):
+        return
+    image = bpy.data.images.get(PREVIEW_IMAGE)
+    if image is None:
+        image = bpy.data.images.load(job.preview, check_existing=False)
+        image.name = PREVIEW_IMAGE
+    else:
+        image.filepath = job.preview
+        image.reload()
+    image.preview_ensure().reload()

@@ -12,8 +12,8 @@ unlinked or moved: a map whose socket is taken is left out, and the plan says wh
 
 from dataclasses import dataclass, field
 
-from . import material_maps
-from .errors import UserError
+from ..errors import UserError
+from . import maps as material_maps
 
 BUMP_DISTANCE = 0.1  # Blender's default of 1 m makes a 0-1 height map a mountain range
 DISPLACEMENT_SCALE = 0.1

@@ -16,8 +16,13 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty
 
-from . import material_maps, material_target, operators, paths, preferences, results, texture_io
-from .errors import UserError, reports_errors
+from .. import paths
+from .. import prefs as preferences
+from ..errors import UserError, reports_errors
+from ..material import maps as material_maps
+from ..material import results, texture_io
+from ..material import target as material_target
+from . import generate
 
 
 def put_image(material, node, image, map_name: str = "") -> None:
@@ -141,7 +146,7 @@ class TEXTURE_VARIANTS_OT_apply_variant(bpy.types.Operator):
     bl_label = "Apply Variant"
     bl_options = {"REGISTER", "UNDO"}
 
-    index: operators.variant_index()
+    index: generate.variant_index()
     to_this_material: BoolProperty(
         name="Apply to This Material", default=False,
         description="Use variants made for another material or node on this one")
@@ -156,7 +161,7 @@ class TEXTURE_VARIANTS_OT_apply_variant(bpy.types.Operator):
     @reports_errors()
     def execute(self, context):
         material, node, _source = material_target.resolve(context)
-        item = operators.picked(context, self.index)
+        item = generate.picked(context, self.index)
         current = context.scene.texture_variants.current
         results.check_binding(current, material, node, self.to_this_material)
         copy_needed = bool(material_target.not_editable_reason(material))

@@ -3,41 +3,30 @@
     texture_variants.generate_selected   variants of the image textures of every selected object's
                                          materials, or (all_materials) of every material in the file
 
-Each material's Image Texture node is found as Generate finds it (material_target), its texture is
+Each material's Image Texture node is found as Generate finds it (material.target), its texture is
 exported into a job folder of its own as Generate exports it, and the jobs (one per material: the
 panel's settings, a seed each) are written as a manifest and sent to the configured backend together
-(batch_job says why over the service protocol). Each material's variants become the newest result
+(connection.batch says why over the service protocol). Each material's variants become the newest result
 set of its own history, so selecting an object with that material shows them for Apply. A material
 without an image texture, or whose job failed, is reported by name and gets nothing; the others
 still get their variants.
 """
 
 import shutil
-import textwrap
 from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty
 
-from . import (
-    batch_job,
-    map_io,
-    material_target,
-    operators,
-    paths,
-    preferences,
-    results,
-    session,
-    storage,
-    texture_io,
-)
-from . import job as jobs
-from .errors import UserError, cancelled, in_blender_terms, reports_errors
-from .operators import JobOperator, timeout_property
-
-# The last batch's outcome, one (material name, got variants, what happened) per material, for the panel
-# and for scripts (the per-material truth is each material's history).
-last_batch: list[tuple[str, bool, str]] = []
+from .. import paths, prefs
+from ..connection import batch as batch_job
+from ..connection import job as jobs
+from ..connection import session
+from ..errors import UserError, cancelled, in_blender_terms, reports_errors
+from ..material import map_io, results, storage, target, texture_io
+from ..pixels import sizing
+from . import generate
+from .generate import JobOperator, timeout_property
 
 
 def _materials(context, every: bool) -> list:
@@ -65,9 +54,9 @@ def _materials(context, every: bool) -> list:
 def _job_for(context, settings, material, folder: Path, seed: int) -> tuple[dict, dict]:
     """(the generate job, what its results are for) of one material, its texture exported into `folder`;
     UserError (and no folder) when the material has nothing to vary."""
-    material, node, image = material_target.resolve_material(material)
-    material_target.check_editable(material)  # linked data keeps no history to list the results in
-    plan = operators.size_plan(settings, image)
+    material, node, image = target.resolve_material(material)
+    target.check_editable(material)  # linked data keeps no history to list the results in
+    plan = sizing.size_plan(settings, image)
     side = plan.side if plan.squeezed else None
     folder.mkdir()
     try:
@@ -76,7 +65,7 @@ def _job_for(context, settings, material, folder: Path, seed: int) -> tuple[dict
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    params = operators._request(context, settings, seed, plan.side)
+    params = generate._request(context, settings, seed, plan.side)
     params["preview_every"] = 0  # a batch shows no live preview
     params |= map_io.request_fields(maps, plan, side is not None)
     made_for = {"material": material.name, "node_name": node.name, "source": image.name, "encoding": encoding,
@@ -129,7 +118,7 @@ class TEXTURE_VARIANTS_OT_generate_selected(JobOperator, bpy.types.Operator):
         """Find and export every material's texture, write the manifest, send the jobs. Changes no bpy data."""
         settings = context.scene.texture_variants
         materials = _materials(context, self.all_materials)
-        config, root = preferences.backend_config(context), str(preferences.backend_root())
+        config, root = prefs.backend_config(context), str(prefs.backend_root())
         storage.clean_up()
         seed = jobs.new_seed() if settings.randomize_seed else settings.seed
         folder = paths.new_job_folder(storage.jobs_root())  # the batch's folder: the manifest, a folder per job
@@ -164,7 +153,7 @@ class TEXTURE_VARIANTS_OT_generate_selected(JobOperator, bpy.types.Operator):
         outcomes = [*self._skipped, *(_outcome(settings, tracker, made_for)
                                       for tracker, made_for in zip(batch.trackers, self._made_for, strict=True))]
         paths.mark_finished(self._job_dir)  # scratch from now on: clean-up may delete it by age
-        last_batch[:] = outcomes
+        batch_job.last_batch[:] = outcomes
         if not any(ok for _, ok, _ in outcomes):
             self.report({"ERROR"}, _summary(outcomes))
             return {"CANCELLED"}
@@ -183,27 +172,6 @@ class TEXTURE_VARIANTS_OT_generate_selected(JobOperator, bpy.types.Operator):
         except Exception as e:
             raise UserError.from_exception(e) from e
         return self._finish(context, batch)
-
-
-def draw_batch(layout, view) -> None:
-    """Generate for Selected, the way to this material's newest result set, and the last batch per material."""
-    if not view.session.busy:
-        row = layout.row(align=True)
-        row.operator("texture_variants.generate_selected", icon="MATERIAL")
-        row.operator("texture_variants.generate_selected", text="All Materials", icon="MATERIAL_DATA"
-                     ).all_materials = True
-    current = view.settings.current
-    if view.material is not None and len(view.material.texture_variants.history) and current.material != view.material:
-        layout.operator("texture_variants.use_result_set", text=f"Show the Variants of {view.material.name}",
-                        icon="IMAGE_DATA").index = 0
-    if not last_batch:
-        return
-    header, body = layout.panel("texture_variants_batch", default_closed=False)
-    header.label(text=f"Last Batch: {sum(ok for _, ok, _ in last_batch)} of {len(last_batch)} materials")
-    if body:
-        for name, ok, text in last_batch:
-            for i, line in enumerate(textwrap.wrap(f"{name}: {text}", 64)):
-                body.label(text=line, icon=("CHECKMARK" if ok else "ERROR") if i == 0 else "BLANK1")
 
 
 CLASSES = (TEXTURE_VARIANTS_OT_generate_selected,)

@@ -9,12 +9,13 @@ import time
 
 import bpy
 
-from . import preferences, session
-from .errors import UserError, reports_errors
+from .. import prefs
+from ..connection import session
+from ..errors import UserError, reports_errors
 
 
 def _show_not_ready(operator, context, error: UserError) -> None:
-    preferences.get(context).status = f"Not ready: {error.message}"
+    prefs.get(context).status = f"Not ready: {error.message}"
 
 
 def _redraw(context) -> None:
@@ -44,7 +45,7 @@ class TEXTURE_VARIANTS_OT_check_backend(bpy.types.Operator):
         reply = current.replies.pop(self._asked, None) if self._asked else None
         if reply is not None:
             current.note_status(reply)
-            preferences.get(context).status = preferences.describe_hello(current.hello)
+            prefs.get(context).status = prefs.describe_hello(current.hello)
             self._asked = ""
         if current.device_known() or time.monotonic() - self._since > self.timeout:
             return True
@@ -54,20 +55,20 @@ class TEXTURE_VARIANTS_OT_check_backend(bpy.types.Operator):
 
     @reports_errors(_show_not_ready)
     def execute(self, context):  # scripts and background mode: waits for the device
-        session.shared().start(preferences.backend_config(context), str(preferences.backend_root()))
-        preferences.get(context).status = preferences.describe_hello(session.shared().hello)
+        session.shared().start(prefs.backend_config(context), str(prefs.backend_root()))
+        prefs.get(context).status = prefs.describe_hello(session.shared().hello)
         self._since = time.monotonic()
         while not self._step(context):
             time.sleep(0.2)
-        self.report({"INFO"}, preferences.get(context).status)
+        self.report({"INFO"}, prefs.get(context).status)
         return {"FINISHED"}
 
     def _begin(self, context) -> None:
         """Start the backend on a worker thread; returns at once."""
-        config, root = preferences.backend_config(context), str(preferences.backend_root())
+        config, root = prefs.backend_config(context), str(prefs.backend_root())
         self._starting = session.shared().start_in_background(config, root)
         self._since = time.monotonic()
-        preferences.get(context).status = "Starting the backend… (ESC cancels)"
+        prefs.get(context).status = "Starting the backend… (ESC cancels)"
 
     @reports_errors(_show_not_ready)
     def invoke(self, context, event):  # the UI: returns at once, modal() follows the start
@@ -79,7 +80,7 @@ class TEXTURE_VARIANTS_OT_check_backend(bpy.types.Operator):
     def _end(self, context, result: set, message: str = "") -> set:
         context.window_manager.event_timer_remove(self._timer)
         if message:
-            preferences.get(context).status = f"Not ready: {message}"
+            prefs.get(context).status = f"Not ready: {message}"
             self.report({"ERROR"}, message)
         _redraw(context)
         return result
@@ -103,7 +104,7 @@ class TEXTURE_VARIANTS_OT_check_backend(bpy.types.Operator):
             done = self._step(context)
         except UserError:
             done = True
-        preferences.get(context).status = preferences.describe_hello(session.shared().hello or {})
+        prefs.get(context).status = prefs.describe_hello(session.shared().hello or {})
         _redraw(context)
         return self._end(context, {"FINISHED"}) if done else {"PASS_THROUGH"}
 

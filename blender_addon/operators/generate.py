@@ -7,23 +7,23 @@
     texture_variants.pick_node      choose the material's Image Texture node to work on
     texture_variants.use_result_set make an earlier result set of the material the current one
     texture_variants.clean_up_jobs  delete finished job folders past the age and size limits
-(apply_variant, revert and bake are in apply_ops.py.)
+(apply_variant, revert and bake are in operators/apply.py.)
 
 Every operator checks everything before changing anything, so an error leaves the material as it
 was; the report says what went wrong and what to do.
 """
 
-import os
 import shutil
 
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty
 
-from . import job as jobs
-from . import map_io, material_target, paths, preferences, results, session, sizing, storage, texture_io
-from .errors import UserError, cancelled, in_blender_terms, reports_errors
-
-PREVIEW_IMAGE = ".Texture Variants Preview"
+from .. import paths, prefs
+from ..connection import job as jobs
+from ..connection import session
+from ..errors import UserError, cancelled, in_blender_terms, reports_errors
+from ..material import map_io, results, storage, target, texture_io
+from ..pixels import sizing
 
 
 def _settings(context):
@@ -38,29 +38,11 @@ def _redraw(context) -> None:
                 area.tag_redraw()
 
 
-def _update_live_preview(job) -> None:
-    """Show the engine's latest intermediate image in the panel."""
-    if not job.preview or not os.path.isfile(job.preview):
-        return
-    image = bpy.data.images.get(PREVIEW_IMAGE)
-    if image is None:
-        image = bpy.data.images.load(job.preview, check_existing=False)
-        image.name = PREVIEW_IMAGE
-    else:
-        image.filepath = job.preview
-        image.reload()
-    image.preview_ensure().reload()
-
-
-def size_plan(settings, image) -> sizing.SizePlan:
-    return sizing.plan(image.size[0], image.size[1], settings.size_mode, settings.size)
-
-
 def _request(context, settings, seed: int, side: int, guide=None) -> dict:
     names = (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS, *jobs.PROMPT_SETTINGS, *jobs.SKETCH_SETTINGS)
     values = {name: getattr(settings, name) for name in names}
     values["size"] = side
-    values["content_encoder"] = preferences.content_encoder(context)
+    values["content_encoder"] = prefs.content_encoder(context)
     params = jobs.request_params(values, seed, guide)
     # Live previews are for people watching; scripts and farms skip their cost.
     params["preview_every"] = 0 if bpy.app.background else 2
@@ -92,7 +74,7 @@ class JobOperator:
     def _target(self, context):
         """(material, node, the texture the job reads): variants are made of the original, even while
         one is applied."""
-        return material_target.resolve(context)
+        return target.resolve(context)
 
     def _request_params(self, context, settings, image, job_dir, seed: int, plan) -> dict:
         """The request's parameters from the panel (may write further inputs into `job_dir`)."""
@@ -113,10 +95,10 @@ class JobOperator:
         """Check everything, export the texture, send the job. Changes no bpy data."""
         settings = _settings(context)
         material, node, image = self._target(context)
-        config = preferences.backend_config(context)
-        root = str(preferences.backend_root())
+        config = prefs.backend_config(context)
+        root = str(prefs.backend_root())
         storage.clean_up()  # the automatic age and size limits, before a new folder adds to them
-        plan = size_plan(settings, image)
+        plan = sizing.size_plan(settings, image)
         # One folder per job: the reference copy goes in now, the backend writes the variants beside it.
         job_dir = paths.new_job_folder(storage.jobs_root())
         try:
@@ -190,7 +172,7 @@ class JobOperator:
                 job.apply({"type": "error", "id": job.id, "code": "backend_died", "message": str(e)})
                 changed = True
             if job.preview_serial != serial:
-                _update_live_preview(job)
+                texture_io.update_live_preview(job)
             if changed:
                 _redraw(context)
             if job.finished:
@@ -238,7 +220,7 @@ class TEXTURE_VARIANTS_OT_make_guide(bpy.types.Operator):
 
     @reports_errors()
     def execute(self, context):
-        _material, _node, image = material_target.resolve(context)
+        _material, _node, image = target.resolve(context)
         guide = texture_io.guide_from_edges(image, f"{image.name} guide")
         _settings(context).sketch = guide
         self.report({"INFO"}, f"{guide.name}: paint the lines you want (white on black) in the Image Editor, "
@@ -298,7 +280,7 @@ class TEXTURE_VARIANTS_OT_tile_preview(bpy.types.Operator):
 
 def _image_node_items(self, context):
     material = context.active_object.active_material if context and context.active_object else None
-    nodes = material_target.image_nodes(material) if material is not None and material.use_nodes else []
+    nodes = target.image_nodes(material) if material is not None and material.use_nodes else []
     items = [("", "Auto", "The node feeding Base Color, else the active Image Texture node")]
     return items + [(n.name, n.name, n.image.name if n.image else "(no image)") for n in nodes]
 
@@ -315,8 +297,8 @@ class TEXTURE_VARIANTS_OT_pick_node(bpy.types.Operator):
 
     @reports_errors()
     def execute(self, context):
-        material = material_target.active_material(context)
-        material_target.check_editable(material)
+        material = target.active_material(context)
+        target.check_editable(material)
         material.texture_variants.image_node = self.node
         return {"FINISHED"}
 
@@ -332,7 +314,7 @@ class TEXTURE_VARIANTS_OT_use_result_set(bpy.types.Operator):
 
     @reports_errors()
     def execute(self, context):
-        material = material_target.active_material(context)
+        material = target.active_material(context)
         current = results.use_history(_settings(context), material, self.index)
         self.report({"INFO"}, f"Using {current.label()}")
         return {"FINISHED"}

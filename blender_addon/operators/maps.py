@@ -5,7 +5,7 @@
 The backend derives the material's missing height, normal and roughness maps from its base colour
 (a generate request with `derive` and `maps_only`: the texture's own maps, no variant), through the
 same job path as Generate (progress and Cancel in the UI; scripts and background mode wait for it);
-map_wiring then adds them as Non-Color Image Texture nodes, wired without disturbing the rest of
+material.wiring then adds them as Non-Color Image Texture nodes, wired without disturbing the rest of
 the tree, in one undo step.
 """
 
@@ -14,9 +14,10 @@ import shutil
 import bpy
 from bpy.props import EnumProperty
 
-from . import map_io, map_wiring, material_target, paths, storage
-from .errors import UserError
-from .operators import JobOperator, timeout_property
+from .. import paths
+from ..errors import UserError
+from ..material import map_io, storage, target, wiring
+from .generate import JobOperator, timeout_property
 
 HEIGHT_ITEMS = [
     ("bump", "Bump", "Height through a Bump node into the Principled BSDF's Normal (the Normal Map chained into "
@@ -38,9 +39,9 @@ class TEXTURE_VARIANTS_OT_add_missing_maps(JobOperator, bpy.types.Operator):
     _plan = None
 
     def _target(self, context):
-        material, node, image = material_target.resolve(context)
-        material_target.check_editable(material)
-        self._plan = map_wiring.plan(material, node, self.height)
+        material, node, image = target.resolve(context)
+        target.check_editable(material)
+        self._plan = wiring.plan(material, node, self.height)
         return material, node, image
 
     def _side(self, plan):
@@ -56,7 +57,7 @@ class TEXTURE_VARIANTS_OT_add_missing_maps(JobOperator, bpy.types.Operator):
             if node is None or node.type != "TEX_IMAGE" or made_for["source"] is None:
                 raise UserError("no_image", "The base colour's Image Texture node or its image was deleted while "
                                 "the maps were made", "click Add Missing Maps again")
-            wanted = map_wiring.plan(material, node, self.height).maps  # the tree may have changed meanwhile
+            wanted = wiring.plan(material, node, self.height).maps  # the tree may have changed meanwhile
         except UserError as e:
             shutil.rmtree(self._job_dir, ignore_errors=True)
             self.report({"ERROR"}, str(e))
@@ -74,7 +75,7 @@ class TEXTURE_VARIANTS_OT_add_missing_maps(JobOperator, bpy.types.Operator):
             self.report({"ERROR"}, str(UserError("nothing_missing", "The backend made none of the maps still missing",
                                                  "click Add Missing Maps again")))
             return {"CANCELLED"}
-        made = map_wiring.wire(material, node, images, self.height)
+        made = wiring.wire(material, node, images, self.height)
         left_out = "".join(f"; {name} left out: {why}" for name, why in self._plan.skipped.items())
         self.report({"INFO"}, f"Added {', '.join(sorted(images))} to '{material.name}' ({len(made)} new nodes)"
                     f"{left_out}")

@@ -12,15 +12,15 @@ listed variants, and Apply / Bake / Revert work on them the same way.
 import bpy
 from bpy.props import BoolProperty, FloatVectorProperty
 
-from . import job as jobs
-from . import material_target, texture_io
-from .errors import UserError, reports_errors
-from .operators import JobOperator, _redraw, timeout_property
+from ..connection import job as jobs
+from ..errors import UserError, reports_errors
+from ..material import target, texture_io
+from .generate import JobOperator, _redraw, timeout_property
 
 
 def restyle_target(context):
     """(material, node, what a restyle reads): the texture the material shows now (an applied variant too)."""
-    material, node, source = material_target.resolve(context)
+    material, node, source = target.resolve(context)
     return material, node, node.image or source
 
 

@@ -1,35 +1,16 @@
-"""Set up Backend, Repair, Cancel and Remove Backend: the bpy side of backend_setup, and the set-up
-section of the preferences (progress, chosen torch build, disk space, indexes, last error)."""
+"""Set up Backend, Repair, Cancel and Remove Backend: the bpy side of setup.environment (the preferences'
+set-up box that shows them is `ui.setup`)."""
 
-import functools
-import os
 import sys
-import textwrap
 
 import bpy
 from bpy.props import BoolProperty
 
-from . import backend_setup, device_detect, preferences, session, setup_plan, setup_runner
-from .errors import UserError, reports_errors
-
-
-@functools.lru_cache(maxsize=4)
-def torch_build(device: str) -> device_detect.TorchBuild:
-    """The torch build for this computer (nvidia-smi runs once per device setting, not per redraw)."""
-    return device_detect.choose_build(device or "auto")
-
-
-def environment() -> backend_setup.BackendEnvironment:
-    return backend_setup.BackendEnvironment(preferences.venv_folder())
-
-
-def _device(context) -> str:
-    return preferences.backend_config(context).device or "auto"
-
-
-def _indexes(context, build) -> setup_plan.Indexes:
-    prefs = preferences.get(context)
-    return setup_plan.resolve_indexes(build, prefs.torch_index, prefs.package_index)
+from .. import prefs as preferences
+from ..connection import session
+from ..errors import UserError, reports_errors
+from ..setup import environment as backend_setup
+from ..setup import plan, runner
 
 
 class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
@@ -42,16 +23,14 @@ class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
     repair: BoolProperty(name="Repair", default=False, options={"SKIP_SAVE"},
                          description="Build the environment again even when it is up to date")
 
-    _run = None  # the set-up in progress (one at a time), read by the preferences' drawing
-    last_error = ""
     _timer = None
 
     def _refuse_offline(self, context, build) -> bool:
         if bpy.app.online_access:
             return False
-        steps = setup_plan.setup_steps(sys.executable, preferences.venv_folder(), preferences.backend_root(),
-                                       _indexes(context, build), installer="pip")
-        print("Texture Variants: install the backend by hand with:\n" + setup_plan.manual_instructions(steps))
+        steps = plan.setup_steps(sys.executable, preferences.venv_folder(), preferences.backend_root(),
+                                 preferences.package_indexes(context, build), installer="pip")
+        print("Texture Variants: install the backend by hand with:\n" + plan.manual_instructions(steps))
         self.report({"ERROR"}, "Online access is off, so the backend's packages cannot be downloaded. To fix: "
                     "allow it in Preferences > System > Network, or run the commands printed in the system "
                     "console and set Backend Python to the environment's python")
@@ -62,12 +41,13 @@ class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
 
         Raises UserError when it cannot start (already running, busy, bad settings, no disk space).
         """
-        if TEXTURE_VARIANTS_OT_setup_backend._run is not None:
+        if runner.Current.run is not None:
             raise UserError("busy", "Set up Backend is already running", "wait for it, or cancel it")
         if self.repair:
-            torch_build.cache_clear()
-        build, env, root = torch_build(_device(context)), environment(), preferences.backend_root()
-        if not self.repair and env.is_current(setup_plan.plan_stamp(root, build)):
+            preferences.torch_build.cache_clear()
+        build = preferences.torch_build(preferences.setup_device(context))
+        env, root = preferences.setup_environment(), preferences.backend_root()
+        if not self.repair and env.is_current(plan.plan_stamp(root, build)):
             self.report({"INFO"}, f"The backend is already set up ({build.label}); Repair builds it again")
             return "current"
         if self._refuse_offline(context, build):
@@ -76,21 +56,22 @@ class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
             raise UserError("busy", "A variant is being generated", "wait for it, or cancel it first")
         session.shared().stop()  # nothing may run from the environment while it is replaced
         prefs = preferences.get(context)
-        uv = setup_plan.find_uv() if prefs.installer == "uv" else None
+        uv = plan.find_uv() if prefs.installer == "uv" else None
         try:
-            run = backend_setup.start_setup(env, sys.executable, root, build, _indexes(context, build),
+            run = backend_setup.start_setup(env, sys.executable, root, build,
+                                            preferences.package_indexes(context, build),
                                             installer=prefs.installer, uv=uv)
         except OSError as e:  # undoing an interrupted set-up's folders failed
             raise UserError("setup_failed", f"Could not prepare {env.target.parent}: {e}",
                             "close programs using that folder, or click Remove Backend, then try again") from e
-        TEXTURE_VARIANTS_OT_setup_backend._run = run
-        TEXTURE_VARIANTS_OT_setup_backend.last_error = ""
+        runner.Current.run = run
+        runner.Current.last_error = ""
         return run
 
     @reports_errors()
     def execute(self, context):  # scripts and background mode: blocks until done
         run = self._start(context)
-        if not isinstance(run, setup_runner.SetupRun):
+        if not isinstance(run, runner.SetupRun):
             return self._check(run)
         run.join()
         return self._finish(context, run)
@@ -98,14 +79,14 @@ class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
     @reports_errors()
     def invoke(self, context, event):
         run = self._start(context)
-        if not isinstance(run, setup_runner.SetupRun):
+        if not isinstance(run, runner.SetupRun):
             return self._check(run)
         self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
         context.window_manager.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
-        run = TEXTURE_VARIANTS_OT_setup_backend._run
+        run = runner.Current.run
         if event.type == "ESC":
             run.cancel()
         if event.type == "TIMER":
@@ -129,12 +110,12 @@ class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
             return False
 
     def _finish(self, context, run):
-        TEXTURE_VARIANTS_OT_setup_backend._run = None
+        runner.Current.run = None
         if run.error:
-            TEXTURE_VARIANTS_OT_setup_backend.last_error = run.error
+            runner.Current.last_error = run.error
             self.report({"ERROR"}, f"Backend set-up: {run.error}")
             return {"CANCELLED"}
-        state = environment().state() or {}
+        state = preferences.setup_environment().state() or {}
         self.report({"INFO"}, f"Backend set up in {state.get('seconds', '?')} s: {state.get('build', '')}")
         self._check_backend()  # the panel then shows what the backend says about itself
         return {"FINISHED"}
@@ -148,7 +129,7 @@ class TEXTURE_VARIANTS_OT_cancel_setup(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context):
-        run = TEXTURE_VARIANTS_OT_setup_backend._run
+        run = runner.Current.run
         if run is None:
             self.report({"WARNING"}, "Set up Backend is not running")
             return {"CANCELLED"}
@@ -168,11 +149,11 @@ class TEXTURE_VARIANTS_OT_remove_backend(bpy.types.Operator):
 
     @reports_errors()
     def execute(self, context):
-        if session.shared().busy or TEXTURE_VARIANTS_OT_setup_backend._run is not None:
+        if session.shared().busy or runner.Current.run is not None:
             raise UserError("busy", "The backend is in use (generating, or being set up)",
                             "wait for it, or cancel it first")
         session.shared().stop()
-        env = environment()
+        env = preferences.setup_environment()
         try:
             removed = env.remove()
         except OSError as e:
@@ -181,56 +162,6 @@ class TEXTURE_VARIANTS_OT_remove_backend(bpy.types.Operator):
         preferences.get(context).status = "Backend removed" if removed else "No backend was set up"
         self.report({"INFO"}, f"Removed {env.target}" if removed else "No backend was set up")
         return {"FINISHED"}
-
-
-def _wrapped(layout, text: str, icon: str = "NONE", width: int = 110) -> None:
-    for i, line in enumerate(textwrap.wrap(text, width)):
-        layout.label(text=line, icon=icon if i == 0 else "BLANK1")
-
-
-def draw_section(layout, prefs, context) -> None:
-    """The set-up box of the preferences."""
-    col = layout.column()
-    col.prop(prefs, "installer")
-    col.prop(prefs, "torch_index")
-    col.prop(prefs, "package_index")
-    overridden = [n for n in (setup_plan.ENV_TORCH_INDEX, setup_plan.ENV_INDEX) if os.environ.get(n)]
-    if overridden:
-        col.label(text="Overridden by the environment: " + ", ".join(overridden), icon="INFO")
-    run = TEXTURE_VARIANTS_OT_setup_backend._run
-    if run is not None:
-        if hasattr(layout, "progress"):  # Blender 4.0+
-            layout.progress(factor=run.fraction, type="BAR", text=run.progress_text())
-        else:
-            layout.label(text=run.progress_text())
-        layout.label(text=run.last_line[:120])
-        layout.operator(TEXTURE_VARIANTS_OT_cancel_setup.bl_idname, icon="CANCEL")
-        return
-    env = environment()
-    build = torch_build(_device(context))
-    _wrapped(layout, f"Torch: {build.describe()}", "INFO")
-    layout.label(text=env.space_note(build.kind), icon="DISK_DRIVE")
-    state = env.state()
-    try:
-        current = bool(state) and env.is_current(setup_plan.plan_stamp(preferences.backend_root(), build))
-    except UserError:  # the backend code is missing: Set up Backend says so when clicked
-        current = False
-    row = layout.row()
-    if current:
-        row.operator(TEXTURE_VARIANTS_OT_setup_backend.bl_idname, text="Repair", icon="TOOL_SETTINGS").repair = True
-    else:
-        row.operator(TEXTURE_VARIANTS_OT_setup_backend.bl_idname, icon="CONSOLE")
-    row.operator("texture_variants.check_backend", icon="FILE_REFRESH")
-    if env.target.exists():
-        row.operator(TEXTURE_VARIANTS_OT_remove_backend.bl_idname, icon="TRASH")
-    if state:
-        layout.label(text=f"Installed {state.get('finished', '')} with {state.get('installer')}: "
-                     f"{state.get('build', '')}", icon="CHECKMARK")
-    if not bpy.app.online_access:
-        layout.label(text="Online access is off: Set up Backend will print the commands to run by hand",
-                     icon="ERROR")
-    if TEXTURE_VARIANTS_OT_setup_backend.last_error:
-        _wrapped(layout, TEXTURE_VARIANTS_OT_setup_backend.last_error, "ERROR")
 
 
 CLASSES = (TEXTURE_VARIANTS_OT_setup_backend, TEXTURE_VARIANTS_OT_cancel_setup, TEXTURE_VARIANTS_OT_remove_backend)

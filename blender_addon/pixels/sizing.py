@@ -68,3 +68,8 @@ def result_notes(source_size: tuple[int, int], result_size: tuple[int, int]) -> 
     if abs(rw / rh - sw / sh) > 0.01 * sw / sh:
         return [f"Result {rw}×{rh} has another aspect than the source ({sw}×{sh})"]
     return [f"Result {rw}×{rh}, the source is {sw}×{sh}"]
+
+
+def size_plan(settings, image) -> SizePlan:
+    """The plan for an image (anything with `.size`) under the panel's settings (`size_mode`, `size`)."""
+    return plan(image.size[0], image.size[1], settings.size_mode, settings.size)

@@ -4,7 +4,7 @@ Plain Python (no bpy). A set-up builds into `<venv>.partial` next to the environ
 into place after its check passed, so a failed, cancelled or interrupted set-up leaves the previous
 working environment, or nothing. A later run first undoes what an interrupted one left (a partial
 folder, or the previous environment moved aside) and starts clean; what was downloaded stays in the
-installer's cache, so it is not downloaded again. The plan is setup_plan's, the runner setup_runner's.
+installer's cache, so it is not downloaded again. The plan is setup.plan's, the runner setup.runner's.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from .device_detect import TorchBuild
-from .errors import UserError
-from .setup_plan import GB, SPACE_NEEDED, Indexes, plan_stamp, setup_steps, venv_python
-from .setup_runner import CANCELLED, SetupRun
+from ..errors import UserError
+from .device import TorchBuild
+from .plan import GB, SPACE_NEEDED, Indexes, plan_stamp, setup_steps, venv_python
+from .runner import CANCELLED, SetupRun
 
 STATE_FILE = "texture-variants-setup.json"
 

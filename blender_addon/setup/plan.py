@@ -1,11 +1,11 @@
 """The plan of Set up Backend: which commands, with which installer, from which package indexes.
 
 Plain Python (no bpy). `setup_steps` is the plan (also printed for people who install by hand, e.g.
-when Blender's online access is off); setup_runner.SetupRun runs it. The backend code itself is not
+when Blender's online access is off); runner.SetupRun runs it. The backend code itself is not
 installed: it runs from the extension folder (the client puts it on PYTHONPATH), so only its
 dependencies are.
 
-Indexes: torch comes from torch's own index for the chosen build (device_detect), everything else
+Indexes: torch comes from torch's own index for the chosen build (setup.device), everything else
 from PyPI; the preferences or TEXTURE_VARIANTS_TORCH_INDEX / TEXTURE_VARIANTS_INDEX name another
 index, or `default` for whatever the installer is configured with (pip.conf, PIP_INDEX_URL, ...).
 uv does not read pip's configuration, so the plan hands it pip's (`pip config list`): both
@@ -27,8 +27,8 @@ from urllib.parse import urlparse
 
 import tomllib
 
-from .device_detect import TorchBuild
-from .errors import UserError
+from ..errors import UserError
+from .device import TorchBuild
 
 PYPI = "https://pypi.org/simple"
 DEFAULT = "default"  # an index setting meaning "the installer's own configuration"

@@ -1,4 +1,4 @@
-"""Runs the set-up plan (setup_plan.Step) in a worker thread, with progress, cancel and a log file.
+"""Runs the set-up plan (plan.Step) in a worker thread, with progress, cancel and a log file.
 
 Plain Python (no bpy): the preferences' modal operator polls the fields from the main thread. Every
 command and every line it prints goes to the log file, which error messages point to.
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .setup_plan import Step
+from .plan import Step
 
 CANCELLED = "cancelled"
 
@@ -172,3 +172,11 @@ class SetupRun:
             log.write(f"== {self.error or 'set-up finished'} after {time.monotonic() - self.started:.0f} s\n")
             log.close()
         self.finished = True
+
+
+class Current:
+    """The set-up running in this Blender (one at a time) and the last one's error: Set up Backend sets
+    them, the preferences' set-up box shows them."""
+
+    run: SetupRun | None = None
+    last_error = ""

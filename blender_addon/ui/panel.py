@@ -9,11 +9,15 @@ from dataclasses import dataclass
 
 import bpy
 
-from . import material_maps, material_target, panel_rules, session, sizing, storage, texture_io
-from .batch_operators import draw_batch
-from .errors import UserError
-from .operators import PREVIEW_IMAGE, size_plan
-from .results import HISTORY_LIMIT
+from .. import panel_rules
+from ..connection import session
+from ..errors import UserError
+from ..material import maps as material_maps
+from ..material import storage, texture_io
+from ..material import target as material_target
+from ..material.results import HISTORY_LIMIT
+from ..pixels import sizing
+from .batch import draw_batch
 
 
 @dataclass
@@ -118,7 +122,7 @@ def draw_settings(layout, view) -> None:
     col.prop(settings, "size_mode")
     _prop(col, settings, "size", states)
     if view.image is not None:
-        plan = size_plan(settings, view.image)
+        plan = sizing.size_plan(settings, view.image)
         col.label(text=f"Makes {plan.width}×{plan.height}", icon="IMAGE_PLANE")
         for note in plan.notes:
             col.label(text=note, icon="ERROR")
@@ -163,7 +167,7 @@ def draw_job(layout, view) -> None:
         row = layout.row(align=True)
         row.progress(factor=job.fraction, type="BAR", text=job.status_text())
         row.operator("texture_variants.cancel", text="", icon="CANCEL")
-        preview = bpy.data.images.get(PREVIEW_IMAGE)
+        preview = bpy.data.images.get(texture_io.PREVIEW_IMAGE)
         if preview is not None and job.preview and preview.preview:
             layout.template_icon(icon_value=preview.preview.icon_id, scale=6.0)
         return
