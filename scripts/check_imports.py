@@ -28,14 +28,14 @@ BLENDER = {"bpy", "bmesh", "mathutils", "bpy_extras", "gpu", "addon_utils", "bl_
 ADDON = "blender_addon"
 ADDON_LAYERS = [
     {"errors"},  # the add-on's one error class
-    {"paths", "panel_rules"},  # where files go; which settings the panel shows
+    {"paths", "panel_rules", "parameters"},  # where files go; which settings the panel shows; the backend's declarations
     {"pixels", "setup", "connection"},  # pixel rules; Set up Backend; the backend's process, client, jobs
     {"properties", "prefs"},  # Blender data: the settings in the .blend, the preferences as read
     {"material"},  # the material's nodes, maps, images, result sets, files
     {"ui", "operators"},  # drawing; the operators
     {"__init__"},  # registration
 ]
-PLAIN = {"errors", "paths", "panel_rules", "pixels", "setup", "connection"}
+PLAIN = {"errors", "paths", "panel_rules", "parameters", "pixels", "setup", "connection"}
 DRAWING = "ui"
 
 
