@@ -49,6 +49,7 @@ from backend.diffusion.tiling import tiling
 from backend.errors import CancelledError, InputError
 from backend.images import center_square
 from backend.materials.maps import fit
+from backend.model_registry import registry
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,10 @@ def available(base=None, ip_adapter=None) -> tuple[bool, str]:
 
 
 def unload() -> bool:
-    """Free the loaded models and the caches (the service's `unload`)."""
-    from backend import sam
-
+    """Free every loaded model (the model registry) and the reference caches; True if a model was loaded."""
     reference_cache.clear()
     image_embeds_cache.clear()
-    return sam.unload() | models.unload()
+    return bool(registry.unload())
 
 
 @dataclass
