@@ -173,19 +173,19 @@ def write_results(images, out: Path, stem: str, kind: str, preview: bool) -> int
     return 0
 
 
-def parse_maps(items) -> dict[str, str]:
-    """{name: absolute path} from --map NAME=PATH items."""
+def named_paths(items, flag: str = "--map") -> dict[str, str]:
+    """{name: absolute path} from repeated NAME=PATH arguments; InputError for a bad or repeated one."""
     from backend.errors import InputError
 
-    maps: dict[str, str] = {}
+    out: dict[str, str] = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise InputError(f"--map {item!r} is not NAME=PATH", hint="e.g. --map roughness=rough.png")
-        if name in maps:
-            raise InputError(f"--map {name} is given twice", hint="give each map once")
-        maps[name] = str(Path(path).absolute())
-    return maps
+            raise InputError(f"{flag} {item!r} is not NAME=PATH", hint=f"e.g. {flag} roughness=rough.png")
+        if name in out:
+            raise InputError(f"{flag} {name} is given twice", hint="give each map once")
+        out[name] = str(Path(path).absolute())
+    return out
 
 
 def _material_fields(given: dict) -> dict:
@@ -195,7 +195,7 @@ def _material_fields(given: dict) -> dict:
 
     fields = {}
     if "maps" in given:
-        fields["maps"] = parse_maps(given["maps"])
+        fields["maps"] = named_paths(given["maps"])
     if "derive" in given:
         fields["derive"] = [name.strip() for name in given["derive"].split(",") if name.strip()]
     if "normals" in given:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from backend.cli.generate import parse_maps
+from backend.cli.generate import named_paths
 
 
 def add_carry_maps(sub) -> None:
@@ -32,7 +32,7 @@ def run(args) -> int:
 
     from backend.materials.carry import carry_maps
 
-    written, record = carry_maps(args.variant, args.reference, parse_maps(args.maps), args.out, seed=args.seed)
+    written, record = carry_maps(args.variant, args.reference, named_paths(args.maps), args.out, seed=args.seed)
     for path in written.values():
         print(path)
     print(json.dumps({k: record[k] for k in ("correspondence_rmse", "correspondence_mae", "correspondence_seconds")}),
