@@ -282,7 +282,7 @@ class Service:
     def _loaded_models() -> dict:
         """What stays loaded between jobs, and how many times models were read from disk so far."""
         models = sys.modules.get("backend.diffusion.models")  # imported by the diffusion engine's first job
-        if models is None:
+        if not hasattr(models, "loaded_specs"):  # not imported, or still being imported on another thread
             return {"diffusion": [], "loads": 0}
         return {"diffusion": [_describe_spec(spec) for spec in models.loaded_specs()], "loads": models.load_count}
 
