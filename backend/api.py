@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from backend import engines
+from backend import engines, report_card
 from backend.errors import InputError, ModelsMissingError
 from backend.images import load_reference
 from backend.materials import variants as material
@@ -112,6 +112,7 @@ def generate(reference: str | os.PathLike | Image.Image, params: GenerationParam
     images = engine.generate(
         ref, params, base=base, ip_adapter=ip_adapter, latents=latents, on_step=on_step, cancel=cancel,
     )
+    judge = report_card.MaterialJudge(ref.rgb, given, params.tile)
     record = params.to_dict(engine_name) | {
         "engine": engine_name, "batch_seed": params.seed, "reference": ref.source, "base": base,
         "ip_adapter": ip_adapter,
@@ -126,6 +127,7 @@ def generate(reference: str | os.PathLike | Image.Image, params: GenerationParam
                                                               cancel)
             engine_record = engine_record | maps_record
         image.info.pop("source_coords", None)
-        image.info["parameters"] = json.dumps(record | {"seed": params.seed + i, "variant": i} | engine_record,
-                                              sort_keys=True)
+        card = judge.card(image, image.info.get("maps"), clip=image.info.pop("clip_similarity", None))
+        image.info["parameters"] = json.dumps(record | {"seed": params.seed + i, "variant": i, "card": card}
+                                              | engine_record, sort_keys=True)
     return images

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blender_addon.backend_client import BackendClient
-from blender_addon.backend_config import resolve_config
+from blender_addon.connection.client import BackendClient
+from blender_addon.connection.config import resolve_config
+from blender_addon.connection.session import Session
 from blender_addon.errors import UserError
-from blender_addon.session import Session
 from tests.conftest import ROOT
 
 REMOTE = f"{sys.executable} -m backend serve --remote"

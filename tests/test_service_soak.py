@@ -133,8 +133,8 @@ def test_stalls_of_the_service_block_no_caller_and_lose_no_answer(tmp_path, colo
     """The client under a stream of jobs, cancels and status requests while the service is stopped
     (SIGSTOP) for a second every 40 requests: no call blocks, every job ends exactly once; then a stall
     past `stall_timeout` with requests waiting ends the service with `backend_stalled` for each job."""
-    from blender_addon.backend_client import BackendClient
-    from blender_addon.backend_config import resolve_config
+    from blender_addon.connection.client import BackendClient
+    from blender_addon.connection.config import resolve_config
     from tests.conftest import ROOT
 
     monkeypatch.setenv("TEXTURE_VARIANTS_LOG_DIR", str(tmp_path / "logs"))

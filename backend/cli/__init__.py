@@ -14,7 +14,7 @@ from backend.cli.generate import add_generate
 from backend.cli.models import add_download_models, add_make_test_models, add_train_lgp
 from backend.cli.restyle import add_restyle
 from backend.cli.service import add_batch, add_serve
-from backend.cli.tools import add_demo, add_metrics
+from backend.cli.tools import add_demo, add_metrics, add_score
 from backend.errors import TextureVariantsError
 
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve(sub)
     add_batch(sub)
     add_metrics(sub)
+    add_score(sub)
     add_demo(sub)
     return parser
 

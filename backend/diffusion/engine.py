@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.diffusion import balance, controls, models
+from backend.diffusion import balance, clip_similarity, controls, models
 from backend.diffusion.controls.base import (
     GENERATED,
     INVERSION,
@@ -49,6 +49,7 @@ from backend.diffusion.tiling import tiling
 from backend.errors import CancelledError, InputError
 from backend.images import center_square
 from backend.materials.maps import fit
+from backend.model_registry import registry
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,10 @@ def available(base=None, ip_adapter=None) -> tuple[bool, str]:
 
 
 def unload() -> bool:
-    """Free the loaded models and the caches (the service's `unload`)."""
-    from backend import sam
-
+    """Free every loaded model (the model registry) and the reference caches; True if a model was loaded."""
     reference_cache.clear()
     image_embeds_cache.clear()
-    return sam.unload() | models.unload()
+    return bool(registry.unload())
 
 
 @dataclass
@@ -381,6 +380,8 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
         images = decode(pipe, result, params.diffusion.decode_one_at_a_time)
     for control in active:
         images = control.finish(images)
+    for im, similarity in zip(images, clip_similarity.similarities(pipe, image, images) or [], strict=False):
+        im.info["clip_similarity"] = similarity  # the report card's CLIP-I (backend/report_card.py)
     info: dict = {}
     warnings = [text for control in active for text in control.warnings()]
     for control in active:

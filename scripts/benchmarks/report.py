@@ -120,11 +120,18 @@ def render_patch(entry: dict) -> list[str]:
         return ["Not measured in this mode."]
     lines = [f"{p['size']}², one variant per call, {p['reps']} seeds per texture, textures interleaved; metrics "
              "as defined in DESIGN.md (targets: seam ≤ 1.2, appearance ≤ 1.3, copy ≤ 0.7).", "",
-             "| texture | mode | s / variant (median) | seam (max) | appearance (median / max) | copy (max) |",
-             "|---|---|---|---|---|---|"]
+             "| texture | mode | s / variant (median) | seam (max) | appearance (median / max) | copy (max) | "
+             "report card (first + next ms, share) |",
+             "|---|---|---|---|---|---|---|"]
     for r in p["rows"]:
+        card = (f"{r['card_ms_first']:.0f} + {r['card_ms_next']:.0f} ms, {100 * r['card_share']:.1f} %"
+                if "card_share" in r else "—")
         lines.append(f"| {r['texture']} | {r['mode']} | {r['median_s']:.2f} | {r['seam_max']:.2f} | "
-                     f"{r['appearance_median']:.2f} / {r['appearance_max']:.2f} | {r['copy_max']:.2f} |")
+                     f"{r['appearance_median']:.2f} / {r['appearance_max']:.2f} | {r['copy_max']:.2f} | {card} |")
+    if "card_cost_ratio" in p:
+        lines += ["", f"`card_cost_ratio={p['card_cost_ratio']:.3f}`: the report cards of a call of 4 variants (the "
+                  "first card does the reference's share once, each next one only its own) over the 4 variants' own "
+                  "time, median over the textures (target ≤ 0.05)."]
     return lines
 
 
