@@ -135,6 +135,24 @@ def render_patch(entry: dict) -> list[str]:
     return lines
 
 
+def render_correspondence(entry: dict | None) -> list[str]:
+    if not entry or "correspondence" not in entry:
+        return ["Not measured yet: run `scripts/bench --correspondence`."]
+    c = entry["correspondence"]
+    lines = [f"- **command**: `{entry['command']}`", f"- **date**: {entry['date']}",
+             f"- **machine**: {_machine_line(entry)}; load average {c['load_average']['start']} → "
+             f"{c['load_average']['end']}", "",
+             f"{c['size']}², a variant that is a random permutation of the reference's 16-px blocks, {c['reps']} "
+             "permutations per texture; *exact inside* is the share of pixels at least 3 px inside a block "
+             "matched to their exact source (the worst of the runs). Target: ≤ 2 s per variant.", "",
+             "| texture | s / variant (median) | CPU s (median) | exact inside (min) | RMSE (median) |",
+             "|---|---|---|---|---|"]
+    for r in c["rows"]:
+        lines.append(f"| {r['texture']} | {r['median_s']:.2f} | {r['median_cpu_s']:.2f} | "
+                     f"{r['exact_inside_min']:.3f} | {r['rmse_median']:.4f} |")
+    return lines
+
+
 def render_gpu(entry: dict | None) -> list[str]:
     if not entry or "gpu" not in entry:
         reason = (entry or {}).get("not_measured", "no GPU was lent to this project's runs")
@@ -167,7 +185,7 @@ def _row(entry: dict | None, method: str, n: int) -> dict | None:
 
 
 def _modes(results: dict) -> list[str]:
-    return ["full", "quick", *sorted(k for k in results if k not in ("full", "quick", "gpu"))]
+    return ["full", "quick", *sorted(k for k in results if k not in ("full", "quick", "gpu", "correspondence"))]
 
 
 def _first_with(results: dict, *methods: str) -> tuple[str, list[dict]] | None:
@@ -315,6 +333,8 @@ def render(results: dict) -> str:
                 "### AD mode", "", _ad_text(entry["variant_cost"]), "",
                 "### Service overhead", "", *render_service(entry), "",
                 "### Weight-free engine", "", *render_patch(entry), ""]
+    out += ["## Map correspondence (`--correspondence`)", "", *render_correspondence(results.get("correspondence")),
+            ""]
     out += ["## GPU (`--gpu`)", "", *render_gpu(results.get("gpu")), ""]
     findings = render_findings(results)
     if findings:
