@@ -197,7 +197,7 @@ class ResultFetch:
             files = []
             for entry in result.get("files", []):
                 local = dict(entry)
-                for key in ("path", "tiled", "mask"):  # mask: a restyle's mask beside its result
+                for key in ("path", "tiled", "mask", "band"):  # a restyle's mask, make_tileable's band
                     if entry.get(key):
                         local[key] = str(self._keep(fetch(entry[key])))
                 if entry.get("maps"):  # a material's maps beside the variant (README "Whole materials")
