@@ -76,6 +76,37 @@ def restyle(reference: str | os.PathLike | Image.Image, prompt: str, *, strength
                              mask_box=box, mask_mode=mask_mode, sam=sam, **kw)
 
 
+def make_tileable(image: str | os.PathLike | Image.Image, *, engine: str = "auto", band: int | None = None,
+                  flatten: str = "auto", tile: str = "both", maps: dict[str, str] | None = None,
+                  cancel: threading.Event | None = None) -> Image.Image:
+    """The image itself made tileable, at its own size (backend/tileable.py): its lighting levelled
+    (`flatten` auto|on|off), a band along its seams re-made, every other pixel kept. `maps`
+    ({name: path}) are repaired alike: `info["maps"]` (save with backend.materials.variants.save);
+    `info["band"]` shows the re-made pixels. `engine`: "auto" and "patch" are the weight-free repair
+    (the diffusion repair of the band is not built yet: "diffusion" is refused)."""
+    from backend import tileable
+    from backend.materials.maps import read_map
+
+    if engine not in ("auto", "patch"):
+        raise InputError(f"make-tileable has no {engine!r} engine: it repairs seams with the weight-free patch "
+                         "engine", hint="use engine auto or patch")
+    ref = load_reference(image)
+    picture = ref.rgb.convert("L") if ref.grayscale else ref.rgb
+    if ref.alpha is not None:
+        picture = picture.convert("RGB")
+        picture.putalpha(ref.alpha)
+    given = {}
+    for name, path in (maps or {}).items():
+        try:
+            given[name] = read_map(path, name)
+        except InputError as e:
+            raise InputError(f"map {name!r}: {e.message}", hint=e.hint) from e
+    result = tileable.make_tileable(picture, band=band, flatten=flatten, tile=tile, maps=given, cancel=cancel)
+    record = json.loads(result.info["parameters"]) | {"engine": "patch", "reference": ref.source}
+    result.info["parameters"] = json.dumps(record, sort_keys=True)
+    return result
+
+
 def derive_maps(reference: str | os.PathLike | Image.Image, params: GenerationParams, *,
                 cancel: threading.Event | None = None) -> list[Image.Image]:
     """The reference's own derived maps (`params.derive`), no variant made: one image, the
