@@ -18,7 +18,7 @@ from PIL import Image
 
 from backend.diffusion import hub
 from backend.errors import ModelsMissingError
-from backend.model_registry import registry
+from backend.model_registry import load_pretrained
 
 DEFAULT_TAESD = "madebyollin/taesd"
 TAESD_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
@@ -78,20 +78,10 @@ def taesd_available(location: str | os.PathLike | None = None) -> bool:
 
 def load_taesd(folder: Path, device: str, dtype: str):
     """The AutoencoderTiny in `folder` on `device`, kept in the model registry."""
+    from diffusers import AutoencoderTiny
 
-    def build():
-        from diffusers import AutoencoderTiny
-
-        try:
-            model = AutoencoderTiny.from_pretrained(folder, torch_dtype=getattr(torch, dtype), use_safetensors=True,
-                                                    local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise ModelsMissingError(f"could not load the tiny autoencoder from {folder}: {e}",
-                                     hint=f"pass an AutoencoderTiny folder (the {DEFAULT_TAESD} layout)") from e
-        return model.to(device).eval().requires_grad_(False)
-
-    return registry.get("taesd", (folder, device, dtype), build,
-                        {"path": str(folder), "device": device, "dtype": dtype})
+    return load_pretrained("taesd", AutoencoderTiny, folder, device, dtype,
+                           f"pass an AutoencoderTiny folder (the {DEFAULT_TAESD} layout)")
 
 
 def taesd_decode(taesd, latents: torch.Tensor, scaling_factor: float) -> torch.Tensor:
