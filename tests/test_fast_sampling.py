@@ -126,8 +126,8 @@ class _Acts:
                         (name, run.state.branch, run.state.step, "residuals")))
                 if isinstance(control, sketch_control.LGPGuidance):
                     guide = control.guide
-                    control.guide = lambda latents, t: (self.events.append(
-                        (name, run.state.branch, run.state.step, "guide")), guide(latents, t))[1]
+                    control.guide = lambda *args: (self.events.append(
+                        (name, run.state.branch, run.state.step, "guide")), guide(*args))[1]
 
             control.setup = instrumented
             if isinstance(control, restyle_control.Restyle):
