@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.diffusion import balance, controls, fast, models, samplers, vae
+from backend.diffusion import balance, clip_similarity, controls, fast, models, samplers, vae
 from backend.diffusion.controls.base import (
     GENERATED,
     INVERSION,
@@ -375,6 +375,8 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
             images = vae.decode(pipe, result, options.decode_one_at_a_time)
     for control in active:
         images = control.finish(images)
+    for im, similarity in zip(images, clip_similarity.similarities(pipe, image, images) or [], strict=False):
+        im.info["clip_similarity"] = similarity  # the report card's CLIP-I (backend/report_card.py)
     info: dict = {}
     warnings = [text for control in active for text in control.warnings()]
     for control in active:
