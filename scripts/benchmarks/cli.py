@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
                         "16-px blocks of three textures at 512² (seconds, exact-source share; no models needed)")
     parser.add_argument("--compile", action="store_true", help="with --gpu: also torch.compile the UNet")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (default: the mode's)")
+    parser.add_argument("--size", type=int, help="image size in px, a multiple of 64 (default: the mode's)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS[3:],
                         help="measure only these sections (speed: fast_cost_ratio and preview_decode_ratio, in "
                         "--quick); the mode's other stored results are kept")
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                   "fast_over_full": round(rows["fast"]["median_s"] / rows["cached"]["median_s"], 3)}
     else:
         setup = common.QUICK if args.quick else common.FULL
-        changes = {k: v for k, v in (("reps", args.reps), ("variants", tuple(args.variants or ())),
+        changes = {k: v for k, v in (("reps", args.reps), ("size", args.size), ("variants", tuple(args.variants or ())),
                                      ("methods", tuple(args.methods or ()))) if v}
         if "methods" in changes:
             added = [m for m in changes["methods"] if m not in setup.methods]
