@@ -155,6 +155,11 @@ class BackendClient:
         """Queue a restyle job (README "Restyle") like `generate`; its mask image is an input too."""
         return self._job("restyle", input_path, output_dir, params, should_cancel)
 
+    def make_tileable(self, input_path, output_dir, *, should_cancel=None, **params) -> str:
+        """Queue a make_tileable job (the texture itself made tileable at its own size) like `generate`;
+        its maps are inputs too."""
+        return self._job("make_tileable", input_path, output_dir, params, should_cancel)
+
     def _job(self, kind: str, input_path, output_dir, params: dict, should_cancel=None) -> str:
         fields = {k: v for k, v in params.items() if v is not None}
         input_path, output_dir = os.path.abspath(os.fspath(input_path)), os.path.abspath(os.fspath(output_dir))

@@ -69,7 +69,7 @@ class Session:
 
     def submit(self, config, backend_root: str, input_path: str, job_folder: str, params: dict, *,
                in_thread: bool = False, request: str = "generate") -> JobTracker:
-        """Send a generate (or, `request="restyle"`, a restyle) job that fills `job_folder` (the backend writes the variants into it). With `in_thread`, starting the backend (about a second on a cold start)
+        """Send a generate (or a `request` "restyle" or "make_tileable") job that fills `job_folder` (the backend writes the variants into it). With `in_thread`, starting the backend (about a second on a cold start)
         and sending happen on a worker thread, so the caller (the UI) never waits; the job stays
         QUEUED until then, and a failure to start ends it as FAILED."""
         if self.busy:
@@ -82,7 +82,7 @@ class Session:
             try:
                 if self.hello is None:
                     self.hello = client.start()
-                send_job = client.restyle if request == "restyle" else client.generate
+                send_job = {"restyle": client.restyle, "make_tileable": client.make_tileable}.get(request, client.generate)
                 job.id = send_job(input_path, job_folder, should_cancel=lambda: job.cancel_requested, **params)
                 if job.cancel_requested:  # Cancel was pressed while the backend was starting
                     client.cancel(job.id)
