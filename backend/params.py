@@ -24,6 +24,9 @@ TILE_MODES = ("both", "x", "y", "none")
 APPEARANCE_MODES = ("kv", "ad", "none")  # kv replacement, attention distillation, plain IP-Adapter
 IP_MODES = ("full", "style")  # IP-Adapter in every cross-attention layer, or in the style block(s) only
 SKETCH_MODES = ("lgp", "controlnet")  # latent guidance predictor (Voynov et al.), or an SD1.5 ControlNet
+SAMPLERS = ("full", "fast")  # the model's own 30-step schedule, or a step-distillation LoRA's (diffusion/fast.py)
+FAST_LORAS = ("lcm", "hyper-sd")  # the published step-distillation LoRAs fast_lora names (or a file / hub id)
+FAST_SCHEDULERS = ("tcd", "ddim-trailing")
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_VARIANTS = 16
 DERIVABLE_MAPS = ("height", "normal", "roughness")  # backend/materials/derive.py makes them
@@ -179,6 +182,15 @@ class DiffusionOptions(Checked):
     suppress_scale: float = param(0.8, "number", 0.0, 10.0)
     content_encoder: str | None = param(None, "text", optional=True)
     decode_one_at_a_time: bool = param(False, "flag")
+    taesd: str | None = param(None, "text", optional=True,
+                              hint="tiny autoencoder for the live previews: folder or hub id (default: "
+                                   "madebyollin/taesd when it is in the HF cache, else a latent colour map)")
+    draft: bool = param(False, "flag", hint="decode the final images with the tiny autoencoder: a quick look")
+    # Few-step sampling (sampler="fast"; backend/diffusion/fast.py)
+    fast_lora: str = param("lcm", "text", hint="lcm (LCM-LoRA), hyper-sd (Hyper-SD 8-step CFG), or a LoRA "
+                           ".safetensors file, folder or hub id")
+    fast_scheduler: str | None = param(None, "choice", choices=FAST_SCHEDULERS, optional=True,
+                                       hint="default: the one fast_lora was distilled for")
     # Sketch guidance (backend/diffusion/controls/sketch.py, controlnet.py)
     sketch_window: float = param(0.5, "number", 0.0, 1.0, hint="LGP: a fraction of the steps, counted from the start")
     lgp: str | None = param(None, "text", optional=True, hint="LGP weights: hub id, folder or file")
@@ -214,6 +226,9 @@ class GenerationParams(Checked):
     variants: int = param(1, "int", 1, MAX_VARIANTS)
     seed: int | None = param(None, "int", 0, 2**63 - 1, optional=True)
     steps: int = param(30, "int", 1, 200)
+    sampler: str = param("full", "choice", choices=SAMPLERS,
+                         hint="fast: a step-distillation LoRA, fast_steps steps (download-models --fast)")
+    fast_steps: int = param(8, "int", 1, 50, hint="denoising steps of the fast sampler (4-8)")
     size: int = param(512, "int", MIN_SIZE, MAX_SIZE, multiple=64)
     tile: str = param("both", "choice", choices=TILE_MODES)
     balance: float = param(0.5, "number", 0.0, 1.0, hint="0 = structure, 1 = appearance")

@@ -63,7 +63,7 @@ def test_hello_lists_exactly_the_declared_choices_and_options():
     assert "allow_pickle" in specs(ENGINE_OPTIONS["diffusion"]) and "allow_pickle" in START_OPTIONS
     assert parameters["choices"] == {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
                                      if spec.kind == "choice"}
-    assert set(parameters["choices"]) == {"engine", "tile", "appearance", "ip_mode", "sketch_mode", "normals"}
+    assert set(parameters["choices"]) == {"engine", "sampler", "tile", "appearance", "ip_mode", "sketch_mode", "normals"}
     assert parameters["names"] == {"derive": ["height", "normal", "roughness"]}
 
 

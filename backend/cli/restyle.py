@@ -9,8 +9,9 @@ from pathlib import Path
 from backend.cli import generate as cli
 from backend.params import DiffusionOptions, GenerationParams
 
-_RESTYLE_FLAGS = ("variants", "seed", "steps", "size", "tile", "negative_prompt", "guidance_scale")
-_RESTYLE_DIFFUSION_FLAGS = ("device", "dtype", "allow_pickle")
+_RESTYLE_FLAGS = ("variants", "seed", "steps", "sampler", "fast_steps", "size", "tile", "negative_prompt",
+                  "guidance_scale")
+_RESTYLE_DIFFUSION_FLAGS = ("device", "dtype", "allow_pickle", "fast_lora", "fast_scheduler")
 
 
 def _numbers(text: str, counts: tuple[int, ...], usage: str) -> list[float]:

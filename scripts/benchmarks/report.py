@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from scripts.benchmarks.common import PROJECT_STEPS, TARGETS
+from scripts.benchmarks.speed import render_speed
 
 
 def load_results(path: Path) -> dict:
@@ -46,6 +47,7 @@ METHOD_TEXT = {
     "cached": "**kv, reference work cached (the product)**",
     "ad": "attention distillation (AD), reference work cached",
     "diffusers": "diffusers' own `StableDiffusionPipeline` + `load_ip_adapter` (the peer: DDIM, no tiling)",
+    "fast": "**kv cached, `sampler=\"fast\"`: 8 steps, LCM-LoRA fused (TCD, guidance 1)**",
     "first_before": "kv first call as before #12 (full reference replay, two pads per conv, image encoded)",
     "cached_before": "kv cached as before #12 (two pads per wrapped conv, image encoded every call)",
 }
@@ -160,7 +162,7 @@ def render_gpu(entry: dict | None) -> list[str]:
                 "machine: `TORCH_SPEC=\"torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128\" "
                 "scripts/setup`, then `scripts/bench --gpu` (fp16, SDPA, channels-last, the variants decoded one "
                 "at a time; `--compile` adds torch.compile of the UNet): seconds per variant and peak VRAM "
-                "for plain, naive, first, cached, AD and diffusers' own pipeline. Targets: ≤ 0.7 s per variant "
+                "for plain, naive, first, cached (Full), Fast (8 steps, LCM-LoRA) and AD, and diffusers' own pipeline. Targets: ≤ 0.7 s per variant "
                 "amortised on an H100, ≤ 6 GB peak VRAM. diffusers' attention slicing is not used: "
                 "`enable_attention_slicing` replaces every attention processor, IP-Adapter's included (the "
                 "image prompt would be dropped); SDPA's memory-efficient kernels do not keep attention "
@@ -333,6 +335,8 @@ def render(results: dict) -> str:
                 "### AD mode", "", _ad_text(entry["variant_cost"]), "",
                 "### Service overhead", "", *render_service(entry), "",
                 "### Weight-free engine", "", *render_patch(entry), ""]
+        if entry.get("speed"):
+            out += ["### Few-step sampling and previews", "", *render_speed(entry["speed"]), ""]
     out += ["## Map correspondence (`--correspondence`)", "", *render_correspondence(results.get("correspondence")),
             ""]
     out += ["## GPU (`--gpu`)", "", *render_gpu(results.get("gpu")), ""]
