@@ -30,6 +30,7 @@ FAST_SCHEDULERS = ("tcd", "ddim-trailing")
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_VARIANTS = 16
 DERIVABLE_MAPS = ("height", "normal", "roughness")  # backend/materials/derive.py makes them
+MATERIAL_MAPS = ("roughness", "metallic", "normal", "height")  # the maps the Blender add-on finds and sends
 NORMAL_MODELS = ("classical", "marigold")
 MAP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # a map's name ends up in a file name
 MAX_MAP_SIDE = 8192
@@ -197,7 +198,9 @@ class DiffusionOptions(Checked):
     controlnet: str | None = param(None, "text", optional=True, hint="SD1.5 ControlNet: hub id or folder")
     # Restyle (controls/restyle.py): Plug-and-Play feature injection under a text prompt, with a mask.
     restyle_prompt: str = param("", "text", hint="the new look; empty = no restyle")
-    restyle_strength: float = param(0.5, "number", 0.0, 1.0, hint="0 = keep all structure, 1 = text only")
+    restyle_strength: float = param(0.5, "number", 0.0, 1.0,
+                                    hint="0 = keep all the structure, 1 = follow the text alone (0.5: the published "
+                                         "setting)")
     restyle_start: str = param("inverted", "choice", choices=RESTYLE_STARTS,
                                hint="inverted: from the input's inverted noise (the paper; keeps structure); "
                                     "noise: from seeded noise (more variety, less structure)")
@@ -231,7 +234,9 @@ class GenerationParams(Checked):
     fast_steps: int = param(8, "int", 1, 50, hint="denoising steps of the fast sampler (4-8)")
     size: int = param(512, "int", MIN_SIZE, MAX_SIZE, multiple=64)
     tile: str = param("both", "choice", choices=TILE_MODES)
-    balance: float = param(0.5, "number", 0.0, 1.0, hint="0 = structure, 1 = appearance")
+    balance: float = param(0.5, "number", 0.0, 1.0,
+                           hint="0 = new structure, 1 = closest appearance to the original (0.5 is the published "
+                                "recipe)")
     appearance: str = param("kv", "choice", choices=APPEARANCE_MODES)
     ip_scale: float | None = param(None, "number", 0.0, 30.0, optional=True)
     prompt: str = param("", "text")
@@ -253,7 +258,9 @@ class GenerationParams(Checked):
     # Sketch guidance: an image whose lines the variant's structure follows (diffusion engine only)
     sketch: str | None = param(None, "text", optional=True, hint="path of an image, lines on a plain background")
     sketch_mode: str = param("lgp", "choice", choices=SKETCH_MODES)
-    sketch_strength: float = param(1.0, "number", 0.0, 5.0)
+    sketch_strength: float = param(1.0, "number", 0.0, 5.0,
+                                   hint="how strongly the structure follows the guide (lgp: guidance step size; "
+                                        "controlnet: conditioning scale)")
     diffusion: DiffusionOptions = field(default_factory=DiffusionOptions)
     patch: PatchOptions = field(default_factory=PatchOptions)
 
@@ -320,3 +327,22 @@ def capabilities() -> dict:
             "names": {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
                       if spec.kind == "names" and spec.choices},
             "extra": {engine: list(specs(cls)) for engine, cls in ENGINE_OPTIONS.items()}}
+
+
+def _declaration(spec: Spec, default) -> dict:
+    out = {"kind": spec.kind, "default": list(default) if isinstance(default, tuple) else default}
+    out |= {key: getattr(spec, key) for key in ("low", "high") if getattr(spec, key) is not None}
+    out |= {"choices": list(spec.choices)} if spec.choices else {}
+    out |= {"multiple": spec.multiple} if spec.multiple > 1 else {}
+    out |= {"optional": True} if spec.optional else {}
+    return out | ({"help": spec.hint} if spec.hint else {})
+
+
+def declarations() -> dict:
+    """Every parameter's kind, default, range, choices and help text, and the map names, as JSON values:
+    what the Blender add-on's generated copy holds (scripts/params_spec.py writes it; the add-on
+    cannot import this package)."""
+    return {"parameters": {name: _declaration(*sd) for name, sd in specs(GenerationParams).items()},
+            "options": {engine: {name: _declaration(*sd) for name, sd in specs(cls).items()}
+                        for engine, cls in ENGINE_OPTIONS.items()},
+            "maps": {"material": list(MATERIAL_MAPS), "derivable": list(DERIVABLE_MAPS)}}

@@ -9,7 +9,7 @@ from pathlib import Path
 from backend.params import DiffusionOptions, GenerationParams, PatchOptions, specs
 
 # The generate flags: (parameter, help). Kinds, choices and defaults come from backend.params; a
-# default of None is described in the help text.
+# default of None is described in the help text; a help of None is the parameter's own (its Spec's hint).
 GENERATE_FLAGS = (
     ("engine", "diffusion, patch (weight-free), or auto: diffusion when its models are here"),
     ("variants", "how many variants"),
@@ -20,7 +20,7 @@ GENERATE_FLAGS = (
     ("fast_steps", "--sampler fast: denoising steps (4-8)"),
     ("size", "output size in px, a multiple of 64"),
     ("tile", "seamless axes"),
-    ("balance", "0 = new structure, 1 = closest appearance (0.5 is the published recipe)"),
+    ("balance", None),
     ("appearance", "appearance preservation: kv (replace the reference's keys/values), ad (attention "
      "distillation: optimise the latent towards them; slower) or none (plain IP-Adapter)"),
     ("ip_mode", "full: the image prompt in every cross-attention layer; style: only in the style block(s) "
@@ -34,8 +34,7 @@ GENERATE_FLAGS = (
     ("sketch", "an image whose lines the variant's structure follows (white on black or black on white, "
      "square; diffusion engine; README 'Sketch guidance')"),
     ("sketch_mode", "--sketch: lgp (latent guidance predictor) or controlnet (an SD1.5 ControlNet)"),
-    ("sketch_strength", "--sketch: how strongly the structure follows it (lgp: guidance step size in "
-     "denoising steps; controlnet: conditioning scale)"),
+    ("sketch_strength", None),
 )
 
 
@@ -83,6 +82,7 @@ def add_flags(group, table, cls) -> None:
     declared = specs(cls)
     for name, text in table:
         spec, default = declared[name]
+        text = text or spec.hint
         kw = dict(_KINDS[spec.kind], default=argparse.SUPPRESS)
         if spec.kind == "choice":
             kw["choices"] = spec.choices

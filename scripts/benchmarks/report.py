@@ -28,6 +28,9 @@ def _fmt(value, digits=2, suffix="") -> str:
     return "–" if value is None else f"{value:.{digits}f}{suffix}"
 
 
+ADDON_PIXELS = "addon_pixels"  # scripts/benchmarks/addon_pixels.py: entries by label, not a scripts/bench mode
+
+
 def _machine_line(entry: dict) -> str:
     m = entry["machine"]
     load = entry.get("load_average") or {}
@@ -187,7 +190,8 @@ def _row(entry: dict | None, method: str, n: int) -> dict | None:
 
 
 def _modes(results: dict) -> list[str]:
-    return ["full", "quick", *sorted(k for k in results if k not in ("full", "quick", "gpu", "correspondence"))]
+    return ["full", "quick", *sorted(k for k in results if k not in ("full", "quick", "gpu", "correspondence",
+                                                                     ADDON_PIXELS))]
 
 
 def _first_with(results: dict, *methods: str) -> tuple[str, list[dict]] | None:
@@ -284,6 +288,27 @@ def _peer_findings(results: dict) -> list[str]:
     return lines
 
 
+def render_addon_pixels(entries: dict | None) -> list[str]:
+    """The add-on's pixel work in headless Blender, one column per labelled run (before / after)."""
+    if not entries:
+        return ["Not measured yet: `.venv-blender/bin/python -m scripts.benchmarks.addon_pixels --label after`."]
+    labels = sorted(entries, key=lambda label: entries[label]["date"])
+    first = entries[labels[0]]
+    out = [f"A {first['size']}² float RGBA image in headless Blender (the bpy wheel), median of "
+           f"{first['repeats']} (`python -m scripts.benchmarks.addon_pixels`, see its docstring for the cases).", "",
+           "| case | " + " | ".join(f"{label} (s)" for label in labels) + " |",
+           "|---|" + "---|" * len(labels)]
+    cases = list(dict.fromkeys(case for label in labels for case in entries[label]["rows"]))
+    for case in cases:
+        cells = [_fmt(entries[label]["rows"].get(case, {}).get("median_s")) for label in labels]
+        out.append(f"| {case} | " + " | ".join(cells) + " |")
+    out.append("")
+    out += [f"- **{label}**: {e['note'] + '; ' if e.get('note') else ''}{e['date']}, Blender {e['blender']}, "
+            f"numpy {e['numpy']}, {e['machine']}, load average {e['load_average'][0]} at start, "
+            f"{e['load_average'][1]} at end" for label, e in ((label, entries[label]) for label in labels)]
+    return out
+
+
 def render_findings(results: dict) -> list[str]:
     """What the numbers say, computed from them (each from the newest run that measured it)."""
     return [*_cost_findings(results), *_first_call_findings(results), *_peer_findings(results)]
@@ -340,6 +365,7 @@ def render(results: dict) -> str:
     out += ["## Map correspondence (`--correspondence`)", "", *render_correspondence(results.get("correspondence")),
             ""]
     out += ["## GPU (`--gpu`)", "", *render_gpu(results.get("gpu")), ""]
+    out += ["## Add-on pixel work", "", *render_addon_pixels(results.get(ADDON_PIXELS)), ""]
     findings = render_findings(results)
     if findings:
         at = out.index("## Full run")
