@@ -24,7 +24,9 @@ TILE_MODES = ("both", "x", "y", "none")
 APPEARANCE_MODES = ("kv", "ad", "none")  # kv replacement, attention distillation, plain IP-Adapter
 IP_MODES = ("full", "style")  # IP-Adapter in every cross-attention layer, or in the style block(s) only
 SKETCH_MODES = ("lgp", "controlnet")  # latent guidance predictor (Voynov et al.), or an SD1.5 ControlNet
-MIN_SIZE, MAX_SIZE = 64, 2048
+MIN_SIZE, MAX_SIZE = 64, 8192  # per side of the output
+# The side of the output must be a multiple of this for each engine (diffusion: the VAE's 8x latent grid).
+SIZE_MULTIPLE = {"diffusion": 8, "patch": 1}
 MAX_VARIANTS = 16
 DERIVABLE_MAPS = ("height", "normal", "roughness")  # backend/materials/derive.py makes them
 NORMAL_MODELS = ("classical", "marigold")
@@ -36,10 +38,11 @@ MASK_MODES = ("keep-structure", "edit-inside")  # restyle: where the structure i
 @dataclass(frozen=True)
 class Spec:
     """What values a parameter takes. kind: int | number | choice | text | flag | names | maps | points | box
-    | size.
+    | size | extent.
 
     names: a list of strings (of `choices` when given); maps: an object {map name: file path}; points,
-    box: pixel coordinates (restyle masks); size: [width, height] in pixels."""
+    box: pixel coordinates (restyle masks); size: [width, height] in pixels; extent: an output size,
+    an integer (a square) or [width, height], each side from `low` to `high`, normalised to (w, h)."""
 
     kind: str
     low: float | None = None
@@ -57,7 +60,9 @@ class Spec:
                 "maps": "an object {name: path} (names: lower-case letters, digits and _)",
                 "points": "a list of [x, y] or [x, y, label] pixel positions (label 1 selects, 0 excludes)",
                 "box": "[x0, y0, x1, y1] in pixels, x0 < x1 and y0 < y1",
-                "size": f"[width, height] in pixels, each an integer from 1 to {MAX_MAP_SIDE}"}[self.kind]
+                "size": f"[width, height] in pixels, each an integer from 1 to {MAX_MAP_SIDE}",
+                "extent": f"an integer (a square) or [width, height], each side from {self.low} to {self.high} px"
+                }[self.kind]
         if self.multiple > 1:
             text = f"a multiple of {self.multiple} from {self.low} to {self.high}"
         return text + (" or null for the default" if self.optional else "") + (f" ({self.hint})" if self.hint else "")
@@ -129,7 +134,17 @@ def _size(name: str, value, spec: Spec) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-_COORDINATES = {"points": _points, "box": _box, "size": _size}
+def _extent(name: str, value, spec: Spec) -> tuple[int, int]:
+    """An output size: n (a square) or [w, h]; each side in [spec.low, spec.high]."""
+    pair = (value, value) if not isinstance(value, (list, tuple)) else value
+    if not (len(pair) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and spec.low <= v <= spec.high
+                                   for v in pair)):
+        raise InputError(f"invalid {name}={value!r}: expected {spec.expected()}",
+                         hint="e.g. 512 for 512x512, or [1024, 384] for 1024 wide and 384 high")
+    return int(pair[0]), int(pair[1])
+
+
+_COORDINATES = {"points": _points, "box": _box, "size": _size, "extent": _extent}
 
 
 def param(default, kind: str, low=None, high=None, **spec):
@@ -210,7 +225,7 @@ class GenerationParams(Checked):
     variants: int = param(1, "int", 1, MAX_VARIANTS)
     seed: int | None = param(None, "int", 0, 2**63 - 1, optional=True)
     steps: int = param(30, "int", 1, 200)
-    size: int = param(512, "int", MIN_SIZE, MAX_SIZE, multiple=64)
+    size: tuple[int, int] = param((512, 512), "extent", MIN_SIZE, MAX_SIZE)  # (width, height)
     tile: str = param("both", "choice", choices=TILE_MODES)
     balance: float = param(0.5, "number", 0.0, 1.0, hint="0 = structure, 1 = appearance")
     appearance: str = param("kv", "choice", choices=APPEARANCE_MODES)
@@ -226,8 +241,9 @@ class GenerationParams(Checked):
                                     hint="maps made from each variant's base colour")
     map_size: tuple[int, int] | None = param(
         None, "size", optional=True,
-        hint="the reference is a squeezed copy of a texture this size (Blender's Match Source): given maps are "
-             "stretched to the reference, not centre-cropped, and each variant's maps are written at this size")
+        hint="kept for older clients that squeeze a texture to a square: the reference is a squeezed copy of a "
+             "texture this size, given maps are stretched to it and each variant's maps written at this size; "
+             "ask for size [width, height] instead")
     normals: str = param("classical", "choice", choices=NORMAL_MODELS,
                          hint="how derived normals are made: from the height (classical) or by Marigold "
                               "(its weights must be on this machine: download-models --normals)")
@@ -269,10 +285,23 @@ class GenerationParams(Checked):
         if checked.map_size is not None and not (checked.maps or checked.derive):
             raise InputError("map_size applies to maps, and there are none",
                              hint="give maps or derive (or leave map_size out)")
+        multiple = SIZE_MULTIPLE.get(checked.engine, 1)
+        if any(side % multiple for side in checked.size):
+            raise InputError(f"size {checked.width}x{checked.height}: the {checked.engine} engine needs sides that "
+                             f"are multiples of {multiple}",
+                             hint=f"e.g. {checked.width // multiple * multiple}x{checked.height // multiple * multiple}")
         if checked.normals != "classical" and "normal" not in checked.derive:
             raise InputError(f"normals={checked.normals!r} only applies to a derived normal map",
                              hint="add normal to derive, or leave normals at classical")
         return dataclasses.replace(checked, diffusion=self.diffusion.validated(), patch=self.patch.validated())
+
+    @property
+    def width(self) -> int:
+        return self.size[0]
+
+    @property
+    def height(self) -> int:
+        return self.size[1]
 
     def replace(self, **changes) -> GenerationParams:
         return dataclasses.replace(self, **changes)
@@ -295,9 +324,11 @@ class GenerationParams(Checked):
 
 def capabilities() -> dict:
     """What a generate request takes, for the service's `hello`: the choices of the choice fields, the
-    names a list field takes (derive) and each engine's options."""
+    names a list field takes (derive), each engine's options and the output sizes (per side, and the
+    multiple each engine needs)."""
     return {"choices": {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
                         if spec.kind == "choice"},
             "names": {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
                       if spec.kind == "names" and spec.choices},
-            "extra": {engine: list(specs(cls)) for engine, cls in ENGINE_OPTIONS.items()}}
+            "extra": {engine: list(specs(cls)) for engine, cls in ENGINE_OPTIONS.items()},
+            "size": {"min": MIN_SIZE, "max": MAX_SIZE, "multiple": dict(SIZE_MULTIPLE)}}

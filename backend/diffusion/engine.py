@@ -1,8 +1,9 @@
 """The diffusion engine: SD1.5 + IP-Adapter variants with kv replacement, exactly tileable.
 
 One call:
-1. the reference (centre square, resized to `size`) is the IP-Adapter image prompt (its CLIP
-   embedding cached per texture); the text prompt is empty unless given;
+1. the reference, scaled to cover the output's `size` (W x H) and centre-cropped to it
+   (images.cover: a reference of the output's aspect is only scaled), is the IP-Adapter image
+   prompt (its CLIP embedding cached per texture); the text prompt is empty unless given;
 2. appearance "kv": the reference is encoded by the VAE and DDIM-inverted (DDIMInverseScheduler)
    up to the noise level of the window's first step; the reference branch denoises it from there
    through the window's steps and records the K/V of the chosen self-attention layers (both cached
@@ -47,7 +48,7 @@ from backend.diffusion.controls.base import (
 from backend.diffusion.reference_cache import ReferenceCache, ReferencePlan, plan_reference
 from backend.diffusion.tiling import tiling
 from backend.errors import CancelledError, InputError
-from backend.images import center_square
+from backend.images import cover, extent
 from backend.materials.maps import fit
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,10 @@ def encode_conditioning(pipe, reference: Image.Image, prompt: str, negative_prom
     return Conditioning(text, text_uncond, image, image_uncond)
 
 
-def encode_reference(pipe, reference: Image.Image, size: int) -> torch.Tensor:
-    """VAE latents (scaled) of the reference, the deterministic mean of the posterior."""
-    pixels = pipe.image_processor.preprocess(reference, height=size, width=size)
+def encode_reference(pipe, reference: Image.Image, size) -> torch.Tensor:
+    """VAE latents (scaled) of the reference at `size` (int or (w, h)), the deterministic mean of the posterior."""
+    width, height = extent(size)
+    pixels = pipe.image_processor.preprocess(reference, height=height, width=width)
     pixels = pixels.to(device=pipe._execution_device, dtype=pipe.vae.dtype)
     return pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
 
@@ -277,12 +279,12 @@ def initial_noise(params, latents, device, dtype) -> torch.Tensor:
     Seeding on the CPU makes the noise the same on every device; one generator per variant makes
     each variant reproducible alone from its own seed.
     """
-    shape = (params.variants, 4, params.size // 8, params.size // 8)
+    shape = (params.variants, 4, params.height // 8, params.width // 8)
     if latents is not None:
         latents = torch.as_tensor(latents)
         if tuple(latents.shape) != shape:
             raise InputError(f"latents have shape {tuple(latents.shape)}, expected {shape}",
-                             hint="pass (variants, 4, size/8, size/8) initial noise, or none")
+                             hint="pass (variants, 4, height/8, width/8) initial noise, or none")
         return latents.to(device=device, dtype=dtype)
     noise = [torch.randn((1, *shape[1:]), generator=torch.Generator("cpu").manual_seed(params.seed + i))
              for i in range(params.variants)]
@@ -323,17 +325,26 @@ def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image
 
 
 def scale_map(m, reference_size, params):
-    """A map of the reference's size at the scale the engine sees the reference (center_square)."""
-    return fit(m, params.size, params.size)
+    """A map of the reference's size at the scale the engine sees the reference (images.cover)."""
+    return fit(m, params.width, params.height)
 
 
 def scaled_reference(reference, params) -> np.ndarray:
     """The reference as the engine sees it: the picture the maps' correspondence searches."""
-    return np.asarray(center_square(reference.rgb, params.size))
+    return np.asarray(cover(reference.rgb, params.size))
+
+
+def check_size(params) -> None:
+    """The latent grid is 8 px: refuse other sides here too (engine "auto" is checked only now)."""
+    if params.width % 8 or params.height % 8:
+        raise InputError(f"size {params.width}x{params.height}: the diffusion engine needs sides that are "
+                         "multiples of 8", hint=f"e.g. {params.width // 8 * 8}x{params.height // 8 * 8}, or the "
+                         "patch engine, which takes any size")
 
 
 def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_step=None, cancel=None):
     """The engine entry point (see backend/engines.py)."""
+    check_size(params)
     options = params.diffusion
     spec = models.resolve(base, ip_adapter, ip_adapter_variant=options.ip_adapter_variant, device=options.device,
                           dtype=options.dtype, allow_pickle=options.allow_pickle)
@@ -341,7 +352,7 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
                                 blocks=options.kv_blocks)
     guidance = DEFAULT_GUIDANCE if params.guidance_scale is None else float(params.guidance_scale)
     active = controls.build(params, spec, settings)  # checks what it can before waiting for the lock
-    image = center_square(reference.rgb, params.size)
+    image = cover(reference.rgb, params.size)
     with _run_lock:
         pipe = models.load_pipeline(spec)
         with torch.no_grad():

@@ -187,9 +187,8 @@ def _check_generate(fields: dict, request_id) -> dict:
     if api.get("sketch"):  # "" = no sketch
         api["sketch"] = _check_path(fields, "sketch", request_id)
     for name in ("variants", "steps", "size"):  # JSON has one number type: accept 4.0 as 4
-        value = api.get(name)
-        if isinstance(value, float) and value.is_integer() and math.isfinite(value):
-            api[name] = int(value)
+        if name in api:
+            api[name] = _whole(api[name])
     for name in ("base", "ip_adapter"):
         value = fields.get(name)
         if value is not None and (not isinstance(value, str) or not value):
@@ -226,6 +225,15 @@ def _check_generate(fields: dict, request_id) -> dict:
              f"{_short(out['maps_only'])} with derive {list(out['params'].derive)}",
              'for the input\'s own maps send "maps_only": true, "derive": ["height", "normal", "roughness"]')
     return out
+
+
+def _whole(value):
+    """4.0 as 4, also inside a [w, h] pair; anything else as it is (the parameter's check judges it)."""
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _int_field(fields: dict, name: str, kind: str, low: int, high: int, request_id) -> int:
