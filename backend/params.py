@@ -193,6 +193,8 @@ class DiffusionOptions(Checked):
     suppress_scale: float = param(0.8, "number", 0.0, 10.0)
     content_encoder: str | None = param(None, "text", optional=True)
     decode_one_at_a_time: bool = param(False, "flag")
+    window: int = param(512, "int", 64, 2048, multiple=64,
+                        hint="px: larger outputs are denoised and decoded in overlapping windows of this side")
     # Sketch guidance (backend/diffusion/controls/sketch.py, controlnet.py)
     sketch_window: float = param(0.5, "number", 0.0, 1.0, hint="LGP: a fraction of the steps, counted from the start")
     lgp: str | None = param(None, "text", optional=True, hint="LGP weights: hub id, folder or file")
@@ -285,15 +287,19 @@ class GenerationParams(Checked):
         if checked.map_size is not None and not (checked.maps or checked.derive):
             raise InputError("map_size applies to maps, and there are none",
                              hint="give maps or derive (or leave map_size out)")
-        multiple = SIZE_MULTIPLE.get(checked.engine, 1)
-        if any(side % multiple for side in checked.size):
-            raise InputError(f"size {checked.width}x{checked.height}: the {checked.engine} engine needs sides that "
-                             f"are multiples of {multiple}",
-                             hint=f"e.g. {checked.width // multiple * multiple}x{checked.height // multiple * multiple}")
+        checked.check_size(checked.engine)
         if checked.normals != "classical" and "normal" not in checked.derive:
             raise InputError(f"normals={checked.normals!r} only applies to a derived normal map",
                              hint="add normal to derive, or leave normals at classical")
         return dataclasses.replace(checked, diffusion=self.diffusion.validated(), patch=self.patch.validated())
+
+    def check_size(self, engine: str) -> None:
+        """InputError when `engine` cannot make this size (the diffusion engine: sides on its 8 px latent grid)."""
+        multiple = SIZE_MULTIPLE.get(engine, 1)
+        if self.width % multiple or self.height % multiple:
+            raise InputError(f"size {self.width}x{self.height}: the {engine} engine needs sides that are multiples "
+                             f"of {multiple}", hint=f"e.g. {self.width // multiple * multiple}x"
+                             f"{self.height // multiple * multiple}, or the patch engine, which takes any size")
 
     @property
     def width(self) -> int:

@@ -151,7 +151,7 @@ class _BlackMask:
     """A mask source that selects nothing (users cannot give one: masks.require_selection refuses it)."""
 
     def fit(self, reference, size, device):
-        return np.zeros((size, size), np.float32)
+        return np.zeros((size[1], size[0]), np.float32)
 
 
 def test_edit_inside_with_an_all_black_mask_returns_the_input_texture(tiny_models, reference, monkeypatch):

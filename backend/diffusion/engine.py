@@ -47,18 +47,16 @@ from backend.diffusion.controls.base import (
 )
 from backend.diffusion.reference_cache import ReferenceCache, ReferencePlan, plan_reference
 from backend.diffusion.tiling import tiling
+from backend.diffusion.vae import decode, encode_reference, latent_preview
+from backend.diffusion.windows import Layout, prompt_image, windowed_controls
 from backend.errors import CancelledError, InputError
-from backend.images import cover, extent
+from backend.images import cover
 from backend.materials.maps import fit
 
 log = logging.getLogger(__name__)
 
 NAME = "diffusion"
 DEFAULT_GUIDANCE = 7.5
-
-# Approximate latent -> RGB map of SD1.5's VAE: a preview for free, without decoding.
-_LATENT_RGB = torch.tensor([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173],
-                            [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]])
 
 reference_cache = ReferenceCache()  # per texture and settings: its inversion and recordings
 image_embeds_cache = ReferenceCache(64 * 2**20)  # per texture and image encoder: its image-prompt embeddings
@@ -133,14 +131,6 @@ def encode_conditioning(pipe, reference: Image.Image, prompt: str, negative_prom
     return Conditioning(text, text_uncond, image, image_uncond)
 
 
-def encode_reference(pipe, reference: Image.Image, size) -> torch.Tensor:
-    """VAE latents (scaled) of the reference at `size` (int or (w, h)), the deterministic mean of the posterior."""
-    width, height = extent(size)
-    pixels = pipe.image_processor.preprocess(reference, height=height, width=width)
-    pixels = pixels.to(device=pipe._execution_device, dtype=pipe.vae.dtype)
-    return pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
-
-
 def _schedulers(pipe, steps: int):
     from diffusers import DDIMInverseScheduler, DDIMScheduler
 
@@ -168,13 +158,28 @@ class Loop:
     (backend/diffusion/controls/base.py) and counting every UNet pass in `progress`."""
 
     def __init__(self, pipe, cond: Conditioning, steps: int, progress: Progress, controls=(),
-                 state: StepState | None = None):
+                 state: StepState | None = None, layout: Layout | None = None):
         self.pipe, self.cond, self.progress, self.controls = pipe, cond, progress, list(controls)
         self.state = state if state is not None else StepState(steps=steps)
         self.forward, self.inverse = _schedulers(pipe, steps)
+        self.layout = layout if layout is not None and layout.active else None
 
     def eps(self, latents: torch.Tensor, t, guidance: float) -> torch.Tensor:
-        """The guided noise prediction for a batch of latents."""
+        """The guided noise prediction for a batch of latents: blended over the layout's windows
+        (state.window: the window's index) when it splits them (backend/diffusion/windows.py)."""
+        if self.layout is None:
+            return self._eps(latents, t, guidance)
+
+        def window(crop: torch.Tensor, index: int) -> torch.Tensor:
+            self.state.window = index
+            return self._eps(crop, t, guidance)
+
+        try:
+            return self.layout.blend(latents, window)
+        finally:
+            self.state.window = None
+
+    def _eps(self, latents: torch.Tensor, t, guidance: float) -> torch.Tensor:
         guided = guidance > 1.0
         text, image = self.cond.batch(latents.shape[0], guided)
         model_in = torch.cat([latents, latents]) if guided else latents
@@ -258,21 +263,6 @@ class Loop:
             self.cond = cond
 
 
-def latent_preview(latent: torch.Tensor) -> Image.Image:
-    """A small RGB picture of a (4, h, w) latent by a fixed linear map: cheap enough for every step."""
-    rgb = torch.einsum("chw,cr->hwr", latent.float().cpu(), _LATENT_RGB)
-    return Image.fromarray(((rgb.clamp(-1, 1) + 1) * 127.5).round().byte().numpy(), "RGB")
-
-
-def decode(pipe, latents: torch.Tensor, one_at_a_time: bool = False) -> list[Image.Image]:
-    """The images of `latents`; `one_at_a_time` decodes them separately (the VAE decoder's activations
-    at full resolution are the largest of the call: this bounds them to one image's)."""
-    latents = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
-    batches = latents.split(1) if one_at_a_time else (latents,)
-    images = torch.cat([pipe.vae.decode(batch).sample for batch in batches])
-    return pipe.image_processor.postprocess(images, output_type="pil")
-
-
 def initial_noise(params, latents, device, dtype) -> torch.Tensor:
     """The generated branch's starting latents: given, or variant i from a CPU generator seeded seed+i.
 
@@ -303,7 +293,8 @@ def image_embeds_key(digest: str, spec) -> tuple:
 def reference_key(digest: str, spec, params, ip_scale: float, active) -> tuple:
     """Everything the inversion and the recordings depend on (the image prompt included); the start
     of the reference branch keys the recordings inside the entry (ReferenceWork)."""
-    return ("reference", digest, params.size, params.steps, spec, params.tile, params.prompt, ip_scale,
+    return ("reference", digest, params.size, params.diffusion.window, params.steps, spec, params.tile, params.prompt,
+            ip_scale,
             params.diffusion.inversion_iterations, *(control.cache_key() for control in active))
 
 
@@ -316,7 +307,10 @@ def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image
     work, count = plan.work, loop.state.steps - plan.start  # inversion steps to the start's level
     if plan.invert:
         done = len(work.trajectory)
-        latents = work.trajectory[-1] if done else encode_reference(loop.pipe, image, size)
+        # the reference is a photo, not periodic: its tiles do not wrap (and the encoder never does)
+        photo = None if loop.layout is None else Layout(loop.layout.height, loop.layout.width, loop.layout.window,
+                                                         "none")
+        latents = work.trajectory[-1] if done else encode_reference(loop.pipe, image, size, photo)
         loop.invert(latents, iterations, count=count, done=done, trajectory=work.trajectory)
     counters["reference_branches"] += 1
     loop.denoise(work.trajectory[count - 1], 1.0, REFERENCE, start=plan.start)
@@ -334,17 +328,10 @@ def scaled_reference(reference, params) -> np.ndarray:
     return np.asarray(cover(reference.rgb, params.size))
 
 
-def check_size(params) -> None:
-    """The latent grid is 8 px: refuse other sides here too (engine "auto" is checked only now)."""
-    if params.width % 8 or params.height % 8:
-        raise InputError(f"size {params.width}x{params.height}: the diffusion engine needs sides that are "
-                         "multiples of 8", hint=f"e.g. {params.width // 8 * 8}x{params.height // 8 * 8}, or the "
-                         "patch engine, which takes any size")
-
 
 def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_step=None, cancel=None):
     """The engine entry point (see backend/engines.py)."""
-    check_size(params)
+    params.check_size(NAME)  # engine "auto" is checked only now
     options = params.diffusion
     spec = models.resolve(base, ip_adapter, ip_adapter_variant=options.ip_adapter_variant, device=options.device,
                           dtype=options.dtype, allow_pickle=options.allow_pickle)
@@ -352,12 +339,17 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
                                 blocks=options.kv_blocks)
     guidance = DEFAULT_GUIDANCE if params.guidance_scale is None else float(params.guidance_scale)
     active = controls.build(params, spec, settings)  # checks what it can before waiting for the lock
+    layout = Layout.for_size(params.size, options.window, params.tile)
+    if layout.active:
+        windowed_controls(params)
     image = cover(reference.rgb, params.size)
     with _run_lock:
         pipe = models.load_pipeline(spec)
         with torch.no_grad():
-            run = Run(pipe, StepState(steps=params.steps), reference=reference, image=image)
-            images, info = _run(run, spec, params, settings.ip_scale, guidance, active, latents, on_step, cancel)
+            state = StepState(steps=params.steps, windows=len(layout) if layout.active else 1)
+            run = Run(pipe, state, reference=reference, image=image)
+            images, info = _run(run, spec, params, settings.ip_scale, guidance, active, latents, on_step, cancel,
+                                layout)
     record = {"guidance_scale": guidance, "ip_scale": settings.ip_scale, "device": spec.device, "dtype": spec.dtype,
               "ip_adapter_variant": options.ip_adapter_variant, "ip_mode": params.ip_mode, **info}
     for im in images:
@@ -365,14 +357,16 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
     return images
 
 
-def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel):
+def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel, layout):
     pipe, image = run.pipe, run.image
     noise = initial_noise(params, latents, pipe._execution_device, pipe.unet.dtype)
     pipe.set_ip_adapter_scale(ip_scale)  # every call sets every layer's scale; controls may refine it
     for control in active:
         control.setup(run)
+    prompt = prompt_image(image, layout)
+    run.cond = encode_conditioning(pipe, prompt, params.prompt, params.negative_prompt,
+                                   image_embeds_key(texture_digest(prompt), spec))
     digest = texture_digest(image)
-    run.cond = encode_conditioning(pipe, image, params.prompt, params.negative_prompt, image_embeds_key(digest, spec))
     for control in active:
         run.cond = control.conditioning(run.cond)
     steps, iterations = params.steps, params.diffusion.inversion_iterations
@@ -380,16 +374,17 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
                           steps)
     passes = steps + plan.passes(steps, iterations) + sum(control.extra_passes(steps) for control in active)
     run.progress = Progress(total=passes, on_step=on_step, cancel=cancel)
-    loop = Loop(pipe, run.cond, steps, run.progress, active, run.state)
+    loop = Loop(pipe, run.cond, steps, run.progress, active, run.state, layout)
     run.scheduler = loop.forward
     # The VAE encoder reads the reference as the (non-periodic) photo it is: only the UNet, the
-    # decoder and the controls' own networks wrap around, which is all the output's periodicity needs.
+    # decoder and the controls' own networks wrap around, which is all the output's periodicity needs;
+    # on an axis split into windows the windows wrap instead (windows.Layout.conv_mode).
     own = [module for control in active for module in control.tiled_modules()]
-    with tiling(params.tile, pipe.unet, pipe.vae.decoder, *own):
+    with tiling(layout.conv_mode(), pipe.unet, pipe.vae.decoder, *own):
         reference_work(loop, run, plan, image, params.size, iterations)
         result = loop.denoise(noise, guidance, GENERATED, previews=True)
         run.progress.check()
-        images = decode(pipe, result, params.diffusion.decode_one_at_a_time)
+        images = decode(pipe, result, params.diffusion.decode_one_at_a_time, layout)
     for control in active:
         images = control.finish(images)
     info: dict = {}
