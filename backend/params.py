@@ -33,6 +33,7 @@ NORMAL_MODELS = ("classical", "marigold")
 MAP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # a map's name ends up in a file name
 MAX_MAP_SIDE = 8192
 MASK_MODES = ("keep-structure", "edit-inside")  # restyle: where the structure is kept / what is restyled
+RESTYLE_STARTS = ("inverted", "noise")  # restyle: the generated branch starts from the inverted input or seeded noise
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,9 @@ class DiffusionOptions(Checked):
     # Restyle (controls/restyle.py): Plug-and-Play feature injection under a text prompt, with a mask.
     restyle_prompt: str = param("", "text", hint="the new look; empty = no restyle")
     restyle_strength: float = param(0.5, "number", 0.0, 1.0, hint="0 = keep all structure, 1 = text only")
+    restyle_start: str = param("inverted", "choice", choices=RESTYLE_STARTS,
+                               hint="inverted: from the input's inverted noise (the paper; keeps structure); "
+                                    "noise: from seeded noise (more variety, less structure)")
     mask: str | None = param(None, "text", optional=True, hint="a mask image, white = selected")
     mask_points: tuple | None = param(None, "points", optional=True)
     mask_box: tuple | None = param(None, "box", optional=True)

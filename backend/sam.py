@@ -5,29 +5,22 @@ loaded with transformers' SamModel like any SAM checkpoint); `sam` may name anot
 folder with config.json, model.safetensors and preprocessor_config.json (TEXTURE_VARIANTS_SAM sets
 the default, e.g. for the Blender add-on's backend or a render farm). Like the diffusion models,
 it is read from the Hugging Face cache only and fetched by `download-models --sam` alone.
-`write_tiny_sam(folder)` writes a random-weight SAM in the same layout for the tests.
+backend.testing.random_addons writes a random-weight SAM in the same layout for the tests.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
 from pathlib import Path
 
 from PIL import Image
 
 from backend.errors import ModelsMissingError
-
-log = logging.getLogger(__name__)
+from backend.model_registry import registry
 
 DEFAULT_SAM = "nielsr/slimsam-50-uniform"
 SAM_PATTERNS = ["config.json", "model.safetensors", "preprocessor_config.json"]
 DOWNLOAD_COMMAND = "python -m backend download-models --sam"
-
-_lock = threading.Lock()
-_loaded: dict[tuple, tuple] = {}
-
 
 def resolve_sam(sam: str | os.PathLike | None = None) -> Path:
     """The local folder of the SAM model (a folder, or a hub id read from the cache only)."""
@@ -46,29 +39,20 @@ def resolve_sam(sam: str | os.PathLike | None = None) -> Path:
 
 
 def load_sam(folder: Path, device: str):
-    """(SamModel, SamProcessor) from `folder`, kept for reuse (one at a time)."""
-    from transformers import SamModel, SamProcessor
+    """(SamModel, SamProcessor) from `folder`, kept in the model registry (one at a time)."""
 
-    key = (folder, device)
-    with _lock:
-        if key not in _loaded:
-            _loaded.clear()
-            log.info("loading Segment Anything %s", folder)
-            try:
-                model = SamModel.from_pretrained(folder, use_safetensors=True, local_files_only=True)
-                processor = SamProcessor.from_pretrained(folder, local_files_only=True)
-            except (OSError, ValueError) as e:
-                raise ModelsMissingError(f"could not load Segment Anything from {folder}: {e}",
-                                         hint=f"pass a SAM folder in the hub layout, or run `{DOWNLOAD_COMMAND}`") from e
-            _loaded[key] = (model.to(device).eval(), processor)
-        return _loaded[key]
+    def build():
+        from transformers import SamModel, SamProcessor
 
+        try:
+            model = SamModel.from_pretrained(folder, use_safetensors=True, local_files_only=True)
+            processor = SamProcessor.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ModelsMissingError(f"could not load Segment Anything from {folder}: {e}",
+                                     hint=f"pass a SAM folder in the hub layout, or run `{DOWNLOAD_COMMAND}`") from e
+        return model.to(device).eval(), processor
 
-def unload() -> bool:
-    with _lock:
-        had = bool(_loaded)
-        _loaded.clear()
-    return had
+    return registry.get("sam", (folder, device), build, {"path": str(folder), "device": device})
 
 
 def segment(image: Image.Image, points, box, folder: Path, device: str) -> Image.Image:
@@ -99,24 +83,3 @@ def download_sam(repo_id: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(repo_id or DEFAULT_SAM, allow_patterns=SAM_PATTERNS))
-
-
-def write_tiny_sam(folder: str | os.PathLike, seed: int = 0) -> Path:
-    """A random-weight SAM (SamConfig with tiny vision / prompt-encoder / mask-decoder configs) and its
-    processor, saved like the hub checkpoints (config.json, model.safetensors, preprocessor_config.json)."""
-    import torch
-    from transformers import SamConfig, SamImageProcessor, SamModel
-
-    side, patch, width = 64, 16, 32
-    config = SamConfig(
-        vision_config=dict(hidden_size=width, output_channels=width, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=side, patch_size=patch, window_size=2, global_attn_indexes=[1],
-                           num_pos_feats=width // 2, mlp_dim=2 * width),
-        prompt_encoder_config=dict(hidden_size=width, image_size=side, patch_size=patch, mask_input_channels=4),
-        mask_decoder_config=dict(hidden_size=width, mlp_dim=2 * width, num_attention_heads=2, iou_head_hidden_dim=width),
-    )
-    torch.manual_seed(seed)
-    folder = Path(folder)
-    SamModel(config).save_pretrained(folder, safe_serialization=True)
-    SamImageProcessor(size={"longest_edge": side}, pad_size={"height": side, "width": side}).save_pretrained(folder)
-    return folder

@@ -19,14 +19,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _models_key() -> str:
-    # Regenerate the cached models whenever the generator changes.
-    return hashlib.sha256((ROOT / "backend" / "diffusion" / "test_models.py").read_bytes()).hexdigest()[:12]
+    # Regenerate the cached models whenever a generator changes.
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "backend" / "testing").glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 @pytest.fixture(scope="session")
 def tiny_models() -> dict[str, Path]:
     """{"base": .../sd15, "ip_adapter": .../ip-adapter, "lgp", "controlnet", "sam"}: tiny models on disk."""
-    from backend.diffusion.test_models import make_test_models
+    from backend.testing.random_models import make_test_models
 
     folder = ROOT / ".test-models" / f"tiny-{_models_key()}"
     done = folder / ".complete"

@@ -16,6 +16,7 @@ from PIL import Image
 from backend import engines
 from backend.diffusion import models
 from backend.errors import InputError, ModelsMissingError
+from backend.model_registry import registry
 from tests.conftest import ROOT
 
 
@@ -71,8 +72,8 @@ def test_local_folders_resolve_and_load_once_with_ip_adapter_processors(tiny_mod
     assert spec.base == tiny_models["base"] and not spec.base_single_file and spec.base_variant is None
     assert spec.ip_weight == "ip-adapter_sd15.safetensors" and spec.dtype == "float32"
     pipe = models.load_pipeline(spec)
-    loads = models.load_count
-    assert models.load_pipeline(spec) is pipe and models.load_count == loads  # reused, not reloaded
+    loads = registry.loads["pipeline"]
+    assert models.load_pipeline(spec) is pipe and registry.loads["pipeline"] == loads  # reused, not reloaded
     assert spec in models.loaded_specs()
     kinds = [type(p) for p in pipe.unet.attn_processors.values()]
     assert kinds.count(IPAdapterAttnProcessor2_0) == 16

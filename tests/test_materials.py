@@ -322,9 +322,9 @@ def test_resampling_crops_like_the_base_colour_and_keeps_normals_unit():
 
 @pytest.fixture(scope="module")
 def tiny_marigold(tmp_path_factory):
-    from backend.materials.marigold import make_test_normals_model
+    from backend.testing.random_addons import write_tiny_marigold_normals
 
-    return make_test_normals_model(tmp_path_factory.mktemp("models") / "marigold-normals")
+    return write_tiny_marigold_normals(tmp_path_factory.mktemp("models") / "marigold-normals")
 
 
 def test_marigold_normals_load_from_the_real_layout_and_feed_derive(tiny_marigold, tileable):

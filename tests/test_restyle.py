@@ -190,8 +190,10 @@ def test_edit_inside_keeps_the_original_pixels_far_outside_the_mask(tiny_models,
 # ------------------------------------------------------------------ tiling
 
 
-@pytest.mark.parametrize("mode", ["keep-structure", "edit-inside"])
-def test_rolled_input_noise_and_mask_roll_the_result_exactly(tiny_models, reference, tmp_path, monkeypatch, mode):
+@pytest.mark.parametrize("mode, start", [("keep-structure", "inverted"), ("keep-structure", "noise"),
+                                         ("edit-inside", "inverted")])
+def test_rolled_input_noise_and_mask_roll_the_result_exactly(tiny_models, reference, tmp_path, monkeypatch, mode,
+                                                              start):
     """Tiled: rolling everything the result depends on by half the image rolls the result by as much.
 
     The VAE encoder reads the input as a (non-periodic) photo, so the rolled run gets the rolled
@@ -202,7 +204,7 @@ def test_rolled_input_noise_and_mask_roll_the_result_exactly(tiny_models, refere
     painted[10:60, 20:100] = 255
     noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(3))
     rolled_input = Image.fromarray(np.roll(np.asarray(reference), (shift, shift), (0, 1)))
-    kw = dict(size=size, steps=2, mask_mode=mode)
+    kw = dict(size=size, steps=2, mask_mode=mode, restyle_start=start)
     diffusion.reference_cache.clear()
     a = _restyle(tiny_models, reference, latents=noise, mask=_mask_file(tmp_path, painted), **kw)[0]
     encode = diffusion.encode_reference
@@ -300,20 +302,96 @@ def test_a_mask_of_any_size_with_the_inputs_aspect_is_read_like_the_input():
 # ------------------------------------------------------------------ the reference work is shared with kv
 
 
-def test_restyle_after_variants_reuses_the_inversion(tiny_models, reference):
-    from backend.diffusion import balance
-
+def test_restyle_has_its_own_source_and_reuses_it(tiny_models, reference):
+    """The source (empty prompt, IP-Adapter off) is not kv's inversion: variants made before do not
+    shorten it; a second restyle of the texture reuses all of it."""
     steps = 3
     diffusion.reference_cache.clear()
     generate_variants(reference, base=str(tiny_models["base"]), ip_adapter=str(tiny_models["ip_adapter"]),
-                      engine="diffusion", seed=0, steps=steps, size=SIZE)  # kv: inverts to its window only
+                      engine="diffusion", seed=0, steps=steps, size=SIZE)
     before = dict(diffusion.counters)
     totals = []
     image = _restyle(tiny_models, reference, steps=steps, on_step=lambda d, t, p: totals.append(t))[0]
-    kv_window = len(balance.settings(0.5).window_steps(steps))
-    assert totals[-1] == 3 * steps - kv_window  # the inversion steps the variants made are not made again
-    assert diffusion.counters["reference_branches"] == before["reference_branches"] + 1  # its own features
+    assert totals[-1] == 3 * steps  # its own inversion, reference branch and generated branch
+    assert diffusion.counters["reference_branches"] == before["reference_branches"] + 1
     again = _restyle(tiny_models, reference, steps=steps, on_step=lambda d, t, p: totals.append(t))[0]
     assert totals[-1] == steps and diffusion.counters["reference_branches"] == before["reference_branches"] + 1
     assert json.loads(again.info["parameters"])["reference_cached"] is True
     assert np.array_equal(np.asarray(image), np.asarray(again))
+
+
+# ------------------------------------------------------------------ faithful to the reference code
+
+
+class _Passes(Control):
+    """Per UNet pass: the branch, the text embeddings and the IP-Adapter scales in place."""
+
+    def __init__(self, unet):
+        self.unet, self.passes = unet, []
+
+    def unet_kwargs(self, state):
+        scales = [s for proc in self.unet.attn_processors.values() if hasattr(proc, "scale") for s in proc.scale]
+        self.passes.append((state.branch, state.text_embeds.clone(), scales))
+        return {}
+
+
+def test_the_source_reads_the_empty_prompt_only_with_ip_adapter_off(tiny_models, reference, pipe, monkeypatch):
+    probe = _Passes(pipe.unet)
+    monkeypatch.setattr(controls, "FACTORIES", [*controls.FACTORIES, lambda *a: probe])
+    diffusion.reference_cache.clear()
+    _restyle(tiny_models, reference, prompt="mossy stones", negative_prompt="blurry", ip_scale=0.8)
+    empty, _ = pipe.encode_prompt("", pipe._execution_device, 1, False)
+    restyled, _ = pipe.encode_prompt("mossy stones", pipe._execution_device, 1, False)
+    branches = {branch for branch, _, _ in probe.passes}
+    assert branches == {"inversion", "reference", "generated"}
+    for branch, text, scales in probe.passes:
+        if branch in ("inversion", "reference"):
+            assert text.shape[0] == 1 and torch.equal(text, empty)  # guidance 1: the empty prompt alone
+            assert scales and set(scales) == {0.0}  # IP-Adapter's image attention skipped
+        else:
+            assert torch.equal(text[1:], restyled) and not torch.equal(text[:1], empty)  # negative, then prompt
+            assert set(scales) == {0.8}
+    diffusion.reference_cache.clear()
+
+
+@pytest.mark.parametrize("steps", [7, 30, 50])
+def test_windows_are_the_reference_codes(steps):
+    """pnp-diffusers: pnp_f_t = int(n_timesteps * 0.8), pnp_attn_t = int(n_timesteps * 0.5), the first
+    that many timesteps (scheduler.timesteps[:k])."""
+    resnet, attention = pnp.windows(0.5, steps)
+    assert resnet == set(range(int(steps * 0.8))) and attention == set(range(int(steps * 0.5)))
+    assert (len(resnet), len(attention)) == {7: (5, 3), 30: (24, 15), 50: (40, 25)}[steps]
+
+
+def test_inverted_start_does_not_depend_on_the_seed_and_noise_start_does(tiny_models, reference):
+    diffusion.reference_cache.clear()
+    a, b = (np.asarray(_restyle(tiny_models, reference, seed=seed)[0]) for seed in (0, 1))
+    assert np.array_equal(a, b)
+    c, d = (np.asarray(_restyle(tiny_models, reference, seed=seed, restyle_start="noise")[0]) for seed in (0, 1))
+    assert not np.array_equal(c, d) and not np.array_equal(a, c)
+    # several variants: the first is the one-variant result, the others differ by their seeded noise
+    first, second = (np.asarray(im) for im in _restyle(tiny_models, reference, seed=5, variants=2))
+    assert np.abs(first.astype(int) - a).max() <= 2  # batch 2 vs batch 1: float rounding only
+    assert np.abs(second.astype(int) - a).mean() > 5
+    diffusion.reference_cache.clear()
+
+
+def test_the_generated_branch_starts_from_the_inverted_noise(tiny_models, reference, pipe, monkeypatch):
+    starts = {}
+
+    class Start(Control):
+        def before_step(self, state):
+            if state.step == 0:
+                starts[state.branch] = state.latents.clone()
+            return state.latents
+
+    factories = [f for f in controls.FACTORIES if f is not restyle_control.from_params]
+    monkeypatch.setattr(controls, "FACTORIES", [*factories, restyle_control.from_params, lambda *a: Start()])
+    noise = torch.randn(3, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(9))
+    diffusion.reference_cache.clear()
+    _restyle(tiny_models, reference, variants=3, latents=noise)
+    inverted = starts["reference"]
+    assert inverted.shape[0] == 1 and not torch.equal(inverted, noise[:1])
+    expected = torch.cat([inverted, (1 - 0.3**2) ** 0.5 * inverted + 0.3 * noise[1:]])
+    torch.testing.assert_close(starts["generated"], expected, rtol=0, atol=1e-6)
+    diffusion.reference_cache.clear()

@@ -22,7 +22,8 @@ def service(tiny_models, tmp_path_factory):
 def test_hello_lists_the_restyle_request(service):
     hello = service.ask("hello")
     assert {"restyle_prompt", "mask", "mask_points", "mask_mode", "input", "output_dir"} <= set(hello["restyle"]["fields"])
-    assert hello["restyle"]["choices"] == {"mask_mode": ["keep-structure", "edit-inside"]}
+    assert hello["restyle"]["choices"] == {"mask_mode": ["keep-structure", "edit-inside"],
+                                           "restyle_start": ["inverted", "noise"]}
 
 
 def test_a_restyle_job_with_sam_points_end_to_end(service, tiny_models, color_texture_path, tmp_path):

@@ -21,7 +21,7 @@ def add_make_test_models(sub) -> None:
 
 
 def _cmd_make_test_models(args) -> int:
-    from backend.diffusion.test_models import make_test_models
+    from backend.testing.random_models import make_test_models
 
     return _print_paths(make_test_models(args.dir, full_size=args.full_size, seed=args.seed))
 

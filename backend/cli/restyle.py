@@ -50,6 +50,11 @@ def add_restyle(sub) -> None:
     p.add_argument("--strength", type=float, default=argparse.SUPPRESS,
                    help="0 = keep all the structure, 1 = follow the text alone (default 0.5: the paper's "
                    "injection over 80 %% / 50 %% of the steps)")
+    p.add_argument("--start", choices=("inverted", "noise"), default=argparse.SUPPRESS,
+                   help="inverted (default, as the paper): generate from the input's DDIM-inverted noise, which "
+                   "keeps its structure, the same result for every seed; noise: from seeded noise (more variety, "
+                   "less structure). With --variants N and the inverted start, variant 1 starts from the inverted noise and "
+                   "each further one from sqrt(1 - 0.3²) x it + 0.3 x its seeded noise")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--mask", help="mask image: white = selected, any size with the input's aspect ratio")
     where.add_argument("--point", type=_point, action="append", metavar="X,Y[,LABEL]",
@@ -62,8 +67,8 @@ def add_restyle(sub) -> None:
     p.add_argument("--sam", help="Segment Anything folder or hub id (default nielsr/slimsam-50-uniform from the "
                    "HF cache: `download-models --sam`)")
     p.add_argument("--base", help="SD1.5 model (default: from the HF cache)")
-    p.add_argument("--ip-adapter", help="IP-Adapter (default: from the HF cache; it encodes the input for the "
-                   "inversion shared with variants)")
+    p.add_argument("--ip-adapter", help="IP-Adapter (default: from the HF cache; the generated branch reads its "
+                   "neutral image prompt)")
     generate_help = dict(cli.GENERATE_FLAGS)
     cli.add_flags(p, [(name, generate_help[name]) for name in _RESTYLE_FLAGS], GenerationParams)
     p.add_argument("--no-preview", action="store_true", help="do not write the 3x3 tiled previews")
@@ -77,7 +82,8 @@ def run(args) -> int:
     options = {name: given[name] for name in _RESTYLE_DIFFUSION_FLAGS if name in given}
     options |= {"restyle_prompt": args.prompt, "mask": args.mask, "mask_points": args.point, "mask_box": args.box,
                 "sam": args.sam}
-    options |= {key: given[flag] for key, flag in (("restyle_strength", "strength"), ("mask_mode", "mask_mode"))
+    options |= {key: given[flag] for key, flag in (("restyle_strength", "strength"), ("restyle_start", "start"),
+                                                          ("mask_mode", "mask_mode"))
                 if flag in given}
     params = GenerationParams.build(options, engine="diffusion", appearance="none",
                                     **{name: given[name] for name in _RESTYLE_FLAGS if name in given})

@@ -52,6 +52,7 @@ from backend.diffusion.windows import Layout, prompt_image, windowed_controls
 from backend.errors import CancelledError, InputError
 from backend.images import cover
 from backend.materials.maps import fit
+from backend.model_registry import registry
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,10 @@ def available(base=None, ip_adapter=None) -> tuple[bool, str]:
 
 
 def unload() -> bool:
-    """Free the loaded models and the caches (the service's `unload`)."""
-    from backend import sam
-
+    """Free every loaded model (the model registry) and the reference caches; True if a model was loaded."""
     reference_cache.clear()
     image_embeds_cache.clear()
-    return sam.unload() | models.unload()
+    return bool(registry.unload())
 
 
 @dataclass

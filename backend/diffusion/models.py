@@ -8,7 +8,7 @@ Where a model can come from:
 
 Nothing here downloads, except `download_models()` (the `download-models` command). A model that is
 not on this machine raises ModelsMissingError naming it and the command that fetches it. Loaded
-pipelines are kept for reuse by later calls in the same process (`unload()` frees them).
+models are kept in the model registry (backend.model_registry) for later calls in the same process.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from backend.diffusion.hub import CHECKPOINT_SUFFIXES, from_cache, is_hub_id, local_or_cached
 from backend.errors import BadModelError, InputError, ModelsMissingError
+from backend.model_registry import registry
 
 log = logging.getLogger(__name__)
 
@@ -219,56 +219,48 @@ def resolve_content_encoder(encoder: str | os.PathLike | None = None) -> Path:
     return folder
 
 
-_content_encoders: dict[tuple, tuple] = {}
-
-
 def load_content_encoder(folder: Path, device: str, dtype: str):
-    """(CLIPTextModelWithProjection, CLIPTokenizer) from `folder`, kept for reuse."""
-    import torch
-    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+    """(CLIPTextModelWithProjection, CLIPTokenizer) from `folder`, kept in the model registry."""
 
-    key = (folder, device, dtype)
-    with _lock:
-        if key not in _content_encoders:
-            _content_encoders.clear()
-            log.info("loading content text encoder %s", folder)
-            try:
-                encoder = CLIPTextModelWithProjection.from_pretrained(
-                    folder, torch_dtype=getattr(torch, dtype), use_safetensors=True, local_files_only=True)
-                tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
-            except (OSError, ValueError) as e:
-                raise ModelsMissingError(f"could not load the content text encoder from {folder}: {e}",
-                                         hint=f"pass a CLIP model folder, or the default {DEFAULT_CONTENT_ENCODER}") from e
-            _content_encoders[key] = (encoder.to(device).eval(), tokenizer)
-        return _content_encoders[key]
+    def build():
+        import torch
+        from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+        try:
+            encoder = CLIPTextModelWithProjection.from_pretrained(
+                folder, torch_dtype=getattr(torch, dtype), use_safetensors=True, local_files_only=True)
+            tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ModelsMissingError(f"could not load the content text encoder from {folder}: {e}",
+                                     hint=f"pass a CLIP model folder, or the default {DEFAULT_CONTENT_ENCODER}") from e
+        return encoder.to(device).eval(), tokenizer
+
+    return registry.get("content_encoder", (folder, device, dtype), build,
+                        {"path": str(folder), "device": device, "dtype": dtype})
 
 
 # ---------------------------------------------------------------- loading and reuse
-
-_lock = threading.RLock()
-_loaded: dict[ModelSpec, object] = {}
-load_count = 0  # how many pipelines were built from disk (tests check reuse with it)
-on_unload: list = []  # other modules' model caches (sketch_models): unload() calls each to clear it
-
 
 def load_pipeline(spec: ModelSpec):
     """The StableDiffusionPipeline with IP-Adapter for `spec`, reused while the process lives.
 
     One pipeline is kept at a time (SD1.5 + ViT-H is several GB): loading another replaces it.
     """
-    global load_count
-    with _lock:
-        if spec in _loaded:
-            return _loaded[spec]
-        unload()
+
+    def build():
         if spec.device == "cpu":
             from backend.diffusion import allocator
 
             allocator.keep_freed_memory()  # large activations reused, not page-faulted in every pass
-        pipe = _build(spec)
-        _loaded[spec] = pipe
-        load_count += 1
-        return pipe
+        return _build(spec)
+
+    return registry.get("pipeline", spec, build, describe_spec(spec))
+
+
+def describe_spec(spec: ModelSpec) -> dict:
+    """What hello/status report about a loaded pipeline."""
+    return {"base": str(spec.base), "ip_adapter": f"{spec.ip_adapter}/models/{spec.ip_weight}",
+            "device": spec.device, "dtype": spec.dtype}
 
 
 def _build(spec: ModelSpec):
@@ -321,32 +313,8 @@ def _raise_if_unreadable(error: BaseException, what: str, where) -> None:
 
 
 def loaded_specs() -> list[ModelSpec]:
-    """The specs of the pipelines held in memory (the service's `status` reports them)."""
-    with _lock:
-        return list(_loaded)
-
-
-def unload() -> bool:
-    """Forget loaded pipelines and free their memory; True if something was loaded."""
-    import gc
-
-    with _lock:
-        had = bool(_loaded) or bool(_content_encoders)
-        _loaded.clear()
-        _content_encoders.clear()
-        for clear in on_unload:
-            clear()
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            torch.mps.empty_cache()
-    except ImportError:
-        pass
-    return had
+    """The specs of the pipelines held in memory (benchmarks read the device and dtype from it)."""
+    return registry.keys("pipeline")
 
 
 # ---------------------------------------------------------------- downloading (explicit only)

@@ -10,17 +10,17 @@
 
 Without `lgp=` / `controlnet=` the environment variables TEXTURE_VARIANTS_LGP / _CONTROLNET, then the
 default hub ids, are used. Nothing here downloads except `download()` (`download-models --lgp / --controlnet`). Loaded models
-are kept for reuse and freed with the pipelines (models.unload).
+are kept in the model registry (backend.model_registry).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 from backend.diffusion import hub, models
 from backend.errors import InputError, ModelsMissingError
+from backend.model_registry import registry
 
 DEFAULT_LGP = "ogkalu/Stable-Diffusion-Latent-Guidance-Predictor"
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_lineart"
@@ -31,9 +31,6 @@ _PICKLED = (".pt", ".pth", ".bin", ".ckpt")
 # Defaults for calls that name no model (the Blender add-on's backend, render farms).
 ENV_LGP, ENV_CONTROLNET = "TEXTURE_VARIANTS_LGP", "TEXTURE_VARIANTS_CONTROLNET"
 
-_lock = threading.Lock()
-_kept: dict[tuple, object] = {}
-models.on_unload.append(_kept.clear)
 
 
 def _fix(flag: str, value: str | None) -> str:
@@ -142,13 +139,10 @@ def _last_weight(state: dict) -> str:
 
 
 def load_lgp(path: Path, device: str):
-    """The LGP at `path`, in eval mode, frozen, float32 on `device` (kept for reuse)."""
-    with _lock:
-        key = ("lgp", path, path.stat().st_mtime_ns, device)
-        if key not in _kept:
-            lgp = build_lgp(*read_lgp_state(path)).eval().requires_grad_(False)
-            _kept[key] = lgp.to(device)
-        return _kept[key]
+    """The LGP at `path`, in eval mode, frozen, float32 on `device` (kept in the model registry)."""
+    key = (path, path.stat().st_mtime_ns, device)
+    return registry.get("lgp", key, lambda: build_lgp(*read_lgp_state(path)).eval().requires_grad_(False).to(device),
+                        {"path": str(path), "device": device})
 
 
 def save_lgp(lgp, path: Path, metadata: dict | None = None) -> Path:
@@ -164,21 +158,22 @@ def save_lgp(lgp, path: Path, metadata: dict | None = None) -> Path:
 
 
 def load_controlnet(folder: Path, device: str, dtype: str):
-    """The diffusers ControlNetModel in `folder` on `device` (kept for reuse)."""
-    import torch
-    from diffusers import ControlNetModel
+    """The diffusers ControlNetModel in `folder` on `device` (kept in the model registry)."""
 
-    with _lock:
-        key = ("controlnet", folder, device, dtype)
-        if key not in _kept:
-            try:
-                net = ControlNetModel.from_pretrained(folder, torch_dtype=getattr(torch, dtype), use_safetensors=True,
-                                                      local_files_only=True)
-            except (OSError, ValueError) as e:
-                raise ModelsMissingError(f"could not load the ControlNet from {folder}: {e}",
-                                         hint=f"pass a diffusers ControlNet folder, or run `{_fix('--controlnet', None)}`") from e
-            _kept[key] = net.to(device).eval().requires_grad_(False)
-        return _kept[key]
+    def build():
+        import torch
+        from diffusers import ControlNetModel
+
+        try:
+            net = ControlNetModel.from_pretrained(folder, torch_dtype=getattr(torch, dtype), use_safetensors=True,
+                                                  local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ModelsMissingError(f"could not load the ControlNet from {folder}: {e}",
+                                     hint=f"pass a diffusers ControlNet folder, or run `{_fix('--controlnet', None)}`") from e
+        return net.to(device).eval().requires_grad_(False)
+
+    return registry.get("controlnet", (folder, device, dtype), build,
+                        {"path": str(folder), "device": device, "dtype": dtype})
 
 
 def download(lgp: str | None = None, controlnet: str | None = None) -> dict[str, Path]:

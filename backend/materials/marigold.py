@@ -16,16 +16,14 @@ model is a local diffusers folder or a hub id already in the Hugging Face cache.
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from backend.errors import ModelsMissingError
+from backend.model_registry import registry
 
 DEFAULT_NORMALS = "prs-eth/marigold-normals-v1-1"
-_loaded: dict[tuple[str, str, str], object] = {}
-_lock = threading.Lock()
 
 
 def resolve_normals(location: str | os.PathLike | None = None) -> Path:
@@ -56,19 +54,19 @@ def download_normals(repo_id: str = DEFAULT_NORMALS) -> Path:
 
 
 def load_normals(location: str | os.PathLike | None = None, device: str = "cpu", dtype: str = "float32"):
-    """The MarigoldNormalsPipeline, loaded once per (folder, device, dtype) and kept."""
+    """The MarigoldNormalsPipeline, kept in the model registry (one at a time)."""
     folder = resolve_normals(location)
-    key = (str(folder), device, dtype)
-    with _lock:
-        if key not in _loaded:
-            import torch
-            from diffusers import MarigoldNormalsPipeline
 
-            pipe = MarigoldNormalsPipeline.from_pretrained(folder, torch_dtype=getattr(torch, dtype),
-                                                           local_files_only=True)
-            pipe.set_progress_bar_config(disable=True)
-            _loaded[key] = pipe.to(device)
-        return _loaded[key]
+    def build():
+        import torch
+        from diffusers import MarigoldNormalsPipeline
+
+        pipe = MarigoldNormalsPipeline.from_pretrained(folder, torch_dtype=getattr(torch, dtype), local_files_only=True)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(device)
+
+    return registry.get("marigold", (str(folder), device, dtype), build,
+                        {"path": str(folder), "device": device, "dtype": dtype})
 
 
 def predict_normals(colour, pipe, *, steps: int | None = None, seed: int = 0, latents=None) -> np.ndarray:
@@ -85,21 +83,3 @@ def predict_normals(colour, pipe, *, steps: int | None = None, seed: int = 0, la
                    generator=generator, latents=latents, output_type="np")
     n = np.asarray(out.prediction[0], dtype=np.float64)
     return n / np.maximum(np.linalg.norm(n, axis=2, keepdims=True), 1e-8)
-
-
-def make_test_normals_model(folder: str | os.PathLike) -> Path:
-    """A random-weight Marigold normals pipeline with tiny SD-shaped parts, in the real folder layout."""
-    from diffusers import DDIMScheduler, MarigoldNormalsPipeline, UNet2DConditionModel
-
-    from backend.diffusion.test_models import SCHEDULER_CONFIG, TINY, _sd15_pipeline
-
-    sd = _sd15_pipeline(TINY)
-    # Marigold's UNet reads the image latent and the noisy normal latent stacked: 8 channels in.
-    unet = UNet2DConditionModel.from_config({**sd.unet.config, "in_channels": 8})
-    config = {k: v for k, v in SCHEDULER_CONFIG.items() if k != "skip_prk_steps"}
-    scheduler = DDIMScheduler(**config, prediction_type="v_prediction", timestep_spacing="trailing")
-    pipe = MarigoldNormalsPipeline(unet=unet, vae=sd.vae, scheduler=scheduler, text_encoder=sd.text_encoder,
-                                   tokenizer=sd.tokenizer, prediction_type="normals", use_full_z_range=True,
-                                   default_denoising_steps=2, default_processing_resolution=TINY.sample_size)
-    pipe.save_pretrained(folder)
-    return Path(folder)

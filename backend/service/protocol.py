@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from backend.errors import InputError
-from backend.params import MASK_MODES, GenerationParams, capabilities
+from backend.params import MASK_MODES, RESTYLE_STARTS, GenerationParams, capabilities
 
 PROTOCOL_VERSION = 2
 MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a megabyte is a runaway client
@@ -313,14 +313,15 @@ def _check_map_file(name: str, path: str, request_id) -> None:
 
 # restyle: a generate job for the diffusion engine with appearance "none" and the restyle options
 # (backend.params.DiffusionOptions, restyle section) at the top level, named as in the Python API.
-RESTYLE_OPTIONS = ("restyle_prompt", "restyle_strength", "mask", "mask_points", "mask_box", "mask_mode", "sam")
+RESTYLE_OPTIONS = ("restyle_prompt", "restyle_strength", "restyle_start", "mask", "mask_points", "mask_box", "mask_mode", "sam")
 RESTYLE_FIELDS = ("input", "output_dir", *RESTYLE_OPTIONS, "variants", "seed", "steps", "size", "tile",
                   "negative_prompt", "guidance_scale", "base", "ip_adapter", "tiled_preview", "preview_every", "extra")
 
 
 def restyle_parameters() -> dict:
     """What a restyle request accepts, for `hello`."""
-    return {"fields": list(RESTYLE_FIELDS), "choices": {"mask_mode": list(MASK_MODES)}}
+    return {"fields": list(RESTYLE_FIELDS),
+            "choices": {"mask_mode": list(MASK_MODES), "restyle_start": list(RESTYLE_STARTS)}}
 
 
 def _check_restyle(fields: dict, request_id) -> dict:

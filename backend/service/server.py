@@ -10,7 +10,6 @@ descriptor and fd 1 is pointed at stderr, so even a C library's printf cannot co
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ import time
 from typing import BinaryIO
 
 from backend import __version__, engines
+from backend.model_registry import registry
 from backend.service.encoding import encode
 from backend.service.jobs import DEFAULT_MAX_QUEUE, Job, JobRunner
 from backend.service.protocol import (
@@ -87,11 +87,6 @@ def _memory(torch_imported: bool) -> dict:
         mem["gpu_allocated_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
         mem["gpu_reserved_mb"] = round(torch.cuda.memory_reserved() / 2**20, 1)
     return mem
-
-
-def _describe_spec(spec) -> dict:
-    return {"base": str(spec.base), "ip_adapter": f"{spec.ip_adapter}/models/{spec.ip_weight}",
-            "device": spec.device, "dtype": spec.dtype}
 
 
 def _loaded_engine_modules():
@@ -207,7 +202,7 @@ class Service:
         self.emit(event("hello", request.id, protocol=PROTOCOL_VERSION, version=__version__,
                         python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
                         models=self._models(), requests=list(REQUEST_TYPES), parameters=generate_parameters(),
-                        restyle=restyle_parameters(),
+                        restyle=restyle_parameters(), loaded_models=registry.loaded(),
                         filesystem=self._filesystem(request.fields.get("probe")), **self.warmup.fields()))
 
     def _filesystem(self, probe: dict | None) -> dict:
@@ -272,31 +267,19 @@ class Service:
         self.emit(event("ack", request.id, request="cancel", job=job_id, stage=stage))
 
     def _on_status(self, request: Request) -> None:
-        loaded = self._loaded_models()
-        self.emit(event("status", request.id, **self.runner.snapshot(), loaded_models=loaded["diffusion"],
-                        model_loads=loaded["loads"],
+        self.emit(event("status", request.id, **self.runner.snapshot(), loaded_models=registry.loaded(),
+                        model_loads=registry.load_count(),
                         memory=_memory(self.warmup.torch_version is not None), **self.warmup.fields(),
                         uptime=round(time.monotonic() - self.started, 3)))
 
-    @staticmethod
-    def _loaded_models() -> dict:
-        """What stays loaded between jobs, and how many times models were read from disk so far."""
-        models = sys.modules.get("backend.diffusion.models")  # imported by the diffusion engine's first job
-        if models is None:
-            return {"diffusion": [], "loads": 0}
-        return {"diffusion": [_describe_spec(spec) for spec in models.loaded_specs()], "loads": models.load_count}
-
     def _on_unload(self, request: Request) -> None:
         def unload() -> dict:
-            freed = self._loaded_models()["diffusion"]
-            for _, module in _loaded_engine_modules():
+            freed = registry.loaded()
+            for _, module in _loaded_engine_modules():  # the engines' own caches (reference work)
                 fn = getattr(module, "unload", None)
                 if fn is not None:
                     fn()
-            gc.collect()
-            torch = sys.modules.get("torch")
-            if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-                torch.cuda.empty_cache()
+            registry.unload()
             log.info("unloaded %d model(s)", len(freed))
             return event("ack", request.id, request="unload", freed=freed, memory=_memory(self.warmup.torch_version is not None))
 

@@ -130,7 +130,7 @@ def load_average() -> list[float] | None:
 
 def full_size_models(folder: Path = FULL_MODELS, log=print) -> dict[str, Path]:
     """The full-size random-weight models, written on first use (about 5 GB, a few minutes)."""
-    from backend.diffusion.test_models import make_test_models
+    from backend.testing.random_models import make_test_models
 
     done = folder / ".complete"
     if not done.exists():

@@ -41,11 +41,12 @@ Observer = Callable[[str, int, str, str, tuple, tuple], None]
 
 
 def windows(strength: float, steps: int) -> tuple[frozenset[int], frozenset[int]]:
-    """(resnet steps, attention steps): the first round(f * steps) steps, with the fractions
-    f_resnet = min(1, 1.6 (1 - strength)) and f_attention = 1 - strength (0.8 / 0.5 at strength 0.5;
-    strength 0 injects everywhere, strength 1 nowhere)."""
+    """(resnet steps, attention steps): the first int(f * steps) steps (rounded down, as the reference
+    code's `int(n_timesteps * pnp_f_t)`), with the fractions f_resnet = min(1, 1.6 (1 - strength)) and
+    f_attention = 1 - strength (0.8 / 0.5 at strength 0.5; strength 0 injects everywhere, strength 1
+    nowhere). The 1e-9 keeps a product that lands just below an integer (0.3 * 10) on it."""
     def first(fraction):
-        return frozenset(range(round(min(1.0, fraction) * steps + 1e-9)))
+        return frozenset(range(math.floor(min(1.0, fraction) * steps + 1e-9)))
 
     return first(RESNET_FRACTION / 0.5 * (1 - strength)), first(ATTENTION_FRACTION / 0.5 * (1 - strength))
 

@@ -3,8 +3,15 @@ where a mask says (Plug-and-Play features, controls/pnp.py; masks: backend/masks
 
 - The generated branch reads `restyle_prompt` (guided against the negative prompt) and a neutral
   image prompt (IP-Adapter's unconditional embedding in both guidance halves): the look comes from
-  the text alone. The reference work (inversion, reference branch) is the one kv replacement uses
-  and shares its cache entry: restyling a texture whose variants were made continues their inversion.
+  the text alone.
+- The source (the inversion and the reference branch) reads the empty prompt only, IP-Adapter off
+  (scale 0), as the reference code's source branch: its own cache entry, not kv's.
+- restyle_start "inverted" (default, as the paper and its code): the generated branch starts from
+  the input's DDIM-inverted noise (recorded at the reference branch's step 0), so one variant does
+  not depend on the seed. Variant i > 0 starts from sqrt(1 - VARIATION²) · inverted + VARIATION ·
+  noise_i (its seeded noise, or the given latents): the inverted start stays dominant (VARIATION
+  0.3: a correlation of 0.95 with it). "noise": from the seeded noise, as for variants (more variety,
+  less structure).
 - `restyle_strength` moves both injection windows (pnp.windows: 0.8 / 0.5 of the steps at 0.5).
 - mask_mode "keep-structure": the features are injected only inside the mask; outside, the prompt
   generates freely.
@@ -31,11 +38,13 @@ from PIL import Image
 
 from backend import masks, sam
 from backend.diffusion.controls import pnp
-from backend.diffusion.controls.base import GENERATED, REFERENCE, Control, Run
+from backend.diffusion.controls.base import GENERATED, INVERSION, REFERENCE, Control, Run
 from backend.diffusion.tiling import AXES
 from backend.errors import InputError
 
 KEEP_STRUCTURE, EDIT_INSIDE = "keep-structure", "edit-inside"
+INVERTED, NOISE = "inverted", "noise"
+VARIATION = 0.3  # inverted start, variants after the first: the weight of their seeded noise
 FEATHER = 1 / 64  # edit-inside: the pixel blend reaches this fraction of the output size across the border
 
 
@@ -86,6 +95,32 @@ def feather(mask: torch.Tensor, tile: str) -> torch.Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1)).clamp(0, 1)
 
 
+START_KEY = (pnp.TAG, "start", 0, "")  # the inverted noise: the reference branch's latents at step 0
+
+
+def inverted_start(inverted: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The generated branch's start from the (1, ...) inverted latents: variant 0 starts from them
+    exactly, variant i > 0 from sqrt(1 - VARIATION²) · inverted + VARIATION · noise[i]."""
+    inverted = inverted.to(noise.dtype)
+    mixed = math.sqrt(1 - VARIATION**2) * inverted + VARIATION * noise
+    return torch.cat([inverted, mixed[1:]])
+
+
+@contextlib.contextmanager
+def ip_adapter_off(unet):
+    """IP-Adapter's image attention at scale 0 in every layer (the scales as before afterwards)."""
+    saved = {name: proc.scale for name, proc in unet.attn_processors.items() if hasattr(proc, "scale")}
+    for name, proc in unet.attn_processors.items():
+        if name in saved:
+            proc.scale = [0.0] * len(saved[name])
+    try:
+        yield
+    finally:
+        for name, proc in unet.attn_processors.items():
+            if name in saved:
+                proc.scale = saved[name]
+
+
 class Restyle(Control):
     """Records the reference's PnP features, injects them under the restyle prompt, applies the mask."""
 
@@ -93,6 +128,7 @@ class Restyle(Control):
         options = params.diffusion
         self.prompt, self.negative, self.strength = options.restyle_prompt, params.negative_prompt, options.restyle_strength
         self.mode, self.tile, self.source, self.device = options.mask_mode, params.tile, source, device
+        self.inverted_start = options.restyle_start == INVERTED
         self.resnet_window, self.attention_window = pnp.windows(self.strength, params.steps)
         self.mask: np.ndarray | None = None  # over the output, once set up
         self.observer = None  # pnp.Observer: test instrumentation
@@ -115,11 +151,12 @@ class Restyle(Control):
             self.latent_mask = pnp.MaskPyramid(tensor).at(size[1] // 8, size[0] // 8)
 
     def needs_reference(self) -> bool:
-        return bool(self.resnet_window or self.attention_window) or self.mode == EDIT_INSIDE
+        return bool(self.resnet_window or self.attention_window) or self.mode == EDIT_INSIDE or self.inverted_start
 
     def _latent_keys(self) -> set:
         steps = range(self.run.state.steps) if self.mode == EDIT_INSIDE else ()
-        return {(pnp.TAG, "latents", step, "") for step in steps}
+        start = {START_KEY} if self.inverted_start else set()
+        return {(pnp.TAG, "latents", step, "") for step in steps} | start
 
     def missing(self, recorded: dict) -> bool:
         return bool(self.qk.missing() or self.res.missing() or self._latent_keys() - set(recorded))
@@ -127,30 +164,44 @@ class Restyle(Control):
     def reference_steps(self, steps: int) -> frozenset[int]:
         if self.mode == EDIT_INSIDE:
             return frozenset(range(steps))  # the latents of every step
-        return self.resnet_window | self.attention_window
+        return self.resnet_window | self.attention_window | ({0} if self.inverted_start else set())
+
+    def cache_key(self) -> tuple:
+        return ("pnp-source", "")  # the source reads the empty prompt, IP-Adapter off
 
     def conditioning(self, cond):
         pipe = self.run.pipe
-        text, _ = pipe.encode_prompt(self.prompt, pipe._execution_device, 1, False)
+        device = pipe._execution_device
+        text, _ = pipe.encode_prompt(self.prompt, device, 1, False)
+        empty, _ = pipe.encode_prompt("", device, 1, False)
         self.generated = dataclasses.replace(cond, text=text, image=cond.image_uncond)
+        self.source_cond = dataclasses.replace(cond, text=empty, text_uncond=empty, image=cond.image_uncond)
         return cond
 
     def branch_conditioning(self, branch: str, cond):
-        return self.generated if branch == GENERATED else cond
+        return self.generated if branch == GENERATED else self.source_cond
 
     def processors(self, branch: str, originals: dict) -> dict:
         return pnp.processors(branch, self.qk, originals)
 
     @contextlib.contextmanager
     def during(self, branch: str):
-        if branch not in (REFERENCE, GENERATED) or not self.res.window:
+        with contextlib.ExitStack() as stack:
+            if branch in (INVERSION, REFERENCE):
+                stack.enter_context(ip_adapter_off(self.run.pipe.unet))
+            if branch in (REFERENCE, GENERATED) and self.res.window:
+                handle = self.conv.register_forward_hook(pnp.resnet_hook(self.res, branch))
+                stack.callback(handle.remove)
             yield
-            return
-        handle = self.conv.register_forward_hook(pnp.resnet_hook(self.res, branch))
-        try:
-            yield
-        finally:
-            handle.remove()
+
+    def before_step(self, state) -> torch.Tensor:
+        if not self.inverted_start or state.step != 0:
+            return state.latents
+        if state.branch == REFERENCE:
+            self.run.recorded[START_KEY] = state.latents.detach()
+        elif state.branch == GENERATED:
+            return inverted_start(self.run.recorded[START_KEY], state.latents)
+        return state.latents
 
     def after_step(self, state) -> torch.Tensor:
         if self.mode != EDIT_INSIDE:
@@ -176,7 +227,8 @@ class Restyle(Control):
         return images
 
     def record(self) -> dict:
-        return {"pnp_resnet_steps": sorted(self.resnet_window), "pnp_attention_steps": sorted(self.attention_window),
+        return {"restyle_start": INVERTED if self.inverted_start else NOISE,
+                "pnp_resnet_steps": sorted(self.resnet_window), "pnp_attention_steps": sorted(self.attention_window),
                 "pnp_attention_layers": sorted(self.qk.layers), "pnp_resnet": pnp.RESNET,
                 "reference_cached": self.run.reference_cached}
 

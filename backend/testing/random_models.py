@@ -24,8 +24,6 @@ from pathlib import Path
 
 import torch
 
-from backend.sam import write_tiny_sam
-
 # The UNet block layout of SD1.5, kept in both sizes: kv replacement targets up_blocks.2/3 by name.
 DOWN_BLOCKS = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
 UP_BLOCKS = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
@@ -98,7 +96,7 @@ def _clip_tokenizer(vocab_size: int):
     return CLIPTokenizer(vocab={tok: i for i, tok in enumerate(tokens)}, merges=[], model_max_length=77)
 
 
-def _sd15_pipeline(d: Dims):
+def sd15_pipeline(d: Dims):
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -256,7 +254,7 @@ def make_test_models(out_dir: str | Path, *, full_size: bool = False, seed: int 
     base_dir = out_dir / "sd15"
     ip_dir = out_dir / "ip-adapter"
 
-    pipe = _sd15_pipeline(d)
+    pipe = sd15_pipeline(d)
     pipe.save_pretrained(base_dir, safe_serialization=True)
 
     models = ip_dir / "models"
@@ -272,6 +270,8 @@ def make_test_models(out_dir: str | Path, *, full_size: bool = False, seed: int 
         "Random-weight test models with the SD1.5 / IP-Adapter architecture "
         f"({'full size' if full_size else 'tiny'}). Pictures from them are noise by design.\n"
     )
+    from backend.testing.random_addons import write_tiny_sam
+
     sam_dir = write_tiny_sam(out_dir / "sam", seed=seed)
     return {"base": base_dir, "ip_adapter": ip_dir, "content_encoder": text_dir, "lgp": out_dir / "lgp",
             "controlnet": out_dir / "controlnet", "sam": sam_dir}
