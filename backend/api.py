@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from backend import engines
+from backend import engines, report_card
 from backend.errors import InputError, ModelsMissingError
 from backend.images import load_reference
 from backend.materials import variants as material
@@ -76,6 +76,37 @@ def restyle(reference: str | os.PathLike | Image.Image, prompt: str, *, strength
                              mask_box=box, mask_mode=mask_mode, sam=sam, **kw)
 
 
+def make_tileable(image: str | os.PathLike | Image.Image, *, engine: str = "auto", band: int | None = None,
+                  flatten: str = "auto", tile: str = "both", maps: dict[str, str] | None = None,
+                  cancel: threading.Event | None = None) -> Image.Image:
+    """The image itself made tileable, at its own size (backend/tileable.py): its lighting levelled
+    (`flatten` auto|on|off), a band along its seams re-made, every other pixel kept. `maps`
+    ({name: path}) are repaired alike: `info["maps"]` (save with backend.materials.variants.save);
+    `info["band"]` shows the re-made pixels. `engine`: "auto" and "patch" are the weight-free repair
+    (the diffusion repair of the band is not built yet: "diffusion" is refused)."""
+    from backend import tileable
+    from backend.materials.maps import read_map
+
+    if engine not in ("auto", "patch"):
+        raise InputError(f"make-tileable has no {engine!r} engine: it repairs seams with the weight-free patch "
+                         "engine", hint="use engine auto or patch")
+    ref = load_reference(image)
+    picture = ref.rgb.convert("L") if ref.grayscale else ref.rgb
+    if ref.alpha is not None:
+        picture = picture.convert("RGB")
+        picture.putalpha(ref.alpha)
+    given = {}
+    for name, path in (maps or {}).items():
+        try:
+            given[name] = read_map(path, name)
+        except InputError as e:
+            raise InputError(f"map {name!r}: {e.message}", hint=e.hint) from e
+    result = tileable.make_tileable(picture, band=band, flatten=flatten, tile=tile, maps=given, cancel=cancel)
+    record = json.loads(result.info["parameters"]) | {"engine": "patch", "reference": ref.source}
+    result.info["parameters"] = json.dumps(record, sort_keys=True)
+    return result
+
+
 def derive_maps(reference: str | os.PathLike | Image.Image, params: GenerationParams, *,
                 cancel: threading.Event | None = None) -> list[Image.Image]:
     """The reference's own derived maps (`params.derive`), no variant made: one image, the
@@ -112,6 +143,7 @@ def generate(reference: str | os.PathLike | Image.Image, params: GenerationParam
     images = engine.generate(
         ref, params, base=base, ip_adapter=ip_adapter, latents=latents, on_step=on_step, cancel=cancel,
     )
+    judge = report_card.MaterialJudge(ref.rgb, given, params.tile)
     record = params.to_dict(engine_name) | {
         "engine": engine_name, "batch_seed": params.seed, "reference": ref.source, "base": base,
         "ip_adapter": ip_adapter,
@@ -126,6 +158,7 @@ def generate(reference: str | os.PathLike | Image.Image, params: GenerationParam
                                                               cancel)
             engine_record = engine_record | maps_record
         image.info.pop("source_coords", None)
-        image.info["parameters"] = json.dumps(record | {"seed": params.seed + i, "variant": i} | engine_record,
-                                              sort_keys=True)
+        card = judge.card(image, image.info.get("maps"), clip=image.info.pop("clip_similarity", None))
+        image.info["parameters"] = json.dumps(record | {"seed": params.seed + i, "variant": i, "card": card}
+                                              | engine_record, sort_keys=True)
     return images

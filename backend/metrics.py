@@ -69,9 +69,15 @@ def seam_score(image) -> dict[str, float]:
 
 
 def _seam(arr: np.ndarray, axis: int) -> float:
-    a = np.moveaxis(arr, axis, 0)  # steps between consecutive slices along axis 0
-    interior = np.abs(np.diff(a, axis=0)).mean(axis=tuple(range(1, a.ndim)))
-    wrap = float(np.abs(a[0] - a[-1]).mean())
+    # Steps between neighbouring rows (axis 0) or columns (axis 1), averaged along the other axis and
+    # the channels; computed in the image's own memory order (a moved axis would be a strided copy).
+    h, w, c = arr.shape
+    if axis == 0:
+        interior = np.abs(arr[1:] - arr[:-1]).reshape(h - 1, w * c).mean(axis=1)
+        wrap = float(np.abs(arr[0] - arr[-1]).mean())
+    else:
+        interior = np.abs(arr[:, 1:] - arr[:, :-1]).sum(axis=0).sum(axis=1) / (h * c)
+        wrap = float(np.abs(arr[:, 0] - arr[:, -1]).mean())
     typical = float(np.median(interior))
     if typical == 0.0:
         return 1.0 if wrap == 0.0 else float("inf")
@@ -84,26 +90,32 @@ def _seam(arr: np.ndarray, axis: int) -> float:
 def appearance_distance(output, exemplar) -> float:
     """SW distance of multi-scale patch distributions, output vs exemplar, over exemplar half vs half."""
     out, ex = _same_channels(as_array(output), as_array(exemplar))
-    h, w = ex.shape[:2]
-    between = _multiscale_sw(out, ex)
-    halves = 0.5 * (_multiscale_sw(ex[:, : w // 2], ex[:, w // 2:]) + _multiscale_sw(ex[: h // 2], ex[h // 2:]))
+    between, halves = patch_distance(out, ex), half_distance(ex)
     if halves == 0.0:  # a flat exemplar: only a flat output of the same value is at distance 0
         return 1.0 if between == 0.0 else float("inf")
     return between / halves
 
 
-def _multiscale_sw(a: np.ndarray, b: np.ndarray) -> float:
+def patch_distance(a: np.ndarray, b: np.ndarray, samples: int = MAX_PATCHES, projections: int = PROJECTIONS) -> float:
+    """Sliced Wasserstein distance of the multi-scale patch distributions of two (H, W, C) arrays."""
     rng = np.random.default_rng(0)
     levels = (np.arange(QUANTILES) + 0.5) / QUANTILES
     total = 0.0
     for scale in SCALES:
-        pa, pb = _patches(_downscale(a, scale), rng), _patches(_downscale(b, scale), rng)
+        pa, pb = _patches(_downscale(a, scale), rng, samples), _patches(_downscale(b, scale), rng, samples)
         if pa is None or pb is None:
             continue
-        directions = rng.standard_normal((pa.shape[1], PROJECTIONS)).astype(np.float32)
+        directions = rng.standard_normal((pa.shape[1], projections)).astype(np.float32)
         directions /= np.linalg.norm(directions, axis=0, keepdims=True)
         total += float(np.abs(_quantiles(pa @ directions, levels) - _quantiles(pb @ directions, levels)).mean())
     return total
+
+
+def half_distance(exemplar: np.ndarray, samples: int = MAX_PATCHES, projections: int = PROJECTIONS) -> float:
+    """The exemplar's own patch distance, left half to right and top to bottom (the unit of appearance)."""
+    h, w = exemplar.shape[:2]
+    return 0.5 * (patch_distance(exemplar[:, : w // 2], exemplar[:, w // 2:], samples, projections)
+                  + patch_distance(exemplar[: h // 2], exemplar[h // 2:], samples, projections))
 
 
 def _quantiles(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -123,13 +135,13 @@ def _downscale(arr: np.ndarray, factor: int) -> np.ndarray:
     return arr[:h, :w].reshape(h // factor, factor, w // factor, factor, -1).mean(axis=(1, 3))
 
 
-def _patches(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
-    """Up to MAX_PATCHES random PATCH x PATCH patches, flattened: (n, PATCH * PATCH * C)."""
+def _patches(arr: np.ndarray, rng: np.random.Generator, samples: int = MAX_PATCHES) -> np.ndarray | None:
+    """Up to `samples` random PATCH x PATCH patches, flattened: (n, PATCH * PATCH * C)."""
     h, w, c = arr.shape
     if h < PATCH or w < PATCH:
         return None
     ny, nx = h - PATCH + 1, w - PATCH + 1
-    index = np.arange(ny * nx) if ny * nx <= MAX_PATCHES else rng.choice(ny * nx, MAX_PATCHES, replace=False)
+    index = np.arange(ny * nx) if ny * nx <= samples else rng.choice(ny * nx, samples, replace=False)
     ys, xs = np.divmod(index, nx)
     offsets = np.arange(PATCH)
     patches = arr[(ys[:, None] + offsets)[:, :, None], (xs[:, None] + offsets)[:, None, :]]  # (n, P, P, C)

@@ -3,34 +3,25 @@
 Registers the settings, operators, panels and preferences. The backend process starts on first use
 (never on register) and stops on unregister; nothing else keeps running.
 
-bpy is imported inside register()/unregister() only, so the plain modules of this package (job,
-session, paths, errors, backend_setup, setup_plan, setup_runner, device_detect, backend_client)
-import and unit-test without Blender.
+bpy is imported inside register()/unregister() only, so the plain folders of this package
+(connection/, setup/, pixels/) and the plain modules beside it (errors, paths, panel_rules) import
+and unit-test without Blender. scripts/check_imports.py says what each folder may import.
 """
 
 
 def _classes():
-    from . import (
-        apply_ops,
-        backend_check,
-        batch_operators,
-        map_operators,
-        operators,
-        preferences,
-        restyle_operators,
-        setup_operators,
-        ui,
-    )
+    from .operators import apply, batch, check, generate, maps, restyle, setup
+    from .ui import panel, preferences
 
-    return (*preferences.CLASSES, *setup_operators.CLASSES, *backend_check.CLASSES, *operators.CLASSES,
-            *apply_ops.CLASSES, *restyle_operators.CLASSES, *batch_operators.CLASSES, *map_operators.CLASSES,
-            *ui.CLASSES)
+    return (*preferences.CLASSES, *setup.CLASSES, *check.CLASSES, *generate.CLASSES, *apply.CLASSES,
+            *restyle.CLASSES, *batch.CLASSES, *maps.CLASSES, *panel.CLASSES)
 
 
 def register():
     import bpy
 
-    from . import migration, properties, storage
+    from . import properties
+    from .material import migration, storage
 
     properties.register()
     for cls in _classes():
@@ -42,7 +33,9 @@ def register():
 def unregister():
     import bpy
 
-    from . import migration, properties, session, storage
+    from . import properties
+    from .connection import session
+    from .material import migration, storage
 
     migration.unregister()
     storage.unregister()

@@ -1,4 +1,4 @@
-"""Generate for Selected's jobs as one (blender_addon/batch_job.py) against the real backend service,
+"""Generate for Selected's jobs as one (blender_addon/connection/batch.py) against the real backend service,
 without Blender: sent together, followed as one, each ending on its own; the manifest it writes runs
 the same jobs again with `python -m backend batch`."""
 
@@ -14,8 +14,10 @@ import pytest
 from PIL import Image
 
 from backend.batch import run_batch
-from blender_addon import backend_config, batch_job, job
-from blender_addon.session import Session
+from blender_addon.connection import batch as batch_job
+from blender_addon.connection import config as backend_config
+from blender_addon.connection import job
+from blender_addon.connection.session import Session
 from tests.conftest import ROOT
 from tests.test_addon_session import pump_until_finished
 from tests.test_remote import _can_hide_folders, _hiding

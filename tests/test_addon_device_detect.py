@@ -1,4 +1,4 @@
-"""Which torch build Set up Backend picks (blender_addon/device_detect.py), with faked nvidia-smi and platforms."""
+"""Which torch build Set up Backend picks (blender_addon/setup/device.py), with faked nvidia-smi and platforms."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from blender_addon import device_detect as dd
+from blender_addon.setup import device as dd
 
 RTX_575 = "NVIDIA GeForce RTX 4090, 575.51.03\n"
 TWO_GPUS = "NVIDIA H200, 570.133.20\nNVIDIA H200, 570.133.20\n"

@@ -12,7 +12,7 @@ import tifffile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blender_addon import float_tiff
+from blender_addon.pixels import float_tiff
 
 
 def rgba_buffer(values: np.ndarray) -> array.array:

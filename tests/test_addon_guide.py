@@ -1,4 +1,4 @@
-"""The add-on's structure guide, outside Blender: the edge picture (blender_addon/edges.py), the request
+"""The add-on's structure guide, outside Blender: the edge picture (blender_addon/pixels/edges.py), the request
 fields it adds (job.request_params) and when the panel shows its settings (panel_rules)."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blender_addon import edges, panel_rules
-from blender_addon import job as jobs
+from blender_addon import panel_rules
+from blender_addon.connection import job as jobs
+from blender_addon.pixels import edges
 
 
 def _stripes(width: int, height: int, period: int) -> list[float]:

@@ -1,4 +1,4 @@
-"""The add-on's job state (blender_addon/job.py): backend events folded into what the panel shows."""
+"""The add-on's job state (blender_addon/connection/job.py): backend events folded into what the panel shows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blender_addon import job as jobs
+from blender_addon.connection import job as jobs
 
 JOB_ID = "r7"
 

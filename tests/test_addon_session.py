@@ -1,4 +1,4 @@
-"""The add-on's session (blender_addon/session.py) against the real backend service, without Blender:
+"""The add-on's session (blender_addon/connection/session.py) against the real backend service, without Blender:
 the polling path the UI timer uses, the blocking path background mode uses, cancel, and errors."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from blender_addon import backend_client, backend_config, job
+from blender_addon.connection import client as backend_client
+from blender_addon.connection import config as backend_config
+from blender_addon.connection import job
+from blender_addon.connection.session import Session
 from blender_addon.errors import UserError
-from blender_addon.session import Session
 from tests.conftest import ROOT
 
 PARAMS = {"engine": "patch", "variants": 1, "steps": 2, "size": 64, "tile": "both", "balance": 0.5,

@@ -1,4 +1,4 @@
-"""Set up backend: the plan (blender_addon/setup_plan.py), and running it with progress (setup_runner.py)."""
+"""Set up backend: the plan (blender_addon/setup/plan.py), and running it with progress (setup/runner.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import sys
 import pytest
 import tomllib
 
-from blender_addon import device_detect, setup_plan, setup_runner
 from blender_addon.errors import UserError
+from blender_addon.setup import device as device_detect
+from blender_addon.setup import plan as setup_plan
+from blender_addon.setup import runner as setup_runner
 from tests.conftest import ROOT
 
 CPU = device_detect.cpu_build("test", "linux")

@@ -1,4 +1,4 @@
-"""Set up Backend's failure paths (blender_addon/backend_setup.py) with a fake installer standing in
+"""Set up Backend's failure paths (blender_addon/setup/environment.py) with a fake installer standing in
 for the base Python, pip and uv (tests/fake_installer.py): a failed or cancelled set-up leaves the
 previous working environment or nothing, and its message says what to do."""
 
@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from blender_addon import backend_setup, device_detect, setup_plan
 from blender_addon.errors import UserError
+from blender_addon.setup import device as device_detect
+from blender_addon.setup import environment as backend_setup
+from blender_addon.setup import plan as setup_plan
 from tests.conftest import ROOT
 
 FAKE = Path(__file__).resolve().parent / "fake_installer.py"

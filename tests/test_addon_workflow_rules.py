@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blender_addon import colour, job, panel_rules, paths, sizing
+from blender_addon import panel_rules, paths
+from blender_addon.connection import job
 from blender_addon.errors import UserError, in_blender_terms
+from blender_addon.pixels import colour, sizing
 
 
 @given(st.integers(1, 8192), st.integers(1, 8192))

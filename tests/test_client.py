@@ -1,4 +1,4 @@
-"""blender_addon/backend_client.py against the real service: start, jobs, poll/wait, death, restart."""
+"""blender_addon/connection/client.py against the real service: start, jobs, poll/wait, death, restart."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from blender_addon import backend_client
-from blender_addon.backend_client import BackendClient
-from blender_addon.backend_config import resolve_config
+from blender_addon.connection import client as backend_client
+from blender_addon.connection.client import BackendClient
+from blender_addon.connection.config import resolve_config
 from blender_addon.errors import UserError
 from tests.conftest import ROOT
 

@@ -1,4 +1,4 @@
-"""blender_addon/backend_process.py through real subprocesses: bounded reading of whatever the backend
+"""blender_addon/connection/process.py through real subprocesses: bounded reading of whatever the backend
 writes, and the whole process group ended on stop and on death. Fake backends stand in for the
 service (a `backend` package written into a temporary folder)."""
 
@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blender_addon import job as jobs
-from blender_addon.backend_client import BackendClient
-from blender_addon.backend_config import resolve_config
-from blender_addon.backend_process import LineSplitter
+from blender_addon.connection import job as jobs
+from blender_addon.connection.client import BackendClient
+from blender_addon.connection.config import resolve_config
+from blender_addon.connection.process import LineSplitter
 from tests.conftest import ROOT
 
 # Answers hello with the client's own protocol version; `status` is answered as the test needs.
@@ -61,9 +61,9 @@ def on_status(request):
 PROBE = """
 import json, sys, time
 sys.path.insert(0, sys.argv[2])
-from blender_addon import job as jobs
-from blender_addon.backend_client import BackendClient
-from blender_addon.backend_config import resolve_config
+from blender_addon.connection import job as jobs
+from blender_addon.connection.client import BackendClient
+from blender_addon.connection.config import resolve_config
 
 def memory(field):
     for line in open("/proc/self/status"):

@@ -106,7 +106,7 @@ def test_import_boundaries_hold_and_the_checker_catches_violations(tmp_path):
     assert check_imports.violations() == []
     (tmp_path / "blender_addon").mkdir()
     (tmp_path / "backend").mkdir()
-    (tmp_path / "blender_addon" / "x.py").write_text("def f():\n    import torch\n")
+    (tmp_path / "blender_addon" / "paths.py").write_text("def f():\n    import torch\n")
     (tmp_path / "backend" / "y.py").write_text("from bpy import data\n")
     found = check_imports.violations(tmp_path)
     assert len(found) == 2 and "torch" in found[0] and "bpy" in found[1]

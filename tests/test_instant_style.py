@@ -199,7 +199,7 @@ def test_service_lists_the_research_parameters_in_hello_and_runs_them(tiny_model
 
 def test_blender_panel_settings_become_the_backend_parameters():
     from backend.params import GenerationParams
-    from blender_addon import job as jobs
+    from blender_addon.connection import job as jobs
 
     base = {"engine": "diffusion", "variants": 1, "steps": 4, "size": 64, "tile": "both", "balance": 0.5,
             "appearance": "ad"}

@@ -12,14 +12,14 @@ import re
 
 from backend.api import generate_variants
 from backend.service import protocol
-from blender_addon import backend_client
+from blender_addon.connection import client as backend_client
 from tests.conftest import ROOT
 
 DOC = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
 SERVICE_SOURCES = [ROOT / "backend" / "service" / name for name in ("protocol.py", "server.py", "jobs.py",
                                                                              "transfer.py", "encoding.py")]
-CLIENT_SOURCES = [ROOT / "blender_addon" / name for name in ("backend_client.py", "backend_process.py",
-                                                              "backend_config.py", "backend_transfer.py")]
+CLIENT_SOURCES = [ROOT / "blender_addon" / "connection" / name for name in ("client.py", "process.py", "config.py",
+                                                                             "transfer.py")]
 
 
 def _section(title: str) -> str:
@@ -88,7 +88,7 @@ def test_the_events_the_code_emits_are_declared_types():
 
 def test_the_requests_the_client_sends_are_declared_and_documented():
     sent = _dict_values(CLIENT_SOURCES, "type") - {"error"}  # "error": the synthetic backend_died event
-    for path in sorted((ROOT / "blender_addon").glob("*.py")):
+    for path in sorted((ROOT / "blender_addon").rglob("*.py")):
         for name in ("request", "_job"):  # _job: the client's job requests (generate, restyle)
             sent |= {_const(call.args[0]) for call in _calls(path, name) if call.args and _const(call.args[0])}
     assert {"hello", "generate", "cancel", "shutdown"} <= sent

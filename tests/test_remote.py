@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from blender_addon.backend_client import BackendClient
-from blender_addon.backend_config import resolve_config
+from blender_addon.connection.client import BackendClient
+from blender_addon.connection.config import resolve_config
 from tests.conftest import ROOT
 
 JOB = dict(engine="patch", size=128, variants=2, seed=11, tiled_preview=True)

@@ -102,20 +102,64 @@ def test_a_prediction_equal_to_the_sketch_encoding_gives_no_step(tiny_models, re
 
     def check(control, state):
         latents, t = state.latents, state.timestep
-        moved = control.guide(latents, t)
+        stepped = 0.9 * latents  # any step's result
+        moved = control.guide(latents, t, stepped)
         target = control.target
         with torch.no_grad():
             control.target = control.predict(latents, t)[0].float()
         try:
-            still = control.guide(latents, t)
+            still = control.guide(latents, t, stepped)
         finally:
             control.target = target
-        seen["moved"], seen["still"] = (moved - latents).abs().max(), (still - latents).abs().max()
+        seen["moved"], seen["still"] = (moved - stepped).abs().max(), (still - stepped).abs().max()
 
     probe(1, check)
     _gen(tiny_models, reference, sketch=str(sketches[64]), variants=2)
     assert seen["still"] == 0  # zero gradient: the latent is left exactly as it was
     assert seen["moved"] > 1e-3
+
+
+class _After(Control):
+    """Keeps, per generated step, the step's UNet input and the latents when its after_step runs."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def after_step(self, state):
+        if state.branch == GENERATED:
+            self.seen[state.step] = (state.model_input.clone(), state.latents.clone())
+        return state.latents
+
+
+def test_the_step_is_strength_times_the_guided_steps_norm_over_the_gradients(tiny_models, reference, sketches,
+                                                                             monkeypatch):
+    """z = z̃ - strength * ||z̃ - z_t|| / ||grad L|| * grad L, with z̃ the step the loop took from z_t
+    (classifier-free guidance at 7.5 included), per variant, in float32."""
+    before, after, observed = _After(), _After(), []
+
+    def keep(params, spec, settings):
+        control = lgp_control.from_params(params, spec, settings)
+        control.observer = lambda *values: observed.append(values)
+        return control
+
+    others = [f for f in controls.FACTORIES if f is not lgp_control.from_params]
+    monkeypatch.setattr(controls, "FACTORIES", [*others, lambda *a: before, keep, lambda *a: after])
+    strength = 0.7
+    _gen(tiny_models, reference, sketch=str(sketches[64]), sketch_strength=strength, variants=2, guidance_scale=7.5)
+    assert len(observed) == WINDOW_END and sorted(before.seen) == list(range(STEPS))
+    for step, (taken, grad, scale) in enumerate(observed):
+        model_input, stepped = before.seen[step]
+        start = model_input[-2:]
+        assert model_input.shape[0] == 4 and torch.equal(model_input[:2], start)  # CFG: both halves, z_t
+        assert taken.dtype == grad.dtype == torch.float32
+        torch.testing.assert_close(taken, stepped.float() - start.float(), rtol=0, atol=0)
+        expected = strength * (stepped - start).flatten(1).norm(dim=1) / grad.flatten(1).norm(dim=1)
+        torch.testing.assert_close(scale, expected, rtol=1e-5, atol=0)
+        moved = after.seen[step][1] - stepped
+        torch.testing.assert_close(moved, -expected.view(-1, 1, 1, 1) * grad, rtol=1e-4, atol=1e-6)
+        assert moved.flatten(1).norm(dim=1).div(taken.flatten(1).norm(dim=1)).sub(strength).abs().max() < 1e-4
+    for step in range(WINDOW_END, STEPS):  # outside the window the step's result is left alone
+        assert torch.equal(after.seen[step][1], before.seen[step][1])
 
 
 def test_progress_counts_the_guidance_passes_and_the_record_names_them(tiny_models, reference, sketches):

@@ -11,10 +11,12 @@ import sys
 
 from backend import __version__
 from backend.cli.generate import add_generate
+from backend.cli.maps import add_carry_maps
 from backend.cli.models import add_download_models, add_make_test_models, add_train_lgp
 from backend.cli.restyle import add_restyle
 from backend.cli.service import add_batch, add_serve
-from backend.cli.tools import add_demo, add_metrics
+from backend.cli.tileable import add_make_tileable
+from backend.cli.tools import add_demo, add_metrics, add_score
 from backend.errors import TextureVariantsError
 
 
@@ -28,12 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_generate(sub)
     add_restyle(sub)
+    add_make_tileable(sub)
+    add_carry_maps(sub)
     add_make_test_models(sub)
     add_download_models(sub)
     add_train_lgp(sub)
     add_serve(sub)
     add_batch(sub)
     add_metrics(sub)
+    add_score(sub)
     add_demo(sub)
     return parser
 

@@ -182,20 +182,28 @@ def write_results(images, out: Path, stem: str, kind: str, preview: bool) -> int
     return 0
 
 
+def named_paths(items, flag: str = "--map") -> dict[str, str]:
+    """{name: absolute path} from repeated NAME=PATH arguments; InputError for a bad or repeated one."""
+    from backend.errors import InputError
+
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"{flag} {item!r} is not NAME=PATH", hint=f"e.g. {flag} roughness=rough.png")
+        if name in out:
+            raise InputError(f"{flag} {name} is given twice", hint="give each map once")
+        out[name] = str(Path(path).absolute())
+    return out
+
+
 def _material_fields(given: dict) -> dict:
     """maps / derive / normals from --map NAME=PATH (repeated), --derive a,b and --normals."""
     from backend.errors import InputError
 
     fields = {}
     if "maps" in given:
-        fields["maps"] = {}
-        for item in given["maps"]:
-            name, sep, path = item.partition("=")
-            if not sep or not name or not path:
-                raise InputError(f"--map {item!r} is not NAME=PATH", hint="e.g. --map roughness=rough.png")
-            if name in fields["maps"]:
-                raise InputError(f"--map {name} is given twice", hint="give each map once")
-            fields["maps"][name] = str(Path(path).absolute())
+        fields["maps"] = named_paths(given["maps"])
     if "derive" in given:
         fields["derive"] = [name.strip() for name in given["derive"].split(",") if name.strip()]
     if "normals" in given:

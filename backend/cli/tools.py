@@ -47,6 +47,47 @@ def _cmd_metrics(args) -> int:
     return 0
 
 
+def add_score(sub) -> None:
+    p = sub.add_parser(
+        "score",
+        help="the report card of an image against its reference: does it tile, is it new, same look?",
+        description="Print the report card (backend/report_card.py) of IMAGE, made anywhere, as JSON: seam "
+        "per tiled axis (wrap-around step / median interior step; about 1 = seamless), novelty (1 - the best "
+        "normalised cross-correlation with the reference over every cyclic shift; about 0 = a shifted copy), "
+        "look (patch statistics against the reference's own half-to-half distance; about 1 or less = the "
+        "same look) and their verdicts tiles / new / same_look. The same card is in every generated "
+        "variant's parameters record (there with the CLIP-I of the diffusion engine, which needs its models).",
+    )
+    p.add_argument("image", metavar="IMAGE", help="the variant (or any image) to judge")
+    p.add_argument("--reference", required=True, metavar="REF", help="the texture it was made from")
+    p.add_argument("--map", action="append", default=[], metavar="NAME=PATH", dest="maps",
+                   help="a map of IMAGE (repeatable): judged against --reference-map NAME when given, else "
+                   "by its seam alone")
+    p.add_argument("--reference-map", action="append", default=[], metavar="NAME=PATH", dest="reference_maps",
+                   help="the reference's map of that name (repeatable)")
+    p.add_argument("--tile", choices=("both", "x", "y", "none"), default="both",
+                   help="the axes IMAGE should tile along (default both)")
+    p.set_defaults(func=_cmd_score)
+
+
+def _cmd_score(args) -> int:
+    import json
+
+    from backend.cli.generate import named_paths
+    from backend.images import load_reference
+    from backend.materials.maps import fit, read_map
+    from backend.report_card import MaterialJudge
+
+    reference = load_reference(args.reference)
+    image = load_reference(args.image)
+    given = {name: fit(read_map(path, name), *reference.size)
+             for name, path in named_paths(args.reference_maps, "--reference-map").items()}
+    maps = {name: read_map(path, name) for name, path in named_paths(args.maps).items()}
+    judge = MaterialJudge(reference.rgb, given, args.tile)
+    print(json.dumps(judge.card(image.rgb.convert("L") if image.grayscale else image.rgb, maps), sort_keys=True))
+    return 0
+
+
 def add_demo(sub) -> None:
     from backend.demo import TEXTURES
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.diffusion import balance, controls, models
+from backend.diffusion import balance, clip_similarity, controls, models
 from backend.diffusion.controls.base import (
     GENERATED,
     INVERSION,
@@ -386,6 +386,8 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
         images = decode(pipe, result, params.diffusion.decode_one_at_a_time, layout)
     for control in active:
         images = control.finish(images)
+    for im, similarity in zip(images, clip_similarity.similarities(pipe, image, images) or [], strict=False):
+        im.info["clip_similarity"] = similarity  # the report card's CLIP-I (backend/report_card.py)
     info: dict = {}
     warnings = [text for control in active for text in control.warnings()]
     for control in active:

@@ -10,12 +10,17 @@ maps that follow the generated base colour. How:
   periodic, and the reference's wrapped windows are candidates like any other;
 - deep features (hook): `features(image) -> (H, W, D)` per-pixel features of an (H, W, 3) float
   image, e.g. upsampled VGG/DINO activations computed with circular padding, are appended to the
-  patch features, scaled by `feature_weight`; none ship with the project;
-- search: the field starts as the best of a random field and the strongest global shifts found by
-  phase correlation (a shifted copy is thereby found exactly), then alternates jump-flooding
-  propagation (neighbours' matches at distances 2^k ... 1, on all four sides, wrapping around the
-  variant, so the field stays periodic) and random search in shrinking windows, vectorised over
-  all pixels at once (Barnes et al. 2009, parallel form);
+  patch features at the finest level, scaled by `feature_weight`; none ship with the project;
+- search: every LATTICE-th pixel of the variant (per axis) starts from its exact nearest neighbour
+  in the leading TREE_DIMS feature dimensions (a k-d tree over every reference pixel: global reach,
+  so a pixel whose patch occurs in the reference finds it wherever it is), the other pixels from
+  their lattice pixel's match moved along with them; the strongest global shifts found by phase
+  correlation are whole-field candidates (a shifted copy is thereby found exactly). Then rounds of
+  jump-flooding propagation (neighbours' matches at distances 2^k ... 1, on all four sides,
+  wrapping around the variant, so the field stays periodic) and random search in shrinking windows
+  (Barnes et al. 2009, parallel form), vectorised over the pixels still improving (those whose
+  match or a neighbour's changed; an exact match, cost 0, is done), until a round lowers the total
+  cost by less than CONVERGED of itself (at most `iterations` rounds);
 - fidelity: the reference's base colour gathered through the field against the variant's, RMSE
   and mean absolute error in 0..1 (0 = every pixel found exactly): one number per variant for its
   parameters record.
@@ -35,6 +40,10 @@ FEATURE_DIMS = 16
 CENTRE_WEIGHT = 2.0  # the centre pixel counts as much as 4 patch pixels
 GLOBAL_SHIFTS = 4  # phase-correlation peaks tried as whole-field candidates
 PCA_SAMPLES = 4096
+TREE_DIMS = 4  # the leading feature dimensions the k-d tree seeds search in
+LATTICE = 4  # every LATTICE-th variant pixel (per axis) is seeded by the k-d tree
+CONVERGED = 0.02  # the search stops when a round lowers the total cost by less than this share
+MAX_ROUNDS = 12
 
 
 @dataclass(frozen=True)
@@ -49,10 +58,11 @@ class Correspondence:
         return {"correspondence_rmse": round(self.rmse, 6), "correspondence_mae": round(self.mae, 6)}
 
 
-def correspond(variant, reference, *, patch: int = PATCH, iterations: int = 3, seed: int = 0,
+def correspond(variant, reference, *, patch: int = PATCH, iterations: int = MAX_ROUNDS, seed: int = 0,
                features: Callable[[np.ndarray], np.ndarray] | None = None,
                feature_weight: float = 1.0) -> Correspondence:
-    """The nearest-neighbour field from `variant` (periodic) to `reference`; images as in metrics.as_array."""
+    """The nearest-neighbour field from `variant` (periodic) to `reference`; images as in metrics.as_array.
+    `iterations`: the most search rounds (the search stops earlier once converged)."""
     var, ref = _colour(as_array(variant)), _colour(as_array(reference))
     if patch < 1 or patch % 2 == 0 or patch > min(*ref.shape[:2], *var.shape[:2]):
         raise ValueError(f"patch must be an odd size no larger than either image, got {patch}")
@@ -63,13 +73,11 @@ def correspond(variant, reference, *, patch: int = PATCH, iterations: int = 3, s
         fv = np.concatenate([fv, feature_weight * _checked(features(var), var)], axis=2)
         fr = np.concatenate([fr, feature_weight * _checked(features(ref), ref)], axis=2)
     search = _Search(fv, fr, rng)
-    search.start(_global_shifts(var, ref))
-    for i in range(iterations):
-        search.propagate(first=i == 0)
-        search.random_search()
-    coords = np.stack([search.fy, search.fx], axis=2).astype(np.int32)
+    search.seed(_global_shifts(var, ref))
+    search.converge(iterations)
+    coords = np.stack([search.fy.reshape(search.shape), search.fx.reshape(search.shape)], axis=2).astype(np.int32)
     rmse, mae = fidelity(var, ref, coords)
-    return Correspondence(coords, search.cost.reshape(search.fy.shape), rmse, mae)
+    return Correspondence(coords, search.cost.reshape(search.shape), rmse, mae)
 
 
 def fidelity(variant, reference, coords: np.ndarray) -> tuple[float, float]:
@@ -108,12 +116,18 @@ def _pca_basis(ref: np.ndarray, patch: int, rng: np.random.Generator) -> np.ndar
 
 
 def _describe(image: np.ndarray, basis: np.ndarray, patch: int) -> np.ndarray:
-    """(H, W, D + C) per-pixel features: wrapped patch projected on the basis, then the centre pixel."""
+    """(H, W, D + C) per-pixel features: wrapped patch projected on the basis, then the centre pixel.
+    Bands of rows at a time: each band's patches as one (pixels, patch² C) matrix, one product."""
     h, w, c = image.shape
-    out = np.zeros((h * w, basis.shape[2]), np.float32)
-    for k, (dy, dx) in enumerate(_offsets(patch)):
-        out += np.roll(image, (-dy, -dx), axis=(0, 1)).reshape(-1, c) @ basis[k]
-    return np.concatenate([out.reshape(h, w, -1), CENTRE_WEIGHT * image], axis=2)
+    r = patch // 2
+    padded = np.pad(image.astype(np.float32), ((r, r), (r, r), (0, 0)), mode="wrap")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (patch, patch), axis=(0, 1))  # (h, w, c, p, p)
+    flat_basis = basis.reshape(patch, patch, c, -1).transpose(2, 0, 1, 3).reshape(c * patch * patch, -1)
+    out = np.empty((h, w, basis.shape[2]), np.float32)
+    band = max(1, 2**16 // w)
+    for y in range(0, h, band):
+        out[y:y + band] = (windows[y:y + band].reshape(-1, c * patch * patch) @ flat_basis).reshape(-1, w, out.shape[2])
+    return np.concatenate([out, CENTRE_WEIGHT * image.astype(np.float32)], axis=2)
 
 
 def _global_shifts(var: np.ndarray, ref: np.ndarray) -> list[tuple[int, int]]:
@@ -128,52 +142,107 @@ def _global_shifts(var: np.ndarray, ref: np.ndarray) -> list[tuple[int, int]]:
 
 
 class _Search:
-    """The field (fy, fx) and its cost, improved in place by whole-image candidate fields."""
+    """The field (fy, fx) and its cost, flat over the variant's pixels, improved in place by
+    candidate matches for all pixels or for the pixels still improving (`active`)."""
 
     def __init__(self, fv: np.ndarray, fr: np.ndarray, rng: np.random.Generator):
         self.shape = fv.shape[:2]
         self.ref_shape = fr.shape[:2]
-        self.fv = fv.reshape(-1, fv.shape[2])
-        self.fr = fr.reshape(-1, fr.shape[2])
+        self.fv = np.ascontiguousarray(fv.reshape(-1, fv.shape[2]))
+        self.fr = np.ascontiguousarray(fr.reshape(-1, fr.shape[2]))
         self.rng = rng
-        self.py, self.px = np.indices(self.shape)
+        self.py, self.px = (a.ravel() for a in np.indices(self.shape))
+        self.active = np.arange(self.fv.shape[0])
 
-    def start(self, shifts: list[tuple[int, int]]) -> None:
+    def seed(self, shifts: list[tuple[int, int]]) -> None:
+        """For a lattice of pixels (every LATTICE-th row and column, from a random corner) their exact
+        nearest neighbours in the leading TREE_DIMS feature dimensions (a k-d tree over every
+        reference pixel); every other pixel starts from its lattice pixel's match, moved along; then
+        the global shifts as whole-field candidates."""
+        from scipy.spatial import cKDTree
+
         h, w = self.ref_shape
-        self.fy = self.rng.integers(0, h, self.shape)
-        self.fx = self.rng.integers(0, w, self.shape)
-        self.cost = self._cost(self.fy, self.fx)
+        oy, ox = self.rng.integers(0, LATTICE, 2)
+        ly, lx = (self.py - oy) // LATTICE * LATTICE + oy, (self.px - ox) // LATTICE * LATTICE + ox
+        lattice = np.flatnonzero((ly == self.py) & (lx == self.px))
+        dims = min(TREE_DIMS, self.fr.shape[1])
+        tree = cKDTree(self.fr[:, :dims], leafsize=32, balanced_tree=False, compact_nodes=False)
+        _, nearest = tree.query(self.fv[lattice, :dims], k=1)
+        match = np.zeros(len(self.py), np.int64)
+        match[lattice] = nearest
+        owner = (ly % self.shape[0]) * self.shape[1] + lx % self.shape[1]
+        my, mx = np.divmod(match[owner], w)
+        self.fy, self.fx = (my + self.py - ly) % h, (mx + self.px - lx) % w
+        self.cost = self._cost(self.fy, self.fx, self.fv)
         for dy, dx in shifts:
             self.consider(self.py - dy, self.px - dx)
 
-    def _cost(self, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
-        diff = self.fr[(fy * self.ref_shape[1] + fx).ravel()] - self.fv
+    def _cost(self, fy: np.ndarray, fx: np.ndarray, own: np.ndarray) -> np.ndarray:
+        diff = np.take(self.fr, fy * self.ref_shape[1] + fx, axis=0)  # take: faster than indexing
+        diff -= own
         return np.einsum("ij,ij->i", diff, diff)
 
-    def consider(self, cy: np.ndarray, cx: np.ndarray) -> None:
-        """Take the candidate field where it is better (coordinates wrap around the reference)."""
+    def consider(self, cy: np.ndarray, cx: np.ndarray, idx=None, own=None) -> None:
+        """Take the candidates (for the pixels `idx`, default all; `own`: their features) where they
+        are better; coordinates wrap around the reference."""
         h, w = self.ref_shape
         cy, cx = cy % h, cx % w
-        cost = self._cost(cy, cx)
-        better = (cost < self.cost).reshape(self.shape)
-        self.fy = np.where(better, cy, self.fy)
-        self.fx = np.where(better, cx, self.fx)
-        self.cost = np.minimum(cost, self.cost)
+        if idx is None:
+            cost = self._cost(cy, cx, self.fv)
+            better = cost < self.cost
+            self.fy, self.fx = np.where(better, cy, self.fy), np.where(better, cx, self.fx)
+            self.cost = np.minimum(cost, self.cost)
+            return
+        cost = self._cost(cy, cx, np.take(self.fv, idx, axis=0) if own is None else own)
+        better = cost < self.cost[idx]
+        won = idx[better]
+        self.fy[won], self.fx[won], self.cost[won] = cy[better], cx[better], cost[better]
 
-    def propagate(self, first: bool) -> None:
-        """Jump flooding: each pixel tries its neighbours' matches, shifted back, at 2^k ... 1 px."""
-        reach = max(self.shape) // 4 if first else 8
-        jumps = [1 << k for k in range(int(np.log2(max(reach, 1))), -1, -1)]
-        for jump in jumps:
+    def converge(self, rounds: int) -> None:
+        """Propagation and random search over the pixels still improving, until a round lowers the
+        total cost by less than CONVERGED of itself (or after `rounds`)."""
+        reach = LATTICE
+        for _ in range(rounds):
+            before_fy, before_fx, total = self.fy.copy(), self.fx.copy(), float(self.cost.sum())
+            self.active = self.active[self.cost[self.active] > 0]  # an exact match cannot improve
+            if not len(self.active):
+                return
+            self.propagate(reach)
+            self.random_search()
+            changed = (self.fy != before_fy) | (self.fx != before_fx)
+            if total - float(self.cost.sum()) <= CONVERGED * total:
+                return
+            self.active = np.flatnonzero(_grown(changed.reshape(self.shape), 2).ravel())
+            reach = 1
+
+    def propagate(self, reach: int) -> None:
+        """Jump flooding: each active pixel tries its neighbours' matches, shifted back, at 2^k ... 1 px."""
+        idx = self.active
+        own = np.take(self.fv, idx, axis=0)
+        h, w = self.shape
+        py, px = self.py[idx], self.px[idx]
+        for jump in [1 << k for k in range(int(np.log2(max(reach, 1))), -1, -1)]:
             for sy, sx in ((jump, 0), (-jump, 0), (0, jump), (0, -jump)):
-                # the pixel at p + s matched q; p then tries q - s (np.roll wraps around the variant)
-                ny = np.roll(self.fy, (-sy, -sx), axis=(0, 1))
-                nx = np.roll(self.fx, (-sy, -sx), axis=(0, 1))
-                self.consider(ny - sy, nx - sx)
+                # the pixel at p + s matched q; p then tries q - s (wrapping around the variant)
+                n = ((py + sy) % h) * w + (px + sx) % w
+                self.consider(self.fy[n] - sy, self.fx[n] - sx, idx, own)
 
     def random_search(self) -> None:
+        idx = self.active
+        own = np.take(self.fv, idx, axis=0)
         radius = max(self.ref_shape) // 2
         while radius >= 1:
-            self.consider(self.fy + self.rng.integers(-radius, radius + 1, self.shape),
-                          self.fx + self.rng.integers(-radius, radius + 1, self.shape))
+            self.consider(self.fy[idx] + self.rng.integers(-radius, radius + 1, len(idx)),
+                          self.fx[idx] + self.rng.integers(-radius, radius + 1, len(idx)), idx, own)
             radius //= 2
+
+
+def _grown(mask: np.ndarray, by: int) -> np.ndarray:
+    """`mask` dilated by `by` px on the torus (a square)."""
+    out = mask.copy()
+    for axis in (0, 1):
+        grown = out.copy()
+        for step in range(1, by + 1):
+            grown |= np.roll(out, step, axis) | np.roll(out, -step, axis)
+        out = grown
+    return out

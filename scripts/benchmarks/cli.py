@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="the quick configuration (under 5 minutes on 2 cores)")
     parser.add_argument("--gpu", action="store_true", help="the GPU benchmark on CUDA (fp16, 512², 30 steps, N = 4) "
                         "instead of the CPU sections")
+    parser.add_argument("--correspondence", action="store_true", help="only the map correspondence on shuffled "
+                        "16-px blocks of three textures at 512² (seconds, exact-source share; no models needed)")
     parser.add_argument("--compile", action="store_true", help="with --gpu: also torch.compile the UNet")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (default: the mode's)")
     parser.add_argument("--methods", nargs="+", choices=("plain", "naive", "first", "cached", "ad", "diffusers",
@@ -97,6 +99,17 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     command = "scripts/bench" + "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
+    if args.correspondence:
+        from scripts.benchmarks.correspondence import bench_correspondence
+
+        entry = {"mode": "correspondence", "command": command, "machine": machine(),
+                 "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "correspondence": bench_correspondence(args.reps or 3)}
+        store(args.out_dir, "correspondence", entry)
+        print(f"wrote {args.out_dir / 'BENCHMARKS.md'} and {args.out_dir / 'benchmarks.json'}")
+        for row in entry["correspondence"]["rows"]:
+            print(f"correspondence_{row['texture']}_s={row['median_s']:.3f}")
+        return 0
     models = full_size_models(args.models)
     if args.gpu:
         import torch

@@ -120,11 +120,36 @@ def render_patch(entry: dict) -> list[str]:
         return ["Not measured in this mode."]
     lines = [f"{p['size']}², one variant per call, {p['reps']} seeds per texture, textures interleaved; metrics "
              "as defined in DESIGN.md (targets: seam ≤ 1.2, appearance ≤ 1.3, copy ≤ 0.7).", "",
-             "| texture | mode | s / variant (median) | seam (max) | appearance (median / max) | copy (max) |",
-             "|---|---|---|---|---|---|"]
+             "| texture | mode | s / variant (median) | seam (max) | appearance (median / max) | copy (max) | "
+             "report card (first + next ms, share) |",
+             "|---|---|---|---|---|---|---|"]
     for r in p["rows"]:
+        card = (f"{r['card_ms_first']:.0f} + {r['card_ms_next']:.0f} ms, {100 * r['card_share']:.1f} %"
+                if "card_share" in r else "—")
         lines.append(f"| {r['texture']} | {r['mode']} | {r['median_s']:.2f} | {r['seam_max']:.2f} | "
-                     f"{r['appearance_median']:.2f} / {r['appearance_max']:.2f} | {r['copy_max']:.2f} |")
+                     f"{r['appearance_median']:.2f} / {r['appearance_max']:.2f} | {r['copy_max']:.2f} | {card} |")
+    if "card_cost_ratio" in p:
+        lines += ["", f"`card_cost_ratio={p['card_cost_ratio']:.3f}`: the report cards of a call of 4 variants (the "
+                  "first card does the reference's share once, each next one only its own) over the 4 variants' own "
+                  "time, median over the textures (target ≤ 0.05)."]
+    return lines
+
+
+def render_correspondence(entry: dict | None) -> list[str]:
+    if not entry or "correspondence" not in entry:
+        return ["Not measured yet: run `scripts/bench --correspondence`."]
+    c = entry["correspondence"]
+    lines = [f"- **command**: `{entry['command']}`", f"- **date**: {entry['date']}",
+             f"- **machine**: {_machine_line(entry)}; load average {c['load_average']['start']} → "
+             f"{c['load_average']['end']}", "",
+             f"{c['size']}², a variant that is a random permutation of the reference's 16-px blocks, {c['reps']} "
+             "permutations per texture; *exact inside* is the share of pixels at least 3 px inside a block "
+             "matched to their exact source (the worst of the runs). Target: ≤ 2 s per variant.", "",
+             "| texture | s / variant (median) | CPU s (median) | exact inside (min) | RMSE (median) |",
+             "|---|---|---|---|---|"]
+    for r in c["rows"]:
+        lines.append(f"| {r['texture']} | {r['median_s']:.2f} | {r['median_cpu_s']:.2f} | "
+                     f"{r['exact_inside_min']:.3f} | {r['rmse_median']:.4f} |")
     return lines
 
 
@@ -160,7 +185,7 @@ def _row(entry: dict | None, method: str, n: int) -> dict | None:
 
 
 def _modes(results: dict) -> list[str]:
-    return ["full", "quick", *sorted(k for k in results if k not in ("full", "quick", "gpu"))]
+    return ["full", "quick", *sorted(k for k in results if k not in ("full", "quick", "gpu", "correspondence"))]
 
 
 def _first_with(results: dict, *methods: str) -> tuple[str, list[dict]] | None:
@@ -308,6 +333,8 @@ def render(results: dict) -> str:
                 "### AD mode", "", _ad_text(entry["variant_cost"]), "",
                 "### Service overhead", "", *render_service(entry), "",
                 "### Weight-free engine", "", *render_patch(entry), ""]
+    out += ["## Map correspondence (`--correspondence`)", "", *render_correspondence(results.get("correspondence")),
+            ""]
     out += ["## GPU (`--gpu`)", "", *render_gpu(results.get("gpu")), ""]
     findings = render_findings(results)
     if findings:

@@ -80,14 +80,14 @@ def three_materials(rec, textures):
     rec["batch_unchanged"] = materials_state(materials) == before  # generating changes no material
     rec["histories"] = {m.name: history(m) for m in materials}
     rec["current"] = bpy.context.scene.texture_variants.current.material.name
-    rec["outcomes"] = list(h.addon_module("batch_operators").last_batch)
+    rec["outcomes"] = list(h.addon_module("connection.batch").last_batch)
     folder, rec["manifest"] = newest_manifest()
     rec["manifest_folder_files"] = sorted(os.listdir(folder))
 
     # Another object's material: the panel offers its variants; shown, picked and applied
     select(objects, objects[1])
     layout = h.CheckingLayout()
-    h.addon_module("ui").draw_variants_panel(layout, bpy.context)
+    h.addon_module("ui.panel").draw_variants_panel(layout, bpy.context)
     rec["panel_other_material"] = layout.calls
     rec["use_grass"] = h.call(bpy.ops.texture_variants.use_result_set, index=0)
     rec["apply_grass"] = h.call(bpy.ops.texture_variants.apply_variant, index=1)
@@ -95,7 +95,7 @@ def three_materials(rec, textures):
     rec["roughness_after_apply"] = materials[1].node_tree.nodes["Roughness"].image.name
     rec["invariant_after_apply"] = h.recorded_matches_tree()
     layout = h.CheckingLayout()
-    h.addon_module("ui").draw_variants_panel(layout, bpy.context)
+    h.addon_module("ui.panel").draw_variants_panel(layout, bpy.context)
     rec["panel_after_apply"] = layout.calls
     return objects
 
@@ -119,7 +119,7 @@ def one_without_texture(rec, textures):
     rec["partial_histories"] = {m.name: len(m.texture_variants.history) for m in materials}
     rec["partial_sources"] = {m.name: [s.source.name for s in m.texture_variants.history] for m in materials}
     rec["partial_textures"] = {m.name: [h.base_color_image(m)] for m in materials[:2]}
-    rec["partial_outcomes"] = list(h.addon_module("batch_operators").last_batch)
+    rec["partial_outcomes"] = list(h.addon_module("connection.batch").last_batch)
     rec["partial_applied"] = [len(m.texture_variants.applied) > 0 for m in materials]
     _folder, rec["partial_manifest"] = newest_manifest()
     select([plain], plain)

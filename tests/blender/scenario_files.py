@@ -76,7 +76,7 @@ def storage_cases(rec, workdir, texture):
     rec["saved_files"] = [[r.image.filepath, r.image.packed_file is None,
                            os.path.isfile(bpy.path.abspath(r.image.filepath))]
                           for r in bpy.context.scene.texture_variants.results]
-    storage = h.addon_module("storage")
+    storage = h.addon_module("material.storage")
     rec["save_warnings_clean"] = list(storage.save_warnings)
     bpy.ops.wm.save_mainfile()
     rec["save_warnings_clean"] = list(storage.save_warnings)

@@ -19,7 +19,7 @@ def scenario(rec):
     settings = h.set_settings(engine="diffusion", variants=1, steps=2, size_mode="fixed", size=64, seed=5, randomize_seed=False,
                               appearance="kv", sketch_mode="lgp", sketch_strength=1.5)
 
-    ui = h.addon_module("ui")
+    ui = h.addon_module("ui.panel")
     layout = h.CheckingLayout()
     ui.draw_variants_panel(layout, bpy.context)
     rec["panel_without_guide"] = layout.calls

@@ -101,7 +101,7 @@ def timed_generates(rec, material):
         times[label].append(time.perf_counter() - start)
         assert outcome["error"] is None, outcome
     rec["generate_seconds"] = times
-    rec["maps_without"] = [len(v.maps) for v in h.addon_module("results").use_history(
+    rec["maps_without"] = [len(v.maps) for v in h.addon_module("material.results").use_history(
         bpy.context.scene.texture_variants, material, 1).variants]
     h.call(OPS.use_result_set, index=0)
 
@@ -111,11 +111,11 @@ def workflow(rec, project, folder):
     blend = os.path.join(project, "brick.blend")
     bpy.ops.wm.save_as_mainfile(filepath=blend)
     material = bpy.data.materials[material.name]
-    found = h.addon_module("material_maps").find_maps(material, material.node_tree.nodes["Texture"])
+    found = h.addon_module("material.maps").find_maps(material, material.node_tree.nodes["Texture"])
     rec["found"] = {name: [f.node.name, f.via] for name, f in found.found.items()}
     rec["missing"], rec["originals"] = found.missing, shown(material)
     layout = h.CheckingLayout()
-    h.addon_module("ui").draw_variants_panel(layout, bpy.context)
+    h.addon_module("ui.panel").draw_variants_panel(layout, bpy.context)
     rec["panel"] = layout.calls
     h.set_settings(engine="patch", variants=2, size_mode="fixed", size=128, seed=3, randomize_seed=False)
     timed_generates(rec, material)
@@ -188,10 +188,10 @@ def discovery(rec, folder):
     displacement = tree.nodes.new("ShaderNodeDisplacement")
     tree.links.new(height.outputs["Color"], displacement.inputs["Height"])
     tree.links.new(displacement.outputs["Displacement"], tree.nodes["Material Output"].inputs["Displacement"])
-    maps = h.addon_module("material_maps")
-    found = maps.find_maps(material, h.addon_module("material_target").resolve(bpy.context)[1])
+    maps = h.addon_module("material.maps")
+    found = maps.find_maps(material, h.addon_module("material.target").resolve(bpy.context)[1])
     rec["through"] = {"found": {n: [f.node.name, f.via] for n, f in found.found.items()}, "missing": found.missing,
-                      "base": h.addon_module("material_target").resolve(bpy.context)[1].name}
+                      "base": h.addon_module("material.target").resolve(bpy.context)[1].name}
     _, colour_bump, base2 = h.plane_with_image(base.image, "ColourBump")
     tree = colour_bump.node_tree
     bump = tree.nodes.new("ShaderNodeBump")

@@ -40,7 +40,7 @@ class ModalDriver:
         """invoke's work (submit on a thread, add a timer), then TIMER events until modal() ends."""
         self._submit(context, in_thread=True)
         self._timer = context.window_manager.event_timer_add(0.2, window=context.window)
-        session = h.addon_module("session").shared()
+        session = h.addon_module("connection.session").shared()
         states, deadline = [], time.monotonic() + limit
         while time.monotonic() < deadline:
             if esc_when is not None and esc_when(session.job):
@@ -59,7 +59,7 @@ class CheckDriver:
     """Stands in for a running Check Backend operator: its methods bound to this object, reports kept."""
 
     def __init__(self, timeout):
-        cls = h.addon_module("backend_check").TEXTURE_VARIANTS_OT_check_backend
+        cls = h.addon_module("operators.check").TEXTURE_VARIANTS_OT_check_backend
         self.timeout, self.reports, self._asked = timeout, [], ""
         for name in ("_begin", "modal", "_step", "_end"):
             setattr(self, name, types.MethodType(getattr(cls, name), self))
@@ -94,7 +94,7 @@ def check_backend_cases(rec, workdir):
         f.write("#!/bin/sh\nexec sleep 600\n")
     os.chmod(silent, 0o755)
     os.environ["TEXTURE_VARIANTS_PYTHON"] = silent
-    session = h.addon_module("session").shared()
+    session = h.addon_module("connection.session").shared()
     rec["check_timeout"] = CheckDriver(timeout=2.0).run(bpy.context)
     rec["check_esc"] = CheckDriver(timeout=60.0).run(bpy.context, esc_after=1.0)
     time.sleep(1.0)
@@ -108,7 +108,7 @@ def scenario(rec):
     h.clean_scene()
     source = shutil.copy(texture, os.path.join(workdir, "gravel.png"))
     _, material, _ = h.plane_with_image(bpy.data.images.load(source))
-    generate = h.addon_module("operators").TEXTURE_VARIANTS_OT_generate
+    generate = h.addon_module("operators.generate").TEXTURE_VARIANTS_OT_generate
     jobs_dir = os.path.join(bpy.utils.extension_path_user(h.MODULE), "jobs")
 
     h.set_settings(engine="patch", variants=2, size_mode="fixed", size=64, steps=2, seed=21, randomize_seed=False)

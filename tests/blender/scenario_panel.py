@@ -33,7 +33,7 @@ CASES = {  # name -> (settings, hello)
 
 def draw():
     layout = h.CheckingLayout()
-    h.addon_module("ui").draw_variants_panel(layout, bpy.context)
+    h.addon_module("ui.panel").draw_variants_panel(layout, bpy.context)
     return {"props": [text for kind, text in layout.calls if kind == "prop"],
             "greyed": [text for kind, text in layout.greyed if kind == "prop"],
             "labels": [text for kind, text in layout.calls if kind == "label"],
@@ -68,7 +68,7 @@ def scenario(rec):
     h.clean_scene()
     image = bpy.data.images.load(texture)
     _, material, _ = h.plane_with_image(image)
-    session = h.addon_module("session").shared()
+    session = h.addon_module("connection.session").shared()
     drawn = {}
     for case, (settings, hello) in CASES.items():
         h.set_settings(**({"style_only": False, "size_mode": "fixed"} | settings))

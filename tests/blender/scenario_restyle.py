@@ -29,7 +29,7 @@ def scenario(rec):
     image = bpy.data.images.load(texture)
     _obj, material, _node = h.plane_with_image(image)
     settings = bpy.context.scene.texture_variants
-    ui = h.addon_module("ui")
+    ui = h.addon_module("ui.panel")
     h.set_settings(engine="diffusion", variants=2, steps=2, size=64, seed=7, randomize_seed=False)
     rec["generate"] = h.call(bpy.ops.texture_variants.generate)
     rec["apply_variant"] = h.call(bpy.ops.texture_variants.apply_variant, index=1)

@@ -15,7 +15,7 @@ import harness as h  # noqa: E402
 
 def panel(prefs) -> list:
     layout = h.CheckingLayout()
-    h.addon_module("setup_operators").draw_section(layout, prefs, bpy.context)
+    h.addon_module("ui.setup").draw_setup(layout, prefs, bpy.context)
     return layout.calls
 
 
@@ -33,14 +33,14 @@ def scenario(rec):
     started = time.monotonic()
     rec["setup"] = h.call(bpy.ops.texture_variants.setup_backend)
     rec["setup_seconds"] = round(time.monotonic() - started, 1)
-    env = h.addon_module("setup_operators").environment()
+    env = h.addon_module("prefs").setup_environment()
     rec["state"] = env.state()
     rec["venv_python"] = str(env.python)
     rec["user_folder"] = sorted(os.listdir(os.path.dirname(venv)))
     rec["status_after_setup"] = prefs.status
     rec["log"] = env.log.read_text(encoding="utf-8")[-20000:]
     rec["panel_after"] = panel(prefs)
-    session = h.addon_module("session").shared()
+    session = h.addon_module("connection.session").shared()
     rec["backend_python"] = session._client.config.python if session._client else None
 
     image = bpy.data.images.load(texture)

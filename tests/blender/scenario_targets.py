@@ -108,7 +108,7 @@ def detection(rec, source):
     tree.links.new(mask.outputs["Color"], mix.inputs["Factor"])
     tree.links.new(hue.outputs["Color"], mix.inputs["A"])
     tree.links.new(mix.outputs["Result"], bsdf.inputs["Base Color"])
-    target = h.addon_module("material_target")
+    target = h.addon_module("material.target")
     rec["detect_hue_mix"] = target.resolve(bpy.context)[1].name
     ramp = tree.nodes.new("ShaderNodeValToRGB")
     tree.links.new(tex.outputs["Color"], ramp.inputs["Fac"])
@@ -124,7 +124,7 @@ def detection(rec, source):
     tree.links.new(tex.outputs["Color"], node.inputs[0])
     tree.links.new(node.outputs[0], bsdf.inputs["Base Color"])
     rec["detect_group"] = target.resolve(bpy.context)[1].name
-    operators = h.addon_module("operators")
+    operators = h.addon_module("operators.generate")
     rec["picker_items"] = [item[0] for item in operators._image_node_items(None, bpy.context)]
     rec["pick_mask"] = h.call(OPS.pick_node, node="Mask")
     rec["after_pick"] = [material.texture_variants.image_node, target.resolve(bpy.context)[1].name]
@@ -140,9 +140,9 @@ def wide_and_history(rec, workdir, source, wide):
     rec["wide_generate"] = h.call(OPS.generate)
     rec["wide_size"] = list(bpy.context.scene.texture_variants.results[0].image.size)
     h.set_settings(size_mode="fixed", size=64)
-    rec["fixed_notes"] = h.addon_module("operators").size_plan(bpy.context.scene.texture_variants,
-                                                               material.node_tree.nodes["Texture"].image).notes
-    limit = h.addon_module("results").HISTORY_LIMIT
+    rec["fixed_notes"] = h.addon_module("pixels.sizing").size_plan(bpy.context.scene.texture_variants,
+                                                                   material.node_tree.nodes["Texture"].image).notes
+    limit = h.addon_module("material.results").HISTORY_LIMIT
     seeds = []
     for seed in range(limit + 1):
         h.set_settings(seed=100 + seed)

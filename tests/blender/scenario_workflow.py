@@ -63,7 +63,7 @@ def scenario(rec):
     rec["job_folders"] = [os.path.join(jobs_dir, name) for name in sorted(os.listdir(jobs_dir))]
     rec["base_color_after_generate"] = h.base_color_image(material)
 
-    ui, jobs = h.addon_module("ui"), h.addon_module("job")
+    ui, jobs = h.addon_module("ui.panel"), h.addon_module("connection.job")
     layout = h.CheckingLayout()
     ui.draw_variants_panel(layout, bpy.context)
     rec["panel_with_results"] = layout.calls
@@ -72,7 +72,7 @@ def scenario(rec):
     layout = h.CheckingLayout()
     ui.draw_variants_panel(layout, bpy.context)
     rec["panel_with_applied_variant"] = layout.calls
-    session = h.addon_module("session").shared()
+    session = h.addon_module("connection.session").shared()
     finished_job, session.job = session.job, jobs.JobTracker("drawn", state=jobs.RUNNING, step=3, total=12, eta=5.0)
     layout = h.CheckingLayout()
     ui.draw_variants_panel(layout, bpy.context)
@@ -118,14 +118,14 @@ def scenario(rec):
             for c in range(4))
 
     # The live preview the modal operator shows while a job runs (timers never fire headless).
-    operators, jobs = h.addon_module("operators"), h.addon_module("job")
+    texture_io, jobs = h.addon_module("material.texture_io"), h.addon_module("connection.job")
     previews = []
     for result in settings.results:
-        operators._update_live_preview(jobs.JobTracker("live", preview=result.path))
-        shown = bpy.data.images.get(operators.PREVIEW_IMAGE)
+        texture_io.update_live_preview(jobs.JobTracker("live", preview=result.path))
+        shown = bpy.data.images.get(texture_io.PREVIEW_IMAGE)
         previews.append([shown.filepath, list(shown.size), shown.as_pointer()] if shown else None)
     rec["live_previews"] = previews
-    rec["preview_images"] = sum(i.name.startswith(operators.PREVIEW_IMAGE) for i in bpy.data.images)
+    rec["preview_images"] = sum(i.name.startswith(texture_io.PREVIEW_IMAGE) for i in bpy.data.images)
 
     rec["original_hash_unchanged"] = h.sha256(source) == original_hash
     rec["project_files"] = sorted(os.path.relpath(os.path.join(d, f), project)
@@ -150,7 +150,7 @@ def scenario(rec):
     }
 
     # Unregister: no classes, properties or backend process left behind.
-    session = h.addon_module("session").shared()
+    session = h.addon_module("connection.session").shared()
     pid = session._client.pid if session._client else None
     rec["backend_pid"] = pid
     bpy.ops.preferences.addon_disable(module=h.MODULE)

@@ -18,9 +18,10 @@ def test_zip_holds_the_addon_and_the_backend(extension_zip):
     with zipfile.ZipFile(extension_zip) as z:
         names = set(z.namelist())
         packaged_manifest = tomllib.loads(z.read("blender_manifest.toml").decode())
-    addon = {p.name for p in (ROOT / "blender_addon").glob("*.py")}
+    addon = {p.relative_to(ROOT / "blender_addon").as_posix() for p in (ROOT / "blender_addon").rglob("*.py")
+             if "__pycache__" not in p.parts}
     backend = {str(p.relative_to(ROOT)) for p in (ROOT / "backend").rglob("*.py") if "__pycache__" not in p.parts}
-    assert addon <= names and "backend_client.py" in names and "__init__.py" in names
+    assert addon <= names and "connection/client.py" in names and "__init__.py" in names
     assert backend <= names and "backend/__main__.py" in names
     assert {"pyproject.toml", "constraints.txt", "blender_manifest.toml"} <= names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith(("tests/", "."))]

@@ -125,4 +125,5 @@ def test_an_inconsistent_old_record_keeps_the_original_in_the_file_and_says_so_o
 def test_disabling_the_addon_removes_its_load_handler_and_enabling_at_startup_adds_it(migration):
     _, new = migration
     assert new["handlers_left"] == []
-    assert new["startup_enable"] and new["startup_handlers"] == ["bl_ext.user_default.texture_variants.migration"]
+    assert new["startup_enable"] and new["startup_handlers"] == [
+        "bl_ext.user_default.texture_variants.material.migration"]

@@ -1,16 +1,18 @@
 """Sketch guidance with the Latent Guidance Predictor (sketch_mode "lgp"; Voynov et al. 2022).
 
-Before each denoising step of the guided window (the first `sketch_window` of the steps, where the
-layout is decided) the generated latent z_t takes one gradient step on
+At each denoising step of the guided window (the first `sketch_window` of the steps, where the
+layout is decided) the latent the step produced takes one gradient step on
 
     L(z_t) = mean over pixels of || LGP(features(z_t), t) - E(sketch) ||^2      (per variant)
 
-where E is the VAE encoder (the sketch as white lines on black, see backend/sketches.py) and the
-features are the UNet's block activations at z_t (backend/diffusion/lgp.py). The step size follows
-the paper: z_t <- z_t - a * grad L with a = strength * ||D|| / ||grad L||, D the denoising step the
-same pass's noise estimate would take from z_t; so strength 1 moves the latent as far as one
-denoising step does, whatever the schedule or step count. A zero gradient (the prediction already
-equals the target) moves nothing.
+where E is the VAE encoder (the sketch as white lines on black, see backend/sketches.py), z_t the
+step's input and the features the UNet's block activations at z_t (backend/diffusion/lgp.py). As in
+the paper, the step's result z̃ moves to z̃ - a * grad L with a = strength * ||z̃ - z_t|| / ||grad L||:
+the size of the denoising step actually taken, with classifier-free guidance and every other
+control, so strength 1 moves the latent as far as one denoising step does, whatever the guidance
+scale, schedule or step count. z_t is the UNet input of the step (`state.model_input`, its
+conditional half). A zero gradient (the prediction already equals the target) moves nothing. The
+loss, the gradient and the step are computed in float32 whatever the UNet's dtype.
 
 The pass reads the unconditional half's features (empty prompt, no image prompt: how the published
 LGP was trained) through the installed processors, so kv replacement stays on inside it. Cost: one
@@ -43,6 +45,12 @@ def encode_sketch(pipe, sketch, size: int, tile: str) -> torch.Tensor:
         return encode_reference(pipe, sketch.convert("RGB"), size).float()
 
 
+def step_scale(strength: float, taken: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Per variant: strength * ||taken|| / ||grad|| (0 where the gradient is 0)."""
+    along, size = taken.flatten(1).norm(dim=1), grad.flatten(1).norm(dim=1)
+    return torch.where(size > 0, strength * along / size.clamp_min(torch.finfo(size.dtype).tiny), 0.0)
+
+
 class LGPGuidance(Control):
     """Steers the generated latent towards the sketch in the first steps, by the LGP's gradient."""
 
@@ -54,6 +62,7 @@ class LGPGuidance(Control):
         self.window = frozenset(range(round(options.sketch_window * params.steps))) if self.strength > 0 else frozenset()
         self.path = sketch_models.resolve_lgp(options.lgp, allow_pickle=options.allow_pickle)
         self.device = spec.device
+        self.observer = None  # observer(taken, grad, scale) per guided step: test instrumentation
 
     def setup(self, run: Run) -> None:
         super().setup(run)
@@ -68,11 +77,12 @@ class LGPGuidance(Control):
     def extra_passes(self, steps: int) -> int:
         return len(self.window)
 
-    def before_step(self, state: StepState) -> torch.Tensor:
+    def after_step(self, state: StepState) -> torch.Tensor:
         if state.branch != GENERATED or state.step not in self.window:
             return state.latents
         self.run.progress.check()
-        latents = self.guide(state.latents, state.timestep)
+        start = state.model_input[-state.latents.shape[0]:]  # the step's input (CFG: its conditional half)
+        latents = self.guide(start, state.timestep, state.latents)
         self.run.progress.advance()
         return latents
 
@@ -92,17 +102,18 @@ class LGPGuidance(Control):
         with torch.no_grad():
             return self.losses(self.predict(latents, t)[0])
 
-    def guide(self, latents: torch.Tensor, t) -> torch.Tensor:
-        """z_t after one guidance step (see the module docstring)."""
-        work = latents.detach().float().requires_grad_(True)
+    def guide(self, start: torch.Tensor, t, stepped: torch.Tensor) -> torch.Tensor:
+        """The step's result `stepped` after one guidance step, its gradient taken at the step's input
+        `start` (see the module docstring); float32 throughout, returned in `stepped`'s dtype."""
+        work = start.detach().float().requires_grad_(True)
         with torch.enable_grad(), frozen(self.run.pipe.unet):
-            pred, eps = self.predict(work, t)
+            pred, _ = self.predict(work, t)
             (grad,) = torch.autograd.grad(self.losses(pred).sum(), work)
-        step = self.run.scheduler.step(eps.detach().to(latents.dtype), t, latents).prev_sample
-        along = (step.float() - latents.float()).flatten(1).norm(dim=1)
-        size = grad.flatten(1).norm(dim=1)
-        scale = torch.where(size > 0, self.strength * along / size.clamp_min(torch.finfo(size.dtype).tiny), 0.0)
-        return (latents.float() - scale.view(-1, 1, 1, 1) * grad).to(latents.dtype)
+        taken = stepped.float() - start.float()
+        scale = step_scale(self.strength, taken, grad)
+        if self.observer is not None:
+            self.observer(taken, grad, scale)
+        return (stepped.float() - scale.view(-1, 1, 1, 1) * grad).to(stepped.dtype)
 
     def record(self) -> dict:
         return {"sketch_window_steps": sorted(self.window), "lgp": str(self.path)}

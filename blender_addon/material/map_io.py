@@ -1,0 +1,87 @@
+"""A material's maps in and out of a job: the ticked maps exported beside the base colour for
+Generate, and the map files of a finished job loaded as Non-Color images.
+
+Maps are data: they are never colour-managed on the way out (texture_io.export_map) or back in
+(Non-Color, the backend's raw values), and keep their depth (16-bit stays 16-bit, float stays float
+with its values). They go at their own size: for a texture sent squeezed (Match Source on a
+non-square one) the request's `map_size` has the backend stretch them back, re-normalising normal
+maps, which Blender's resize would leave shorter than unit length.
+"""
+
+from pathlib import Path
+
+import bpy
+
+from .. import paths
+from . import maps as material_maps
+from . import storage, texture_io
+from . import target as material_target
+
+NON_COLOR = "Non-Color"
+
+
+def export_chosen(material, node, job_dir) -> dict[str, tuple[str, Path]]:
+    """The ticked maps of `material` (found from its base colour `node`) written into the job folder:
+    {map name: (its node's name, the file)}. A map whose variant is applied is sent as its original."""
+    found = material_maps.chosen(material, material_maps.find_maps(material, node))
+    out = {}
+    for name, item in found.items():
+        image = material_target.source_image(material, item.node)
+        out[name] = (item.node.name, texture_io.export_map(image, job_dir, name))
+    return out
+
+
+def request_fields(exported: dict, plan, squeezed: bool) -> dict:
+    """What a generate request gains for the `exported` maps ({name: (node name, file)}): `maps`, and
+    for a texture sent squeezed, `map_size` (the size `plan` keeps: the backend stretches them back)."""
+    if not exported:
+        return {}
+    fields = {"maps": {name: str(path) for name, (_, path) in exported.items()}}
+    if squeezed:
+        fields["map_size"] = [plan.width, plan.height]
+    return fields
+
+
+def import_map(path: str, name: str, size: tuple[int, int], folder: Path) -> bpy.types.Image:
+    """The backend's map file as a new Non-Color image named `name`, at `size` like its base colour:
+    the file itself (copied into `folder`) when it has that size, else resized by Blender at its depth
+    (`texture_io.map_kind`: a float map as a float OpenEXR)."""
+    probe = bpy.data.images.load(path, check_existing=False)
+    same_size, kind = tuple(probe.size) == tuple(size), texture_io.map_kind(probe)
+    bpy.data.images.remove(probe)
+    if not same_size:
+        file = texture_io.import_variant(path, name, None, {"kind": kind}, size, folder, colorspace=NON_COLOR)
+    elif Path(path).parent == Path(folder):
+        file = Path(path)
+    else:
+        target = paths.unique_target(folder, paths.safe_stem(name), Path(path).suffix.lower())
+        file = paths.copy_new_file(path, target)
+    image = bpy.data.images.load(str(file), check_existing=False)
+    image.name = name
+    image.colorspace_settings.name = NON_COLOR
+    return image
+
+
+def load_maps(variant, files: dict, size: tuple[int, int], folder: Path, pack: bool) -> None:
+    """A result entry's `maps` ({name: path}) into `variant.maps`, each named "<variant> <map>"."""
+    for name, path in sorted(files.items()):
+        image = import_map(path, f"{variant.name} {name}", size, folder)
+        storage.settle(image, pack)
+        item = variant.maps.add()
+        item.name, item.image, item.path = name, image, path
+
+
+def copy_maps(source, target) -> None:
+    """A variant's maps onto another variant entry (the images are shared, not copied)."""
+    target.maps.clear()
+    for m in source.maps:
+        item = target.maps.add()
+        item.name, item.image, item.path = m.name, m.image, m.path
+
+
+def set_map_nodes(result_set, nodes: dict) -> None:
+    """Record which node each map of a result set was made from ({map name: node name})."""
+    result_set.map_nodes.clear()
+    for name, node_name in sorted(nodes.items()):
+        entry = result_set.map_nodes.add()
+        entry.name, entry.node_name = name, node_name

@@ -1,0 +1,357 @@
+"""Images in and out of Blender: the reference written to the job folder, variants read back at the
+source's depth and colour space.
+
+The reference is always *copied* into the job folder, so the backend never touches (or locks) the
+user's file, and a packed or generated image works just like a file on disk. The backend reads and
+writes 8-bit display values; what comes back is written at the source's depth (see `source_kind`):
+    byte    8-bit sources: the backend's PNG as it is
+    deep    16-bit and float display-referred or data sources: a 16-bit PNG
+    linear  scene-linear (HDR) sources: exposure-encoded for the backend, decoded back into a
+            half-float OpenEXR (colour.py says how)
+Every variant is tagged with the source's colour space. Files are written with Blender's own image
+saving (`Image.save_render` with a scratch scene's output settings). A material's other maps go out
+with their raw values at their depth (`export_map`, `map_kind`): 8-bit, 16-bit, or float (an OpenEXR
+or float TIFF map: a 32-bit float TIFF both ways, values outside 0-1 kept; Bake writes it as a
+32-bit float OpenEXR).
+"""
+
+import array
+import contextlib
+import io
+import math
+import os
+import shutil
+from pathlib import Path
+
+import bpy
+
+from .. import paths
+from ..errors import UserError
+from ..paths import safe_stem
+from ..pixels import colour, edges, float_tiff
+
+# Formats the backend reads directly; anything else (EXR, HDR, ...) goes through Blender as PNG.
+BACKEND_READS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".tga"}
+BYTE, DEEP, LINEAR = "byte", "deep", "linear"
+DEEP_TIFF = "deep-tiff"  # 16-bit maps that Blender writes for the backend
+FLOAT = "float"  # float maps (data): 32-bit float OpenEXR in the .blend's files
+LINEAR_FORMATS = {"OPEN_EXR", "OPEN_EXR_MULTILAYER", "HDR"}
+SUFFIX = {BYTE: ".png", DEEP: ".png", LINEAR: ".exr", DEEP_TIFF: ".tif", FLOAT: ".exr"}
+FORMATS = {BYTE: ("PNG", "8"), DEEP: ("PNG", "16"), LINEAR: ("OPEN_EXR", "16"), DEEP_TIFF: ("TIFF", "16"),
+           FLOAT: ("OPEN_EXR", "32")}
+MODES = {1: "BW", 3: "RGB", 4: "RGBA"}
+
+PREVIEW_IMAGE = ".Texture Variants Preview"  # the live preview of a running job
+
+
+def _file_path(image) -> str:
+    return os.path.normpath(bpy.path.abspath(image.filepath, library=image.library))
+
+
+def original_file(image) -> str | None:
+    """The image's file on disk, if it has one (used to make sure bake never writes over it)."""
+    if image.source == "FILE" and image.filepath:
+        return _file_path(image)
+    return None
+
+
+def source_kind(image) -> str:
+    """BYTE, DEEP or LINEAR: how the variants of `image` are stored (see the module docstring)."""
+    if not image.is_float:
+        return BYTE
+    space = image.colorspace_settings
+    name = space.name.lower()
+    if not space.is_data and (image.file_format in LINEAR_FORMATS or name.startswith(("linear", "aces"))):
+        return LINEAR
+    return DEEP
+
+
+def float_samples(image) -> bool:
+    """Whether `image` holds float values (an OpenEXR or HDR file, a float TIFF, a float image made in
+    Blender), not 8/16-bit integers, which Blender also loads as float images."""
+    if not image.is_float:
+        return False
+    if image.file_format in LINEAR_FORMATS or image.source == "GENERATED":
+        return True
+    if image.file_format != "TIFF":
+        return False
+    if image.packed_file is not None:
+        return float_tiff.holds_float(io.BytesIO(image.packed_file.data))
+    path = original_file(image)
+    try:
+        with open(path, "rb") as f:
+            return float_tiff.holds_float(f)
+    except (OSError, TypeError):
+        return False
+
+
+def map_kind(image) -> str:
+    """BYTE, DEEP or FLOAT: how a material map (data, never colour-managed) is stored."""
+    if not image.is_float:
+        return BYTE
+    return FLOAT if float_samples(image) else DEEP
+
+
+def bake_kind(image) -> str:
+    """How Bake writes `image`: a float data image (a float map's variant) as FLOAT, else `source_kind`."""
+    if image.colorspace_settings.is_data and float_samples(image):
+        return FLOAT
+    return source_kind(image)
+
+
+@contextlib.contextmanager
+def _output_settings(file_format: str, depth: str, mode: str, exposure: float = 0.0):
+    """A scratch scene whose output settings `Image.save_render` uses: format, depth, the Standard view."""
+    scene = bpy.data.scenes.new(".texture_variants_output")
+    try:
+        scene.view_settings.view_transform = "Standard"
+        scene.view_settings.look = "None"
+        scene.view_settings.exposure = exposure
+        scene.view_settings.gamma = 1.0
+        out = scene.render.image_settings
+        out.file_format = file_format
+        out.color_mode = mode
+        out.color_depth = depth
+        if file_format == "OPEN_EXR":
+            out.exr_codec = "ZIP"
+        yield scene
+    finally:
+        bpy.data.scenes.remove(scene)
+
+
+def has_alpha(image) -> bool:
+    return image.depth in (32, 64, 128) and image.alpha_mode != "NONE"
+
+
+def save_as(image, path: Path, kind: str = BYTE, exposure: float = 0.0, alpha: bool | None = None,
+            channels: int | None = None) -> Path:
+    """Write `image`'s pixels to `path` (a new name) for `kind` (FORMATS: 8-bit PNG, 16-bit PNG, half
+    EXR, 16-bit TIFF, float EXR), with `channels` (1, 3 or 4) or, when None, RGB or RGBA by `alpha`."""
+    file_format, depth = FORMATS[kind]
+    alpha = has_alpha(image) if alpha is None else alpha
+    mode = MODES[channels] if channels else "RGBA" if alpha else "RGB"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    with _output_settings(file_format, depth, mode, exposure) as scene:
+        image.save_render(str(temp), scene=scene)
+    try:
+        paths.copy_new_file(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path
+
+
+def _pixels(image) -> array.array:
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise UserError("image_missing", f"The image '{image.name}' has no pixels",
+                        "open the image in the Image Editor to check it, or pick another")
+    pixels = array.array("f", bytes(4 * width * height * 4))
+    image.pixels.foreach_get(pixels)
+    return pixels
+
+
+@contextlib.contextmanager
+def _scratch_copy(image, pixels=None, size=None, float_buffer=None, colorspace=None):
+    """A temporary image with `image`'s (or the given) pixels, optionally resized; removed afterwards."""
+    width, height = image.size
+    temp = bpy.data.images.new(".texture_variants_scratch", width, height, alpha=True,
+                               float_buffer=image.is_float if float_buffer is None else float_buffer)
+    try:
+        temp.colorspace_settings.name = colorspace or image.colorspace_settings.name
+        temp.pixels.foreach_set(_pixels(image) if pixels is None else pixels)
+        if size is not None and tuple(size) != (width, height):
+            temp.scale(*size)
+        yield temp
+    finally:
+        bpy.data.images.remove(temp)
+
+
+def write_pixels(image, path: Path) -> Path:
+    """Save the image's current pixels (generated, painted, float) at its depth (`bake_kind`; a float
+    map with its own channels), leaving `image` as it is."""
+    kind = bake_kind(image)
+    with _scratch_copy(image) as temp:
+        channels = float_tiff.channels_of(_pixels(temp)) if kind == FLOAT else None
+        return save_as(temp, path, kind, alpha=has_alpha(image), channels=channels)
+
+
+def _plain_copy(image, job_dir: Path, stem: str) -> Path | None:
+    """The image's own bytes into the job folder when the backend reads them as they are, else None."""
+    if image.is_dirty:
+        return None
+    if image.packed_file is not None:
+        suffix = Path(image.filepath).suffix.lower() or "." + image.file_format.lower()
+        if suffix in BACKEND_READS:
+            path = job_dir / f"{stem}{suffix}"
+            path.write_bytes(image.packed_file.data)
+            return path
+        return None
+    source = Path(_file_path(image))
+    if source.suffix.lower() in BACKEND_READS:
+        return Path(shutil.copyfile(source, job_dir / f"{stem}{source.suffix.lower()}"))
+    return None
+
+
+def _check_exportable(image) -> None:
+    if image.source in {"SEQUENCE", "MOVIE", "TILED", "VIEWER"}:
+        raise UserError("bad_input", f"The image '{image.name}' is a {image.source.lower()} image",
+                        "use a single still image in the Image Texture node")
+    if image.packed_file is None and image.source == "FILE" and not Path(_file_path(image)).is_file():
+        raise UserError("image_missing", f"The image file of '{image.name}' is missing: {_file_path(image)}",
+                        "find it again with File > External Data > Find Missing Files, "
+                        "or open the right file in the Image Texture node")
+
+
+def export_reference(image, job_dir: str | os.PathLike, side: int | None = None,
+                     role: str = "reference") -> tuple[Path, dict]:
+    """Write `image` into the job folder as the backend's input (`role`: reference or guide): (its
+    path, how it is encoded).
+
+    `side`: squeeze it to a side x side square first (Match Source on a non-square source). The
+    encoding {"kind", "scale"} is what `import_variant` needs to bring the variants back.
+    """
+    job_dir = Path(job_dir)
+    stem = f"{role}-{safe_stem(image.name)}"
+    _check_exportable(image)
+    kind = source_kind(image)
+    size = None if side is None else (side, side)
+    encoding = {"kind": kind, "scale": 1.0}
+    if kind != LINEAR and size is None:
+        copied = _plain_copy(image, job_dir, stem)
+        if copied is not None:
+            return copied, encoding
+    path = job_dir / f"{stem}.png"
+    with _scratch_copy(image, size=size) as temp:
+        if kind == LINEAR:
+            encoding["scale"] = colour.exposure_scale(colour.brightest(_pixels(temp)))
+        save_as(temp, path, BYTE, exposure=-math.log2(encoding["scale"]), alpha=has_alpha(image))
+    return path, encoding
+
+
+def export_map(image, job_dir: str | os.PathLike, name: str) -> Path:
+    """Write the material map `image` into the job folder for the backend, never colour-managed, at its
+    depth (`map_kind`): a float image as a 32-bit float TIFF of its pixels (float_tiff; every value
+    kept, outside 0-1 too); else its own file when the backend reads that as it is, or written by
+    Blender: 8-bit PNG, or a 16-bit TIFF for 16-bit images. The values are the file's (for linear
+    and float images, the shader's). At its own size: the backend fits it to the base colour."""
+    job_dir = Path(job_dir)
+    stem = f"map-{name}-{safe_stem(image.name)}"
+    _check_exportable(image)
+    kind = map_kind(image)
+    if kind == FLOAT:
+        rgba = _pixels(image)
+        return float_tiff.write(job_dir / f"{stem}.tif", rgba, *image.size, float_tiff.channels_of(rgba))
+    if not image.is_dirty:
+        copied = _plain_copy(image, job_dir, stem)
+        if copied is not None:
+            return copied
+    kind = DEEP_TIFF if kind == DEEP else BYTE
+    # Written in its own colour space, its pixels come back to the file's values; linear ones are data.
+    colorspace = "Non-Color" if source_kind(image) == LINEAR else None
+    with _scratch_copy(image, colorspace=colorspace) as temp:
+        return save_as(temp, job_dir / f"{stem}{SUFFIX[kind]}", kind, alpha=has_alpha(image))
+
+
+def import_variant(path: str, name: str, like, encoding: dict, size: tuple[int, int], folder: Path,
+                   colorspace: str | None = None) -> Path:
+    """The backend's variant at `path` brought to the source's depth, size and range, written into
+    `folder` (a new file); returns that file (the backend's own file when it is already right).
+    `colorspace`: the one to read and write it in (a map's "Non-Color"), else `like`'s."""
+    kind = encoding.get("kind", BYTE)
+    stem = safe_stem(name)
+    loaded = bpy.data.images.load(path, check_existing=False)
+    alpha = has_alpha(loaded)
+    try:
+        if kind == BYTE and tuple(loaded.size) == tuple(size):
+            target = paths.unique_target(folder, stem, ".png")
+            return Path(path) if Path(path).parent == folder else paths.copy_new_file(path, target)
+        target = paths.unique_target(folder, stem, SUFFIX[kind])
+        colorspace = colorspace or (like.colorspace_settings.name if like is not None else None)
+        if kind == LINEAR:
+            decoded = colour.decode(_pixels(loaded), float(encoding.get("scale", 1.0)))
+            with _scratch_copy(loaded, decoded, size, float_buffer=True, colorspace=colorspace) as temp:
+                return save_as(temp, target, LINEAR, alpha=alpha)
+        loaded.colorspace_settings.name = colorspace or loaded.colorspace_settings.name
+        with _scratch_copy(loaded, size=size) as temp:
+            return save_as(temp, target, kind, alpha=alpha)
+    finally:
+        bpy.data.images.remove(loaded)
+
+
+def load_variant(path: str, name: str, like=None, kind: str = BYTE) -> bpy.types.Image:
+    """Read a variant file as a new image treated like the original (colour space, alpha).
+
+    A LINEAR variant keeps the colour space Blender gives its EXR: it holds scene-linear values."""
+    image = bpy.data.images.load(path, check_existing=False)
+    image.name = name
+    if like is not None:  # None when the original was deleted while the job ran
+        if kind != LINEAR:
+            image.colorspace_settings.name = like.colorspace_settings.name
+        image.alpha_mode = like.alpha_mode
+    return image
+
+
+def tiled_copy(image, repeats: int = 3) -> bpy.types.Image:
+    """A new image holding `image` repeated repeats x repeats: the seam check done by eye."""
+    width, height = image.size
+    src = _pixels(image)
+    row = 4 * width
+    band = array.array("f")
+    for y in range(height):  # one band of tiled rows, then the band repeated vertically
+        band.extend(src[y * row:(y + 1) * row] * repeats)
+    name = f"{image.name} {repeats}x{repeats}"
+    tiled = bpy.data.images.get(name)
+    if tiled is not None and tuple(tiled.size) != (width * repeats, height * repeats):
+        bpy.data.images.remove(tiled)
+        tiled = None
+    if tiled is None:
+        tiled = bpy.data.images.new(name, width * repeats, height * repeats, alpha=True,
+                                    float_buffer=image.is_float)
+    tiled.colorspace_settings.name = image.colorspace_settings.name
+    tiled.pixels.foreach_set(band * repeats)
+    tiled.update()
+    return tiled
+
+
+def guide_from_edges(image, name: str, side: int = 256) -> bpy.types.Image:
+    """A new square image (packed into the .blend) holding the edges of `image`'s centre square, white
+    on black, at most `side` pixels: a starting structure guide to paint over."""
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise UserError("image_missing", f"The image '{image.name}' has no pixels",
+                        "open the image in the Image Editor to check it, or pick another")
+    square = min(width, height)
+    side = min(side, square)
+    scaled_w, scaled_h = max(side, round(width * side / square)), max(side, round(height * side / square))
+    copy = image.copy()
+    try:
+        copy.scale(scaled_w, scaled_h)
+        rgba = array.array("f", bytes(4 * scaled_w * scaled_h * 4))
+        copy.pixels.foreach_get(rgba)
+    finally:
+        bpy.data.images.remove(copy)
+    left, top = (scaled_w - side) // 2, (scaled_h - side) // 2
+    crop = array.array("f")
+    for y in range(top, top + side):  # the backend reads the centre square of a non-square texture
+        crop.extend(rgba[4 * (y * scaled_w + left):4 * (y * scaled_w + left + side)])
+    lines = edges.edge_lines(edges.luminance(crop, side, side), side, side)
+    guide = bpy.data.images.new(name, side, side, alpha=False)
+    guide.pixels.foreach_set([v for line in lines for v in (line, line, line, 1.0)])
+    guide.update()
+    guide.pack()  # a generated image is not saved with the .blend unless packed
+    return guide
+
+
+def update_live_preview(job) -> None:
+    """Show the engine's latest intermediate image in the panel."""
+    if not job.preview or not os.path.isfile(job.preview):
+        return
+    image = bpy.data.images.get(PREVIEW_IMAGE)
+    if image is None:
+        image = bpy.data.images.load(job.preview, check_existing=False)
+        image.name = PREVIEW_IMAGE
+    else:
+        image.filepath = job.preview
+        image.reload()
+    image.preview_ensure().reload()

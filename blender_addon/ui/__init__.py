@@ -1,0 +1,1 @@
+"""Drawing: the Variants panel and the preferences. Draws only; imports nothing from operators/."""

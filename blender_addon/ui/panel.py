@@ -1,0 +1,354 @@
+"""The "Variants" panel, in the sidebar (N) of the Shader Editor and of the 3D Viewport.
+
+The panel is a list of sections (`SECTIONS`), each a function `(layout, view)` drawing one part from
+a `PanelView` computed once per draw; a new feature adds its section to the list.
+"""
+
+import textwrap
+from dataclasses import dataclass
+
+import bpy
+
+from .. import panel_rules
+from ..connection import session
+from ..errors import UserError
+from ..material import maps as material_maps
+from ..material import storage, texture_io
+from ..material import target as material_target
+from ..material.results import HISTORY_LIMIT
+from ..pixels import sizing
+from .batch import draw_batch
+
+
+@dataclass
+class PanelView:
+    """What the sections draw from: the settings, the target (or why there is none), the backend session."""
+
+    context: object
+    settings: object
+    session: object
+    material: object = None
+    node: object = None
+    image: object = None
+    problem: UserError | None = None
+
+    @classmethod
+    def of(cls, context) -> "PanelView":
+        view = cls(context, context.scene.texture_variants, session.shared())
+        try:
+            view.material, view.node, view.image = material_target.resolve(context)
+        except UserError as e:
+            view.problem = e
+            obj = context.active_object
+            view.material = obj.active_material if obj is not None else None
+        return view
+
+    @property
+    def linked(self) -> str:
+        return material_target.not_editable_reason(self.material) if self.material is not None else ""
+
+
+class TEXTURE_VARIANTS_UL_results(bpy.types.UIList):
+    """The generated variants as thumbnails to pick from."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        icon_id = item.image.preview.icon_id if item.image and item.image.preview else 0
+        if self.layout_type == "GRID":
+            layout.label(text="", icon_value=icon_id)
+        else:
+            layout.label(text=f"{item.name}  ({item.engine})", icon_value=icon_id)
+
+
+def _depth_text(image) -> str:
+    return {texture_io.BYTE: "8-bit", texture_io.DEEP: "16-bit",
+            texture_io.LINEAR: "HDR, linear"}[texture_io.source_kind(image)]
+
+
+def draw_target(layout, view) -> None:
+    """What the add-on will work on, or why it cannot."""
+    box = layout.box()
+    if view.material is None or view.material.node_tree is None:
+        box.label(text=view.problem.message, icon="ERROR")
+        box.label(text=view.problem.hint[:90])
+        return
+    box.label(text=view.material.name, icon="MATERIAL")
+    chosen = view.material.texture_variants.image_node
+    label = chosen or (f"Auto: {view.node.name}" if view.node is not None else "Auto")
+    box.operator_menu_enum("texture_variants.pick_node", "node", text=label, icon="NODE")
+    if view.problem is not None:
+        box.label(text=view.problem.message, icon="ERROR")
+        box.label(text=view.problem.hint[:90])
+    else:
+        width, height = view.image.size
+        box.label(text=f"{view.image.name}  {width}×{height} · {_depth_text(view.image)}", icon="IMAGE_DATA")
+    if view.linked:
+        box.label(text=view.linked, icon="LIBRARY_DATA_DIRECT")
+        box.label(text="Make it local to apply here, or Apply to a Local Copy")
+    applied = view.material.texture_variants.applied
+    if len(applied):
+        originals = ", ".join(r.original_image.name for r in applied if r.original_image is not None)
+        box.label(text=f"Variant applied (original: {originals})", icon="INFO")
+
+
+def _prop(col, settings, name: str, states: dict) -> None:
+    if states.get(name, panel_rules.SHOWN) == panel_rules.HIDDEN:
+        return
+    row = col.row(align=True)
+    row.active = states.get(name, panel_rules.SHOWN) == panel_rules.SHOWN
+    row.prop(settings, name)
+
+
+def _states(view) -> dict:
+    s = view.settings
+    engine = panel_rules.effective_engine(s.engine, view.session.hello)
+    return panel_rules.setting_states(engine, s.appearance, s.style_only, sketch=s.sketch is not None,
+                                      size_mode=s.size_mode)
+
+
+def draw_settings(layout, view) -> None:
+    """The everyday settings; those the chosen engine ignores are hidden, greyed out where another
+    setting makes them do nothing (panel_rules)."""
+    header, body = layout.panel("texture_variants_settings", default_closed=False)
+    header.label(text="Settings")
+    if not body:
+        return
+    col, settings, states = body.column(align=True), view.settings, _states(view)
+    col.prop(settings, "engine")
+    if settings.engine == "auto":
+        col.label(text=panel_rules.auto_text(view.session.hello), icon="INFO")
+    if panel_rules.effective_engine(settings.engine, view.session.hello) in ("patch", None):
+        _wrapped(col, panel_rules.PATCH_HINT, "INFO")
+    col.prop(settings, "variants")
+    col.prop(settings, "size_mode")
+    _prop(col, settings, "size", states)
+    if view.image is not None:
+        plan = sizing.size_plan(settings, view.image)
+        col.label(text=f"Makes {plan.width}×{plan.height}", icon="IMAGE_PLANE")
+        for note in plan.notes:
+            col.label(text=note, icon="ERROR")
+    _prop(col, settings, "prompt", states)
+    if states["sketch"] != panel_rules.HIDDEN:
+        col.separator()
+        row = col.row(align=True)
+        row.prop(settings, "sketch")
+        row.operator("texture_variants.make_guide", text="", icon="IMAGE_REFERENCE")
+        _prop(col, settings, "sketch_mode", states)
+        _prop(col, settings, "sketch_strength", states)
+    if states["balance"] != panel_rules.HIDDEN:
+        col.separator()
+        row = col.row(align=True)
+        row.active = states["balance"] == panel_rules.SHOWN
+        row.label(text="Structure")
+        row.prop(settings, "balance", text="", slider=True)
+        row.label(text="Appearance")
+
+
+def draw_advanced(layout, view) -> None:
+    """The settings an artist rarely changes, folded away."""
+    header, body = layout.panel("texture_variants_advanced", default_closed=True)
+    header.label(text="Advanced")
+    if not body:
+        return
+    col, settings, states = body.column(align=True), view.settings, _states(view)
+    row = col.row(align=True)
+    row.prop(settings, "seed")
+    row.prop(settings, "randomize_seed", text="", icon="FILE_REFRESH")
+    _prop(col, settings, "steps", states)
+    col.prop(settings, "tile")
+    for name in ("appearance", "style_only", "suppress_content", "negative_prompt"):
+        _prop(col, settings, name, states)
+
+
+def draw_job(layout, view) -> None:
+    """Generate, or the running job's progress with Cancel and the live preview."""
+    current = view.session
+    job = current.job
+    if current.busy:
+        row = layout.row(align=True)
+        row.progress(factor=job.fraction, type="BAR", text=job.status_text())
+        row.operator("texture_variants.cancel", text="", icon="CANCEL")
+        preview = bpy.data.images.get(texture_io.PREVIEW_IMAGE)
+        if preview is not None and job.preview and preview.preview:
+            layout.template_icon(icon_value=preview.preview.icon_id, scale=6.0)
+        return
+    layout.operator("texture_variants.generate", icon="SHADERFX")
+    if job is not None and job.finished and job.state != "done":
+        layout.label(text=job.status_text(), icon="ERROR" if job.state == "failed" else "INFO")
+
+
+def draw_restyle(layout, view) -> None:
+    """Restyle, folded away: prompt, strength, the mask (painted, or Segment Anything points), its
+    mode, and the Restyle button."""
+    header, body = layout.panel("texture_variants_restyle", default_closed=True)
+    header.label(text="Restyle")
+    if not body:
+        return
+    col, settings = body.column(align=True), view.settings
+    states = panel_rules.restyle_states(view.session.hello, settings.mask_source)
+    col.prop(settings, "restyle_prompt")
+    col.prop(settings, "restyle_strength", slider=True)
+    col.prop(settings, "mask_source")
+    if states["mask_image"] == panel_rules.SHOWN:
+        row = col.row(align=True)
+        row.prop(settings, "mask_image", text="")
+        row.operator("texture_variants.new_mask", text="New Mask", icon="ADD")
+    if states["mask_points"] == panel_rules.SHOWN:
+        row = col.row(align=True)
+        row.operator("texture_variants.add_mask_point", text="Add Point", icon="ADD").negative = False
+        row.operator("texture_variants.add_mask_point", text="Add Negative Point", icon="REMOVE").negative = True
+        row.operator("texture_variants.clear_mask_points", text="", icon="X")
+        selecting = sum(not p.negative for p in settings.mask_points)
+        col.label(text=f"{selecting} selecting, {len(settings.mask_points) - selecting} excluding "
+                  "(2D cursor: Shift + right-click in the Image Editor)")
+    _prop(col, settings, "mask_mode", states)
+    note = panel_rules.restyle_note(view.session.hello)
+    if note:
+        col.label(text=note, icon="INFO")
+    if not view.session.busy:
+        row = col.row()
+        row.active = states["restyle"] == panel_rules.SHOWN
+        row.operator("texture_variants.restyle", icon="BRUSH_DATA")
+
+
+def _binding_problem(view, current) -> str:
+    if current.material is None or view.material is None:
+        return ""
+    if current.material != view.material or (view.node is not None and current.node_name != view.node.name):
+        return f"Made for '{current.material.name}' (node '{current.node_name}'), not for this material"
+    return ""
+
+
+def _size_notes(view, current, picked) -> list[str]:
+    notes = [n for n in current.notes.split("; ") if n]
+    if current.source is not None and picked is not None:
+        notes += sizing.result_notes(tuple(current.source.size), tuple(picked.image.size))
+    return list(dict.fromkeys(notes))
+
+
+def _apply_buttons(layout, view, binding: str) -> None:
+    row = layout.row(align=True)
+    if binding:
+        row.operator("texture_variants.apply_variant", text="Apply to This Material",
+                     icon="ERROR").to_this_material = True
+    elif view.linked:
+        row.operator("texture_variants.apply_variant", text="Apply to a Local Copy", icon="DUPLICATE").local_copy = True
+    else:
+        row.operator("texture_variants.apply_variant", icon="CHECKMARK")
+        row.operator("texture_variants.apply_variant", text="This Object Only", icon="OBJECT_DATA").object_only = True
+    row.operator("texture_variants.tile_preview", text="Tile 3×3", icon="MESH_GRID")
+
+
+def _wrapped(layout, text: str, icon: str, width: int = 64) -> None:
+    """A long message as several labels (a label is one line), the icon on the first."""
+    for i, line in enumerate(textwrap.wrap(text, width)):
+        layout.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+
+def draw_results(layout, view) -> None:
+    """The current set's variants to pick from, what they were made for, Apply and Tile; Revert and
+    Bake once one is applied."""
+    current = view.settings.current
+    if len(current.variants):
+        binding = _binding_problem(view, current)
+        if binding:
+            layout.label(text=binding, icon="ERROR")
+        layout.template_list("TEXTURE_VARIANTS_UL_results", "", current, "variants", current, "index",
+                             type="GRID", columns=4, rows=1)
+        picked = current.picked()
+        if picked is not None:
+            if picked.image.preview:
+                layout.template_icon(icon_value=picked.image.preview.icon_id, scale=6.0)
+            maps = "".join(f" + {m.name}" for m in picked.maps)
+            layout.label(text=f"{picked.image.name}{maps} · seed {picked.seed} · {picked.engine}")
+        for note in _size_notes(view, current, picked):
+            layout.label(text=note, icon="ERROR")
+        if current.expectation:
+            _wrapped(layout, current.expectation, "INFO")
+        _apply_buttons(layout, view, binding)
+    if view.material is not None and len(view.material.texture_variants.applied) and not view.linked:
+        row = layout.row(align=True)
+        row.operator("texture_variants.revert", icon="LOOP_BACK")
+        row.operator("texture_variants.bake", icon="FILE_TICK")
+    for line in storage.save_warnings:
+        layout.label(text=line, icon="ERROR")
+
+
+def draw_maps(layout, view) -> None:
+    """The material's maps: a checkbox each (ticked ones travel with Generate), the shared and the
+    missing ones, and Add Missing Maps (README "Whole materials")."""
+    if view.material is None or view.node is None or view.problem is not None:
+        return
+    maps = material_maps.find_maps(view.material, view.node)
+    if maps.bsdf is None:
+        return
+    header, body = layout.panel("texture_variants_maps", default_closed=False)
+    header.label(text=f"Maps ({len(maps.found)} found)")
+    if not body:
+        return
+    state, col = view.material.texture_variants, body.column(align=True)
+    for name in material_maps.MAPS:
+        if name in maps.found:
+            icon = "CHECKBOX_HLT" if name in state.send_maps else "CHECKBOX_DEHLT"
+            col.prop_enum(state, "send_maps", name, text=f"{name.title()}: {maps.found[name].node.image.name}",
+                          icon=icon)
+        elif name in maps.shared:
+            col.label(text=f"{name.title()}: the {maps.shared[name]}'s node (varies with it)", icon="LINKED")
+        else:
+            col.label(text=f"{name.title()}: missing", icon="DOT")
+    if set(maps.missing) & set(material_maps.DERIVABLE) and not view.linked and not view.session.busy:
+        row = body.row(align=True)
+        row.operator("texture_variants.add_missing_maps", icon="ADD").height = "bump"
+        row.operator("texture_variants.add_missing_maps", text="As Displacement", icon="MOD_DISPLACE").height = \
+            "displacement"
+
+
+def draw_history(layout, view) -> None:
+    """The material's earlier result sets, newest first, to make one current again."""
+    if view.material is None:
+        return
+    history = view.material.texture_variants.history
+    header, body = layout.panel("texture_variants_history", default_closed=True)
+    header.label(text=f"History ({len(history)})")
+    if not body:
+        return
+    body.label(text=f"The last {HISTORY_LIMIT} result sets of this material are kept")
+    for index, entry in enumerate(history):
+        row = body.row(align=True)
+        row.label(text=entry.label(), icon="IMAGE_DATA")
+        row.operator("texture_variants.use_result_set", text="Use").index = index
+
+
+SECTIONS = [draw_target, draw_maps, draw_settings, draw_advanced, draw_job, draw_batch, draw_restyle, draw_results,
+            draw_history]
+
+
+def draw_variants_panel(layout, context) -> None:
+    view = PanelView.of(context)
+    for section in SECTIONS:
+        section(layout, view)
+
+
+class _VariantsPanel:
+    bl_label = "Variants"
+    bl_region_type = "UI"
+    bl_category = "Variants"
+
+    def draw(self, context):
+        draw_variants_panel(self.layout, context)
+
+
+class TEXTURE_VARIANTS_PT_shader_editor(_VariantsPanel, bpy.types.Panel):
+    bl_space_type = "NODE_EDITOR"
+    bl_idname = "TEXTURE_VARIANTS_PT_shader_editor"
+
+    @classmethod
+    def poll(cls, context):
+        return getattr(context.space_data, "tree_type", "") == "ShaderNodeTree"
+
+
+class TEXTURE_VARIANTS_PT_viewport(_VariantsPanel, bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_idname = "TEXTURE_VARIANTS_PT_viewport"
+
+
+CLASSES = (TEXTURE_VARIANTS_UL_results, TEXTURE_VARIANTS_PT_shader_editor, TEXTURE_VARIANTS_PT_viewport)
