@@ -21,6 +21,7 @@ from backend.errors import InputError
 
 ENGINES = ("auto", "diffusion", "patch")
 TILE_MODES = ("both", "x", "y", "none")
+AXES = {"both": (True, True), "x": (True, False), "y": (False, True), "none": (False, False)}  # (wrap x, wrap y)
 APPEARANCE_MODES = ("kv", "ad", "none")  # kv replacement, attention distillation, plain IP-Adapter
 IP_MODES = ("full", "style")  # IP-Adapter in every cross-attention layer, or in the style block(s) only
 SKETCH_MODES = ("lgp", "controlnet")  # latent guidance predictor (Voynov et al.), or an SD1.5 ControlNet
@@ -194,6 +195,8 @@ class DiffusionOptions(Checked):
     suppress_scale: float = param(0.8, "number", 0.0, 10.0)
     content_encoder: str | None = param(None, "text", optional=True)
     decode_one_at_a_time: bool = param(False, "flag")
+    upscale_strength: float = param(0.3, "number", 0.0, 1.0, hint="upscale: the fraction of the steps re-noised and "
+                                    "denoised at the larger size (detail added; the structure stays below about 0.5)")
     window: int = param(512, "int", 64, 2048, multiple=64,
                         hint="px: larger outputs are denoised and decoded in overlapping windows of this side")
     # Sketch guidance (backend/diffusion/controls/sketch.py, controlnet.py)

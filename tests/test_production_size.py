@@ -5,6 +5,7 @@ scale and copied up exactly."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,3 +242,84 @@ def test_the_tiled_vae_is_close_to_the_whole_decode_and_exactly_periodic(pipe):
     assert (tiled - whole).abs().mean() < 0.25 * (whole - unrelated).abs().mean()
     assert (torch.roll(tiled, 96, 3) - rolled).abs().max() < 1e-4
     assert (torch.roll(encoded, 12, 2) - encoded_rolled).abs().max() < 1e-4
+
+
+# ---------------------------------------------------------------- upscale
+
+
+@pytest.fixture(scope="module")
+def tileable_set(tmp_path_factory, color_texture_path):
+    """A tileable 128 px variant with its derived height and normal maps, on disk."""
+    from backend.materials import variants as material
+
+    folder = tmp_path_factory.mktemp("tileable")
+    (variant,) = generate_variants(color_texture_path, engine="patch", size=128, seed=1, derive=["height", "normal"])
+    path = folder / "tile.png"
+    variant.save(path)
+    return path, material.save(variant, path)
+
+
+def _wrap_step_is_typical(pixels: np.ndarray) -> None:
+    """The step across the wrap-around border is no larger than the largest interior step, per axis."""
+    values = pixels.astype(np.float64)
+    for axis in (0, 1):
+        steps = _columns(values, axis)
+        assert steps[0] <= steps[1:].max(), (axis, steps[0], steps[1:].max())
+
+
+def test_wrap_resize_is_exactly_periodic():
+    from backend.materials.maps import MaterialMap
+    from backend.upscale import wrap_resize
+
+    rng = np.random.default_rng(0)
+    m = MaterialMap("height", (rng.random((24, 40, 1)) * 255).astype(np.uint8))
+    big = wrap_resize(m, 4, "both").pixels
+    rolled = wrap_resize(MaterialMap("height", np.roll(m.pixels, (5, 7), (0, 1))), 4, "both").pixels
+    assert big.shape == (96, 160, 1) and np.array_equal(np.roll(big, (20, 28), (0, 1)), rolled)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_weight_free_upscale_tiles_with_its_maps(tileable_set, factor):
+    from backend.materials.derive import decode_normals
+    from backend.upscale import upscale
+
+    path, maps = tileable_set
+    out = upscale(path, factor, maps=maps, engine="patch", seed=3)
+    side = 128 * factor
+    assert out.size == (side, side) and json.loads(out.info["parameters"])["engine"] == "patch"
+    seams = seam_score(out)
+    assert max(seams.values()) <= 1.3, seams
+    for name, m in out.info["maps"].items():
+        assert m.size == (side, side), name
+        assert max(seam_score(m.pixels[..., :3]).values()) <= 1.3, name
+    lengths = np.linalg.norm(decode_normals(out.info["maps"]["normal"].pixels, 255), axis=2)
+    assert np.abs(lengths - 1).max() < 0.02
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_diffusion_upscale_refines_through_the_windows_and_tiles(tiny_models, tileable_set, factor):
+    from backend.upscale import upscale
+
+    path, maps = tileable_set
+    out = upscale(path, factor, maps=maps, engine="diffusion", seed=3, steps=4, strength=0.5, window=128,
+                  base=str(tiny_models["base"]), ip_adapter=str(tiny_models["ip_adapter"]))
+    side = 128 * factor
+    record = json.loads(out.info["parameters"])
+    assert out.size == (side, side) and record["engine"] == "diffusion" and record["window"] == 128
+    _wrap_step_is_typical(np.asarray(out.convert("L")))
+    for name, m in out.info["maps"].items():
+        assert m.size == (side, side), name
+        _wrap_step_is_typical(m.pixels[..., 0])
+
+
+def test_cli_upscale_writes_the_image_its_maps_and_a_preview(tileable_set, tmp_path, capsys):
+    from backend.cli import main
+
+    path, maps = tileable_set
+    assert main(["upscale", str(path), "--factor", "2", "--out", str(tmp_path), "--engine", "patch", "--seed", "1",
+                 "--map", f"height={maps['height']}"]) == 0
+    written = capsys.readouterr().out.split()
+    assert [Path(p).name for p in written] == ["tile-x2.png", "tile-x2-height.png", "tile-x2-tiled3x3.png"]
+    assert Image.open(written[0]).size == (256, 256) and Image.open(written[2]).size == (768, 768)
+    with pytest.raises(SystemExit):
+        main(["upscale", str(path), "--factor", "3", "--out", str(tmp_path)])

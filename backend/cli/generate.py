@@ -199,7 +199,6 @@ def named_paths(items, flag: str = "--map") -> dict[str, str]:
 
 def _material_fields(given: dict) -> dict:
     """maps / derive / normals from --map NAME=PATH (repeated), --derive a,b and --normals."""
-    from backend.errors import InputError
 
     fields = {}
     if "maps" in given:
