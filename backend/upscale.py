@@ -32,10 +32,10 @@ from backend.images import load_reference
 from backend.materials import variants as material
 from backend.materials.maps import NORMAL, MaterialMap, resize
 from backend.params import AXES
+from backend.params import UPSCALE_FACTORS as FACTORS
 
 log = logging.getLogger(__name__)
 
-FACTORS = (2, 4)
 DETAIL = 0.5  # weight of the quilted high-pass (patch engine)
 DETAIL_SIGMA = 1.0  # px at the input's scale: what counts as fine detail
 _PAD = 4  # > the Lanczos kernel's reach of 3 source pixels

@@ -323,3 +323,27 @@ def test_cli_upscale_writes_the_image_its_maps_and_a_preview(tileable_set, tmp_p
     assert Image.open(written[0]).size == (256, 256) and Image.open(written[2]).size == (768, 768)
     with pytest.raises(SystemExit):
         main(["upscale", str(path), "--factor", "3", "--out", str(tmp_path)])
+
+
+def test_the_service_upscales_with_progress_and_maps(tiny_models, tileable_set, tmp_path):
+    from tests.service_process import tiny_model_service
+
+    path, maps = tileable_set
+    (tmp_path / "service").mkdir()
+    service_gen = tiny_model_service(tmp_path / "service", tiny_models)
+    service = next(service_gen)
+    try:
+        hello = service.ask("hello")
+        assert "upscale" in hello["requests"] and hello["upscale"]["choices"]["factor"] == [2, 4]
+        bad = service.ask("upscale", input=str(path), output_dir=str(tmp_path), factor=3)
+        assert bad["type"] == "error" and "factor" in bad["message"]
+        job = service.send("upscale", input=str(path), output_dir=str(tmp_path / "big"), factor=2, engine="patch",
+                           seed=1, maps={"height": maps["height"]}, tiled_preview=True)
+        events = service.job_events(job)
+    finally:
+        next(service_gen, None)  # stops it: exit 0, protocol lines only
+    final = events[-1]
+    assert final["type"] == "result", final
+    (entry,) = final["files"]
+    assert Path(entry["path"]).name.startswith("tile-x2-patch") and Image.open(entry["path"]).size == (256, 256)
+    assert Image.open(entry["maps"]["height"]).size == (256, 256) and Path(entry["tiled"]).exists()

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from backend.errors import InputError
-from backend.params import MASK_MODES, RESTYLE_STARTS, GenerationParams, capabilities
+from backend.params import MASK_MODES, RESTYLE_STARTS, UPSCALE_FACTORS, GenerationParams, capabilities
 
 PROTOCOL_VERSION = 2
 MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a megabyte is a runaway client
@@ -24,12 +24,12 @@ MAX_UPLOAD_BYTES = 1 << 30
 START_OPTIONS = {"allow_pickle": "--allow-pickle"}
 
 # The fields of each request type are checked by the _check_* functions below (one per type).
-REQUEST_TYPES = ("hello", "generate", "restyle", "cancel", "status", "unload", "shutdown",
+REQUEST_TYPES = ("hello", "generate", "restyle", "upscale", "cancel", "status", "unload", "shutdown",
                  "upload_begin", "upload_chunk", "upload_end", "download", "release")
 EVENT_TYPES = (
     # answers to hello / status / cancel / unload / shutdown
     "hello", "status", "ack",
-    # the life of a generate (or restyle) job
+    # the life of a generate (or restyle, or upscale) job
     "accepted", "progress", "result", "cancelled",
     # a file leaving the service (download)
     "chunk",
@@ -236,6 +236,24 @@ def _whole(value):
     return value
 
 
+# upscale: a generate-like job whose result is the input enlarged (backend/upscale.py).
+UPSCALE_FIELDS = ("input", "output_dir", "factor", "maps", "engine", "seed", "steps", "tile", "strength", "window",
+                  "base", "ip_adapter", "tiled_preview", "preview_every")
+
+
+def _check_upscale(fields: dict, request_id) -> dict:
+    _only(fields, UPSCALE_FIELDS, "upscale", request_id)
+    if fields.get("factor") not in UPSCALE_FACTORS or isinstance(fields.get("factor"), bool):  # True == 1
+        _bad(request_id, f"upscale needs 'factor': 2 or 4, got {_short(fields.get('factor'))}", '"factor": 2 or 4')
+    extra = {name: fields[key] for key, name in (("strength", "upscale_strength"), ("window", "window")) if key in fields}
+    try:  # strength and window are the diffusion options upscale_strength and window
+        return _check_generate({k: v for k, v in fields.items() if k not in ("factor", "strength", "window")}
+                               | {"extra": extra}, request_id) | {"upscale": fields["factor"]}
+    except ProtocolError as e:  # the checks are generate's: name the request that was sent
+        e.message = "upscale" + e.message.removeprefix("generate")
+        raise
+
+
 def _int_field(fields: dict, name: str, kind: str, low: int, high: int, request_id) -> int:
     value = fields.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -352,6 +370,7 @@ _CHECKS = {
     "hello": _check_hello,
     "generate": _check_generate,
     "restyle": _check_restyle,
+    "upscale": _check_upscale,
     "cancel": _check_cancel,
     "status": _check_no_fields("status"),
     "unload": _check_no_fields("unload"),

@@ -20,12 +20,14 @@ from typing import BinaryIO
 
 from backend import __version__, engines
 from backend.model_registry import registry
+from backend.params import UPSCALE_FACTORS
 from backend.service.encoding import encode
 from backend.service.jobs import DEFAULT_MAX_QUEUE, Job, JobRunner
 from backend.service.protocol import (
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
     REQUEST_TYPES,
+    UPSCALE_FIELDS,
     ProtocolError,
     Request,
     error_event,
@@ -203,6 +205,7 @@ class Service:
                         python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
                         models=self._models(), requests=list(REQUEST_TYPES), parameters=generate_parameters(),
                         restyle=restyle_parameters(), loaded_models=registry.loaded(),
+                        upscale={"fields": list(UPSCALE_FIELDS), "choices": {"factor": list(UPSCALE_FACTORS)}},
                         filesystem=self._filesystem(request.fields.get("probe")), **self.warmup.fields()))
 
     def _filesystem(self, probe: dict | None) -> dict:
@@ -251,12 +254,14 @@ class Service:
             params = params.replace(diffusion=dataclasses.replace(params.diffusion, allow_pickle=True))
         job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=params,
                   base=f["base"] or self.base, ip_adapter=f["ip_adapter"] or self.ip_adapter,
-                  tiled_preview=f["tiled_preview"], preview_every=f["preview_every"], maps_only=f["maps_only"])
+                  tiled_preview=f["tiled_preview"], preview_every=f["preview_every"], maps_only=f["maps_only"],
+                  upscale=f.get("upscale", 0))
         # accepted goes out before the worker can see the job, so before any of its progress
         self.runner.submit(job, lambda ahead: self.emit(event("accepted", request.id, job=request.id,
                                                               position=ahead)))
 
     _on_restyle = _on_generate  # a restyle request is a generate job with the restyle options set
+    _on_upscale = _on_generate  # and an upscale request one whose result is the input enlarged
 
     def _on_cancel(self, request: Request) -> None:
         job_id = request.fields["job"]
@@ -336,7 +341,16 @@ class Service:
         label = self.workspace.label(reference)
         if label is not None:  # an upload: its results record the client's path, as a local run would
             ref = dataclasses.replace(ref, source=label)
-        images = generate(ref, params, cancel=cancel, **kwargs)
+        if kwargs.get("upscale"):
+            from backend.upscale import upscale
+
+            options = params.diffusion
+            images = [upscale(ref, kwargs["upscale"], maps=params.maps, engine=params.engine, seed=params.seed,
+                              steps=params.steps, tile=params.tile, strength=options.upscale_strength,
+                              window=options.window, base=kwargs.get("base"), ip_adapter=kwargs.get("ip_adapter"),
+                              on_step=kwargs.get("on_step"), cancel=cancel)]
+        else:
+            images = generate(ref, params, cancel=cancel, **kwargs)
         for image in images:  # and so do its uploaded maps and mask
             if "parameters" in image.info:
                 image.info["parameters"] = self.workspace.relabel(image.info["parameters"])
