@@ -209,9 +209,9 @@ def test_rolled_input_noise_and_mask_roll_the_result_exactly(tiny_models, refere
     a = _restyle(tiny_models, reference, latents=noise, mask=_mask_file(tmp_path, painted), **kw)[0]
     encode = diffusion.encode_reference
 
-    def encode_rolled(pipe, image, size):
+    def encode_rolled(pipe, image, size, layout=None):
         unrolled = Image.fromarray(np.roll(np.asarray(image), (-shift, -shift), (0, 1)))
-        return torch.roll(encode(pipe, unrolled, size), (shift // 8, shift // 8), (2, 3))
+        return torch.roll(encode(pipe, unrolled, size, layout), (shift // 8, shift // 8), (2, 3))
 
     monkeypatch.setattr(diffusion, "encode_reference", encode_rolled)
     b = _restyle(tiny_models, rolled_input, latents=torch.roll(noise, (8, 8), (2, 3)),
