@@ -50,6 +50,19 @@ def patch_expectation(parameters: Mapping) -> str:
     return f"Patch found a {parameters['patch_expect']}{found}"
 
 
+def tileable_summary(parameters: Mapping) -> str:
+    """What Make Tileable did, from its result's parameters record (empty for other results): the seam
+    scores before and after per axis (about 1 = seamless), the share of pixels kept, the lighting."""
+    if parameters.get("kind") != "tileable":
+        return ""
+    before, after = parameters.get("seam_before", {}), parameters.get("seam_after", {})
+    seams = ", ".join(f"{axis} {before[axis]:.1f} → {after[axis]:.2f}" for axis in sorted(after) if axis in before)
+    kept = parameters.get("kept")
+    lighting = "lighting levelled" if parameters.get("flatten") else "lighting kept"
+    return (f"Seam {seams} (1 = seamless); {100 * kept:.0f} % of the pixels kept; {lighting}"
+            if kept is not None else f"Seam {seams}; {lighting}")
+
+
 def effective_engine(engine: str, hello: Mapping | None) -> str | None:
     """The engine a job will run on, or None when Auto and the backend has not said."""
     return auto_engine(hello) if engine == "auto" else engine

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
+import sys
 import time
 
 import pytest
@@ -125,3 +127,56 @@ def test_admission_time_grows_linearly_up_to_20000_requests(tmp_path):
     print("admission:", {n: round(t, 2) for n, t in times.items()})
     assert times[20000] < 60
     assert times[20000] / 20000 < 4 * max(times[2000] / 2000, 1e-4)  # per request: not growing with n
+
+
+def test_stalls_of_the_service_block_no_caller_and_lose_no_answer(tmp_path, color_texture_path, monkeypatch):
+    """The client under a stream of jobs, cancels and status requests while the service is stopped
+    (SIGSTOP) for a second every 40 requests: no call blocks, every job ends exactly once; then a stall
+    past `stall_timeout` with requests waiting ends the service with `backend_stalled` for each job."""
+    from blender_addon.connection.client import BackendClient
+    from blender_addon.connection.config import resolve_config
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("TEXTURE_VARIANTS_LOG_DIR", str(tmp_path / "logs"))
+    client = BackendClient(resolve_config(python=sys.executable, environ={}), backend_root=ROOT, log=lambda _: None)
+    client.stall_timeout = 3.0
+    client.start()
+    rng, jobs, slowest, events = random.Random(5), [], 0.0, []
+    for i in range(400):
+        if i % 40 == 20:
+            os.kill(client.pid, signal.SIGSTOP)
+        if i % 40 == 21:
+            time.sleep(1.0)
+            os.kill(client.pid, signal.SIGCONT)
+        began = time.monotonic()
+        r = rng.random()
+        if r < 0.5:
+            jobs.append(client.generate(color_texture_path, tmp_path / f"j{i}", seed=i, **PATCH))
+        elif r < 0.75 and jobs:
+            client.cancel(rng.choice(jobs))
+        else:
+            client.request("status")
+        slowest = max(slowest, time.monotonic() - began)
+        events += client.poll()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len({e["id"] for e in events if e["type"] in FINAL} & set(jobs)) < len(jobs):
+        events += client.poll()
+        time.sleep(0.05)
+    finals = [e["id"] for e in events if e["type"] in FINAL and e["id"] in jobs]
+    assert sorted(finals) == sorted(jobs)  # exactly one final event per job
+    assert not any(e.get("code") in ("backend_died", "backend_stalled") for e in events)
+    assert slowest < 0.5, slowest
+
+    pid, waiting = client.pid, [client.generate(color_texture_path, tmp_path / "w", seed=1, size=2048,
+                                                engine="patch", variants=16)]
+    os.kill(pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    for _ in range(3000):  # far more than the pipe holds: the writer waits, the stall is seen
+        client.request("status")
+    assert time.monotonic() - stopped < 1.0
+    ended = client.wait(waiting[0], timeout=client.stall_timeout + 10)
+    assert ended["code"] == "backend_stalled" and time.monotonic() - stopped < client.stall_timeout + 3
+    print(f"stalls: {len(jobs)} jobs, slowest call {slowest * 1000:.0f} ms, stall reported after "
+          f"{time.monotonic() - stopped:.1f} s")
+    assert client.generate(color_texture_path, tmp_path / "after", seed=2, **PATCH)  # a fresh service
+    client.stop()

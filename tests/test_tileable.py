@@ -171,3 +171,29 @@ def test_the_command_writes_result_band_and_maps_and_never_overwrites(tmp_path):
                      "wall-tileable-2.png", "wall-tileable-2-band.png", "wall-tileable-2-roughness.png"]
     record = json.loads(Image.open(first[0]).info["parameters"])
     assert record["kind"] == "tileable" and record["engine"] == "patch"
+
+
+def test_the_service_makes_a_texture_tileable_with_its_maps(tmp_path):
+    """The make_tileable request through the real service: a result with the band and the maps."""
+    from tests.service_process import ServiceProcess
+
+    photo, rough = tmp_path / "wall.png", tmp_path / "rough.png"
+    _photo("gravel", "wide").save(photo)
+    Image.fromarray(255 - np.asarray(_photo("gravel", "wide"))).save(rough)
+    proc = ServiceProcess(tmp_path)
+    try:
+        assert "make_tileable" in proc.ask("hello")["requests"]
+        job = proc.send("make_tileable", input=str(photo), output_dir=str(tmp_path / "job"),
+                        maps={"roughness": str(rough)}, flatten="off")
+        events = proc.job_events(job)
+        refused = proc.ask("make_tileable", input=str(photo), output_dir=str(tmp_path / "x"), tile="diagonal")
+    finally:
+        proc.stop()
+    assert [e["type"] for e in events] == ["accepted", "result"]
+    (entry,) = events[-1]["files"]
+    assert entry["path"].endswith("wall-tileable.png") and entry["band"].endswith("wall-tileable-band.png")
+    assert entry["parameters"]["kind"] == "tileable" and entry["parameters"]["seam_after"]["x"] <= 1.1
+    out, made = np.asarray(Image.open(entry["path"])), np.asarray(Image.open(entry["band"])) > 0
+    assert np.array_equal(np.asarray(Image.open(entry["maps"]["roughness"])), 255 - out)
+    assert np.array_equal(out[~made], np.asarray(Image.open(photo))[~made])
+    assert refused["code"] == "bad_request" and refused["message"].startswith("make_tileable 'tile'")

@@ -45,6 +45,7 @@ class Job:
     preview_every: int = 5
     maps_only: bool = False  # the input's own derived maps, no variant (backend.api.derive_maps)
     upscale: int = 0  # an upscale request: the input this many times larger (backend/upscale.py)
+    tileable: dict | None = None  # make_tileable's options: the input itself made tileable, no variant
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"  # queued -> running -> done
     step: int = 0
@@ -237,6 +238,7 @@ def run_job(job: Job, generate: Callable[..., list], on_step: Callable | None = 
             job.input, job.params, base=job.base, ip_adapter=job.ip_adapter, cancel=job.cancel,
             on_step=None if on_step is None else lambda step, total, preview: on_step(output, step, total, preview),
             **({"maps_only": True} if job.maps_only else {}), **({"upscale": job.upscale} if job.upscale else {}),
+            **({"tileable": job.tileable} if job.tileable is not None else {}),
         )
         if job.cancel.is_set():  # cancelled after the last step: still nothing is kept
             raise CancelledError()
@@ -349,9 +351,15 @@ class JobOutput:
             kind = "restyle" if params.get("restyle_prompt") else params.get("engine", "variant")
             if self.job.upscale:
                 kind = f"x{self.job.upscale}-{kind}"
-            mask = image.info.get("restyle_mask")
-            companions = material.endings(image) + (("-mask.png",) if mask is not None else ())
-            stem = f"{self.stem}-maps" if self.job.maps_only else f"{self.stem}-{kind}-s{params.get('seed', len(files))}"
+            mask, band = image.info.get("restyle_mask"), image.info.get("band")
+            companions = (material.endings(image) + (("-mask.png",) if mask is not None else ())
+                          + (("-band.png",) if band is not None else ()))
+            if self.job.maps_only:
+                stem = f"{self.stem}-maps"
+            elif self.job.tileable is not None:
+                stem = f"{self.stem}-tileable"
+            else:
+                stem = f"{self.stem}-{kind}-s{params.get('seed', len(files))}"
             path = self._save(image, stem, companions)
             entry = {"path": str(path), "parameters": params}
             if "maps" in image.info:
@@ -359,6 +367,8 @@ class JobOutput:
                 self._written.extend(Path(p) for p in entry["maps"].values())
             if mask is not None:  # restyle: the mask used, beside the result
                 entry["mask"] = str(self._save(mask, f"{path.stem}-mask"))
+            if band is not None:  # make_tileable: the re-made pixels, beside the result
+                entry["band"] = str(self._save(band, f"{path.stem}-band"))
             if self.job.tiled_preview:
                 entry["tiled"] = str(self._save(tiled(image, 3), f"{path.stem}-tiled3x3"))
             files.append(entry)

@@ -24,12 +24,12 @@ MAX_UPLOAD_BYTES = 1 << 30
 START_OPTIONS = {"allow_pickle": "--allow-pickle"}
 
 # The fields of each request type are checked by the _check_* functions below (one per type).
-REQUEST_TYPES = ("hello", "generate", "restyle", "upscale", "cancel", "status", "unload", "shutdown",
-                 "upload_begin", "upload_chunk", "upload_end", "download", "release")
+REQUEST_TYPES = ("hello", "generate", "restyle", "upscale", "make_tileable", "cancel", "status", "unload",
+                 "shutdown", "upload_begin", "upload_chunk", "upload_end", "download", "release")
 EVENT_TYPES = (
     # answers to hello / status / cancel / unload / shutdown
     "hello", "status", "ack",
-    # the life of a generate (or restyle, or upscale) job
+    # the life of a generate (or restyle, upscale, make_tileable) job
     "accepted", "progress", "result", "cancelled",
     # a file leaving the service (download)
     "chunk",
@@ -342,6 +342,58 @@ def restyle_parameters() -> dict:
             "choices": {"mask_mode": list(MASK_MODES), "restyle_start": list(RESTYLE_STARTS)}}
 
 
+# make_tileable: the input itself made tileable at its own size (backend.api.make_tileable); a job
+# like generate's (accepted, result, cancel), its options at the top level.
+TILEABLE_FIELDS = ("input", "output_dir", "engine", "band", "flatten", "tile", "maps")
+
+
+def tileable_parameters() -> dict:
+    """What a make_tileable request accepts, for `hello`."""
+    from backend.tileable import FLATTENS, TILES
+
+    return {"fields": list(TILEABLE_FIELDS),
+            "choices": {"engine": ["auto", "patch"], "flatten": list(FLATTENS), "tile": list(TILES)}}
+
+
+def _check_make_tileable(fields: dict, request_id) -> dict:
+    from backend.tileable import FLATTENS, TILES
+
+    _only(fields, TILEABLE_FIELDS, "make_tileable", request_id)
+    out = {"input": _check_path(fields, "input", request_id),
+           "output_dir": _check_path(fields, "output_dir", request_id)}
+    for name, allowed, default in (("engine", ("auto", "patch"), "auto"), ("flatten", FLATTENS, "auto"),
+                                   ("tile", TILES, "both")):
+        value = fields.get(name, default)
+        if value not in allowed:
+            _bad(request_id, f"make_tileable '{name}' must be one of {', '.join(allowed)}, got {_short(value)}",
+                 f'e.g. "{name}": "{default}"')
+        out[name] = value
+    band = fields.get("band")
+    if band is not None and (not isinstance(band, int) or isinstance(band, bool) or not 8 <= band <= 4096):
+        _bad(request_id, f"make_tileable 'band' must be an integer from 8 to 4096 (pixels) or null, got "
+             f"{_short(band)}", "leave it out to let the texture's scale decide")
+    out["band"] = band
+    maps = fields.get("maps", {})
+    if not isinstance(maps, dict) or not all(isinstance(v, str) for v in maps.values()):
+        _bad(request_id, f"make_tileable 'maps' must be an object of name: path, got {_short(maps)}",
+             '{"maps": {"roughness": "/abs/rough.png"}}')
+    for name, path in maps.items():
+        _check_map_file(name, path, request_id)
+    out["maps"] = dict(maps)
+    return out
+
+
+def _as_make_tileable(check):
+    def checked(fields: dict, request_id) -> dict:
+        try:
+            return check(fields, request_id)
+        except ProtocolError as e:  # the shared checks speak of generate
+            if e.message.startswith("generate"):
+                e.message = "make_tileable" + e.message.removeprefix("generate")
+            raise
+    return checked
+
+
 def _check_restyle(fields: dict, request_id) -> dict:
     _only(fields, RESTYLE_FIELDS, "restyle", request_id)
     prompt = fields.get("restyle_prompt")
@@ -371,6 +423,7 @@ _CHECKS = {
     "generate": _check_generate,
     "restyle": _check_restyle,
     "upscale": _check_upscale,
+    "make_tileable": _as_make_tileable(_check_make_tileable),
     "cancel": _check_cancel,
     "status": _check_no_fields("status"),
     "unload": _check_no_fields("unload"),

@@ -35,6 +35,7 @@ from backend.service.protocol import (
     generate_parameters,
     parse_request,
     restyle_parameters,
+    tileable_parameters,
 )
 from backend.service.transfer import Workspace, probe_matches
 from backend.service.warmup import Warmup, availability
@@ -204,8 +205,9 @@ class Service:
         self.emit(event("hello", request.id, protocol=PROTOCOL_VERSION, version=__version__,
                         python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
                         models=self._models(), requests=list(REQUEST_TYPES), parameters=generate_parameters(),
-                        restyle=restyle_parameters(), loaded_models=registry.loaded(),
+                        restyle=restyle_parameters(), make_tileable=tileable_parameters(),
                         upscale={"fields": list(UPSCALE_FIELDS), "choices": {"factor": list(UPSCALE_FACTORS)}},
+                        loaded_models=registry.loaded(),
                         filesystem=self._filesystem(request.fields.get("probe")), **self.warmup.fields()))
 
     def _filesystem(self, probe: dict | None) -> dict:
@@ -255,13 +257,24 @@ class Service:
         job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=params,
                   base=f["base"] or self.base, ip_adapter=f["ip_adapter"] or self.ip_adapter,
                   tiled_preview=f["tiled_preview"], preview_every=f["preview_every"], maps_only=f["maps_only"],
-                  upscale=f.get("upscale", 0))
+                  upscale=f.get("upscale", 0), tileable=f.get("tileable"))
         # accepted goes out before the worker can see the job, so before any of its progress
         self.runner.submit(job, lambda ahead: self.emit(event("accepted", request.id, job=request.id,
                                                               position=ahead)))
 
     _on_restyle = _on_generate  # a restyle request is a generate job with the restyle options set
     _on_upscale = _on_generate  # and an upscale request one whose result is the input enlarged
+
+    def _on_make_tileable(self, request: Request) -> None:
+        """A job like generate's whose work is backend.api.make_tileable (the input made tileable)."""
+        from backend.params import GenerationParams
+
+        f = dict(request.fields)
+        options = {k: f.pop(k) for k in ("engine", "band", "flatten", "tile", "maps")}
+        fields = f | {"params": GenerationParams.build({}, engine="patch", maps=options["maps"]),
+                      "base": None, "ip_adapter": None, "tiled_preview": False, "preview_every": 0,
+                      "maps_only": False, "tileable": options}
+        self._on_generate(dataclasses.replace(request, fields=fields))
 
     def _on_cancel(self, request: Request) -> None:
         job_id = request.fields["job"]
@@ -341,11 +354,16 @@ class Service:
         label = self.workspace.label(reference)
         if label is not None:  # an upload: its results record the client's path, as a local run would
             ref = dataclasses.replace(ref, source=label)
-        if kwargs.get("upscale"):
+        tileable, factor = kwargs.pop("tileable", None), kwargs.pop("upscale", 0)
+        if tileable is not None:
+            from backend.api import make_tileable
+
+            images = [make_tileable(ref, **tileable, cancel=cancel)]
+        elif factor:
             from backend.upscale import upscale
 
             options = params.diffusion
-            images = [upscale(ref, kwargs["upscale"], maps=params.maps, engine=params.engine, seed=params.seed,
+            images = [upscale(ref, factor, maps=params.maps, engine=params.engine, seed=params.seed,
                               steps=params.steps, tile=params.tile, strength=options.upscale_strength,
                               window=options.window, base=kwargs.get("base"), ip_adapter=kwargs.get("ip_adapter"),
                               on_step=kwargs.get("on_step"), cancel=cancel)]

@@ -17,7 +17,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
@@ -71,6 +71,7 @@ class BatchJob:
     preview: str | None = None  # a batch shows no live preview
     preview_serial: int = 0
     _cancel_sent: bool = False
+    created: float = field(default_factory=time.monotonic)  # the click: a time-out counts from here
 
     @property
     def id(self) -> str:
@@ -126,7 +127,8 @@ class BatchJob:
                     tracker.state = CANCELLED
                     continue
                 try:
-                    tracker.id = self.client.generate(fields.pop("input"), fields.pop("output_dir"), **fields)
+                    tracker.id = self.client.generate(fields.pop("input"), fields.pop("output_dir"),
+                                                      should_cancel=lambda: self.cancel_requested, **fields)
                 except Exception as e:
                     tracker.apply(UserError.from_exception(e).event(tracker.id))
         except Exception as e:
@@ -148,8 +150,9 @@ class BatchJob:
                 self.client.cancel(job_id)
 
     def run_to_end(self, timeout: float | None = None) -> BatchJob:
-        """Block until every job ends (background mode); past `timeout` s the rest are cancelled."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Block until every job ends (background mode); `timeout` s after the batch was made (the
+        backend's start included) the rest are cancelled."""
+        deadline = None if timeout is None else self.created + timeout
         for tracker in (t for t in self.trackers if not t.finished):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             wait_or_cancel(self.client, tracker, left, self.cancel)  # the first time out cancels them all

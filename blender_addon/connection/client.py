@@ -16,6 +16,10 @@ request starts a fresh service. The protocol is documented in docs/PROTOCOL.md.
 
 Every error it raises is an `errors.UserError` (code, message, hint); `wait` and `start` raise one
 with code "timeout" when time runs out.
+
+Nothing waits on the process: lines are queued for its writer thread, and the start's lock is never
+held while sending or uploading, so `cancel` returns at once and `stop` within its timeout plus the
+group's grace. A backend that reads nothing for `stall_timeout` s is ended (`backend_stalled`).
 """
 
 from __future__ import annotations
@@ -36,10 +40,9 @@ from ..errors import UserError
 from . import config as backend_config
 from . import transfer
 from .config import BackendConfig
-from .process import MAX_EVENT_LINE, BackendProcess
+from .process import MAX_EVENT_LINE, STALL_S, BackendProcess
 
 PROTOCOL_VERSION = 2
-
 FINAL_EVENTS = ("result", "error", "cancelled")
 HELLO_TIMEOUT_S = 60.0  # a cold start on a slow disk; hello itself does not load models
 
@@ -56,6 +59,7 @@ class _Connection:
     workspace: str | None = None  # the backend's folder for our files when it does not share ours
     # job id -> (local job folder, the backend's files of the job: its folder and the uploads)
     remote_jobs: dict[str, tuple[Path, list[str]]] = field(default_factory=dict)
+    closed: bool = False  # stop() was called: uploads end, nothing more is sent
 
 
 class BackendClient:
@@ -63,7 +67,7 @@ class BackendClient:
         self.config = config
         self.backend_root = Path(backend_root) if backend_root else backend_config.default_backend_root()
         self._log = log or _default_logger.info
-        self._lock = threading.RLock()  # one start/request/stop at a time (they also serialise stdin)
+        self._lock = threading.RLock()  # one start at a time; never held while sending (the writer serialises)
         self._events: queue.Queue = queue.Queue()
         self._held: list[dict] = []  # events wait() read that belong to other requests
         self._held_lock = threading.Lock()  # never held while starting: poll() must not block
@@ -72,6 +76,7 @@ class BackendClient:
         self.hello: dict | None = None
         self.probe_dir = tempfile.gettempdir()  # where hello's probe file goes (docs/PROTOCOL.md, hello)
         self.download_chunk_bytes = transfer.CHUNK_BYTES
+        self.stall_timeout = STALL_S  # a backend that reads nothing this long is ended (backend_stalled)
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -104,18 +109,16 @@ class BackendClient:
             return self.hello
 
     def abort(self) -> None:
-        """Kill the process now, without waiting for a start() in progress (which then fails with
-        backend_died): a Cancel that never blocks. The next request starts a fresh service."""
+        """Kill the process now (a start in progress fails with backend_died): a Cancel that never blocks."""
         conn = self._conn
         if conn is not None and conn.process is not None and conn.process.popen.poll() is None:
             conn.process.popen.kill()
 
     def stop(self, timeout: float = 5) -> None:
-        """Ask the service to shut down; its whole process group ends, by force after `timeout` s."""
-        with self._lock:
-            conn, self._conn, self.hello = self._conn, None, None
-            if conn is not None:
-                self._close(conn, timeout)
+        """Shut the service down, its whole group by force after `timeout` s; a start or upload under way fails."""
+        conn, self._conn, self.hello = self._conn, None, None
+        if conn is not None:
+            self._close(conn, timeout)
 
     def __enter__(self) -> BackendClient:
         return self
@@ -127,50 +130,56 @@ class BackendClient:
 
     def request(self, type: str, **fields) -> str:
         """Send a request (starting the service first if it is not running); return its id."""
+        conn = self._started()
+        request_id = f"{type}-{next(self._ids)}"
+        if type in ("generate", "restyle"):
+            conn.pending.add(request_id)
+        self._send(conn, {"id": request_id, "type": type, **fields})
+        return request_id
+
+    def _started(self) -> _Connection:
         with self._lock:
             if not self.alive:
                 self.start()
-            request_id = f"{type}-{next(self._ids)}"
-            if type == "generate":
-                self._conn.pending.add(request_id)
-            self._send(self._conn, {"id": request_id, "type": type, **fields})
-            return request_id
+            return self._conn
 
-    def generate(self, input_path, output_dir, **params) -> str:
+    def generate(self, input_path, output_dir, *, should_cancel=None, **params) -> str:
         """Queue a generate job writing into the job folder `output_dir`; returns its id.
 
-        Parameters left at None take the backend's defaults. A backend that does not share this
-        machine's files gets the input uploaded first (a failed upload raises a UserError), and the
-        job's result event arrives once its files are downloaded into `output_dir`."""
-        return self._job("generate", input_path, output_dir, params)
+        Parameters left at None take the backend's defaults. A backend that does not share this machine's
+        files gets the input uploaded first (a failed upload raises a UserError, code "cancelled" once
+        `should_cancel()`), and the job's result event arrives once its files are in `output_dir`."""
+        return self._job("generate", input_path, output_dir, params, should_cancel)
 
-    def restyle(self, input_path, output_dir, **params) -> str:
-        """Queue a restyle job (the restyle request: README "Restyle"), like `generate`; its mask
-        image is an input too."""
-        return self._job("restyle", input_path, output_dir, params)
+    def restyle(self, input_path, output_dir, *, should_cancel=None, **params) -> str:
+        """Queue a restyle job (README "Restyle") like `generate`; its mask image is an input too."""
+        return self._job("restyle", input_path, output_dir, params, should_cancel)
 
-    def _job(self, kind: str, input_path, output_dir, params: dict) -> str:
+    def make_tileable(self, input_path, output_dir, *, should_cancel=None, **params) -> str:
+        """Queue a make_tileable job (the texture itself made tileable at its own size) like `generate`;
+        its maps are inputs too."""
+        return self._job("make_tileable", input_path, output_dir, params, should_cancel)
+
+    def _job(self, kind: str, input_path, output_dir, params: dict, should_cancel=None) -> str:
         fields = {k: v for k, v in params.items() if v is not None}
         input_path, output_dir = os.path.abspath(os.fspath(input_path)), os.path.abspath(os.fspath(output_dir))
-        with self._lock:
-            if not self.alive:
-                self.start()
-            conn = self._conn
-            if conn.workspace is None:
-                return self.request(kind, input=input_path, output_dir=output_dir, **fields)
-            remote_input, fields, uploaded = transfer.upload_inputs(input_path, fields, self._channel(conn))
-            job_id = f"{kind}-{next(self._ids)}"
-            remote_dir = f"{conn.workspace}/jobs/{job_id}"
-            conn.pending.add(job_id)
-            conn.remote_jobs[job_id] = (Path(output_dir), [remote_dir, *uploaded])
-            self._send(conn, {"id": job_id, "type": kind, "input": remote_input, "output_dir": remote_dir, **fields})
-            return job_id
+        conn = self._started()
+        if conn.workspace is None:
+            return self.request(kind, input=input_path, output_dir=output_dir, **fields)
+        remote_input, fields, uploaded = transfer.upload_inputs(
+            input_path, fields, self._channel(conn, should_cancel))
+        job_id = f"{kind}-{next(self._ids)}"
+        remote_dir = f"{conn.workspace}/jobs/{job_id}"
+        conn.pending.add(job_id)
+        conn.remote_jobs[job_id] = (Path(output_dir), [remote_dir, *uploaded])
+        self._send(conn, {"id": job_id, "type": kind, "input": remote_input, "output_dir": remote_dir, **fields})
+        return job_id
 
     def cancel(self, job_id) -> None:
-        """Ask the service to cancel a job; its `cancelled` event follows. No-op if the service is gone."""
-        with self._lock:
-            if self.alive:
-                self._send(self._conn, {"id": f"cancel-{next(self._ids)}", "type": "cancel", "job": job_id})
+        """Ask the service to cancel a job (its `cancelled` event follows); never waits; no-op if it is gone."""
+        conn = self._conn
+        if conn is not None and conn.process is not None and conn.process.running:
+            self._send(conn, {"id": f"cancel-{next(self._ids)}", "type": "cancel", "job": job_id})
 
     # --- events -------------------------------------------------------------------------------
 
@@ -230,7 +239,7 @@ class BackendClient:
             conn.process = BackendProcess(
                 self.config.command(), cwd=str(self.backend_root), env=backend_config.process_env(self.backend_root),
                 on_line=lambda line: self._on_line(conn, line), on_overlong=self._on_overlong,
-                on_end=lambda process: self._on_end(conn, process), log=self._log)
+                on_end=lambda process: self._on_end(conn, process), log=self._log, stall_s=self.stall_timeout)
         except OSError as e:
             raise UserError("not_set_up", f"cannot start the backend with {self.config.python}: {e}",
                             "check the interpreter in the add-on preferences") from e
@@ -270,11 +279,15 @@ class BackendClient:
         conn.workspace = None if filesystem.get("shared") else filesystem.get("workspace")
         return event
 
-    def _send(self, conn: _Connection, message: dict) -> None:
-        """Callers hold self._lock, so lines never interleave."""
-        if not conn.process.send((json.dumps(message, ensure_ascii=True) + "\n").encode()):
-            # The process is dying; its end is reported, including this request if it is a job.
+    def _send(self, conn: _Connection, message: dict, **how) -> bool:
+        """Queue one line for the process (`how`: `Writer.put`'s options); False when it will not be sent."""
+        if conn.closed:
+            return False
+        if conn.process.send((json.dumps(message, ensure_ascii=True) + "\n").encode(), **how):
+            return True
+        if not how.get("bulk"):  # the process is dying; its end is reported, with this request if a job
             self._log("backend: could not send a request, the process is gone")
+        return False
 
     # --- what the process says (on its reader thread) -----------------------------------------
 
@@ -312,21 +325,7 @@ class BackendClient:
     def _fetch_result(self, conn: _Connection, result: dict, folder: Path, remote: list[str]) -> None:
         """Download a remote result, then release the backend's copies; the job's final event is the
         result with local paths, or an error."""
-        job_id = result.get("id")
-
-        channel = self._channel(conn)
-
-        def fetch(remote: str) -> Path:
-            return transfer.download(remote, folder, channel, chunk_bytes=self.download_chunk_bytes)
-
-        try:
-            final = transfer.ResultFetch(folder).run(result, fetch)
-        except (UserError, OSError) as e:
-            code, message = getattr(e, "code", "bad_output"), getattr(e, "message", str(e))
-            self._log(f"backend: job {job_id}: {message}")
-            final = {"type": "error", "id": job_id, "job": job_id, "code": code,
-                     "message": f"the results could not be brought back: {message}",
-                     "hint": "nothing of this job was kept; generate again (the next request reconnects)"}
+        final = transfer.fetch_result(result, folder, self._channel(conn), self.download_chunk_bytes, self._log)
         self._release(conn, remote)
         self._events.put(final)
 
@@ -336,14 +335,23 @@ class BackendClient:
             for problem in transfer.release(remote, self._channel(conn)):
                 self._log(f"backend: {problem}")
 
-    def _channel(self, conn: _Connection) -> transfer.Channel:
-        def send(message: dict) -> None:
-            with self._lock:
-                self._send(conn, message)
+    def _channel(self, conn: _Connection, should_cancel=None) -> transfer.Channel:
+        def cancelled() -> bool:
+            return conn.closed or (should_cancel is not None and bool(should_cancel()))
+
+        def send(message: dict, bulk: bool = False) -> bool:
+            sent = self._send(conn, message, bulk=bulk, cancelled=cancelled if bulk else None)
+            if sent or not bulk:
+                return sent
+            if cancelled():
+                raise UserError("cancelled", "the upload was cancelled", "")
+            conn.process.join(1)  # why it ended is known once the reader has finished
+            report = conn.process.end_report()
+            raise UserError(report["code"], f"during an upload, {report['message']}", report["hint"])
 
         return transfer.Channel(send=send, open=lambda i: conn.waiters.setdefault(i, queue.Queue()),
-                                        close=lambda i: conn.waiters.pop(i, None),
-                                        new_id=lambda kind: f"{kind}-{next(self._ids)}")
+                                close=lambda i: conn.waiters.pop(i, None),
+                                new_id=lambda kind: f"{kind}-{next(self._ids)}", cancelled=cancelled)
 
     def _on_overlong(self) -> None:
         self._log(f"backend: skipped a stdout line over {MAX_EVENT_LINE} bytes")
@@ -352,13 +360,8 @@ class BackendClient:
                           "hint": "a bug in the backend: see its log; the client keeps reading"})
 
     def _on_end(self, conn: _Connection, process: BackendProcess) -> None:
-        code = process.popen.returncode
-        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-        tail = "\n".join(list(process.stderr_tail)[-10:])
-        self._log(f"backend process {process.pid} {how}")
-        base = {"type": "error", "code": "backend_died", "message": f"the backend process {how}",
-                "hint": "it is restarted on the next request; its log (stderr tail here) says why",
-                "exit_code": code, "stderr_tail": tail}
+        base = {"type": "error", **process.end_report()}
+        self._log(f"backend process {process.pid}: {base['message']}")
         for waiter in list(conn.waiters.values()):  # a start() waiting for hello raises it
             waiter.put(base | {"id": None})
         ids = sorted(conn.pending) or ([] if conn.waiters else [None])
@@ -369,17 +372,18 @@ class BackendClient:
     # --- ending -------------------------------------------------------------------------------
 
     def _close(self, conn: _Connection, timeout: float) -> None:
-        if conn.process.running:
+        if conn.process.running and not conn.closed:
             request_id = f"shutdown-{next(self._ids)}"
             conn.waiters[request_id] = queue.Queue()  # its ack is the client's business, not the caller's
             self._send(conn, {"id": request_id, "type": "shutdown"})
+        conn.closed = True
         conn.process.close(timeout)
+        for waiter in list(conn.waiters.values()):  # a start, transfer or download waiting on it ends now
+            waiter.put({"type": "error", "id": None, "code": "cancelled", "message": "the backend was stopped",
+                        "hint": "start the job again"})
 
     def _forget_idle_deaths(self) -> None:
-        """Drop not yet polled reports of a death while idle: a fresh service replaces that process.
-
-        (A job's death report is kept: its job ended.)
-        """
+        """Drop unpolled reports of a death while idle (a fresh service replaces it); a job's are kept."""
         with self._held_lock:
             events, self._held = self._held, []
             self._drain_into(events)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import random
 import statistics
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 # The states a job goes through; the last three are final.
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+ENDS_EVERY_JOB = ("backend_died", "backend_stalled")  # client-made errors about the process, not one job
 FINAL_STATES = (DONE, FAILED, CANCELLED)
 MAX_SIZE = 2048
 ETA_WINDOW = 8  # the ETA is the median of the last this-many step times
@@ -122,6 +124,7 @@ class JobTracker:
     cancel_requested: bool = False
     preview_serial: int = 0  # bumps on every new preview so the UI knows to reload it
     marks: list[tuple[int, float]] = field(default_factory=list)  # (step, backend elapsed s) per progress event
+    created: float = field(default_factory=time.monotonic)  # the click: a time-out counts from here
 
     @property
     def finished(self) -> bool:
@@ -139,7 +142,7 @@ class JobTracker:
 
     def concerns(self, event: Mapping) -> bool:
         """True for this job's events, and for a dead backend (which ends every job)."""
-        return event.get("id") == self.id or (event.get("type") == "error" and event.get("code") == "backend_died")
+        return event.get("id") == self.id or (event.get("type") == "error" and event.get("code") in ENDS_EVERY_JOB)
 
     def apply(self, event: Mapping) -> bool:
         """Fold one event into the state; returns True when it changed something the UI shows."""

@@ -5,6 +5,11 @@ What the process says is handed on as it arrives: `on_line(bytes)` for each stdo
 protocol), `on_overlong()` once for each stdout line longer than `MAX_EVENT_LINE` (skipped up to its
 newline, so memory stays bounded whatever the process writes), stderr lines to `log` and a short
 tail, and `on_end(process)` once when the process ended by itself (not after `close`).
+
+What is sent to it goes through a `Writer`: a thread of its own writes to the process's stdin, so a
+caller never blocks on a pipe the process does not read. A process that reads nothing of what waits
+for it for `stall_s` seconds (stopped, hung, an ssh link that hangs without a reset) is ended and
+its end reported with `stalled` set.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ CHUNK = 64 << 10
 TICK_S = 0.1  # how often the exit status is checked while the pipes are quiet
 DRAIN_S = 0.5  # after the exit, how long output still held open (by a child) is read
 STDERR_TAIL_LINES = 40
+STALL_S = 30.0  # the service reads stdin on a thread of its own: a healthy one never lags this long
+WRITE_BUFFER = 4 << 20  # bulk data (upload chunks) waiting to be written, at most
+WRITE_SLICE = 64 << 10  # one pipe's capacity: progress is seen at least this often
 
 
 class LineSplitter:
@@ -89,16 +97,100 @@ def _threaded_chunks(streams: dict, tick: float):
             yield None, b""
 
 
+class Writer:
+    """Writes queued data to a file descriptor on a thread of its own, in order.
+
+    `put` never blocks for small data; bulk data waits while `WRITE_BUFFER` bytes are queued, up to
+    its deadline or until `cancelled()` says so. `stalled_for()` is how long data has waited without
+    a byte of it written."""
+
+    def __init__(self, stream, name: str = "backend-input"):
+        self._stream = stream
+        self._fd = stream.fileno()
+        self._queue: collections.deque[memoryview] = collections.deque()
+        self._bytes = 0
+        self._progress = time.monotonic()
+        self._closing = False
+        self.failed = False  # a write failed: the reader is gone
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes, *, bulk: bool = False, timeout: float | None = None, cancelled=None) -> bool:
+        """Queue `data`; False when it will never be written (closed, failed, timed out, cancelled)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while bulk and self._bytes >= WRITE_BUFFER and not (self._closing or self.failed):
+                if (cancelled is not None and cancelled()) or (deadline is not None and time.monotonic() > deadline):
+                    return False
+                self._cond.wait(TICK_S)
+            if self._closing or self.failed:
+                return False
+            if not self._bytes:
+                self._progress = time.monotonic()
+            self._queue.append(memoryview(data))
+            self._bytes += len(data)
+            self._cond.notify_all()
+            return True
+
+    def stalled_for(self) -> float:
+        with self._cond:
+            return time.monotonic() - self._progress if self._bytes else 0.0
+
+    def close(self) -> None:
+        """Write what is queued, then close the stream (at once if nothing is queued)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing and not self.failed:
+                    self._cond.wait()
+                if not self._queue:
+                    break
+                data = self._queue[0]
+            try:
+                written = os.write(self._fd, data[:WRITE_SLICE])
+            except OSError:  # the process is gone (EPIPE)
+                with self._cond:
+                    self.failed = True
+                    self._queue.clear()
+                    self._bytes = 0
+                    self._cond.notify_all()
+                break
+            with self._cond:
+                self._progress = time.monotonic()
+                self._bytes -= written
+                if written == len(data):
+                    self._queue.popleft()
+                else:
+                    self._queue[0] = data[written:]
+                self._cond.notify_all()
+        try:
+            self._stream.close()
+        except OSError:
+            pass
+
+
 class BackendProcess:
-    def __init__(self, argv: list[str], *, cwd: str, env: dict, on_line, on_overlong, on_end, log):
+    def __init__(self, argv: list[str], *, cwd: str, env: dict, on_line, on_overlong, on_end, log,
+                 stall_s: float = STALL_S):
         self._on_line, self._on_overlong, self._on_end, self._log = on_line, on_overlong, on_end, log
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.stopping = False  # close() was called: the end is not a death
         self.ended = False  # the reader has finished (and reported the end unless stopping)
+        self.stall_s = stall_s
+        self.stalled = False  # ended because it read nothing of what waited for it for stall_s
         kwargs = {"creationflags": subprocess.CREATE_NO_WINDOW} if sys.platform == "win32" else {
             "start_new_session": True}  # its own group: Ctrl-C in Blender's terminal is not for it, close() ends it all
         self.popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       cwd=cwd, env=env, **kwargs)
+        self.writer = Writer(self.popen.stdin)
         self._reader = threading.Thread(target=self._read, name="backend-output", daemon=True)
         self._reader.start()
 
@@ -110,14 +202,23 @@ class BackendProcess:
     def running(self) -> bool:
         return not self.ended and self.popen.poll() is None
 
-    def send(self, data: bytes) -> bool:
-        """Write to its stdin; False when the process is gone (its end is reported by the reader)."""
-        try:
-            self.popen.stdin.write(data)
-            self.popen.stdin.flush()
-            return True
-        except (BrokenPipeError, OSError, ValueError):
-            return False
+    def send(self, data: bytes, *, bulk: bool = False, timeout: float | None = None, cancelled=None) -> bool:
+        """Queue `data` for its stdin (never blocks, except bulk data while the buffer is full: see
+        `Writer.put`); False when it will not be written (the process is gone: its end is reported)."""
+        return self.writer.put(data, bulk=bulk, timeout=timeout, cancelled=cancelled)
+
+    def end_report(self) -> dict:
+        """Why it ended, as the client's error fields: `backend_died` or `backend_stalled` (docs/PROTOCOL.md)."""
+        code = self.popen.returncode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+        report = {"code": "backend_died", "message": f"the backend process {how}",
+                  "hint": "it is restarted on the next request; its log (stderr tail here) says why",
+                  "exit_code": code, "stderr_tail": "\n".join(list(self.stderr_tail)[-10:])}
+        if self.stalled:
+            report |= {"code": "backend_stalled", "message": f"the backend read nothing for {self.stall_s:g} s "
+                       "and was ended", "hint": "it is restarted on the next request; if it happens again check "
+                       "the link to it (a remote backend: ssh keepalives, README 'Remote GPU') and its log"}
+        return report
 
     def join(self, timeout: float) -> None:
         """Wait for the reader to deliver the last output and the end."""
@@ -127,10 +228,7 @@ class BackendProcess:
         """Close its stdin and give it `timeout` s to exit; then end its whole process group:
         SIGTERM, and SIGKILL after `grace` s for whatever is left."""
         self.stopping = True
-        try:
-            self.popen.stdin.close()
-        except OSError:
-            pass
+        self.writer.close()
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -156,6 +254,8 @@ class BackendProcess:
                 self._deliver(name, lines, overlong)
             if exited_at is None and self.popen.poll() is not None:
                 exited_at = time.monotonic()
+            if exited_at is None and not self.stalled and self.writer.stalled_for() > self.stall_s:
+                self._stall()
             if not open_streams or (exited_at is not None and time.monotonic() - exited_at > DRAIN_S):
                 break
         chunks.close()
@@ -187,6 +287,14 @@ class BackendProcess:
 
     # --- ending ---------------------------------------------------------------------------------
 
+    def _stall(self) -> None:
+        self.stalled = True
+        self._log(f"backend: read nothing for {self.stall_s:g} s, ending it")
+        if sys.platform == "win32":
+            self.popen.kill()
+        else:
+            _signal_group(self.popen.pid, signal.SIGKILL)  # a stopped process ends only by SIGKILL
+
     def _end_group(self, grace: float) -> None:
         if sys.platform == "win32":
             if self.popen.poll() is None:
@@ -194,6 +302,7 @@ class BackendProcess:
             self.popen.wait()
             return
         if _signal_group(self.popen.pid, signal.SIGTERM):
+            _signal_group(self.popen.pid, signal.SIGCONT)  # a stopped service handles SIGTERM too (clean-up)
             deadline = time.monotonic() + grace
             while _signal_group(self.popen.pid, 0) and time.monotonic() < deadline:
                 self.popen.poll()  # reaps the leader, so a group of one exited process counts as gone

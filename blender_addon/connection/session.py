@@ -8,6 +8,7 @@ Plain Python (no bpy), unit-tested against the real backend service. The UI driv
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from ..errors import UserError
@@ -68,7 +69,7 @@ class Session:
 
     def submit(self, config, backend_root: str, input_path: str, job_folder: str, params: dict, *,
                in_thread: bool = False, request: str = "generate") -> JobTracker:
-        """Send a generate (or, `request="restyle"`, a restyle) job that fills `job_folder` (the backend writes the variants into it). With `in_thread`, starting the backend (about a second on a cold start)
+        """Send a generate (or a `request` "restyle" or "make_tileable") job that fills `job_folder` (the backend writes the variants into it). With `in_thread`, starting the backend (about a second on a cold start)
         and sending happen on a worker thread, so the caller (the UI) never waits; the job stays
         QUEUED until then, and a failure to start ends it as FAILED."""
         if self.busy:
@@ -81,12 +82,15 @@ class Session:
             try:
                 if self.hello is None:
                     self.hello = client.start()
-                send_job = client.restyle if request == "restyle" else client.generate
-                job.id = send_job(input_path, job_folder, **params)
+                send_job = {"restyle": client.restyle, "make_tileable": client.make_tileable}.get(request, client.generate)
+                job.id = send_job(input_path, job_folder, should_cancel=lambda: job.cancel_requested, **params)
                 if job.cancel_requested:  # Cancel was pressed while the backend was starting
                     client.cancel(job.id)
             except Exception as e:
                 error = UserError.from_exception(e)
+                if error.code == "cancelled":  # Cancel was pressed during the upload
+                    job.apply({"type": "cancelled", "id": job.id})
+                    return
                 job.apply(error.event(job.id))
                 if not in_thread:
                     raise error from e
@@ -132,8 +136,11 @@ class Session:
                     self.hello[key] = reply[key]
 
     def run_to_end(self, timeout: float | None = None) -> JobTracker:
-        """Block until the job ends; past `timeout` seconds it is cancelled (and reported so)."""
+        """Block until the job ends; `timeout` s after the job was made (the backend's start included)
+        it is cancelled (and reported so)."""
         job = self.job
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic() - job.created))
         try:
             wait_or_cancel(self._client, job, timeout, self.cancel)
         except Exception as e:

@@ -1,7 +1,8 @@
 """Files crossing the protocol channel to a backend that does not share this machine's files
 (docs/PROTOCOL.md, "Transfers"). Standard library only.
 
-A `Channel` is the client's side: `send` writes a request, `open(id)` gives the queue the answers to
+A `Channel` is the client's side: `send` queues a request (False when it will not be sent; a bulk
+one waits while the writer's buffer is full, until `cancelled()`), `open(id)` gives the queue the answers to
 that request arrive on (a death of the backend arrives there too, as an `error` with code
 `backend_died`) and `close(id)` forgets it. Uploads go in order in base64 chunks of at most
 CHUNK_BYTES with the whole file's sha256; downloads are written to a temporary file in the job
@@ -26,6 +27,7 @@ from ..paths import unique_target
 
 CHUNK_BYTES = 256 << 10
 ANSWER_TIMEOUT_S = 120.0
+PASSED_ON = ("backend_died", "backend_stalled", "cancelled")  # codes an answer keeps (not transfer_failed)
 RELEASE_TIMEOUT_S = 10.0  # clean-up only: a backend that does not answer keeps the files until it exits
 
 
@@ -35,10 +37,11 @@ class TransferError(UserError):
 
 @dataclass(frozen=True)
 class Channel:
-    send: Callable[[dict], None]
+    send: Callable[..., bool]  # (message, bulk=False) -> queued
     open: Callable[[str], queue.Queue]
     close: Callable[[str], None]
     new_id: Callable[[str], str]
+    cancelled: Callable[[], bool] = lambda: False
 
     @contextmanager
     def request(self, kind: str, **fields):
@@ -59,7 +62,7 @@ def _answer(answers: queue.Queue, what: str, timeout: float) -> dict:
         raise TransferError("transfer_failed", f"{what}: the backend did not answer within {timeout:g} s",
                             "check the connection to the backend; the next request reconnects") from None
     if event.get("type") == "error":
-        code = "backend_died" if event.get("code") == "backend_died" else "transfer_failed"
+        code = event["code"] if event.get("code") in PASSED_ON else "transfer_failed"
         raise TransferError(code, f"{what}: {event.get('message', 'failed')}",
                             event.get("hint") or "the next request reconnects to the backend")
     return event
@@ -77,8 +80,14 @@ def upload(path: str, channel: Channel, timeout: float = ANSWER_TIMEOUT_S) -> st
     with open(path, "rb") as f:
         offset = 0
         for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-            channel.send({"id": f"{begin}.{offset}", "type": "upload_chunk", "upload": begin, "offset": offset,
-                          "data": base64.b64encode(block).decode("ascii")})
+            if channel.cancelled():
+                raise TransferError("cancelled", f"uploading {path}: cancelled", "")
+            if not channel.send({"id": f"{begin}.{offset}", "type": "upload_chunk", "upload": begin,
+                                 "offset": offset, "data": base64.b64encode(block).decode("ascii")}, bulk=True):
+                if channel.cancelled():
+                    raise TransferError("cancelled", f"uploading {path}: cancelled", "")
+                raise TransferError("backend_died", f"uploading {path}: the backend is gone",
+                                    "the next request starts it again; its log says why")
             offset += len(block)
     with channel.request("upload_end", upload=begin) as answers:
         return _answer(answers, f"uploading {path}", timeout)["path"]
@@ -156,6 +165,21 @@ def _link_new(tmp: str, folder: Path, stem: str, suffix: str) -> Path:
     raise TransferError("bad_output", f"no free file name for {stem} in {folder}", "choose another output folder")
 
 
+def fetch_result(result: dict, folder: Path, channel: Channel, chunk_bytes: int, log) -> dict:
+    """A remote job's final event: its result with every file downloaded into `folder` (local paths),
+    or an error event (and nothing of it kept)."""
+    job_id = result.get("id")
+    try:
+        return ResultFetch(folder).run(result, lambda remote: download(remote, folder, channel,
+                                                                         chunk_bytes=chunk_bytes))
+    except (UserError, OSError) as e:
+        code, message = getattr(e, "code", "bad_output"), getattr(e, "message", str(e))
+        log(f"backend: job {job_id}: {message}")
+        return {"type": "error", "id": job_id, "job": job_id, "code": code,
+                "message": f"the results could not be brought back: {message}",
+                "hint": "nothing of this job was kept; generate again (the next request reconnects)"}
+
+
 class ResultFetch:
     """Downloads the files of one remote result into the local job folder; on failure removes them all
     (and the folder if it made it), so the job either has every file or none."""
@@ -173,7 +197,7 @@ class ResultFetch:
             files = []
             for entry in result.get("files", []):
                 local = dict(entry)
-                for key in ("path", "tiled", "mask"):  # mask: a restyle's mask beside its result
+                for key in ("path", "tiled", "mask", "band"):  # a restyle's mask, make_tileable's band
                     if entry.get(key):
                         local[key] = str(self._keep(fetch(entry[key])))
                 if entry.get("maps"):  # a material's maps beside the variant (README "Whole materials")

@@ -51,7 +51,10 @@ def _entry_parameters(entry: dict) -> dict:
 
 
 def _entry_seed(entry: dict) -> tuple[int, str]:
+    """(seed, kind): the engine for variants, "restyle" or "tileable" for those requests' results."""
     params = _entry_parameters(entry)
+    if params.get("kind") == "tileable":
+        return 0, "tileable"
     return int(params.get("seed", 0)), "restyle" if params.get("restyle_prompt") else str(params.get("engine", ""))
 
 
@@ -73,7 +76,7 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
     added = len(current.variants)
     for entry in job.files:
         seed, engine = _entry_seed(entry)
-        name = f"{stem} {'restyle' if engine == 'restyle' else 'variant'} s{seed}"
+        name = f"{stem} tileable" if engine == "tileable" else f"{stem} {'restyle' if engine == 'restyle' else 'variant'} s{seed}"
         file = texture_io.import_variant(entry["path"], name, source, encoding, (plan.width, plan.height), folder)
         image = texture_io.load_variant(str(file), name, source, encoding["kind"])
         storage.settle(image, pack)
@@ -92,7 +95,8 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
     current.engine, current.seed = (first.engine, first.seed) if first else ("", 0)
     current.width, current.height = plan.width, plan.height
     current.notes = "; ".join(plan.notes)
-    current.expectation = panel_rules.patch_expectation(_entry_parameters(job.files[0])) if job.files else ""
+    first_record = _entry_parameters(job.files[0]) if job.files else {}
+    current.expectation = panel_rules.patch_expectation(first_record) or panel_rules.tileable_summary(first_record)
     current.index = added
     if not material_target.not_editable_reason(made_for["material"]):  # linked data keeps no history
         _remember(made_for["material"], current)

@@ -171,7 +171,9 @@ def draw_job(layout, view) -> None:
         if preview is not None and job.preview and preview.preview:
             layout.template_icon(icon_value=preview.preview.icon_id, scale=6.0)
         return
-    layout.operator("texture_variants.generate", icon="SHADERFX")
+    row = layout.row(align=True)
+    row.operator("texture_variants.generate", icon="SHADERFX")
+    row.operator("texture_variants.make_tileable", icon="MOD_ARRAY")
     if job is not None and job.finished and job.state != "done":
         layout.label(text=job.status_text(), icon="ERROR" if job.state == "failed" else "INFO")
 

@@ -1,0 +1,50 @@
+"""Make Tileable (docs/guide/make-tileable.md):
+
+    texture_variants.make_tileable   the material's texture itself made seamless, at its own size
+
+It runs like Generate Variant (job folder, progress, Cancel, the ticked maps sent with it); its
+result becomes the current result set, labelled "tileable" in the History, and Apply / Bake /
+Revert work on it as on a variant. The panel says the seam scores before and after.
+"""
+
+import bpy
+
+from ..errors import UserError
+from ..material import map_io, target
+from ..pixels import sizing
+from .generate import JobOperator, timeout_property
+
+
+class TEXTURE_VARIANTS_OT_make_tileable(JobOperator, bpy.types.Operator):
+    """Make the material's texture itself tile: level its lighting and re-make a band along its seams,
+    keeping every other pixel (with the ticked maps)"""
+
+    bl_idname = "texture_variants.make_tileable"
+    bl_label = "Make Tileable"
+    bl_options = {"REGISTER", "UNDO"}
+
+    timeout: timeout_property()
+
+    request = "make_tileable"
+
+    def _target(self, context):
+        return target.resolve(context)  # the original texture, even while a variant is applied
+
+    def _plan(self, settings, image):
+        width, height = image.size
+        return sizing.SizePlan(max(width, height), width, height)  # its own size: nothing resampled
+
+    def _side(self, plan):
+        return None  # sent as it is
+
+    def _request_params(self, context, settings, image, job_dir, seed: int, plan) -> dict:
+        if settings.tile == "none":
+            raise UserError("no_tile_axes", "Tile is None: there is no seam to make",
+                            "set Tile (Advanced) to Both, X or Y, then click Make Tileable")
+        return {"tile": settings.tile, "flatten": "auto"}
+
+    def _maps(self, material, node, job_dir) -> dict:
+        return map_io.export_chosen(material, node, job_dir)
+
+
+CLASSES = (TEXTURE_VARIANTS_OT_make_tileable,)
