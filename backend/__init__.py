@@ -14,7 +14,7 @@ def __getattr__(name):
 
         return getattr(api, name)
     if name == "upscale":
-        from backend.upscale import upscale
+        from backend.upscaling import upscale
 
         return upscale
     raise AttributeError(name)

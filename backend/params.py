@@ -29,7 +29,7 @@ MIN_SIZE, MAX_SIZE = 64, 8192  # per side of the output
 # The side of the output must be a multiple of this for each engine (diffusion: the VAE's 8x latent grid).
 SIZE_MULTIPLE = {"diffusion": 8, "patch": 1}
 MAX_VARIANTS = 16
-UPSCALE_FACTORS = (2, 4)  # backend/upscale.py
+UPSCALE_FACTORS = (2, 4)  # backend/upscaling.py
 DERIVABLE_MAPS = ("height", "normal", "roughness")  # backend/materials/derive.py makes them
 NORMAL_MODELS = ("classical", "marigold")
 MAP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # a map's name ends up in a file name

@@ -269,7 +269,7 @@ def _wrap_step_is_typical(pixels: np.ndarray) -> None:
 
 def test_wrap_resize_is_exactly_periodic():
     from backend.materials.maps import MaterialMap
-    from backend.upscale import wrap_resize
+    from backend.upscaling import wrap_resize
 
     rng = np.random.default_rng(0)
     m = MaterialMap("height", (rng.random((24, 40, 1)) * 255).astype(np.uint8))
@@ -281,7 +281,7 @@ def test_wrap_resize_is_exactly_periodic():
 @pytest.mark.parametrize("factor", [2, 4])
 def test_weight_free_upscale_tiles_with_its_maps(tileable_set, factor):
     from backend.materials.derive import decode_normals
-    from backend.upscale import upscale
+    from backend.upscaling import upscale
 
     path, maps = tileable_set
     out = upscale(path, factor, maps=maps, engine="patch", seed=3)
@@ -298,7 +298,7 @@ def test_weight_free_upscale_tiles_with_its_maps(tileable_set, factor):
 
 @pytest.mark.parametrize("factor", [2, 4])
 def test_diffusion_upscale_refines_through_the_windows_and_tiles(tiny_models, tileable_set, factor):
-    from backend.upscale import upscale
+    from backend.upscaling import upscale
 
     path, maps = tileable_set
     out = upscale(path, factor, maps=maps, engine="diffusion", seed=3, steps=4, strength=0.5, window=128,

@@ -1,4 +1,4 @@
-"""The `upscale` command: a tileable image 2x or 4x larger, still tileable, its maps with it (backend/upscale.py)."""
+"""The `upscale` command: a tileable image 2x or 4x larger, still tileable, its maps with it (backend/upscaling.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from backend.params import AXES
-from backend.upscale import FACTORS
+from backend.upscaling import FACTORS
 
 
 def add_upscale(sub) -> None:
@@ -43,7 +43,7 @@ def _cmd_upscale(args) -> int:
     from backend.cli.generate import named_paths
     from backend.images import save_png_atomic, tiled, unique_path
     from backend.materials import variants as material
-    from backend.upscale import upscale
+    from backend.upscaling import upscale
 
     result = upscale(args.input, args.factor, maps=named_paths(args.maps), engine=args.engine, seed=args.seed,
                      steps=args.steps, tile=args.tile, strength=args.strength, window=args.window, base=args.base,

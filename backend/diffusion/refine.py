@@ -1,4 +1,4 @@
-"""The diffusion half of `upscale` (backend/upscale.py): a low-denoise refine at the larger size.
+"""The diffusion half of `upscale` (backend/upscaling.py): a low-denoise refine at the larger size.
 
 The enlarged image is encoded (tile by tile above the window, every convolution and tile wrapping
 around on the tiled axes: the input is tileable, so its encoding is periodic too), noised to the

@@ -44,7 +44,7 @@ class Job:
     tiled_preview: bool = False
     preview_every: int = 5
     maps_only: bool = False  # the input's own derived maps, no variant (backend.api.derive_maps)
-    upscale: int = 0  # an upscale request: the input this many times larger (backend/upscale.py)
+    upscale: int = 0  # an upscale request: the input this many times larger (backend/upscaling.py)
     tileable: dict | None = None  # make_tileable's options: the input itself made tileable, no variant
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"  # queued -> running -> done

@@ -236,7 +236,7 @@ def _whole(value):
     return value
 
 
-# upscale: a generate-like job whose result is the input enlarged (backend/upscale.py).
+# upscale: a generate-like job whose result is the input enlarged (backend/upscaling.py).
 UPSCALE_FIELDS = ("input", "output_dir", "factor", "maps", "engine", "seed", "steps", "tile", "strength", "window",
                   "base", "ip_adapter", "tiled_preview", "preview_every")
 

@@ -360,7 +360,7 @@ class Service:
 
             images = [make_tileable(ref, **tileable, cancel=cancel)]
         elif factor:
-            from backend.upscale import upscale
+            from backend.upscaling import upscale
 
             options = params.diffusion
             images = [upscale(ref, factor, maps=params.maps, engine=params.engine, seed=params.seed,
