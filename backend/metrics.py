@@ -275,3 +275,89 @@ def texture_metrics(output, exemplar) -> dict[str, float]:
             "appearance": appearance_distance(output, exemplar), "copy": copy_score(output, exemplar),
             "structure": structure_distance(output, exemplar),
             "proportion": proportion_distance(output, exemplar)}
+
+
+# ------------------------------------------------------------------------------ brick integrity
+
+JOINT_SLACK = 1.05  # a brick longer than this x the longest source brick has lost a joint
+TONE_SLACK = 1.5  # two-toned: its thirds differ by more than this x the most any source brick's do
+SPECK = 0.2  # pieces smaller than this x the median source brick are not counted as bricks
+
+
+def brick_integrity(output, exemplar) -> dict[str, float]:
+    """Whether the output's bricks are whole: bricks are the pieces between the joints (mortar: the
+    smaller of the two Otsu classes of the exemplar's luminance), on the torus for the output, whole
+    ones only (not touching the border) for the exemplar. Bricks run along the axis along which the
+    exemplar's are longer. A brick is two-toned when the mean colours of its first and last thirds
+    along its length differ more than TONE_SLACK x the most they do in any source brick (the slack
+absorbs resampling; two bricks' faces differ far more), joint-less when it is longer than
+    JOINT_SLACK x the longest source brick. Returns bricks, two_toned, jointless and bad (the share
+    of bricks that are either)."""
+    ex, out = _same_channels(as_array(exemplar), as_array(output))
+    threshold = _otsu(ex.mean(axis=2))
+    light = ex.mean(axis=2) > threshold
+    mortar_is_light = light.mean() < 0.5
+    ex_pieces = _pieces(ex, threshold, mortar_is_light, wrap=False)
+    if not ex_pieces:
+        raise ValueError("the exemplar shows no whole bricks between joints")
+    along = 0 if np.median([p[0].shape[0] / p[0].shape[1] for p in ex_pieces]) > 1 else 1
+    areas = [p[0].sum() for p in ex_pieces]
+    small = SPECK * float(np.median(areas))
+    source = [(_length(m, along), _tones(m, c, along)) for m, c in ex_pieces if m.sum() >= small]
+    longest, varied = max(s[0] for s in source), TONE_SLACK * max(s[1] for s in source)
+    bricks = [(_length(m, along), _tones(m, c, along))
+              for m, c in _pieces(out, threshold, mortar_is_light, wrap=True) if m.sum() >= small]
+    two_toned = sum(tones > varied for _, tones in bricks)
+    jointless = sum(length > JOINT_SLACK * longest for length, _ in bricks)
+    bad = sum(tones > varied or length > JOINT_SLACK * longest for length, tones in bricks)
+    return {"bricks": len(bricks), "two_toned": two_toned, "jointless": jointless,
+            "bad": bad / max(1, len(bricks))}
+
+
+def _otsu(gray: np.ndarray) -> float:
+    counts, edges = np.histogram(gray, bins=256, range=(0.0, 1.0))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(counts)
+    mean = np.cumsum(counts * centres)
+    total, total_mean = weight[-1], mean[-1]
+    between = (total_mean * weight - mean * total) ** 2 / np.maximum(weight * (total - weight), 1e-12)
+    return float(centres[np.argmax(between)])
+
+
+def _pieces(arr: np.ndarray, threshold: float, mortar_is_light: bool, wrap: bool) -> list:
+    """[(mask, colours)] of the bricks: each a crop (its bounding box; on the torus for `wrap`)."""
+    from scipy import ndimage
+
+    gray = ndimage.median_filter(arr.mean(axis=2), size=3, mode="wrap" if wrap else "nearest")
+    brick = gray <= threshold if mortar_is_light else gray > threshold
+    h, w = brick.shape
+    if wrap:  # label three by three copies and keep the pieces that start in the middle copy
+        big = np.tile(brick, (3, 3))
+        labels, _ = ndimage.label(big)
+        colours = np.tile(arr, (3, 3, 1))
+        out = []
+        for index, box in enumerate(ndimage.find_objects(labels), start=1):
+            if box is None or not (h <= box[0].start < 2 * h and w <= box[1].start < 2 * w):
+                continue
+            out.append((labels[box] == index, colours[box]))
+        return out
+    labels, _ = ndimage.label(brick)
+    return [(labels[box] == index, arr[box]) for index, box in enumerate(ndimage.find_objects(labels), start=1)
+            if box is not None and box[0].start > 0 and box[1].start > 0 and box[0].stop < h and box[1].stop < w]
+
+
+def _length(mask: np.ndarray, along: int) -> int:
+    return int(mask.any(axis=1 - along).sum())
+
+
+def _tones(mask: np.ndarray, colours: np.ndarray, along: int) -> float:
+    """The largest channel difference between the mean colours of the first and last thirds."""
+    n = mask.shape[along]
+    third = max(1, n // 3)
+    first = [slice(None)] * 2
+    last = [slice(None)] * 2
+    first[along], last[along] = slice(0, third), slice(n - third, n)
+    a, b = mask[tuple(first)], mask[tuple(last)]
+    if not a.any() or not b.any():
+        return 0.0
+    return float(np.abs(colours[tuple(first)][a].mean(axis=0) - colours[tuple(last)][b].mean(axis=0)).max())

@@ -3,8 +3,9 @@
     .venv/bin/python scripts/patch_quality.py [--size 512] [--seeds 0-15] [--textures brick,grass,...]
         [--option structure=stochastic] [--json out.json]
 
-Prints one line per variant (seconds, seam, appearance, copy, structure, proportion) and, per
-texture, the median and the worst value of each metric.
+Prints one line per variant (seconds, seam, appearance, copy, structure, proportion; for brick and
+the procedural walls wall1, wall2, … also bricks_bad, metrics.brick_integrity) and, per texture, the
+median and the worst value of each metric.
 """
 
 from __future__ import annotations
@@ -21,15 +22,20 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend import generate_variants  # noqa: E402
-from backend.metrics import texture_metrics  # noqa: E402
+from backend.metrics import brick_integrity, texture_metrics  # noqa: E402
 
 TEXTURES = ("brick", "grass", "gravel", "immunohistochemistry", "gravel_colour")
+WALLS = ("brick", "wall1", "wall2", "wall3")  # brick integrity is reported for these (scripts/walls.py: wallN)
 
 
 def texture(name: str, size: int) -> Image.Image:
     """A size² reference: the scikit-image picture at its own scale (centre crop), resized if smaller."""
     import skimage.data
 
+    if name.startswith("wall"):  # a procedural wall (scripts/walls.py), seed N
+        from scripts.walls import brick_wall
+
+        return Image.fromarray(brick_wall(size, int(name[4:])))
     if name == "gravel_colour":  # the stationary colour texture: gravel tinted brown (as tests/conftest.py)
         gray = np.asarray(texture("gravel", size), np.float32) / 255.0
         return Image.fromarray((np.stack([gray * 0.9 + 0.1, gray * 0.7, gray * 0.5], axis=-1) * 255).astype(np.uint8))
@@ -66,6 +72,8 @@ def main() -> int:
                                          balance=args.balance, **extra)
             seconds = time.perf_counter() - start
             m = texture_metrics(image, reference) | {"seconds": seconds}
+            if name in WALLS:
+                m["bricks_bad"] = brick_integrity(image, reference)["bad"]
             rows.append(m)
             print(f"{name:22s} seed {seed:3d} " + " ".join(f"{k} {v:.2f}" for k, v in m.items()), flush=True)
         summary = {k: (float(np.median([r[k] for r in rows])), float(max(r[k] for r in rows))) for k in rows[0]}

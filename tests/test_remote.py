@@ -7,6 +7,7 @@ client's paths exist but show nothing to it (proved below with the same wrapper)
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -83,6 +84,9 @@ def test_a_backend_without_the_clients_files_gets_the_input_and_returns_identica
         assert mine.read_bytes() == theirs.read_bytes()
     assert [e["parameters"] for e in remote_result["files"]] == [e["parameters"] for e in local_result["files"]]
     assert not list((client_folder / "remote-job").glob(".*"))  # no temporary files left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in remote_files} == {0o666 & ~umask}  # as a local file, not 0600
 
 
 def test_a_connection_cut_mid_download_leaves_no_file_and_says_so(client_folder):

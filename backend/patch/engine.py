@@ -31,7 +31,7 @@ from backend.errors import InputError
 from backend.images import Reference, extent
 from backend.materials.maps import MaterialMap, fit
 from backend.params import GenerationParams
-from backend.patch import lattice
+from backend.patch import bricks, lattice
 from backend.patch.proportions import Proportions
 from backend.patch.quilting import Guides, Quilter, layout, typical_origin
 
@@ -209,18 +209,27 @@ def synthesize(reference: Reference, params: GenerationParams, *, on_step=None, 
     pixels = exemplar_from(reference, params.size)
     working, source, guides, guide_record = prepare(reference, params, max_block, _downsampled(pixels, f), shape)
     exemplar = working[source[..., 0], source[..., 1]]
+    channels = 1 if reference.grayscale else 3
+    courses = None
+    if guides.regular and wrap_y and wrap_x:
+        courses = bricks.find(_luminance(exemplar, channels), guides.periods)
+    if courses is not None:
+        guide_record = guide_record | {"patch_layout": "whole cells", "patch_cells": len(courses.cells)}
     quilter = Quilter(exemplar.astype(np.float32) / 255.0, max_block, guides)
     rows_per_variant = len(layout(shape[0], stride, overlap, wrap_y).starts)
     total = rows_per_variant * params.variants
-    channels = 1 if reference.grayscale else 3
     variants = []
     for i in range(params.variants):
         def on_row(row, rows, done=i * rows_per_variant):
             if on_step is not None:
                 on_step(done + row, total, None)
 
-        coords = quilter.quilt(shape, block=stride, overlap=overlap, seed=params.seed + i, wrap_y=wrap_y,
-                               wrap_x=wrap_x, on_row=on_row, cancel=cancel)
+        if courses is not None:
+            coords = bricks.lay(courses, shape, params.seed + i)
+            on_row(rows_per_variant, rows_per_variant)
+        else:
+            coords = quilter.quilt(shape, block=stride, overlap=overlap, seed=params.seed + i, wrap_y=wrap_y,
+                                   wrap_x=wrap_x, on_row=on_row, cancel=cancel)
         coords = source[coords[..., 0], coords[..., 1]]  # into the scaled reference (working scale)
         if f == 1:
             luminance = _luminance(working[coords[..., 0], coords[..., 1]], channels)

@@ -13,7 +13,7 @@ from .. import panel_rules
 from ..connection import session
 from ..errors import UserError
 from ..material import maps as material_maps
-from ..material import storage, texture_io
+from ..material import storage, texture_io, tiling_preview
 from ..material import target as material_target
 from ..material.results import HISTORY_LIMIT
 from ..pixels import sizing
@@ -240,6 +240,15 @@ def _apply_buttons(layout, view, binding: str) -> None:
     row.operator("texture_variants.tile_preview", text="Tile 3×3", icon="MESH_GRID")
 
 
+def _tiling_preview_button(layout, view) -> None:
+    """The live tiling preview's toggle: pressed while the material's textures are repeated."""
+    if view.material is None or view.linked:
+        return
+    on = tiling_preview.is_on(view.material)
+    text = f"Tiling Preview {tiling_preview.repeat_of(view.material)}×" if on else "Tiling Preview"
+    layout.operator("texture_variants.tiling_preview", text=text, icon="VIEW_ORTHO", depress=on)
+
+
 def _wrapped(layout, text: str, icon: str, width: int = 64) -> None:
     """A long message as several labels (a label is one line), the icon on the first."""
     for i, line in enumerate(textwrap.wrap(text, width)):
@@ -271,6 +280,7 @@ def draw_results(layout, view) -> None:
         row = layout.row(align=True)
         row.operator("texture_variants.revert", icon="LOOP_BACK")
         row.operator("texture_variants.bake", icon="FILE_TICK")
+    _tiling_preview_button(layout, view)
     for line in storage.save_warnings:
         layout.label(text=line, icon="ERROR")
 
