@@ -25,12 +25,16 @@ AXES = {"both": (True, True), "x": (True, False), "y": (False, True), "none": (F
 APPEARANCE_MODES = ("kv", "ad", "none")  # kv replacement, attention distillation, plain IP-Adapter
 IP_MODES = ("full", "style")  # IP-Adapter in every cross-attention layer, or in the style block(s) only
 SKETCH_MODES = ("lgp", "controlnet")  # latent guidance predictor (Voynov et al.), or an SD1.5 ControlNet
+SAMPLERS = ("full", "fast")  # the model's own 30-step schedule, or a step-distillation LoRA's (diffusion/fast.py)
+FAST_LORAS = ("lcm", "hyper-sd")  # the published step-distillation LoRAs fast_lora names (or a file / hub id)
+FAST_SCHEDULERS = ("tcd", "ddim-trailing")
 MIN_SIZE, MAX_SIZE = 64, 8192  # per side of the output
 # The side of the output must be a multiple of this for each engine (diffusion: the VAE's 8x latent grid).
 SIZE_MULTIPLE = {"diffusion": 8, "patch": 1}
 MAX_VARIANTS = 16
 UPSCALE_FACTORS = (2, 4)  # backend/upscaling.py
 DERIVABLE_MAPS = ("height", "normal", "roughness")  # backend/materials/derive.py makes them
+MATERIAL_MAPS = ("roughness", "metallic", "normal", "height")  # the maps the Blender add-on finds and sends
 NORMAL_MODELS = ("classical", "marigold")
 MAP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # a map's name ends up in a file name
 MAX_MAP_SIDE = 8192
@@ -200,13 +204,24 @@ class DiffusionOptions(Checked):
                                     "denoised at the larger size (detail added; the structure stays below about 0.5)")
     window: int = param(512, "int", 64, 2048, multiple=64,
                         hint="px: larger outputs are denoised and decoded in overlapping windows of this side")
+    taesd: str | None = param(None, "text", optional=True,
+                              hint="tiny autoencoder for the live previews: folder or hub id (default: "
+                                   "madebyollin/taesd when it is in the HF cache, else a latent colour map)")
+    draft: bool = param(False, "flag", hint="decode the final images with the tiny autoencoder: a quick look")
+    # Few-step sampling (sampler="fast"; backend/diffusion/fast.py)
+    fast_lora: str = param("lcm", "text", hint="lcm (LCM-LoRA), hyper-sd (Hyper-SD 8-step CFG), or a LoRA "
+                           ".safetensors file, folder or hub id")
+    fast_scheduler: str | None = param(None, "choice", choices=FAST_SCHEDULERS, optional=True,
+                                       hint="default: the one fast_lora was distilled for")
     # Sketch guidance (backend/diffusion/controls/sketch.py, controlnet.py)
     sketch_window: float = param(0.5, "number", 0.0, 1.0, hint="LGP: a fraction of the steps, counted from the start")
     lgp: str | None = param(None, "text", optional=True, hint="LGP weights: hub id, folder or file")
     controlnet: str | None = param(None, "text", optional=True, hint="SD1.5 ControlNet: hub id or folder")
     # Restyle (controls/restyle.py): Plug-and-Play feature injection under a text prompt, with a mask.
     restyle_prompt: str = param("", "text", hint="the new look; empty = no restyle")
-    restyle_strength: float = param(0.5, "number", 0.0, 1.0, hint="0 = keep all structure, 1 = text only")
+    restyle_strength: float = param(0.5, "number", 0.0, 1.0,
+                                    hint="0 = keep all the structure, 1 = follow the text alone (0.5: the published "
+                                         "setting)")
     restyle_start: str = param("inverted", "choice", choices=RESTYLE_STARTS,
                                hint="inverted: from the input's inverted noise (the paper; keeps structure); "
                                     "noise: from seeded noise (more variety, less structure)")
@@ -235,9 +250,14 @@ class GenerationParams(Checked):
     variants: int = param(1, "int", 1, MAX_VARIANTS)
     seed: int | None = param(None, "int", 0, 2**63 - 1, optional=True)
     steps: int = param(30, "int", 1, 200)
+    sampler: str = param("full", "choice", choices=SAMPLERS,
+                         hint="fast: a step-distillation LoRA, fast_steps steps (download-models --fast)")
+    fast_steps: int = param(8, "int", 1, 50, hint="denoising steps of the fast sampler (4-8)")
     size: tuple[int, int] = param((512, 512), "extent", MIN_SIZE, MAX_SIZE)  # (width, height)
     tile: str = param("both", "choice", choices=TILE_MODES)
-    balance: float = param(0.5, "number", 0.0, 1.0, hint="0 = structure, 1 = appearance")
+    balance: float = param(0.5, "number", 0.0, 1.0,
+                           hint="0 = new structure, 1 = closest appearance to the original (0.5 is the published "
+                                "recipe)")
     appearance: str = param("kv", "choice", choices=APPEARANCE_MODES)
     ip_scale: float | None = param(None, "number", 0.0, 30.0, optional=True)
     prompt: str = param("", "text")
@@ -260,7 +280,9 @@ class GenerationParams(Checked):
     # Sketch guidance: an image whose lines the variant's structure follows (diffusion engine only)
     sketch: str | None = param(None, "text", optional=True, hint="path of an image, lines on a plain background")
     sketch_mode: str = param("lgp", "choice", choices=SKETCH_MODES)
-    sketch_strength: float = param(1.0, "number", 0.0, 5.0)
+    sketch_strength: float = param(1.0, "number", 0.0, 5.0,
+                                   hint="how strongly the structure follows the guide (lgp: guidance step size; "
+                                        "controlnet: conditioning scale)")
     diffusion: DiffusionOptions = field(default_factory=DiffusionOptions)
     patch: PatchOptions = field(default_factory=PatchOptions)
 
@@ -346,3 +368,22 @@ def capabilities() -> dict:
                       if spec.kind == "names" and spec.choices},
             "extra": {engine: list(specs(cls)) for engine, cls in ENGINE_OPTIONS.items()},
             "size": {"min": MIN_SIZE, "max": MAX_SIZE, "multiple": dict(SIZE_MULTIPLE)}}
+
+
+def _declaration(spec: Spec, default) -> dict:
+    out = {"kind": spec.kind, "default": list(default) if isinstance(default, tuple) else default}
+    out |= {key: getattr(spec, key) for key in ("low", "high") if getattr(spec, key) is not None}
+    out |= {"choices": list(spec.choices)} if spec.choices else {}
+    out |= {"multiple": spec.multiple} if spec.multiple > 1 else {}
+    out |= {"optional": True} if spec.optional else {}
+    return out | ({"help": spec.hint} if spec.hint else {})
+
+
+def declarations() -> dict:
+    """Every parameter's kind, default, range, choices and help text, and the map names, as JSON values:
+    what the Blender add-on's generated copy holds (scripts/params_spec.py writes it; the add-on
+    cannot import this package)."""
+    return {"parameters": {name: _declaration(*sd) for name, sd in specs(GenerationParams).items()},
+            "options": {engine: {name: _declaration(*sd) for name, sd in specs(cls).items()}
+                        for engine, cls in ENGINE_OPTIONS.items()},
+            "maps": {"material": list(MATERIAL_MAPS), "derivable": list(DERIVABLE_MAPS)}}

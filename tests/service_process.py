@@ -23,12 +23,13 @@ FINAL = ("result", "error", "cancelled")
 
 
 class ServiceProcess:
-    def __init__(self, tmp: Path, *args: str, preexec_fn=None):
+    def __init__(self, tmp: Path, *args: str, preexec_fn=None, env: dict | None = None, wrap: tuple[str, ...] = ()):
+        """`env`: more environment variables; `wrap`: a command the service's command line is appended to."""
         self.log_dir = tmp / "logs"
         self.stderr_path = tmp / "stderr.txt"
-        env = dict(os.environ, TEXTURE_VARIANTS_LOG_DIR=str(self.log_dir), PYTHONPATH=str(ROOT))
+        env = dict(os.environ, TEXTURE_VARIANTS_LOG_DIR=str(self.log_dir), PYTHONPATH=str(ROOT), **(env or {}))
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in wait()
-        self.popen = subprocess.Popen([sys.executable, "-m", "backend", "serve", *args], cwd=ROOT, env=env,
+        self.popen = subprocess.Popen([*wrap, sys.executable, "-m", "backend", "serve", *args], cwd=ROOT, env=env,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                       preexec_fn=preexec_fn)
         self.events: queue.Queue = queue.Queue()

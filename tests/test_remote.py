@@ -120,9 +120,9 @@ def test_a_failed_remote_job_releases_its_uploads(client_folder):
         failed = client.wait(job, timeout=300)
         assert failed["type"] == "error" and failed["code"] == "bad_input", failed
         deadline = time.monotonic() + 30  # an ended job's files are released on a thread of their own
-        while _workspace_files(client) != ["jobs", "uploads"] and time.monotonic() < deadline:
+        while _workspace_files(client) != ["jobs", "owner.pid", "uploads"] and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _workspace_files(client) == ["jobs", "uploads"]
+        assert _workspace_files(client) == ["jobs", "owner.pid", "uploads"]
     assert not (client_folder / "job").exists()
 
 
@@ -148,7 +148,7 @@ def test_a_remote_job_with_maps_returns_every_map_byte_identical_to_a_local_run(
             results[name] = client.wait(job, timeout=300)
             left[name] = _workspace_files(client)
     remote, local = results["remote"], results["local"]
-    assert left["remote"] == ["jobs", "uploads"]  # released: the job folder and the three uploads are gone
+    assert left["remote"] == ["jobs", "owner.pid", "uploads"]  # released: the job folder and the three uploads are gone
     assert remote["type"] == local["type"] == "result", (remote, local)
     assert [sorted(e["maps"]) for e in remote["files"]] == [["normal", "roughness"]] * 2
     for mine, theirs in zip(remote["files"], local["files"], strict=True):

@@ -69,6 +69,8 @@ def test_full_job_progress_then_valid_pngs(service, color_texture_path, tmp_path
     assert progress[-1]["eta"] == 0
     previews = [e["preview"] for e in progress if "preview" in e]
     assert previews, "the diffusion engine provides previews; the service must pass them on"
+    # no TAESD in the tiny set's HF cache: the latent colour map, and the event says so
+    assert {e["preview_decoder"] for e in progress if "preview" in e} == {"latent"}
     result = events[-1]
     folder = Path(result["folder"])
     assert folder == tmp_path  # output_dir is the job folder

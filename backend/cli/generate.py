@@ -9,16 +9,19 @@ from pathlib import Path
 from backend.params import DiffusionOptions, GenerationParams, PatchOptions, specs
 
 # The generate flags: (parameter, help). Kinds, choices and defaults come from backend.params; a
-# default of None is described in the help text.
+# default of None is described in the help text; a help of None is the parameter's own (its Spec's hint).
 GENERATE_FLAGS = (
     ("engine", "diffusion, patch (weight-free), or auto: diffusion when its models are here"),
     ("variants", "how many variants"),
     ("seed", "random seed; variant i uses seed+i (default: random)"),
-    ("steps", "denoising steps of the diffusion engine (the patch engine ignores it)"),
+    ("steps", "denoising steps of the diffusion engine's full sampler (the patch engine ignores it)"),
+    ("sampler", "full: the model's own schedule (--steps); fast: a step-distillation LoRA fused into the UNet, "
+     "--fast-steps steps, every control on the same fractions of the trajectory (download-models --fast)"),
+    ("fast_steps", "--sampler fast: denoising steps (4-8)"),
     ("size", "output size in px: WxH (e.g. 1024x384) or N for N x N; 64-8192 per side, multiples of 8 for the "
      "diffusion engine"),
     ("tile", "seamless axes"),
-    ("balance", "0 = new structure, 1 = closest appearance (0.5 is the published recipe)"),
+    ("balance", None),
     ("appearance", "appearance preservation: kv (replace the reference's keys/values), ad (attention "
      "distillation: optimise the latent towards them; slower) or none (plain IP-Adapter)"),
     ("ip_mode", "full: the image prompt in every cross-attention layer; style: only in the style block(s) "
@@ -32,8 +35,7 @@ GENERATE_FLAGS = (
     ("sketch", "an image whose lines the variant's structure follows (white on black or black on white, "
      "square; diffusion engine; README 'Sketch guidance')"),
     ("sketch_mode", "--sketch: lgp (latent guidance predictor) or controlnet (an SD1.5 ControlNet)"),
-    ("sketch_strength", "--sketch: how strongly the structure follows it (lgp: guidance step size in "
-     "denoising steps; controlnet: conditioning scale)"),
+    ("sketch_strength", None),
 )
 
 
@@ -51,6 +53,12 @@ DIFFUSION_FLAGS = (
      "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the HF cache)"),
     ("decode_one_at_a_time", "decode the variants with the VAE one at a time: less peak memory (8 GB GPUs), "
      "the same pictures up to float rounding"),
+    ("taesd", "tiny autoencoder for the live previews: folder or hub id (default madebyollin/taesd when it "
+     "is in the HF cache, else a latent colour map)"),
+    ("draft", "decode the final images with the tiny autoencoder (--taesd): a quick, lower-quality look"),
+    ("fast_lora", "--sampler fast: lcm (LCM-LoRA, no CFG, TCD), hyper-sd (Hyper-SD 8-step CFG, DDIM trailing), "
+     "or a LoRA .safetensors file, folder or hub id"),
+    ("fast_scheduler", "--sampler fast: the scheduler (default: the one --fast-lora was distilled for)"),
     ("sketch_window", "--sketch-mode lgp: the fraction of the steps, from the first, that are guided"),
     ("lgp", "--sketch-mode lgp: LGP weights: hub id, folder or file (default "
      "$TEXTURE_VARIANTS_LGP, else ogkalu/Stable-Diffusion-Latent-Guidance-Predictor from the HF cache; its .pt "
@@ -84,6 +92,7 @@ def add_flags(group, table, cls) -> None:
     declared = specs(cls)
     for name, text in table:
         spec, default = declared[name]
+        text = text or spec.hint
         kw = dict(_KINDS[spec.kind], default=argparse.SUPPRESS)
         if spec.kind == "choice":
             kw["choices"] = spec.choices
@@ -92,7 +101,7 @@ def add_flags(group, table, cls) -> None:
         elif default not in (None, False, ""):
             text += f" (default {' '.join(default) if isinstance(default, tuple) else default})"
         if spec.kind == "text":
-            kw["metavar"] = {"suppress_content": "TEXT", "sketch": "PATH"}.get(name, "PATH")
+            kw["metavar"] = {"suppress_content": "TEXT", "sketch": "PATH", "fast_lora": "NAME"}.get(name, "PATH")
         group.add_argument("--" + name.replace("_", "-"), help=text, **kw)
 
 

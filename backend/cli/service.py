@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from backend.service.jobs import DEFAULT_MAX_QUEUE
+from backend.service.transfer import DEFAULT_BUDGET_MB
 
 
 def add_serve(sub) -> None:
@@ -32,6 +33,9 @@ def add_serve(sub) -> None:
                    help="clients never share this machine's files (a backend reached over ssh): inputs and "
                    "results cross the channel (upload/download requests) and jobs may only read and write "
                    "in the service's private workspace; without it, hello decides from the client's probe")
+    p.add_argument("--max-workspace-mb", type=_positive_int, default=DEFAULT_BUDGET_MB, metavar="MB",
+                   help="the most the workspace may hold (uploads, open uploads and job outputs together); "
+                   f"an upload or job beyond it is refused with `no_space` (default {DEFAULT_BUDGET_MB})")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -46,7 +50,8 @@ def _cmd_serve(args) -> int:
     from backend.service.server import serve
 
     return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose,
-                 max_queue=args.max_queue, allow_pickle=args.allow_pickle, remote=args.remote)
+                 max_queue=args.max_queue, allow_pickle=args.allow_pickle, remote=args.remote,
+                 max_workspace_mb=args.max_workspace_mb)
 
 
 def add_batch(sub) -> None:

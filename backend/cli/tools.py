@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.params import ENGINES, GenerationParams
+from backend.params import ENGINES, GenerationParams, specs
 
 
 def add_metrics(sub) -> None:
@@ -110,7 +110,7 @@ def add_demo(sub) -> None:
     p.add_argument("--engine", choices=ENGINES, default=GenerationParams.engine,
                    help="auto (default): diffusion when its models are here, else patch")
     p.add_argument("--balance", type=float, default=GenerationParams.balance,
-                   help="0 = new structure, 1 = closest appearance (default %(default)s)")
+                   help=specs(GenerationParams)["balance"][0].hint + " (default %(default)s)")
     p.add_argument("--steps", type=int, default=GenerationParams.steps,
                    help="denoising steps of the diffusion engine (default %(default)s)")
     p.add_argument("--base", help="SD1.5 model for the diffusion engine (default: from the HF cache)")

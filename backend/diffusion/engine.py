@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.diffusion import balance, clip_similarity, controls, models
+from backend.diffusion import balance, clip_similarity, controls, fast, models, samplers, vae
 from backend.diffusion.controls.base import (
     GENERATED,
     INVERSION,
@@ -47,7 +47,6 @@ from backend.diffusion.controls.base import (
 )
 from backend.diffusion.reference_cache import ReferenceCache, ReferencePlan, plan_reference
 from backend.diffusion.tiling import tiling
-from backend.diffusion.vae import decode, encode_reference, latent_preview
 from backend.diffusion.windows import Layout, prompt_image, windowed_controls
 from backend.errors import CancelledError, InputError
 from backend.images import cover
@@ -130,17 +129,6 @@ def encode_conditioning(pipe, reference: Image.Image, prompt: str, negative_prom
     return Conditioning(text, text_uncond, image, image_uncond)
 
 
-def _schedulers(pipe, steps: int):
-    from diffusers import DDIMInverseScheduler, DDIMScheduler
-
-    # clip_sample off: SD latents are not confined to [-1, 1] (configs that omit it default to on).
-    forward = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
-    inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config, clip_sample=False)
-    forward.set_timesteps(steps, device=pipe._execution_device)
-    inverse.set_timesteps(steps, device=pipe._execution_device)
-    return forward, inverse
-
-
 def _merge(kwargs: dict, extra: dict) -> None:
     """Add a control's UNet keyword arguments; `added_cond_kwargs` entries are merged."""
     for key, value in extra.items():
@@ -157,10 +145,13 @@ class Loop:
     (backend/diffusion/controls/base.py) and counting every UNet pass in `progress`."""
 
     def __init__(self, pipe, cond: Conditioning, steps: int, progress: Progress, controls=(),
-                 state: StepState | None = None, layout: Layout | None = None):
+                 state: StepState | None = None, scheduler: str = "ddim", layout: Layout | None = None):
         self.pipe, self.cond, self.progress, self.controls = pipe, cond, progress, list(controls)
         self.state = state if state is not None else StepState(steps=steps)
-        self.forward, self.inverse = _schedulers(pipe, steps)
+        self.schedulers = samplers.schedulers(pipe, steps, scheduler)
+        # forward: the generated branch's sampler; reference: DDIM, the exact reverse of the inversion
+        self.forward, self.reference, self.inverse = (self.schedulers.generated, self.schedulers.reference,
+                                                      self.schedulers.inverse)
         self.layout = layout if layout is not None and layout.active else None
 
     def eps(self, latents: torch.Tensor, t, guidance: float) -> torch.Tensor:
@@ -221,20 +212,32 @@ class Loop:
 
     def denoise(self, latents: torch.Tensor, guidance: float, branch: str = GENERATED,
                 previews: bool = False, start: int = 0) -> torch.Tensor:
-        """DDIM denoising of a batch as `branch` from step `start` (the latents are at its level), with
-        the controls' step hooks around each step."""
+        """Denoising of a batch as `branch` from step `start` (the latents are at its level), with the
+        controls' step hooks around each step; `previews`: one preview picture per step (on_step)."""
         state = self.state
+        scheduler, kwargs = (self.reference, {}) if branch == REFERENCE else (self.forward,
+                                                                             self.schedulers.generated_kwargs)
+        self.schedulers.reset()
         with self.branch(branch):
-            for i in range(start, len(self.forward.timesteps)):
-                t = self.forward.timesteps[i]
+            for i in range(start, len(scheduler.timesteps)):
+                t = scheduler.timesteps[i]
                 self.progress.check()
                 state.step, state.timestep, state.latents = i, t, latents
                 latents = self._hook("before_step")
-                out = self.forward.step(self.eps(latents, t, guidance), t, latents)
-                self.progress.advance(latent_preview(out.pred_original_sample[0]) if previews else None)
+                out = scheduler.step(self.eps(latents, t, guidance), t, latents, **kwargs)
+                self.progress.advance(self.preview(out.pred_original_sample) if previews else None)
                 state.latents = out.prev_sample
                 latents = self._hook("after_step")
         return latents
+
+    def preview(self, predicted: torch.Tensor) -> Image.Image:
+        """The step's preview: the first variant's predicted clean latent, by TAESD when one is loaded
+        for this call (`self.previewer`), else by the fixed latent-to-RGB map."""
+        if self.previewer is not None:
+            return self.previewer(predicted[:1])[0]
+        return vae.latent_preview(predicted[0])
+
+    previewer = None  # set by the call: latents -> small PIL images (TAESD)
 
     def _hook(self, name: str) -> torch.Tensor:
         for control in self.controls:
@@ -289,12 +292,12 @@ def image_embeds_key(digest: str, spec) -> tuple:
     return ("image_embeds", digest, spec.ip_adapter, spec.ip_weight, spec.device, spec.dtype)
 
 
-def reference_key(digest: str, spec, params, ip_scale: float, active) -> tuple:
-    """Everything the inversion and the recordings depend on (the image prompt included); the start
-    of the reference branch keys the recordings inside the entry (ReferenceWork)."""
+def reference_key(digest: str, spec, params, ip_scale: float, active, sampling: tuple = ("full",)) -> tuple:
+    """Everything the inversion and the recordings depend on (the image prompt, the sampler and the
+    LoRA fused into the UNet included); the start of the reference branch keys the recordings inside
+    the entry (ReferenceWork)."""
     return ("reference", digest, params.size, params.diffusion.window, params.steps, spec, params.tile, params.prompt,
-            ip_scale,
-            params.diffusion.inversion_iterations, *(control.cache_key() for control in active))
+            ip_scale, params.diffusion.inversion_iterations, sampling, *(control.cache_key() for control in active))
 
 
 def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image, size: int,
@@ -309,7 +312,7 @@ def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image
         # the reference is a photo, not periodic: its tiles do not wrap (and the encoder never does)
         photo = None if loop.layout is None else Layout(loop.layout.height, loop.layout.width, loop.layout.window,
                                                          "none")
-        latents = work.trajectory[-1] if done else encode_reference(loop.pipe, image, size, photo)
+        latents = work.trajectory[-1] if done else vae.encode_reference(loop.pipe, image, size, photo)
         loop.invert(latents, iterations, count=count, done=done, trajectory=work.trajectory)
     counters["reference_branches"] += 1
     loop.denoise(work.trajectory[count - 1], 1.0, REFERENCE, start=plan.start)
@@ -336,7 +339,11 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
                           dtype=options.dtype, allow_pickle=options.allow_pickle)
     settings = balance.settings(params.balance, ip_scale=params.ip_scale, window=options.kv_window,
                                 blocks=options.kv_blocks)
-    guidance = DEFAULT_GUIDANCE if params.guidance_scale is None else float(params.guidance_scale)
+    lora = fast.resolve(options.fast_lora, options.fast_scheduler) if params.sampler == samplers.FAST else None
+    if lora is not None:  # every control sizes its window from params.steps: the fast schedule's
+        params = params.replace(steps=params.fast_steps)
+    default_guidance = DEFAULT_GUIDANCE if lora is None else lora.guidance
+    guidance = default_guidance if params.guidance_scale is None else float(params.guidance_scale)
     active = controls.build(params, spec, settings)  # checks what it can before waiting for the lock
     layout = Layout.for_size(params.size, options.window, params.tile)
     if layout.active:
@@ -344,19 +351,22 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
     image = cover(reference.rgb, params.size)
     with _run_lock:
         pipe = models.load_pipeline(spec)
+        fast.use(pipe, lora)
         with torch.no_grad():
             state = StepState(steps=params.steps, windows=len(layout) if layout.active else 1)
             run = Run(pipe, state, reference=reference, image=image)
-            images, info = _run(run, spec, params, settings.ip_scale, guidance, active, latents, on_step, cancel,
+            images, info = _run(run, spec, params, settings.ip_scale, guidance, active, latents, on_step, cancel, lora,
                                 layout)
     record = {"guidance_scale": guidance, "ip_scale": settings.ip_scale, "device": spec.device, "dtype": spec.dtype,
-              "ip_adapter_variant": options.ip_adapter_variant, "ip_mode": params.ip_mode, **info}
+              "ip_adapter_variant": options.ip_adapter_variant, "ip_mode": params.ip_mode, "sampler": params.sampler,
+              "steps": params.steps, **({} if lora is None else {"fast_lora": str(lora.path)}),
+              **({"draft": True} if options.draft else {}), **info}
     for im in images:
         im.info["engine_parameters"] = record
     return images
 
 
-def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel, layout):
+def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel, lora, layout):
     pipe, image = run.pipe, run.image
     noise = initial_noise(params, latents, pipe._execution_device, pipe.unet.dtype)
     pipe.set_ip_adapter_scale(ip_scale)  # every call sets every layer's scale; controls may refine it
@@ -369,21 +379,32 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
     for control in active:
         run.cond = control.conditioning(run.cond)
     steps, iterations = params.steps, params.diffusion.inversion_iterations
-    plan = plan_reference(reference_cache, run, active, lambda: reference_key(digest, spec, params, ip_scale, active),
-                          steps)
+    sampling = ("full",) if lora is None else lora.identity()
+    plan = plan_reference(reference_cache, run, active,
+                          lambda: reference_key(digest, spec, params, ip_scale, active, sampling), steps)
     passes = steps + plan.passes(steps, iterations) + sum(control.extra_passes(steps) for control in active)
     run.progress = Progress(total=passes, on_step=on_step, cancel=cancel)
-    loop = Loop(pipe, run.cond, steps, run.progress, active, run.state, layout)
-    run.scheduler = loop.forward
+    loop = Loop(pipe, run.cond, steps, run.progress, active, run.state, "ddim" if lora is None else lora.scheduler,
+                layout)
+    run.scheduler = loop.reference  # stateless DDIM arithmetic for the controls (sketch guidance's step size)
     # The VAE encoder reads the reference as the (non-periodic) photo it is: only the UNet, the
     # decoder and the controls' own networks wrap around, which is all the output's periodicity needs;
     # on an axis split into windows the windows wrap instead (windows.Layout.conv_mode).
     own = [module for control in active for module in control.tiled_modules()]
+    options, scaling = params.diffusion, pipe.vae.config.scaling_factor
+    taesd = vae.taesd_for_call(options.taesd, options.draft, on_step is not None and not layout.active,
+                               spec.device, spec.dtype)
+    if taesd is not None:
+        loop.previewer = vae.taesd_previewer(taesd, scaling)
+        own.append(taesd.decoder)
     with tiling(layout.conv_mode(), pipe.unet, pipe.vae.decoder, *own):
         reference_work(loop, run, plan, image, params.size, iterations)
-        result = loop.denoise(noise, guidance, GENERATED, previews=True)
+        result = loop.denoise(noise, guidance, GENERATED, previews=on_step is not None)
         run.progress.check()
-        images = decode(pipe, result, params.diffusion.decode_one_at_a_time, layout)
+        if options.draft:
+            images = vae.to_images(vae.taesd_decode(taesd, result, scaling), "taesd")
+        else:
+            images = vae.decode(pipe, result, options.decode_one_at_a_time, layout)
     for control in active:
         images = control.finish(images)
     for im, similarity in zip(images, clip_similarity.similarities(pipe, image, images) or [], strict=False):

@@ -222,6 +222,7 @@ class JobRunner:
         path = output.write_preview(preview, step, total)
         if path is not None:
             fields["preview"] = str(path)
+            fields["preview_decoder"] = preview.info.get("decoder", "latent")
         self._emit(event("progress", job.id, **fields))
 
 

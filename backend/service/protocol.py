@@ -332,7 +332,8 @@ def _check_map_file(name: str, path: str, request_id) -> None:
 # restyle: a generate job for the diffusion engine with appearance "none" and the restyle options
 # (backend.params.DiffusionOptions, restyle section) at the top level, named as in the Python API.
 RESTYLE_OPTIONS = ("restyle_prompt", "restyle_strength", "restyle_start", "mask", "mask_points", "mask_box", "mask_mode", "sam")
-RESTYLE_FIELDS = ("input", "output_dir", *RESTYLE_OPTIONS, "variants", "seed", "steps", "size", "tile",
+RESTYLE_FIELDS = ("input", "output_dir", *RESTYLE_OPTIONS, "variants", "seed", "steps", "sampler", "fast_steps",
+                  "size", "tile",
                   "negative_prompt", "guidance_scale", "base", "ip_adapter", "tiled_preview", "preview_every", "extra")
 
 

@@ -37,13 +37,13 @@ from backend.service.protocol import (
     restyle_parameters,
     tileable_parameters,
 )
-from backend.service.transfer import Workspace, probe_matches
+from backend.service.transfer import DEFAULT_BUDGET_MB, Workspace, probe_matches, sweep_stale
 from backend.service.warmup import Warmup, availability
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 30.0  # how long shutdown waits for a running job to notice its cancel
-STOP_SIGNALS = ("SIGTERM", "SIGINT")  # handled like stdin closing
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")  # handled like stdin closing (SIGHUP: the ssh link hung up)
 
 
 class _Signalled(Exception):
@@ -103,10 +103,10 @@ def _loaded_engine_modules():
 class Service:
     def __init__(self, out: BinaryIO, *, base: str | None = None, ip_adapter: str | None = None,
                  device: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
-                 remote: bool = False):
+                 remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB):
         self._out = out
         self.remote = remote  # serve --remote: clients never share this file system
-        self.workspace = Workspace()
+        self.workspace = Workspace(max_workspace_mb)
         self._out_lock = threading.Lock()
         self._out_broken = False
         self.base, self.ip_adapter = base, ip_adapter
@@ -252,6 +252,8 @@ class Service:
                                 "service's workspace (serve --remote)",
                                 "upload the input (upload_begin) and put the job folder in the workspace's "
                                 "jobs/ folder that hello names", request.id)
+        if self.workspace.contains(f["output_dir"]):  # a job writes there: it must have room to start
+            self.workspace.require(1, f"{request.type}", request.id)
         if self.allow_pickle:  # the starter's choice (serve --allow-pickle); requests cannot set it
             params = params.replace(diffusion=dataclasses.replace(params.diffusion, allow_pickle=True))
         job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=params,
@@ -377,7 +379,7 @@ class Service:
 
 def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,
           verbose: bool = False, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
-          remote: bool = False) -> int:
+          remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB) -> int:
     """Entry point of `python -m backend serve`."""
     from backend.service.logs import setup_logging
 
@@ -387,6 +389,8 @@ def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str
         log.info("logging to %s", path)
     if device:
         os.environ["TEXTURE_VARIANTS_DEVICE"] = device  # the engines read it; one place for the choice
+    for stale in sweep_stale():
+        log.info("removed the workspace of a service that is gone: %s", stale)
     service = Service(protocol_out, base=base, ip_adapter=ip_adapter, device=device, max_queue=max_queue,
-                      allow_pickle=allow_pickle, remote=remote)
+                      allow_pickle=allow_pickle, remote=remote, max_workspace_mb=max_workspace_mb)
     return service.serve(protocol_in)

@@ -19,8 +19,10 @@ sent twice; its variant arrives with the node it is already counted for.
 
 from dataclasses import dataclass, field
 
-MAPS = ("roughness", "metallic", "normal", "height")
-DERIVABLE = ("height", "normal", "roughness")  # backend.params.DERIVABLE_MAPS: what Add Missing Maps makes
+from .. import parameters
+
+MAPS = parameters.material_maps()
+DERIVABLE = parameters.derivable_maps()  # what Add Missing Maps makes
 DIRECT_INPUTS = {"roughness": "Roughness", "metallic": "Metallic"}
 
 # Nodes between an image and a BSDF input that the search looks through (their inputs, in order):
