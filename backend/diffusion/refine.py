@@ -40,7 +40,7 @@ def refine(image: Image.Image, prompt: Image.Image, params, *, base=None, ip_ada
             pipe.set_ip_adapter_scale(1.0 if params.ip_scale is None else params.ip_scale)
             cond = engine.encode_conditioning(pipe, prompt, params.prompt, params.negative_prompt)
             progress = engine.Progress(total=params.steps - start, on_step=on_step, cancel=cancel)
-            loop = engine.Loop(pipe, cond, params.steps, progress, (), StepState(steps=params.steps), layout)
+            loop = engine.Loop(pipe, cond, params.steps, progress, (), StepState(steps=params.steps), layout=layout)
             device = pipe._execution_device
             with tiling(layout.conv_mode(), pipe.unet, pipe.vae.decoder, pipe.vae.encoder):
                 latents = encode_reference(pipe, image, image.size, layout)
