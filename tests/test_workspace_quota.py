@@ -10,12 +10,11 @@ import hashlib
 import os
 import shlex
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.service_process import ServiceProcess
+from tests.service_process import ServiceProcess, can_mount_tmpfs
 
 MB = 1 << 20
 CHUNK = 256 << 10
@@ -63,15 +62,7 @@ def test_uploads_over_the_workspace_budget_are_no_space_and_write_nothing(tmp_pa
         assert proc.stop() == 0
 
 
-def _can_mount_tmpfs() -> bool:
-    try:
-        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs none /mnt"], capture_output=True,
-                              timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs `unshare -m` and tmpfs mounts (root in a Linux container)")
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -m` and tmpfs mounts (root in a Linux container)")
 def test_a_full_disk_during_an_upload_is_no_space_and_the_part_is_removed(tmp_path):
     small = tmp_path / "tmp"
     small.mkdir()

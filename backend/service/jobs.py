@@ -117,11 +117,14 @@ class JobRunner:
             return ("job", job_id) in self._queue or (self._running is not None and self._running.id == job_id)
 
     def uses(self, folder: Path) -> bool:
-        """Whether a queued or running job reads or writes inside `folder`."""
+        """Whether a queued or running job reads or writes inside `folder` (paths compared resolved, so
+        no `..` or link alias hides a job's folder)."""
         with self._lock:
             jobs = [item for item in self._queue.values() if isinstance(item, Job)] + [self._running]
+        folder = Path(os.path.realpath(folder))
         return any(folder == path or folder in path.parents for job in jobs if job is not None
-                   for path in map(Path, (job.input, job.output_dir, *job.params.maps.values())))
+                   for path in (Path(os.path.realpath(p)) for p in (job.input, job.output_dir,
+                                                                     *job.params.maps.values())))
 
     def cancel(self, job_id) -> str | None:
         """Cancel a queued or running job: 'queued', 'running', or None when no such job is active."""

@@ -252,6 +252,14 @@ class Service:
                                 "service's workspace (serve --remote)",
                                 "upload the input (upload_begin) and put the job folder in the workspace's "
                                 "jobs/ folder that hello names", request.id)
+        unfinished = [name for name, path in paths.items() if path is not None and self.workspace.unfinished(path)]
+        if unfinished:
+            raise ProtocolError("bad_request", f"{request.type}: {' and '.join(unfinished)} is an upload still in "
+                                "progress", "send upload_end first and use the path it answers", request.id)
+        if self.remote and not self.workspace.job_folder(f["output_dir"]):
+            raise ProtocolError("outside_workspace", f"{request.type}: output_dir must be a job folder "
+                                "<workspace>/jobs/<name>", "put the job folder in the workspace's jobs/ folder "
+                                "that hello names", request.id)
         if self.workspace.contains(f["output_dir"]):  # a job writes there: it must have room to start
             self.workspace.require(1, f"{request.type}", request.id)
         if self.allow_pickle:  # the starter's choice (serve --allow-pickle); requests cannot set it

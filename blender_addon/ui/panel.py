@@ -12,6 +12,7 @@ import bpy
 from .. import panel_rules
 from ..connection import session
 from ..errors import UserError
+from ..material import compare as material_compare
 from ..material import maps as material_maps
 from ..material import storage, texture_io, tiling_preview
 from ..material import target as material_target
@@ -238,6 +239,15 @@ def _apply_buttons(layout, view, binding: str) -> None:
         row.operator("texture_variants.apply_variant", icon="CHECKMARK")
         row.operator("texture_variants.apply_variant", text="This Object Only", icon="OBJECT_DATA").object_only = True
     row.operator("texture_variants.tile_preview", text="Tile 3×3", icon="MESH_GRID")
+    if not binding and not view.linked:  # A/B without Apply: the variant or the original on the object
+        showing = material_compare.showing(view.material)
+        row = layout.row(align=True)
+        row.operator("texture_variants.compare", text="A: Variant", icon="IMAGE_DATA",
+                     depress=showing == material_compare.VARIANT).show = "VARIANT"
+        row.operator("texture_variants.compare", text="B: Original", icon="IMAGE_REFERENCE",
+                     depress=showing == material_compare.ORIGINAL).show = "ORIGINAL"
+        if showing:
+            row.operator("texture_variants.compare", text="", icon="X").show = "STOP"
 
 
 def _tiling_preview_button(layout, view) -> None:

@@ -310,7 +310,8 @@ def render_addon_pixels(entries: dict | None) -> list[str]:
     labels = sorted(entries, key=lambda label: entries[label]["date"])
     first = entries[labels[0]]
     out = [f"A {first['size']}² float RGBA image in headless Blender (the bpy wheel), median of "
-           f"{first['repeats']} (`python -m scripts.benchmarks.addon_pixels`, see its docstring for the cases).", "",
+           f"{first['repeats']} (`python -m scripts.benchmarks.addon_pixels`, see its docstring for the cases). The load "
+           "average is noted per run: compare a run's before and after, measured back to back.", "",
            "| case | " + " | ".join(f"{label} (s)" for label in labels) + " |",
            "|---|" + "---|" * len(labels)]
     cases = list(dict.fromkeys(case for label in labels for case in entries[label]["rows"]))
