@@ -93,3 +93,11 @@ def test_an_over_long_release_name_is_bad_request_not_internal(remote):
     proc, workspace = remote
     answer = proc.ask("release", path=f"{workspace}/jobs/{'x' * 600}")
     assert answer["type"] == "error" and answer["code"] == "bad_request", answer
+
+
+def test_a_map_outside_the_workspace_gets_one_answer_whether_it_exists_or_not(remote, color_texture_path, tmp_path):
+    proc, workspace = remote
+    source = _uploaded(proc, Path(color_texture_path))
+    answers = [proc.ask("generate", input=source, output_dir=str(workspace / "jobs" / "m"), engine="patch", size=64,
+                        maps={"roughness": path}) for path in (str(color_texture_path), str(tmp_path / "no.png"))]
+    assert [(a["type"], a["code"]) for a in answers] == [("error", "outside_workspace")] * 2, answers

@@ -321,8 +321,18 @@ def _check_release(fields: dict, request_id) -> dict:
 
 
 def _check_map_file(name: str, path: str, request_id) -> None:
-    """A map's path is checked like 'input' (absolute), and must name a regular file now."""
+    """A map's path is checked like 'input' (absolute); whether it exists is `check_map_files`' (after
+    the service's confinement check: a path it may not read gets no answer about its existence)."""
     _check_path({"maps." + name: path}, "maps." + name, request_id)
+
+
+def check_map_files(maps: dict, request_id) -> None:
+    """Every map names a regular file now, else `bad_request`."""
+    for name, path in maps.items():
+        _check_existing_map(name, path, request_id)
+
+
+def _check_existing_map(name: str, path: str, request_id) -> None:
     if not os.path.isfile(path):
         what = "a folder" if os.path.isdir(path) else "not an existing regular file"
         _bad(request_id, f"generate 'maps.{name}' is {what}: {_short(path)}",

@@ -30,6 +30,7 @@ from backend.service.protocol import (
     UPSCALE_FIELDS,
     ProtocolError,
     Request,
+    check_map_files,
     error_event,
     event,
     generate_parameters,
@@ -252,6 +253,7 @@ class Service:
                                 "service's workspace (serve --remote)",
                                 "upload the input (upload_begin) and put the job folder in the workspace's "
                                 "jobs/ folder that hello names", request.id)
+        check_map_files(params.maps, request.id)  # after the confinement check: no existence oracle
         unfinished = [name for name, path in paths.items() if path is not None and self.workspace.unfinished(path)]
         if unfinished:
             raise ProtocolError("bad_request", f"{request.type}: {' and '.join(unfinished)} is an upload still in "
