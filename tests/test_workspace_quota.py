@@ -102,3 +102,21 @@ def test_the_workspace_of_a_killed_service_is_swept_at_the_next_start_a_live_one
         assert not stale.exists() and live.is_dir() and foreign.is_dir() and workspace.is_dir()
     finally:
         assert proc.stop() == 0
+
+
+def test_an_abandoned_upload_expires_and_its_bytes_are_removed(tmp_path):
+    import time
+
+    proc, workspace = _remote(tmp_path, "--upload-idle-s", "1")
+    try:
+        data = os.urandom(2 * CHUNK)
+        begin = proc.ask("upload_begin", name="/client/a.png", size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        proc.send("upload_chunk", upload=begin["upload"], offset=0, data=base64.b64encode(data[:CHUNK]).decode())
+        assert proc.ask("status")["type"] == "status" and _bytes_in(workspace) == CHUNK
+        time.sleep(1.5)
+        assert _upload(proc, os.urandom(1000))["type"] == "ack"  # the next begin closes the abandoned one
+        assert not list((workspace / "uploads").rglob("*.part"))
+        late = proc.ask("upload_end", upload=begin["upload"])
+        assert late["code"] == "unknown_upload", late
+    finally:
+        assert proc.stop() == 0

@@ -38,7 +38,13 @@ from backend.service.protocol import (
     restyle_parameters,
     tileable_parameters,
 )
-from backend.service.transfer import DEFAULT_BUDGET_MB, Workspace, probe_matches, sweep_stale
+from backend.service.transfer import (
+    DEFAULT_BUDGET_MB,
+    DEFAULT_UPLOAD_IDLE_S,
+    Workspace,
+    probe_matches,
+    sweep_stale,
+)
 from backend.service.warmup import Warmup, availability
 
 log = logging.getLogger(__name__)
@@ -104,10 +110,11 @@ def _loaded_engine_modules():
 class Service:
     def __init__(self, out: BinaryIO, *, base: str | None = None, ip_adapter: str | None = None,
                  device: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
-                 remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB):
+                 remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB,
+                 upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S):
         self._out = out
         self.remote = remote  # serve --remote: clients never share this file system
-        self.workspace = Workspace(max_workspace_mb)
+        self.workspace = Workspace(max_workspace_mb, upload_idle_s)
         self._out_lock = threading.Lock()
         self._out_broken = False
         self.base, self.ip_adapter = base, ip_adapter
@@ -389,7 +396,8 @@ class Service:
 
 def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,
           verbose: bool = False, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
-          remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB) -> int:
+          remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB,
+          upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S) -> int:
     """Entry point of `python -m backend serve`."""
     from backend.service.logs import setup_logging
 
@@ -402,5 +410,6 @@ def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str
     for stale in sweep_stale():
         log.info("removed the workspace of a service that is gone: %s", stale)
     service = Service(protocol_out, base=base, ip_adapter=ip_adapter, device=device, max_queue=max_queue,
-                      allow_pickle=allow_pickle, remote=remote, max_workspace_mb=max_workspace_mb)
+                      allow_pickle=allow_pickle, remote=remote, max_workspace_mb=max_workspace_mb,
+                      upload_idle_s=upload_idle_s)
     return service.serve(protocol_in)

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from backend.service.protocol import CHUNK_BYTES, ProtocolError
 
 MAX_OPEN_UPLOADS = 16
 DEFAULT_BUDGET_MB = 20 * 1024  # serve --max-workspace-mb
+DEFAULT_UPLOAD_IDLE_S = 600  # serve --upload-idle-s: an open upload that long without a chunk is abandoned
 PREFIX = "texture-variants-"
 OWNER = "owner.pid"
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -45,11 +47,13 @@ class _Upload:
     sha256: str
     received: int = 0
     digest: object = field(default_factory=hashlib.sha256)
+    touched: float = field(default_factory=time.monotonic)  # its last chunk (or its begin)
 
 
 class Workspace:
-    def __init__(self, budget_mb: int = DEFAULT_BUDGET_MB):
+    def __init__(self, budget_mb: int = DEFAULT_BUDGET_MB, upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S):
         self.budget = budget_mb * MB
+        self.upload_idle_s = upload_idle_s
         self._root: Path | None = None
         self._uploads: dict = {}
         self._labels: dict[str, str] = {}  # upload path -> the client's name for it
@@ -95,8 +99,17 @@ class Workspace:
 
     # --- uploads --------------------------------------------------------------------------------
 
+    def expire(self) -> list:
+        """Close the open uploads that got no chunk for `upload_idle_s` (their bytes removed); their ids."""
+        now = time.monotonic()
+        gone = [i for i, u in self._uploads.items() if now - u.touched > self.upload_idle_s]
+        for upload_id in gone:
+            self._abort(upload_id)
+        return gone
+
     def used(self) -> int:
         """Bytes held: every file in the workspace, plus what open uploads announced and have not sent."""
+        self.expire()
         held = 0
         if self._root is not None:
             for folder, _, files in os.walk(self._root):
@@ -164,6 +177,7 @@ class Workspace:
                                 request_id) from None
         upload.received += len(raw)
         upload.digest.update(raw)
+        upload.touched = time.monotonic()
 
     def end(self, upload_id, request_id) -> Path:
         upload = self._open(upload_id, request_id)
