@@ -44,6 +44,7 @@ class Job:
     tiled_preview: bool = False
     preview_every: int = 5
     maps_only: bool = False  # the input's own derived maps, no variant (backend.api.derive_maps)
+    upscale: int = 0  # an upscale request: the input this many times larger (backend/upscaling.py)
     tileable: dict | None = None  # make_tileable's options: the input itself made tileable, no variant
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"  # queued -> running -> done
@@ -240,7 +241,7 @@ def run_job(job: Job, generate: Callable[..., list], on_step: Callable | None = 
         images = generate(
             job.input, job.params, base=job.base, ip_adapter=job.ip_adapter, cancel=job.cancel,
             on_step=None if on_step is None else lambda step, total, preview: on_step(output, step, total, preview),
-            **({"maps_only": True} if job.maps_only else {}),
+            **({"maps_only": True} if job.maps_only else {}), **({"upscale": job.upscale} if job.upscale else {}),
             **({"tileable": job.tileable} if job.tileable is not None else {}),
         )
         if job.cancel.is_set():  # cancelled after the last step: still nothing is kept
@@ -352,6 +353,8 @@ class JobOutput:
         for image in images:
             params = json.loads(image.info.get("parameters", "{}"))
             kind = "restyle" if params.get("restyle_prompt") else params.get("engine", "variant")
+            if self.job.upscale:
+                kind = f"x{self.job.upscale}-{kind}"
             mask, band = image.info.get("restyle_mask"), image.info.get("band")
             companions = (material.endings(image) + (("-mask.png",) if mask is not None else ())
                           + (("-band.png",) if band is not None else ()))

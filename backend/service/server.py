@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from backend import __version__, engines
 from backend.model_registry import registry
+from backend.params import UPSCALE_FACTORS
 from backend.service.confinement import confine
 from backend.service.encoding import encode
 from backend.service.jobs import DEFAULT_MAX_QUEUE, Job, JobRunner
@@ -27,6 +28,7 @@ from backend.service.protocol import (
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
     REQUEST_TYPES,
+    UPSCALE_FIELDS,
     ProtocolError,
     Request,
     error_event,
@@ -213,6 +215,7 @@ class Service:
                         python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
                         models=self._models(), requests=list(REQUEST_TYPES), parameters=generate_parameters(),
                         restyle=restyle_parameters(), make_tileable=tileable_parameters(),
+                        upscale={"fields": list(UPSCALE_FIELDS), "choices": {"factor": list(UPSCALE_FACTORS)}},
                         loaded_models=registry.loaded(),
                         filesystem=self._filesystem(request.fields.get("probe")), **self.warmup.fields()))
 
@@ -256,12 +259,13 @@ class Service:
         job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=params,
                   base=f["base"] or self.base, ip_adapter=f["ip_adapter"] or self.ip_adapter,
                   tiled_preview=f["tiled_preview"], preview_every=f["preview_every"], maps_only=f["maps_only"],
-                  tileable=f.get("tileable"))
+                  upscale=f.get("upscale", 0), tileable=f.get("tileable"))
         # accepted goes out before the worker can see the job, so before any of its progress
         self.runner.submit(job, lambda ahead: self.emit(event("accepted", request.id, job=request.id,
                                                               position=ahead)))
 
     _on_restyle = _on_generate  # a restyle request is a generate job with the restyle options set
+    _on_upscale = _on_generate  # and an upscale request one whose result is the input enlarged
 
     def _on_make_tileable(self, request: Request) -> None:
         """A job like generate's whose work is backend.api.make_tileable (the input made tileable)."""
@@ -352,11 +356,19 @@ class Service:
         label = self.workspace.label(reference)
         if label is not None:  # an upload: its results record the client's path, as a local run would
             ref = dataclasses.replace(ref, source=label)
-        tileable = kwargs.pop("tileable", None)
+        tileable, factor = kwargs.pop("tileable", None), kwargs.pop("upscale", 0)
         if tileable is not None:
             from backend.api import make_tileable
 
             images = [make_tileable(ref, **tileable, cancel=cancel)]
+        elif factor:
+            from backend.upscaling import upscale
+
+            options = params.diffusion
+            images = [upscale(ref, factor, maps=params.maps, engine=params.engine, seed=params.seed,
+                              steps=params.steps, tile=params.tile, strength=options.upscale_strength,
+                              window=options.window, base=kwargs.get("base"), ip_adapter=kwargs.get("ip_adapter"),
+                              on_step=kwargs.get("on_step"), cancel=cancel)]
         else:
             images = generate(ref, params, cancel=cancel, **kwargs)
         for image in images:  # and so do its uploaded maps and mask
