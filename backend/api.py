@@ -17,7 +17,7 @@ from backend import engines, report_card
 from backend.errors import InputError, ModelsMissingError
 from backend.images import load_reference
 from backend.materials import variants as material
-from backend.params import GenerationParams, specs
+from backend.params import DiffusionOptions, GenerationParams, specs
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,12 @@ def _signature() -> inspect.Signature:
 generate_variants.__signature__ = _signature()
 
 
-def restyle(reference: str | os.PathLike | Image.Image, prompt: str, *, strength: float = 0.5,
-            mask: str | os.PathLike | None = None, points=None, box=None, mask_mode: str = "keep-structure",
+_RESTYLE = specs(DiffusionOptions)  # the defaults below are the declared ones
+
+
+def restyle(reference: str | os.PathLike | Image.Image, prompt: str, *,
+            strength: float = _RESTYLE["restyle_strength"][1], mask: str | os.PathLike | None = None, points=None,
+            box=None, mask_mode: str = _RESTYLE["mask_mode"][1],
             sam: str | None = None, **kw) -> list[Image.Image]:
     """Restyle `reference` by the text `prompt`, keeping its structure (README "Restyle").
 

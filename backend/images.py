@@ -6,8 +6,10 @@ Policy (documented in the README):
 - 16-bit samples are scaled to 8 bits (not clipped);
 - grayscale input gives grayscale output; colour engines see it as RGB;
 - alpha is kept aside (`Reference.alpha`): engines synthesise RGB, the patch engine may carry alpha;
-- the short side must be at least MIN_SIDE pixels, the long side at most MAX_SIDE, checked from the
-  header before anything is decoded;
+- every image file read (inputs, material maps of any depth, masks, sketches) is checked from its
+  header before anything is decoded, by one reader (`read_header`) against one table of limits
+  (`check_header`; docs/PROTOCOL.md "Limits"): each side at most MAX_SIDE, at most MAX_CHANNELS
+  samples of at most MAX_BITS bits per pixel; references also need MIN_SIDE on the short side;
 - only regular files are opened (a FIFO, device, socket or folder is refused before any read);
 - writes are atomic (temporary name in the same folder, then rename) and never replace a file
   unless the caller says so.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import tempfile
 import threading
 import time
@@ -30,6 +33,11 @@ from backend.errors import CancelledError, InputError
 
 MIN_SIDE = 32
 MAX_SIDE = 8192
+MAX_CHANNELS = 4
+MAX_BITS = 64  # float64 TIFF maps (read as float32); so at most MAX_SIDE² x 4 x 8 bytes = 2 GiB decoded
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}  # by colour type (a palette becomes RGBA at most)
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 READ_TIMEOUT_S = 60.0  # a local texture reads in well under a second; a stuck network mount never does
 # Pillow refuses images over twice this many pixels while reading the header; the side checks below
 # refuse the rest before decoding.
@@ -81,6 +89,72 @@ def _check_size(w: int, h: int, what: str, min_side: int = MIN_SIDE) -> None:
                          hint=f"downscale it to at most {MAX_SIDE} px per side")
 
 
+@dataclass(frozen=True)
+class Header:
+    """What an image file says it holds, read without decoding a pixel."""
+
+    format: str  # "PNG", "TIFF", or the format Pillow names
+    width: int
+    height: int
+    channels: int
+    bits: int  # per sample
+    floating: bool
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.width * self.height * self.channels * max(1, self.bits // 8)
+
+
+def read_header(path: str | os.PathLike, what: str = "image") -> Header:
+    """The header of the image file at `path` (a regular file: see `_open_regular`), checked against
+    the limits (`check_header`) before anyone decodes it; InputError when unreadable or over a limit."""
+    path = Path(path)
+    with _open_regular(path) as f:
+        return check_header(_header_of(f, path), path, what)
+
+
+def check_header(header: Header, path: Path, what: str) -> Header:
+    """The one table of limits for every image file (docs/PROTOCOL.md, "Limits")."""
+    size = f"{header.width}x{header.height} px"
+    if max(header.width, header.height) > MAX_SIDE:
+        raise InputError(f"{what} {path} is {size}: larger than {MAX_SIDE} px",
+                         hint=f"downscale it to at most {MAX_SIDE} px per side")
+    if min(header.width, header.height) < 1:
+        raise InputError(f"{what} {path} is {size}: empty", hint="save the image again")
+    if header.channels > MAX_CHANNELS or header.bits > MAX_BITS:
+        raise InputError(f"{what} {path} has {header.channels} channel(s) of {header.bits} bits: more than "
+                         f"{MAX_CHANNELS} of {MAX_BITS}", hint="save it as an 8- or 16-bit or float32 RGB(A) image")
+    return header
+
+
+def _header_of(f, path: Path) -> Header:
+    head = f.read(26)
+    f.seek(0)
+    try:
+        if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR":
+            width, height, bits, colour = struct.unpack(">IIBB", head[16:26])
+            return Header("PNG", width, height, PNG_CHANNELS.get(colour, 4), bits, False)
+        if head[:4] in TIFF_SIGNATURES:
+            import tifffile
+
+            with tifffile.TiffFile(str(path)) as tif:  # by name: tifffile wants one (a regular file, checked)
+                page = tif.pages.first
+                return Header("TIFF", int(page.imagewidth), int(page.imagelength) * max(1, int(page.imagedepth)),
+                              int(page.samplesperpixel), int(page.bitspersample),
+                              page.sampleformat == tifffile.SAMPLEFORMAT.IEEEFP)
+        with Image.open(f) as im:  # reads the header only
+            bits = 32 if im.mode in ("I", "F") else 16 if "16" in im.mode else 8
+            return Header(im.format or "?", *im.size, len(im.getbands()), bits, im.mode == "F")
+    except Image.DecompressionBombError as e:
+        raise InputError(f"image is too large to open safely: {path} ({e})",
+                         hint=f"downscale it to at most {MAX_SIDE} px per side") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, IndexError, struct.error) as e:
+        raise InputError(f"not a readable image: {path} ({e.__class__.__name__}: {e})",
+                         hint="use a PNG, JPEG, TIFF or WebP file") from e
+    finally:
+        f.seek(0)
+
+
 def _open_regular(path: Path):
     """A binary file object on `path`, which must be a regular file: nothing else is ever read."""
     try:
@@ -104,9 +178,10 @@ def _open_regular(path: Path):
 def open_image(path: str | os.PathLike) -> Image.Image:
     path = Path(path)
     with _open_regular(path) as f:
+        check_header(_header_of(f, path), path, "image")  # the lower bound is the caller's (load_reference)
         try:
-            with Image.open(f) as im:  # reads the header only
-                _check_size(*im.size, f"image {path}", min_side=1)  # the lower bound is the caller's (load_reference)
+            with Image.open(f) as im:
+                _check_size(*im.size, f"image {path}", min_side=1)  # what Pillow will decode, whatever the sniffing said
                 im.load()
                 return im.copy() if im.mode != "P" else im.convert("RGBA")
         except Image.DecompressionBombError as e:
@@ -170,6 +245,40 @@ def load_reference(reference: str | os.PathLike | Image.Image) -> Reference:
     grayscale = image.mode in ("L", "LA", "1")
     rgb = image.convert("RGB")
     return Reference(rgb=rgb, alpha=alpha, grayscale=grayscale, source=source)
+
+
+def extent(size) -> tuple[int, int]:
+    """An output size as (width, height): n means n x n."""
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def cover_box(image_size: tuple[int, int], size) -> tuple[float, float, float, float]:
+    """The centred part of an image of `image_size` with the aspect of `size` (w, h): the largest
+    such box; the whole image when the aspects agree."""
+    (w, h), (out_w, out_h) = image_size, extent(size)
+
+    def centred(whole: int, part: float) -> float:  # a whole number of pixels starts on a pixel, as center_square
+        return float((whole - int(part)) // 2) if part.is_integer() else (whole - part) / 2
+
+    if w * out_h > h * out_w:  # wider than the output: the sides are cut
+        width = h * out_w / out_h
+        left = centred(w, width)
+        return (left, 0.0, left + width, float(h))
+    height = w * out_h / out_w
+    top = centred(h, height)
+    return (0.0, top, float(w), top + height)
+
+
+def cover(image: Image.Image, size, resample=Image.Resampling.LANCZOS) -> Image.Image:
+    """The image scaled to cover `size` (int or (w, h)) and centre-cropped to it: how a reference of
+    another aspect is presented to an engine (its centre, no squeeze); exactly the image when it has
+    the output's size."""
+    out = extent(size)
+    if image.size == out:
+        return image.copy()
+    box = cover_box(image.size, out)
+    whole = box == (0.0, 0.0, float(image.size[0]), float(image.size[1]))
+    return image.resize(out, resample, box=None if whole else box)
 
 
 def center_square(image: Image.Image, size: int, resample=Image.Resampling.LANCZOS) -> Image.Image:

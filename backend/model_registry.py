@@ -85,6 +85,25 @@ class ModelRegistry:
             gc.collect()  # reference cycles inside the model (modules, hooks) go now, not later
 
 
+def load_pretrained(kind: str, cls, folder, device: str, dtype: str, fix: str):
+    """A diffusers model class's `from_pretrained(folder)` (safetensors, local files only), frozen on
+    `device`, kept in the registry as `kind`; ModelsMissingError saying `fix` when it cannot load."""
+
+    def build():
+        import torch
+
+        from backend.errors import ModelsMissingError
+
+        try:
+            model = cls.from_pretrained(folder, torch_dtype=getattr(torch, dtype), use_safetensors=True,
+                                        local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ModelsMissingError(f"could not load the {kind} from {folder}: {e}", hint=fix) from e
+        return model.to(device).eval().requires_grad_(False)
+
+    return registry.get(kind, (folder, device, dtype), build, {"path": str(folder), "device": device, "dtype": dtype})
+
+
 def _release_memory() -> None:
     gc.collect()
     torch = sys.modules.get("torch")

@@ -21,12 +21,20 @@ from backend.errors import InputError
 
 ENGINES = ("auto", "diffusion", "patch")
 TILE_MODES = ("both", "x", "y", "none")
+AXES = {"both": (True, True), "x": (True, False), "y": (False, True), "none": (False, False)}  # (wrap x, wrap y)
 APPEARANCE_MODES = ("kv", "ad", "none")  # kv replacement, attention distillation, plain IP-Adapter
 IP_MODES = ("full", "style")  # IP-Adapter in every cross-attention layer, or in the style block(s) only
 SKETCH_MODES = ("lgp", "controlnet")  # latent guidance predictor (Voynov et al.), or an SD1.5 ControlNet
-MIN_SIZE, MAX_SIZE = 64, 2048
+SAMPLERS = ("full", "fast")  # the model's own 30-step schedule, or a step-distillation LoRA's (diffusion/fast.py)
+FAST_LORAS = ("lcm", "hyper-sd")  # the published step-distillation LoRAs fast_lora names (or a file / hub id)
+FAST_SCHEDULERS = ("tcd", "ddim-trailing")
+MIN_SIZE, MAX_SIZE = 64, 8192  # per side of the output
+# The side of the output must be a multiple of this for each engine (diffusion: the VAE's 8x latent grid).
+SIZE_MULTIPLE = {"diffusion": 8, "patch": 1}
 MAX_VARIANTS = 16
+UPSCALE_FACTORS = (2, 4)  # backend/upscaling.py
 DERIVABLE_MAPS = ("height", "normal", "roughness")  # backend/materials/derive.py makes them
+MATERIAL_MAPS = ("roughness", "metallic", "normal", "height")  # the maps the Blender add-on finds and sends
 NORMAL_MODELS = ("classical", "marigold")
 MAP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # a map's name ends up in a file name
 MAX_MAP_SIDE = 8192
@@ -37,10 +45,11 @@ RESTYLE_STARTS = ("inverted", "noise")  # restyle: the generated branch starts f
 @dataclass(frozen=True)
 class Spec:
     """What values a parameter takes. kind: int | number | choice | text | flag | names | maps | points | box
-    | size.
+    | size | extent.
 
     names: a list of strings (of `choices` when given); maps: an object {map name: file path}; points,
-    box: pixel coordinates (restyle masks); size: [width, height] in pixels."""
+    box: pixel coordinates (restyle masks); size: [width, height] in pixels; extent: an output size,
+    an integer (a square) or [width, height], each side from `low` to `high`, normalised to (w, h)."""
 
     kind: str
     low: float | None = None
@@ -58,7 +67,9 @@ class Spec:
                 "maps": "an object {name: path} (names: lower-case letters, digits and _)",
                 "points": "a list of [x, y] or [x, y, label] pixel positions (label 1 selects, 0 excludes)",
                 "box": "[x0, y0, x1, y1] in pixels, x0 < x1 and y0 < y1",
-                "size": f"[width, height] in pixels, each an integer from 1 to {MAX_MAP_SIDE}"}[self.kind]
+                "size": f"[width, height] in pixels, each an integer from 1 to {MAX_MAP_SIDE}",
+                "extent": f"an integer (a square) or [width, height], each side from {self.low} to {self.high} px"
+                }[self.kind]
         if self.multiple > 1:
             text = f"a multiple of {self.multiple} from {self.low} to {self.high}"
         return text + (" or null for the default" if self.optional else "") + (f" ({self.hint})" if self.hint else "")
@@ -130,7 +141,17 @@ def _size(name: str, value, spec: Spec) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-_COORDINATES = {"points": _points, "box": _box, "size": _size}
+def _extent(name: str, value, spec: Spec) -> tuple[int, int]:
+    """An output size: n (a square) or [w, h]; each side in [spec.low, spec.high]."""
+    pair = (value, value) if not isinstance(value, (list, tuple)) else value
+    if not (len(pair) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and spec.low <= v <= spec.high
+                                   for v in pair)):
+        raise InputError(f"invalid {name}={value!r}: expected {spec.expected()}",
+                         hint="e.g. 512 for 512x512, or [1024, 384] for 1024 wide and 384 high")
+    return int(pair[0]), int(pair[1])
+
+
+_COORDINATES = {"points": _points, "box": _box, "size": _size, "extent": _extent}
 
 
 def param(default, kind: str, low=None, high=None, **spec):
@@ -179,13 +200,28 @@ class DiffusionOptions(Checked):
     suppress_scale: float = param(0.8, "number", 0.0, 10.0)
     content_encoder: str | None = param(None, "text", optional=True)
     decode_one_at_a_time: bool = param(False, "flag")
+    upscale_strength: float = param(0.3, "number", 0.0, 1.0, hint="upscale: the fraction of the steps re-noised and "
+                                    "denoised at the larger size (detail added; the structure stays below about 0.5)")
+    window: int = param(512, "int", 64, 2048, multiple=64,
+                        hint="px: larger outputs are denoised and decoded in overlapping windows of this side")
+    taesd: str | None = param(None, "text", optional=True,
+                              hint="tiny autoencoder for the live previews: folder or hub id (default: "
+                                   "madebyollin/taesd when it is in the HF cache, else a latent colour map)")
+    draft: bool = param(False, "flag", hint="decode the final images with the tiny autoencoder: a quick look")
+    # Few-step sampling (sampler="fast"; backend/diffusion/fast.py)
+    fast_lora: str = param("lcm", "text", hint="lcm (LCM-LoRA), hyper-sd (Hyper-SD 8-step CFG), or a LoRA "
+                           ".safetensors file, folder or hub id")
+    fast_scheduler: str | None = param(None, "choice", choices=FAST_SCHEDULERS, optional=True,
+                                       hint="default: the one fast_lora was distilled for")
     # Sketch guidance (backend/diffusion/controls/sketch.py, controlnet.py)
     sketch_window: float = param(0.5, "number", 0.0, 1.0, hint="LGP: a fraction of the steps, counted from the start")
     lgp: str | None = param(None, "text", optional=True, hint="LGP weights: hub id, folder or file")
     controlnet: str | None = param(None, "text", optional=True, hint="SD1.5 ControlNet: hub id or folder")
     # Restyle (controls/restyle.py): Plug-and-Play feature injection under a text prompt, with a mask.
     restyle_prompt: str = param("", "text", hint="the new look; empty = no restyle")
-    restyle_strength: float = param(0.5, "number", 0.0, 1.0, hint="0 = keep all structure, 1 = text only")
+    restyle_strength: float = param(0.5, "number", 0.0, 1.0,
+                                    hint="0 = keep all the structure, 1 = follow the text alone (0.5: the published "
+                                         "setting)")
     restyle_start: str = param("inverted", "choice", choices=RESTYLE_STARTS,
                                hint="inverted: from the input's inverted noise (the paper; keeps structure); "
                                     "noise: from seeded noise (more variety, less structure)")
@@ -214,9 +250,14 @@ class GenerationParams(Checked):
     variants: int = param(1, "int", 1, MAX_VARIANTS)
     seed: int | None = param(None, "int", 0, 2**63 - 1, optional=True)
     steps: int = param(30, "int", 1, 200)
-    size: int = param(512, "int", MIN_SIZE, MAX_SIZE, multiple=64)
+    sampler: str = param("full", "choice", choices=SAMPLERS,
+                         hint="fast: a step-distillation LoRA, fast_steps steps (download-models --fast)")
+    fast_steps: int = param(8, "int", 1, 50, hint="denoising steps of the fast sampler (4-8)")
+    size: tuple[int, int] = param((512, 512), "extent", MIN_SIZE, MAX_SIZE)  # (width, height)
     tile: str = param("both", "choice", choices=TILE_MODES)
-    balance: float = param(0.5, "number", 0.0, 1.0, hint="0 = structure, 1 = appearance")
+    balance: float = param(0.5, "number", 0.0, 1.0,
+                           hint="0 = new structure, 1 = closest appearance to the original (0.5 is the published "
+                                "recipe)")
     appearance: str = param("kv", "choice", choices=APPEARANCE_MODES)
     ip_scale: float | None = param(None, "number", 0.0, 30.0, optional=True)
     prompt: str = param("", "text")
@@ -230,15 +271,18 @@ class GenerationParams(Checked):
                                     hint="maps made from each variant's base colour")
     map_size: tuple[int, int] | None = param(
         None, "size", optional=True,
-        hint="the reference is a squeezed copy of a texture this size (Blender's Match Source): given maps are "
-             "stretched to the reference, not centre-cropped, and each variant's maps are written at this size")
+        hint="kept for older clients that squeeze a texture to a square: the reference is a squeezed copy of a "
+             "texture this size, given maps are stretched to it and each variant's maps written at this size; "
+             "ask for size [width, height] instead")
     normals: str = param("classical", "choice", choices=NORMAL_MODELS,
                          hint="how derived normals are made: from the height (classical) or by Marigold "
                               "(its weights must be on this machine: download-models --normals)")
     # Sketch guidance: an image whose lines the variant's structure follows (diffusion engine only)
     sketch: str | None = param(None, "text", optional=True, hint="path of an image, lines on a plain background")
     sketch_mode: str = param("lgp", "choice", choices=SKETCH_MODES)
-    sketch_strength: float = param(1.0, "number", 0.0, 5.0)
+    sketch_strength: float = param(1.0, "number", 0.0, 5.0,
+                                   hint="how strongly the structure follows the guide (lgp: guidance step size; "
+                                        "controlnet: conditioning scale)")
     diffusion: DiffusionOptions = field(default_factory=DiffusionOptions)
     patch: PatchOptions = field(default_factory=PatchOptions)
 
@@ -273,10 +317,27 @@ class GenerationParams(Checked):
         if checked.map_size is not None and not (checked.maps or checked.derive):
             raise InputError("map_size applies to maps, and there are none",
                              hint="give maps or derive (or leave map_size out)")
+        checked.check_size(checked.engine)
         if checked.normals != "classical" and "normal" not in checked.derive:
             raise InputError(f"normals={checked.normals!r} only applies to a derived normal map",
                              hint="add normal to derive, or leave normals at classical")
         return dataclasses.replace(checked, diffusion=self.diffusion.validated(), patch=self.patch.validated())
+
+    def check_size(self, engine: str) -> None:
+        """InputError when `engine` cannot make this size (the diffusion engine: sides on its 8 px latent grid)."""
+        multiple = SIZE_MULTIPLE.get(engine, 1)
+        if self.width % multiple or self.height % multiple:
+            raise InputError(f"size {self.width}x{self.height}: the {engine} engine needs sides that are multiples "
+                             f"of {multiple}", hint=f"e.g. {self.width // multiple * multiple}x"
+                             f"{self.height // multiple * multiple}, or the patch engine, which takes any size")
+
+    @property
+    def width(self) -> int:
+        return self.size[0]
+
+    @property
+    def height(self) -> int:
+        return self.size[1]
 
     def replace(self, **changes) -> GenerationParams:
         return dataclasses.replace(self, **changes)
@@ -299,9 +360,30 @@ class GenerationParams(Checked):
 
 def capabilities() -> dict:
     """What a generate request takes, for the service's `hello`: the choices of the choice fields, the
-    names a list field takes (derive) and each engine's options."""
+    names a list field takes (derive), each engine's options and the output sizes (per side, and the
+    multiple each engine needs)."""
     return {"choices": {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
                         if spec.kind == "choice"},
             "names": {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
                       if spec.kind == "names" and spec.choices},
-            "extra": {engine: list(specs(cls)) for engine, cls in ENGINE_OPTIONS.items()}}
+            "extra": {engine: list(specs(cls)) for engine, cls in ENGINE_OPTIONS.items()},
+            "size": {"min": MIN_SIZE, "max": MAX_SIZE, "multiple": dict(SIZE_MULTIPLE)}}
+
+
+def _declaration(spec: Spec, default) -> dict:
+    out = {"kind": spec.kind, "default": list(default) if isinstance(default, tuple) else default}
+    out |= {key: getattr(spec, key) for key in ("low", "high") if getattr(spec, key) is not None}
+    out |= {"choices": list(spec.choices)} if spec.choices else {}
+    out |= {"multiple": spec.multiple} if spec.multiple > 1 else {}
+    out |= {"optional": True} if spec.optional else {}
+    return out | ({"help": spec.hint} if spec.hint else {})
+
+
+def declarations() -> dict:
+    """Every parameter's kind, default, range, choices and help text, and the map names, as JSON values:
+    what the Blender add-on's generated copy holds (scripts/params_spec.py writes it; the add-on
+    cannot import this package)."""
+    return {"parameters": {name: _declaration(*sd) for name, sd in specs(GenerationParams).items()},
+            "options": {engine: {name: _declaration(*sd) for name, sd in specs(cls).items()}
+                        for engine, cls in ENGINE_OPTIONS.items()},
+            "maps": {"material": list(MATERIAL_MAPS), "derivable": list(DERIVABLE_MAPS)}}

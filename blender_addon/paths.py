@@ -116,6 +116,27 @@ def unique_target(folder: str | os.PathLike, stem: str, suffix: str = ".png",
     return candidate
 
 
+def process_umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc; elsewhere set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_created(fd: int) -> None:
+    """Give a mkstemp file (0600) the permissions a normally created file gets (0644 under umask 022),
+    so a render farm or a colleague can read the variants and baked textures."""
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, 0o666 & ~process_umask())
+
+
 def copy_new_file(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Copy `source` to `target`, which must not exist; readers never see half a file.
 
@@ -127,6 +148,7 @@ def copy_new_file(source: str | os.PathLike, target: str | os.PathLike) -> Path:
         raise FileExistsError(f"refusing to overwrite {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
+    as_created(fd)
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
             shutil.copyfileobj(src, out)

@@ -18,35 +18,38 @@ from bpy.props import (
     StringProperty,
 )
 
-ENGINE_ITEMS = [
-    ("auto", "Auto", "Diffusion when its models are on this machine, otherwise Patch"),
-    ("diffusion", "Diffusion", "Stable Diffusion 1.5 + IP-Adapter with kv replacement (needs the models)"),
-    ("patch", "Patch", "Weight-free example-based synthesis: instant, no models needed"),
-]
-TILE_ITEMS = [
-    ("both", "Both", "Seamless in X and Y"),
-    ("x", "X", "Seamless left to right only"),
-    ("y", "Y", "Seamless top to bottom only"),
-    ("none", "None", "Not tileable"),
-]
+from . import parameters
+
+# The backend's choices (backend/params.py, through generated/params.json) with the panel's labels.
+ENGINE_ITEMS = parameters.enum_items("engine", {
+    "auto": ("Auto", "Diffusion when its models are on this machine, otherwise Patch"),
+    "diffusion": ("Diffusion", "Stable Diffusion 1.5 + IP-Adapter with kv replacement (needs the models)"),
+    "patch": ("Patch", "Weight-free example-based synthesis: instant, no models needed"),
+})
+TILE_ITEMS = parameters.enum_items("tile", {
+    "both": ("Both", "Seamless in X and Y"),
+    "x": ("X", "Seamless left to right only"),
+    "y": ("Y", "Seamless top to bottom only"),
+    "none": ("None", "Not tileable"),
+})
 SIZE_MODE_ITEMS = [
     ("match", "Match Source", "The source's width and height, in multiples of 64, at most 2048 px"),
     ("fixed", "Fixed", "A square of the given size"),
 ]
-APPEARANCE_ITEMS = [
-    ("kv", "KV (Keep Appearance)", "kv replacement: borrow the reference's keys/values late in denoising"),
-    ("ad", "AD (Distil Appearance)",
-     "Attention distillation: optimise the image towards the reference's attention features late in "
-     "denoising; slower (a few extra passes per late step)"),
-    ("none", "None (Image Prompt Only)", "Plain IP-Adapter: freer structure, the look may drift"),
-]
+APPEARANCE_ITEMS = parameters.enum_items("appearance", {
+    "kv": ("KV (Keep Appearance)", "kv replacement: borrow the reference's keys/values late in denoising"),
+    "ad": ("AD (Distil Appearance)",
+           "Attention distillation: optimise the image towards the reference's attention features late in "
+           "denoising; slower (a few extra passes per late step)"),
+    "none": ("None (Image Prompt Only)", "Plain IP-Adapter: freer structure, the look may drift"),
+})
 
-SKETCH_MODE_ITEMS = [
-    ("lgp", "LGP (Soft)", "Latent guidance predictor: steers the layout towards the guide's lines in the first "
-     "steps, leaving the look to the reference (one extra backward pass per early step)"),
-    ("controlnet", "ControlNet (Strict)", "An SD1.5 lineart ControlNet follows the guide's lines closely "
-     "(needs its 1.4 GB model)"),
-]
+SKETCH_MODE_ITEMS = parameters.enum_items("sketch_mode", {
+    "lgp": ("LGP (Soft)", "Latent guidance predictor: steers the layout towards the guide's lines in the first "
+            "steps, leaving the look to the reference (one extra backward pass per early step)"),
+    "controlnet": ("ControlNet (Strict)", "An SD1.5 lineart ControlNet follows the guide's lines closely "
+                   "(needs its 1.4 GB model)"),
+})
 
 
 # Restyle (README "Restyle"): where the mask comes from and what it means.
@@ -56,10 +59,10 @@ MASK_SOURCE_ITEMS = [
     ("points", "Points (Segment Anything)", "Points placed with the Image Editor's 2D cursor; Segment Anything "
      "selects the part they mark (needs its model: download-models --sam)"),
 ]
-MASK_MODE_ITEMS = [
-    ("keep-structure", "Keep Structure Inside", "The masked part keeps its structure; the rest follows the prompt"),
-    ("edit-inside", "Edit Inside Only", "Only the masked part changes; the rest stays the original"),
-]
+MASK_MODE_ITEMS = parameters.enum_items("mask_mode", {
+    "keep-structure": ("Keep Structure Inside", "The masked part keeps its structure; the rest follows the prompt"),
+    "edit-inside": ("Edit Inside Only", "Only the masked part changes; the rest stays the original"),
+})
 
 
 class TEXTURE_VARIANTS_PG_mask_point(bpy.types.PropertyGroup):
@@ -124,23 +127,22 @@ class TEXTURE_VARIANTS_PG_result_set(bpy.types.PropertyGroup):
 
 
 class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
-    engine: EnumProperty(name="Engine", items=ENGINE_ITEMS, default="auto")
-    variants: IntProperty(name="Variants", description="How many variants to make", default=2, min=1, max=16)
-    seed: IntProperty(name="Seed", description="Random seed; variant i uses seed + i", default=0, min=0)
+    engine: EnumProperty(name="Engine", items=ENGINE_ITEMS, default=parameters.default("engine"))
+    variants: IntProperty(name="Variants", description="How many variants to make",
+                          **parameters.keywords("variants", default=2))  # the panel offers a choice of two
+    seed: IntProperty(name="Seed", description="Random seed; variant i uses seed + i", default=0,
+                      min=parameters.declared("seed")["low"])  # a 32-bit property: its own maximum
     randomize_seed: BoolProperty(
         name="Randomise", default=True,
         description="Pick a new seed for every run (the seed used is stored above, so a result can be redone)",
     )
-    steps: IntProperty(name="Steps", description="Denoising steps (diffusion)", default=30, min=1, max=200)
+    steps: IntProperty(name="Steps", description="Denoising steps (diffusion)", **parameters.keywords("steps"))
     size_mode: EnumProperty(name="Size", items=SIZE_MODE_ITEMS, default="match")
     size: IntProperty(name="Size", description="Output size in pixels, rounded to a multiple of 64",
-                      default=512, min=64, max=2048, step=64, subtype="PIXEL")
-    tile: EnumProperty(name="Tile", items=TILE_ITEMS, default="both")
-    balance: FloatProperty(
-        name="Balance", default=0.5, min=0.0, max=1.0, subtype="FACTOR",
-        description="0 = new structure, 1 = closest appearance to the original (0.5 is the published recipe)",
-    )
-    appearance: EnumProperty(name="Appearance", items=APPEARANCE_ITEMS, default="kv")
+                      step=parameters.square_size()["multiple"], subtype="PIXEL", **parameters.keywords("size"))
+    tile: EnumProperty(name="Tile", items=TILE_ITEMS, default=parameters.default("tile"))
+    balance: FloatProperty(name="Balance", subtype="FACTOR", **parameters.keywords("balance"))
+    appearance: EnumProperty(name="Appearance", items=APPEARANCE_ITEMS, default=parameters.default("appearance"))
     style_only: BoolProperty(
         name="Style Only", default=False,
         description="Feed the image prompt into the style block of the model only (InstantStyle): keeps colours "
@@ -156,24 +158,18 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
         description="An image whose lines the variant's structure follows: white on black or black on white, "
         "square (paint one, load one, or make one from the texture's edges); empty = no guide (diffusion)",
     )
-    sketch_mode: EnumProperty(name="Guide Mode", items=SKETCH_MODE_ITEMS, default="lgp")
-    sketch_strength: FloatProperty(
-        name="Guide Strength", default=1.0, min=0.0, max=5.0,
-        description="How strongly the structure follows the guide (LGP: guidance step size; ControlNet: "
-        "conditioning scale)",
-    )
+    sketch_mode: EnumProperty(name="Guide Mode", items=SKETCH_MODE_ITEMS, default=parameters.default("sketch_mode"))
+    sketch_strength: FloatProperty(name="Guide Strength", **parameters.keywords("sketch_strength"))
     prompt: StringProperty(name="Prompt", description="What the texture shows, in words (diffusion; optional)")
     negative_prompt: StringProperty(name="Negative", description="What to keep out of the variants (diffusion; "
                                     "optional)")
     restyle_prompt: StringProperty(
         name="Prompt", description="The new look, e.g. \"mossy bricks\", \"rusty metal\", \"snow in the joints\"")
-    restyle_strength: FloatProperty(
-        name="Strength", default=0.5, min=0.0, max=1.0, subtype="FACTOR",
-        description="0 = keep all the structure, 1 = follow the text alone (0.5: the published setting)")
+    restyle_strength: FloatProperty(name="Strength", subtype="FACTOR", **parameters.keywords("restyle_strength"))
     mask_source: EnumProperty(name="Mask", items=MASK_SOURCE_ITEMS, default="none")
     mask_image: PointerProperty(name="Mask Image", type=bpy.types.Image,
                                 description="White = selected; the texture's aspect ratio")
-    mask_mode: EnumProperty(name="Mask Mode", items=MASK_MODE_ITEMS, default="keep-structure")
+    mask_mode: EnumProperty(name="Mask Mode", items=MASK_MODE_ITEMS, default=parameters.default("mask_mode"))
     mask_points: CollectionProperty(type=TEXTURE_VARIANTS_PG_mask_point)
     current: PointerProperty(type=TEXTURE_VARIANTS_PG_result_set)
 
@@ -204,12 +200,12 @@ class TEXTURE_VARIANTS_PG_applied(bpy.types.PropertyGroup):
     original_had_fake_user: BoolProperty()
 
 
-MAP_ITEMS = [  # the backend's names (backend/materials/maps.py); the Principled BSDF input each is found on
-    ("roughness", "Roughness", "The image feeding Roughness"),
-    ("metallic", "Metallic", "The image feeding Metallic"),
-    ("normal", "Normal", "The image feeding Normal through a Normal Map node"),
-    ("height", "Height", "The image feeding a Bump node's Height, or a Displacement node into the Material Output"),
-]
+MAP_ITEMS = parameters.labelled(parameters.material_maps(), {  # the Principled BSDF input each is found on
+    "roughness": ("Roughness", "The image feeding Roughness"),
+    "metallic": ("Metallic", "The image feeding Metallic"),
+    "normal": ("Normal", "The image feeding Normal through a Normal Map node"),
+    "height": ("Height", "The image feeding a Bump node's Height, or a Displacement node into the Material Output"),
+}, "map names")
 
 
 class TEXTURE_VARIANTS_PG_material(bpy.types.PropertyGroup):

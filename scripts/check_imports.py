@@ -1,5 +1,6 @@
-"""Import boundaries: blender_addon/ runs inside Blender's Python, backend/ runs outside Blender, and
-inside the add-on the folder a module lives in says what it may import.
+"""Import boundaries: blender_addon/ runs inside Blender's Python (bpy, the standard library and the numpy
+Blender ships), backend/ runs outside Blender, and inside the add-on the folder a module lives in says
+what it may import.
 
 Walks the AST of every module (so an import hidden in a function counts too) and fails with the
 offending file and line.
@@ -19,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {
-    "blender_addon": {"torch", "diffusers", "transformers", "numpy", "safetensors", "huggingface_hub", "backend"},
+    "blender_addon": {"torch", "diffusers", "transformers", "safetensors", "huggingface_hub", "backend"},
     "backend": {"bpy", "bmesh", "mathutils", "blender_addon", "scripts"},
 }
 BLENDER = {"bpy", "bmesh", "mathutils", "bpy_extras", "gpu", "addon_utils", "bl_ui", "bl_operators"}
@@ -27,14 +28,14 @@ BLENDER = {"bpy", "bmesh", "mathutils", "bpy_extras", "gpu", "addon_utils", "bl_
 ADDON = "blender_addon"
 ADDON_LAYERS = [
     {"errors"},  # the add-on's one error class
-    {"paths", "panel_rules"},  # where files go; which settings the panel shows
+    {"paths", "panel_rules", "parameters"},  # where files go; which settings the panel shows; the backend's declarations
     {"pixels", "setup", "connection"},  # pixel rules; Set up Backend; the backend's process, client, jobs
     {"properties", "prefs"},  # Blender data: the settings in the .blend, the preferences as read
     {"material"},  # the material's nodes, maps, images, result sets, files
     {"ui", "operators"},  # drawing; the operators
     {"__init__"},  # registration
 ]
-PLAIN = {"errors", "paths", "panel_rules", "pixels", "setup", "connection"}
+PLAIN = {"errors", "paths", "panel_rules", "parameters", "pixels", "setup", "connection"}
 DRAWING = "ui"
 
 

@@ -37,7 +37,8 @@ def tiny_models() -> dict[str, Path]:
         make_test_models(folder)
         done.touch()
     return {"base": folder / "sd15", "ip_adapter": folder / "ip-adapter", "lgp": folder / "lgp",
-            "controlnet": folder / "controlnet", "sam": folder / "sam"}
+            "controlnet": folder / "controlnet", "sam": folder / "sam", "fast_lora": folder / "fast-lora",
+            "taesd": folder / "taesd"}
 
 
 def _skimage_texture(name: str, size: int) -> Image.Image:

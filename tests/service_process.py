@@ -23,12 +23,13 @@ FINAL = ("result", "error", "cancelled")
 
 
 class ServiceProcess:
-    def __init__(self, tmp: Path, *args: str, preexec_fn=None):
+    def __init__(self, tmp: Path, *args: str, preexec_fn=None, env: dict | None = None, wrap: tuple[str, ...] = ()):
+        """`env`: more environment variables; `wrap`: a command the service's command line is appended to."""
         self.log_dir = tmp / "logs"
         self.stderr_path = tmp / "stderr.txt"
-        env = dict(os.environ, TEXTURE_VARIANTS_LOG_DIR=str(self.log_dir), PYTHONPATH=str(ROOT))
+        env = dict(os.environ, TEXTURE_VARIANTS_LOG_DIR=str(self.log_dir), PYTHONPATH=str(ROOT), **(env or {}))
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in wait()
-        self.popen = subprocess.Popen([sys.executable, "-m", "backend", "serve", *args], cwd=ROOT, env=env,
+        self.popen = subprocess.Popen([*wrap, sys.executable, "-m", "backend", "serve", *args], cwd=ROOT, env=env,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                       preexec_fn=preexec_fn)
         self.events: queue.Queue = queue.Queue()
@@ -138,3 +139,13 @@ def tiny_model_service(tmp: Path, tiny_models: dict, *args: str):
     yield proc
     assert proc.stop() == 0, proc.stderr_tail()
     assert proc.bad_lines == []
+
+
+def can_mount_tmpfs() -> bool:
+    """Whether `unshare -m` may mount a tmpfs here (root in a Linux container): the tests that give the
+    service a folder of its own (a small disk, a hidden client folder) need it."""
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs none /mnt"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False

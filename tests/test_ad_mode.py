@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from backend import generate_variants
-from backend.diffusion import balance
+from backend.diffusion import balance, vae
 from backend.diffusion import engine as diffusion
 from backend.diffusion.controls.attention import ReferenceAttention
 from backend.diffusion.controls.base import GENERATED, REFERENCE, Run, StepState
@@ -59,7 +59,7 @@ def test_ad_loss_decreases_over_the_iterations_of_a_step_with_ip_adapter_active(
             image = reference.resize((SIZE, SIZE))
             cond = diffusion.encode_conditioning(pipe, image, "", "")
             loop = diffusion.Loop(pipe, cond, steps, diffusion.Progress(total=10 * steps), [control], run.state)
-            inverted = loop.invert(diffusion.encode_reference(pipe, image, SIZE))
+            inverted = loop.invert(vae.encode_reference(pipe, image, SIZE))
             loop.denoise(inverted, 1.0, REFERENCE)
             assert not controller.missing()
 
@@ -97,7 +97,7 @@ def test_ad_loss_is_zero_when_the_generated_branch_is_the_reference_branch(pipe,
     with torch.no_grad():
         pipe.set_ip_adapter_scale(1.0)
         cond = diffusion.encode_conditioning(pipe, image, "", "")
-        latents = diffusion.encode_reference(pipe, image, SIZE)
+        latents = vae.encode_reference(pipe, image, SIZE)
         loop = diffusion.Loop(pipe, cond, steps, diffusion.Progress(total=10 * steps), [control], run.state)
         step = max(control.window)
         text, image_embeds = cond.batch(1, guided=False)

@@ -127,3 +127,13 @@ def test_a_batch_runs_on_a_backend_that_cannot_see_the_clients_files(session, co
             with Image.open(a["path"]) as here, Image.open(b["path"]) as there:
                 assert here.tobytes() == there.tobytes()  # the same pixels (the records name other folders)
             assert Path(a["parameters"]["reference"]) == Path(mine.folder) / "reference.png"  # the client's path
+
+
+def test_all_materials_asks_with_the_count_and_the_time():
+    from blender_addon.connection.batch import confirm_message
+
+    first = confirm_message(12, None)
+    assert "all 12 materials" in first and "12 Generates one after another" in first and "Cancel" in first
+    assert "about 50 s" in confirm_message(10, 5.0) and "5.0 s a material" in confirm_message(10, 5.0)
+    assert "about 8 min" in confirm_message(100, 5.0)
+    assert "all 1 material of" in confirm_message(1, None)

@@ -67,3 +67,18 @@ def test_safe_stem_drops_image_extensions_only():
 def test_new_job_folders_are_fresh(tmp_path):
     folders = {paths.new_job_folder(tmp_path / "jobs") for _ in range(5)}
     assert len(folders) == 5 and all(f.is_dir() and not any(f.iterdir()) for f in folders)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_copies_get_the_permissions_of_a_normally_created_file(tmp_path, umask, mode):
+    """Variants, maps and baked textures are readable by a render farm or a colleague (0644 under the
+    usual umask 022), not the 0600 of a temporary file; the umask is read, not changed."""
+    source = tmp_path / "source.png"
+    source.write_bytes(b"pixels")
+    old = os.umask(umask)
+    try:
+        copied = paths.copy_new_file(source, tmp_path / "out" / "variant.png")
+        assert paths.process_umask() == umask
+    finally:
+        os.umask(old)
+    assert copied.stat().st_mode & 0o777 == mode

@@ -17,7 +17,7 @@ import pytest
 from backend import generate_variants
 from backend.diffusion import engine as diffusion
 from backend.params import APPEARANCE_MODES
-from scripts.benchmarks import cli, common, gpu, variant_cost
+from scripts.benchmarks import cli, common, gpu, speed, variant_cost
 from scripts.benchmarks.report import render_gpu
 
 STEPS = 3
@@ -158,8 +158,33 @@ def test_gpu_path_runs_on_the_cpu_with_the_tiny_models(tiny_models, fresh_pipeli
     setup = replace(common.GPU, size=64, steps=2, reps=1)
     result = gpu.bench_gpu(tiny_models, setup, device="cpu", dtype="float32", log=lambda *a: None)
     methods = {r["method"] for r in result["rows"]}
-    assert methods == {"plain", "naive", "first", "cached", "ad", "diffusers"}
+    assert methods == {"plain", "naive", "first", "cached", "ad", "diffusers", "fast"}
     assert result["optimisations"] == ["channels_last", "decode one image at a time"]
     assert all(r["peak_gb"] is None and r["median_s"] > 0 for r in result["rows"])  # no CUDA: no VRAM figure
     report = "\n".join(render_gpu({"command": "test", "date": "now", "machine": common.machine(), "gpu": result}))
     assert "diffusers' own `StableDiffusionPipeline`" in report and "Not measured" not in report
+
+
+def test_the_speed_section_times_cached_fast_and_full_variants_and_both_decoders(tiny_models, tmp_path, monkeypatch,
+                                                                                 capsys):
+    stored = {"quick": {"mode": "quick", "variant_cost": {"kept": True}}}
+    (tmp_path / "benchmarks.json").write_text(json.dumps(stored))
+    monkeypatch.setattr(cli, "render", lambda results: "rendered")  # the stored stand-in has no full rows
+    monkeypatch.setattr(common, "QUICK", tiny_setup(speed=True))
+    models_dir = tiny_models["base"].parent
+    assert cli.main(["--quick", "--sections", "speed", "--models", str(models_dir), "--out-dir", str(tmp_path)]) == 0
+    entry = json.loads((tmp_path / "benchmarks.json").read_text())["quick"]
+    assert entry["variant_cost"] == {"kept": True}  # the other sections' results stay
+    result = entry["speed"]
+    rows = {r["case"]: r for r in result["rows"]}
+    assert set(rows) == {"full", "fast", "fast_cfg"}
+    assert (rows["full"]["steps"], rows["fast"]["steps"]) == (speed.FULL_STEPS, speed.FAST_STEPS)
+    assert rows["full"]["ratio_to_full"] == 1.0 and all(len(r["seconds"]) == 1 for r in rows.values())
+    assert result["ratios"]["fast_cost_ratio"] == rows["fast"]["ratio_to_full"]
+    decode = result["decode"]
+    assert result["ratios"]["preview_decode_ratio"] == pytest.approx(
+        decode["taesd"]["median_s"] / decode["vae"]["median_s"], abs=1e-3)
+    last = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert [line.split("=")[0] for line in last] == ["fast_cost_ratio", "preview_decode_ratio"]
+    report = "\n".join(speed.render_speed(result))
+    assert "`fast_cost_ratio`" in report and "`preview_decode_ratio`" in report

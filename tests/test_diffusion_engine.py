@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from backend import generate_variants
-from backend.diffusion import balance
+from backend.diffusion import balance, vae
 from backend.diffusion import engine as diffusion
 from backend.diffusion.balance import DEFAULT_BLOCKS
 from backend.diffusion.controls.attention import self_attention_layers
@@ -158,7 +158,7 @@ def _loop(pipe, cond, steps, controls=(), state=None, total=10**6):
 def _reference_work(pipe, reference, steps, controls=(), state=None, iterations=0):
     cond = diffusion.encode_conditioning(pipe, reference, "", "")
     loop = _loop(pipe, cond, steps, controls, state)
-    latents0 = diffusion.encode_reference(pipe, reference, SIZE)
+    latents0 = vae.encode_reference(pipe, reference, SIZE)
     inverted = loop.invert(latents0, iterations)
     reconstructed = loop.denoise(inverted, 1.0, REFERENCE)
     return cond, latents0, inverted, reconstructed

@@ -3,8 +3,6 @@ show (the service's hello, the CLI, the Blender panel) agrees with it."""
 
 from __future__ import annotations
 
-import ast
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +10,6 @@ from hypothesis import strategies as st
 from backend.errors import InputError
 from backend.params import ENGINE_OPTIONS, DiffusionOptions, GenerationParams, PatchOptions, specs
 from backend.service.protocol import START_OPTIONS, generate_parameters
-from tests.conftest import ROOT
 
 ALL = {**specs(GenerationParams), **specs(DiffusionOptions)}
 
@@ -63,38 +60,5 @@ def test_hello_lists_exactly_the_declared_choices_and_options():
     assert "allow_pickle" in specs(ENGINE_OPTIONS["diffusion"]) and "allow_pickle" in START_OPTIONS
     assert parameters["choices"] == {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
                                      if spec.kind == "choice"}
-    assert set(parameters["choices"]) == {"engine", "tile", "appearance", "ip_mode", "sketch_mode", "normals"}
+    assert set(parameters["choices"]) == {"engine", "sampler", "tile", "appearance", "ip_mode", "sketch_mode", "normals"}
     assert parameters["names"] == {"derive": ["height", "normal", "roughness"]}
-
-
-def _blender_properties() -> tuple[dict[str, dict], dict[str, list[str]]]:
-    """{property: {keyword: value}} of the panel settings and {ITEMS list: identifiers}, read with ast
-    (blender_addon cannot be imported here: it needs bpy)."""
-    tree = ast.parse((ROOT / "blender_addon" / "properties.py").read_text())
-    items = {node.targets[0].id: [ast.literal_eval(item.elts[0]) for item in node.value.elts]
-             for node in tree.body if isinstance(node, ast.Assign) and node.targets[0].id.endswith("_ITEMS")}
-    settings_class = next(node for node in tree.body
-                          if isinstance(node, ast.ClassDef) and node.name == "TEXTURE_VARIANTS_PG_settings")
-    props = {}
-    for node in settings_class.body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Call):
-            props[node.target.id] = {kw.arg: (kw.value.id if isinstance(kw.value, ast.Name) else ast.literal_eval(kw.value))
-                                     for kw in node.annotation.keywords if kw.arg in ("default", "min", "max", "items")}
-    return props, items
-
-
-def test_the_blender_panel_ranges_and_defaults_match_the_backend():
-    props, items = _blender_properties()
-    for name in ("variants", "steps", "size", "balance", "seed"):
-        spec, default = specs(GenerationParams)[name]
-        assert props[name]["min"] == spec.low, name
-        if name != "seed":  # the panel's seed is a 32-bit IntProperty: any value of it is valid here
-            assert props[name]["max"] == spec.high, name
-        assert spec.check(name, props[name]["default"]) == props[name]["default"], name
-    for name in ("steps", "size", "balance", "engine", "tile", "appearance"):
-        assert props[name]["default"] == specs(GenerationParams)[name][1], name
-    for name in ("engine", "tile", "appearance", "sketch_mode"):
-        assert tuple(items[props[name]["items"]]) == specs(GenerationParams)[name][0].choices, name
-    spec, default = specs(GenerationParams)["sketch_strength"]
-    assert (props["sketch_strength"]["min"], props["sketch_strength"]["max"]) == (spec.low, spec.high)
-    assert props["sketch_strength"]["default"] == default and props["sketch_mode"]["default"] == "lgp"

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from backend import generate_variants
-from backend.diffusion import balance, controls
+from backend.diffusion import balance, controls, vae
 from backend.diffusion import engine as diffusion
 from backend.diffusion.controls.base import GENERATED, REFERENCE, Control
 from backend.diffusion.controls.distill import DISTILL
@@ -157,7 +157,7 @@ def test_the_window_only_reference_branch_reconstructs_no_worse_than_the_full_re
     with torch.no_grad(), damped(pipe.unet, 0.3):
         pipe.set_ip_adapter_scale(1.0)
         cond = diffusion.encode_conditioning(pipe, image, "", "")
-        latents0 = diffusion.encode_reference(pipe, image, SIZE)
+        latents0 = vae.encode_reference(pipe, image, SIZE)
         loop = diffusion.Loop(pipe, cond, steps, diffusion.Progress(total=10**6))
         trajectory = []
         loop.invert(latents0, count=steps, trajectory=trajectory)

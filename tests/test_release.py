@@ -66,12 +66,12 @@ def test_release_removes_a_finished_jobs_folder_and_its_upload_and_a_second_rele
     result = ask(service, "j1", "generate", input=remote_input, output_dir=job_dir, engine="patch", size=64,
                  variants=2, seed=3, tiled_preview=True)
     assert result["type"] == "result" and len(_files(Path(job_dir))) == 4
-    assert _files(workspace) != ["jobs", "uploads"]
+    assert _files(workspace) != ["jobs", "owner.pid", "uploads"]
 
     first = ask(service, "r1", "release", path=job_dir)
     assert first == {"type": "ack", "id": "r1", "request": "release", "path": job_dir, "removed": True}
     assert ask(service, "r2", "release", path=remote_input)["removed"] is True
-    assert _files(workspace) == ["jobs", "uploads"]  # nothing of the job is left
+    assert _files(workspace) == ["jobs", "owner.pid", "uploads"]  # nothing of the job is left
     again = [ask(service, f"r{3 + i}", "release", path=path) for i, path in enumerate((job_dir, remote_input))]
     assert [(e["type"], e["removed"]) for e in again] == [("ack", False), ("ack", False)]
 

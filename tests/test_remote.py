@@ -7,6 +7,7 @@ client's paths exist but show nothing to it (proved below with the same wrapper)
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -18,19 +19,12 @@ import pytest
 from blender_addon.connection.client import BackendClient
 from blender_addon.connection.config import resolve_config
 from tests.conftest import ROOT
+from tests.service_process import can_mount_tmpfs
 
 JOB = dict(engine="patch", size=128, variants=2, seed=11, tiled_preview=True)
 
 
-def _can_hide_folders() -> bool:
-    try:
-        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs none /mnt"], capture_output=True,
-                              timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _can_hide_folders(), reason="needs `unshare -m` and tmpfs mounts (root in a "
+pytestmark = pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -m` and tmpfs mounts (root in a "
                                 "Linux container) to hide the client's folder from the backend")
 
 
@@ -83,6 +77,9 @@ def test_a_backend_without_the_clients_files_gets_the_input_and_returns_identica
         assert mine.read_bytes() == theirs.read_bytes()
     assert [e["parameters"] for e in remote_result["files"]] == [e["parameters"] for e in local_result["files"]]
     assert not list((client_folder / "remote-job").glob(".*"))  # no temporary files left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in remote_files} == {0o666 & ~umask}  # as a local file, not 0600
 
 
 def test_a_connection_cut_mid_download_leaves_no_file_and_says_so(client_folder):
@@ -116,9 +113,9 @@ def test_a_failed_remote_job_releases_its_uploads(client_folder):
         failed = client.wait(job, timeout=300)
         assert failed["type"] == "error" and failed["code"] == "bad_input", failed
         deadline = time.monotonic() + 30  # an ended job's files are released on a thread of their own
-        while _workspace_files(client) != ["jobs", "uploads"] and time.monotonic() < deadline:
+        while _workspace_files(client) != ["jobs", "owner.pid", "uploads"] and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _workspace_files(client) == ["jobs", "uploads"]
+        assert _workspace_files(client) == ["jobs", "owner.pid", "uploads"]
     assert not (client_folder / "job").exists()
 
 
@@ -144,7 +141,7 @@ def test_a_remote_job_with_maps_returns_every_map_byte_identical_to_a_local_run(
             results[name] = client.wait(job, timeout=300)
             left[name] = _workspace_files(client)
     remote, local = results["remote"], results["local"]
-    assert left["remote"] == ["jobs", "uploads"]  # released: the job folder and the three uploads are gone
+    assert left["remote"] == ["jobs", "owner.pid", "uploads"]  # released: the job folder and the three uploads are gone
     assert remote["type"] == local["type"] == "result", (remote, local)
     assert [sorted(e["maps"]) for e in remote["files"]] == [["normal", "roughness"]] * 2
     for mine, theirs in zip(remote["files"], local["files"], strict=True):

@@ -15,7 +15,7 @@ from PIL import Image
 
 from backend import generate_variants, masks, restyle, sam
 from backend.cli import main
-from backend.diffusion import controls
+from backend.diffusion import controls, vae
 from backend.diffusion import engine as diffusion
 from backend.diffusion.controls import pnp
 from backend.diffusion.controls import restyle as restyle_control
@@ -151,7 +151,7 @@ class _BlackMask:
     """A mask source that selects nothing (users cannot give one: masks.require_selection refuses it)."""
 
     def fit(self, reference, size, device):
-        return np.zeros((size, size), np.float32)
+        return np.zeros((size[1], size[0]), np.float32)
 
 
 def test_edit_inside_with_an_all_black_mask_returns_the_input_texture(tiny_models, reference, monkeypatch):
@@ -207,13 +207,13 @@ def test_rolled_input_noise_and_mask_roll_the_result_exactly(tiny_models, refere
     kw = dict(size=size, steps=2, mask_mode=mode, restyle_start=start)
     diffusion.reference_cache.clear()
     a = _restyle(tiny_models, reference, latents=noise, mask=_mask_file(tmp_path, painted), **kw)[0]
-    encode = diffusion.encode_reference
+    encode = vae.encode_reference
 
-    def encode_rolled(pipe, image, size):
+    def encode_rolled(pipe, image, size, layout=None):
         unrolled = Image.fromarray(np.roll(np.asarray(image), (-shift, -shift), (0, 1)))
-        return torch.roll(encode(pipe, unrolled, size), (shift // 8, shift // 8), (2, 3))
+        return torch.roll(encode(pipe, unrolled, size, layout), (shift // 8, shift // 8), (2, 3))
 
-    monkeypatch.setattr(diffusion, "encode_reference", encode_rolled)
+    monkeypatch.setattr(vae, "encode_reference", encode_rolled)
     b = _restyle(tiny_models, rolled_input, latents=torch.roll(noise, (8, 8), (2, 3)),
                  mask=_mask_file(tmp_path, np.roll(painted, (shift, shift), (0, 1)), "rolled.png"), **kw)[0]
     diffusion.reference_cache.clear()

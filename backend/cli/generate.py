@@ -9,15 +9,19 @@ from pathlib import Path
 from backend.params import DiffusionOptions, GenerationParams, PatchOptions, specs
 
 # The generate flags: (parameter, help). Kinds, choices and defaults come from backend.params; a
-# default of None is described in the help text.
+# default of None is described in the help text; a help of None is the parameter's own (its Spec's hint).
 GENERATE_FLAGS = (
     ("engine", "diffusion, patch (weight-free), or auto: diffusion when its models are here"),
     ("variants", "how many variants"),
     ("seed", "random seed; variant i uses seed+i (default: random)"),
-    ("steps", "denoising steps of the diffusion engine (the patch engine ignores it)"),
-    ("size", "output size in px, a multiple of 64"),
+    ("steps", "denoising steps of the diffusion engine's full sampler (the patch engine ignores it)"),
+    ("sampler", "full: the model's own schedule (--steps); fast: a step-distillation LoRA fused into the UNet, "
+     "--fast-steps steps, every control on the same fractions of the trajectory (download-models --fast)"),
+    ("fast_steps", "--sampler fast: denoising steps (4-8)"),
+    ("size", "output size in px: WxH (e.g. 1024x384) or N for N x N; 64-8192 per side, multiples of 8 for the "
+     "diffusion engine"),
     ("tile", "seamless axes"),
-    ("balance", "0 = new structure, 1 = closest appearance (0.5 is the published recipe)"),
+    ("balance", None),
     ("appearance", "appearance preservation: kv (replace the reference's keys/values), ad (attention "
      "distillation: optimise the latent towards them; slower) or none (plain IP-Adapter)"),
     ("ip_mode", "full: the image prompt in every cross-attention layer; style: only in the style block(s) "
@@ -31,8 +35,7 @@ GENERATE_FLAGS = (
     ("sketch", "an image whose lines the variant's structure follows (white on black or black on white, "
      "square; diffusion engine; README 'Sketch guidance')"),
     ("sketch_mode", "--sketch: lgp (latent guidance predictor) or controlnet (an SD1.5 ControlNet)"),
-    ("sketch_strength", "--sketch: how strongly the structure follows it (lgp: guidance step size in "
-     "denoising steps; controlnet: conditioning scale)"),
+    ("sketch_strength", None),
 )
 
 
@@ -50,6 +53,12 @@ DIFFUSION_FLAGS = (
      "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the HF cache)"),
     ("decode_one_at_a_time", "decode the variants with the VAE one at a time: less peak memory (8 GB GPUs), "
      "the same pictures up to float rounding"),
+    ("taesd", "tiny autoencoder for the live previews: folder or hub id (default madebyollin/taesd when it "
+     "is in the HF cache, else a latent colour map)"),
+    ("draft", "decode the final images with the tiny autoencoder (--taesd): a quick, lower-quality look"),
+    ("fast_lora", "--sampler fast: lcm (LCM-LoRA, no CFG, TCD), hyper-sd (Hyper-SD 8-step CFG, DDIM trailing), "
+     "or a LoRA .safetensors file, folder or hub id"),
+    ("fast_scheduler", "--sampler fast: the scheduler (default: the one --fast-lora was distilled for)"),
     ("sketch_window", "--sketch-mode lgp: the fraction of the steps, from the first, that are guided"),
     ("lgp", "--sketch-mode lgp: LGP weights: hub id, folder or file (default "
      "$TEXTURE_VARIANTS_LGP, else ogkalu/Stable-Diffusion-Latent-Guidance-Predictor from the HF cache; its .pt "
@@ -65,8 +74,17 @@ PATCH_FLAGS = (
 )
 
 
+def extent(text: str) -> int | tuple[int, int]:
+    """--size: "1024x384" (width x height) or "512" (a square); the range is GenerationParams' to check."""
+    width, sep, height = text.lower().partition("x")
+    if not (width.strip().isdigit() and (not sep or height.strip().isdigit())):
+        raise argparse.ArgumentTypeError(f"{text!r} is not WxH or N (e.g. 1024x384 or 512)")
+    return (int(width), int(height)) if sep else int(width)
+
+
 _KINDS = {"int": {"type": int}, "number": {"type": float}, "flag": {"action": "store_true"},
-          "names": {"nargs": "+", "metavar": "BLOCK"}, "text": {}, "choice": {}}
+          "names": {"nargs": "+", "metavar": "BLOCK"}, "text": {}, "choice": {},
+          "extent": {"type": extent, "metavar": "WxH"}}
 
 
 def add_flags(group, table, cls) -> None:
@@ -74,13 +92,16 @@ def add_flags(group, table, cls) -> None:
     declared = specs(cls)
     for name, text in table:
         spec, default = declared[name]
+        text = text or spec.hint
         kw = dict(_KINDS[spec.kind], default=argparse.SUPPRESS)
         if spec.kind == "choice":
             kw["choices"] = spec.choices
-        if default not in (None, False, ""):
+        if spec.kind == "extent":
+            text += f" (default {default[0]}x{default[1]})"
+        elif default not in (None, False, ""):
             text += f" (default {' '.join(default) if isinstance(default, tuple) else default})"
         if spec.kind == "text":
-            kw["metavar"] = {"suppress_content": "TEXT", "sketch": "PATH"}.get(name, "PATH")
+            kw["metavar"] = {"suppress_content": "TEXT", "sketch": "PATH", "fast_lora": "NAME"}.get(name, "PATH")
         group.add_argument("--" + name.replace("_", "-"), help=text, **kw)
 
 
@@ -112,9 +133,6 @@ def add_generate(sub) -> None:
     g.add_argument("--normals", choices=specs(GenerationParams)["normals"][0].choices, default=argparse.SUPPRESS,
                    help="how --derive normal is made: classical (from the height, default) or marigold "
                    "(needs download-models --normals)")
-    g.add_argument("--map-size", default=argparse.SUPPRESS, metavar="WxH",
-                   help="INPUT is a squeezed copy of a W x H texture: the maps are stretched to it (not "
-                   "centre-cropped) and each variant's maps are written at W x H, normal maps re-normalised")
     add_flags(p.add_argument_group("diffusion engine"), DIFFUSION_FLAGS, DiffusionOptions)
     add_flags(p.add_argument_group("patch engine"), PATCH_FLAGS, PatchOptions)
     p.set_defaults(func=_cmd_generate)
@@ -189,9 +207,7 @@ def named_paths(items, flag: str = "--map") -> dict[str, str]:
 
 
 def _material_fields(given: dict) -> dict:
-    """maps / derive / normals / map_size from --map NAME=PATH (repeated), --derive a,b, --normals and
-    --map-size WxH."""
-    from backend.errors import InputError
+    """maps / derive / normals from --map NAME=PATH (repeated), --derive a,b and --normals."""
 
     fields = {}
     if "maps" in given:
@@ -200,9 +216,4 @@ def _material_fields(given: dict) -> dict:
         fields["derive"] = [name.strip() for name in given["derive"].split(",") if name.strip()]
     if "normals" in given:
         fields["normals"] = given["normals"]
-    if "map_size" in given:
-        width, sep, height = given["map_size"].lower().partition("x")
-        if not (sep and width.isdigit() and height.isdigit()):
-            raise InputError(f"--map-size {given['map_size']!r} is not WxH", hint="e.g. --map-size 1024x512")
-        fields["map_size"] = (int(width), int(height))
     return fields

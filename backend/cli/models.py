@@ -11,7 +11,9 @@ def add_make_test_models(sub) -> None:
         "layout), DIR/ip-adapter (the h94/IP-Adapter layout: models/ip-adapter_sd15.safetensors and "
         "models/image_encoder) and DIR/clip-text (the matching CLIP text tower, for --suppress-content "
         "--content-encoder DIR/clip-text) with random weights, and DIR/sam (a tiny Segment Anything in the SlimSAM "
-        "layout, for restyle --sam DIR/sam). Tiny by default; --full-size uses the real SD1.5 and "
+        "layout, for restyle --sam DIR/sam), DIR/fast-lora (a random step-distillation LoRA in LCM-LoRA's "
+        "file layout, for --sampler fast --fast-lora DIR/fast-lora) and DIR/taesd (a tiny autoencoder in the "
+        "madebyollin/taesd layout, for --taesd DIR/taesd). Tiny by default; --full-size uses the real SD1.5 and "
         "ViT-H dimensions (about 5 GB on disk) for honest timings.",
     )
     p.add_argument("dir", help="output folder")
@@ -37,8 +39,9 @@ def add_download_models(sub) -> None:
         "download-models",
         help="fetch the diffusion models into the Hugging Face cache (the only command that downloads)",
         description="Download the SD1.5 base model (fp16 safetensors, about 2 GB) and h94/IP-Adapter "
-        "(ip-adapter_sd15 and ip-adapter-plus_sd15 with their ViT-H image encoder, about 2.6 GB) into the "
-        "Hugging Face cache (HF_HOME), with progress. Files already there are not fetched again. "
+        "(ip-adapter_sd15 and ip-adapter-plus_sd15 with their ViT-H image encoder, about 2.6 GB) and the tiny "
+        "autoencoder for live previews (madebyollin/taesd, about 10 MB) into the Hugging Face cache (HF_HOME), "
+        "with progress. Files already there are not fetched again. "
         "Afterwards everything works offline.",
     )
     p.add_argument("--base", help="hub id of the base model (default stable-diffusion-v1-5/stable-diffusion-v1-5)")
@@ -58,6 +61,10 @@ def add_download_models(sub) -> None:
     p.add_argument("--controlnet", nargs="?", const="lllyasviel/control_v11p_sd15_lineart", metavar="ID",
                    help="also fetch the ControlNet for --sketch-mode controlnet (default ID "
                    "lllyasviel/control_v11p_sd15_lineart, about 1.4 GB); not fetched unless asked for")
+    p.add_argument("--fast", nargs="?", const="lcm", metavar="NAME",
+                   help="also fetch a step-distillation LoRA for --sampler fast: lcm (default: "
+                   "latent-consistency/lcm-lora-sdv1-5, about 135 MB), hyper-sd (ByteDance/Hyper-SD's SD1.5 8-step "
+                   "CFG LoRA, about 270 MB) or a hub id; not fetched unless asked for")
     p.add_argument("--sam", nargs="?", const="nielsr/slimsam-50-uniform", metavar="ID",
                    help="also fetch the Segment Anything model that restyle's --point/--box masks need (default "
                    "ID nielsr/slimsam-50-uniform: SlimSAM, about 112 MB); not fetched unless asked for")
@@ -71,6 +78,10 @@ def _cmd_download_models(args) -> int:
     paths = download_models(args.base, args.ip_adapter, variants=args.ip_adapter_variant,
                             content_encoder=args.content_encoder)
     paths |= download(args.lgp, args.controlnet)
+    if args.fast:
+        from backend.diffusion.fast import download_fast
+
+        paths["fast_lora"] = download_fast(args.fast)
     if args.normals:
         from backend.materials.marigold import download_normals
 

@@ -7,10 +7,11 @@ import argparse
 from pathlib import Path
 
 from backend.cli import generate as cli
-from backend.params import DiffusionOptions, GenerationParams
+from backend.params import DiffusionOptions, GenerationParams, specs
 
-_RESTYLE_FLAGS = ("variants", "seed", "steps", "size", "tile", "negative_prompt", "guidance_scale")
-_RESTYLE_DIFFUSION_FLAGS = ("device", "dtype", "allow_pickle")
+_RESTYLE_FLAGS = ("variants", "seed", "steps", "sampler", "fast_steps", "size", "tile", "negative_prompt",
+                  "guidance_scale")
+_RESTYLE_DIFFUSION_FLAGS = ("device", "dtype", "allow_pickle", "fast_lora", "fast_scheduler")
 
 
 def _numbers(text: str, counts: tuple[int, ...], usage: str) -> list[float]:
@@ -48,8 +49,9 @@ def add_restyle(sub) -> None:
     p.add_argument("--prompt", required=True, help="the new look, e.g. 'mossy bricks' or 'rusty metal'")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--strength", type=float, default=argparse.SUPPRESS,
-                   help="0 = keep all the structure, 1 = follow the text alone (default 0.5: the paper's "
-                   "injection over 80 %% / 50 %% of the steps)")
+                   help=specs(DiffusionOptions)["restyle_strength"][0].hint + f"; the default "
+                   f"{specs(DiffusionOptions)['restyle_strength'][1]} is the paper's injection over 80 %% / 50 %% of "
+                   "the steps")
     p.add_argument("--start", choices=("inverted", "noise"), default=argparse.SUPPRESS,
                    help="inverted (default, as the paper): generate from the input's DDIM-inverted noise, which "
                    "keeps its structure, the same result for every seed; noise: from seeded noise (more variety, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from backend.service.jobs import DEFAULT_MAX_QUEUE
+from backend.service.transfer import DEFAULT_BUDGET_MB, DEFAULT_UPLOAD_IDLE_S
 
 
 def add_serve(sub) -> None:
@@ -32,6 +33,15 @@ def add_serve(sub) -> None:
                    help="clients never share this machine's files (a backend reached over ssh): inputs and "
                    "results cross the channel (upload/download requests) and jobs may only read and write "
                    "in the service's private workspace; without it, hello decides from the client's probe")
+    p.add_argument("--max-workspace-mb", type=_positive_int, default=DEFAULT_BUDGET_MB, metavar="MB",
+                   help="the most the workspace may hold (uploads, open uploads and job outputs together); "
+                   f"an upload or job beyond it is refused with `no_space` (default {DEFAULT_BUDGET_MB})")
+    p.add_argument("--upload-idle-s", type=_positive_int, default=DEFAULT_UPLOAD_IDLE_S, metavar="S",
+                   help="an open upload that gets no chunk for this long is abandoned: closed and its bytes "
+                   f"removed (default {DEFAULT_UPLOAD_IDLE_S})")
+    p.add_argument("--models", action="append", default=[], metavar="DIR",
+                   help="with --remote: a folder whose models requests may name by path (repeatable); other "
+                   "paths outside the workspace are refused, hub ids are always fine")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -46,7 +56,9 @@ def _cmd_serve(args) -> int:
     from backend.service.server import serve
 
     return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose,
-                 max_queue=args.max_queue, allow_pickle=args.allow_pickle, remote=args.remote)
+                 max_queue=args.max_queue, allow_pickle=args.allow_pickle, remote=args.remote,
+                 max_workspace_mb=args.max_workspace_mb, upload_idle_s=args.upload_idle_s,
+                 models=tuple(args.models))
 
 
 def add_batch(sub) -> None:

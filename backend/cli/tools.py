@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.params import ENGINES, GenerationParams
+from backend.params import ENGINES, GenerationParams, specs
 
 
 def add_metrics(sub) -> None:
@@ -104,12 +104,13 @@ def add_demo(sub) -> None:
     p.add_argument("--texture", choices=TEXTURES, default="gravel", help="which texture (default gravel)")
     p.add_argument("--variants", type=int, default=3, help="how many variants (default 3)")
     p.add_argument("--seed", type=int, help="random seed; variant i uses seed+i (default: random)")
-    p.add_argument("--size", type=int, default=GenerationParams.size,
-                   help="size in px, a multiple of 64 (default %(default)s)")
+    p.add_argument("--size", type=int, default=GenerationParams.size[0],
+                   help="side of the square demo texture and its variants in px, as generate --size N "
+                   "(default %(default)s)")
     p.add_argument("--engine", choices=ENGINES, default=GenerationParams.engine,
                    help="auto (default): diffusion when its models are here, else patch")
     p.add_argument("--balance", type=float, default=GenerationParams.balance,
-                   help="0 = new structure, 1 = closest appearance (default %(default)s)")
+                   help=specs(GenerationParams)["balance"][0].hint + " (default %(default)s)")
     p.add_argument("--steps", type=int, default=GenerationParams.steps,
                    help="denoising steps of the diffusion engine (default %(default)s)")
     p.add_argument("--base", help="SD1.5 model for the diffusion engine (default: from the HF cache)")

@@ -75,7 +75,7 @@ def prepare(base, ip_adapter, files: list[Path], options: TrainingOptions) -> Da
     from diffusers import DDIMScheduler
     from tqdm import tqdm
 
-    from backend.diffusion.engine import encode_reference
+    from backend.diffusion.vae import encode_reference
 
     spec = models.resolve(base, ip_adapter, device=options.device, dtype=options.dtype)
     pipe = models.load_pipeline(spec)

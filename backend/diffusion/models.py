@@ -338,6 +338,9 @@ def download_models(base: str | None = None, ip_adapter: str | None = None, *,
         "ip_adapter": Path(snapshot_download(ip_adapter or DEFAULT_IP_ADAPTER,
                                              allow_patterns=[*weights, *IMAGE_ENCODER_PATTERNS])),
     }
+    from backend.diffusion.vae import DEFAULT_TAESD, TAESD_PATTERNS
+
+    paths["taesd"] = Path(snapshot_download(DEFAULT_TAESD, allow_patterns=TAESD_PATTERNS))
     if content_encoder:
         paths["content_encoder"] = Path(snapshot_download(content_encoder, allow_patterns=CONTENT_ENCODER_PATTERNS))
     return paths

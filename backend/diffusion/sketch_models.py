@@ -20,7 +20,7 @@ from pathlib import Path
 
 from backend.diffusion import hub, models
 from backend.errors import InputError, ModelsMissingError
-from backend.model_registry import registry
+from backend.model_registry import load_pretrained, registry
 
 DEFAULT_LGP = "ogkalu/Stable-Diffusion-Latent-Guidance-Predictor"
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_lineart"
@@ -159,21 +159,10 @@ def save_lgp(lgp, path: Path, metadata: dict | None = None) -> Path:
 
 def load_controlnet(folder: Path, device: str, dtype: str):
     """The diffusers ControlNetModel in `folder` on `device` (kept in the model registry)."""
+    from diffusers import ControlNetModel
 
-    def build():
-        import torch
-        from diffusers import ControlNetModel
-
-        try:
-            net = ControlNetModel.from_pretrained(folder, torch_dtype=getattr(torch, dtype), use_safetensors=True,
-                                                  local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise ModelsMissingError(f"could not load the ControlNet from {folder}: {e}",
-                                     hint=f"pass a diffusers ControlNet folder, or run `{_fix('--controlnet', None)}`") from e
-        return net.to(device).eval().requires_grad_(False)
-
-    return registry.get("controlnet", (folder, device, dtype), build,
-                        {"path": str(folder), "device": device, "dtype": dtype})
+    return load_pretrained("controlnet", ControlNetModel, folder, device, dtype,
+                           f"pass a diffusers ControlNet folder, or run `{_fix('--controlnet', None)}`")
 
 
 def download(lgp: str | None = None, controlnet: str | None = None) -> dict[str, Path]:

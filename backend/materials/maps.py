@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from backend.errors import InputError
-from backend.images import open_image, save_png_atomic, write_atomic
+from backend.images import open_image, read_header, save_png_atomic, write_atomic
 from backend.params import MAP_NAME as NAME_PATTERN
 
 COLOR, DATA, NORMAL = "color", "data", "normal"
@@ -110,13 +110,10 @@ def read_map(path: str | os.PathLike, name: str, kind: str | None = None) -> Mat
     check_name(name)
     path = Path(path)
     kind = kind or kind_of(name)
-    if not path.is_file():
-        open_image(path)  # raises the input policy's InputError (missing, a folder, ...)
-    depth, floating = _file_sampling(path)
-    if floating or (depth == 16 and path.suffix.lower() in (".tif", ".tiff")):
-        import tifffile
-
-        return MaterialMap(name, _channels_last(tifffile.imread(path), path), kind, str(path))
+    header = read_header(path, f"{name} map")  # every depth and format, before anything is decoded
+    depth, floating = header.bits, header.floating
+    if floating or (depth == 16 and header.format == "TIFF"):
+        return MaterialMap(name, _channels_last(_read_tiff(path), path), kind, str(path))
     image = open_image(path)
     if depth == 16 and not image.mode.startswith("I"):  # Pillow would keep only each sample's high byte
         return MaterialMap(name, _deep_colour_png(path), kind, str(path))
@@ -169,23 +166,14 @@ def _channels_last(arr: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _file_sampling(path: Path) -> tuple[int, bool]:
-    """(bits per sample, whether the samples are floating point) as stored in the file (PNG header or
-    TIFF tags); (8, False) when unknown."""
-    with open(path, "rb") as f:
-        head = f.read(26)
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-        return head[24], False
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        import tifffile
+def _read_tiff(path: Path) -> np.ndarray:
+    """The first page of a TIFF whose header passed the limits (tifffile: every bit of 16-bit and float)."""
+    import tifffile
 
-        try:
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                return int(page.bitspersample), page.sampleformat == tifffile.SAMPLEFORMAT.IEEEFP
-        except (tifffile.TiffFileError, OSError, ValueError, IndexError) as e:
-            raise InputError(f"not a readable TIFF: {path} ({e})", hint="save the map as PNG or TIFF again") from e
-    return 8, False
+    try:
+        return tifffile.imread(path, key=0)
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError) as e:
+        raise InputError(f"not a readable TIFF: {path} ({e})", hint="save the map as PNG or TIFF again") from e
 
 
 # ---------------------------------------------------------------------------------- resampling

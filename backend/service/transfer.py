@@ -5,12 +5,18 @@ use and removed when the service exits. Uploads arrive in order, in base64 chunk
 protocol.CHUNK_BYTES, and are kept only when their size and sha256 match what `upload_begin` announced;
 downloads leave the same way. Nothing here writes outside the workspace (docs/PROTOCOL.md,
 "Transfers").
+
+The workspace has a budget: finished uploads, open uploads (their announced size) and job outputs
+together; an upload that does not fit, or a disk that is full (ENOSPC), is `no_space` and nothing of
+it is kept. Each workspace names its owner (`owner.pid`); at start, workspaces whose owner process is
+gone (a service killed with SIGKILL) are removed.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import itertools
 import json
@@ -18,12 +24,19 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.service.protocol import ProtocolError
+from backend.service.protocol import CHUNK_BYTES, ProtocolError
 
 MAX_OPEN_UPLOADS = 16
+DEFAULT_BUDGET_MB = 20 * 1024  # serve --max-workspace-mb
+DEFAULT_UPLOAD_IDLE_S = 600  # serve --upload-idle-s: an open upload that long without a chunk is abandoned
+PREFIX = "texture-variants-"
+OWNER = "owner.pid"
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+MB = 1 << 20
 
 
 @dataclass
@@ -34,10 +47,13 @@ class _Upload:
     sha256: str
     received: int = 0
     digest: object = field(default_factory=hashlib.sha256)
+    touched: float = field(default_factory=time.monotonic)  # its last chunk (or its begin)
 
 
 class Workspace:
-    def __init__(self):
+    def __init__(self, budget_mb: int = DEFAULT_BUDGET_MB, upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S):
+        self.budget = budget_mb * MB
+        self.upload_idle_s = upload_idle_s
         self._root: Path | None = None
         self._uploads: dict = {}
         self._labels: dict[str, str] = {}  # upload path -> the client's name for it
@@ -46,7 +62,8 @@ class Workspace:
     @property
     def root(self) -> Path:
         if self._root is None:
-            self._root = Path(tempfile.mkdtemp(prefix="texture-variants-")).resolve()  # 0700
+            self._root = Path(tempfile.mkdtemp(prefix=PREFIX)).resolve()  # 0700
+            (self._root / OWNER).write_text(str(os.getpid()))
             (self._root / "uploads").mkdir()
             (self._root / "jobs").mkdir()
         return self._root
@@ -82,17 +99,53 @@ class Workspace:
 
     # --- uploads --------------------------------------------------------------------------------
 
+    def expire(self) -> list:
+        """Close the open uploads that got no chunk for `upload_idle_s` (their bytes removed); their ids."""
+        now = time.monotonic()
+        gone = [i for i, u in self._uploads.items() if now - u.touched > self.upload_idle_s]
+        for upload_id in gone:
+            self._abort(upload_id)
+        return gone
+
+    def used(self) -> int:
+        """Bytes held: every file in the workspace, plus what open uploads announced and have not sent."""
+        self.expire()
+        held = 0
+        if self._root is not None:
+            for folder, _, files in os.walk(self._root):
+                for name in files:
+                    try:
+                        held += os.lstat(os.path.join(folder, name)).st_size
+                    except OSError:
+                        pass
+        return held + sum(u.size - u.received for u in self._uploads.values())
+
+    def require(self, more: int, what: str, request_id) -> None:
+        """ProtocolError `no_space` unless `more` bytes fit in the budget."""
+        used = self.used()
+        if used + more > self.budget:
+            raise ProtocolError("no_space", f"{what}: the workspace holds {used / MB:.1f} MB of its "
+                                f"{self.budget / MB:.0f} MB budget; {more / MB:.1f} MB more do not fit",
+                                "release finished jobs, or start the service with a larger "
+                                "--max-workspace-mb", request_id)
+
     def begin(self, upload_id, name: str, size: int, sha256: str) -> None:
+        self.require(size, f"upload of {size} bytes", upload_id)
         if upload_id in self._uploads:
             raise ProtocolError("duplicate_id", f"upload {upload_id!r} is already open", "give every upload a new id",
                                 upload_id)
         if len(self._uploads) >= MAX_OPEN_UPLOADS:
             raise ProtocolError("busy", f"{MAX_OPEN_UPLOADS} uploads are open", "end or finish one first", upload_id)
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name.replace("\\", "/")).name)[-80:].lstrip(".") or "input"
-        folder = self.root / "uploads" / str(next(self._numbers))  # a folder each: the name stays the client's
-        folder.mkdir()
-        part = folder / f"{stem}.part"
-        part.touch(mode=0o600, exist_ok=False)
+        try:
+            folder = self.root / "uploads" / str(next(self._numbers))  # a folder each: the name stays the client's
+            folder.mkdir()
+            part = folder / f"{stem}.part"
+            part.touch(mode=0o600, exist_ok=False)
+        except OSError as e:
+            raise ProtocolError("no_space" if e.errno in NO_SPACE else "bad_output", f"upload {upload_id!r}: "
+                                f"cannot write here: {e.strerror or e}", "free disk space on the server",
+                                upload_id) from None
         self._uploads[upload_id] = _Upload(part, name, size, sha256)
 
     def chunk(self, upload_id, offset: int, data: str, request_id) -> None:
@@ -103,15 +156,28 @@ class Workspace:
             self._abort(upload_id)
             raise ProtocolError("bad_request", "upload_chunk 'data' is not base64", "send standard base64",
                                 request_id) from None
+        if len(raw) > CHUNK_BYTES:
+            self._abort(upload_id)
+            raise ProtocolError("bad_transfer", f"upload {upload_id!r}: a chunk of {len(raw)} bytes, over the "
+                                f"{CHUNK_BYTES} a chunk may carry", "send smaller chunks; start the upload again",
+                                request_id)
         if offset != upload.received or upload.received + len(raw) > upload.size:
             self._abort(upload_id)
             raise ProtocolError("bad_transfer", f"upload {upload_id!r}: a chunk at offset {offset} of {len(raw)} "
                                 f"bytes does not follow the {upload.received} bytes received (size {upload.size})",
                                 "send the chunks in order, then upload_end; start the upload again", request_id)
-        with open(upload.part, "ab") as f:
-            f.write(raw)
+        try:
+            with open(upload.part, "ab") as f:
+                f.write(raw)
+        except OSError as e:
+            self._abort(upload_id)
+            code = "no_space" if e.errno in NO_SPACE else "bad_output"
+            raise ProtocolError(code, f"upload {upload_id!r}: cannot write it here: {e.strerror or e}",
+                                "free disk space on the server (the upload was removed), then send it again",
+                                request_id) from None
         upload.received += len(raw)
         upload.digest.update(raw)
+        upload.touched = time.monotonic()
 
     def end(self, upload_id, request_id) -> Path:
         upload = self._open(upload_id, request_id)
@@ -125,6 +191,15 @@ class Workspace:
         upload.part.rename(path)  # alone in its folder: nothing is replaced
         self._labels[str(path)] = upload.label
         return path
+
+    def unfinished(self, path: str) -> bool:
+        """Whether `path` is (inside) the folder of an upload still in progress: not a file to use yet."""
+        real = Path(os.path.realpath(path))
+        return any(real == u.part.parent or u.part.parent in real.parents for u in self._uploads.values())
+
+    def job_folder(self, path: str) -> bool:
+        """Whether `path` names a job folder `jobs/<name>` of this workspace (resolved)."""
+        return self._root is not None and Path(os.path.realpath(path)).parent == self._root / "jobs"
 
     def _open(self, upload_id, request_id) -> _Upload:
         upload = self._uploads.get(upload_id)
@@ -143,6 +218,9 @@ class Workspace:
     def releasable(self, path: str, request_id) -> Path:
         """What releasing `path` deletes: a job folder `jobs/<name>` itself, or the folder `uploads/<n>`
         of an uploaded file; ProtocolError `outside_workspace` for anything else."""
+        if any(len(os.fsencode(part)) > 255 for part in Path(path).parts) or len(os.fsencode(path)) > 4096:
+            raise ProtocolError("bad_request", f"release: the path {path[:80]!r}... is longer than a file "
+                                "system takes", "release a path upload_end or a job's output_dir named", request_id)
         target = Path(os.path.normpath(path))
         root = self._root
         if root is not None and target.parent == root / "jobs":
@@ -174,7 +252,7 @@ class Workspace:
 
     def read_chunks(self, path: str, chunk_bytes: int, request_id):
         """(offset, base64 text) of each chunk of a workspace file, then returns (size, sha256)."""
-        if not self.contains(path) or not os.path.isfile(path):
+        if not self.contains(path) or not os.path.isfile(path) or self.unfinished(path):
             raise ProtocolError("bad_request", f"download: {path!r} is not a file of this service's workspace",
                                 "download the files a result event names", request_id)
         digest, offset = hashlib.sha256(), 0
@@ -184,6 +262,34 @@ class Workspace:
                 yield offset, base64.b64encode(chunk).decode("ascii")
                 offset += len(chunk)
         return offset, digest.hexdigest()
+
+
+def sweep_stale(folder: str | None = None) -> list[Path]:
+    """Remove the workspaces (in the temporary folder) whose owner process is gone; return them.
+    A workspace without an owner file, of another user, or of a live process is left alone."""
+    removed = []
+    for path in Path(folder or tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            if path.is_symlink() or path.stat().st_uid != os.getuid():
+                continue
+            pid = int((path / OWNER).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def probe_matches(probe: dict | None) -> bool:

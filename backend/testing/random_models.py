@@ -11,6 +11,9 @@
                    its zero-initialised output convs given random weights so that it changes something
   dir/sam/         a Segment Anything model for restyle masks, laid out like the SlimSAM checkpoints
                    (config.json, model.safetensors, preprocessor_config.json); tiny in both sizes
+  dir/fast-lora/   a step-distillation LoRA for that UNet in LCM-LoRA's file layout
+                   (pytorch_lora_weights.safetensors, kohya lora_unet_* keys)
+  dir/taesd/       a tiny autoencoder (AutoencoderTiny) in the madebyollin/taesd layout, for previews
 
 so everything downstream loads them through exactly the code that loads the real models
 (`from_pretrained` + `load_ip_adapter`). Tiny by default; `full_size=True` uses the real SD1.5 and
@@ -241,8 +244,9 @@ def _controlnet(unet):
 
 
 def make_test_models(out_dir: str | Path, *, full_size: bool = False, seed: int = 0) -> dict[str, Path]:
-    """Write random-weight SD1.5 + IP-Adapter + CLIP text + LGP + ControlNet + SAM folders; returns their
-    paths by role ({"base", "ip_adapter", "content_encoder", "lgp", "controlnet", "sam"})."""
+    """Write random-weight SD1.5 + IP-Adapter + CLIP text + LGP + ControlNet + SAM + fast LoRA + TAESD folders;
+    returns their paths by role ({"base", "ip_adapter", "content_encoder", "lgp", "controlnet", "sam",
+    "fast_lora", "taesd"})."""
     from safetensors.torch import save_file
 
     from backend.diffusion.lgp import LatentGuidancePredictor, input_width
@@ -270,8 +274,11 @@ def make_test_models(out_dir: str | Path, *, full_size: bool = False, seed: int 
         "Random-weight test models with the SD1.5 / IP-Adapter architecture "
         f"({'full size' if full_size else 'tiny'}). Pictures from them are noise by design.\n"
     )
-    from backend.testing.random_addons import write_tiny_sam
+    from backend.testing.random_addons import write_random_fast_lora, write_random_taesd, write_tiny_sam
 
     sam_dir = write_tiny_sam(out_dir / "sam", seed=seed)
+    write_random_fast_lora(out_dir / "fast-lora", pipe.unet, seed=seed)
+    write_random_taesd(out_dir / "taesd", full_size=full_size, seed=seed)
     return {"base": base_dir, "ip_adapter": ip_dir, "content_encoder": text_dir, "lgp": out_dir / "lgp",
-            "controlnet": out_dir / "controlnet", "sam": sam_dir}
+            "controlnet": out_dir / "controlnet", "sam": sam_dir, "fast_lora": out_dir / "fast-lora",
+            "taesd": out_dir / "taesd"}

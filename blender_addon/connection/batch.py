@@ -26,6 +26,20 @@ from .session import wait_or_cancel
 
 MANIFEST = "manifest.jsonl"
 
+
+def confirm_message(count: int, last_job_seconds: float | None) -> str:
+    """What All Materials asks before it starts a job for every material: how many, and about how long
+    (at the pace of the last finished job of this session, when there is one: the jobs run one after
+    another)."""
+    jobs = f"{count} material{'s' if count != 1 else ''}"
+    if not last_job_seconds:
+        return f"Make variants for all {jobs} of the file? It takes about as long as {count} Generates one " \
+               "after another; Cancel stops them all."
+    total = count * last_job_seconds
+    pace = f"about {total / 60:.0f} min" if total >= 90 else f"about {max(1, round(total))} s"
+    return (f"Make variants for all {jobs} of the file? {pace} at the last Generate's pace "
+            f"({last_job_seconds:.1f} s a material); Cancel stops them all.")
+
 # The last batch's outcome, one (material name, got variants, what happened) per material, for the panel
 # and for scripts (the per-material truth is each material's history).
 last_batch: list[tuple[str, bool, str]] = []

@@ -13,11 +13,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .. import parameters
+
 # The states a job goes through; the last three are final.
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 ENDS_EVERY_JOB = ("backend_died", "backend_stalled")  # client-made errors about the process, not one job
 FINAL_STATES = (DONE, FAILED, CANCELLED)
-MAX_SIZE = 2048
+SIZE = parameters.square_size()  # the add-on's range and multiple of the (square) size
 ETA_WINDOW = 8  # the ETA is the median of the last this-many step times
 
 # The panel settings that go to the backend unchanged (names of the backend's Python API).
@@ -35,13 +37,19 @@ def new_seed(rng: random.Random | None = None) -> int:
     return (rng or random.SystemRandom()).randrange(2**31)
 
 
+def backend_size(value) -> int:
+    """The nearest size the backend takes: a multiple of its step in its range (the UI's step is the
+    same, but a typed value may be anything)."""
+    step = SIZE["multiple"]
+    return min(SIZE["high"], max(SIZE["low"], round(int(value) / step) * step))
+
+
 def request_params(settings: Mapping, seed: int, sketch: str | None = None) -> dict:
     """The generate request's parameters from the panel settings (a mapping of their values);
     `sketch`: the path of the structure guide written into the job folder, if any."""
     params = {name: settings[name] for name in REQUEST_SETTINGS}
     params["balance"] = float(params["balance"])
-    # The backend takes multiples of 64 (the UI's step is 64, but a typed value may be anything).
-    params["size"] = min(MAX_SIZE, max(64, round(int(params["size"]) / 64) * 64))
+    params["size"] = backend_size(params["size"])
     params["seed"] = int(seed)
     # "Style only" = the backend's ip_mode "style"; the content text goes with it (and only then).
     # Left out when off, so the request holds the backend's defaults and nothing else.
@@ -72,7 +80,7 @@ def restyle_params(settings: Mapping, seed: int, mask: str | None = None, points
     the points ((x, y, label) in input pixels); the mask mode only with one of them."""
     params = {name: settings[name] for name in RESTYLE_SETTINGS}
     params["restyle_strength"] = float(params["restyle_strength"])
-    params["size"] = min(MAX_SIZE, max(64, round(int(params["size"]) / 64) * 64))
+    params["size"] = backend_size(params["size"])
     params["seed"] = int(seed)
     if mask is not None:
         params["mask"] = str(mask)

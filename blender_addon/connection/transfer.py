@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..paths import unique_target
+from ..paths import as_created, unique_target
 
 CHUNK_BYTES = 256 << 10
 ANSWER_TIMEOUT_S = 120.0
@@ -123,6 +123,7 @@ def download(remote: str, folder: Path, channel: Channel, *, chunk_bytes: int = 
              timeout: float = ANSWER_TIMEOUT_S) -> Path:
     """Fetch the backend's file `remote` into `folder` under a free name like its own; return the path."""
     fd, tmp = tempfile.mkstemp(prefix=".download-", suffix=".tmp", dir=folder)
+    as_created(fd)
     try:
         with os.fdopen(fd, "wb") as out, channel.request("download", path=remote, chunk_bytes=chunk_bytes) as got:
             _receive(out, got, remote, timeout)

@@ -19,8 +19,10 @@ sent twice; its variant arrives with the node it is already counted for.
 
 from dataclasses import dataclass, field
 
-MAPS = ("roughness", "metallic", "normal", "height")
-DERIVABLE = ("height", "normal", "roughness")  # backend.params.DERIVABLE_MAPS: what Add Missing Maps makes
+from .. import parameters
+
+MAPS = parameters.material_maps()
+DERIVABLE = parameters.derivable_maps()  # what Add Missing Maps makes
 DIRECT_INPUTS = {"roughness": "Roughness", "metallic": "Metallic"}
 
 # Nodes between an image and a BSDF input that the search looks through (their inputs, in order):
@@ -37,15 +39,20 @@ def _search_order(node) -> list:
     return sorted(linked, key=lambda s: (s.name in FACTORS, s.type != "RGBA"))
 
 
+STANDS_IN_FOR = "texture_variants_stands_in_for"  # on a node shown in another's place (A/B compare)
+
+
 def upstream_image_node(socket):
-    """The first Image Texture node found upstream of `socket`, depth first through PASS_THROUGH nodes."""
+    """The first Image Texture node found upstream of `socket`, depth first through PASS_THROUGH nodes;
+    a node standing in for another (A/B compare's temporary nodes) counts as that other one."""
     stack, seen = [socket], set()
     while stack:
         socket = stack.pop()
         for link in socket.links if socket.is_linked else ():
             node = link.from_node
             if node.type == "TEX_IMAGE":
-                return node
+                stand_in = node.get(STANDS_IN_FOR)
+                return node.id_data.nodes.get(stand_in, node) if stand_in else node
             if node.type in PASS_THROUGH and node.name not in seen:
                 seen.add(node.name)
                 stack.extend(reversed(_search_order(node)))

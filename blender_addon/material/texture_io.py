@@ -11,11 +11,11 @@ writes 8-bit display values; what comes back is written at the source's depth (s
 Every variant is tagged with the source's colour space. Files are written with Blender's own image
 saving (`Image.save_render` with a scratch scene's output settings). A material's other maps go out
 with their raw values at their depth (`export_map`, `map_kind`): 8-bit, 16-bit, or float (an OpenEXR
-or float TIFF map: a 32-bit float TIFF both ways, values outside 0-1 kept; Bake writes it as a
-32-bit float OpenEXR).
+or float TIFF map: a 32-bit float TIFF both ways, values outside 0-1 kept, written by
+pixels.float_tiff because Blender writes no 32-bit TIFF; Bake writes it as a 32-bit float OpenEXR).
+Pixels cross between Blender and Python as numpy float32 arrays (`Image.pixels.foreach_get/set`).
 """
 
-import array
 import contextlib
 import io
 import math
@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 
 import bpy
+import numpy as np
 
 from .. import paths
 from ..errors import UserError
@@ -141,12 +142,13 @@ def save_as(image, path: Path, kind: str = BYTE, exposure: float = 0.0, alpha: b
     return path
 
 
-def _pixels(image) -> array.array:
+def _pixels(image) -> np.ndarray:
+    """The image's RGBA floats, flat, rows bottom to top (Blender's order)."""
     width, height = image.size
     if width == 0 or height == 0:
         raise UserError("image_missing", f"The image '{image.name}' has no pixels",
                         "open the image in the Image Editor to check it, or pick another")
-    pixels = array.array("f", bytes(4 * width * height * 4))
+    pixels = np.empty(width * height * 4, dtype=np.float32)
     image.pixels.foreach_get(pixels)
     return pixels
 
@@ -295,11 +297,7 @@ def load_variant(path: str, name: str, like=None, kind: str = BYTE) -> bpy.types
 def tiled_copy(image, repeats: int = 3) -> bpy.types.Image:
     """A new image holding `image` repeated repeats x repeats: the seam check done by eye."""
     width, height = image.size
-    src = _pixels(image)
-    row = 4 * width
-    band = array.array("f")
-    for y in range(height):  # one band of tiled rows, then the band repeated vertically
-        band.extend(src[y * row:(y + 1) * row] * repeats)
+    tiles = np.tile(_pixels(image).reshape(height, width, 4), (repeats, repeats, 1))
     name = f"{image.name} {repeats}x{repeats}"
     tiled = bpy.data.images.get(name)
     if tiled is not None and tuple(tiled.size) != (width * repeats, height * repeats):
@@ -309,7 +307,7 @@ def tiled_copy(image, repeats: int = 3) -> bpy.types.Image:
         tiled = bpy.data.images.new(name, width * repeats, height * repeats, alpha=True,
                                     float_buffer=image.is_float)
     tiled.colorspace_settings.name = image.colorspace_settings.name
-    tiled.pixels.foreach_set(band * repeats)
+    tiled.pixels.foreach_set(tiles.ravel())
     tiled.update()
     return tiled
 
@@ -327,17 +325,16 @@ def guide_from_edges(image, name: str, side: int = 256) -> bpy.types.Image:
     copy = image.copy()
     try:
         copy.scale(scaled_w, scaled_h)
-        rgba = array.array("f", bytes(4 * scaled_w * scaled_h * 4))
-        copy.pixels.foreach_get(rgba)
+        rgba = _pixels(copy).reshape(scaled_h, scaled_w, 4)
     finally:
         bpy.data.images.remove(copy)
     left, top = (scaled_w - side) // 2, (scaled_h - side) // 2
-    crop = array.array("f")
-    for y in range(top, top + side):  # the backend reads the centre square of a non-square texture
-        crop.extend(rgba[4 * (y * scaled_w + left):4 * (y * scaled_w + left + side)])
-    lines = edges.edge_lines(edges.luminance(crop, side, side), side, side)
+    crop = rgba[top:top + side, left:left + side]  # the backend reads the centre square of a non-square texture
+    lines = np.asarray(edges.edge_lines(edges.luminance(crop.ravel(), side, side), side, side), np.float32)
     guide = bpy.data.images.new(name, side, side, alpha=False)
-    guide.pixels.foreach_set([v for line in lines for v in (line, line, line, 1.0)])
+    white_on_black = np.repeat(lines[:, None], 4, axis=1)
+    white_on_black[:, 3] = 1.0
+    guide.pixels.foreach_set(white_on_black.ravel())
     guide.update()
     guide.pack()  # a generated image is not saved with the .blend unless packed
     return guide

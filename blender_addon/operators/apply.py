@@ -19,8 +19,8 @@ from bpy.props import BoolProperty
 from .. import paths
 from .. import prefs as preferences
 from ..errors import UserError, reports_errors
+from ..material import compare, results, texture_io
 from ..material import maps as material_maps
-from ..material import results, texture_io
 from ..material import target as material_target
 from . import generate
 
@@ -169,6 +169,8 @@ class TEXTURE_VARIANTS_OT_apply_variant(bpy.types.Operator):
             material_target.check_editable(material)
         chosen = targets(material, node, item, current)
         _check_not_applied_elsewhere(material, chosen, current)
+        if not copy_needed:
+            compare.leave(material)  # everything checked: what Apply changes must be what the object shows
         maps = [map_name for _, _, map_name in chosen[1:]]
         if not (self.object_only or copy_needed):
             _put_all(material, chosen)

@@ -174,4 +174,29 @@ class TEXTURE_VARIANTS_OT_generate_selected(JobOperator, bpy.types.Operator):
         return self._finish(context, batch)
 
 
-CLASSES = (TEXTURE_VARIANTS_OT_generate_selected,)
+class TEXTURE_VARIANTS_OT_generate_all(bpy.types.Operator):
+    """Make variants for every material in the file: asks first, with the count and about how long"""
+
+    bl_idname = "texture_variants.generate_all"
+    bl_label = "All Materials"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return not session.shared().busy
+
+    @reports_errors()
+    def invoke(self, context, event):
+        count = len(_materials(context, True))
+        last = session.shared().job
+        seconds = last.elapsed if last is not None and last.state == jobs.DONE and last.elapsed else None
+        return context.window_manager.invoke_confirm(self, event, title="Generate for All Materials",
+                                                     message=batch_job.confirm_message(count, seconds),
+                                                     confirm_text="Generate All", icon="WARNING")
+
+    def execute(self, context):  # confirmed (or a script): the batch, with progress and Cancel in the UI
+        mode = "EXEC_DEFAULT" if bpy.app.background else "INVOKE_DEFAULT"
+        return bpy.ops.texture_variants.generate_selected(mode, all_materials=True)
+
+
+CLASSES = (TEXTURE_VARIANTS_OT_generate_selected, TEXTURE_VARIANTS_OT_generate_all)

@@ -87,7 +87,7 @@ class JobOperator:
         """The material's maps sent with the texture: {map name: (its node's name, the file in `job_dir`)}."""
         return {}
 
-    def _plan(self, settings, image):
+    def _size_plan(self, settings, image):
         """What is made of `image`: its size and the notes for the panel (the panel's Size settings)."""
         return sizing.size_plan(settings, image)
 
@@ -102,7 +102,7 @@ class JobOperator:
         config = prefs.backend_config(context)
         root = str(prefs.backend_root())
         storage.clean_up()  # the automatic age and size limits, before a new folder adds to them
-        plan = self._plan(settings, image)
+        plan = self._size_plan(settings, image)
         # One folder per job: the reference copy goes in now, the backend writes the variants beside it.
         job_dir = paths.new_job_folder(storage.jobs_root())
         try:

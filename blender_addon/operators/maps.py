@@ -36,19 +36,19 @@ class TEXTURE_VARIANTS_OT_add_missing_maps(JobOperator, bpy.types.Operator):
     height: EnumProperty(name="Height", items=HEIGHT_ITEMS, default="bump")
     timeout: timeout_property()
 
-    _plan = None
+    _wiring = None  # what to derive and wire (material.wiring.Plan); not JobOperator._plan, the size plan
 
     def _target(self, context):
         material, node, image = target.resolve(context)
         target.check_editable(material)
-        self._plan = wiring.plan(material, node, self.height)
+        self._wiring = wiring.plan(material, node, self.height)
         return material, node, image
 
     def _side(self, plan):
         return None  # the texture as it is: its maps at its own size
 
     def _request_params(self, context, settings, image, job_dir, seed: int, plan) -> dict:
-        return {"engine": "patch", "derive": list(self._plan.maps), "maps_only": True, "preview_every": 0}
+        return {"engine": "patch", "derive": list(self._wiring.maps), "maps_only": True, "preview_every": 0}
 
     def _use_results(self, context, job, made_for: dict) -> set:
         material = made_for["material"]
@@ -76,7 +76,7 @@ class TEXTURE_VARIANTS_OT_add_missing_maps(JobOperator, bpy.types.Operator):
                                                  "click Add Missing Maps again")))
             return {"CANCELLED"}
         made = wiring.wire(material, node, images, self.height)
-        left_out = "".join(f"; {name} left out: {why}" for name, why in self._plan.skipped.items())
+        left_out = "".join(f"; {name} left out: {why}" for name, why in self._wiring.skipped.items())
         self.report({"INFO"}, f"Added {', '.join(sorted(images))} to '{material.name}' ({len(made)} new nodes)"
                     f"{left_out}")
         return {"FINISHED"}

@@ -30,7 +30,7 @@ class TEXTURE_VARIANTS_OT_make_tileable(JobOperator, bpy.types.Operator):
     def _target(self, context):
         return target.resolve(context)  # the original texture, even while a variant is applied
 
-    def _plan(self, settings, image):
+    def _size_plan(self, settings, image):
         width, height = image.size
         return sizing.SizePlan(max(width, height), width, height)  # its own size: nothing resampled
 

@@ -1,4 +1,5 @@
-"""How a linear (HDR) texture goes through the backend, which works on 8-bit display values. Plain Python.
+"""How a linear (HDR) texture goes through the backend, which works on 8-bit display values. Plain Python
+(numpy).
 
 The encoding is an exposure shift plus the sRGB curve: the reference is `srgb(x / scale)`, where
 `scale` is the smallest power of two at or above the source's brightest value (1 when nothing is
@@ -11,9 +12,10 @@ precision: about 0.4 % of `scale` near white, finer in the shadows (the sRGB cur
 
 from __future__ import annotations
 
-import array
 import math
 from collections.abc import Sequence
+
+import numpy as np
 
 
 def srgb_to_linear(v: float) -> float:
@@ -32,32 +34,28 @@ def exposure_scale(brightest: float) -> float:
 
 
 def brightest(pixels: Sequence[float]) -> float:
-    """The largest value (alpha, at most 1, cannot raise the scale above 1; a C-speed max on big images)."""
-    return max(pixels, default=0.0)
+    """The largest value (alpha, at most 1, cannot raise the scale above 1); NaN when one value is NaN."""
+    return float(np.max(np.asarray(pixels, dtype=np.float32), initial=0.0))
 
 
-def _byte_keys(k: int) -> tuple[float, ...]:
-    """The float values a byte k may read as (k/255 rounded to float32 two ways, as Blender may)."""
-    return tuple(array.array("f", [k / 255, k * array.array("f", [1 / 255])[0]]))
+def _srgb_to_linear(v: np.ndarray) -> np.ndarray:
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
 
 
-def decode_table(scale: float) -> dict[float, float]:
-    """{8-bit value as Blender reads it (k/255): linear value} for the backend's variant."""
-    table = {}
-    for k in range(256):
-        linear = srgb_to_linear(k / 255) * scale
-        for key in _byte_keys(k):
-            table[key] = linear
-    return table
+def decode(pixels, scale: float, channels: int = 4) -> np.ndarray:
+    """RGBA floats of an 8-bit sRGB-encoded image -> linear float32 values times `scale` (alpha kept).
 
-
-def decode(pixels: array.array, scale: float, channels: int = 4) -> array.array:
-    """RGBA floats of an 8-bit sRGB-encoded image -> linear floats times `scale` (alpha kept)."""
-    table = decode_table(scale)
-    try:
-        out = array.array("f", map(table.__getitem__, pixels))
-    except KeyError:  # not exact byte values: decode each one
-        out = array.array("f", (srgb_to_linear(min(1.0, max(0.0, v))) * scale for v in pixels))
+    Byte values (k/255, as Blender reads an 8-bit file) go through a 256-entry table; anything else
+    is decoded value by value, clipped to 0-1."""
+    values = np.asarray(pixels, dtype=np.float32)
+    k = np.clip(np.rint(values * 255.0), 0, 255).astype(np.intp)
+    # the float32 values a byte k may read as (k/255 rounded to float32 two ways, as Blender may)
+    as_byte = (values == (k / 255.0).astype(np.float32)) | (values == (k * float(np.float32(1 / 255))).astype(np.float32))
+    if as_byte.all():
+        table = (_srgb_to_linear(np.arange(256) / 255.0) * scale).astype(np.float32)
+        out = table[k]
+    else:
+        out = (_srgb_to_linear(np.clip(values.astype(np.float64), 0.0, 1.0)) * scale).astype(np.float32)
     if channels == 4:
-        out[3::4] = pixels[3::4]
+        out[3::4] = values[3::4]
     return out

@@ -1,72 +1,73 @@
-"""Float TIFF files in plain Python: how a float map travels to the backend and is recognised back.
+"""Float TIFF files: how a float map travels to the backend and is recognised back.
 
-Blender reads 32-bit float TIFFs exactly but writes TIFFs at 8 or 16 bits only, and the backend
-reads no OpenEXR; so a float map (an OpenEXR height, a float TIFF) goes to the backend as a
-float TIFF written here: one deflate-compressed strip of IEEE float samples, top row first, with
-the map's channels (`channels_of`). `holds_float` reads a TIFF's first directory to tell a float
-file (the backend's result for a float map) from a 16-bit one: Blender loads both as float images.
+Blender reads 32-bit float TIFFs exactly but writes TIFFs at 8 or 16 bits only (4.5 and 5.0 offer
+no 32-bit TIFF depth), and the backend's declared packages read no OpenEXR (Pillow and tifffile do
+not); so a float map (an OpenEXR height, a float TIFF) goes to the backend as a float TIFF written
+here, the smallest baseline file: one uncompressed strip of IEEE float samples, top row first,
+with the map's channels (`channels_of`); numpy arranges the samples. `holds_float` reads a TIFF's
+first directory to tell a float file (the backend's result for a float map) from a 16-bit one:
+Blender loads both as float images.
 """
 
 from __future__ import annotations
 
-import array
-import io
 import struct
 import sys
-import zlib
 from pathlib import Path
 
-ORDER = "<" if sys.byteorder == "little" else ">"  # array("f") holds native floats
+import numpy as np
+
+ORDER = "<" if sys.byteorder == "little" else ">"  # the samples are written as native floats
 MAGIC = b"II*\x00" if ORDER == "<" else b"MM\x00*"
 SHORT, LONG = 3, 4
-DEFLATE, MINISBLACK, RGB, IEEE_FLOAT, UNASSOCIATED_ALPHA = 8, 1, 2, 3, 2
+# Uncompressed: deflate saves about a tenth of a float map's bytes and costs seconds per 4096² channel.
+NO_COMPRESSION, MINISBLACK, RGB, IEEE_FLOAT, UNASSOCIATED_ALPHA = 1, 1, 2, 3, 2
 SAMPLE_FORMAT = 339
 
 
-def channels_of(rgba: array.array) -> int:
+def _rgba(rgba) -> np.ndarray:
+    """Blender's flat RGBA float buffer (any buffer or sequence) as (pixels, 4) float32, not copied."""
+    return np.asarray(rgba, dtype=np.float32).reshape(-1, 4)
+
+
+def channels_of(rgba) -> int:
     """How many channels an RGBA float buffer really has: 1 (grey: R = G = B, opaque), 3 (opaque)
-    or 4. C-speed slice comparisons, no loop per pixel."""
-    count = len(rgba) // 4
-    opaque = rgba[3::4] == array.array("f", [1.0]) * count
-    if opaque and rgba[0::4] == rgba[1::4] == rgba[2::4]:
+    or 4."""
+    pixels = _rgba(rgba)
+    opaque = bool((pixels[:, 3] == 1.0).all())
+    if opaque and (pixels[:, 0] == pixels[:, 1]).all() and (pixels[:, 1] == pixels[:, 2]).all():
         return 1
     return 3 if opaque else 4
 
 
-def _samples(rgba: array.array, width: int, height: int, channels: int) -> bytes:
+def _samples(rgba, width: int, height: int, channels: int) -> bytes:
     """The buffer's first `channels` channels, rows flipped (Blender's rows run bottom to top)."""
-    if channels == 4:
-        chosen = rgba
-    else:
-        chosen = array.array("f", bytes(4 * width * height * channels))
-        for c in range(channels):
-            chosen[c::channels] = rgba[c::4]
-    data, row = chosen.tobytes(), 4 * width * channels
-    return b"".join(data[y * row:(y + 1) * row] for y in reversed(range(height)))
+    return np.ascontiguousarray(_rgba(rgba).reshape(height, width, 4)[::-1, :, :channels]).tobytes()
 
 
-def write(path: Path, rgba: array.array, width: int, height: int, channels: int) -> Path:
+def write(path: Path, rgba, width: int, height: int, channels: int) -> Path:
     """Write Blender's RGBA float buffer as a float TIFF with `channels` (1, 3 or 4) channels."""
-    strip = zlib.compress(_samples(rgba, width, height, channels), 6)
+    strip = _samples(rgba, width, height, channels)
     strip += b"\x00" * (len(strip) % 2)  # offsets stay even, as the TIFF standard asks
     # Per-sample values of 3-4 channels do not fit in a directory entry: they follow the strip.
     bits_at, formats_at = 8 + len(strip), 8 + len(strip) + 2 * channels
     extra = struct.pack(f"{ORDER}{2 * channels}H", *[32] * channels, *[IEEE_FLOAT] * channels) if channels > 2 else b""
     entries = [(256, LONG, 1, width), (257, LONG, 1, height),
-               (258, SHORT, channels, bits_at if extra else 32), (259, SHORT, 1, DEFLATE),
+               (258, SHORT, channels, bits_at if extra else 32), (259, SHORT, 1, NO_COMPRESSION),
                (262, SHORT, 1, MINISBLACK if channels == 1 else RGB), (273, LONG, 1, 8),
                (277, SHORT, 1, channels), (278, LONG, 1, height), (279, LONG, 1, len(strip)), (284, SHORT, 1, 1),
                *([(338, SHORT, 1, UNASSOCIATED_ALPHA)] if channels == 4 else []),
                (SAMPLE_FORMAT, SHORT, channels, formats_at if extra else IEEE_FLOAT)]
-    out = io.BytesIO()
-    out.write(MAGIC + struct.pack(f"{ORDER}I", 8 + len(strip) + len(extra)) + strip + extra)
-    out.write(struct.pack(f"{ORDER}H", len(entries)))
+    directory = [struct.pack(f"{ORDER}H", len(entries))]
     for tag, kind, count, value in entries:
         inline = kind == SHORT and count <= 2  # a short value sits in the entry's first two bytes
-        out.write(struct.pack(f"{ORDER}HHIHH" if inline else f"{ORDER}HHII", tag, kind, count,
-                              *((value, 0) if inline else (value,))))
-    out.write(struct.pack(f"{ORDER}I", 0))  # no further directory
-    path.write_bytes(out.getvalue())
+        directory.append(struct.pack(f"{ORDER}HHIHH" if inline else f"{ORDER}HHII", tag, kind, count,
+                                     *((value, 0) if inline else (value,))))
+    directory.append(struct.pack(f"{ORDER}I", 0))  # no further directory
+    with open(path, "wb") as f:  # the strip as it is, not copied into one buffer with the rest
+        f.write(MAGIC + struct.pack(f"{ORDER}I", 8 + len(strip) + len(extra)))
+        f.write(strip)
+        f.write(extra + b"".join(directory))
     return path
 
 

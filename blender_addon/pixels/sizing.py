@@ -1,6 +1,7 @@
 """How big a variant is made, and what the panel says when it differs from the source. Plain Python.
 
-The backend makes square images whose side is a multiple of 64 (at most 2048). To keep a
+The backend makes square images whose side is a multiple of STEP (64, at most MAX_SIZE, 2048: its
+declared size, backend/params.py). To keep a
 non-square source's aspect, "Match Source" sends the backend a square copy of the source squeezed
 to `side` x `side` and stretches the square variant back to `width` x `height`: the texture's
 features keep their proportions, the backend still sees a square. A fixed size makes a square
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STEP = 64
-MAX_SIZE = 2048
+from .. import parameters
+
+STEP, MAX_SIZE = parameters.square_size()["multiple"], parameters.square_size()["high"]
 MATCH, FIXED = "match", "fixed"
 
 
@@ -33,7 +35,7 @@ class SizePlan:
         return (self.width, self.height) != (self.side, self.side)
 
 
-def plan(source_width: int, source_height: int, mode: str = MATCH, size: int = 512,
+def plan(source_width: int, source_height: int, mode: str = MATCH, size: int = parameters.square_size()["default"],
          cap: int = MAX_SIZE) -> SizePlan:
     """The size of the variants for a `source_width` x `source_height` source."""
     source_width, source_height = max(1, int(source_width)), max(1, int(source_height))

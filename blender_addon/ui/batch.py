@@ -11,8 +11,7 @@ def draw_batch(layout, view) -> None:
     if not view.session.busy:
         row = layout.row(align=True)
         row.operator("texture_variants.generate_selected", icon="MATERIAL")
-        row.operator("texture_variants.generate_selected", text="All Materials", icon="MATERIAL_DATA"
-                     ).all_materials = True
+        row.operator("texture_variants.generate_all", icon="MATERIAL_DATA")  # asks first: count and time
     current = view.settings.current
     if view.material is not None and len(view.material.texture_variants.history) and current.material != view.material:
         layout.operator("texture_variants.use_result_set", text=f"Show the Variants of {view.material.name}",

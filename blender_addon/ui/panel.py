@@ -12,8 +12,9 @@ import bpy
 from .. import panel_rules
 from ..connection import session
 from ..errors import UserError
+from ..material import compare as material_compare
 from ..material import maps as material_maps
-from ..material import storage, texture_io
+from ..material import storage, texture_io, tiling_preview
 from ..material import target as material_target
 from ..material.results import HISTORY_LIMIT
 from ..pixels import sizing
@@ -238,6 +239,24 @@ def _apply_buttons(layout, view, binding: str) -> None:
         row.operator("texture_variants.apply_variant", icon="CHECKMARK")
         row.operator("texture_variants.apply_variant", text="This Object Only", icon="OBJECT_DATA").object_only = True
     row.operator("texture_variants.tile_preview", text="Tile 3×3", icon="MESH_GRID")
+    if not binding and not view.linked:  # A/B without Apply: the variant or the original on the object
+        showing = material_compare.showing(view.material)
+        row = layout.row(align=True)
+        row.operator("texture_variants.compare", text="A: Variant", icon="IMAGE_DATA",
+                     depress=showing == material_compare.VARIANT).show = "VARIANT"
+        row.operator("texture_variants.compare", text="B: Original", icon="IMAGE_REFERENCE",
+                     depress=showing == material_compare.ORIGINAL).show = "ORIGINAL"
+        if showing:
+            row.operator("texture_variants.compare", text="", icon="X").show = "STOP"
+
+
+def _tiling_preview_button(layout, view) -> None:
+    """The live tiling preview's toggle: pressed while the material's textures are repeated."""
+    if view.material is None or view.linked:
+        return
+    on = tiling_preview.is_on(view.material)
+    text = f"Tiling Preview {tiling_preview.repeat_of(view.material)}×" if on else "Tiling Preview"
+    layout.operator("texture_variants.tiling_preview", text=text, icon="VIEW_ORTHO", depress=on)
 
 
 def _wrapped(layout, text: str, icon: str, width: int = 64) -> None:
@@ -271,6 +290,7 @@ def draw_results(layout, view) -> None:
         row = layout.row(align=True)
         row.operator("texture_variants.revert", icon="LOOP_BACK")
         row.operator("texture_variants.bake", icon="FILE_TICK")
+    _tiling_preview_button(layout, view)
     for line in storage.save_warnings:
         layout.label(text=line, icon="ERROR")
 

@@ -18,14 +18,27 @@ from scripts.benchmarks.gpu import GpuOptions, bench_gpu
 from scripts.benchmarks.patch import bench_patch
 from scripts.benchmarks.report import load_results, render, write_atomic
 from scripts.benchmarks.service import bench_service
+from scripts.benchmarks.speed import bench_speed
 from scripts.benchmarks.variant_cost import bench_variant_cost, ratio_lines
 
+SECTIONS = ("variant_cost", "service", "patch", "speed")
 
-def run(setup: Setup, models: dict, *, out_dir: Path = DOCS, command: str = "", sections=("variant_cost", "service", "patch"),
+
+def run(setup: Setup, models: dict, *, out_dir: Path = DOCS, command: str = "", sections=SECTIONS,
         log=print) -> dict:
-    """Measure the CPU sections of `setup` and store them (json + markdown) in `out_dir`."""
+    """Measure the CPU sections of `setup` and store them (json + markdown) in `out_dir`. A run of some
+    sections only keeps the mode's stored results of the others."""
     started, wall0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
-    entry = {"mode": setup.mode, "command": command, "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+    date = started.strftime("%Y-%m-%d %H:%M UTC")
+    if set(sections) != set(SECTIONS):
+        entry = dict(load_results(out_dir / "benchmarks.json").get(setup.mode) or {})
+        if "speed" in sections and setup.speed:
+            entry["speed"] = {**bench_speed(models, setup, log=log), "command": command, "date": date,
+                              "machine": machine()}
+            entry.setdefault("ratios", {}).update(entry["speed"]["ratios"])
+        store(out_dir, setup.mode, entry)
+        return entry
+    entry = {"mode": setup.mode, "command": command, "date": date,
              "why": setup.why, "setup": asdict(setup), "machine": machine(), "load_average": {"start": load_average()}}
     if "variant_cost" in sections:
         entry["variant_cost"] = bench_variant_cost(models, setup, log=log)
@@ -40,6 +53,9 @@ def run(setup: Setup, models: dict, *, out_dir: Path = DOCS, command: str = "", 
             entry["service"] = {"error": f"{type(e).__name__}: {e}"}
     if "patch" in sections and setup.patch_reps:
         entry["patch"] = bench_patch(setup, log=log)
+    if "speed" in sections and setup.speed:
+        entry["speed"] = bench_speed(models, setup, log=log)
+        entry["ratios"].update(entry["speed"]["ratios"])
     entry["load_average"]["end"] = load_average()
     entry["wall_s"] = round(time.perf_counter() - wall0, 1)
     store(out_dir, setup.mode, entry)
@@ -71,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
                         "16-px blocks of three textures at 512² (seconds, exact-source share; no models needed)")
     parser.add_argument("--compile", action="store_true", help="with --gpu: also torch.compile the UNet")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (default: the mode's)")
+    parser.add_argument("--size", type=int, help="image size in px, a multiple of 64 (default: the mode's)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS[3:],
+                        help="measure only these sections (speed: fast_cost_ratio and preview_decode_ratio, in "
+                        "--quick); the mode's other stored results are kept")
     parser.add_argument("--methods", nargs="+", choices=("plain", "naive", "first", "cached", "ad", "diffusers",
                                                          "first_before", "cached_before"),
                         help="the ways to measure (default: the mode's); the results are stored as a run of "
@@ -128,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = {r["method"]: r for r in entry["gpu"]["rows"]}
         ratios = {"variant_cost_ratio": rows["cached"]["ratio_to_plain"],
                   "first_call_ratio": rows["first"]["ratio_to_plain"],
-                  "peer_ratio": round(rows["cached"]["median_s"] / rows["diffusers"]["median_s"], 3)}
+                  "peer_ratio": round(rows["cached"]["median_s"] / rows["diffusers"]["median_s"], 3),
+                  "fast_over_full": round(rows["fast"]["median_s"] / rows["cached"]["median_s"], 3)}
     else:
         setup = common.QUICK if args.quick else common.FULL
-        changes = {k: v for k, v in (("reps", args.reps), ("variants", tuple(args.variants or ())),
+        changes = {k: v for k, v in (("reps", args.reps), ("size", args.size), ("variants", tuple(args.variants or ())),
                                      ("methods", tuple(args.methods or ()))) if v}
         if "methods" in changes:
             added = [m for m in changes["methods"] if m not in setup.methods]
@@ -140,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             setup = replace(setup, **changes, why=setup.why + " This run changed the mode's settings on the "
                             "command line: " + ", ".join(f"{k} {v}" for k, v in changes.items() if k != "mode")
                             + ".")
-        ratios = run(setup, models, out_dir=args.out_dir, command=command)["ratios"]
+        sections = tuple(args.sections) if args.sections else SECTIONS
+        ratios = run(setup, models, out_dir=args.out_dir, command=command, sections=sections)["ratios"]
     print(f"wrote {args.out_dir / 'BENCHMARKS.md'} and {args.out_dir / 'benchmarks.json'}")
     for name, value in ratios.items():
         print(f"{name}={value:.3f}")

@@ -35,6 +35,7 @@ class Setup:
     patch_size: int = 512
     patch_reps: int = 3
     seed: int = 1
+    speed: bool = False  # also few-step sampling and preview decoding (speed.py)
     why: str = ""
 
 
@@ -44,7 +45,7 @@ PROJECT_STEPS = 30  # the product's default: UNet time is scaled to it for the "
 
 QUICK = Setup(
     mode="quick", size=128, steps=3, reps=3, variants=(4,), methods=("plain", "first", "cached", "diffusers", "ad"),
-    service_reps=0, patch_reps=1,
+    service_reps=0, patch_reps=1, speed=True,
     why="full-size random-weight SD1.5 + ViT-H (the real layers) at 128², 3 steps, N = 4 only, no service "
         "section: plain IP-Adapter, the first call on a texture, the cached kv call, diffusers' own pipeline "
         "and AD. 3 steps keep the recipe's window (the last third: 1 of 3 steps); the rest keeps the run near "
@@ -52,7 +53,8 @@ QUICK = Setup(
         "more). On this CPU a batch of 8 at 128² costs half as much per image as a batch of 1 (at 512² about "
         "the same per image), which makes the naive way (batches of 1 and 2) look worse here than at 512². "
         "At 128² the costs that do not grow with the steps (CLIP image encoder, VAE) and batching weigh more "
-        "than at 512² with 30 steps; the UNet-only and the 30-step projected ratios show how much.",
+        "than at 512² with 30 steps; the UNet-only and the 30-step projected ratios show how much. Few-step "
+        "sampling: one variant at 128², 8 fast steps against 30 full steps (the product's defaults).",
 )
 FULL = Setup(
     mode="full", size=512, steps=3, reps=2, methods=("plain", "naive", "cached"), service_reps=2,
@@ -63,7 +65,7 @@ FULL = Setup(
         "AD and the first call are measured in the quick run (AD's backward passes would double this one).",
 )
 GPU = Setup(mode="gpu", size=512, steps=30, reps=3, variants=(4,),
-            methods=("plain", "naive", "first", "cached", "ad", "diffusers"), service_reps=0, patch_reps=0)
+            methods=("plain", "naive", "first", "cached", "ad", "diffusers", "fast"), service_reps=0, patch_reps=0)
 
 
 # ---------------------------------------------------------------------------------------- timing
@@ -129,7 +131,9 @@ def load_average() -> list[float] | None:
 
 
 def full_size_models(folder: Path = FULL_MODELS, log=print) -> dict[str, Path]:
-    """The full-size random-weight models, written on first use (about 5 GB, a few minutes)."""
+    """The full-size random-weight models, written on first use (about 5 GB, a few minutes); the fast
+    LoRA and TAESD are added to a folder written before they were part of the set."""
+    from backend.testing.random_addons import write_random_fast_lora, write_random_taesd
     from backend.testing.random_models import make_test_models
 
     done = folder / ".complete"
@@ -137,7 +141,15 @@ def full_size_models(folder: Path = FULL_MODELS, log=print) -> dict[str, Path]:
         log(f"[bench] writing full-size random-weight models to {folder} (about 5 GB, once)")
         make_test_models(folder, full_size=True)
         done.touch()
-    return {"base": folder / "sd15", "ip_adapter": folder / "ip-adapter"}
+    if not (folder / "fast-lora").exists():
+        from diffusers import UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "sd15" / "unet"))
+        write_random_fast_lora(folder / "fast-lora", unet)
+    if not (folder / "taesd").exists():
+        write_random_taesd(folder / "taesd", full_size=True)
+    return {"base": folder / "sd15", "ip_adapter": folder / "ip-adapter", "fast_lora": folder / "fast-lora",
+            "taesd": folder / "taesd"}
 
 
 def texture(name: str, size: int):

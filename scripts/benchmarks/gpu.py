@@ -3,10 +3,12 @@ seconds and peak memory per method."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from scripts.benchmarks.common import GPU, TEXTURE, Setup, interleaved, median, texture
 from scripts.benchmarks.peer import diffusers_call
+from scripts.benchmarks.speed import FAST_STEPS
 from scripts.benchmarks.variant_cost import variant_methods
 
 
@@ -19,8 +21,9 @@ class GpuOptions:
 
 def bench_gpu(models: dict, setup: Setup = GPU, options: GpuOptions | None = None, *, device: str = "cuda",
               dtype: str = "float16", log=print) -> dict:
-    """Section 5: the product (kv cached, first call, naive) against plain IP-Adapter, in the engine
-    and through diffusers' own pipeline call, N variants at once; seconds per variant and peak memory.
+    """Section 5: the product (kv cached, first call, naive; Full at `setup.steps`, Fast at 8 steps of
+    the LCM-LoRA recipe) against plain IP-Adapter, in the engine and through diffusers' own pipeline
+    call, N variants at once; seconds per variant and peak memory.
 
     The engine's attention runs through PyTorch SDPA (diffusers' AttnProcessor2_0 and the kv
     processor both call F.scaled_dot_product_attention). `device` is a parameter so that the code
@@ -57,12 +60,22 @@ def bench_gpu(models: dict, setup: Setup = GPU, options: GpuOptions | None = Non
         fn()
     times = interleaved({name: peaked(name, fn) for name, fn in cases.items()}, setup.reps,
                         lambda name, rep, s: log(f"[bench] gpu {name:<16} rep {rep + 1}/{setup.reps}: {s:7.2f} s"))
+    if "fast" in setup.methods:  # after the full cases, not among them: a switch fuses or restores the LoRA
+        cases["fast"] = lambda: generate(variants=n, seed=setup.seed, appearance="kv", sampler="fast",
+                                         fast_steps=FAST_STEPS, fast_lora=str(models["fast_lora"]))
+        cases["fast"]()  # warm-up: the LoRA fused, the fast schedule's reference work cached
+        peaks["fast"], times["fast"] = [], []
+        for rep in range(setup.reps):
+            start = time.perf_counter()
+            peaks["fast"].extend(_peak_gb(cases["fast"], device.startswith("cuda")))
+            times["fast"].append(time.perf_counter() - start)
+            log(f"[bench] gpu {'fast':<16} rep {rep + 1}/{setup.reps}: {times['fast'][-1]:7.2f} s")
     plain = median(times["plain"])
     rows = [{"method": name, "variants": n, "seconds": [round(t, 3) for t in times[name]],
              "median_s": round(median(times[name]), 3), "per_variant_s": round(median(times[name]) / n, 3),
              "ratio_to_plain": round(median(times[name]) / plain, 3),
              "peak_gb": round(max(peaks[name]), 2) if peaks[name] else None} for name in cases]
-    return {"size": setup.size, "steps": setup.steps, "variants": n, "reps": setup.reps, "device": spec.device,
+    return {"size": setup.size, "steps": setup.steps, "fast_steps": FAST_STEPS, "variants": n, "reps": setup.reps, "device": spec.device,
             "dtype": spec.dtype, "optimisations": applied + (["decode one image at a time"] if
                                                               options.decode_one_at_a_time else []),
             "attention_processors": attention, "rows": rows,

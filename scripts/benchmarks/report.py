@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from scripts.benchmarks.common import PROJECT_STEPS, TARGETS
+from scripts.benchmarks.speed import render_speed
 
 
 def load_results(path: Path) -> dict:
@@ -25,6 +26,9 @@ def write_atomic(path: Path, text: str) -> None:
 
 def _fmt(value, digits=2, suffix="") -> str:
     return "–" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+ADDON_PIXELS = "addon_pixels"  # scripts/benchmarks/addon_pixels.py: entries by label, not a scripts/bench mode
 
 
 def _machine_line(entry: dict) -> str:
@@ -46,6 +50,7 @@ METHOD_TEXT = {
     "cached": "**kv, reference work cached (the product)**",
     "ad": "attention distillation (AD), reference work cached",
     "diffusers": "diffusers' own `StableDiffusionPipeline` + `load_ip_adapter` (the peer: DDIM, no tiling)",
+    "fast": "**kv cached, `sampler=\"fast\"`: 8 steps, LCM-LoRA fused (TCD, guidance 1)**",
     "first_before": "kv first call as before #12 (full reference replay, two pads per conv, image encoded)",
     "cached_before": "kv cached as before #12 (two pads per wrapped conv, image encoded every call)",
 }
@@ -153,6 +158,21 @@ def render_correspondence(entry: dict | None) -> list[str]:
     return lines
 
 
+def render_production_size(entry: dict | None) -> list[str]:
+    """Peak memory and time per megapixel of one variant per size, before and after (production_size.py)."""
+    if not entry or not entry.get("rows"):
+        return ["Not measured yet: run `python -m scripts.benchmarks.production_size --store`."]
+    out = [f"- **command**: `{entry['command']}`", f"- **date**: {entry['date']}", f"- **note**: {entry['note']}", "",
+           "| engine | side | checkout | seconds | s per megapixel | peak MB |", "|---|---|---|---|---|---|"]
+    for row in sorted(entry["rows"], key=lambda r: (r["engine"], r["side"], r["checkout"] != "before")):
+        if "error" in row:
+            out.append(f"| {row['engine']} | {row['side']}² | {row['checkout']} | {row['error']} | | |")
+            continue
+        out.append(f"| {row['engine']} | {row['side']}² | {row['checkout']} | {row['seconds']} | "
+                   f"{row['seconds_per_mpx']} | {row['peak_mb']} |")
+    return out
+
+
 def render_gpu(entry: dict | None) -> list[str]:
     if not entry or "gpu" not in entry:
         reason = (entry or {}).get("not_measured", "no GPU was lent to this project's runs")
@@ -160,7 +180,7 @@ def render_gpu(entry: dict | None) -> list[str]:
                 "machine: `TORCH_SPEC=\"torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128\" "
                 "scripts/setup`, then `scripts/bench --gpu` (fp16, SDPA, channels-last, the variants decoded one "
                 "at a time; `--compile` adds torch.compile of the UNet): seconds per variant and peak VRAM "
-                "for plain, naive, first, cached, AD and diffusers' own pipeline. Targets: ≤ 0.7 s per variant "
+                "for plain, naive, first, cached (Full), Fast (8 steps, LCM-LoRA) and AD, and diffusers' own pipeline. Targets: ≤ 0.7 s per variant "
                 "amortised on an H100, ≤ 6 GB peak VRAM. diffusers' attention slicing is not used: "
                 "`enable_attention_slicing` replaces every attention processor, IP-Adapter's included (the "
                 "image prompt would be dropped); SDPA's memory-efficient kernels do not keep attention "
@@ -185,7 +205,8 @@ def _row(entry: dict | None, method: str, n: int) -> dict | None:
 
 
 def _modes(results: dict) -> list[str]:
-    return ["full", "quick", *sorted(k for k in results if k not in ("full", "quick", "gpu", "correspondence"))]
+    return ["full", "quick", *sorted(k for k in results if k not in ("full", "quick", "gpu", "correspondence",
+                                                                     ADDON_PIXELS, "production_size"))]
 
 
 def _first_with(results: dict, *methods: str) -> tuple[str, list[dict]] | None:
@@ -282,6 +303,28 @@ def _peer_findings(results: dict) -> list[str]:
     return lines
 
 
+def render_addon_pixels(entries: dict | None) -> list[str]:
+    """The add-on's pixel work in headless Blender, one column per labelled run (before / after)."""
+    if not entries:
+        return ["Not measured yet: `.venv-blender/bin/python -m scripts.benchmarks.addon_pixels --label after`."]
+    labels = sorted(entries, key=lambda label: entries[label]["date"])
+    first = entries[labels[0]]
+    out = [f"A {first['size']}² float RGBA image in headless Blender (the bpy wheel), median of "
+           f"{first['repeats']} (`python -m scripts.benchmarks.addon_pixels`, see its docstring for the cases). The load "
+           "average is noted per run: compare a run's before and after, measured back to back.", "",
+           "| case | " + " | ".join(f"{label} (s)" for label in labels) + " |",
+           "|---|" + "---|" * len(labels)]
+    cases = list(dict.fromkeys(case for label in labels for case in entries[label]["rows"]))
+    for case in cases:
+        cells = [_fmt(entries[label]["rows"].get(case, {}).get("median_s")) for label in labels]
+        out.append(f"| {case} | " + " | ".join(cells) + " |")
+    out.append("")
+    out += [f"- **{label}**: {e['note'] + '; ' if e.get('note') else ''}{e['date']}, Blender {e['blender']}, "
+            f"numpy {e['numpy']}, {e['machine']}, load average {e['load_average'][0]} at start, "
+            f"{e['load_average'][1]} at end" for label, e in ((label, entries[label]) for label in labels)]
+    return out
+
+
 def render_findings(results: dict) -> list[str]:
     """What the numbers say, computed from them (each from the newest run that measured it)."""
     return [*_cost_findings(results), *_first_call_findings(results), *_peer_findings(results)]
@@ -333,9 +376,14 @@ def render(results: dict) -> str:
                 "### AD mode", "", _ad_text(entry["variant_cost"]), "",
                 "### Service overhead", "", *render_service(entry), "",
                 "### Weight-free engine", "", *render_patch(entry), ""]
+        if entry.get("speed"):
+            out += ["### Few-step sampling and previews", "", *render_speed(entry["speed"]), ""]
     out += ["## Map correspondence (`--correspondence`)", "", *render_correspondence(results.get("correspondence")),
             ""]
+    out += ["## Production size (`python -m scripts.benchmarks.production_size`)", "",
+            *render_production_size(results.get("production_size")), ""]
     out += ["## GPU (`--gpu`)", "", *render_gpu(results.get("gpu")), ""]
+    out += ["## Add-on pixel work", "", *render_addon_pixels(results.get(ADDON_PIXELS)), ""]
     findings = render_findings(results)
     if findings:
         at = out.index("## Full run")

@@ -22,6 +22,7 @@ def test_zip_holds_the_addon_and_the_backend(extension_zip):
              if "__pycache__" not in p.parts}
     backend = {str(p.relative_to(ROOT)) for p in (ROOT / "backend").rglob("*.py") if "__pycache__" not in p.parts}
     assert addon <= names and "connection/client.py" in names and "__init__.py" in names
+    assert "generated/params.json" in names  # the backend's declarations, read when the add-on registers
     assert backend <= names and "backend/__main__.py" in names
     assert {"pyproject.toml", "constraints.txt", "blender_manifest.toml"} <= names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith(("tests/", "."))]

@@ -39,7 +39,7 @@ from backend.sketches import load_sketch
 
 def encode_sketch(pipe, sketch, size: int, tile: str) -> torch.Tensor:
     """(1, 4, size/8, size/8) float32: the VAE latents of the sketch, wrapped on the tiled axes."""
-    from backend.diffusion.engine import encode_reference  # the engine imports the controls
+    from backend.diffusion.vae import encode_reference
 
     with tiling(tile, pipe.vae.encoder):
         return encode_reference(pipe, sketch.convert("RGB"), size).float()
