@@ -36,7 +36,7 @@ try:
 except ImportError:  # Windows: no advisory locks; one batch per --out is then the user's care
     fcntl = None
 from backend.service.jobs import Job, run_job
-from backend.service.protocol import ProtocolError, parse_generate
+from backend.service.protocol import ProtocolError, check_map_files, parse_generate
 
 DONE_MARKER = ".done.json"
 SUMMARY = "summary.json"
@@ -101,7 +101,7 @@ def _entry(number: int, raw: bytes, home: Path, out: Path) -> dict:
                                           "hint": "use shorter folder names"}}
     fields["output_dir"] = str(folder)
     try:
-        parse_generate(fields, number)
+        check_map_files(parse_generate(fields, number)["params"].maps, number)
     except ProtocolError as e:
         return {"line": number, "error": {"code": e.code, "message": f"line {number}: {e.message}", "hint": e.hint}}
     return {"line": number, "input": fields["input"], "folder": str(folder), "fields": fields,

@@ -55,7 +55,7 @@ class DemoResult:
 
 
 def run_demo(out: str | os.PathLike, *, texture: str = "gravel", variants: int = 3, seed: int | None = None,
-             size: int = GenerationParams.size, engine: str = GenerationParams.engine,
+             size: int = GenerationParams.size[0], engine: str = GenerationParams.engine,
              balance: float = GenerationParams.balance, steps: int = GenerationParams.steps,
              base: str | None = None, ip_adapter: str | None = None, on_step=None) -> DemoResult:
     """Make the variants and write everything into a new folder under `out`."""

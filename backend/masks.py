@@ -3,8 +3,8 @@
 The rule (README "Restyle"):
 - a mask image is white where selected (grey: partly), read by its luminance (alpha ignored), 8- or
   16-bit, any size with the input's aspect ratio (within 1 %);
-- it is scaled to the input's size, then cropped like the input: the centred square
-  (backend.images.center_square), resized to the output size, so mask and texture line up; masks
+- it is scaled to the input's size, then cropped like the input: the centred part with the
+  output's aspect (backend.images.cover), resized to the output size, so mask and texture line up; masks
   are resampled by area averaging when shrinking and bilinearly when enlarging (no ringing: a
   black area stays exactly black, a white one exactly white);
 - points and boxes are pixel coordinates of the input image (x to the right, y down, from the
@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from backend.errors import InputError
-from backend.images import center_square, open_image, to_8bit
+from backend.images import cover, extent, open_image, to_8bit
 
 ASPECT_TOLERANCE = 0.01
 SELECTED = 0.5  # a pixel at least this white counts as selected
@@ -42,8 +42,9 @@ def read_mask(path: str | os.PathLike) -> Image.Image:
     return image.convert("L")
 
 
-def fit_mask(mask: Image.Image, input_size: tuple[int, int], size: int) -> np.ndarray:
-    """The mask over the output: (size, size) float32 in [0, 1], read like an input of `input_size`."""
+def fit_mask(mask: Image.Image, input_size: tuple[int, int], size) -> np.ndarray:
+    """The mask over the output of `size` (int or (w, h)): (h, w) float32 in [0, 1], read like an input
+    of `input_size`."""
     (w, h), (mw, mh) = input_size, mask.size
     if abs((mw / mh) / (w / h) - 1.0) > ASPECT_TOLERANCE:
         raise InputError(f"the mask is {mw}x{mh} px but the input is {w}x{h} px: their aspect ratios differ",
@@ -51,7 +52,9 @@ def fit_mask(mask: Image.Image, input_size: tuple[int, int], size: int) -> np.nd
                          "ratio), or crop it to the input's shape")
     if (mw, mh) != (w, h):
         mask = mask.resize((w, h), _resampling(mw, w))
-    fitted = np.asarray(center_square(mask.convert("L"), size, _resampling(min(w, h), size)), dtype=np.float32)
+    out_w, out_h = extent(size)
+    scale = max(out_w / w, out_h / h)
+    fitted = np.asarray(cover(mask.convert("L"), (out_w, out_h), _resampling(1.0, scale)), dtype=np.float32)
     return np.clip(fitted / 255.0, 0.0, 1.0)
 
 
@@ -64,12 +67,13 @@ def require_selection(mask: np.ndarray, sam: bool = False) -> None:
     if (mask >= SELECTED).any():
         return
     if sam:
-        raise InputError("Segment Anything selected nothing for these points inside the output's square",
+        raise InputError("Segment Anything selected nothing for these points inside the part the output covers",
                          hint="place the points on the part to select (label 1), fewer excluding points, or "
                          "paint a mask instead")
     raise InputError("the mask selects nothing (it is black, or nearly, everywhere the output covers)",
                      hint="paint white where the texture should change (edit-inside) or keep its structure "
-                     "(keep-structure); the input is centre-cropped to a square, so paint inside that square")
+                     "(keep-structure); an input of another aspect than the output's is centre-cropped to it, "
+                     "so paint inside that part")
 
 
 def check_prompts(points, box, input_size: tuple[int, int]) -> None:

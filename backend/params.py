@@ -21,14 +21,18 @@ from backend.errors import InputError
 
 ENGINES = ("auto", "diffusion", "patch")
 TILE_MODES = ("both", "x", "y", "none")
+AXES = {"both": (True, True), "x": (True, False), "y": (False, True), "none": (False, False)}  # (wrap x, wrap y)
 APPEARANCE_MODES = ("kv", "ad", "none")  # kv replacement, attention distillation, plain IP-Adapter
 IP_MODES = ("full", "style")  # IP-Adapter in every cross-attention layer, or in the style block(s) only
 SKETCH_MODES = ("lgp", "controlnet")  # latent guidance predictor (Voynov et al.), or an SD1.5 ControlNet
 SAMPLERS = ("full", "fast")  # the model's own 30-step schedule, or a step-distillation LoRA's (diffusion/fast.py)
 FAST_LORAS = ("lcm", "hyper-sd")  # the published step-distillation LoRAs fast_lora names (or a file / hub id)
 FAST_SCHEDULERS = ("tcd", "ddim-trailing")
-MIN_SIZE, MAX_SIZE = 64, 2048
+MIN_SIZE, MAX_SIZE = 64, 8192  # per side of the output
+# The side of the output must be a multiple of this for each engine (diffusion: the VAE's 8x latent grid).
+SIZE_MULTIPLE = {"diffusion": 8, "patch": 1}
 MAX_VARIANTS = 16
+UPSCALE_FACTORS = (2, 4)  # backend/upscaling.py
 DERIVABLE_MAPS = ("height", "normal", "roughness")  # backend/materials/derive.py makes them
 MATERIAL_MAPS = ("roughness", "metallic", "normal", "height")  # the maps the Blender add-on finds and sends
 NORMAL_MODELS = ("classical", "marigold")
@@ -41,10 +45,11 @@ RESTYLE_STARTS = ("inverted", "noise")  # restyle: the generated branch starts f
 @dataclass(frozen=True)
 class Spec:
     """What values a parameter takes. kind: int | number | choice | text | flag | names | maps | points | box
-    | size.
+    | size | extent.
 
     names: a list of strings (of `choices` when given); maps: an object {map name: file path}; points,
-    box: pixel coordinates (restyle masks); size: [width, height] in pixels."""
+    box: pixel coordinates (restyle masks); size: [width, height] in pixels; extent: an output size,
+    an integer (a square) or [width, height], each side from `low` to `high`, normalised to (w, h)."""
 
     kind: str
     low: float | None = None
@@ -62,7 +67,9 @@ class Spec:
                 "maps": "an object {name: path} (names: lower-case letters, digits and _)",
                 "points": "a list of [x, y] or [x, y, label] pixel positions (label 1 selects, 0 excludes)",
                 "box": "[x0, y0, x1, y1] in pixels, x0 < x1 and y0 < y1",
-                "size": f"[width, height] in pixels, each an integer from 1 to {MAX_MAP_SIDE}"}[self.kind]
+                "size": f"[width, height] in pixels, each an integer from 1 to {MAX_MAP_SIDE}",
+                "extent": f"an integer (a square) or [width, height], each side from {self.low} to {self.high} px"
+                }[self.kind]
         if self.multiple > 1:
             text = f"a multiple of {self.multiple} from {self.low} to {self.high}"
         return text + (" or null for the default" if self.optional else "") + (f" ({self.hint})" if self.hint else "")
@@ -134,7 +141,17 @@ def _size(name: str, value, spec: Spec) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-_COORDINATES = {"points": _points, "box": _box, "size": _size}
+def _extent(name: str, value, spec: Spec) -> tuple[int, int]:
+    """An output size: n (a square) or [w, h]; each side in [spec.low, spec.high]."""
+    pair = (value, value) if not isinstance(value, (list, tuple)) else value
+    if not (len(pair) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and spec.low <= v <= spec.high
+                                   for v in pair)):
+        raise InputError(f"invalid {name}={value!r}: expected {spec.expected()}",
+                         hint="e.g. 512 for 512x512, or [1024, 384] for 1024 wide and 384 high")
+    return int(pair[0]), int(pair[1])
+
+
+_COORDINATES = {"points": _points, "box": _box, "size": _size, "extent": _extent}
 
 
 def param(default, kind: str, low=None, high=None, **spec):
@@ -183,6 +200,10 @@ class DiffusionOptions(Checked):
     suppress_scale: float = param(0.8, "number", 0.0, 10.0)
     content_encoder: str | None = param(None, "text", optional=True)
     decode_one_at_a_time: bool = param(False, "flag")
+    upscale_strength: float = param(0.3, "number", 0.0, 1.0, hint="upscale: the fraction of the steps re-noised and "
+                                    "denoised at the larger size (detail added; the structure stays below about 0.5)")
+    window: int = param(512, "int", 64, 2048, multiple=64,
+                        hint="px: larger outputs are denoised and decoded in overlapping windows of this side")
     taesd: str | None = param(None, "text", optional=True,
                               hint="tiny autoencoder for the live previews: folder or hub id (default: "
                                    "madebyollin/taesd when it is in the HF cache, else a latent colour map)")
@@ -232,7 +253,7 @@ class GenerationParams(Checked):
     sampler: str = param("full", "choice", choices=SAMPLERS,
                          hint="fast: a step-distillation LoRA, fast_steps steps (download-models --fast)")
     fast_steps: int = param(8, "int", 1, 50, hint="denoising steps of the fast sampler (4-8)")
-    size: int = param(512, "int", MIN_SIZE, MAX_SIZE, multiple=64)
+    size: tuple[int, int] = param((512, 512), "extent", MIN_SIZE, MAX_SIZE)  # (width, height)
     tile: str = param("both", "choice", choices=TILE_MODES)
     balance: float = param(0.5, "number", 0.0, 1.0,
                            hint="0 = new structure, 1 = closest appearance to the original (0.5 is the published "
@@ -250,8 +271,9 @@ class GenerationParams(Checked):
                                     hint="maps made from each variant's base colour")
     map_size: tuple[int, int] | None = param(
         None, "size", optional=True,
-        hint="the reference is a squeezed copy of a texture this size (Blender's Match Source): given maps are "
-             "stretched to the reference, not centre-cropped, and each variant's maps are written at this size")
+        hint="kept for older clients that squeeze a texture to a square: the reference is a squeezed copy of a "
+             "texture this size, given maps are stretched to it and each variant's maps written at this size; "
+             "ask for size [width, height] instead")
     normals: str = param("classical", "choice", choices=NORMAL_MODELS,
                          hint="how derived normals are made: from the height (classical) or by Marigold "
                               "(its weights must be on this machine: download-models --normals)")
@@ -295,10 +317,27 @@ class GenerationParams(Checked):
         if checked.map_size is not None and not (checked.maps or checked.derive):
             raise InputError("map_size applies to maps, and there are none",
                              hint="give maps or derive (or leave map_size out)")
+        checked.check_size(checked.engine)
         if checked.normals != "classical" and "normal" not in checked.derive:
             raise InputError(f"normals={checked.normals!r} only applies to a derived normal map",
                              hint="add normal to derive, or leave normals at classical")
         return dataclasses.replace(checked, diffusion=self.diffusion.validated(), patch=self.patch.validated())
+
+    def check_size(self, engine: str) -> None:
+        """InputError when `engine` cannot make this size (the diffusion engine: sides on its 8 px latent grid)."""
+        multiple = SIZE_MULTIPLE.get(engine, 1)
+        if self.width % multiple or self.height % multiple:
+            raise InputError(f"size {self.width}x{self.height}: the {engine} engine needs sides that are multiples "
+                             f"of {multiple}", hint=f"e.g. {self.width // multiple * multiple}x"
+                             f"{self.height // multiple * multiple}, or the patch engine, which takes any size")
+
+    @property
+    def width(self) -> int:
+        return self.size[0]
+
+    @property
+    def height(self) -> int:
+        return self.size[1]
 
     def replace(self, **changes) -> GenerationParams:
         return dataclasses.replace(self, **changes)
@@ -321,12 +360,14 @@ class GenerationParams(Checked):
 
 def capabilities() -> dict:
     """What a generate request takes, for the service's `hello`: the choices of the choice fields, the
-    names a list field takes (derive) and each engine's options."""
+    names a list field takes (derive), each engine's options and the output sizes (per side, and the
+    multiple each engine needs)."""
     return {"choices": {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
                         if spec.kind == "choice"},
             "names": {name: list(spec.choices) for name, (spec, _) in specs(GenerationParams).items()
                       if spec.kind == "names" and spec.choices},
-            "extra": {engine: list(specs(cls)) for engine, cls in ENGINE_OPTIONS.items()}}
+            "extra": {engine: list(specs(cls)) for engine, cls in ENGINE_OPTIONS.items()},
+            "size": {"min": MIN_SIZE, "max": MAX_SIZE, "multiple": dict(SIZE_MULTIPLE)}}
 
 
 def _declaration(spec: Spec, default) -> dict:

@@ -32,6 +32,14 @@ def default(name: str):
     return declared(name)["default"]
 
 
+def square_size() -> dict:
+    """The add-on's own size range: it still sends the backend a square (a non-square source squeezed,
+    sizing.py), a multiple of 64 up to 2048 px, within the backend's W x H range; default the
+    declared default's side."""
+    spec = declared("size")
+    return {"low": spec["low"], "high": min(2048, spec["high"]), "multiple": 64, "default": spec["default"][0]}
+
+
 def choices(name: str) -> tuple[str, ...]:
     return tuple(declared(name)["choices"])
 
@@ -45,7 +53,7 @@ def help_text(name: str) -> str:
 def keywords(name: str, **own) -> dict:
     """An Int/FloatProperty's default, min, max (and description, when the parameter has a help text)
     from the declaration; `own` keywords (the panel's own default, say) replace them."""
-    spec = declared(name)
+    spec = square_size() if name == "size" else declared(name)
     out = {"default": spec["default"], "min": spec["low"], "max": spec["high"]}
     if spec.get("help"):
         out["description"] = help_text(name)

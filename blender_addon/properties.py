@@ -142,7 +142,7 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
     steps: IntProperty(name="Steps", description="Denoising steps (diffusion)", **parameters.keywords("steps"))
     size_mode: EnumProperty(name="Size", items=SIZE_MODE_ITEMS, default="match")
     size: IntProperty(name="Size", description="Output size in pixels, rounded to a multiple of 64",
-                      step=parameters.declared("size")["multiple"], subtype="PIXEL", **parameters.keywords("size"))
+                      step=parameters.square_size()["multiple"], subtype="PIXEL", **parameters.keywords("size"))
     tile: EnumProperty(name="Tile", items=TILE_ITEMS, default=parameters.default("tile"))
     balance: FloatProperty(name="Balance", subtype="FACTOR", **parameters.keywords("balance"))
     appearance: EnumProperty(name="Appearance", items=APPEARANCE_ITEMS, default=parameters.default("appearance"))

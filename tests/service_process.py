@@ -139,3 +139,13 @@ def tiny_model_service(tmp: Path, tiny_models: dict, *args: str):
     yield proc
     assert proc.stop() == 0, proc.stderr_tail()
     assert proc.bad_lines == []
+
+
+def can_mount_tmpfs() -> bool:
+    """Whether `unshare -m` may mount a tmpfs here (root in a Linux container): the tests that give the
+    service a folder of its own (a small disk, a hidden client folder) need it."""
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs none /mnt"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False

@@ -16,7 +16,7 @@ from backend.materials import derive as D
 from backend.materials import variants as material
 from backend.materials.maps import fit, read_map
 from backend.metrics import seam_score
-from backend.service.protocol import ProtocolError, parse_request
+from backend.service.protocol import ProtocolError, check_map_files, parse_request
 from tests.service_process import ServiceProcess
 from tests.test_materials import _png16_rgb, luminance8, normal_of_pixel
 
@@ -206,14 +206,14 @@ def _request(**fields) -> bytes:
     ("/a.png", "invalid maps"),
 ])
 def test_protocol_checks_maps_before_queueing(maps, message):
-    with pytest.raises(ProtocolError, match=message) as e:
-        parse_request(_request(maps=maps))
+    with pytest.raises(ProtocolError, match=message) as e:  # existence: after the service's confinement check
+        check_map_files(parse_request(_request(maps=maps)).fields["params"].maps, "g")
     assert e.value.code == "bad_request" and e.value.hint
 
 
 def test_protocol_refuses_a_folder_as_map_and_unknown_derived_names(tmp_path):
     with pytest.raises(ProtocolError, match="is a folder"):
-        parse_request(_request(maps={"roughness": str(tmp_path)}))
+        check_map_files(parse_request(_request(maps={"roughness": str(tmp_path)})).fields["params"].maps, "g")
     with pytest.raises(ProtocolError, match="derive"):
         parse_request(_request(derive=["gloss"]))
     ok = parse_request(_request(derive=["normal"], maps={"roughness": str(Path(__file__))}))

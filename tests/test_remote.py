@@ -19,19 +19,12 @@ import pytest
 from blender_addon.connection.client import BackendClient
 from blender_addon.connection.config import resolve_config
 from tests.conftest import ROOT
+from tests.service_process import can_mount_tmpfs
 
 JOB = dict(engine="patch", size=128, variants=2, seed=11, tiled_preview=True)
 
 
-def _can_hide_folders() -> bool:
-    try:
-        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs none /mnt"], capture_output=True,
-                              timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _can_hide_folders(), reason="needs `unshare -m` and tmpfs mounts (root in a "
+pytestmark = pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -m` and tmpfs mounts (root in a "
                                 "Linux container) to hide the client's folder from the backend")
 
 

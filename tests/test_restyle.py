@@ -151,7 +151,7 @@ class _BlackMask:
     """A mask source that selects nothing (users cannot give one: masks.require_selection refuses it)."""
 
     def fit(self, reference, size, device):
-        return np.zeros((size, size), np.float32)
+        return np.zeros((size[1], size[0]), np.float32)
 
 
 def test_edit_inside_with_an_all_black_mask_returns_the_input_texture(tiny_models, reference, monkeypatch):
@@ -209,9 +209,9 @@ def test_rolled_input_noise_and_mask_roll_the_result_exactly(tiny_models, refere
     a = _restyle(tiny_models, reference, latents=noise, mask=_mask_file(tmp_path, painted), **kw)[0]
     encode = vae.encode_reference
 
-    def encode_rolled(pipe, image, size):
+    def encode_rolled(pipe, image, size, layout=None):
         unrolled = Image.fromarray(np.roll(np.asarray(image), (-shift, -shift), (0, 1)))
-        return torch.roll(encode(pipe, unrolled, size), (shift // 8, shift // 8), (2, 3))
+        return torch.roll(encode(pipe, unrolled, size, layout), (shift // 8, shift // 8), (2, 3))
 
     monkeypatch.setattr(vae, "encode_reference", encode_rolled)
     b = _restyle(tiny_models, rolled_input, latents=torch.roll(noise, (8, 8), (2, 3)),

@@ -194,7 +194,7 @@ def test_an_exception_inside_the_engine_is_reported_and_serving_goes_on(service,
 def test_request_errors_name_the_problem(service, tmp_path, color_texture_path):
     unknown = service.ask("cancel", job="no-such-job")
     assert unknown["type"] == "error" and unknown["code"] == "unknown_job"
-    bad = service.ask("generate", input=str(color_texture_path), output_dir=str(tmp_path), size=100)
+    bad = service.ask("generate", input=str(color_texture_path), output_dir=str(tmp_path), size=9000)
     assert bad["code"] == "bad_request" and "size" in bad["message"]
     # A second generate with the id of a queued or running job is refused. Both lines go in one write:
     # the service reads the second long before the first job can end.

@@ -221,9 +221,9 @@ def test_bad_sketches_give_clear_errors(tiny_models, reference, tmp_path, sketch
         _gen(tiny_models, reference, sketch=str(tmp_path / "notes.png"))
     with pytest.raises(InputError, match="sketch: input image not found"):
         _gen(tiny_models, reference, sketch=str(tmp_path / "missing.png"))
-    with pytest.raises(InputError, match="96x64 px but the output is square") as err:
+    with pytest.raises(InputError, match="96x64 px but the output is 64x64: their aspects differ") as err:
         _gen(tiny_models, reference, sketch=str(tmp_path / "wide.png"), sketch_mode="controlnet")
-    assert "square canvas" in err.value.hint
+    assert "the output's aspect" in err.value.hint
     with pytest.raises(InputError, match="needs the diffusion engine"):
         generate_variants(reference, engine="patch", size=64, sketch=str(sketches[64]))
     with pytest.raises(InputError, match="invalid sketch_mode"):

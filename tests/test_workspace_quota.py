@@ -10,12 +10,11 @@ import hashlib
 import os
 import shlex
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.service_process import ServiceProcess
+from tests.service_process import ServiceProcess, can_mount_tmpfs
 
 MB = 1 << 20
 CHUNK = 256 << 10
@@ -63,15 +62,7 @@ def test_uploads_over_the_workspace_budget_are_no_space_and_write_nothing(tmp_pa
         assert proc.stop() == 0
 
 
-def _can_mount_tmpfs() -> bool:
-    try:
-        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs none /mnt"], capture_output=True,
-                              timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs `unshare -m` and tmpfs mounts (root in a Linux container)")
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -m` and tmpfs mounts (root in a Linux container)")
 def test_a_full_disk_during_an_upload_is_no_space_and_the_part_is_removed(tmp_path):
     small = tmp_path / "tmp"
     small.mkdir()
@@ -109,5 +100,23 @@ def test_the_workspace_of_a_killed_service_is_swept_at_the_next_start_a_live_one
     proc, workspace = _remote(tmp_path)
     try:
         assert not stale.exists() and live.is_dir() and foreign.is_dir() and workspace.is_dir()
+    finally:
+        assert proc.stop() == 0
+
+
+def test_an_abandoned_upload_expires_and_its_bytes_are_removed(tmp_path):
+    import time
+
+    proc, workspace = _remote(tmp_path, "--upload-idle-s", "1")
+    try:
+        data = os.urandom(2 * CHUNK)
+        begin = proc.ask("upload_begin", name="/client/a.png", size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        proc.send("upload_chunk", upload=begin["upload"], offset=0, data=base64.b64encode(data[:CHUNK]).decode())
+        assert proc.ask("status")["type"] == "status" and _bytes_in(workspace) == CHUNK
+        time.sleep(1.5)
+        assert _upload(proc, os.urandom(1000))["type"] == "ack"  # the next begin closes the abandoned one
+        assert not list((workspace / "uploads").rglob("*.part"))
+        late = proc.ask("upload_end", upload=begin["upload"])
+        assert late["code"] == "unknown_upload", late
     finally:
         assert proc.stop() == 0

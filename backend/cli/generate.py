@@ -18,7 +18,8 @@ GENERATE_FLAGS = (
     ("sampler", "full: the model's own schedule (--steps); fast: a step-distillation LoRA fused into the UNet, "
      "--fast-steps steps, every control on the same fractions of the trajectory (download-models --fast)"),
     ("fast_steps", "--sampler fast: denoising steps (4-8)"),
-    ("size", "output size in px, a multiple of 64"),
+    ("size", "output size in px: WxH (e.g. 1024x384) or N for N x N; 64-8192 per side, multiples of 8 for the "
+     "diffusion engine"),
     ("tile", "seamless axes"),
     ("balance", None),
     ("appearance", "appearance preservation: kv (replace the reference's keys/values), ad (attention "
@@ -73,8 +74,17 @@ PATCH_FLAGS = (
 )
 
 
+def extent(text: str) -> int | tuple[int, int]:
+    """--size: "1024x384" (width x height) or "512" (a square); the range is GenerationParams' to check."""
+    width, sep, height = text.lower().partition("x")
+    if not (width.strip().isdigit() and (not sep or height.strip().isdigit())):
+        raise argparse.ArgumentTypeError(f"{text!r} is not WxH or N (e.g. 1024x384 or 512)")
+    return (int(width), int(height)) if sep else int(width)
+
+
 _KINDS = {"int": {"type": int}, "number": {"type": float}, "flag": {"action": "store_true"},
-          "names": {"nargs": "+", "metavar": "BLOCK"}, "text": {}, "choice": {}}
+          "names": {"nargs": "+", "metavar": "BLOCK"}, "text": {}, "choice": {},
+          "extent": {"type": extent, "metavar": "WxH"}}
 
 
 def add_flags(group, table, cls) -> None:
@@ -86,7 +96,9 @@ def add_flags(group, table, cls) -> None:
         kw = dict(_KINDS[spec.kind], default=argparse.SUPPRESS)
         if spec.kind == "choice":
             kw["choices"] = spec.choices
-        if default not in (None, False, ""):
+        if spec.kind == "extent":
+            text += f" (default {default[0]}x{default[1]})"
+        elif default not in (None, False, ""):
             text += f" (default {' '.join(default) if isinstance(default, tuple) else default})"
         if spec.kind == "text":
             kw["metavar"] = {"suppress_content": "TEXT", "sketch": "PATH", "fast_lora": "NAME"}.get(name, "PATH")
@@ -121,9 +133,6 @@ def add_generate(sub) -> None:
     g.add_argument("--normals", choices=specs(GenerationParams)["normals"][0].choices, default=argparse.SUPPRESS,
                    help="how --derive normal is made: classical (from the height, default) or marigold "
                    "(needs download-models --normals)")
-    g.add_argument("--map-size", default=argparse.SUPPRESS, metavar="WxH",
-                   help="INPUT is a squeezed copy of a W x H texture: the maps are stretched to it (not "
-                   "centre-cropped) and each variant's maps are written at W x H, normal maps re-normalised")
     add_flags(p.add_argument_group("diffusion engine"), DIFFUSION_FLAGS, DiffusionOptions)
     add_flags(p.add_argument_group("patch engine"), PATCH_FLAGS, PatchOptions)
     p.set_defaults(func=_cmd_generate)
@@ -198,9 +207,7 @@ def named_paths(items, flag: str = "--map") -> dict[str, str]:
 
 
 def _material_fields(given: dict) -> dict:
-    """maps / derive / normals / map_size from --map NAME=PATH (repeated), --derive a,b, --normals and
-    --map-size WxH."""
-    from backend.errors import InputError
+    """maps / derive / normals from --map NAME=PATH (repeated), --derive a,b and --normals."""
 
     fields = {}
     if "maps" in given:
@@ -209,9 +216,4 @@ def _material_fields(given: dict) -> dict:
         fields["derive"] = [name.strip() for name in given["derive"].split(",") if name.strip()]
     if "normals" in given:
         fields["normals"] = given["normals"]
-    if "map_size" in given:
-        width, sep, height = given["map_size"].lower().partition("x")
-        if not (sep and width.isdigit() and height.isdigit()):
-            raise InputError(f"--map-size {given['map_size']!r} is not WxH", hint="e.g. --map-size 1024x512")
-        fields["map_size"] = (int(width), int(height))
     return fields

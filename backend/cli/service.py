@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from backend.service.jobs import DEFAULT_MAX_QUEUE
-from backend.service.transfer import DEFAULT_BUDGET_MB
+from backend.service.transfer import DEFAULT_BUDGET_MB, DEFAULT_UPLOAD_IDLE_S
 
 
 def add_serve(sub) -> None:
@@ -36,6 +36,9 @@ def add_serve(sub) -> None:
     p.add_argument("--max-workspace-mb", type=_positive_int, default=DEFAULT_BUDGET_MB, metavar="MB",
                    help="the most the workspace may hold (uploads, open uploads and job outputs together); "
                    f"an upload or job beyond it is refused with `no_space` (default {DEFAULT_BUDGET_MB})")
+    p.add_argument("--upload-idle-s", type=_positive_int, default=DEFAULT_UPLOAD_IDLE_S, metavar="S",
+                   help="an open upload that gets no chunk for this long is abandoned: closed and its bytes "
+                   f"removed (default {DEFAULT_UPLOAD_IDLE_S})")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -51,7 +54,7 @@ def _cmd_serve(args) -> int:
 
     return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose,
                  max_queue=args.max_queue, allow_pickle=args.allow_pickle, remote=args.remote,
-                 max_workspace_mb=args.max_workspace_mb)
+                 max_workspace_mb=args.max_workspace_mb, upload_idle_s=args.upload_idle_s)
 
 
 def add_batch(sub) -> None:

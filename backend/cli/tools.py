@@ -104,8 +104,9 @@ def add_demo(sub) -> None:
     p.add_argument("--texture", choices=TEXTURES, default="gravel", help="which texture (default gravel)")
     p.add_argument("--variants", type=int, default=3, help="how many variants (default 3)")
     p.add_argument("--seed", type=int, help="random seed; variant i uses seed+i (default: random)")
-    p.add_argument("--size", type=int, default=GenerationParams.size,
-                   help="size in px, a multiple of 64 (default %(default)s)")
+    p.add_argument("--size", type=int, default=GenerationParams.size[0],
+                   help="side of the square demo texture and its variants in px, as generate --size N "
+                   "(default %(default)s)")
     p.add_argument("--engine", choices=ENGINES, default=GenerationParams.engine,
                    help="auto (default): diffusion when its models are here, else patch")
     p.add_argument("--balance", type=float, default=GenerationParams.balance,

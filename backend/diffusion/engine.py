@@ -1,8 +1,9 @@
 """The diffusion engine: SD1.5 + IP-Adapter variants with kv replacement, exactly tileable.
 
 One call:
-1. the reference (centre square, resized to `size`) is the IP-Adapter image prompt (its CLIP
-   embedding cached per texture); the text prompt is empty unless given;
+1. the reference, scaled to cover the output's `size` (W x H) and centre-cropped to it
+   (images.cover: a reference of the output's aspect is only scaled), is the IP-Adapter image
+   prompt (its CLIP embedding cached per texture); the text prompt is empty unless given;
 2. appearance "kv": the reference is encoded by the VAE and DDIM-inverted (DDIMInverseScheduler)
    up to the noise level of the window's first step; the reference branch denoises it from there
    through the window's steps and records the K/V of the chosen self-attention layers (both cached
@@ -46,8 +47,9 @@ from backend.diffusion.controls.base import (
 )
 from backend.diffusion.reference_cache import ReferenceCache, ReferencePlan, plan_reference
 from backend.diffusion.tiling import tiling
+from backend.diffusion.windows import Layout, prompt_image, windowed_controls
 from backend.errors import CancelledError, InputError
-from backend.images import center_square
+from backend.images import cover
 from backend.materials.maps import fit
 from backend.model_registry import registry
 
@@ -143,16 +145,31 @@ class Loop:
     (backend/diffusion/controls/base.py) and counting every UNet pass in `progress`."""
 
     def __init__(self, pipe, cond: Conditioning, steps: int, progress: Progress, controls=(),
-                 state: StepState | None = None, scheduler: str = "ddim"):
+                 state: StepState | None = None, scheduler: str = "ddim", layout: Layout | None = None):
         self.pipe, self.cond, self.progress, self.controls = pipe, cond, progress, list(controls)
         self.state = state if state is not None else StepState(steps=steps)
         self.schedulers = samplers.schedulers(pipe, steps, scheduler)
         # forward: the generated branch's sampler; reference: DDIM, the exact reverse of the inversion
         self.forward, self.reference, self.inverse = (self.schedulers.generated, self.schedulers.reference,
                                                       self.schedulers.inverse)
+        self.layout = layout if layout is not None and layout.active else None
 
     def eps(self, latents: torch.Tensor, t, guidance: float) -> torch.Tensor:
-        """The guided noise prediction for a batch of latents."""
+        """The guided noise prediction for a batch of latents: blended over the layout's windows
+        (state.window: the window's index) when it splits them (backend/diffusion/windows.py)."""
+        if self.layout is None:
+            return self._eps(latents, t, guidance)
+
+        def window(crop: torch.Tensor, index: int) -> torch.Tensor:
+            self.state.window = index
+            return self._eps(crop, t, guidance)
+
+        try:
+            return self.layout.blend(latents, window)
+        finally:
+            self.state.window = None
+
+    def _eps(self, latents: torch.Tensor, t, guidance: float) -> torch.Tensor:
         guided = guidance > 1.0
         text, image = self.cond.batch(latents.shape[0], guided)
         model_in = torch.cat([latents, latents]) if guided else latents
@@ -254,12 +271,12 @@ def initial_noise(params, latents, device, dtype) -> torch.Tensor:
     Seeding on the CPU makes the noise the same on every device; one generator per variant makes
     each variant reproducible alone from its own seed.
     """
-    shape = (params.variants, 4, params.size // 8, params.size // 8)
+    shape = (params.variants, 4, params.height // 8, params.width // 8)
     if latents is not None:
         latents = torch.as_tensor(latents)
         if tuple(latents.shape) != shape:
             raise InputError(f"latents have shape {tuple(latents.shape)}, expected {shape}",
-                             hint="pass (variants, 4, size/8, size/8) initial noise, or none")
+                             hint="pass (variants, 4, height/8, width/8) initial noise, or none")
         return latents.to(device=device, dtype=dtype)
     noise = [torch.randn((1, *shape[1:]), generator=torch.Generator("cpu").manual_seed(params.seed + i))
              for i in range(params.variants)]
@@ -279,8 +296,8 @@ def reference_key(digest: str, spec, params, ip_scale: float, active, sampling: 
     """Everything the inversion and the recordings depend on (the image prompt, the sampler and the
     LoRA fused into the UNet included); the start of the reference branch keys the recordings inside
     the entry (ReferenceWork)."""
-    return ("reference", digest, params.size, params.steps, spec, params.tile, params.prompt, ip_scale,
-            params.diffusion.inversion_iterations, sampling, *(control.cache_key() for control in active))
+    return ("reference", digest, params.size, params.diffusion.window, params.steps, spec, params.tile, params.prompt,
+            ip_scale, params.diffusion.inversion_iterations, sampling, *(control.cache_key() for control in active))
 
 
 def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image, size: int,
@@ -292,7 +309,10 @@ def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image
     work, count = plan.work, loop.state.steps - plan.start  # inversion steps to the start's level
     if plan.invert:
         done = len(work.trajectory)
-        latents = work.trajectory[-1] if done else vae.encode_reference(loop.pipe, image, size)
+        # the reference is a photo, not periodic: its tiles do not wrap (and the encoder never does)
+        photo = None if loop.layout is None else Layout(loop.layout.height, loop.layout.width, loop.layout.window,
+                                                         "none")
+        latents = work.trajectory[-1] if done else vae.encode_reference(loop.pipe, image, size, photo)
         loop.invert(latents, iterations, count=count, done=done, trajectory=work.trajectory)
     counters["reference_branches"] += 1
     loop.denoise(work.trajectory[count - 1], 1.0, REFERENCE, start=plan.start)
@@ -301,17 +321,19 @@ def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image
 
 
 def scale_map(m, reference_size, params):
-    """A map of the reference's size at the scale the engine sees the reference (center_square)."""
-    return fit(m, params.size, params.size)
+    """A map of the reference's size at the scale the engine sees the reference (images.cover)."""
+    return fit(m, params.width, params.height)
 
 
 def scaled_reference(reference, params) -> np.ndarray:
     """The reference as the engine sees it: the picture the maps' correspondence searches."""
-    return np.asarray(center_square(reference.rgb, params.size))
+    return np.asarray(cover(reference.rgb, params.size))
+
 
 
 def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_step=None, cancel=None):
     """The engine entry point (see backend/engines.py)."""
+    params.check_size(NAME)  # engine "auto" is checked only now
     options = params.diffusion
     spec = models.resolve(base, ip_adapter, ip_adapter_variant=options.ip_adapter_variant, device=options.device,
                           dtype=options.dtype, allow_pickle=options.allow_pickle)
@@ -323,13 +345,18 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
     default_guidance = DEFAULT_GUIDANCE if lora is None else lora.guidance
     guidance = default_guidance if params.guidance_scale is None else float(params.guidance_scale)
     active = controls.build(params, spec, settings)  # checks what it can before waiting for the lock
-    image = center_square(reference.rgb, params.size)
+    layout = Layout.for_size(params.size, options.window, params.tile)
+    if layout.active:
+        windowed_controls(params)
+    image = cover(reference.rgb, params.size)
     with _run_lock:
         pipe = models.load_pipeline(spec)
         fast.use(pipe, lora)
         with torch.no_grad():
-            run = Run(pipe, StepState(steps=params.steps), reference=reference, image=image)
-            images, info = _run(run, spec, params, settings.ip_scale, guidance, active, latents, on_step, cancel, lora)
+            state = StepState(steps=params.steps, windows=len(layout) if layout.active else 1)
+            run = Run(pipe, state, reference=reference, image=image)
+            images, info = _run(run, spec, params, settings.ip_scale, guidance, active, latents, on_step, cancel, lora,
+                                layout)
     record = {"guidance_scale": guidance, "ip_scale": settings.ip_scale, "device": spec.device, "dtype": spec.dtype,
               "ip_adapter_variant": options.ip_adapter_variant, "ip_mode": params.ip_mode, "sampler": params.sampler,
               "steps": params.steps, **({} if lora is None else {"fast_lora": str(lora.path)}),
@@ -339,14 +366,16 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
     return images
 
 
-def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel, lora=None):
+def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel, lora, layout):
     pipe, image = run.pipe, run.image
     noise = initial_noise(params, latents, pipe._execution_device, pipe.unet.dtype)
     pipe.set_ip_adapter_scale(ip_scale)  # every call sets every layer's scale; controls may refine it
     for control in active:
         control.setup(run)
+    prompt = prompt_image(image, layout)
+    run.cond = encode_conditioning(pipe, prompt, params.prompt, params.negative_prompt,
+                                   image_embeds_key(texture_digest(prompt), spec))
     digest = texture_digest(image)
-    run.cond = encode_conditioning(pipe, image, params.prompt, params.negative_prompt, image_embeds_key(digest, spec))
     for control in active:
         run.cond = control.conditioning(run.cond)
     steps, iterations = params.steps, params.diffusion.inversion_iterations
@@ -355,24 +384,27 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
                           lambda: reference_key(digest, spec, params, ip_scale, active, sampling), steps)
     passes = steps + plan.passes(steps, iterations) + sum(control.extra_passes(steps) for control in active)
     run.progress = Progress(total=passes, on_step=on_step, cancel=cancel)
-    loop = Loop(pipe, run.cond, steps, run.progress, active, run.state, "ddim" if lora is None else lora.scheduler)
+    loop = Loop(pipe, run.cond, steps, run.progress, active, run.state, "ddim" if lora is None else lora.scheduler,
+                layout)
     run.scheduler = loop.reference  # stateless DDIM arithmetic for the controls (sketch guidance's step size)
     # The VAE encoder reads the reference as the (non-periodic) photo it is: only the UNet, the
-    # decoder and the controls' own networks wrap around, which is all the output's periodicity needs.
+    # decoder and the controls' own networks wrap around, which is all the output's periodicity needs;
+    # on an axis split into windows the windows wrap instead (windows.Layout.conv_mode).
     own = [module for control in active for module in control.tiled_modules()]
     options, scaling = params.diffusion, pipe.vae.config.scaling_factor
-    taesd = vae.taesd_for_call(options.taesd, options.draft, on_step is not None, spec.device, spec.dtype)
+    taesd = vae.taesd_for_call(options.taesd, options.draft, on_step is not None and not layout.active,
+                               spec.device, spec.dtype)
     if taesd is not None:
         loop.previewer = vae.taesd_previewer(taesd, scaling)
         own.append(taesd.decoder)
-    with tiling(params.tile, pipe.unet, pipe.vae.decoder, *own):
+    with tiling(layout.conv_mode(), pipe.unet, pipe.vae.decoder, *own):
         reference_work(loop, run, plan, image, params.size, iterations)
         result = loop.denoise(noise, guidance, GENERATED, previews=on_step is not None)
         run.progress.check()
         if options.draft:
             images = vae.to_images(vae.taesd_decode(taesd, result, scaling), "taesd")
         else:
-            images = vae.decode(pipe, result, options.decode_one_at_a_time)
+            images = vae.decode(pipe, result, options.decode_one_at_a_time, layout)
     for control in active:
         images = control.finish(images)
     for im, similarity in zip(images, clip_similarity.similarities(pipe, image, images) or [], strict=False):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-AXES = {"both": (True, True), "x": (True, False), "y": (False, True), "none": (False, False)}
+from backend.params import AXES
 
 
 def _tiled_conv_forward(conv: nn.Conv2d, wrap_x: bool, wrap_y: bool):

@@ -1,4 +1,5 @@
-"""Latents and pixels: the VAE's encode and decode, and the cheap pictures of latents for previews.
+"""Latents and pixels: the VAE's encode and decode (tile by tile above the window size:
+backend/diffusion/windows.py), and the cheap pictures of latents for previews.
 
 Previews: with the tiny autoencoder (TAESD, `madebyollin/taesd`: diffusers' AutoencoderTiny, about
 10 MB, fetched by `download-models`) when it is on this machine, else a fixed latent-to-RGB map (no
@@ -17,7 +18,9 @@ import torch
 from PIL import Image
 
 from backend.diffusion import hub
+from backend.diffusion.windows import Layout, decode_tiled, encode_tiled
 from backend.errors import ModelsMissingError
+from backend.images import extent
 from backend.model_registry import load_pretrained
 
 DEFAULT_TAESD = "madebyollin/taesd"
@@ -29,19 +32,28 @@ _LATENT_RGB = torch.tensor([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173],
                             [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]])
 
 
-def encode_reference(pipe, reference: Image.Image, size: int) -> torch.Tensor:
-    """VAE latents (scaled) of the reference, the deterministic mean of the posterior."""
-    pixels = pipe.image_processor.preprocess(reference, height=size, width=size)
+def encode_reference(pipe, reference: Image.Image, size, layout: Layout | None = None) -> torch.Tensor:
+    """VAE latents (scaled) of the reference at `size` (int or (w, h)), the deterministic mean of the
+    posterior; tile by tile when `layout` splits it (windows.encode_tiled)."""
+    width, height = extent(size)
+    pixels = pipe.image_processor.preprocess(reference, height=height, width=width)
     pixels = pixels.to(device=pipe._execution_device, dtype=pipe.vae.dtype)
+    if layout is not None and layout.active:
+        return encode_tiled(pipe.vae, pixels, layout) * pipe.vae.config.scaling_factor
     return pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
 
 
-def decode(pipe, latents: torch.Tensor, one_at_a_time: bool = False) -> list[Image.Image]:
+def decode(pipe, latents: torch.Tensor, one_at_a_time: bool = False, layout: Layout | None = None) -> list[Image.Image]:
     """The images of `latents`; `one_at_a_time` decodes them separately (the VAE decoder's activations
-    at full resolution are the largest of the call: this bounds them to one image's)."""
+    at full resolution are the largest of the call: this bounds them to one image's); tile by tile
+    when `layout` splits them (windows.decode_tiled)."""
     latents = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
-    batches = latents.split(1) if one_at_a_time else (latents,)
-    images = torch.cat([pipe.vae.decode(batch).sample for batch in batches])
+    tiled = layout is not None and layout.active
+    batches = latents.split(1) if one_at_a_time or tiled else (latents,)
+    if tiled:
+        images = torch.cat([decode_tiled(pipe.vae, batch, layout) for batch in batches])
+    else:
+        images = torch.cat([pipe.vae.decode(batch).sample for batch in batches])
     return pipe.image_processor.postprocess(images, output_type="pil")
 
 

@@ -113,16 +113,19 @@ def _run_centres(flags: np.ndarray) -> list[int]:
     return centres
 
 
-def lay(courses: Courses, size: int, seed: int) -> np.ndarray:
-    """(size, size, 2) int coordinates into the exemplar: whole cells, course by course."""
+def lay(courses: Courses, size: int | tuple[int, int], seed: int) -> np.ndarray:
+    """(height, width, 2) int coordinates into the exemplar: whole cells, course by course; `size` is
+    the output's (height, width), or one side for a square."""
     rng = np.random.default_rng(seed)
     cells = courses.cells
     lengths = np.array([c.length for c in cells])
     used = np.zeros(len(cells), int)
-    n = int(round(size / courses.period))
-    out = np.zeros((size, size, 2), np.int64)  # in the course frame: rows across the courses
+    height, width = (size, size) if isinstance(size, int) else size
+    across, size = (height, width) if courses.across == 0 else (width, height)  # size: a course's length
+    n = int(round(across / courses.period))
+    out = np.zeros((across, size, 2), np.int64)  # in the course frame: rows across the courses
     for k in range(n):
-        top, bottom = int(round(k * size / n)), int(round((k + 1) * size / n))
+        top, bottom = int(round(k * across / n)), int(round((k + 1) * across / n))
         loop = _course(lengths, used, size, rng)
         ys, xs = [], []
         for index in loop:

@@ -3,10 +3,17 @@
 Needs no model and no GPU, so it is always available: the offline default and a fast preview.
 What it does with the request (documented in docs/PATCH_ENGINE.md):
 
-- the reference is scaled so that its short side is `size` (the scale the diffusion engine sees
-  it at), its long side cropped to at most 2 x `size`; alpha is quilted with the colour, exactly;
-- `balance` sets the block size: 0 = 1/12 of the output (the structure moves most), 0.5 = 1/6
-  (default), 1 = 1/4 (the largest pieces of the reference kept);
+- the output is `size` = (width, height), any side from 64 to 8192; the reference is scaled to cover
+  it (the scale the diffusion engine sees it at: a reference of the output's own size is used as
+  it is), each side cropped to at most 2 x the output's longer side; alpha is quilted with the
+  colour, exactly;
+- `balance` sets the block size: 0 = 1/12 of the output's shorter side (the structure moves most),
+  0.5 = 1/6 (default), 1 = 1/4 (the largest pieces of the reference kept);
+- above WORK_SIDE px the blocks are chosen and cut at a working scale 1/f of the output (f the
+  smallest integer that brings its longer side to WORK_SIDE), then every output pixel is copied
+  from the full-size exemplar through the working coordinates: a working pixel is an f x f cell of
+  whole exemplar pixels, so time and the quilter's arrays stay those of a WORK_SIDE output and only
+  image-sized buffers grow with the output;
 - `steps`, `appearance`, `prompt`, `ip_scale` and `guidance_scale` mean nothing here and are
   ignored (the parameters record of each image says `steps: null`);
 - variant i uses seed + i; the same seed gives the same image.
@@ -21,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from backend.errors import InputError
-from backend.images import Reference
+from backend.images import Reference, extent
 from backend.materials.maps import MaterialMap, fit
 from backend.params import GenerationParams
 from backend.patch import bricks, lattice
@@ -36,23 +43,30 @@ def available(base=None, ip_adapter=None) -> tuple[bool, str]:
     return True, "weight-free: needs no models"
 
 
+WORK_SIDE = 2048  # the quilter's longest side; larger outputs are quilted at 1/f scale and copied up
+
+
 def block_size(balance: float, size: int) -> tuple[int, int]:
-    """(stride, overlap) of the quilting blocks for a balance in [0, 1] and an output size."""
+    """(stride, overlap) of the quilting blocks for a balance in [0, 1] and the output's shorter side."""
     blocks_per_side = max(2, round(1.0 / (1.0 / 12.0 + balance / 6.0)))  # 12 at 0, 6 at 0.5, 4 at 1
     stride = size / blocks_per_side
     return int(round(stride)), max(2, int(round(stride / 4)))
 
 
-def exemplar_from(reference: Reference, size: int) -> np.ndarray:
+def work_factor(size) -> int:
+    """f: the output is quilted at 1/f of its size (1 up to WORK_SIDE px)."""
+    return max(1, -(-max(extent(size)) // WORK_SIDE))
+
+
+def exemplar_from(reference: Reference, size) -> np.ndarray:
     """The reference as uint8 (h, w, c) at the output's scale: c = 1 (gray) or 3, plus 1 for alpha."""
     bands = [reference.rgb.convert("L")] if reference.grayscale else [reference.rgb]
     if reference.alpha is not None:
         bands.append(reference.alpha)
     w, h = reference.size
     (new_w, new_h), crop = _geometry(reference.size, size)
-    if size / min(w, h) > 4:
-        log.warning("reference is %dx%d px: upscaled %.0fx to the output scale, it will look soft", w, h,
-                    size / min(w, h))
+    if new_w / w > 4:
+        log.warning("reference is %dx%d px: upscaled %.0fx to the output scale, it will look soft", w, h, new_w / w)
     arrays = []
     for band in bands:
         if (new_w, new_h) != (w, h):
@@ -62,14 +76,17 @@ def exemplar_from(reference: Reference, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(arrays, axis=2)[crop])
 
 
-def _geometry(reference_size: tuple[int, int], size: int):
-    """((w, h) the reference is scaled to, the crop of that kept): short side `size`, long side at
-    most 2 x `size` (a very long strip adds little that is new and costs time: its centre is kept)."""
-    w, h = reference_size
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    top, left = max(0, (new_h - 2 * size) // 2), max(0, (new_w - 2 * size) // 2)
-    return (new_w, new_h), np.s_[top:top + 2 * size, left:left + 2 * size]
+def _geometry(reference_size: tuple[int, int], size):
+    """((w, h) the reference is scaled to, the crop of that kept): it covers the output (w, h), each
+    side at most 2 x the output's longer side (a very long strip adds little that is new and costs
+    time: its centre is kept), cut to whole cells of the working scale."""
+    (w, h), (out_w, out_h) = reference_size, extent(size)
+    scale = max(out_w / w, out_h / h)
+    new_w, new_h = max(out_w, round(w * scale)), max(out_h, round(h * scale))
+    f, longest = work_factor(size), 2 * max(out_w, out_h)
+    keep_h, keep_w = min(new_h, longest) // f * f, min(new_w, longest) // f * f
+    top, left = (new_h - keep_h) // 2, (new_w - keep_w) // 2
+    return (new_w, new_h), np.s_[top:top + keep_h, left:left + keep_w]
 
 
 def scale_map(m: MaterialMap, reference_size: tuple[int, int], params: GenerationParams) -> MaterialMap:
@@ -99,16 +116,19 @@ class Variant:
     """One output and where every pixel came from: image == exemplar[coords[..., 0], coords[..., 1]]."""
 
     image: Image.Image
-    coords: np.ndarray  # (size, size, 2) int (y, x) into `exemplar`
+    coords: np.ndarray  # (height, width, 2) int (y, x) into `exemplar`
     exemplar: np.ndarray  # uint8 (h, w, c): the reference at the output's scale
     record: dict  # what goes into the image's parameters record
 
 
-def prepare(reference: Reference, params: GenerationParams, max_block: int):
+def prepare(reference: Reference, params: GenerationParams, max_block: int, pixels: np.ndarray | None = None,
+            shape: tuple[int, int] | None = None):
     """(scaled reference, source map, guides, record): the quilter's exemplar is
-    reference[source[..., 0], source[..., 1]], rectified to whole lattice periods when regular."""
-    size = params.size
-    pixels = exemplar_from(reference, size)
+    reference[source[..., 0], source[..., 1]], rectified to whole lattice periods when regular.
+    `pixels`: the scaled reference to quilt and `shape` the (height, width) quilted (default:
+    exemplar_from at the output's size, and that size)."""
+    pixels = exemplar_from(reference, params.size) if pixels is None else pixels
+    shape = (params.height, params.width) if shape is None else shape
     channels = 1 if reference.grayscale else 3
     structure = params.patch.structure
     gray = _luminance(pixels, channels)
@@ -123,7 +143,7 @@ def prepare(reference: Reference, params: GenerationParams, max_block: int):
     source = np.stack(np.mgrid[:h, :w].astype(np.int32), axis=2)
     guides = Guides()
     if any(p is not None for p in periods):
-        source, out_periods = _rectified(gray, periods, size)
+        source, out_periods = _rectified(gray, periods, shape)
         if min(source.shape[:2]) < max_block:  # too little of the lattice is straightened out: irregular path
             return _prepared(pixels, channels, np.stack(np.mgrid[:h, :w].astype(np.int32), axis=2), Guides(), record)
         gray = gray[source[..., 0], source[..., 1]]
@@ -147,11 +167,11 @@ def _luminance(pixels: np.ndarray, channels: int) -> np.ndarray:
     return pixels[..., :channels].astype(np.float32).mean(axis=2)
 
 
-def _rectified(gray: np.ndarray, periods, size: int):
+def _rectified(gray: np.ndarray, periods, shape: tuple[int, int]):
     """Source map (H, W, 2) of the rectified exemplar and its periods: straight lattice lines, a whole
-    number of periods in `size` on each periodic axis; an axis without a period is scaled like the
-    other one, so the material keeps its aspect."""
-    targets = tuple(None if p is None else size / max(1, round(size / p)) for p in periods)
+    number of periods in the output's side (`shape`: height, width) on each periodic axis; an axis
+    without a period is scaled like the other one, so the material keeps its aspect."""
+    targets = tuple(None if p is None else side / max(1, round(side / p)) for p, side in zip(periods, shape, strict=True))
     scale = next(t / p for t, p in zip(targets, periods, strict=True) if p is not None)
     h, w = gray.shape
     xmap = _axis_map(gray, periods[1], targets[1], scale, axis=1)  # (h, W)
@@ -180,13 +200,15 @@ def _resampled(n: int, scale: float) -> np.ndarray:
 
 def synthesize(reference: Reference, params: GenerationParams, *, on_step=None, cancel=None) -> list[Variant]:
     """The variants, each with its source coordinate map into the (scaled) exemplar."""
-    size = params.size
-    stride, overlap = block_size(params.balance, size)
+    f = work_factor(params.size)
+    shape = (-(-params.height // f), -(-params.width // f))  # the quilted (height, width)
+    stride, overlap = block_size(params.balance, min(shape))
     wrap_y, wrap_x = params.tile in ("both", "y"), params.tile in ("both", "x")
-    full = layout(size, stride, overlap, wrap=True)
-    max_block = max(full.span(k) for k in range(len(full.starts)))
-    pixels, source, guides, guide_record = prepare(reference, params, max_block)
-    exemplar = pixels[source[..., 0], source[..., 1]]
+    max_block = max(axis.span(k) for axis in (layout(side, stride, overlap, wrap=True) for side in shape)
+                    for k in range(len(axis.starts)))
+    pixels = exemplar_from(reference, params.size)
+    working, source, guides, guide_record = prepare(reference, params, max_block, _downsampled(pixels, f), shape)
+    exemplar = working[source[..., 0], source[..., 1]]
     channels = 1 if reference.grayscale else 3
     courses = None
     if guides.regular and wrap_y and wrap_x:
@@ -194,7 +216,7 @@ def synthesize(reference: Reference, params: GenerationParams, *, on_step=None, 
     if courses is not None:
         guide_record = guide_record | {"patch_layout": "whole cells", "patch_cells": len(courses.cells)}
     quilter = Quilter(exemplar.astype(np.float32) / 255.0, max_block, guides)
-    rows_per_variant = len(layout(size, stride, overlap, wrap_y).starts)
+    rows_per_variant = len(layout(shape[0], stride, overlap, wrap_y).starts)
     total = rows_per_variant * params.variants
     variants = []
     for i in range(params.variants):
@@ -203,22 +225,91 @@ def synthesize(reference: Reference, params: GenerationParams, *, on_step=None, 
                 on_step(done + row, total, None)
 
         if courses is not None:
-            coords = bricks.lay(courses, size, params.seed + i)
+            coords = bricks.lay(courses, shape, params.seed + i)
             on_row(rows_per_variant, rows_per_variant)
         else:
-            coords = quilter.quilt(size, block=stride, overlap=overlap, seed=params.seed + i, wrap_y=wrap_y,
+            coords = quilter.quilt(shape, block=stride, overlap=overlap, seed=params.seed + i, wrap_y=wrap_y,
                                    wrap_x=wrap_x, on_row=on_row, cancel=cancel)
-        luminance = _luminance(exemplar[coords[..., 0], coords[..., 1]], channels)
-        dy, dx = typical_origin(luminance, wrap_y, wrap_x)
-        coords = np.roll(coords, (-dy, -dx), axis=(0, 1))
-        coords = source[coords[..., 0], coords[..., 1]]  # into the scaled reference
-        out = pixels[coords[..., 0], coords[..., 1]]
+        coords = source[coords[..., 0], coords[..., 1]]  # into the scaled reference (working scale)
+        if f == 1:
+            luminance = _luminance(working[coords[..., 0], coords[..., 1]], channels)
+            coords = np.roll(coords, np.negative(typical_origin(luminance, wrap_y, wrap_x)), axis=(0, 1))
+        else:  # the file's edges at the output's own most typical row and column, not a working cell's edge
+            first = gather_rows(pixels, upsampled(coords, (params.height, params.width), f))
+            origin = _typical_origin_in_bands(first, channels, wrap_y, wrap_x)
+            del first
+            coords = upsampled(coords, (params.height, params.width), f, origin)
+        out = gather_rows(pixels, coords)
         image = Image.fromarray(out[..., 0] if out.shape[2] == 1 else out)  # L, LA, RGB or RGBA
-        record = {"steps": None, "patch_block": stride, "patch_overlap": overlap,
+        record = {"steps": None, "patch_block": stride * f, "patch_overlap": overlap * f, "patch_work_scale": f,
                   "patch_exemplar_size": [int(pixels.shape[1]), int(pixels.shape[0])],
                   "patch_quilted_size": [int(exemplar.shape[1]), int(exemplar.shape[0])], **guide_record}
         variants.append(Variant(image=image, coords=coords, exemplar=pixels, record=record))
     return variants
+
+
+def _downsampled(pixels: np.ndarray, f: int) -> np.ndarray:
+    """The exemplar (sides multiples of f) at 1/f scale: the mean of each f x f cell."""
+    if f == 1:
+        return pixels
+    h, w, c = pixels.shape
+    out = np.empty((h // f, w // f, c), np.uint8)
+    for y in range(0, h // f, 256):  # in bands: no float copy of the whole exemplar
+        band = pixels[y * f:(y + 256) * f].reshape(-1, f, w // f, f, c).astype(np.float32).mean(axis=(1, 3))
+        out[y:y + len(band)] = np.rint(band)
+    return out
+
+
+def _cells(side: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `side` pixels split into `cells` cells of at most ceil(side / cells) pixels: its cell
+    and its offset from the cell's first pixel."""
+    index = np.arange(side, dtype=np.int64)
+    cell = index * cells // side
+    return cell, index - (cell * side + cells - 1) // cells
+
+
+def upsampled(coords: np.ndarray, shape: tuple[int, int], f: int, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """(H, W, 2) int32 coordinates into the full-scale exemplar from working ones: pixel (y, x) of
+    working cell (i, j) copies exemplar pixel coords[i, j] * f + its offset in the cell (< f); with
+    `origin` (dy, dx) the result is rolled by (-dy, -dx) on the torus."""
+    if f == 1:
+        return np.roll(coords, np.negative(origin), axis=(0, 1)).astype(np.int32, copy=False)
+    (height, width), (rows, cols) = shape, coords.shape[:2]
+    cell_y, off_y = (np.roll(a, -origin[0]) for a in _cells(height, rows))
+    cell_x, off_x = (np.roll(a, -origin[1]) for a in _cells(width, cols))
+    out = np.empty((height, width, 2), np.int32)
+    for y in range(0, height, 512):  # in bands: no whole-size int64 temporaries
+        cy, oy = cell_y[y:y + 512], off_y[y:y + 512]
+        band = coords[cy][:, cell_x]
+        out[y:y + len(cy), :, 0] = band[..., 0] * f + oy[:, None]
+        out[y:y + len(cy), :, 1] = band[..., 1] * f + off_x[None, :]
+    return out
+
+
+def _typical_origin_in_bands(image: np.ndarray, channels: int, wrap_y: bool, wrap_x: bool) -> tuple[int, int]:
+    """quilting.typical_origin of a large uint8 image, its steps summed in bands of rows."""
+    height, width = image.shape[:2]
+    rows, cols = np.zeros(height), np.zeros(width)
+    previous = _luminance(image[-1:], channels)
+    for y in range(0, height, 512):
+        band = _luminance(image[y:y + 512], channels)
+        rows[y:y + len(band)] = np.abs(band - np.concatenate([previous, band[:-1]])).mean(axis=1)
+        cols += np.abs(band - np.roll(band, 1, axis=1)).sum(axis=0)
+        previous = band[-1:]
+
+    def pick(steps: np.ndarray) -> int:
+        return int(np.argmin(np.abs(steps - np.median(steps))))
+
+    return (pick(rows) if wrap_y else 0), (pick(cols) if wrap_x else 0)
+
+
+def gather_rows(pixels: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """pixels[coords[..., 0], coords[..., 1]], computed in bands of rows."""
+    out = np.empty((*coords.shape[:2], pixels.shape[2]), pixels.dtype)
+    for y in range(0, coords.shape[0], 512):
+        band = coords[y:y + 512]
+        out[y:y + len(band)] = pixels[band[..., 0], band[..., 1]]
+    return out
 
 
 def generate(reference: Reference, params: GenerationParams, *, base=None, ip_adapter=None, latents=None,

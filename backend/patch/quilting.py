@@ -171,18 +171,19 @@ class Quilter:
         self.guides = guides or Guides()
         self.scale = float(exemplar.var(axis=(0, 1)).sum()) or 1.0  # SSD per pixel of unrelated pixels / 2
 
-    def quilt(self, size: int, *, block: int, overlap: int, seed: int, wrap_y: bool = True,
+    def quilt(self, size: int | tuple[int, int], *, block: int, overlap: int, seed: int, wrap_y: bool = True,
               wrap_x: bool = True, tolerance: float = 0.1,
               on_row: Callable[[int, int], None] | None = None,
               cancel: threading.Event | None = None) -> np.ndarray:
-        """Return (size, size, 2) int exemplar coordinates (y, x) of a quilted texture.
+        """Return (height, width, 2) int exemplar coordinates (y, x) of a quilted texture.
 
-        block: block stride in pixels; overlap: overlap width; wrap_y / wrap_x: close the grid
+        size: the output's (height, width), or one side for a square; block: block stride in pixels; overlap: overlap width; wrap_y / wrap_x: close the grid
         around the torus on that axis; tolerance: windows within (1 + tolerance) x the best
         cost are equally good, one is drawn at random.
         """
-        state = _State(size, self.exemplar.shape[2], self.guides, np.random.default_rng(seed))
-        rows, cols = layout(size, block, overlap, wrap_y), layout(size, block, overlap, wrap_x)
+        height, width = (size, size) if isinstance(size, int) else size
+        state = _State((height, width), self.exemplar.shape[2], self.guides, np.random.default_rng(seed))
+        rows, cols = layout(height, block, overlap, wrap_y), layout(width, block, overlap, wrap_x)
         for i in range(len(rows.starts)):
             for j in range(len(cols.starts)):
                 if cancel is not None and cancel.is_set():
@@ -197,10 +198,10 @@ class Quilter:
         """Choose block `at`'s exemplar window, cut it in along the cheapest seams and write it."""
         i, j = at
         n_rows, n_cols = len(rows.starts), len(cols.starts)
-        size = state.coords.shape[0]
+        height, width = state.coords.shape[:2]
         y0, x0 = rows.starts[i], cols.starts[j]
         bh, bw = rows.span(i), cols.span(j)
-        ys, xs = (y0 + np.arange(bh)) % size, (x0 + np.arange(bw)) % size
+        ys, xs = (y0 + np.arange(bh)) % height, (x0 + np.arange(bw)) % width
         known = state.filled[np.ix_(ys, xs)]
         old = state.image[np.ix_(ys, xs)]
         if not known.any():
@@ -258,14 +259,14 @@ class Quilter:
 class _State:
     """One output in the making: its pixels, their exemplar coordinates, and what steers the next block."""
 
-    def __init__(self, size: int, channels: int, guides: Guides, rng: np.random.Generator):
-        self.coords = np.zeros((size, size, 2), np.int64)
-        self.image = np.zeros((size, size, channels), np.float32)
-        self.filled = np.zeros((size, size), bool)
+    def __init__(self, size: tuple[int, int], channels: int, guides: Guides, rng: np.random.Generator):
+        self.coords = np.zeros((*size, 2), np.int32)
+        self.image = np.zeros((*size, channels), np.float32)
+        self.filled = np.zeros(size, bool)
         self.placed: dict[tuple[int, int], tuple[int, int]] = {}  # block (i, j) -> its window origin
         self.rng = rng
         self.guides = guides
-        self.labels = np.zeros((size, size), np.uint8)
+        self.labels = np.zeros(size, np.uint8)
         classes = guides.proportions.classes if guides.proportions is not None else 1
         self.counts = np.zeros(classes, np.int64)
         self.phase0: tuple[float, float] | None = None

@@ -44,6 +44,7 @@ class Job:
     tiled_preview: bool = False
     preview_every: int = 5
     maps_only: bool = False  # the input's own derived maps, no variant (backend.api.derive_maps)
+    upscale: int = 0  # an upscale request: the input this many times larger (backend/upscaling.py)
     tileable: dict | None = None  # make_tileable's options: the input itself made tileable, no variant
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"  # queued -> running -> done
@@ -116,11 +117,14 @@ class JobRunner:
             return ("job", job_id) in self._queue or (self._running is not None and self._running.id == job_id)
 
     def uses(self, folder: Path) -> bool:
-        """Whether a queued or running job reads or writes inside `folder`."""
+        """Whether a queued or running job reads or writes inside `folder` (paths compared resolved, so
+        no `..` or link alias hides a job's folder)."""
         with self._lock:
             jobs = [item for item in self._queue.values() if isinstance(item, Job)] + [self._running]
+        folder = Path(os.path.realpath(folder))
         return any(folder == path or folder in path.parents for job in jobs if job is not None
-                   for path in map(Path, (job.input, job.output_dir, *job.params.maps.values())))
+                   for path in (Path(os.path.realpath(p)) for p in (job.input, job.output_dir,
+                                                                     *job.params.maps.values())))
 
     def cancel(self, job_id) -> str | None:
         """Cancel a queued or running job: 'queued', 'running', or None when no such job is active."""
@@ -237,7 +241,7 @@ def run_job(job: Job, generate: Callable[..., list], on_step: Callable | None = 
         images = generate(
             job.input, job.params, base=job.base, ip_adapter=job.ip_adapter, cancel=job.cancel,
             on_step=None if on_step is None else lambda step, total, preview: on_step(output, step, total, preview),
-            **({"maps_only": True} if job.maps_only else {}),
+            **({"maps_only": True} if job.maps_only else {}), **({"upscale": job.upscale} if job.upscale else {}),
             **({"tileable": job.tileable} if job.tileable is not None else {}),
         )
         if job.cancel.is_set():  # cancelled after the last step: still nothing is kept
@@ -349,6 +353,8 @@ class JobOutput:
         for image in images:
             params = json.loads(image.info.get("parameters", "{}"))
             kind = "restyle" if params.get("restyle_prompt") else params.get("engine", "variant")
+            if self.job.upscale:
+                kind = f"x{self.job.upscale}-{kind}"
             mask, band = image.info.get("restyle_mask"), image.info.get("band")
             companions = (material.endings(image) + (("-mask.png",) if mask is not None else ())
                           + (("-band.png",) if band is not None else ()))

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from backend.errors import InputError
-from backend.params import MASK_MODES, RESTYLE_STARTS, GenerationParams, capabilities
+from backend.params import MASK_MODES, RESTYLE_STARTS, UPSCALE_FACTORS, GenerationParams, capabilities
 
 PROTOCOL_VERSION = 2
 MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a megabyte is a runaway client
@@ -24,12 +24,12 @@ MAX_UPLOAD_BYTES = 1 << 30
 START_OPTIONS = {"allow_pickle": "--allow-pickle"}
 
 # The fields of each request type are checked by the _check_* functions below (one per type).
-REQUEST_TYPES = ("hello", "generate", "restyle", "make_tileable", "cancel", "status", "unload", "shutdown",
-                 "upload_begin", "upload_chunk", "upload_end", "download", "release")
+REQUEST_TYPES = ("hello", "generate", "restyle", "upscale", "make_tileable", "cancel", "status", "unload",
+                 "shutdown", "upload_begin", "upload_chunk", "upload_end", "download", "release")
 EVENT_TYPES = (
     # answers to hello / status / cancel / unload / shutdown
     "hello", "status", "ack",
-    # the life of a generate (or restyle, make_tileable) job
+    # the life of a generate (or restyle, upscale, make_tileable) job
     "accepted", "progress", "result", "cancelled",
     # a file leaving the service (download)
     "chunk",
@@ -187,9 +187,8 @@ def _check_generate(fields: dict, request_id) -> dict:
     if api.get("sketch"):  # "" = no sketch
         api["sketch"] = _check_path(fields, "sketch", request_id)
     for name in ("variants", "steps", "size"):  # JSON has one number type: accept 4.0 as 4
-        value = api.get(name)
-        if isinstance(value, float) and value.is_integer() and math.isfinite(value):
-            api[name] = int(value)
+        if name in api:
+            api[name] = _whole(api[name])
     for name in ("base", "ip_adapter"):
         value = fields.get(name)
         if value is not None and (not isinstance(value, str) or not value):
@@ -226,6 +225,33 @@ def _check_generate(fields: dict, request_id) -> dict:
              f"{_short(out['maps_only'])} with derive {list(out['params'].derive)}",
              'for the input\'s own maps send "maps_only": true, "derive": ["height", "normal", "roughness"]')
     return out
+
+
+def _whole(value):
+    """4.0 as 4, also inside a [w, h] pair; anything else as it is (the parameter's check judges it)."""
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+# upscale: a generate-like job whose result is the input enlarged (backend/upscaling.py).
+UPSCALE_FIELDS = ("input", "output_dir", "factor", "maps", "engine", "seed", "steps", "tile", "strength", "window",
+                  "base", "ip_adapter", "tiled_preview", "preview_every")
+
+
+def _check_upscale(fields: dict, request_id) -> dict:
+    _only(fields, UPSCALE_FIELDS, "upscale", request_id)
+    if fields.get("factor") not in UPSCALE_FACTORS or isinstance(fields.get("factor"), bool):  # True == 1
+        _bad(request_id, f"upscale needs 'factor': 2 or 4, got {_short(fields.get('factor'))}", '"factor": 2 or 4')
+    extra = {name: fields[key] for key, name in (("strength", "upscale_strength"), ("window", "window")) if key in fields}
+    try:  # strength and window are the diffusion options upscale_strength and window
+        return _check_generate({k: v for k, v in fields.items() if k not in ("factor", "strength", "window")}
+                               | {"extra": extra}, request_id) | {"upscale": fields["factor"]}
+    except ProtocolError as e:  # the checks are generate's: name the request that was sent
+        e.message = "upscale" + e.message.removeprefix("generate")
+        raise
 
 
 def _int_field(fields: dict, name: str, kind: str, low: int, high: int, request_id) -> int:
@@ -295,8 +321,18 @@ def _check_release(fields: dict, request_id) -> dict:
 
 
 def _check_map_file(name: str, path: str, request_id) -> None:
-    """A map's path is checked like 'input' (absolute), and must name a regular file now."""
+    """A map's path is checked like 'input' (absolute); whether it exists is `check_map_files`' (after
+    the service's confinement check: a path it may not read gets no answer about its existence)."""
     _check_path({"maps." + name: path}, "maps." + name, request_id)
+
+
+def check_map_files(maps: dict, request_id) -> None:
+    """Every map names a regular file now, else `bad_request`."""
+    for name, path in maps.items():
+        _check_existing_map(name, path, request_id)
+
+
+def _check_existing_map(name: str, path: str, request_id) -> None:
     if not os.path.isfile(path):
         what = "a folder" if os.path.isdir(path) else "not an existing regular file"
         _bad(request_id, f"generate 'maps.{name}' is {what}: {_short(path)}",
@@ -397,6 +433,7 @@ _CHECKS = {
     "hello": _check_hello,
     "generate": _check_generate,
     "restyle": _check_restyle,
+    "upscale": _check_upscale,
     "make_tileable": _as_make_tileable(_check_make_tileable),
     "cancel": _check_cancel,
     "status": _check_no_fields("status"),

@@ -20,14 +20,17 @@ from typing import BinaryIO
 
 from backend import __version__, engines
 from backend.model_registry import registry
+from backend.params import UPSCALE_FACTORS
 from backend.service.encoding import encode
 from backend.service.jobs import DEFAULT_MAX_QUEUE, Job, JobRunner
 from backend.service.protocol import (
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
     REQUEST_TYPES,
+    UPSCALE_FIELDS,
     ProtocolError,
     Request,
+    check_map_files,
     error_event,
     event,
     generate_parameters,
@@ -35,7 +38,13 @@ from backend.service.protocol import (
     restyle_parameters,
     tileable_parameters,
 )
-from backend.service.transfer import DEFAULT_BUDGET_MB, Workspace, probe_matches, sweep_stale
+from backend.service.transfer import (
+    DEFAULT_BUDGET_MB,
+    DEFAULT_UPLOAD_IDLE_S,
+    Workspace,
+    probe_matches,
+    sweep_stale,
+)
 from backend.service.warmup import Warmup, availability
 
 log = logging.getLogger(__name__)
@@ -101,10 +110,11 @@ def _loaded_engine_modules():
 class Service:
     def __init__(self, out: BinaryIO, *, base: str | None = None, ip_adapter: str | None = None,
                  device: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
-                 remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB):
+                 remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB,
+                 upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S):
         self._out = out
         self.remote = remote  # serve --remote: clients never share this file system
-        self.workspace = Workspace(max_workspace_mb)
+        self.workspace = Workspace(max_workspace_mb, upload_idle_s)
         self._out_lock = threading.Lock()
         self._out_broken = False
         self.base, self.ip_adapter = base, ip_adapter
@@ -204,6 +214,7 @@ class Service:
                         python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
                         models=self._models(), requests=list(REQUEST_TYPES), parameters=generate_parameters(),
                         restyle=restyle_parameters(), make_tileable=tileable_parameters(),
+                        upscale={"fields": list(UPSCALE_FIELDS), "choices": {"factor": list(UPSCALE_FACTORS)}},
                         loaded_models=registry.loaded(),
                         filesystem=self._filesystem(request.fields.get("probe")), **self.warmup.fields()))
 
@@ -249,6 +260,15 @@ class Service:
                                 "service's workspace (serve --remote)",
                                 "upload the input (upload_begin) and put the job folder in the workspace's "
                                 "jobs/ folder that hello names", request.id)
+        check_map_files(params.maps, request.id)  # after the confinement check: no existence oracle
+        unfinished = [name for name, path in paths.items() if path is not None and self.workspace.unfinished(path)]
+        if unfinished:
+            raise ProtocolError("bad_request", f"{request.type}: {' and '.join(unfinished)} is an upload still in "
+                                "progress", "send upload_end first and use the path it answers", request.id)
+        if self.remote and not self.workspace.job_folder(f["output_dir"]):
+            raise ProtocolError("outside_workspace", f"{request.type}: output_dir must be a job folder "
+                                "<workspace>/jobs/<name>", "put the job folder in the workspace's jobs/ folder "
+                                "that hello names", request.id)
         if self.workspace.contains(f["output_dir"]):  # a job writes there: it must have room to start
             self.workspace.require(1, f"{request.type}", request.id)
         if self.allow_pickle:  # the starter's choice (serve --allow-pickle); requests cannot set it
@@ -256,12 +276,13 @@ class Service:
         job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=params,
                   base=f["base"] or self.base, ip_adapter=f["ip_adapter"] or self.ip_adapter,
                   tiled_preview=f["tiled_preview"], preview_every=f["preview_every"], maps_only=f["maps_only"],
-                  tileable=f.get("tileable"))
+                  upscale=f.get("upscale", 0), tileable=f.get("tileable"))
         # accepted goes out before the worker can see the job, so before any of its progress
         self.runner.submit(job, lambda ahead: self.emit(event("accepted", request.id, job=request.id,
                                                               position=ahead)))
 
     _on_restyle = _on_generate  # a restyle request is a generate job with the restyle options set
+    _on_upscale = _on_generate  # and an upscale request one whose result is the input enlarged
 
     def _on_make_tileable(self, request: Request) -> None:
         """A job like generate's whose work is backend.api.make_tileable (the input made tileable)."""
@@ -352,11 +373,19 @@ class Service:
         label = self.workspace.label(reference)
         if label is not None:  # an upload: its results record the client's path, as a local run would
             ref = dataclasses.replace(ref, source=label)
-        tileable = kwargs.pop("tileable", None)
+        tileable, factor = kwargs.pop("tileable", None), kwargs.pop("upscale", 0)
         if tileable is not None:
             from backend.api import make_tileable
 
             images = [make_tileable(ref, **tileable, cancel=cancel)]
+        elif factor:
+            from backend.upscaling import upscale
+
+            options = params.diffusion
+            images = [upscale(ref, factor, maps=params.maps, engine=params.engine, seed=params.seed,
+                              steps=params.steps, tile=params.tile, strength=options.upscale_strength,
+                              window=options.window, base=kwargs.get("base"), ip_adapter=kwargs.get("ip_adapter"),
+                              on_step=kwargs.get("on_step"), cancel=cancel)]
         else:
             images = generate(ref, params, cancel=cancel, **kwargs)
         for image in images:  # and so do its uploaded maps and mask
@@ -367,7 +396,8 @@ class Service:
 
 def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,
           verbose: bool = False, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
-          remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB) -> int:
+          remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB,
+          upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S) -> int:
     """Entry point of `python -m backend serve`."""
     from backend.service.logs import setup_logging
 
@@ -380,5 +410,6 @@ def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str
     for stale in sweep_stale():
         log.info("removed the workspace of a service that is gone: %s", stale)
     service = Service(protocol_out, base=base, ip_adapter=ip_adapter, device=device, max_queue=max_queue,
-                      allow_pickle=allow_pickle, remote=remote, max_workspace_mb=max_workspace_mb)
+                      allow_pickle=allow_pickle, remote=remote, max_workspace_mb=max_workspace_mb,
+                      upload_idle_s=upload_idle_s)
     return service.serve(protocol_in)

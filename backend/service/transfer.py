@@ -24,13 +24,15 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.service.protocol import ProtocolError
+from backend.service.protocol import CHUNK_BYTES, ProtocolError
 
 MAX_OPEN_UPLOADS = 16
 DEFAULT_BUDGET_MB = 20 * 1024  # serve --max-workspace-mb
+DEFAULT_UPLOAD_IDLE_S = 600  # serve --upload-idle-s: an open upload that long without a chunk is abandoned
 PREFIX = "texture-variants-"
 OWNER = "owner.pid"
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -45,11 +47,13 @@ class _Upload:
     sha256: str
     received: int = 0
     digest: object = field(default_factory=hashlib.sha256)
+    touched: float = field(default_factory=time.monotonic)  # its last chunk (or its begin)
 
 
 class Workspace:
-    def __init__(self, budget_mb: int = DEFAULT_BUDGET_MB):
+    def __init__(self, budget_mb: int = DEFAULT_BUDGET_MB, upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S):
         self.budget = budget_mb * MB
+        self.upload_idle_s = upload_idle_s
         self._root: Path | None = None
         self._uploads: dict = {}
         self._labels: dict[str, str] = {}  # upload path -> the client's name for it
@@ -95,8 +99,17 @@ class Workspace:
 
     # --- uploads --------------------------------------------------------------------------------
 
+    def expire(self) -> list:
+        """Close the open uploads that got no chunk for `upload_idle_s` (their bytes removed); their ids."""
+        now = time.monotonic()
+        gone = [i for i, u in self._uploads.items() if now - u.touched > self.upload_idle_s]
+        for upload_id in gone:
+            self._abort(upload_id)
+        return gone
+
     def used(self) -> int:
         """Bytes held: every file in the workspace, plus what open uploads announced and have not sent."""
+        self.expire()
         held = 0
         if self._root is not None:
             for folder, _, files in os.walk(self._root):
@@ -143,6 +156,11 @@ class Workspace:
             self._abort(upload_id)
             raise ProtocolError("bad_request", "upload_chunk 'data' is not base64", "send standard base64",
                                 request_id) from None
+        if len(raw) > CHUNK_BYTES:
+            self._abort(upload_id)
+            raise ProtocolError("bad_transfer", f"upload {upload_id!r}: a chunk of {len(raw)} bytes, over the "
+                                f"{CHUNK_BYTES} a chunk may carry", "send smaller chunks; start the upload again",
+                                request_id)
         if offset != upload.received or upload.received + len(raw) > upload.size:
             self._abort(upload_id)
             raise ProtocolError("bad_transfer", f"upload {upload_id!r}: a chunk at offset {offset} of {len(raw)} "
@@ -159,6 +177,7 @@ class Workspace:
                                 request_id) from None
         upload.received += len(raw)
         upload.digest.update(raw)
+        upload.touched = time.monotonic()
 
     def end(self, upload_id, request_id) -> Path:
         upload = self._open(upload_id, request_id)
@@ -172,6 +191,15 @@ class Workspace:
         upload.part.rename(path)  # alone in its folder: nothing is replaced
         self._labels[str(path)] = upload.label
         return path
+
+    def unfinished(self, path: str) -> bool:
+        """Whether `path` is (inside) the folder of an upload still in progress: not a file to use yet."""
+        real = Path(os.path.realpath(path))
+        return any(real == u.part.parent or u.part.parent in real.parents for u in self._uploads.values())
+
+    def job_folder(self, path: str) -> bool:
+        """Whether `path` names a job folder `jobs/<name>` of this workspace (resolved)."""
+        return self._root is not None and Path(os.path.realpath(path)).parent == self._root / "jobs"
 
     def _open(self, upload_id, request_id) -> _Upload:
         upload = self._uploads.get(upload_id)
@@ -190,6 +218,9 @@ class Workspace:
     def releasable(self, path: str, request_id) -> Path:
         """What releasing `path` deletes: a job folder `jobs/<name>` itself, or the folder `uploads/<n>`
         of an uploaded file; ProtocolError `outside_workspace` for anything else."""
+        if any(len(os.fsencode(part)) > 255 for part in Path(path).parts) or len(os.fsencode(path)) > 4096:
+            raise ProtocolError("bad_request", f"release: the path {path[:80]!r}... is longer than a file "
+                                "system takes", "release a path upload_end or a job's output_dir named", request_id)
         target = Path(os.path.normpath(path))
         root = self._root
         if root is not None and target.parent == root / "jobs":
@@ -221,7 +252,7 @@ class Workspace:
 
     def read_chunks(self, path: str, chunk_bytes: int, request_id):
         """(offset, base64 text) of each chunk of a workspace file, then returns (size, sha256)."""
-        if not self.contains(path) or not os.path.isfile(path):
+        if not self.contains(path) or not os.path.isfile(path) or self.unfinished(path):
             raise ProtocolError("bad_request", f"download: {path!r} is not a file of this service's workspace",
                                 "download the files a result event names", request_id)
         digest, offset = hashlib.sha256(), 0

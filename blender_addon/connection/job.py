@@ -19,7 +19,7 @@ from .. import parameters
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 ENDS_EVERY_JOB = ("backend_died", "backend_stalled")  # client-made errors about the process, not one job
 FINAL_STATES = (DONE, FAILED, CANCELLED)
-SIZE = parameters.declared("size")  # the backend's range and multiple of the size
+SIZE = parameters.square_size()  # the add-on's range and multiple of the (square) size
 ETA_WINDOW = 8  # the ETA is the median of the last this-many step times
 
 # The panel settings that go to the backend unchanged (names of the backend's Python API).

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .. import parameters
 
-STEP, MAX_SIZE = parameters.declared("size")["multiple"], parameters.declared("size")["high"]
+STEP, MAX_SIZE = parameters.square_size()["multiple"], parameters.square_size()["high"]
 MATCH, FIXED = "match", "fixed"
 
 
@@ -35,7 +35,7 @@ class SizePlan:
         return (self.width, self.height) != (self.side, self.side)
 
 
-def plan(source_width: int, source_height: int, mode: str = MATCH, size: int = parameters.default("size"),
+def plan(source_width: int, source_height: int, mode: str = MATCH, size: int = parameters.square_size()["default"],
          cap: int = MAX_SIZE) -> SizePlan:
     """The size of the variants for a `source_width` x `source_height` source."""
     source_width, source_height = max(1, int(source_width)), max(1, int(source_height))

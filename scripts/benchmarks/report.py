@@ -158,6 +158,21 @@ def render_correspondence(entry: dict | None) -> list[str]:
     return lines
 
 
+def render_production_size(entry: dict | None) -> list[str]:
+    """Peak memory and time per megapixel of one variant per size, before and after (production_size.py)."""
+    if not entry or not entry.get("rows"):
+        return ["Not measured yet: run `python -m scripts.benchmarks.production_size --store`."]
+    out = [f"- **command**: `{entry['command']}`", f"- **date**: {entry['date']}", f"- **note**: {entry['note']}", "",
+           "| engine | side | checkout | seconds | s per megapixel | peak MB |", "|---|---|---|---|---|---|"]
+    for row in sorted(entry["rows"], key=lambda r: (r["engine"], r["side"], r["checkout"] != "before")):
+        if "error" in row:
+            out.append(f"| {row['engine']} | {row['side']}² | {row['checkout']} | {row['error']} | | |")
+            continue
+        out.append(f"| {row['engine']} | {row['side']}² | {row['checkout']} | {row['seconds']} | "
+                   f"{row['seconds_per_mpx']} | {row['peak_mb']} |")
+    return out
+
+
 def render_gpu(entry: dict | None) -> list[str]:
     if not entry or "gpu" not in entry:
         reason = (entry or {}).get("not_measured", "no GPU was lent to this project's runs")
@@ -191,7 +206,7 @@ def _row(entry: dict | None, method: str, n: int) -> dict | None:
 
 def _modes(results: dict) -> list[str]:
     return ["full", "quick", *sorted(k for k in results if k not in ("full", "quick", "gpu", "correspondence",
-                                                                     ADDON_PIXELS))]
+                                                                     ADDON_PIXELS, "production_size"))]
 
 
 def _first_with(results: dict, *methods: str) -> tuple[str, list[dict]] | None:
@@ -295,7 +310,8 @@ def render_addon_pixels(entries: dict | None) -> list[str]:
     labels = sorted(entries, key=lambda label: entries[label]["date"])
     first = entries[labels[0]]
     out = [f"A {first['size']}² float RGBA image in headless Blender (the bpy wheel), median of "
-           f"{first['repeats']} (`python -m scripts.benchmarks.addon_pixels`, see its docstring for the cases).", "",
+           f"{first['repeats']} (`python -m scripts.benchmarks.addon_pixels`, see its docstring for the cases). The load "
+           "average is noted per run: compare a run's before and after, measured back to back.", "",
            "| case | " + " | ".join(f"{label} (s)" for label in labels) + " |",
            "|---|" + "---|" * len(labels)]
     cases = list(dict.fromkeys(case for label in labels for case in entries[label]["rows"]))
@@ -364,6 +380,8 @@ def render(results: dict) -> str:
             out += ["### Few-step sampling and previews", "", *render_speed(entry["speed"]), ""]
     out += ["## Map correspondence (`--correspondence`)", "", *render_correspondence(results.get("correspondence")),
             ""]
+    out += ["## Production size (`python -m scripts.benchmarks.production_size`)", "",
+            *render_production_size(results.get("production_size")), ""]
     out += ["## GPU (`--gpu`)", "", *render_gpu(results.get("gpu")), ""]
     out += ["## Add-on pixel work", "", *render_addon_pixels(results.get(ADDON_PIXELS)), ""]
     findings = render_findings(results)

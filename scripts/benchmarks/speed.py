@@ -78,10 +78,12 @@ def bench_speed(models: dict, setup: Setup, *, device: str | None = None, dtype:
 def render_speed(speed: dict | None) -> list[str]:
     if not speed:
         return ["Not measured in this run."]
-    lines = [f"Texture `{speed['texture']}`, {speed['size']}², N = {speed['variants']}, {speed['device']} "
+    lines = [f"Measured by `{speed['command']}` on {speed['date']}." if speed.get("command") else "",
+             f"Texture `{speed['texture']}`, {speed['size']}², N = {speed['variants']}, {speed['device']} "
              f"{speed['dtype']}, kv replacement with the reference work cached, {speed['reps']} repetitions "
              "each after a warm-up (fast and full one after the other: switching fuses or restores the LoRA), "
-             f"medians; load average {speed['load_average']['start']} → {speed['load_average']['end']}.", "",
+             f"medians; load average {speed['load_average']['start']} → {speed['load_average']['end']} (other "
+             "engineers' tests shared the 2 cores: only the ratios mean something).", "",
              "| case | steps | seconds (median) | × full |", "|---|---|---|---|"]
     text = {"full": "full sampler (DDIM)", "fast": "fast: LCM-LoRA recipe (TCD, guidance 1)",
             "fast_cfg": "fast with guidance 5 (Hyper-SD recipe: DDIM trailing, CFG kept)"}

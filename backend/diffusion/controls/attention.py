@@ -36,7 +36,9 @@ def self_attention_layers(unet, blocks: Iterable[str]) -> tuple[str, ...]:
 @dataclass
 class ReferenceKV:
     """The reference K/V of some self-attention layers inside a step window: where they are kept
-    (`store`, the call's recordings: (step, layer) -> (key, value)) and when they are used."""
+    (`store`, the call's recordings: (step, layer) -> (key, value), and (step, layer, window) when
+    the latent is split into windows: each window reads the reference's same window) and when they
+    are used."""
 
     state: StepState
     layers: frozenset[str]
@@ -49,12 +51,20 @@ class ReferenceKV:
 
     def missing(self) -> set[tuple[int, str]]:
         """(step, layer) pairs the generated branch needs that the store lacks."""
+        if self.state.windows > 1:
+            return {(s, name, w) for s in self.window for name in self.layers
+                    for w in range(self.state.windows)} - set(self.store)
         return {(s, name) for s in self.window for name in self.layers} - set(self.store)
+
+    def key(self, layer: str) -> tuple:
+        """Where this step's (and window's) K/V of `layer` are kept."""
+        step, window = self.state.step, self.state.window
+        return (step, layer) if window is None else (step, layer, window)
 
     def reference(self, layer: str, batch: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The recorded K/V of `layer` at this step, broadcast (without a copy) to `batch`: the
         reference branch ran with batch 1 and every variant (and both CFG halves) reads it."""
-        recorded = self.store.get((self.state.step, layer))
+        recorded = self.store.get(self.key(layer))
         if recorded is None:
             raise RuntimeError(f"no reference K/V for {layer} at step {self.state.step}: run the reference branch first")
         return tuple(t.to(dtype).expand(batch, -1, -1, -1) for t in recorded)
@@ -150,7 +160,7 @@ class Record(ReferenceAttention):
 
     def attention(self, p: Projection) -> torch.Tensor:
         key, value = p.own_kv()
-        self.kv.store[(self.kv.state.step, self.layer)] = (key.detach(), value.detach())
+        self.kv.store[self.kv.key(self.layer)] = (key.detach(), value.detach())
         self.kv.observe(self.layer, self.action, p.hidden, key, value)
         return p.attend(key, value)
 

@@ -57,6 +57,8 @@ class StepState:
     latents: torch.Tensor | None = None  # the branch's latents (batch of variants, no CFG doubling)
     model_input: torch.Tensor | None = None  # the UNet's input batch (CFG: unconditional half first)
     text_embeds: torch.Tensor | None = None  # the UNet's encoder_hidden_states for that batch
+    window: int | None = None  # the window being predicted when the latent is split (diffusion/windows.py)
+    windows: int = 1  # how many windows a step has
 
 
 @dataclass

@@ -57,7 +57,7 @@ def attention_layers(unet) -> frozenset[str]:
 
 
 class MaskPyramid:
-    """A (1, 1, S, S) mask, area-averaged to any feature resolution (cached per shape)."""
+    """A (1, 1, H, W) mask, area-averaged to any feature resolution (cached per shape)."""
 
     def __init__(self, mask: torch.Tensor):
         self.mask, self._at = mask, {}
@@ -68,11 +68,12 @@ class MaskPyramid:
         return self._at[(height, width)]
 
     def tokens(self, length: int) -> torch.Tensor:
-        """(1, 1, length, 1): the mask over a square grid of `length` tokens, row-major."""
-        side = math.isqrt(length)
-        if side * side != length:
-            raise ValueError(f"{length} attention tokens are not a square grid")
-        return self.at(side, side).reshape(1, 1, length, 1)
+        """(1, 1, length, 1): the mask over a grid of `length` tokens with the mask's aspect, row-major."""
+        height, width = self.mask.shape[-2:]
+        rows = round(math.sqrt(length * height / width))
+        if rows == 0 or length % rows or (length // rows) * height != rows * width:
+            raise ValueError(f"{length} attention tokens are not a grid of the mask's {width}x{height} aspect")
+        return self.at(rows, length // rows).reshape(1, 1, length, 1)
 
 
 @dataclass

@@ -69,7 +69,7 @@ class MaskSource:
         return cls(points=options.mask_points, box=options.mask_box, sam_folder=sam.resolve_sam(options.sam))
 
     def fit(self, reference, size: int, device: str) -> np.ndarray:
-        """The mask over the output, (size, size) in [0, 1]."""
+        """The mask over the output, (height, width) in [0, 1]; `size` is (width, height)."""
         image = self.image
         if image is None:
             masks.check_prompts(self.points, self.box, reference.size)
@@ -80,9 +80,10 @@ class MaskSource:
 
 
 def feather(mask: torch.Tensor, tile: str) -> torch.Tensor:
-    """The (1, 1, S, S) mask blurred by a Gaussian of sigma S * FEATHER / 3, truncated at S * FEATHER px
-    (beyond that, exactly 0); it wraps around on the tiled axes, elsewhere the border is repeated."""
-    size = mask.shape[-1]
+    """The (1, 1, H, W) mask blurred by a Gaussian of sigma S * FEATHER / 3, truncated at S * FEATHER px
+    (beyond that, exactly 0), S the shorter side; it wraps around on the tiled axes, elsewhere the
+    border is repeated."""
+    size = min(mask.shape[-2:])
     radius = max(1, math.ceil(size * FEATHER))
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (x / (radius / 3)) ** 2)
@@ -134,7 +135,7 @@ class Restyle(Control):
 
     def setup(self, run: Run) -> None:
         super().setup(run)
-        unet, size = run.pipe.unet, run.image.size[0]
+        unet, size = run.pipe.unet, run.image.size
         if self.source is not None:
             self.mask = self.source.fit(run.reference, size, self.device)
         tensor = None if self.mask is None else torch.from_numpy(self.mask)[None, None].to(
@@ -147,7 +148,7 @@ class Restyle(Control):
         self.conv = pnp.resnet_conv(unet)
         self.latent_mask = None
         if tensor is not None and self.mode == EDIT_INSIDE:
-            self.latent_mask = pnp.MaskPyramid(tensor).at(size // 8, size // 8)
+            self.latent_mask = pnp.MaskPyramid(tensor).at(size[1] // 8, size[0] // 8)
 
     def needs_reference(self) -> bool:
         return bool(self.resnet_window or self.attention_window) or self.mode == EDIT_INSIDE or self.inverted_start
