@@ -19,8 +19,9 @@ from blender_addon.connection import config as backend_config
 from blender_addon.connection import job
 from blender_addon.connection.session import Session
 from tests.conftest import ROOT
+from tests.service_process import can_mount_tmpfs
 from tests.test_addon_session import pump_until_finished
-from tests.test_remote import _can_hide_folders, _hiding
+from tests.test_remote import _hiding
 
 PATCH = {"engine": "patch", "variants": 2, "size": 64, "tile": "both", "tiled_preview": False, "preview_every": 0}
 
@@ -109,7 +110,7 @@ def test_the_manifest_makes_the_same_files_with_the_batch_command(session, color
             assert farm.read_bytes() == Path(entry["path"]).read_bytes()
 
 
-@pytest.mark.skipif(not _can_hide_folders(), reason="needs `unshare -m` and tmpfs mounts (see tests/test_remote.py)")
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -m` and tmpfs mounts (see tests/test_remote.py)")
 def test_a_batch_runs_on_a_backend_that_cannot_see_the_clients_files(session, color_texture_path, brick_path,
                                                                     tmp_path):
     folder = tmp_path / "client"

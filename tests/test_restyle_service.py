@@ -79,7 +79,7 @@ def test_cancel_stops_a_running_restyle_job(service, color_texture_path, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(not __import__("tests.test_remote", fromlist=["_"])._can_hide_folders(),
+@pytest.mark.skipif(not __import__("tests.service_process", fromlist=["_"]).can_mount_tmpfs(),
                     reason="needs `unshare -m` and tmpfs mounts to hide the client's folder from the backend")
 def test_a_remote_restyle_uploads_its_mask_and_downloads_the_mask_used(tiny_models, color_texture_path, tmp_path,
                                                                        monkeypatch):
