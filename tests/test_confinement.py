@@ -101,3 +101,24 @@ def test_a_map_outside_the_workspace_gets_one_answer_whether_it_exists_or_not(re
     answers = [proc.ask("generate", input=source, output_dir=str(workspace / "jobs" / "m"), engine="patch", size=64,
                         maps={"roughness": path}) for path in (str(color_texture_path), str(tmp_path / "no.png"))]
     assert [(a["type"], a["code"]) for a in answers] == [("error", "outside_workspace")] * 2, answers
+
+
+def test_a_model_path_outside_the_workspace_needs_a_models_folder(tmp_path, color_texture_path):
+    models = tmp_path / "models"
+    (models / "sd15").mkdir(parents=True)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    for allowance, expected in (((), "error"), (("--models", str(models)), "accepted")):
+        proc = ServiceProcess(tmp_path, "--remote", *allowance, env={"TMPDIR": str(temp)})
+        try:
+            workspace = Path(proc.ask("hello")["filesystem"]["workspace"])
+            source = _uploaded(proc, Path(color_texture_path))
+            job = dict(input=source, engine="patch", size=64)
+            answer = proc.ask("generate", output_dir=str(workspace / "jobs" / "a"), base=str(models / "sd15"), **job)
+            assert answer["type"] == expected, (allowance, answer)
+            if expected == "error":
+                assert answer["code"] == "outside_workspace" and "--models" in answer["hint"]
+            hub = proc.ask("generate", output_dir=str(workspace / "jobs" / "b"), base="org/some-model", **job)
+            assert hub["type"] == "accepted", hub  # a hub id is never a path
+        finally:
+            assert proc.stop() == 0

@@ -39,6 +39,9 @@ def add_serve(sub) -> None:
     p.add_argument("--upload-idle-s", type=_positive_int, default=DEFAULT_UPLOAD_IDLE_S, metavar="S",
                    help="an open upload that gets no chunk for this long is abandoned: closed and its bytes "
                    f"removed (default {DEFAULT_UPLOAD_IDLE_S})")
+    p.add_argument("--models", action="append", default=[], metavar="DIR",
+                   help="with --remote: a folder whose models requests may name by path (repeatable); other "
+                   "paths outside the workspace are refused, hub ids are always fine")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -54,7 +57,8 @@ def _cmd_serve(args) -> int:
 
     return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose,
                  max_queue=args.max_queue, allow_pickle=args.allow_pickle, remote=args.remote,
-                 max_workspace_mb=args.max_workspace_mb, upload_idle_s=args.upload_idle_s)
+                 max_workspace_mb=args.max_workspace_mb, upload_idle_s=args.upload_idle_s,
+                 models=tuple(args.models))
 
 
 def add_batch(sub) -> None:

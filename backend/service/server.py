@@ -21,6 +21,7 @@ from typing import BinaryIO
 from backend import __version__, engines
 from backend.model_registry import registry
 from backend.params import UPSCALE_FACTORS
+from backend.service.confinement import confine
 from backend.service.encoding import encode
 from backend.service.jobs import DEFAULT_MAX_QUEUE, Job, JobRunner
 from backend.service.protocol import (
@@ -30,7 +31,6 @@ from backend.service.protocol import (
     UPSCALE_FIELDS,
     ProtocolError,
     Request,
-    check_map_files,
     error_event,
     event,
     generate_parameters,
@@ -111,8 +111,9 @@ class Service:
     def __init__(self, out: BinaryIO, *, base: str | None = None, ip_adapter: str | None = None,
                  device: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
                  remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB,
-                 upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S):
+                 upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = ()):
         self._out = out
+        self.models = tuple(os.path.realpath(m) for m in models)  # serve --models: model folders requests may name
         self.remote = remote  # serve --remote: clients never share this file system
         self.workspace = Workspace(max_workspace_mb, upload_idle_s)
         self._out_lock = threading.Lock()
@@ -252,25 +253,7 @@ class Service:
                                 "give every request a new id", request.id)
         f = request.fields
         params = f["params"]
-        paths = {"input": f["input"], "output_dir": f["output_dir"], "mask": params.diffusion.mask,
-                 "sketch": params.sketch, **{f"maps.{name}": path for name, path in params.maps.items()}}
-        outside = [name for name, path in paths.items() if path is not None and not self.workspace.contains(path)]
-        if self.remote and outside:
-            raise ProtocolError("outside_workspace", f"{request.type}: {' and '.join(outside)} must be inside this "
-                                "service's workspace (serve --remote)",
-                                "upload the input (upload_begin) and put the job folder in the workspace's "
-                                "jobs/ folder that hello names", request.id)
-        check_map_files(params.maps, request.id)  # after the confinement check: no existence oracle
-        unfinished = [name for name, path in paths.items() if path is not None and self.workspace.unfinished(path)]
-        if unfinished:
-            raise ProtocolError("bad_request", f"{request.type}: {' and '.join(unfinished)} is an upload still in "
-                                "progress", "send upload_end first and use the path it answers", request.id)
-        if self.remote and not self.workspace.job_folder(f["output_dir"]):
-            raise ProtocolError("outside_workspace", f"{request.type}: output_dir must be a job folder "
-                                "<workspace>/jobs/<name>", "put the job folder in the workspace's jobs/ folder "
-                                "that hello names", request.id)
-        if self.workspace.contains(f["output_dir"]):  # a job writes there: it must have room to start
-            self.workspace.require(1, f"{request.type}", request.id)
+        confine(self.workspace, f, params, request, remote=self.remote, models=self.models)
         if self.allow_pickle:  # the starter's choice (serve --allow-pickle); requests cannot set it
             params = params.replace(diffusion=dataclasses.replace(params.diffusion, allow_pickle=True))
         job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=params,
@@ -397,7 +380,7 @@ class Service:
 def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,
           verbose: bool = False, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
           remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB,
-          upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S) -> int:
+          upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = ()) -> int:
     """Entry point of `python -m backend serve`."""
     from backend.service.logs import setup_logging
 
@@ -411,5 +394,5 @@ def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str
         log.info("removed the workspace of a service that is gone: %s", stale)
     service = Service(protocol_out, base=base, ip_adapter=ip_adapter, device=device, max_queue=max_queue,
                       allow_pickle=allow_pickle, remote=remote, max_workspace_mb=max_workspace_mb,
-                      upload_idle_s=upload_idle_s)
+                      upload_idle_s=upload_idle_s, models=models)
     return service.serve(protocol_in)
