@@ -10,11 +10,23 @@ and unit-test without Blender. scripts/check_imports.py says what each folder ma
 
 
 def _classes():
-    from .operators import apply, batch, check, compare, generate, maps, preview, restyle, setup, tileable
+    from .operators import (
+        apply,
+        batch,
+        check,
+        compare,
+        generate,
+        judge,
+        maps,
+        preview,
+        restyle,
+        setup,
+        tileable,
+    )
     from .ui import panel, preferences
 
     return (*preferences.CLASSES, *setup.CLASSES, *check.CLASSES, *generate.CLASSES, *apply.CLASSES,
-            *restyle.CLASSES, *tileable.CLASSES, *preview.CLASSES, *compare.CLASSES, *batch.CLASSES, *maps.CLASSES, *panel.CLASSES)
+            *restyle.CLASSES, *tileable.CLASSES, *preview.CLASSES, *compare.CLASSES, *judge.CLASSES, *batch.CLASSES, *maps.CLASSES, *panel.CLASSES)
 
 
 def register():

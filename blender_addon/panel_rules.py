@@ -8,6 +8,7 @@ a file check that imports no torch), kept from the last Check Backend or job.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 SHOWN, INACTIVE, HIDDEN = "shown", "inactive", "hidden"
@@ -48,6 +49,38 @@ def patch_expectation(parameters: Mapping) -> str:
     period = parameters.get("patch_period")
     found = f" (period {period} px)" if parameters.get("patch_structure") == "regular" and period else ""
     return f"Patch found a {parameters['patch_expect']}{found}"
+
+
+SORT_KEYS = {  # sort_results: (what the card gives, best first when ascending)
+    "novelty": (lambda card: -card.get("novelty", 0.0)),
+    "look": (lambda card: card.get("look", math.inf)),
+    "seam": (lambda card: max(card.get("seam", {}).values(), default=math.inf)),
+}
+
+
+def card_marks(card: Mapping) -> str:
+    """A variant's report card in three marks for its thumbnail: tiles, new, same look (✓ or ✗; empty
+    for a result without a card)."""
+    if not card or "tiles" not in card:
+        return ""
+    marks = [("T", card.get("tiles")), ("N", card.get("new")), ("L", card.get("same_look"))]
+    return " ".join(f"{'✓' if ok else '✗'}{letter}" for letter, ok in marks if ok is not None)
+
+
+def card_details(card: Mapping) -> str:
+    """The card in words, with its numbers, for the picked variant."""
+    if not card or "tiles" not in card:
+        return ""
+    seams = ", ".join(f"{axis} {value:.2f}" for axis, value in sorted(card.get("seam", {}).items()))
+    parts = [f"{'Tiles' if card['tiles'] else 'Does not tile'} (seam {seams}; 1 = seamless)"]
+    if "novelty" in card:
+        parts.append(f"{'new' if card.get('new') else 'close to a shifted copy'} (novelty {card['novelty']:.2f})")
+    if "look" in card:
+        parts.append(f"{'same look' if card.get('same_look') else 'another look'} (look {card['look']:.2f}; "
+                     "≤ 1 = as close as the source to itself)")
+    if "clip" in card:
+        parts.append(f"CLIP {card['clip']:.2f}")
+    return "; ".join(parts)
 
 
 def tileable_summary(parameters: Mapping) -> str:

@@ -94,6 +94,8 @@ class TEXTURE_VARIANTS_PG_variant(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", description="Generates this variant alone again with the same settings")
     engine: StringProperty(name="Engine")
     maps: CollectionProperty(type=TEXTURE_VARIANTS_PG_variant_map)
+    card: StringProperty(name="Report Card", description="The backend's report card of this variant (JSON): "
+                         "does it tile, is it new, does it look like the source (panel_rules.card_details)")
 
 
 class TEXTURE_VARIANTS_PG_result_set(bpy.types.PropertyGroup):
@@ -123,7 +125,8 @@ class TEXTURE_VARIANTS_PG_result_set(bpy.types.PropertyGroup):
 
     def label(self) -> str:
         n = len(self.variants)
-        return f"{self.created} · {self.engine} · seed {self.seed} · {n} × {self.width}×{self.height}"
+        kind = {"tileable": "tileable", "restyle": "restyle"}.get(self.engine, f"{self.engine} variants")
+        return f"{self.created} · {kind} · seed {self.seed} · {n} × {self.width}×{self.height}"
 
 
 class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):

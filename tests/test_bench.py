@@ -183,7 +183,7 @@ def test_the_speed_section_times_cached_fast_and_full_variants_and_both_decoders
     assert result["ratios"]["fast_cost_ratio"] == rows["fast"]["ratio_to_full"]
     decode = result["decode"]
     assert result["ratios"]["preview_decode_ratio"] == pytest.approx(
-        decode["taesd"]["median_s"] / decode["vae"]["median_s"], abs=1e-3)
+        decode["taesd"]["median_s"] / decode["vae"]["median_s"], rel=0.05)  # of medians rounded to 0.1 ms
     last = capsys.readouterr().out.strip().splitlines()[-2:]
     assert [line.split("=")[0] for line in last] == ["fast_cost_ratio", "preview_decode_ratio"]
     report = "\n".join(speed.render_speed(result))

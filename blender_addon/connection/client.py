@@ -149,18 +149,14 @@ class BackendClient:
         Parameters left at None take the backend's defaults. A backend that does not share this machine's
         files gets the input uploaded first (a failed upload raises a UserError, code "cancelled" once
         `should_cancel()`), and the job's result event arrives once its files are in `output_dir`."""
-        return self._job("generate", input_path, output_dir, params, should_cancel)
+        return self.job("generate", input_path, output_dir, should_cancel=should_cancel, **params)
 
     def restyle(self, input_path, output_dir, *, should_cancel=None, **params) -> str:
         """Queue a restyle job (README "Restyle") like `generate`; its mask image is an input too."""
-        return self._job("restyle", input_path, output_dir, params, should_cancel)
+        return self.job("restyle", input_path, output_dir, should_cancel=should_cancel, **params)
 
-    def make_tileable(self, input_path, output_dir, *, should_cancel=None, **params) -> str:
-        """Queue a make_tileable job (the texture itself made tileable at its own size) like `generate`;
-        its maps are inputs too."""
-        return self._job("make_tileable", input_path, output_dir, params, should_cancel)
-
-    def _job(self, kind: str, input_path, output_dir, params: dict, should_cancel=None) -> str:
+    def job(self, kind: str, input_path, output_dir, *, should_cancel=None, **params) -> str:
+        """Queue a job of request type `kind` (generate, restyle, make_tileable) like `generate`."""
         fields = {k: v for k, v in params.items() if v is not None}
         input_path, output_dir = os.path.abspath(os.fspath(input_path)), os.path.abspath(os.fspath(output_dir))
         conn = self._started()

@@ -82,8 +82,8 @@ class Session:
             try:
                 if self.hello is None:
                     self.hello = client.start()
-                send_job = {"restyle": client.restyle, "make_tileable": client.make_tileable}.get(request, client.generate)
-                job.id = send_job(input_path, job_folder, should_cancel=lambda: job.cancel_requested, **params)
+                job.id = client.job(request, input_path, job_folder, should_cancel=lambda: job.cancel_requested,
+                                    **params)
                 if job.cancel_requested:  # Cancel was pressed while the backend was starting
                     client.cancel(job.id)
             except Exception as e:

@@ -22,7 +22,7 @@ def _copy_set(source, target) -> None:
     for variant in source.variants:
         item = target.variants.add()
         item.name, item.image, item.path = variant.name, variant.image, variant.path
-        item.seed, item.engine = variant.seed, variant.engine
+        item.seed, item.engine, item.card = variant.seed, variant.engine, variant.card
         map_io.copy_maps(variant, item)
     map_io.set_map_nodes(target, {entry.name: entry.node_name for entry in source.map_nodes})
 
@@ -85,6 +85,7 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
         item = current.variants.add()
         item.name, item.image, item.path = image.name, image, entry["path"]
         item.seed, item.engine = seed, engine
+        item.card = json.dumps(_entry_parameters(entry).get("card") or {}, sort_keys=True)
         map_io.load_maps(item, entry.get("maps") or {}, (plan.width, plan.height), folder, pack)
     paths.mark_finished(job.folder)
     first = current.variants[0] if len(current.variants) else None

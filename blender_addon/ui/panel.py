@@ -4,6 +4,7 @@ The panel is a list of sections (`SECTIONS`), each a function `(layout, view)` d
 a `PanelView` computed once per draw; a new feature adds its section to the list.
 """
 
+import json
 import textwrap
 from dataclasses import dataclass
 
@@ -54,10 +55,11 @@ class TEXTURE_VARIANTS_UL_results(bpy.types.UIList):
 
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
         icon_id = item.image.preview.icon_id if item.image and item.image.preview else 0
+        marks = panel_rules.card_marks(json.loads(item.card or "{}"))  # tiles / new / same look
         if self.layout_type == "GRID":
-            layout.label(text="", icon_value=icon_id)
+            layout.label(text=marks, icon_value=icon_id)
         else:
-            layout.label(text=f"{item.name}  ({item.engine})", icon_value=icon_id)
+            layout.label(text=f"{item.name}  ({item.engine})  {marks}", icon_value=icon_id)
 
 
 def _depth_text(image) -> str:
@@ -281,6 +283,14 @@ def draw_results(layout, view) -> None:
                 layout.template_icon(icon_value=picked.image.preview.icon_id, scale=6.0)
             maps = "".join(f" + {m.name}" for m in picked.maps)
             layout.label(text=f"{picked.image.name}{maps} · seed {picked.seed} · {picked.engine}")
+            details = panel_rules.card_details(json.loads(picked.card or "{}"))
+            if details:
+                _wrapped(layout, details, "CHECKMARK")
+        if len(current.variants) > 1:
+            row = layout.row(align=True)
+            row.label(text="Sort:")
+            for key, text in (("novelty", "Newest"), ("look", "Closest Look"), ("seam", "Best Seams")):
+                row.operator("texture_variants.sort_results", text=text).by = key
         for note in _size_notes(view, current, picked):
             layout.label(text=note, icon="ERROR")
         if current.expectation:
@@ -336,7 +346,11 @@ def draw_history(layout, view) -> None:
     body.label(text=f"The last {HISTORY_LIMIT} result sets of this material are kept")
     for index, entry in enumerate(history):
         row = body.row(align=True)
-        row.label(text=entry.label(), icon="IMAGE_DATA")
+        first = entry.variants[0].image if len(entry.variants) else None
+        if first is not None and first.preview:
+            row.label(text=entry.label(), icon_value=first.preview.icon_id)
+        else:
+            row.label(text=entry.label(), icon="IMAGE_DATA")
         row.operator("texture_variants.use_result_set", text="Use").index = index
 
 

@@ -3,6 +3,7 @@ variant (base colour and map) through temporary nodes, the original, the variant
 pick), stops with the tree exactly as before; Apply while comparing leaves compare first; save and
 reopen keeps compare. See harness.py for how it is run."""
 
+import json
 import os
 import sys
 
@@ -36,6 +37,23 @@ def scenario(rec):
     current = bpy.context.scene.texture_variants.current
     rec["variants"] = [{"image": v.image.name, "maps": {m.name: m.image.name for m in v.maps}}
                        for v in current.variants]
+    rec["cards"] = [json.loads(v.card) for v in current.variants]
+    layout = h.CheckingLayout()
+    h.addon_module("ui.panel").draw_variants_panel(layout, bpy.context)
+    rec["panel_labels"] = [call[1] for call in layout.calls if call[0] == "label"]
+    rec["panel_operators"] = [call[1] for call in layout.calls if call[0] == "operator"]
+    order = []
+    for by in ("novelty", "look", "seam"):
+        rec[f"sort_{by}"] = h.call(OPS.sort_results, by=by)
+        order.append([v.image.name for v in current.variants])
+    rec["sort_orders"] = order
+    rec["sorted_cards"] = [json.loads(v.card) for v in current.variants]
+    h.call(OPS.sort_results, by="novelty")
+    if [v.image.name for v in current.variants] != [v["image"] for v in rec["variants"]]:
+        h.call(OPS.sort_results, by="look")  # back to the generated order for what follows, if it differs
+    rec["variants"] = [{"image": v.image.name, "maps": {m.name: m.image.name for m in v.maps}}
+                       for v in current.variants]
+    current.index = 0
     before = structure(material)
     rec["shown_before"] = shown(material)
     rec["stop_unstarted"] = h.call(OPS.compare, show="STOP")

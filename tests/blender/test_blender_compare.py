@@ -38,3 +38,15 @@ def test_apply_while_comparing_ends_compare_and_applies(compared):
                                          "Roughness": compared["variants"][1]["maps"]["roughness"]}
     assert not [name for name in compared["nodes_after_apply"] if name.startswith("Image Texture")]
     assert compared["invariant"] == []
+
+
+def test_every_variant_carries_its_report_card_shown_and_sortable(compared):
+    cards = compared["cards"]
+    assert len(cards) == 2 and all(card["tiles"] and card["new"] for card in cards)
+    assert all(set(card["maps"]) == {"roughness"} for card in cards)  # the map's own card
+    assert any(label.startswith("Tiles (seam x") for label in compared["panel_labels"])
+    assert "texture_variants.sort_results" in compared["panel_operators"]
+    assert all(compared[f"sort_{by}"]["error"] is None for by in ("novelty", "look", "seam"))
+    novelty_order = compared["sort_orders"][0]
+    by_image = {v: c for v, c in zip(compared["sort_orders"][2], compared["sorted_cards"], strict=True)}
+    assert by_image[novelty_order[0]]["novelty"] >= by_image[novelty_order[1]]["novelty"]

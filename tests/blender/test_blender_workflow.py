@@ -15,7 +15,8 @@ pytestmark = pytest.mark.blender
 OPERATORS = ["add_mask_point", "add_missing_maps", "apply_variant", "bake", "cancel", "cancel_setup",
              "check_backend", "clean_up_jobs", "clear_mask_points", "compare", "generate", "generate_all",
              "generate_selected", "make_guide", "make_tileable", "new_mask", "pick_node", "remove_backend",
-             "restyle", "revert", "setup_backend", "tile_preview", "tiling_preview", "use_result_set"]
+             "restyle", "revert", "setup_backend", "sort_results", "tile_preview", "tiling_preview",
+             "use_result_set"]
 
 
 @pytest.fixture(scope="module")
