@@ -194,12 +194,14 @@ class Workspace:
 
     def unfinished(self, path: str) -> bool:
         """Whether `path` is (inside) the folder of an upload still in progress: not a file to use yet."""
-        real = Path(os.path.realpath(path))
-        return any(real == u.part.parent or u.part.parent in real.parents for u in self._uploads.values())
+        if not self._uploads:
+            return False
+        real = _resolved(path)
+        return real is not None and any(real == u.part.parent or u.part.parent in real.parents for u in self._uploads.values())
 
     def job_folder(self, path: str) -> bool:
         """Whether `path` names a job folder `jobs/<name>` of this workspace (resolved)."""
-        return self._root is not None and Path(os.path.realpath(path)).parent == self._root / "jobs"
+        return self._root is not None and (real := _resolved(path)) is not None and real.parent == self._root / "jobs"
 
     def _open(self, upload_id, request_id) -> _Upload:
         upload = self._uploads.get(upload_id)
@@ -262,6 +264,14 @@ class Workspace:
                 yield offset, base64.b64encode(chunk).decode("ascii")
                 offset += len(chunk)
         return offset, digest.hexdigest()
+
+
+def _resolved(path: str) -> Path | None:
+    """The path with links and `..` resolved; None for one this file system cannot spell."""
+    try:
+        return Path(os.path.realpath(path))
+    except (UnicodeEncodeError, ValueError):
+        return None
 
 
 def sweep_stale(folder: str | None = None) -> list[Path]:
