@@ -27,14 +27,14 @@ OnStep = Callable[[int, int, "Image.Image | None"], None]
 def generate_variants(reference: str | os.PathLike | Image.Image, *, base: str | None = None,
                       ip_adapter: str | None = None, latents=None, on_step: OnStep | None = None,
                       cancel: threading.Event | None = None, **extra) -> list[Image.Image]:
-    """Make `variants` tileable variants of `reference`; see README "Python API".
+    """Make `variants` tileable variants of `reference`; see docs/guide/api-and-cli.md, "Python API".
 
     The keywords are the fields of backend.params.GenerationParams (engine, variants, seed, steps,
     size, tile, balance, appearance, ...; help() shows them with their defaults) and, in `extra`,
     the engine options (e.g. ad_iterations). Returns one PIL image per variant.
     `maps={"roughness": path, ...}` (the material's other maps) and `derive=["height", "normal",
     "roughness"]` give each image `image.info["maps"]`: {name: backend.materials.maps.MaterialMap},
-    rearranged like the image (README "Whole materials"); save them with
+    rearranged like the image (docs/guide/materials.md, "Whole materials"); save them with
     backend.materials.variants.save(image, image_path).
     `image.info["parameters"]` holds its parameters as JSON, including its own seed (variant i of a
     call with seed s has seed s + i, so it can be reproduced alone) and the engine actually used.
@@ -66,7 +66,7 @@ def restyle(reference: str | os.PathLike | Image.Image, prompt: str, *,
             strength: float = _RESTYLE["restyle_strength"][1], mask: str | os.PathLike | None = None, points=None,
             box=None, mask_mode: str = _RESTYLE["mask_mode"][1],
             sam: str | None = None, **kw) -> list[Image.Image]:
-    """Restyle `reference` by the text `prompt`, keeping its structure (README "Restyle").
+    """Restyle `reference` by the text `prompt`, keeping its structure (docs/guide/restyle-and-sketch.md, "Restyle").
 
     strength: 0 keeps all the structure, 1 follows the text alone; mask: an image (white = selected),
     or points ((x, y) or (x, y, label 1/0), pixel coordinates of the input) and/or a box

@@ -1,6 +1,6 @@
 """Reading reference textures and writing results, with the input policy in one place.
 
-Policy (documented in the README):
+Policy (documented in docs/guide/engines.md, "Input images"):
 - any format Pillow reads (PNG, JPEG, TIFF, WebP, BMP, TGA, ...), 8- or 16-bit, paletted,
   grayscale or colour, with or without alpha;
 - 16-bit samples are scaled to 8 bits (not clipped);

@@ -1,6 +1,6 @@
 """Restyle masks: what a mask image or a set of points means, checked against the input (torch-free).
 
-The rule (README "Restyle"):
+The rule (docs/guide/restyle-and-sketch.md, "Restyle"):
 - a mask image is white where selected (grey: partly), read by its luminance (alpha ignored), 8- or
   16-bit, any size with the input's aspect ratio (within 1 %);
 - it is scaled to the input's size, then cropped like the input: the centred part with the

@@ -52,7 +52,7 @@ SKETCH_MODE_ITEMS = parameters.enum_items("sketch_mode", {
 })
 
 
-# Restyle (README "Restyle"): where the mask comes from and what it means.
+# Restyle (docs/guide/restyle-and-sketch.md, "Restyle"): where the mask comes from and what it means.
 MASK_SOURCE_ITEMS = [
     ("none", "Whole Texture", "Restyle everywhere, no mask"),
     ("image", "Painted Mask", "An image painted white where selected (New Mask makes a blank one to paint)"),
@@ -154,7 +154,7 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
     suppress_content: StringProperty(
         name="Content",
         description="With Style Only: what the texture shows (e.g. \"bricks\", \"wood planks\"), taken out of "
-        "the image prompt. Needs the CLIP ViT-H text model (see README); empty = nothing taken out",
+        "the image prompt. Needs the CLIP ViT-H text model (docs/guide/engines.md); empty = nothing taken out",
     )
     sketch: PointerProperty(
         name="Structure Guide", type=bpy.types.Image,

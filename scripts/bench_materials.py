@@ -1,4 +1,4 @@
-"""Timings and fidelity of the material-map machinery (numbers quoted in README "Whole materials").
+"""Timings and fidelity of the material-map machinery (numbers quoted in docs/guide/materials.md, "Whole materials").
 
 Usage: .venv/bin/python scripts/bench_materials.py [--size 512] [--repeat 3]
 

@@ -1,4 +1,4 @@
-"""What a restyle costs beside making variants (numbers quoted in README "Restyle").
+"""What a restyle costs beside making variants (numbers quoted in docs/guide/restyle-and-sketch.md, "Restyle").
 
 Usage: .venv/bin/python scripts/bench_restyle.py MODELS_DIR [--size 256] [--steps 30] [--reps 3]
 

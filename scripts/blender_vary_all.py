@@ -1,4 +1,4 @@
-"""Vary and bake every material of a .blend, headless (README "Batch", "Headless: every material of a file").
+"""Vary and bake every material of a .blend, headless (docs/guide/batch-and-remote.md, "Batch", "Headless: every material of a file").
 
     blender -b scene.blend --python scripts/blender_vary_all.py -- [--engine patch] [--variants 1]
         [--seed N] [--size 512] [--timeout S] [--output scene-variants.blend]

@@ -1,4 +1,4 @@
-"""Float maps keep their values (README "Whole materials"): float TIFFs read, gathered and written
+"""Float maps keep their values (docs/guide/materials.md, "Whole materials"): float TIFFs read, gathered and written
 exactly, resampled within their range; `map_size` writes a squeezed reference's maps back at the
 texture's size with unit normals."""
 

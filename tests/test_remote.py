@@ -1,4 +1,4 @@
-"""A backend that cannot see the client's files (README "Remote GPU"): the input is uploaded, the
+"""A backend that cannot see the client's files (docs/guide/batch-and-remote.md, "Remote GPU"): the input is uploaded, the
 results are downloaded, byte-identical to a local run; a connection cut mid-download leaves nothing.
 
 The backend runs under `unshare -m` with an empty tmpfs mounted over the client's folder, so the

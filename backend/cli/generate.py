@@ -33,7 +33,7 @@ GENERATE_FLAGS = (
     ("negative_prompt", "optional negative prompt"),
     ("guidance_scale", "classifier-free guidance (default: the engine's)"),
     ("sketch", "an image whose lines the variant's structure follows (white on black or black on white, "
-     "square; diffusion engine; README 'Sketch guidance')"),
+     "square; diffusion engine; docs/guide/restyle-and-sketch.md, 'Sketch guidance')"),
     ("sketch_mode", "--sketch: lgp (latent guidance predictor) or controlnet (an SD1.5 ControlNet)"),
     ("sketch_strength", None),
 )
@@ -123,7 +123,7 @@ def add_generate(sub) -> None:
     p.add_argument("--no-preview", action="store_true", help="do not write the 3x3 tiled previews")
     g = p.add_argument_group("material maps", "each variant gets one file per map beside it, "
                              "<variant stem>-<name>.png (.tif for 16-bit colour and float maps), rearranged like its "
-                             "base colour (README 'Whole materials')")
+                             "base colour (docs/guide/materials.md, 'Whole materials')")
     g.add_argument("--map", action="append", default=argparse.SUPPRESS, metavar="NAME=PATH", dest="maps",
                    help="another map of the material, e.g. roughness=r.png, normal=n.png, height=h.tif "
                    "(repeatable; names: lower-case letters, digits, _)")

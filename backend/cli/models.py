@@ -103,7 +103,7 @@ def add_train_lgp(sub) -> None:
         description="Train the latent guidance predictor on the images in --images: their Canny edge maps are "
         "the targets, the UNet is frozen. Writes OUT/lgp.safetensors (use it with generate --lgp OUT) and "
         "OUT/training_state.pt every --save-every steps; running it again with the same --out resumes. Prints "
-        "the loss on a fixed evaluation set before and after. README 'Sketch guidance' gives timings.",
+        "the loss on a fixed evaluation set before and after. docs/guide/restyle-and-sketch.md, 'Sketch guidance' gives timings.",
     )
     p.add_argument("--images", required=True, help="folder of texture images")
     p.add_argument("--out", required=True, help="output folder (created if missing; resumed if it holds a run)")

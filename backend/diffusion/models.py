@@ -91,7 +91,7 @@ def select_device(device: str | None = None, dtype: str | None = None) -> tuple[
         raise InputError(f"unknown device {device!r}", hint="use auto, cpu, cuda, cuda:N or mps")
     if kind == "cuda" and not torch.cuda.is_available():
         raise InputError("device cuda was asked for but torch sees no CUDA GPU",
-                         hint="use --device cpu, or install the CUDA build of torch (see README)")
+                         hint="use --device cpu, or install the CUDA build of torch (see docs/guide/development.md)")
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise InputError("device mps was asked for but is not available", hint="use --device cpu")
     if dtype in (None, "auto"):

@@ -1,6 +1,6 @@
 """The maps of a PBR material beside its base colour: reading, resampling, gathering, writing.
 
-Rules (documented in the README, "Whole materials"):
+Rules (documented in docs/guide/materials.md):
 - a map is read with its raw sample values: no map is colour-managed (no ICC profile, gamma or
   colour conversion is applied), 8-bit stays 8-bit, 16-bit stays 16-bit and float (a 16/32/64-bit
   float TIFF) stays float32, its values kept as they are, outside 0-1 too; 1 to 4 channels;

@@ -8,7 +8,7 @@ backend that does not share this machine's files (the batch command needs the ma
 and the outputs on its own file system), each job can be cancelled on its own (queued ones at once),
 the backend's queue runs them one after another with the models loaded once, and every job ends in
 its own result or error. The manifest written beside the jobs is a `python -m backend batch`
-manifest: that command, with --ray, is the route for render farms and clusters (README "Batch").
+manifest: that command, with --ray, is the route for render farms and clusters (docs/guide/batch-and-remote.md, "Batch").
 """
 
 from __future__ import annotations

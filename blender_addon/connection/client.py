@@ -152,7 +152,7 @@ class BackendClient:
         return self.job("generate", input_path, output_dir, should_cancel=should_cancel, **params)
 
     def restyle(self, input_path, output_dir, *, should_cancel=None, **params) -> str:
-        """Queue a restyle job (README "Restyle") like `generate`; its mask image is an input too."""
+        """Queue a restyle job (docs/guide/restyle-and-sketch.md, "Restyle") like `generate`; its mask image is an input too."""
         return self.job("restyle", input_path, output_dir, should_cancel=should_cancel, **params)
 
     def job(self, kind: str, input_path, output_dir, *, should_cancel=None, **params) -> str:

@@ -217,7 +217,7 @@ class BackendProcess:
         if self.stalled:
             report |= {"code": "backend_stalled", "message": f"the backend read nothing for {self.stall_s:g} s "
                        "and was ended", "hint": "it is restarted on the next request; if it happens again check "
-                       "the link to it (a remote backend: ssh keepalives, README 'Remote GPU') and its log"}
+                       "the link to it (a remote backend: ssh keepalives, docs/guide/batch-and-remote.md, 'Remote GPU') and its log"}
         return report
 
     def join(self, timeout: float) -> None:

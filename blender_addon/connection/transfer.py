@@ -201,7 +201,7 @@ class ResultFetch:
                 for key in ("path", "tiled", "mask", "band"):  # a restyle's mask, make_tileable's band
                     if entry.get(key):
                         local[key] = str(self._keep(fetch(entry[key])))
-                if entry.get("maps"):  # a material's maps beside the variant (README "Whole materials")
+                if entry.get("maps"):  # a material's maps beside the variant (docs/guide/materials.md, "Whole materials")
                     local["maps"] = {name: str(self._keep(fetch(path))) for name, path in entry["maps"].items()}
                 files.append(local)
         except BaseException:

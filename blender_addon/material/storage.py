@@ -1,6 +1,6 @@
 """Where variants live for the .blend, the job folders' clean-up, and the check when the .blend is saved.
 
-The rule (README, "Where the files live"):
+The rule (docs/guide/blender.md, "Where the files live"):
 - a saved .blend with Keep Variants = Next to the .blend (the default): each variant is written into
   `variants/` next to the .blend and used with a relative path, so the project folder travels whole;
 - Keep Variants = Packed, or a .blend never saved: the variants are packed into the .blend;

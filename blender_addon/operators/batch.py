@@ -1,4 +1,4 @@
-"""Generate for Selected (README "In Blender", "Generate for Selected"):
+"""Generate for Selected (docs/guide/blender.md, "In Blender", "Generate for Selected"):
 
     texture_variants.generate_selected   variants of the image textures of every selected object's
                                          materials, or (all_materials) of every material in the file

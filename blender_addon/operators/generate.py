@@ -1,4 +1,4 @@
-"""The operators: a public scripting API (documented in the README, section "In Blender").
+"""The operators: a public scripting API (documented in the docs/guide/blender.md, "In Blender").
 
     texture_variants.generate       make variants of the active material's image texture
     texture_variants.cancel         stop the running generation

@@ -1,4 +1,4 @@
-"""Add Missing Maps (README "Whole materials", In Blender):
+"""Add Missing Maps (docs/guide/materials.md, "Whole materials", In Blender):
 
     texture_variants.add_missing_maps(height="bump", timeout=0)
 
@@ -36,7 +36,7 @@ class TEXTURE_VARIANTS_OT_add_missing_maps(JobOperator, bpy.types.Operator):
     height: EnumProperty(name="Height", items=HEIGHT_ITEMS, default="bump")
     timeout: timeout_property()
 
-    _wiring = None  # what to derive and wire (material.wiring.Plan); not JobOperator._plan, the size plan
+    _wiring = None  # what to derive and wire (material.wiring.Plan); not JobOperator._size_plan
 
     def _target(self, context):
         material, node, image = target.resolve(context)

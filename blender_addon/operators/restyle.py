@@ -1,4 +1,4 @@
-"""Restyle operators (README "In Blender", Restyle section):
+"""Restyle operators (docs/guide/blender.md, "In Blender", Restyle section):
 
     texture_variants.restyle           restyle the material's image texture by the panel's prompt
     texture_variants.new_mask          make a blank (black) mask image the texture's size, to paint white on

@@ -307,7 +307,7 @@ def draw_results(layout, view) -> None:
 
 def draw_maps(layout, view) -> None:
     """The material's maps: a checkbox each (ticked ones travel with Generate), the shared and the
-    missing ones, and Add Missing Maps (README "Whole materials")."""
+    missing ones, and Add Missing Maps (docs/guide/materials.md, "Whole materials")."""
     if view.material is None or view.node is None or view.problem is not None:
         return
     maps = material_maps.find_maps(view.material, view.node)

@@ -28,8 +28,8 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
     backend_command: StringProperty(
         name="Backend Command",
         description="Run the backend with this command instead of Backend Python, e.g. 'ssh gpu-box "
-        "/opt/texture-variants/.venv/bin/python -m backend serve --remote' for a GPU server (README 'Remote "
-        "GPU'); empty = the local interpreter (TEXTURE_VARIANTS_BACKEND_COMMAND overrides this)",
+        "/opt/texture-variants/.venv/bin/python -m backend serve --remote' for a GPU server "
+        "(docs/guide/batch-and-remote.md, 'Remote GPU'); empty = the local interpreter (TEXTURE_VARIANTS_BACKEND_COMMAND overrides this)",
     )
     base: StringProperty(
         name="Base Model", subtype="FILE_PATH",

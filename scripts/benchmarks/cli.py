@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            print("error: --gpu needs a CUDA GPU and the CUDA build of torch (see README, 'CPU and GPU torch'); "
+            print("error: --gpu needs a CUDA GPU and the CUDA build of torch (see docs/guide/development.md, 'CPU and GPU torch'); "
                   "the benchmarks keep saying 'not measured' for the GPU", file=sys.stderr)
             return 2
         setup = common.GPU if args.reps is None else replace(common.GPU, reps=args.reps)

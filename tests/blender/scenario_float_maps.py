@@ -1,4 +1,4 @@
-"""Float maps in Blender (README "Whole materials"): a material whose height image is a float OpenEXR
+"""Float maps in Blender (docs/guide/materials.md, "Whole materials"): a material whose height image is a float OpenEXR
 with values outside 0-1 (through a Displacement node) -> Generate (patch engine) -> Apply -> the
 height node shows a float image with the source's values -> Bake writes a float OpenEXR. And a
 non-square texture sent squeezed (Match Source) with a normal map and a float height: the maps come

@@ -1,4 +1,4 @@
-"""Whole materials in Blender (README "Whole materials"): a material with base colour, roughness,
+"""Whole materials in Blender (docs/guide/materials.md, "Whole materials"): a material with base colour, roughness,
 normal (16-bit, through a Normal Map) and height (through a Bump) images; Generate with the patch
 engine through the real backend -> every variant carries its maps -> Apply -> Revert -> Apply ->
 Bake -> save and reopen -> a map node deleted: Apply refused. Map discovery through Mapping,

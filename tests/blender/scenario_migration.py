@@ -1,4 +1,4 @@
-"""Upgrading (README "Upgrading"): .blend files saved by the add-on before whole materials (made by
+"""Upgrading (docs/guide/blender.md, "Upgrading"): .blend files saved by the add-on before whole materials (made by
 scenario_migration_old.py, the old add-on itself) opened with this one. The first file is open when the
 add-on is enabled (migrated on register); then each file is opened (migrated on load), saved, opened
 again (nothing left to do), and its applied variants reverted. Records what each step printed and

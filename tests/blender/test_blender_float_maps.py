@@ -1,4 +1,4 @@
-"""In real Blender: float maps keep their values (README "Whole materials"). A float OpenEXR height
+"""In real Blender: float maps keep their values (docs/guide/materials.md, "Whole materials"). A float OpenEXR height
 with values in [-0.3, 2.5] goes through Generate (patch engine), Apply and Bake exactly; a squeezed
 non-square texture's maps come back at its size from the backend, normals unit length."""
 

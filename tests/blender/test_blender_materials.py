@@ -1,4 +1,4 @@
-"""In real Blender: whole materials (README "Whole materials", In Blender). A brick base colour with
+"""In real Blender: whole materials (docs/guide/materials.md, "Whole materials", In Blender). A brick base colour with
 roughness, a 16-bit normal map and a height map; the patch engine through the real backend."""
 
 from __future__ import annotations

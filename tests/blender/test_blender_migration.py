@@ -1,5 +1,5 @@
 """In real Blender: a .blend saved by the add-on before whole materials (one apply record per material)
-keeps its way back to the original images after the upgrade (README "Upgrading"). The old files are
+keeps its way back to the original images after the upgrade (docs/guide/blender.md, "Upgrading"). The old files are
 made by that add-on itself (its zip in tests/blender/fixtures/), installed in its own Blender process;
 on the 5.0 run, files saved by 4.5 and by 5.0 are both upgraded."""
 
