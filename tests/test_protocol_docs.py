@@ -89,9 +89,13 @@ def test_the_events_the_code_emits_are_declared_types():
 def test_the_requests_the_client_sends_are_declared_and_documented():
     sent = _dict_values(CLIENT_SOURCES, "type") - {"error"}  # "error": the synthetic backend_died event
     for path in sorted((ROOT / "blender_addon").rglob("*.py")):
-        for name in ("request", "_job"):  # _job: the client's job requests (generate, restyle)
+        for name in ("request", "job"):  # job: the client's job requests (generate, restyle, make_tileable)
             sent |= {_const(call.args[0]) for call in _calls(path, name) if call.args and _const(call.args[0])}
-    assert {"hello", "generate", "cancel", "shutdown"} <= sent
+        # an operator's job request: JobOperator's `request = "..."` class attribute
+        sent |= {_const(node.value) for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["request"]
+                 and _const(node.value)}
+    assert {"hello", "generate", "cancel", "shutdown", "make_tileable"} <= sent
     assert sent <= set(protocol.REQUEST_TYPES)
 
 
