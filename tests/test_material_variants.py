@@ -124,9 +124,9 @@ def test_diffusion_variants_get_one_periodic_file_per_map_and_a_fidelity(tiny_mo
 def decode_shifted_copies(monkeypatch, image: Image.Image, shift: tuple[int, int]) -> None:
     """Make the diffusion engine's decoder return `image` rolled by `shift` for every variant: a
     variant whose correspondence to the reference is known exactly."""
-    from backend.diffusion import engine
+    from backend.diffusion import vae
 
-    monkeypatch.setattr(engine, "decode", lambda pipe, latents, *options: [
+    monkeypatch.setattr(vae, "decode", lambda pipe, latents, *options: [
         Image.fromarray(np.roll(np.asarray(image), shift, axis=(0, 1))) for _ in range(len(latents))])
 
 
