@@ -7,7 +7,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
 from .. import prefs
-from .setup import draw_setup
+from .setup import draw_indexes, draw_setup
 
 DEVICE_ITEMS = [
     ("auto", "Auto", "CUDA or Apple Metal when available, otherwise CPU"),
@@ -91,32 +91,35 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
     )
 
     def draw(self, context):
+        """Models and device first (what every artist sets), then files, set-up, and the pipeline
+        settings a studio's TD changes, folded away."""
         layout = self.layout
         layout.use_property_split = True
         col = layout.column()
-        col.prop(self, "python")
-        col.prop(self, "backend_command")
-        col.prop(self, "base")
-        col.prop(self, "ip_adapter")
-        col.prop(self, "content_encoder")
-        col.prop(self, "device")
-        col.prop(self, "allow_pickle")
+        for name in ("base", "ip_adapter", "content_encoder", "device"):
+            col.prop(self, name)
         overridden = [name for name in ("TEXTURE_VARIANTS_PYTHON", "TEXTURE_VARIANTS_BACKEND_COMMAND",
                                         "TEXTURE_VARIANTS_BASE",
                                         "TEXTURE_VARIANTS_IP_ADAPTER") if os.environ.get(name)]
         if overridden:
             col.label(text="Overridden by the environment: " + ", ".join(overridden), icon="INFO")
-        col.separator()
-        col.prop(self, "bake_folder")
-        col.prop(self, "pack_on_bake")
-        col.prop(self, "variant_storage")
-        col.prop(self, "job_max_age_days")
-        col.prop(self, "job_max_megabytes")
-        col.operator("texture_variants.clean_up_jobs", icon="TRASH")
-
+        header, body = layout.panel("texture_variants_prefs_files", default_closed=False)
+        header.label(text="Files")
+        if body:
+            col = body.column()
+            for name in ("bake_folder", "pack_on_bake", "variant_storage", "job_max_age_days", "job_max_megabytes"):
+                col.prop(self, name)
+            col.operator("texture_variants.clean_up_jobs", icon="TRASH")
         box = layout.box()
         draw_setup(box, self, context)
         box.label(text=self.status, icon="CHECKMARK" if self.status.startswith("Backend") else "INFO")
+        header, body = layout.panel("texture_variants_prefs_pipeline", default_closed=True)
+        header.label(text="Pipeline")
+        if body:
+            col = body.column()
+            for name in ("python", "backend_command", "allow_pickle"):
+                col.prop(self, name)
+            draw_indexes(col, self)
 
 
 CLASSES = (TextureVariantsPreferences,)

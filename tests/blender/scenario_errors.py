@@ -40,6 +40,9 @@ def scenario(rec):
     gone = bpy.data.images.load(missing_file)
     _, material, node = h.plane_with_image(gone, "Missing")
     os.remove(missing_file)
+    layout = h.CheckingLayout()
+    h.addon_module("ui.panel").draw_variants_panel(layout, bpy.context)
+    rec["panel_missing"] = [list(call) for call in layout.calls]
     attempt(rec, "image_missing", ops.generate, material)
 
     source = shutil.copy(texture, os.path.join(workdir, "gravel.png"))

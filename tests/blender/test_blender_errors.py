@@ -62,6 +62,13 @@ def test_error_says_what_to_do_and_changes_nothing(errors, case):
     assert outcome["unchanged"], f"{case} changed the material or the images"
 
 
+def test_the_panel_says_the_file_is_missing_before_generate(errors):
+    labels = [text for kind, text in errors["panel_missing"] if kind == "label"]
+    first = labels.index("soon_gone.png: its file is missing")
+    said = " ".join(labels[first + 1:first + 6])  # the path and what to do, wrapped over a few lines
+    assert "soon_gone.png" in said and "Find Missing Files" in said
+
+
 def test_errors_touch_no_file(errors):
     assert errors["source_unchanged"]
     assert errors["setup_offline"]["venv_created"] is False and errors["online_access"] is False

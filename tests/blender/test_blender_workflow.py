@@ -106,8 +106,8 @@ def test_panel_draws_settings_results_and_progress(workflow):
     # every layout call was checked against Blender's UILayout RNA (harness.CheckingLayout)
     for prop in ("engine", "variants", "seed", "steps", "size", "tile", "appearance", "style_only", "suppress_content"):
         assert ("prop", prop) in idle
-    balance = idle.index(("label", "Structure"))
-    assert idle[balance + 1][0] == "prop" and idle[balance + 2] == ("label", "Appearance")
+    balance = idle.index(("label", "Structure ⟷ Appearance"))  # the slider's ends, then its meaning in words
+    assert idle[balance + 1] == ("prop", "balance") and idle[balance + 2][0] == "label"
     assert ("operator", "texture_variants.generate") in idle and ("template_list", "") in idle
     assert ("operator", "texture_variants.revert") not in idle
     applied = _calls(data, "panel_with_applied_variant")
@@ -116,6 +116,18 @@ def test_panel_draws_settings_results_and_progress(workflow):
     assert ("progress", "Step 3/12 · 0:05 left") in running
     assert ("operator", "texture_variants.cancel") in running
     assert ("operator", "texture_variants.generate") not in running
+
+
+@pytest.mark.parametrize("key", ["labels_with_results", "labels_with_applied_variant", "preferences_labels"])
+def test_no_two_controls_read_the_same(workflow, key):
+    """Every section unfolded: a text on a button or field names one setting or one action."""
+    data, _ = workflow
+    meanings = {}
+    for kind, what, text in data[key]:
+        if text:
+            meanings.setdefault(text, set()).add((kind, what))
+    assert len(meanings) > 20
+    assert {text: sorted(m) for text, m in meanings.items() if len(m) > 1} == {}
 
 
 def test_preferences_offer_setup_and_say_what_overrides_them(workflow):
