@@ -27,7 +27,7 @@ def _tile_set_of(context):
 
 def _spec_file(entry: dict) -> str:
     """The result entry's JSON description of the set."""
-    path = entry.get("tileset")
+    path = entry.get("json")
     if not path:
         raise UserError("bad_output", "The backend sent a tile set without its description",
                         "update the backend (Preferences > Set Up Backend) and click Make Tile Set again")
