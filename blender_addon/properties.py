@@ -221,8 +221,9 @@ class TEXTURE_VARIANTS_PG_tile_set(bpy.types.PropertyGroup):
     colours: EnumProperty(name="Edge Colours", default="2", items=[
         ("2", "2 (16 Tiles)", "Two codes per edge: 16 tiles, quick to make"),
         ("3", "3 (81 Tiles)", "Three codes per edge: 81 tiles, even less repetition, a larger atlas")])
-    tile_size: IntProperty(name="Tile Size", default=256, min=64, max=2048, step=64, subtype="PIXEL",
-                           description="Each tile's side in pixels (the texture must be at least this large)")
+    tile_size: IntProperty(name="Tile Size", default=256, min=16, max=4096, step=8, subtype="PIXEL",
+                           description="Each tile's side in pixels, a multiple of 8 (the texture must be at least "
+                           "this large)")
     cells_x: IntProperty(name="Cells X", default=8, min=1, max=64, description="Bake Layout: cells across")
     cells_y: IntProperty(name="Cells Y", default=8, min=1, max=64, description="Bake Layout: cells down")
     seed: IntProperty(name="Layout Seed", default=0, min=0, max=2**20,

@@ -6,7 +6,7 @@ Use: one "Wang Layout" group node (wang_group.py) is fed by what fed the texture
 the UV where nothing did); the texture's node and every map node the set has an atlas for read that
 atlas through it. The record, a custom property of the material (it survives save and reopen), names
 the nodes added and each image node's image, sampling and Vector link before, so Stop puts the tree
-back exactly. Maps without an atlas keep repeating their own texture (the report says which).
+back exactly (the originals keep a fake user meanwhile, so saving does not drop them). Maps without an atlas keep repeating their own texture (the report says which).
 
 Bake: Cycles bakes the same group with a period of N×M cells onto a temporary plane in a temporary
 scene, one image per atlas: exactly the backend's layout (backend/tileset), tileable because the
@@ -23,9 +23,9 @@ import bpy
 from .. import paths
 from ..errors import UserError
 from . import texture_io, wang_group
-from .target import check_editable
+from .target import TILE_SET_KEY, check_editable
 
-KEY = "texture_variants_tile_set"
+KEY = TILE_SET_KEY
 LABEL = "Wang Layout"
 COLOR = "color"  # the atlas of the texture itself; the others are named after their map
 
@@ -115,10 +115,14 @@ def use(material, node, map_nodes: dict, scale: float, seed: int) -> list[str]:
     for name, image_node in targets.items():
         vector = image_node.inputs["Vector"]
         was = vector.links[0] if vector.is_linked else None
+        original = image_node.image
         record["nodes"][image_node.name] = {
-            "image": image_node.image.name if image_node.image else None,
+            "image": original.name if original else None,
+            "fake_user": bool(original and original.use_fake_user),
             "interpolation": image_node.interpolation, "extension": image_node.extension,
             "vector": [was.from_node.name, was.from_socket.identifier] if was else None}
+        if original is not None:
+            original.use_fake_user = True  # kept in the .blend while no node shows it, for Stop
         image_node.image = atlases[name]
         image_node.extension = "EXTEND"  # the padding continues each tile's border: nothing of a neighbour
         tree.links.new(group.outputs["Vector"], vector)
@@ -135,7 +139,10 @@ def stop(material) -> None:
         image_node = tree.nodes.get(node_name)
         if image_node is None:  # deleted meanwhile: nothing to restore
             continue
-        image_node.image = bpy.data.images.get(was["image"]) if was["image"] else None
+        original = bpy.data.images.get(was["image"]) if was["image"] else None
+        if original is not None:
+            original.use_fake_user = was.get("fake_user", False)
+        image_node.image = original
         image_node.interpolation, image_node.extension = was["interpolation"], was["extension"]
         vector = image_node.inputs["Vector"]
         for link in list(vector.links):
@@ -234,7 +241,9 @@ def bake_layout(material, cells: tuple[int, int], seed: int, folder: Path) -> di
                 kind = texture_io.bake_kind(image)
                 stem = f"{paths.safe_stem(Path(image.filepath).stem or name)}-layout-{columns}x{rows}"
                 file = paths.unique_target(folder, stem, texture_io.SUFFIX[kind])
-                written[name] = texture_io.save_as(result, file, kind, alpha=texture_io.has_alpha(image))
+                grey = image.depth == (8 if not image.is_float else 16) or image.depth == 32 and image.is_float
+                written[name] = texture_io.save_as(result, file, kind, alpha=texture_io.has_alpha(image),
+                                                   channels=1 if grey else None)
             finally:
                 bpy.data.images.remove(result)
                 bpy.data.images.remove(raw)

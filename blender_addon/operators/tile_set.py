@@ -70,7 +70,8 @@ class TEXTURE_VARIANTS_OT_make_tile_set(JobOperator, bpy.types.Operator):
         if side < state.tile_size:
             raise UserError("too_small", f"'{image.name}' is {image.size[0]}×{image.size[1]}, smaller than the "
                             f"{state.tile_size} px tiles", f"set Tile Size to {max(64, side // 64 * 64)} or less")
-        return {"engine": settings.engine, "colours": int(state.colours), "size": state.tile_size, "seed": seed}
+        size = max(16, state.tile_size // 8 * 8)  # the backend's tiles are whole latent cells (8 px)
+        return {"engine": settings.engine, "colours": int(state.colours), "size": size, "seed": seed}
 
     def _maps(self, material, node, job_dir) -> dict:
         return map_io.export_chosen(material, node, job_dir)
@@ -97,7 +98,7 @@ class TEXTURE_VARIANTS_OT_make_tile_set(JobOperator, bpy.types.Operator):
         for atlas_name, image in images.items():
             storage.settle(image, pack)
             item = state.atlases.add()
-            item.name, item.image, item.path = atlas_name, image, str(image.filepath)
+            item.name, item.image, item.path = atlas_name, image, bpy.path.abspath(image.filepath)
         state.spec = json.dumps(spec, sort_keys=True)
         state.created = time.strftime("%Y-%m-%d %H:%M")
         paths.mark_finished(job.folder)

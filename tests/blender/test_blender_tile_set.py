@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from backend.materials.maps import read_map
 from tests.blender.conftest import run_scenario
 from tests.blender.test_blender_tileable import wall_files  # noqa: F401  (the fixture)
 from tests.conftest import ROOT
@@ -77,9 +78,9 @@ def _backend_layout(spec_file: Path, out: Path) -> dict[str, np.ndarray]:
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     made = {}
-    for file in out.glob("*.png"):
+    for file in out.iterdir():
         name = file.stem.rsplit(f"-wang-layout-{CELLS[0]}x{CELLS[1]}", 1)[-1].lstrip("-") or "color"
-        made[name] = _pixels(file)
+        made[name] = _pixels(file) if name == "color" else read_map(file, name).pixels
     return made
 
 
@@ -87,11 +88,13 @@ def test_the_baked_layout_is_the_backends_layout_pixel_for_pixel(tiles, tmp_path
     assert tiles["bake"]["error"] is None, tiles["bake"]
     [layout] = tiles["layout"]
     assert layout["engine"] == "layout" and layout["size"] == [CELLS[0] * TILE, CELLS[1] * TILE]
-    spec_file = tmp_path / "set-wang.json"
-    spec = dict(tiles["spec"], atlas={name: entry[2] for name, entry in tiles["atlases"].items()})
+    folder = Path(tiles["atlases"]["color"][2]).parent  # the atlases as Blender keeps them, beside the .blend
+    spec_file = folder / "set-wang.json"
+    spec = dict(tiles["spec"], atlas={name: Path(entry[2]).name for name, entry in tiles["atlases"].items()})
     spec_file.write_text(json.dumps(spec))
     reference = _backend_layout(spec_file, tmp_path / "backend")
-    baked = {"color": _pixels(layout["file"]), **{name: _pixels(path) for name, path in layout["maps"].items()}}
+    baked = {"color": _pixels(layout["file"]),
+             **{name: read_map(path, name).pixels for name, path in layout["maps"].items()}}
     assert sorted(baked) == sorted(reference) == ["color", "normal", "roughness"]
     for name, pixels in baked.items():
         assert pixels.dtype == reference[name].dtype, name  # the 16-bit normal stays 16-bit
