@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from blender_addon import panel_rules, paths
 from blender_addon.connection import job
-from blender_addon.errors import UserError, in_blender_terms
+from blender_addon.errors import CONTROL_MODELS, UserError, in_blender_terms
 from blender_addon.pixels import colour, sizing
 
 
@@ -103,6 +103,24 @@ def test_model_errors_name_the_preferences_not_command_line_flags():
     assert "Content Encoder" in content.hint and "--" not in content.hint
     base = in_blender_terms(UserError("models_missing", "no SD1.5 model", "run python -m backend download"))
     assert "Base Model" in base.hint and "python -m" not in base.hint
+
+
+@pytest.mark.parametrize(("function", "field"), [("resolve_lgp", "LGP Model"), ("resolve_controlnet", "ControlNet Model"),
+                                                 ("resolve_sam", "Segment Anything Model")])
+def test_a_controls_missing_model_names_its_own_preference(function, field, tmp_path, monkeypatch):
+    """The backend's real errors for the controls' models (an empty cache): each hint names the field."""
+    from backend import sam
+    from backend.diffusion import sketch_models
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    for name in ("TEXTURE_VARIANTS_LGP", "TEXTURE_VARIANTS_CONTROLNET", "TEXTURE_VARIANTS_SAM"):
+        monkeypatch.delenv(name, raising=False)
+    resolve = getattr(sam if function == "resolve_sam" else sketch_models, function)
+    with pytest.raises(Exception) as raised:
+        resolve(None)
+    error = in_blender_terms(UserError("models_missing", str(raised.value).split("\n")[0], "run download-models"))
+    assert f"set {field} in Edit > Preferences" in error.hint and "Download" in error.hint
+    assert [f for _, f, _ in CONTROL_MODELS if f in error.hint] == [field]
 
 
 def test_request_carries_prompts_and_the_content_encoder_only_where_they_count():

@@ -12,6 +12,7 @@ listed variants, and Apply / Bake / Revert work on them the same way.
 import bpy
 from bpy.props import BoolProperty, FloatVectorProperty
 
+from .. import prefs
 from ..connection import job as jobs
 from ..errors import UserError, reports_errors
 from ..material import target, texture_io
@@ -72,6 +73,8 @@ class TEXTURE_VARIANTS_OT_restyle(JobOperator, bpy.types.Operator):
             points = [(p.u, p.v, p.negative) for p in settings.mask_points]
             size = (side, side) if side else tuple(image.size)
             params = jobs.restyle_params(values, seed, points=jobs.points_in_pixels(points, *size))
+            if prefs.control_model("sam", context):
+                params["sam"] = prefs.control_model("sam", context)
         else:
             params = jobs.restyle_params(values, seed)
         params["preview_every"] = 0 if bpy.app.background else 2  # as Generate's

@@ -48,6 +48,23 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         "model.safetensors and the tokenizer, or a hub id already in the Hugging Face cache); empty = "
         "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the cache",
     )
+    lgp: StringProperty(
+        name="LGP Model", subtype="FILE_PATH",
+        description="The Structure Guide's soft mode (LGP): a .safetensors written by train-lgp, the published .pt "
+        "(needs Trust Pickled Weights) or a hub id already downloaded; empty = "
+        "ogkalu/Stable-Diffusion-Latent-Guidance-Predictor from the cache (TEXTURE_VARIANTS_LGP overrides this)",
+    )
+    controlnet: StringProperty(
+        name="ControlNet Model", subtype="DIR_PATH",
+        description="The Structure Guide's strict mode: an SD1.5 ControlNet folder (diffusers layout) or a hub id "
+        "already downloaded; empty = lllyasviel/control_v11p_sd15_lineart from the cache "
+        "(TEXTURE_VARIANTS_CONTROLNET overrides this)",
+    )
+    sam: StringProperty(
+        name="Segment Anything Model", subtype="DIR_PATH",
+        description="Restyle's point masks: a Segment Anything folder (transformers layout) or a hub id already "
+        "downloaded; empty = nielsr/slimsam-50-uniform from the cache (TEXTURE_VARIANTS_SAM overrides this)",
+    )
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
     allow_pickle: BoolProperty(
         name="Trust Pickled Weights", default=False,
@@ -96,11 +113,17 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         layout = self.layout
         layout.use_property_split = True
         col = layout.column()
-        for name in ("base", "ip_adapter", "content_encoder", "device"):
-            col.prop(self, name)
+        col.prop(self, "base")
+        col.prop(self, "ip_adapter")
+        for name, download in (("content_encoder", "content-encoder"), ("lgp", "lgp"), ("controlnet", "controlnet"),
+                               ("sam", "sam")):
+            row = col.row(align=True)
+            row.prop(self, name)
+            row.operator("texture_variants.download_model", text="Download", icon="IMPORT").model = download
+        col.prop(self, "device")
         overridden = [name for name in ("TEXTURE_VARIANTS_PYTHON", "TEXTURE_VARIANTS_BACKEND_COMMAND",
-                                        "TEXTURE_VARIANTS_BASE",
-                                        "TEXTURE_VARIANTS_IP_ADAPTER") if os.environ.get(name)]
+                                        "TEXTURE_VARIANTS_BASE", "TEXTURE_VARIANTS_IP_ADAPTER",
+                                        *prefs.CONTROL_MODEL_ENV.values()) if os.environ.get(name)]
         if overridden:
             col.label(text="Overridden by the environment: " + ", ".join(overridden), icon="INFO")
         header, body = layout.panel("texture_variants_prefs_files", default_closed=False)

@@ -75,6 +75,7 @@ def scenario(rec):
     rec["online_access"] = bpy.app.online_access
     venv = os.path.join(bpy.utils.extension_path_user(h.MODULE), "backend-venv")
     attempt(rec, "setup_offline", ops.setup_backend)
+    attempt(rec, "download_offline", ops.download_model, model="sam")
     rec["setup_offline"]["venv_created"] = os.path.exists(venv)
 
     # Bake with an unsaved .blend: a variant made outside the backend is enough to get that far.

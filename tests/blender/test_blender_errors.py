@@ -48,6 +48,7 @@ EXPECTED = {
     "models_missing": ["no-such-model", "To fix"],
     "cancelled": ["cancelled", "the material was not changed"],
     "setup_offline": ["Online access is off", "Preferences > System > Network"],
+    "download_offline": ["Online access is off", "download-models --sam"],
     "bake_unsaved": ["has not been saved", "save the .blend file first"],
 }
 
