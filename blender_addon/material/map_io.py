@@ -20,13 +20,14 @@ from . import target as material_target
 NON_COLOR = "Non-Color"
 
 
-def export_chosen(material, node, job_dir) -> dict[str, tuple[str, Path]]:
+def export_chosen(material, node, job_dir, shown: bool = False) -> dict[str, tuple[str, Path]]:
     """The ticked maps of `material` (found from its base colour `node`) written into the job folder:
-    {map name: (its node's name, the file)}. A map whose variant is applied is sent as its original."""
+    {map name: (its node's name, the file)}. A map whose variant is applied is sent as its original,
+    or as the node shows it when `shown` (a restyle works on what the material shows)."""
     found = material_maps.chosen(material, material_maps.find_maps(material, node))
     out = {}
     for name, item in found.items():
-        image = material_target.source_image(material, item.node)
+        image = item.node.image if shown and item.node.image else material_target.source_image(material, item.node)
         out[name] = (item.node.name, texture_io.export_map(image, job_dir, name))
     return out
 
