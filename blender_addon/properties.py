@@ -59,6 +59,11 @@ MASK_SOURCE_ITEMS = [
     ("points", "Points (Segment Anything)", "Points placed with the Image Editor's 2D cursor; Segment Anything "
      "selects the part they mark (needs its model: download-models --sam)"),
 ]
+RESTYLE_START_ITEMS = parameters.enum_items("restyle_start", {
+    "inverted": ("From the Texture", "Start from the texture's own inverted noise (as the method's paper): the "
+                 "structure is kept closely; every seed gives nearly the same result"),
+    "noise": ("From Noise", "Start from seeded noise: more variety between seeds, the structure is kept less"),
+})
 MASK_MODE_ITEMS = parameters.enum_items("mask_mode", {
     "keep-structure": ("Keep Structure Inside", "The masked part keeps its structure; the rest follows the prompt"),
     "edit-inside": ("Edit Inside Only", "Only the masked part changes; the rest stays the original"),
@@ -169,6 +174,7 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
     restyle_prompt: StringProperty(
         name="New Look", description="The new look, e.g. \"mossy bricks\", \"rusty metal\", \"snow in the joints\"")
     restyle_strength: FloatProperty(name="Strength", subtype="FACTOR", **parameters.keywords("restyle_strength"))
+    restyle_start: EnumProperty(name="Start", items=RESTYLE_START_ITEMS, default=parameters.default("restyle_start"))
     mask_source: EnumProperty(name="Mask", items=MASK_SOURCE_ITEMS, default="none")
     mask_image: PointerProperty(name="Mask Image", type=bpy.types.Image,
                                 description="White = selected; the texture's aspect ratio")

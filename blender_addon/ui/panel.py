@@ -199,6 +199,7 @@ def draw_restyle(layout, view) -> None:
     states = panel_rules.restyle_states(view.session.hello, settings.mask_source)
     col.prop(settings, "restyle_prompt")
     col.prop(settings, "restyle_strength", slider=True)
+    col.prop(settings, "restyle_start")
     col.prop(settings, "mask_source")
     if states["mask_image"] == panel_rules.SHOWN:
         row = col.row(align=True)

@@ -55,7 +55,7 @@ def scenario(rec):
         for x in range(width):
             pixels[(y * width + x) * 4: (y * width + x) * 4 + 3] = [1.0, 1.0, 1.0]
     mask.pixels.foreach_set(pixels)
-    h.set_settings(mask_mode="edit-inside")
+    h.set_settings(mask_mode="edit-inside", restyle_start="noise")
     rec["panel_image_mask"] = _panel(ui, "image")
     rec["restyle_masked"] = h.call(bpy.ops.texture_variants.restyle)
     rec["results_after_masked"] = _results(settings)

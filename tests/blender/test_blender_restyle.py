@@ -3,6 +3,7 @@ a painted mask, Segment Anything points placed by script, errors, Apply / Bake /
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,16 @@ def test_points_from_the_2d_cursor_or_a_script_go_to_segment_anything(restyled):
     assert restyled["points_after_clear"] == 0
     assert "no point is placed" in restyled["no_points"]["error"]
     assert "needs a prompt" in restyled["no_prompt"]["error"]
+
+
+def test_the_start_setting_reaches_the_backend(restyled):
+    def start(result):
+        with Image.open(result["path"]) as image:
+            return json.loads(image.text["parameters"])["restyle_start"]
+
+    assert start(restyled["results_after_whole"][-1]) == "inverted"  # the default: the method's own start
+    assert start(restyled["results_after_masked"][-1]) == "noise"
+    assert ["prop", "restyle_start"] in restyled["panel_image_mask"]
 
 
 def test_a_restyle_of_a_pbr_set_carries_its_maps_and_applies_them(restyled):
