@@ -15,7 +15,7 @@ import pytest
 
 from blender_addon.connection.client import BackendClient
 from blender_addon.connection.config import BackendConfig, runs_over_ssh
-from blender_addon.connection.start_failure import classify, ssh_host
+from blender_addon.connection.start_failure import INTERPRETER_FAILURES, SSH_CAUSES, classify, ssh_host
 from blender_addon.errors import UserError
 from tests.conftest import ROOT
 from tests.sshd import descendants, process_name
@@ -102,3 +102,9 @@ def test_a_status_request_that_waited_for_a_start_does_not_start_a_backend_after
     time.sleep(0.3)
     assert not [pid for pid in descendants(os.getpid()) if process_name(pid) == "sleep 30"]
     assert not os.path.exists(f"/proc/{first}")
+
+
+def test_every_start_failure_code_is_in_the_protocol_docs():
+    doc = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    codes = [code for code, _, _ in SSH_CAUSES] + [code for code, _ in INTERPRETER_FAILURES.values()]
+    assert len(codes) == 6 and all(f"| `{code}` |" in doc for code in codes), codes

@@ -16,7 +16,8 @@ from ..errors import UserError
 from .config import ENV_COMMAND, ENV_PYTHON, BackendConfig, runs_over_ssh, setting_name
 
 SSH_FAILED = 255  # ssh's own exit status (the remote command's is passed through)
-NOT_EXECUTABLE, NOT_FOUND = 126, 127  # a POSIX shell's, for the command it was asked to run
+# A POSIX shell's exit status for the command it was asked to run: (code, what is wrong with it).
+INTERPRETER_FAILURES = {126: ("interpreter_not_executable", "not executable"), 127: ("interpreter_not_found", "not found")}
 SSH_OPTIONS_WITH_VALUE = set("BbcDEeFIiJLlmOoPpQRSWw")  # ssh's options that take the next argument
 
 # (code, what ssh said, matched case-insensitively, message prefix), for exit status 255.
@@ -67,10 +68,9 @@ def classify(config: BackendConfig, died: dict) -> UserError:
         return UserError("backend_not_installed", f"the interpreter has no backend package{said}",
                          f"set {interpreter} to the .venv/bin/python that scripts/setup made in the backend's "
                          "checkout (on the server, for a remote backend)")
-    if code in (NOT_FOUND, NOT_EXECUTABLE) and config.remote_command:
-        found = "not found" if code == NOT_FOUND else "not executable"
-        return UserError("interpreter_not_found" if code == NOT_FOUND else "interpreter_not_executable",
-                         f"the backend's interpreter is {found}{said}",
+    if code in INTERPRETER_FAILURES and config.remote_command:
+        cause, wrong = INTERPRETER_FAILURES[code]
+        return UserError(cause, f"the backend's interpreter is {wrong}{said}",
                          f"fix the interpreter path in {command}: the server's .venv/bin/python of its "
                          "checkout, e.g. `ssh gpu-box /opt/texture-variants/.venv/bin/python -m backend serve "
                          "--remote`")
