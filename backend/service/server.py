@@ -271,35 +271,28 @@ class Service:
 
     def _on_make_tileable(self, request: Request) -> None:
         """A job like generate's whose work is backend.api.make_tileable (the input made tileable)."""
-        from backend.params import GenerationParams
-
-        f = dict(request.fields)
-        options = {k: f.pop(k) for k in ("engine", "band", "flatten", "tile", "maps")}
-        fields = f | {"params": GenerationParams.build({}, engine="patch", maps=options["maps"]),
-                      "base": None, "ip_adapter": None, "tiled_preview": False, "preview_every": 0,
-                      "maps_only": False, "tileable": options}
-        self._on_generate(dataclasses.replace(request, fields=fields))
+        self._special_job(request, "tileable", ("engine", "band", "flatten", "tile", "maps"))
 
     def _on_tileset(self, request: Request) -> None:
         """A job like generate's whose work is backend.api.make_tileset (a Wang tile set of the input)."""
-        from backend.params import GenerationParams
-
-        f = dict(request.fields)
-        options = {k: f.pop(k) for k in ("colours", "size", "padding", "engine", "maps", "seed")}
-        base, ip_adapter = f.pop("base"), f.pop("ip_adapter")
-        fields = f | {"params": GenerationParams.build({}, engine="patch", maps=options["maps"]),
-                      "base": base, "ip_adapter": ip_adapter, "tiled_preview": False, "preview_every": 0,
-                      "maps_only": False, "tileset": options}
-        self._on_generate(dataclasses.replace(request, fields=fields))
+        self._special_job(request, "tileset", ("colours", "size", "padding", "engine", "maps", "seed"),
+                          models=True)
 
     def _on_tileset_layout(self, request: Request) -> None:
         """A job whose work is backend.api.tileset_layout (cells of a saved tile set; `input` its JSON)."""
+        self._special_job(request, "tileset_layout", ("cells", "seed"))
+
+    def _special_job(self, request: Request, kind: str, names: tuple[str, ...], models: bool = False) -> None:
+        """A job like generate's (queue, events, cancel, files) whose work is another API call: the
+        request's `names` become the Job's `kind` options."""
         from backend.params import GenerationParams
 
         f = dict(request.fields)
-        options = {k: f.pop(k) for k in ("cells", "seed")}
-        fields = f | {"params": GenerationParams.build({}, engine="patch"), "base": None, "ip_adapter": None,
-                      "tiled_preview": False, "preview_every": 0, "maps_only": False, "tileset_layout": options}
+        options = {k: f.pop(k) for k in names}
+        base, ip_adapter = (f.pop("base"), f.pop("ip_adapter")) if models else (None, None)
+        fields = f | {"params": GenerationParams.build({}, engine="patch", maps=options.get("maps", {})),
+                      "base": base, "ip_adapter": ip_adapter, "tiled_preview": False, "preview_every": 0,
+                      "maps_only": False, kind: options}
         self._on_generate(dataclasses.replace(request, fields=fields))
 
     def _on_cancel(self, request: Request) -> None:
