@@ -46,6 +46,8 @@ class Job:
     maps_only: bool = False  # the input's own derived maps, no variant (backend.api.derive_maps)
     upscale: int = 0  # an upscale request: the input this many times larger (backend/upscaling.py)
     tileable: dict | None = None  # make_tileable's options: the input itself made tileable, no variant
+    tileset: dict | None = None  # tileset's options: a Wang tile set of the input (backend/tileset/)
+    tileset_layout: dict | None = None  # tileset_layout's: cells of the tile set whose JSON is the input
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"  # queued -> running -> done
     step: int = 0
@@ -243,6 +245,8 @@ def run_job(job: Job, generate: Callable[..., list], on_step: Callable | None = 
             on_step=None if on_step is None else lambda step, total, preview: on_step(output, step, total, preview),
             **({"maps_only": True} if job.maps_only else {}), **({"upscale": job.upscale} if job.upscale else {}),
             **({"tileable": job.tileable} if job.tileable is not None else {}),
+            **({"tileset": job.tileset} if job.tileset is not None else {}),
+            **({"tileset_layout": job.tileset_layout} if job.tileset_layout is not None else {}),
         )
         if job.cancel.is_set():  # cancelled after the last step: still nothing is kept
             raise CancelledError()
@@ -312,12 +316,15 @@ class JobOutput:
         except (OSError, UnicodeEncodeError) as e:
             raise classify(e) from e
 
-    def _save(self, image, stem: str, companions: tuple[str, ...] = ()) -> Path:
-        from backend.images import save_png_unique
-
+    def _make_folder(self) -> None:
         if not self._created and not self.folder.is_dir():
             self.folder.mkdir()  # its parent, never: a missing parent is the caller's mistake
             self._created = True
+
+    def _save(self, image, stem: str, companions: tuple[str, ...] = ()) -> Path:
+        from backend.images import save_png_unique
+
+        self._make_folder()
         path = save_png_unique(image, self.folder, stem, companions)
         self._written.append(path)
         return path
@@ -351,6 +358,15 @@ class JobOutput:
 
         files = []
         for image in images:
+            if self.job.tileset is not None:  # a tile set: its atlases and JSON (backend/tileset/atlas.py)
+                self._make_folder()
+                written = image.save(self.folder, self.stem)
+                self._written.extend(Path(p) for p in written.values())
+                record = json.loads(Path(written["json"]).read_text(encoding="utf-8"))
+                maps = {k: v for k, v in written.items() if k not in ("json", "color")}
+                files.append({"path": written["color"], "json": written["json"], "maps": maps,
+                              "parameters": {k: v for k, v in record.items() if k != "tiles"}})
+                continue
             params = json.loads(image.info.get("parameters", "{}"))
             kind = "restyle" if params.get("restyle_prompt") else params.get("engine", "variant")
             if self.job.upscale:
@@ -362,6 +378,8 @@ class JobOutput:
                 stem = f"{self.stem}-maps"
             elif self.job.tileable is not None:
                 stem = f"{self.stem}-tileable"
+            elif self.job.tileset_layout is not None:
+                stem = image.info["stem"]
             else:
                 stem = f"{self.stem}-{kind}-s{params.get('seed', len(files))}"
             path = self._save(image, stem, companions)

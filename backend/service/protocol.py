@@ -24,12 +24,13 @@ MAX_UPLOAD_BYTES = 1 << 30
 START_OPTIONS = {"allow_pickle": "--allow-pickle"}
 
 # The fields of each request type are checked by the _check_* functions below (one per type).
-REQUEST_TYPES = ("hello", "generate", "restyle", "upscale", "make_tileable", "cancel", "status", "unload",
+REQUEST_TYPES = ("hello", "generate", "restyle", "upscale", "make_tileable", "tileset", "tileset_layout", "cancel",
+                 "status", "unload",
                  "shutdown", "upload_begin", "upload_chunk", "upload_end", "download", "release")
 EVENT_TYPES = (
     # answers to hello / status / cancel / unload / shutdown
     "hello", "status", "ack",
-    # the life of a generate (or restyle, upscale, make_tileable) job
+    # the life of a generate (or restyle, upscale, make_tileable, tileset, tileset_layout) job
     "accepted", "progress", "result", "cancelled",
     # a file leaving the service (download)
     "chunk",
@@ -191,12 +192,7 @@ def _check_generate(fields: dict, request_id) -> dict:
     for name in ("variants", "steps", "size"):  # JSON has one number type: accept 4.0 as 4
         if name in api:
             api[name] = _whole(api[name])
-    for name in ("base", "ip_adapter"):
-        value = fields.get(name)
-        if value is not None and (not isinstance(value, str) or not value):
-            _bad(request_id, f"generate '{name}' must be a non-empty string or null, got {_short(value)}",
-                 "pass a hub id, a model folder or a checkpoint file, or leave it out for the service default")
-        out[name] = value
+    out |= _models(fields, request_id)
     tiled_preview = fields.get("tiled_preview", False)
     if not isinstance(tiled_preview, bool):
         _bad(request_id, f"generate 'tiled_preview' must be true or false, got {_short(tiled_preview)}",
@@ -227,6 +223,29 @@ def _check_generate(fields: dict, request_id) -> dict:
              f"{_short(out['maps_only'])} with derive {list(out['params'].derive)}",
              'for the input\'s own maps send "maps_only": true, "derive": ["height", "normal", "roughness"]')
     return out
+
+
+def _models(fields: dict, request_id) -> dict:
+    """`base` and `ip_adapter`: a non-empty string or null (messages name generate; see _renamed)."""
+    out = {}
+    for name in ("base", "ip_adapter"):
+        value = fields.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            _bad(request_id, f"generate '{name}' must be a non-empty string or null, got {_short(value)}",
+                 "pass a hub id, a model folder or a checkpoint file, or leave it out for the service default")
+        out[name] = value
+    return out
+
+
+def _maps(fields: dict, kind: str, request_id) -> dict:
+    """A request's `maps`: {name: absolute path}."""
+    maps = fields.get("maps", {})
+    if not isinstance(maps, dict) or not all(isinstance(v, str) for v in maps.values()):
+        _bad(request_id, f"{kind} 'maps' must be an object of name: path, got {_short(maps)}",
+             '{"maps": {"roughness": "/abs/rough.png"}}')
+    for name, path in maps.items():
+        _check_map_file(name, path, request_id)
+    return dict(maps)
 
 
 def _whole(value):
@@ -386,23 +405,78 @@ def _check_make_tileable(fields: dict, request_id) -> dict:
         _bad(request_id, f"make_tileable 'band' must be an integer from 8 to 4096 (pixels) or null, got "
              f"{_short(band)}", "leave it out to let the texture's scale decide")
     out["band"] = band
-    maps = fields.get("maps", {})
-    if not isinstance(maps, dict) or not all(isinstance(v, str) for v in maps.values()):
-        _bad(request_id, f"make_tileable 'maps' must be an object of name: path, got {_short(maps)}",
-             '{"maps": {"roughness": "/abs/rough.png"}}')
-    for name, path in maps.items():
-        _check_map_file(name, path, request_id)
-    out["maps"] = dict(maps)
+    out["maps"] = _maps(fields, "make_tileable", request_id)
     return out
 
 
-def _as_make_tileable(check):
+# tileset: a Wang tile set of the input (backend.api.make_tileset); tileset_layout: N x M cells of a
+# saved set laid out (backend.api.tileset_layout). Jobs like generate's, their options at the top level.
+TILESET_FIELDS = ("input", "output_dir", "colours", "size", "padding", "engine", "maps", "seed", "base", "ip_adapter")
+TILESET_LAYOUT_FIELDS = ("input", "output_dir", "cells", "seed")
+
+
+def tileset_parameters() -> dict:
+    """What tileset and tileset_layout requests accept, for `hello`."""
+    from backend.tileset.atlas import COLOURS
+    from backend.tileset.make import ENGINES
+
+    return {"tileset": {"fields": list(TILESET_FIELDS), "choices": {"colours": list(COLOURS), "engine": list(ENGINES)}},
+            "tileset_layout": {"fields": list(TILESET_LAYOUT_FIELDS)}}
+
+
+def _check_tileset(fields: dict, request_id) -> dict:
+    from backend.tileset.atlas import COLOURS
+    from backend.tileset.make import DEFAULT_PADDING, ENGINES
+
+    _only(fields, TILESET_FIELDS, "tileset", request_id)
+    out = {"input": _check_path(fields, "input", request_id),
+           "output_dir": _check_path(fields, "output_dir", request_id)}
+    colours, engine = _whole(fields.get("colours", 2)), fields.get("engine", "auto")
+    if colours not in COLOURS or isinstance(colours, bool):
+        _bad(request_id, f"tileset 'colours' must be 2 or 3, got {_short(colours)}", '"colours": 2 (16 tiles)')
+    if engine not in ENGINES:
+        _bad(request_id, f"tileset 'engine' must be one of {', '.join(ENGINES)}, got {_short(engine)}",
+             '"engine": "auto"')
+    size, padding, seed = (_whole(fields.get(k, d)) for k, d in (("size", None), ("padding", DEFAULT_PADDING),
+                                                                   ("seed", 0)))
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= 4096
+                             or size % 8):
+        _bad(request_id, f"tileset 'size' must be a multiple of 8 from 16 to 4096 (px) or null, got {_short(size)}",
+             "leave it out for half the texture's shorter side")
+    if not isinstance(padding, int) or isinstance(padding, bool) or not 0 <= padding <= 512:
+        _bad(request_id, f"tileset 'padding' must be an integer from 0 to 512 (px), got {_short(padding)}",
+             f'"padding": {DEFAULT_PADDING}')
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        _bad(request_id, f"tileset 'seed' must be a whole number >= 0, got {_short(seed)}", '"seed": 0')
+    return out | _models(fields, request_id) | {"colours": colours, "size": size, "padding": padding,
+                                                 "engine": engine, "seed": seed,
+                                                 "maps": _maps(fields, "tileset", request_id)}
+
+
+def _check_tileset_layout(fields: dict, request_id) -> dict:
+    from backend.errors import InputError
+    from backend.tileset.layout import check_seed
+    from backend.tileset.make import parse_cells
+
+    _only(fields, TILESET_LAYOUT_FIELDS, "tileset_layout", request_id)
+    out = {"input": _check_path(fields, "input", request_id),
+           "output_dir": _check_path(fields, "output_dir", request_id)}
+    try:
+        out["cells"] = parse_cells(fields.get("cells"))
+        out["seed"] = check_seed(_whole(fields.get("seed", 0)))
+    except InputError as e:
+        _bad(request_id, f"tileset_layout: {e.message}", 'e.g. "cells": "8x8", "seed": 0')
+    return out
+
+
+def _renamed(kind: str, check):
+    """A check that shares generate's checks, its messages naming the request that was sent."""
     def checked(fields: dict, request_id) -> dict:
         try:
             return check(fields, request_id)
-        except ProtocolError as e:  # the shared checks speak of generate
+        except ProtocolError as e:
             if e.message.startswith("generate"):
-                e.message = "make_tileable" + e.message.removeprefix("generate")
+                e.message = kind + e.message.removeprefix("generate")
             raise
     return checked
 
@@ -436,7 +510,9 @@ _CHECKS = {
     "generate": _check_generate,
     "restyle": _check_restyle,
     "upscale": _check_upscale,
-    "make_tileable": _as_make_tileable(_check_make_tileable),
+    "make_tileable": _renamed("make_tileable", _check_make_tileable),
+    "tileset": _renamed("tileset", _check_tileset),
+    "tileset_layout": _renamed("tileset_layout", _check_tileset_layout),
     "cancel": _check_cancel,
     "status": _check_no_fields("status"),
     "unload": _check_no_fields("unload"),

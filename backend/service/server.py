@@ -38,6 +38,7 @@ from backend.service.protocol import (
     parse_request,
     restyle_parameters,
     tileable_parameters,
+    tileset_parameters,
 )
 from backend.service.stdio import isolate_stdio
 from backend.service.transfer import (
@@ -202,7 +203,7 @@ class Service:
         self.emit(event("hello", request.id, protocol=PROTOCOL_VERSION, version=__version__,
                         python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
                         models=self._models(), requests=list(REQUEST_TYPES), parameters=generate_parameters(),
-                        restyle=restyle_parameters(), make_tileable=tileable_parameters(),
+                        restyle=restyle_parameters(), make_tileable=tileable_parameters(), **tileset_parameters(),
                         upscale={"fields": list(UPSCALE_FIELDS), "choices": {"factor": list(UPSCALE_FACTORS)}},
                         loaded_models=registry.loaded(),
                         filesystem=self._filesystem(request.fields.get("probe")),
@@ -248,7 +249,8 @@ class Service:
         job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=params,
                   base=f["base"] or self.base, ip_adapter=f["ip_adapter"] or self.ip_adapter,
                   tiled_preview=f["tiled_preview"], preview_every=f["preview_every"], maps_only=f["maps_only"],
-                  upscale=f.get("upscale", 0), tileable=f.get("tileable"))
+                  upscale=f.get("upscale", 0), tileable=f.get("tileable"), tileset=f.get("tileset"),
+                  tileset_layout=f.get("tileset_layout"))
         # accepted goes out before the worker can see the job, so before any of its progress
         self.runner.submit(job, lambda ahead: self.emit(event("accepted", request.id, job=request.id,
                                                               position=ahead)))
@@ -258,13 +260,28 @@ class Service:
 
     def _on_make_tileable(self, request: Request) -> None:
         """A job like generate's whose work is backend.api.make_tileable (the input made tileable)."""
+        self._special_job(request, "tileable", ("engine", "band", "flatten", "tile", "maps"))
+
+    def _on_tileset(self, request: Request) -> None:
+        """A job like generate's whose work is backend.api.make_tileset (a Wang tile set of the input)."""
+        self._special_job(request, "tileset", ("colours", "size", "padding", "engine", "maps", "seed"),
+                          models=True)
+
+    def _on_tileset_layout(self, request: Request) -> None:
+        """A job whose work is backend.api.tileset_layout (cells of a saved tile set; `input` its JSON)."""
+        self._special_job(request, "tileset_layout", ("cells", "seed"))
+
+    def _special_job(self, request: Request, kind: str, names: tuple[str, ...], models: bool = False) -> None:
+        """A job like generate's (queue, events, cancel, files) whose work is another API call: the
+        request's `names` become the Job's `kind` options."""
         from backend.params import GenerationParams
 
         f = dict(request.fields)
-        options = {k: f.pop(k) for k in ("engine", "band", "flatten", "tile", "maps")}
-        fields = f | {"params": GenerationParams.build({}, engine="patch", maps=options["maps"]),
-                      "base": None, "ip_adapter": None, "tiled_preview": False, "preview_every": 0,
-                      "maps_only": False, "tileable": options}
+        options = {k: f.pop(k) for k in names}
+        base, ip_adapter = (f.pop("base"), f.pop("ip_adapter")) if models else (None, None)
+        fields = f | {"params": GenerationParams.build({}, engine="patch", maps=options.get("maps", {})),
+                      "base": base, "ip_adapter": ip_adapter, "tiled_preview": False, "preview_every": 0,
+                      "maps_only": False, kind: options}
         self._on_generate(dataclasses.replace(request, fields=fields))
 
     def _on_cancel(self, request: Request) -> None:
@@ -340,12 +357,25 @@ class Service:
         from backend.api import generate
         from backend.images import read_reference
 
+        layout = kwargs.pop("tileset_layout", None)
+        if layout is not None:  # the input is a tile set's JSON, not an image
+            from backend.api import tileset_layout
+
+            return [tileset_layout(reference, layout["cells"], seed=layout["seed"])]
         # Read on a thread of its own: a stuck read ends the job (cancel, timeout), not the queue.
         ref = read_reference(reference, cancel=cancel)
         label = self.workspace.label(reference)
         if label is not None:  # an upload: its results record the client's path, as a local run would
             ref = dataclasses.replace(ref, source=label)
         tileable, factor = kwargs.pop("tileable", None), kwargs.pop("upscale", 0)
+        tileset = kwargs.pop("tileset", None)
+        if tileset is not None:
+            from backend.api import make_tileset
+
+            on_step = kwargs.get("on_step")
+            return [make_tileset(ref, **tileset, base=kwargs.get("base"), ip_adapter=kwargs.get("ip_adapter"),
+                                 cancel=cancel, on_step=None if on_step is None else
+                                 lambda step, total: on_step(step, total, None))]
         if tileable is not None:
             from backend.api import make_tileable
 
