@@ -36,6 +36,8 @@ EVENT_TYPES = (
     "chunk",
     # anything that went wrong, for any request (or for a line that was not a request)
     "error",
+    # the service is alive and the link to it works (every `serve --heartbeat-s` seconds; id null)
+    "heartbeat",
 )
 
 # generate: where, then the parameters of the Python API (backend.generate_variants), then the
@@ -190,12 +192,7 @@ def _check_generate(fields: dict, request_id) -> dict:
     for name in ("variants", "steps", "size"):  # JSON has one number type: accept 4.0 as 4
         if name in api:
             api[name] = _whole(api[name])
-    for name in ("base", "ip_adapter"):
-        value = fields.get(name)
-        if value is not None and (not isinstance(value, str) or not value):
-            _bad(request_id, f"generate '{name}' must be a non-empty string or null, got {_short(value)}",
-                 "pass a hub id, a model folder or a checkpoint file, or leave it out for the service default")
-        out[name] = value
+    out |= _models(fields, request_id)
     tiled_preview = fields.get("tiled_preview", False)
     if not isinstance(tiled_preview, bool):
         _bad(request_id, f"generate 'tiled_preview' must be true or false, got {_short(tiled_preview)}",
@@ -226,6 +223,29 @@ def _check_generate(fields: dict, request_id) -> dict:
              f"{_short(out['maps_only'])} with derive {list(out['params'].derive)}",
              'for the input\'s own maps send "maps_only": true, "derive": ["height", "normal", "roughness"]')
     return out
+
+
+def _models(fields: dict, request_id) -> dict:
+    """`base` and `ip_adapter`: a non-empty string or null (messages name generate; see _renamed)."""
+    out = {}
+    for name in ("base", "ip_adapter"):
+        value = fields.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            _bad(request_id, f"generate '{name}' must be a non-empty string or null, got {_short(value)}",
+                 "pass a hub id, a model folder or a checkpoint file, or leave it out for the service default")
+        out[name] = value
+    return out
+
+
+def _maps(fields: dict, kind: str, request_id) -> dict:
+    """A request's `maps`: {name: absolute path}."""
+    maps = fields.get("maps", {})
+    if not isinstance(maps, dict) or not all(isinstance(v, str) for v in maps.values()):
+        _bad(request_id, f"{kind} 'maps' must be an object of name: path, got {_short(maps)}",
+             '{"maps": {"roughness": "/abs/rough.png"}}')
+    for name, path in maps.items():
+        _check_map_file(name, path, request_id)
+    return dict(maps)
 
 
 def _whole(value):
@@ -386,13 +406,7 @@ def _check_make_tileable(fields: dict, request_id) -> dict:
         _bad(request_id, f"make_tileable 'band' must be an integer from 8 to 4096 (pixels) or null, got "
              f"{_short(band)}", "leave it out to let the texture's scale decide")
     out["band"] = band
-    maps = fields.get("maps", {})
-    if not isinstance(maps, dict) or not all(isinstance(v, str) for v in maps.values()):
-        _bad(request_id, f"make_tileable 'maps' must be an object of name: path, got {_short(maps)}",
-             '{"maps": {"roughness": "/abs/rough.png"}}')
-    for name, path in maps.items():
-        _check_map_file(name, path, request_id)
-    out["maps"] = dict(maps)
+    out["maps"] = _maps(fields, "make_tileable", request_id)
     return out
 
 
@@ -435,20 +449,9 @@ def _check_tileset(fields: dict, request_id) -> dict:
              f'"padding": {DEFAULT_PADDING}')
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         _bad(request_id, f"tileset 'seed' must be a whole number >= 0, got {_short(seed)}", '"seed": 0')
-    for name in ("base", "ip_adapter"):
-        value = fields.get(name)
-        if value is not None and (not isinstance(value, str) or not value):
-            _bad(request_id, f"tileset '{name}' must be a non-empty string or null, got {_short(value)}",
-                 "pass a hub id, a model folder or a checkpoint file, or leave it out for the service default")
-        out[name] = value
-    maps = fields.get("maps", {})
-    if not isinstance(maps, dict) or not all(isinstance(v, str) for v in maps.values()):
-        _bad(request_id, f"tileset 'maps' must be an object of name: path, got {_short(maps)}",
-             '{"maps": {"roughness": "/abs/rough.png"}}')
-    for name, path in maps.items():
-        _check_map_file(name, path, request_id)
-    return out | {"colours": colours, "size": size, "padding": padding, "engine": engine, "seed": seed,
-                  "maps": dict(maps)}
+    return out | _models(fields, request_id) | {"colours": colours, "size": size, "padding": padding,
+                                                 "engine": engine, "seed": seed,
+                                                 "maps": _maps(fields, "tileset", request_id)}
 
 
 def _check_tileset_layout(fields: dict, request_id) -> dict:
