@@ -17,9 +17,11 @@ from tests.conftest import ROOT
 
 DOC = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
 SERVICE_SOURCES = [ROOT / "backend" / "service" / name for name in ("protocol.py", "server.py", "jobs.py",
-                                                                             "transfer.py", "encoding.py")]
+                                                                             "transfer.py", "encoding.py",
+                                                                             "heartbeat.py")]
 CLIENT_SOURCES = [ROOT / "blender_addon" / "connection" / name for name in ("client.py", "process.py", "config.py",
-                                                                             "transfer.py")]
+                                                                             "transfer.py", "inbox.py",
+                                                                             "start_failure.py")]
 
 
 def _section(title: str) -> str:

@@ -36,6 +36,8 @@ EVENT_TYPES = (
     "chunk",
     # anything that went wrong, for any request (or for a line that was not a request)
     "error",
+    # the service is alive and the link to it works (every `serve --heartbeat-s` seconds; id null)
+    "heartbeat",
 )
 
 # generate: where, then the parameters of the Python API (backend.generate_variants), then the

@@ -23,6 +23,7 @@ from backend.model_registry import registry
 from backend.params import UPSCALE_FACTORS
 from backend.service.confinement import confine
 from backend.service.encoding import encode
+from backend.service.heartbeat import DEFAULT_HEARTBEAT_S, Heartbeat
 from backend.service.jobs import DEFAULT_MAX_QUEUE, Job, JobRunner
 from backend.service.protocol import (
     MAX_LINE_BYTES,
@@ -39,6 +40,7 @@ from backend.service.protocol import (
     tileable_parameters,
     tileset_parameters,
 )
+from backend.service.stdio import isolate_stdio
 from backend.service.transfer import (
     DEFAULT_BUDGET_MB,
     DEFAULT_UPLOAD_IDLE_S,
@@ -56,24 +58,6 @@ STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")  # handled like stdin closing (SI
 
 class _Signalled(Exception):
     """Raised by the signal handler to end a blocking read of stdin."""
-
-
-def isolate_stdio() -> tuple[BinaryIO, BinaryIO]:
-    """Take private handles on stdin/stdout for the protocol; point fds 0 and 1 elsewhere.
-
-    After this, anything that writes to fd 1 (print, tqdm, a C extension) lands on stderr, and
-    nothing but the service can read the requests.
-    """
-    sys.stdout.flush()
-    protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
-    protocol_in = os.fdopen(os.dup(0), "rb")
-    os.dup2(2, 1)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    sys.stdout = sys.stderr
-    sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
-    return protocol_in, protocol_out
 
 
 def _memory(torch_imported: bool) -> dict:
@@ -112,8 +96,10 @@ class Service:
     def __init__(self, out: BinaryIO, *, base: str | None = None, ip_adapter: str | None = None,
                  device: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
                  remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB,
-                 upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = ()):
+                 upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = (),
+                 heartbeat_s: float = DEFAULT_HEARTBEAT_S):
         self._out = out
+        self.heartbeat = Heartbeat(self.emit, heartbeat_s)  # sent while serve() reads requests
         self.models = tuple(os.path.realpath(m) for m in models)  # serve --models: model folders requests may name
         self.remote = remote  # serve --remote: clients never share this file system
         self.workspace = Workspace(max_workspace_mb, upload_idle_s)
@@ -149,6 +135,7 @@ class Service:
         """Answer requests until shutdown, end of input or SIGTERM/SIGINT; always ends with exit code 0."""
         log.info("serving protocol %d (backend %s, pid %d)", PROTOCOL_VERSION, __version__, os.getpid())
         self._handle_stop_signals()
+        self.heartbeat.start()
         try:
             while not self._stop:
                 line = self._readline(stdin, MAX_LINE_BYTES + 1)
@@ -168,6 +155,7 @@ class Service:
         if not self.runner.stop(STOP_TIMEOUT_S):
             log.warning("the running job did not stop within %.0f s; exiting anyway", STOP_TIMEOUT_S)
         self.workspace.cleanup()
+        self.heartbeat.stop()
         log.info("bye")
         return 0
 
@@ -218,7 +206,8 @@ class Service:
                         restyle=restyle_parameters(), make_tileable=tileable_parameters(), **tileset_parameters(),
                         upscale={"fields": list(UPSCALE_FIELDS), "choices": {"factor": list(UPSCALE_FACTORS)}},
                         loaded_models=registry.loaded(),
-                        filesystem=self._filesystem(request.fields.get("probe")), **self.warmup.fields()))
+                        filesystem=self._filesystem(request.fields.get("probe")),
+                        heartbeat_s=self.heartbeat.interval or None, **self.warmup.fields()))
 
     def _filesystem(self, probe: dict | None) -> dict:
         """Shared unless started with --remote or the client's probe file cannot be read here; a
@@ -410,7 +399,8 @@ class Service:
 def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,
           verbose: bool = False, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
           remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB,
-          upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = ()) -> int:
+          upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = (),
+          heartbeat_s: float = DEFAULT_HEARTBEAT_S) -> int:
     """Entry point of `python -m backend serve`."""
     from backend.service.logs import setup_logging
 
@@ -424,5 +414,5 @@ def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str
         log.info("removed the workspace of a service that is gone: %s", stale)
     service = Service(protocol_out, base=base, ip_adapter=ip_adapter, device=device, max_queue=max_queue,
                       allow_pickle=allow_pickle, remote=remote, max_workspace_mb=max_workspace_mb,
-                      upload_idle_s=upload_idle_s, models=models)
+                      upload_idle_s=upload_idle_s, models=models, heartbeat_s=heartbeat_s)
     return service.serve(protocol_in)
