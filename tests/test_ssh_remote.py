@@ -153,6 +153,29 @@ def test_a_link_that_drops_mid_upload_is_backend_died_within_2_s(server, tmp_pat
     client.stop()
 
 
+def test_a_link_that_drops_mid_download_ends_the_job_with_backend_died_within_2_s(server, tmp_path,
+                                                                                    color_texture_path):
+    client = _client(server.backend_command(), tmp_path)
+    client.download_chunk_bytes = 4096  # many chunks per file, so the cut falls inside one
+    on_line, cut = client._on_line, []
+
+    def cut_at_first_chunk(conn, line):
+        if not cut and b'"type":"chunk"' in line.replace(b" ", b""):
+            cut.append(time.monotonic())
+            for pid in server.session_processes():
+                os.kill(pid, signal.SIGKILL)
+        on_line(conn, line)
+
+    client._on_line = cut_at_first_chunk
+    job = client.generate(color_texture_path, tmp_path / "job", **JOB)
+    final = client.wait(job, timeout=120)
+    assert cut and final["type"] == "error" and final["code"] == "backend_died", final
+    assert time.monotonic() - cut[0] <= 2.0
+    assert re.search(SSH_LINK_LOST, final["message"]), final["message"]
+    assert not (tmp_path / "job").exists()  # nothing of the job is kept
+    client.stop()
+
+
 def test_an_answer_awaited_after_the_link_died_fails_at_once(server, tmp_path, color_texture_path):
     """The link dies after the last chunk was queued: the upload_end asked for next fails at once."""
     client = _client(server.backend_command(), tmp_path)
