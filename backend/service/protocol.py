@@ -412,7 +412,8 @@ def _check_make_tileable(fields: dict, request_id) -> dict:
 
 # tileset: a Wang tile set of the input (backend.api.make_tileset); tileset_layout: N x M cells of a
 # saved set laid out (backend.api.tileset_layout). Jobs like generate's, their options at the top level.
-TILESET_FIELDS = ("input", "output_dir", "colours", "size", "padding", "engine", "maps", "seed", "base", "ip_adapter")
+TILESET_FIELDS = ("input", "output_dir", "colours", "size", "padding", "engine", "maps", "seed", "steps", "base",
+                  "ip_adapter")
 TILESET_LAYOUT_FIELDS = ("input", "output_dir", "cells", "seed")
 
 
@@ -449,8 +450,12 @@ def _check_tileset(fields: dict, request_id) -> dict:
              f'"padding": {DEFAULT_PADDING}')
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         _bad(request_id, f"tileset 'seed' must be a whole number >= 0, got {_short(seed)}", '"seed": 0')
+    steps = _whole(fields.get("steps"))
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 200):
+        _bad(request_id, f"tileset 'steps' must be an integer from 1 to 200 or null, got {_short(steps)}",
+             "leave it out for the diffusion engine's default")
     return out | _models(fields, request_id) | {"colours": colours, "size": size, "padding": padding,
-                                                 "engine": engine, "seed": seed,
+                                                 "engine": engine, "seed": seed, "steps": steps,
                                                  "maps": _maps(fields, "tileset", request_id)}
 
 
