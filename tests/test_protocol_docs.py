@@ -157,8 +157,8 @@ def test_status_while_torch_is_half_imported_still_answers(monkeypatch):
     """The warm-up thread imports torch while `status` may run: a half-initialised torch has no `cuda`."""
     import types
 
-    from backend.service import server
+    from backend.service.memory import memory_report
 
     monkeypatch.setitem(__import__("sys").modules, "torch", types.ModuleType("torch"))
-    memory = server._memory(torch_imported=False)
+    memory = memory_report(torch_imported=False)
     assert memory["gpu_allocated_mb"] is None and memory["rss_mb"] > 0

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import BinaryIO
 
 from backend import __version__, engines
@@ -23,7 +24,9 @@ from backend.model_registry import registry
 from backend.params import UPSCALE_FACTORS
 from backend.service.confinement import confine
 from backend.service.encoding import encode
+from backend.service.job_folder import sweep_unfinished
 from backend.service.jobs import DEFAULT_MAX_QUEUE, Job, JobRunner
+from backend.service.memory import memory_report
 from backend.service.protocol import (
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
@@ -75,30 +78,6 @@ def isolate_stdio() -> tuple[BinaryIO, BinaryIO]:
     return protocol_in, protocol_out
 
 
-def _memory(torch_imported: bool) -> dict:
-    """Resident memory of this process and, when torch has touched a GPU, its memory (MiB).
-
-    `torch_imported` says the warm-up thread finished importing torch: until then `sys.modules` may
-    hold a half-initialised torch without `torch.cuda`."""
-    mem: dict = {"rss_mb": None, "gpu_allocated_mb": None, "gpu_reserved_mb": None}
-    try:
-        with open("/proc/self/statm") as f:
-            mem["rss_mb"] = round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
-    except (OSError, ValueError, AttributeError):
-        try:
-            import resource
-
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            mem["peak_rss_mb"] = round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
-        except ImportError:
-            pass
-    torch = sys.modules.get("torch") if torch_imported else None
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        mem["gpu_allocated_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
-        mem["gpu_reserved_mb"] = round(torch.cuda.memory_reserved() / 2**20, 1)
-    return mem
-
-
 def _loaded_engine_modules():
     """Engine modules a job has already imported (asking the others would import torch for nothing)."""
     for name, module_name in engines.ENGINE_MODULES.items():
@@ -111,7 +90,9 @@ class Service:
     def __init__(self, out: BinaryIO, *, base: str | None = None, ip_adapter: str | None = None,
                  device: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
                  remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB,
-                 upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = ()):
+                 upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = (),
+                 records: Path | None = None):
+        """`records`: where jobs record their staging folders (None: no records; serve() gives one)."""
         self._out = out
         self.models = tuple(os.path.realpath(m) for m in models)  # serve --models: model folders requests may name
         self.remote = remote  # serve --remote: clients never share this file system
@@ -122,7 +103,7 @@ class Service:
         self.allow_pickle = allow_pickle
         self.warmup = Warmup(device, base, ip_adapter)
         self.started = time.monotonic()
-        self.runner = JobRunner(self.emit, self._generate, max_queue=max_queue)
+        self.runner = JobRunner(self.emit, self._generate, max_queue=max_queue, records=records)
         self._stop = False
         self._reading = False  # the main thread is blocked reading stdin (a signal may interrupt it)
 
@@ -260,6 +241,8 @@ class Service:
                   base=f["base"] or self.base, ip_adapter=f["ip_adapter"] or self.ip_adapter,
                   tiled_preview=f["tiled_preview"], preview_every=f["preview_every"], maps_only=f["maps_only"],
                   upscale=f.get("upscale", 0), tileable=f.get("tileable"))
+        if self.workspace.contains(job.output_dir):  # its files count against the workspace's budget
+            job.room = lambda: self.workspace.job_room(job.id)
         # accepted goes out before the worker can see the job, so before any of its progress
         self.runner.submit(job, lambda ahead: self.emit(event("accepted", request.id, job=request.id,
                                                               position=ahead)))
@@ -289,7 +272,7 @@ class Service:
     def _on_status(self, request: Request) -> None:
         self.emit(event("status", request.id, **self.runner.snapshot(), loaded_models=registry.loaded(),
                         model_loads=registry.load_count(),
-                        memory=_memory(self.warmup.torch_version is not None), **self.warmup.fields(),
+                        memory=memory_report(self.warmup.torch_version is not None), **self.warmup.fields(),
                         uptime=round(time.monotonic() - self.started, 3)))
 
     def _on_unload(self, request: Request) -> None:
@@ -301,7 +284,7 @@ class Service:
                     fn()
             registry.unload()
             log.info("unloaded %d model(s)", len(freed))
-            return event("ack", request.id, request="unload", freed=freed, memory=_memory(self.warmup.torch_version is not None))
+            return event("ack", request.id, request="unload", freed=freed, memory=memory_report(self.warmup.torch_version is not None))
 
         # Models belong to the worker thread: unloading waits for the running job, never pulls them away.
         self.runner.run_between_jobs(request.id, unload)
@@ -382,7 +365,7 @@ def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str
           remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB,
           upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = ()) -> int:
     """Entry point of `python -m backend serve`."""
-    from backend.service.logs import setup_logging
+    from backend.service.logs import records_dir, setup_logging
 
     protocol_in, protocol_out = isolate_stdio()
     path = setup_logging(verbose)
@@ -392,7 +375,10 @@ def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str
         os.environ["TEXTURE_VARIANTS_DEVICE"] = device  # the engines read it; one place for the choice
     for stale in sweep_stale():
         log.info("removed the workspace of a service that is gone: %s", stale)
+    records = records_dir()
+    for left in sweep_unfinished(records):
+        log.warning("removed what a job of a service that is gone left unfinished: %s", left)
     service = Service(protocol_out, base=base, ip_adapter=ip_adapter, device=device, max_queue=max_queue,
                       allow_pickle=allow_pickle, remote=remote, max_workspace_mb=max_workspace_mb,
-                      upload_idle_s=upload_idle_s, models=models)
+                      upload_idle_s=upload_idle_s, models=models, records=records)
     return service.serve(protocol_in)

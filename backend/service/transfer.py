@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.errors import NoSpaceError
 from backend.service.protocol import CHUNK_BYTES, ProtocolError
 
 MAX_OPEN_UPLOADS = 16
@@ -107,9 +108,10 @@ class Workspace:
             self._abort(upload_id)
         return gone
 
-    def used(self) -> int:
+    def used(self, expire: bool = True) -> int:
         """Bytes held: every file in the workspace, plus what open uploads announced and have not sent."""
-        self.expire()
+        if expire:
+            self.expire()
         held = 0
         if self._root is not None:
             for folder, _, files in os.walk(self._root):
@@ -118,7 +120,15 @@ class Workspace:
                         held += os.lstat(os.path.join(folder, name)).st_size
                     except OSError:
                         pass
-        return held + sum(u.size - u.received for u in self._uploads.values())
+        return held + sum(u.size - u.received for u in list(self._uploads.values()))
+
+    def job_room(self, job_id) -> None:
+        """NoSpaceError when the workspace holds more than its budget: a job's files may not grow."""
+        used = self.used(expire=False)  # the worker thread's call: the uploads belong to the reader thread
+        if used > self.budget:
+            raise NoSpaceError(f"job {job_id!r}: its files would take the workspace to {used / MB:.1f} MB of its "
+                               f"{self.budget / MB:.0f} MB budget", hint="release finished jobs, or start the service "
+                               "with a larger --max-workspace-mb")
 
     def require(self, more: int, what: str, request_id) -> None:
         """ProtocolError `no_space` unless `more` bytes fit in the budget."""
@@ -285,14 +295,15 @@ def sweep_stale(folder: str | None = None) -> list[Path]:
             pid = int((path / OWNER).read_text().strip())
         except (OSError, ValueError):
             continue
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or alive(pid):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process with this id runs (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
