@@ -120,3 +120,28 @@ def test_an_abandoned_upload_expires_and_its_bytes_are_removed(tmp_path):
         assert late["code"] == "unknown_upload", late
     finally:
         assert proc.stop() == 0
+
+
+def test_a_job_whose_files_would_go_over_the_budget_is_no_space_and_leaves_nothing(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    noise = io.BytesIO()  # noise: its variants do not compress, 512² of them are about 0.75 MB each
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(noise, "PNG")
+    proc, workspace = _remote(tmp_path, "--max-workspace-mb", "1")
+    try:
+        uploaded = _upload(proc, noise.getvalue())
+        assert uploaded["type"] == "ack", uploaded
+        held = _bytes_in(workspace)
+        big = proc.job_events(proc.send("generate", input=uploaded["path"], output_dir=str(workspace / "jobs" / "big"),
+                                        engine="patch", size=512, variants=2, seed=1))[-1]
+        assert big["type"] == "error" and big["code"] == "no_space", big  # before: a result over the budget
+        assert "1 MB budget" in big["message"] and "MB of its" in big["message"], big
+        assert _bytes_in(workspace) == held and not (workspace / "jobs" / "big").exists()  # the job's files are gone
+        small = proc.job_events(proc.send("generate", input=uploaded["path"],
+                                          output_dir=str(workspace / "jobs" / "small"), engine="patch", size=64))[-1]
+        assert small["type"] == "result", small  # the service goes on; a job that fits runs
+    finally:
+        assert proc.stop() == 0
