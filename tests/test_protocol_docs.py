@@ -16,8 +16,7 @@ from blender_addon.connection import client as backend_client
 from tests.conftest import ROOT
 
 DOC = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
-SERVICE_SOURCES = [ROOT / "backend" / "service" / name for name in ("protocol.py", "server.py", "jobs.py",
-                                                                             "transfer.py", "encoding.py")]
+SERVICE_SOURCES = sorted((ROOT / "backend" / "service").glob("*.py"))  # every module of the service
 CLIENT_SOURCES = [ROOT / "blender_addon" / "connection" / name for name in ("client.py", "process.py", "config.py",
                                                                              "transfer.py")]
 

@@ -37,10 +37,10 @@ from backend.service.protocol import (
     error_event,
     event,
     generate_parameters,
-    parse_request,
     restyle_parameters,
     tileable_parameters,
 )
+from backend.service.request_checks import parse_request
 from backend.service.transfer import (
     DEFAULT_BUDGET_MB,
     DEFAULT_UPLOAD_IDLE_S,
@@ -178,6 +178,8 @@ class Service:
             request = parse_request(line)
         except ProtocolError as e:
             log.info("refused a line: %s", e.message)
+            if e.upload is not None:
+                self.workspace.abort(e.upload)
             self.emit(e.event())
             return
         try:

@@ -105,7 +105,7 @@ class Workspace:
         now = time.monotonic()
         gone = [i for i, u in self._uploads.items() if now - u.touched > self.upload_idle_s]
         for upload_id in gone:
-            self._abort(upload_id)
+            self.abort(upload_id)
         return gone
 
     def used(self, expire: bool = True) -> int:
@@ -163,16 +163,16 @@ class Workspace:
         try:
             raw = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
-            self._abort(upload_id)
+            self.abort(upload_id)
             raise ProtocolError("bad_request", "upload_chunk 'data' is not base64", "send standard base64",
                                 request_id) from None
         if len(raw) > CHUNK_BYTES:
-            self._abort(upload_id)
+            self.abort(upload_id)
             raise ProtocolError("bad_transfer", f"upload {upload_id!r}: a chunk of {len(raw)} bytes, over the "
                                 f"{CHUNK_BYTES} a chunk may carry", "send smaller chunks; start the upload again",
                                 request_id)
         if offset != upload.received or upload.received + len(raw) > upload.size:
-            self._abort(upload_id)
+            self.abort(upload_id)
             raise ProtocolError("bad_transfer", f"upload {upload_id!r}: a chunk at offset {offset} of {len(raw)} "
                                 f"bytes does not follow the {upload.received} bytes received (size {upload.size})",
                                 "send the chunks in order, then upload_end; start the upload again", request_id)
@@ -180,7 +180,7 @@ class Workspace:
             with open(upload.part, "ab") as f:
                 f.write(raw)
         except OSError as e:
-            self._abort(upload_id)
+            self.abort(upload_id)
             code = "no_space" if e.errno in NO_SPACE else "bad_output"
             raise ProtocolError(code, f"upload {upload_id!r}: cannot write it here: {e.strerror or e}",
                                 "free disk space on the server (the upload was removed), then send it again",
@@ -220,7 +220,8 @@ class Workspace:
                                 "begin it with upload_begin (an upload that met an error is closed)", request_id)
         return upload
 
-    def _abort(self, upload_id) -> None:
+    def abort(self, upload_id) -> None:
+        """Close an open upload (none: nothing to do) and remove its bytes."""
         upload = self._uploads.pop(upload_id, None)
         if upload is not None:
             upload.part.unlink(missing_ok=True)
