@@ -256,7 +256,7 @@ def test_a_failed_job_removes_its_map_files_too(brick_set, tmp_path):
     output.check()
     files = output.write_results(images)
     assert sorted(p.name for p in (tmp_path / "job").iterdir()) == sorted(
-        [Path(files[0]["path"]).name, *(Path(p).name for p in files[0]["maps"].values())])
+        [".job-j.done.json", Path(files[0]["path"]).name, *(Path(p).name for p in files[0]["maps"].values())])
     assert all(Path(p).exists() for p in files[0]["maps"].values())
     output.discard()
     assert list(tmp_path.iterdir()) == []

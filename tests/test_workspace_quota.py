@@ -145,3 +145,21 @@ def test_a_job_whose_files_would_go_over_the_budget_is_no_space_and_leaves_nothi
         assert small["type"] == "result", small  # the service goes on; a job that fits runs
     finally:
         assert proc.stop() == 0
+
+
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -m` and tmpfs mounts (root in a Linux container)")
+def test_hello_on_a_full_disk_is_no_space_and_leaves_no_ownerless_workspace(tmp_path):
+    small = tmp_path / "tmp"
+    small.mkdir()
+    # two inodes: the root and one more, so the workspace folder is made and its owner file is not (ENOSPC)
+    inner = f"mount -t tmpfs -o size=64k,nr_inodes=2 none {shlex.quote(str(small))} && exec \"$@\""
+    proc = ServiceProcess(tmp_path, "--remote", env={"TMPDIR": str(small)},
+                          wrap=("unshare", "-m", "sh", "-c", inner, "sh"))
+    inside = Path(f"/proc/{proc.popen.pid}/root") / small.relative_to("/")
+    try:
+        hello = proc.ask("hello")
+        assert hello["type"] == "error" and hello["code"] == "no_space", hello  # before: internal
+        assert list(inside.iterdir()) == []  # no workspace left without its owner file
+        assert proc.ask("status")["type"] == "status"
+    finally:
+        assert proc.stop() == 0

@@ -47,6 +47,7 @@ from backend.service.transfer import (
     Workspace,
     probe_matches,
     sweep_stale,
+    write_error,
 )
 from backend.service.warmup import Warmup, availability
 
@@ -200,13 +201,16 @@ class Service:
                         restyle=restyle_parameters(), make_tileable=tileable_parameters(),
                         upscale={"fields": list(UPSCALE_FIELDS), "choices": {"factor": list(UPSCALE_FACTORS)}},
                         loaded_models=registry.loaded(),
-                        filesystem=self._filesystem(request.fields.get("probe")), **self.warmup.fields()))
+                        filesystem=self._filesystem(request.fields.get("probe"), request.id), **self.warmup.fields()))
 
-    def _filesystem(self, probe: dict | None) -> dict:
+    def _filesystem(self, probe: dict | None, request_id) -> dict:
         """Shared unless started with --remote or the client's probe file cannot be read here; a
         client without a probe is taken to share it. Not shared: files cross as uploads/downloads."""
         shared = not self.remote and (probe is None or probe_matches(probe))
-        return {"shared": shared, "workspace": None if shared else str(self.workspace.root)}
+        try:
+            return {"shared": shared, "workspace": None if shared else str(self.workspace.root)}
+        except OSError as e:  # the workspace cannot be made (a full disk)
+            raise write_error(e, "hello: the workspace", "free disk space on the server", request_id) from None
 
     def _engines(self) -> dict:
         """{name: {available, why}}, from each engine's own cheap check (files only, no loading)."""

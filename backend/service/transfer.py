@@ -62,11 +62,17 @@ class Workspace:
 
     @property
     def root(self) -> Path:
+        """The workspace folder, made on first use; OSError when it cannot be made (nothing is left)."""
         if self._root is None:
-            self._root = Path(tempfile.mkdtemp(prefix=PREFIX)).resolve()  # 0700
-            (self._root / OWNER).write_text(str(os.getpid()))
-            (self._root / "uploads").mkdir()
-            (self._root / "jobs").mkdir()
+            root = Path(tempfile.mkdtemp(prefix=PREFIX)).resolve()  # 0700
+            try:
+                (root / OWNER).write_text(str(os.getpid()))
+                (root / "uploads").mkdir()
+                (root / "jobs").mkdir()
+            except OSError:  # a full disk: a workspace without its owner file would never be swept
+                shutil.rmtree(root, ignore_errors=True)
+                raise
+            self._root = root
         return self._root
 
     def contains(self, path: str) -> bool:
@@ -153,9 +159,7 @@ class Workspace:
             part = folder / f"{stem}.part"
             part.touch(mode=0o600, exist_ok=False)
         except OSError as e:
-            raise ProtocolError("no_space" if e.errno in NO_SPACE else "bad_output", f"upload {upload_id!r}: "
-                                f"cannot write here: {e.strerror or e}", "free disk space on the server",
-                                upload_id) from None
+            raise write_error(e, f"upload {upload_id!r}", "free disk space on the server", upload_id) from None
         self._uploads[upload_id] = _Upload(part, name, size, sha256)
 
     def chunk(self, upload_id, offset: int, data: str, request_id) -> None:
@@ -181,10 +185,8 @@ class Workspace:
                 f.write(raw)
         except OSError as e:
             self.abort(upload_id)
-            code = "no_space" if e.errno in NO_SPACE else "bad_output"
-            raise ProtocolError(code, f"upload {upload_id!r}: cannot write it here: {e.strerror or e}",
-                                "free disk space on the server (the upload was removed), then send it again",
-                                request_id) from None
+            raise write_error(e, f"upload {upload_id!r}", "free disk space on the server (the upload was removed), "
+                              "then send it again", request_id) from None
         upload.received += len(raw)
         upload.digest.update(raw)
         upload.touched = time.monotonic()
@@ -275,6 +277,12 @@ class Workspace:
                 yield offset, base64.b64encode(chunk).decode("ascii")
                 offset += len(chunk)
         return offset, digest.hexdigest()
+
+
+def write_error(e: OSError, what: str, hint: str, request_id) -> ProtocolError:
+    """What a failed write in the workspace answers: `no_space` for a full disk, else `bad_output`."""
+    return ProtocolError("no_space" if e.errno in NO_SPACE else "bad_output",
+                         f"{what}: cannot write here: {e.strerror or e}", hint, request_id)
 
 
 def _resolved(path: str) -> Path | None:
