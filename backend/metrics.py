@@ -236,6 +236,14 @@ def autocorrelation(gray: np.ndarray) -> np.ndarray:
     return acf / acf[0, 0] if acf[0, 0] > 0 else np.zeros_like(acf)
 
 
+def repetition(image, period: int) -> float:
+    """How much a large surface repeats at `period` px: the mean of the luminance's normalised
+    autocorrelation at lags (0, period) and (period, 0). A plain repeat of one tile scores about 1
+    (less only by the window), a repetition-free surface about its texture's own correlation there."""
+    acf = autocorrelation(as_array(image).mean(axis=2))
+    return float((acf[0, period] + acf[period, 0]) / 2)
+
+
 def _autocorrelation(arr: np.ndarray, lag: int) -> np.ndarray:
     """The luminance's autocorrelation at lags (-lag..lag)²."""
     acf = np.roll(autocorrelation(arr.mean(axis=2)), (lag, lag), axis=(0, 1))

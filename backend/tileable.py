@@ -30,7 +30,7 @@ from PIL import Image
 from scipy import ndimage
 
 from backend.errors import CancelledError, InputError
-from backend.materials.maps import COLOR, NORMAL, MaterialMap, fit, gather_map
+from backend.materials.maps import COLOR, NORMAL, MaterialMap, fit_same_area, gather_map
 from backend.metrics import autocorrelation, seam_score
 from backend.patch import lattice
 from backend.patch.quilting import _Correlator, _cut_cost, _new_pixels, layout
@@ -171,15 +171,6 @@ def _flatten_map(m: MaterialMap, gain: np.ndarray, scale: float) -> MaterialMap:
     return MaterialMap(m.name, np.clip(np.round(out), 0, top).astype(m.pixels.dtype), m.kind, m.source)
 
 
-def _fitted(m: MaterialMap, size: tuple[int, int]) -> MaterialMap:
-    """The map at the image's size: it must show the same area (the same aspect within 1 %)."""
-    (w, h), (mw, mh) = size, m.size
-    if abs(mw / mh - w / h) > 0.01 * w / h:
-        raise InputError(f"map {m.name!r} is {mw}x{mh}, another aspect than the image's {w}x{h}",
-                         hint="give the maps of this very image (any resolution of the same area)")
-    return fit(m, w, h)
-
-
 def make_tileable(image: Image.Image, *, band: int | None = None, flatten: str = "auto", tile: str = "both",
                   maps: dict[str, MaterialMap] | None = None, cancel: threading.Event | None = None) -> Image.Image:
     """The image made tileable (module docstring): same size and mode (8-bit L, RGB or RGBA: alpha is
@@ -205,7 +196,7 @@ def make_tileable(image: Image.Image, *, band: int | None = None, flatten: str =
         low = illumination(gray, scale)
         gain = low / max(float(low.mean()), 1e-6)
         colour = flatten_colour(colour, gain)
-    maps = {name: _fitted(m, image.size) for name, m in (maps or {}).items()}
+    maps = {name: fit_same_area(m, *image.size) for name, m in (maps or {}).items()}
     if gain is not None:
         maps = {name: _flatten_map(m, gain, scale) for name, m in maps.items()}
     source = colour if alpha is None else np.concatenate([colour, alpha], axis=2)

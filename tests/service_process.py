@@ -2,7 +2,8 @@
 
 Deliberately not the add-on's client: these tests check the raw protocol, including what a client
 would never send. Every stdout line is parsed as it arrives; a line that is not a JSON object is
-recorded in `bad_lines` (the tests assert that it stays empty: stdout is protocol lines only).
+recorded in `bad_lines` (the tests assert that it stays empty: stdout is protocol lines only), and
+`heartbeat` events (sent on a clock, not in answer to anything) in `heartbeats`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class ServiceProcess:
                                       preexec_fn=preexec_fn)
         self.events: queue.Queue = queue.Queue()
         self.bad_lines: list[bytes] = []
+        self.heartbeats: list[dict] = []  # `heartbeat` events, left out of `events` and `lines`
         self.lines = 0
         self.longest_line = 0  # bytes, newline included
         self._ids = itertools.count(1)
@@ -42,14 +44,17 @@ class ServiceProcess:
 
     def _read(self) -> None:
         for line in self.popen.stdout:
-            self.lines += 1
-            self.longest_line = max(self.longest_line, len(line))
             try:
                 event = json.loads(line)
                 assert isinstance(event, dict) and "type" in event and "id" in event
             except (ValueError, AssertionError):
                 self.bad_lines.append(line)
                 continue
+            if event["type"] == "heartbeat" and event["id"] is None:  # on a clock, not an answer: counted apart
+                self.heartbeats.append(event)
+                continue
+            self.lines += 1
+            self.longest_line = max(self.longest_line, len(line))
             self.events.put(event)
         self.events.put(None)  # end of file
 

@@ -16,8 +16,9 @@ from backend.materials import derive as D
 from backend.materials import variants as material
 from backend.materials.maps import fit, read_map
 from backend.metrics import seam_score
+from backend.service.job_request_checks import check_map_files
 from backend.service.protocol import ProtocolError
-from backend.service.request_checks import check_map_files, parse_request
+from backend.service.request_checks import parse_request
 from tests.service_process import ServiceProcess
 from tests.test_materials import _png16_rgb, luminance8, normal_of_pixel
 

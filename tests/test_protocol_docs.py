@@ -18,7 +18,8 @@ from tests.conftest import ROOT
 DOC = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
 SERVICE_SOURCES = sorted((ROOT / "backend" / "service").glob("*.py"))  # every module of the service
 CLIENT_SOURCES = [ROOT / "blender_addon" / "connection" / name for name in ("client.py", "process.py", "config.py",
-                                                                             "transfer.py")]
+                                                                             "transfer.py", "inbox.py",
+                                                                             "start_failure.py")]
 
 
 def _section(title: str) -> str:

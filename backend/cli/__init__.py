@@ -16,6 +16,7 @@ from backend.cli.models import add_download_models, add_make_test_models, add_tr
 from backend.cli.restyle import add_restyle
 from backend.cli.service import add_batch, add_serve
 from backend.cli.tileable import add_make_tileable
+from backend.cli.tileset import add_tileset
 from backend.cli.tools import add_demo, add_metrics, add_score
 from backend.cli.upscale import add_upscale
 from backend.errors import TextureVariantsError
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate(sub)
     add_restyle(sub)
     add_make_tileable(sub)
+    add_tileset(sub)
     add_upscale(sub)
     add_carry_maps(sub)
     add_make_test_models(sub)

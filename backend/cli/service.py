@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from backend.service.heartbeat import DEFAULT_HEARTBEAT_S
 from backend.service.jobs import DEFAULT_MAX_QUEUE
 from backend.service.transfer import DEFAULT_BUDGET_MB, DEFAULT_UPLOAD_IDLE_S
 
@@ -42,6 +43,9 @@ def add_serve(sub) -> None:
     p.add_argument("--models", action="append", default=[], metavar="DIR",
                    help="with --remote: a folder whose models requests may name by path (repeatable); other "
                    "paths outside the workspace are refused, hub ids are always fine")
+    p.add_argument("--heartbeat-s", type=_interval, default=DEFAULT_HEARTBEAT_S, metavar="S",
+                   help="send a `heartbeat` event every S seconds while serving, so a client notices a link "
+                   f"that hangs (default {DEFAULT_HEARTBEAT_S:g}; 0 sends none)")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -52,13 +56,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _interval(text: str) -> float:
+    value = float(text)
+    if not (value == 0 or 0.1 <= value <= 3600):
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or 0.1-3600 seconds, got {text}")
+    return value
+
+
 def _cmd_serve(args) -> int:
     from backend.service.server import serve
 
     return serve(base=args.base, ip_adapter=args.ip_adapter, device=args.device, verbose=args.verbose,
                  max_queue=args.max_queue, allow_pickle=args.allow_pickle, remote=args.remote,
                  max_workspace_mb=args.max_workspace_mb, upload_idle_s=args.upload_idle_s,
-                 models=tuple(args.models))
+                 models=tuple(args.models), heartbeat_s=args.heartbeat_s)
 
 
 def add_batch(sub) -> None:

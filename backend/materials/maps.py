@@ -190,6 +190,16 @@ def fit(m: MaterialMap, width: int, height: int) -> MaterialMap:
     return resize(replace(m, pixels=m.pixels[top:top + ch, left:left + cw]), width, height)
 
 
+def fit_same_area(m: MaterialMap, width: int, height: int) -> MaterialMap:
+    """`fit` for a map that must show the same area as its image: the same aspect within 1 %, else
+    InputError."""
+    (mw, mh) = m.size
+    if abs(mw / mh - width / height) > 0.01 * width / height:
+        raise InputError(f"map {m.name!r} is {mw}x{mh}, another aspect than the image's {width}x{height}",
+                         hint="give the maps of this very image (any resolution of the same area)")
+    return fit(m, width, height)
+
+
 def resize(m: MaterialMap, width: int, height: int) -> MaterialMap:
     """The whole map resized to width x height, stretched when the aspect differs (rules above)."""
     if m.size == (width, height):

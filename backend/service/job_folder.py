@@ -144,6 +144,9 @@ class JobOutput:
 
         files = []
         for image in images:
+            if self.job.tileset is not None:  # a tile set: its atlases and JSON (backend/tileset/atlas.py)
+                files.append(self._tileset(image))
+                continue
             params = json.loads(image.info.get("parameters", "{}"))
             kind = "restyle" if params.get("restyle_prompt") else params.get("engine", "variant")
             if self.job.upscale:
@@ -155,6 +158,8 @@ class JobOutput:
                 stem = f"{self.stem}-maps"
             elif self.job.tileable is not None:
                 stem = f"{self.stem}-tileable"
+            elif self.job.tileset_layout is not None:
+                stem = image.info["stem"]
             else:
                 stem = f"{self.stem}-{kind}-s{params.get('seed', len(files))}"
             path = self._result(self._save(image, stem, companions))
@@ -173,6 +178,22 @@ class JobOutput:
         self._remove_preview()
         self._publish(files)
         return files
+
+    def _tileset(self, tileset) -> dict:
+        """Stage a tile set's atlases and JSON under a stem free in the job folder too; its `files` entry."""
+        from backend.tileset.atlas import RECORD
+
+        name, n = self.stem, 1
+        while any((self.folder / f).exists() for f in (*tileset.file_names(name).values(), f"{name}{RECORD}")):
+            n += 1
+            name = f"{self.stem}-{n}"
+        written = tileset.save(self._stage(), name)
+        self._made_room()
+        final = {key: str(self._result(Path(path))) for key, path in written.items()}
+        record = json.loads(Path(written["json"]).read_text(encoding="utf-8"))
+        return {"path": final["color"], "json": final["json"],
+                "maps": {k: v for k, v in final.items() if k not in ("json", "color")},
+                "parameters": {k: v for k, v in record.items() if k != "tiles"}}
 
     def _result(self, staged: Path) -> Path:
         """A result written into the staging folder: its path once moved into the job folder."""

@@ -45,6 +45,8 @@ class Job:
     maps_only: bool = False  # the input's own derived maps, no variant (backend.api.derive_maps)
     upscale: int = 0  # an upscale request: the input this many times larger (backend/upscaling.py)
     tileable: dict | None = None  # make_tileable's options: the input itself made tileable, no variant
+    tileset: dict | None = None  # tileset's options: a Wang tile set of the input (backend/tileset/)
+    tileset_layout: dict | None = None  # tileset_layout's: cells of the tile set whose JSON is the input
     room: Callable[[], None] | None = None  # raises when the job's files may not grow (a workspace budget)
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"  # queued -> running -> done
@@ -248,6 +250,8 @@ def run_job(job: Job, generate: Callable[..., list], on_step: Callable | None = 
             on_step=None if on_step is None else lambda step, total, preview: on_step(output, step, total, preview),
             **({"maps_only": True} if job.maps_only else {}), **({"upscale": job.upscale} if job.upscale else {}),
             **({"tileable": job.tileable} if job.tileable is not None else {}),
+            **({"tileset": job.tileset} if job.tileset is not None else {}),
+            **({"tileset_layout": job.tileset_layout} if job.tileset_layout is not None else {}),
         )
         if job.cancel.is_set():  # cancelled after the last step: still nothing is kept
             raise CancelledError()

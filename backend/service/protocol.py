@@ -22,17 +22,20 @@ MAX_UPLOAD_BYTES = 1 << 30
 START_OPTIONS = {"allow_pickle": "--allow-pickle"}
 
 # The fields of each request type are checked by backend.service.request_checks (a function per type).
-REQUEST_TYPES = ("hello", "generate", "restyle", "upscale", "make_tileable", "cancel", "status", "unload",
+REQUEST_TYPES = ("hello", "generate", "restyle", "upscale", "make_tileable", "tileset", "tileset_layout", "cancel",
+                 "status", "unload",
                  "shutdown", "upload_begin", "upload_chunk", "upload_end", "download", "release")
 EVENT_TYPES = (
     # answers to hello / status / cancel / unload / shutdown
     "hello", "status", "ack",
-    # the life of a generate (or restyle, upscale, make_tileable) job
+    # the life of a generate (or restyle, upscale, make_tileable, tileset, tileset_layout) job
     "accepted", "progress", "result", "cancelled",
     # a file leaving the service (download)
     "chunk",
     # anything that went wrong, for any request (or for a line that was not a request)
     "error",
+    # the service is alive and the link to it works (every `serve --heartbeat-s` seconds; id null)
+    "heartbeat",
 )
 
 # generate: where, then the parameters of the Python API (backend.generate_variants), then the
@@ -115,6 +118,32 @@ def tileable_parameters() -> dict:
 
     return {"fields": list(TILEABLE_FIELDS),
             "choices": {"engine": ["auto", "patch"], "flatten": list(FLATTENS), "tile": list(TILES)}}
+
+
+# tileset: a Wang tile set of the input (backend.api.make_tileset); tileset_layout: N x M cells of a
+# saved set laid out (backend.api.tileset_layout). Jobs like generate's, their options at the top level.
+TILESET_FIELDS = ("input", "output_dir", "colours", "size", "padding", "engine", "maps", "seed", "base", "ip_adapter")
+TILESET_LAYOUT_FIELDS = ("input", "output_dir", "cells", "seed")
+
+
+def tileset_parameters() -> dict:
+    """What tileset and tileset_layout requests accept, for `hello`."""
+    from backend.tileset.atlas import COLOURS
+    from backend.tileset.make import ENGINES
+
+    return {"tileset": {"fields": list(TILESET_FIELDS), "choices": {"colours": list(COLOURS), "engine": list(ENGINES)}},
+            "tileset_layout": {"fields": list(TILESET_LAYOUT_FIELDS)}}
+
+
+def bad(request_id, message: str, hint: str):
+    raise ProtocolError("bad_request", message, hint, request_id)
+
+
+def only(fields: dict, allowed: tuple[str, ...], kind: str, request_id):
+    unknown = sorted(set(fields) - set(allowed))
+    if unknown:
+        bad(request_id, f"{kind} request has unknown field(s): {', '.join(map(short, unknown))}",
+             f"{kind} accepts: {', '.join(allowed) or 'no fields besides id and type'} (see docs/PROTOCOL.md)")
 
 
 def event(kind: str, request_id, **fields) -> dict:

@@ -1,33 +1,27 @@
 """Parsing a request line and checking each request type's fields (docs/PROTOCOL.md, "Requests").
 
-Every field is checked here, so a bad request is refused with `bad_request` (or the code its check
-names) before the service acts on it; `parse_request` is the one entry point for a line.
+Every field is checked here (a job request's in backend.service.job_request_checks), so a bad request
+is refused with `bad_request` (or the code its check names) before the service acts on it;
+`parse_request` is the one entry point for a line.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 
-from backend.errors import InputError
-from backend.params import UPSCALE_FACTORS, GenerationParams
+from backend.service.job_request_checks import JOB_CHECKS
 from backend.service.protocol import (
     CHUNK_BYTES,
-    DEFAULT_PREVIEW_EVERY,
-    GENERATE_FIELDS,
     MAX_ID_CHARS,
     MAX_LINE_BYTES,
     MAX_UPLOAD_BYTES,
     PROTOCOL_VERSION,
     REQUEST_TYPES,
-    RESTYLE_FIELDS,
-    RESTYLE_OPTIONS,
-    START_OPTIONS,
-    TILEABLE_FIELDS,
-    UPSCALE_FIELDS,
     ProtocolError,
     Request,
+    bad,
+    only,
     short,
     valid_id,
 )
@@ -68,27 +62,16 @@ def parse_request(line: bytes) -> Request:
     return Request(request_id, kind, fields)
 
 
-def _bad(request_id, message: str, hint: str):
-    raise ProtocolError("bad_request", message, hint, request_id)
-
-
-def _only(fields: dict, allowed: tuple[str, ...], kind: str, request_id):
-    unknown = sorted(set(fields) - set(allowed))
-    if unknown:
-        _bad(request_id, f"{kind} request has unknown field(s): {', '.join(map(short, unknown))}",
-             f"{kind} accepts: {', '.join(allowed) or 'no fields besides id and type'} (see docs/PROTOCOL.md)")
-
-
 def _check_hello(fields: dict, request_id) -> dict:
-    _only(fields, ("protocol", "client", "probe"), "hello", request_id)
+    only(fields, ("protocol", "client", "probe"), "hello", request_id)
     probe = fields.get("probe")
     if probe is not None and not (isinstance(probe, dict) and set(probe) == {"path", "token"}
                                   and all(isinstance(v, str) and 0 < len(v) <= 4096 for v in probe.values())):
-        _bad(request_id, f"hello 'probe' must be {{\"path\": ..., \"token\": ...}} strings, got {short(probe)}",
+        bad(request_id, f"hello 'probe' must be {{\"path\": ..., \"token\": ...}} strings, got {short(probe)}",
              "write a short random token to a file and send its absolute path and the token")
     protocol = fields.get("protocol")
     if protocol is not None and (not isinstance(protocol, int) or isinstance(protocol, bool)):
-        _bad(request_id, f"hello 'protocol' must be an integer, got {short(protocol)}",
+        bad(request_id, f"hello 'protocol' must be an integer, got {short(protocol)}",
              f"send the protocol version your client speaks ({PROTOCOL_VERSION} for this backend)")
     if protocol is not None and protocol != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -97,143 +80,61 @@ def _check_hello(fields: dict, request_id) -> dict:
             "update the Blender extension and the backend to the same release "
             "(re-run 'Set up backend' in the add-on preferences)", request_id)
     if "client" in fields and not isinstance(fields["client"], str):
-        _bad(request_id, "hello 'client' must be a string", "describe the client, e.g. 'blender 4.5'")
+        bad(request_id, "hello 'client' must be a string", "describe the client, e.g. 'blender 4.5'")
     return fields
 
 
 def _check_cancel(fields: dict, request_id) -> dict:
-    _only(fields, ("job",), "cancel", request_id)
+    only(fields, ("job",), "cancel", request_id)
     if not valid_id(fields.get("job")):
-        _bad(request_id, f"cancel needs 'job': the id of a generate request, got {short(fields.get('job'))}",
+        bad(request_id, f"cancel needs 'job': the id of a generate request, got {short(fields.get('job'))}",
              'send {"id": ..., "type": "cancel", "job": "<id of the generate request>"}')
     return fields
 
 
 def _check_no_fields(kind: str):
     def check(fields: dict, request_id) -> dict:
-        _only(fields, (), kind, request_id)
+        only(fields, (), kind, request_id)
         return fields
 
     return check
 
 
-def _check_path(fields: dict, name: str, request_id) -> str:
-    value = fields.get(name)
-    if not isinstance(value, str) or not value or "\0" in value:
-        _bad(request_id, f"generate needs '{name}': a path string, got {short(value)}",
-             f"pass '{name}' as an absolute path")
-    if not os.path.isabs(value):
-        _bad(request_id, f"generate '{name}' must be an absolute path, got {short(value)}",
-             "the service's working folder is not yours: resolve the path before sending it")
-    return value
-
-
-def _check_generate(fields: dict, request_id) -> dict:
-    """Check every generate field here, so a bad request is refused before it is queued."""
-    _only(fields, GENERATE_FIELDS, "generate", request_id)
-    out = {"input": _check_path(fields, "input", request_id),
-           "output_dir": _check_path(fields, "output_dir", request_id)}
-    api = {k: fields[k] for k in GenerationParams.field_names() if k in fields}
-    if api.get("sketch"):  # "" = no sketch
-        api["sketch"] = _check_path(fields, "sketch", request_id)
-    for name in ("variants", "steps", "size"):  # JSON has one number type: accept 4.0 as 4
-        if name in api:
-            api[name] = _whole(api[name])
-    for name in ("base", "ip_adapter"):
-        value = fields.get(name)
-        if value is not None and (not isinstance(value, str) or not value):
-            _bad(request_id, f"generate '{name}' must be a non-empty string or null, got {short(value)}",
-                 "pass a hub id, a model folder or a checkpoint file, or leave it out for the service default")
-        out[name] = value
-    tiled_preview = fields.get("tiled_preview", False)
-    if not isinstance(tiled_preview, bool):
-        _bad(request_id, f"generate 'tiled_preview' must be true or false, got {short(tiled_preview)}",
-             "set tiled_preview to true to also write a 3x3 tiled image of each variant")
-    out["tiled_preview"] = tiled_preview
-    every = fields.get("preview_every", DEFAULT_PREVIEW_EVERY)
-    if not isinstance(every, int) or isinstance(every, bool) or not 0 <= every <= 1000:
-        _bad(request_id, f"generate 'preview_every' must be an integer from 0 to 1000, got {short(every)}",
-             "0 writes no previews; n writes one every n steps")
-    out["preview_every"] = every
-    extra = fields.get("extra", {})
-    if not isinstance(extra, dict) or not all(isinstance(k, str) and k.isidentifier() for k in extra):
-        _bad(request_id, f"generate 'extra' must be an object of engine options, got {short(extra)}",
-             "pass engine-specific options as {\"extra\": {\"name\": value}}")
-    for name in sorted(set(extra) & set(START_OPTIONS)):
-        _bad(request_id, f"generate 'extra' may not set {name}: it is a start option of the service",
-             f"whoever starts the backend decides: `python -m backend serve {START_OPTIONS[name]}`")
-    try:
-        out["params"] = GenerationParams.build(extra, **api)
-    except InputError as e:
-        raise ProtocolError("bad_request", f"generate: {e.message}", e.hint, request_id) from None
-    for name, path in out["params"].maps.items():
-        _check_map_file(name, path, request_id)
-    out["maps_only"] = fields.get("maps_only", False)
-    if out["maps_only"] is not False and (out["maps_only"] is not True or not out["params"].derive
-                                          or out["params"].maps):
-        _bad(request_id, f"generate 'maps_only' must be true with a 'derive' list and no 'maps', or false; got "
-             f"{short(out['maps_only'])} with derive {list(out['params'].derive)}",
-             'for the input\'s own maps send "maps_only": true, "derive": ["height", "normal", "roughness"]')
-    return out
-
-
-def _whole(value):
-    """4.0 as 4, also inside a [w, h] pair; anything else as it is (the parameter's check judges it)."""
-    if isinstance(value, list):
-        return [_whole(v) for v in value]
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return value
-
-
-def _check_upscale(fields: dict, request_id) -> dict:
-    _only(fields, UPSCALE_FIELDS, "upscale", request_id)
-    if fields.get("factor") not in UPSCALE_FACTORS or isinstance(fields.get("factor"), bool):  # True == 1
-        _bad(request_id, f"upscale needs 'factor': 2 or 4, got {short(fields.get('factor'))}", '"factor": 2 or 4')
-    extra = {name: fields[key] for key, name in (("strength", "upscale_strength"), ("window", "window")) if key in fields}
-    try:  # strength and window are the diffusion options upscale_strength and window
-        return _check_generate({k: v for k, v in fields.items() if k not in ("factor", "strength", "window")}
-                               | {"extra": extra}, request_id) | {"upscale": fields["factor"]}
-    except ProtocolError as e:  # the checks are generate's: name the request that was sent
-        e.message = "upscale" + e.message.removeprefix("generate")
-        raise
-
-
 def _int_field(fields: dict, name: str, kind: str, low: int, high: int, request_id) -> int:
     value = fields.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        _bad(request_id, f"{kind} '{name}' must be an integer from {low} to {high}, got {short(value)}",
+        bad(request_id, f"{kind} '{name}' must be an integer from {low} to {high}, got {short(value)}",
              "see docs/PROTOCOL.md, 'Transfers'")
     return value
 
 
 def _check_upload_begin(fields: dict, request_id) -> dict:
-    _only(fields, ("name", "size", "sha256"), "upload_begin", request_id)
+    only(fields, ("name", "size", "sha256"), "upload_begin", request_id)
     _int_field(fields, "size", "upload_begin", 0, MAX_UPLOAD_BYTES, request_id)
     name, digest = fields.get("name"), fields.get("sha256")
     if not isinstance(name, str) or not 0 < len(name) <= 4096 or "\0" in name:
-        _bad(request_id, f"upload_begin needs 'name': the client's path of the file, got {short(name)}",
+        bad(request_id, f"upload_begin needs 'name': the client's path of the file, got {short(name)}",
              "send the path the file has on the client (it labels the results)")
     if not isinstance(digest, str) or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
-        _bad(request_id, f"upload_begin 'sha256' must be 64 lowercase hex digits, got {short(digest)}",
+        bad(request_id, f"upload_begin 'sha256' must be 64 lowercase hex digits, got {short(digest)}",
              "send hashlib.sha256(data).hexdigest() of the whole file")
     return fields
 
 
 def _check_upload_id(fields: dict, kind: str, request_id):
     if not valid_id(fields.get("upload")):
-        _bad(request_id, f"{kind} needs 'upload': the id of the upload_begin request, got {short(fields.get('upload'))}",
+        bad(request_id, f"{kind} needs 'upload': the id of the upload_begin request, got {short(fields.get('upload'))}",
              "name the upload by the id of its upload_begin request")
 
 
 def _check_upload_chunk(fields: dict, request_id) -> dict:
     _check_upload_id(fields, "upload_chunk", request_id)
     try:
-        _only(fields, ("upload", "offset", "data"), "upload_chunk", request_id)
+        only(fields, ("upload", "offset", "data"), "upload_chunk", request_id)
         _int_field(fields, "offset", "upload_chunk", 0, MAX_UPLOAD_BYTES, request_id)
         data = fields.get("data")
         if not isinstance(data, str) or len(data) > 4 * -(-CHUNK_BYTES // 3):
-            _bad(request_id, f"upload_chunk 'data' must be base64 of at most {CHUNK_BYTES} bytes",
+            bad(request_id, f"upload_chunk 'data' must be base64 of at most {CHUNK_BYTES} bytes",
                  "split the file into chunks of at most 256 KiB; start the upload again")
     except ProtocolError as e:  # the upload it names is closed: no later chunk may fill the gap
         e.upload = fields["upload"]
@@ -242,17 +143,17 @@ def _check_upload_chunk(fields: dict, request_id) -> dict:
 
 
 def _check_upload_end(fields: dict, request_id) -> dict:
-    _only(fields, ("upload",), "upload_end", request_id)
+    only(fields, ("upload",), "upload_end", request_id)
     _check_upload_id(fields, "upload_end", request_id)
     return fields
 
 
 def _workspace_path(fields: dict, kind: str, allowed: tuple[str, ...], request_id, hint: str) -> str:
     """The request's 'path' (a file or folder of the service's workspace), checked to be absolute."""
-    _only(fields, allowed, kind, request_id)
+    only(fields, allowed, kind, request_id)
     path = fields.get("path")
     if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
-        _bad(request_id, f"{kind} needs 'path': an absolute path, got {short(path)}", hint)
+        bad(request_id, f"{kind} needs 'path': an absolute path, got {short(path)}", hint)
     return path
 
 
@@ -269,92 +170,8 @@ def _check_release(fields: dict, request_id) -> dict:
                                     "output_dir of a finished job) or a file upload_end named")}
 
 
-def _check_map_file(name: str, path: str, request_id) -> None:
-    """A map's path is checked like 'input' (absolute); whether it exists is `check_map_files`' (after
-    the service's confinement check: a path it may not read gets no answer about its existence)."""
-    _check_path({"maps." + name: path}, "maps." + name, request_id)
-
-
-def check_map_files(maps: dict, request_id) -> None:
-    """Every map names a regular file now, else `bad_request`."""
-    for name, path in maps.items():
-        _check_existing_map(name, path, request_id)
-
-
-def _check_existing_map(name: str, path: str, request_id) -> None:
-    if not os.path.isfile(path):
-        what = "a folder" if os.path.isdir(path) else "not an existing regular file"
-        _bad(request_id, f"generate 'maps.{name}' is {what}: {short(path)}",
-             "pass the absolute path of the map's image file (PNG or TIFF)")
-def _check_make_tileable(fields: dict, request_id) -> dict:
-    from backend.tileable import FLATTENS, TILES
-
-    _only(fields, TILEABLE_FIELDS, "make_tileable", request_id)
-    out = {"input": _check_path(fields, "input", request_id),
-           "output_dir": _check_path(fields, "output_dir", request_id)}
-    for name, allowed, default in (("engine", ("auto", "patch"), "auto"), ("flatten", FLATTENS, "auto"),
-                                   ("tile", TILES, "both")):
-        value = fields.get(name, default)
-        if value not in allowed:
-            _bad(request_id, f"make_tileable '{name}' must be one of {', '.join(allowed)}, got {short(value)}",
-                 f'e.g. "{name}": "{default}"')
-        out[name] = value
-    band = fields.get("band")
-    if band is not None and (not isinstance(band, int) or isinstance(band, bool) or not 8 <= band <= 4096):
-        _bad(request_id, f"make_tileable 'band' must be an integer from 8 to 4096 (pixels) or null, got "
-             f"{short(band)}", "leave it out to let the texture's scale decide")
-    out["band"] = band
-    maps = fields.get("maps", {})
-    if not isinstance(maps, dict) or not all(isinstance(v, str) for v in maps.values()):
-        _bad(request_id, f"make_tileable 'maps' must be an object of name: path, got {short(maps)}",
-             '{"maps": {"roughness": "/abs/rough.png"}}')
-    for name, path in maps.items():
-        _check_map_file(name, path, request_id)
-    out["maps"] = dict(maps)
-    return out
-
-
-def _as_make_tileable(check):
-    def checked(fields: dict, request_id) -> dict:
-        try:
-            return check(fields, request_id)
-        except ProtocolError as e:  # the shared checks speak of generate
-            if e.message.startswith("generate"):
-                e.message = "make_tileable" + e.message.removeprefix("generate")
-            raise
-    return checked
-
-
-def _check_restyle(fields: dict, request_id) -> dict:
-    _only(fields, RESTYLE_FIELDS, "restyle", request_id)
-    prompt = fields.get("restyle_prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        _bad(request_id, f"restyle needs 'restyle_prompt': the new look as text, got {short(prompt)}",
-             'e.g. "restyle_prompt": "mossy bricks"')
-    extra = fields.get("extra", {})
-    if isinstance(extra, dict) and set(extra) & set(RESTYLE_OPTIONS):
-        _bad(request_id, f"restyle 'extra' repeats {sorted(set(extra) & set(RESTYLE_OPTIONS))}",
-             "give the restyle options at the top level of the request")
-    options = {name: fields[name] for name in RESTYLE_OPTIONS if name in fields}
-    generate = {k: v for k, v in fields.items() if k not in RESTYLE_OPTIONS}
-    generate |= {"engine": "diffusion", "appearance": "none",
-                 "extra": {**extra, **options} if isinstance(extra, dict) else extra}
-    try:
-        if fields.get("mask") is not None:
-            _check_path(fields, "mask", request_id)
-        return _check_generate(generate, request_id)
-    except ProtocolError as e:  # the checks are generate's: name the request that was sent
-        if e.message.startswith("generate"):
-            e.message = "restyle" + e.message.removeprefix("generate")
-        raise
-
-
 _CHECKS = {
     "hello": _check_hello,
-    "generate": _check_generate,
-    "restyle": _check_restyle,
-    "upscale": _check_upscale,
-    "make_tileable": _as_make_tileable(_check_make_tileable),
     "cancel": _check_cancel,
     "status": _check_no_fields("status"),
     "unload": _check_no_fields("unload"),
@@ -364,11 +181,8 @@ _CHECKS = {
     "upload_end": _check_upload_end,
     "download": _check_download,
     "release": _check_release,
+    **JOB_CHECKS,
 }
 assert set(_CHECKS) == set(REQUEST_TYPES)
 
 
-def parse_generate(fields: dict, request_id) -> dict:
-    """The checked fields of a generate request (input and output_dir absolute), as the service takes
-    them; raises ProtocolError. Shared with `python -m backend batch`, whose manifest lines are these."""
-    return _check_generate(fields, request_id)

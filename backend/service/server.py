@@ -24,6 +24,7 @@ from backend.model_registry import registry
 from backend.params import UPSCALE_FACTORS
 from backend.service.confinement import confine
 from backend.service.encoding import encode
+from backend.service.heartbeat import DEFAULT_HEARTBEAT_S, Heartbeat
 from backend.service.job_folder import sweep_unfinished
 from backend.service.jobs import DEFAULT_MAX_QUEUE, Job, JobRunner
 from backend.service.memory import memory_report
@@ -39,8 +40,10 @@ from backend.service.protocol import (
     generate_parameters,
     restyle_parameters,
     tileable_parameters,
+    tileset_parameters,
 )
 from backend.service.request_checks import parse_request
+from backend.service.stdio import isolate_stdio
 from backend.service.transfer import (
     DEFAULT_BUDGET_MB,
     DEFAULT_UPLOAD_IDLE_S,
@@ -49,7 +52,7 @@ from backend.service.transfer import (
     sweep_stale,
     write_error,
 )
-from backend.service.warmup import Warmup, availability
+from backend.service.warmup import Warmup, engines_report, models_report
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +64,6 @@ class _Signalled(Exception):
     """Raised by the signal handler to end a blocking read of stdin."""
 
 
-def isolate_stdio() -> tuple[BinaryIO, BinaryIO]:
-    """Take private handles on stdin/stdout for the protocol; point fds 0 and 1 elsewhere.
-
-    After this, anything that writes to fd 1 (print, tqdm, a C extension) lands on stderr, and
-    nothing but the service can read the requests.
-    """
-    sys.stdout.flush()
-    protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
-    protocol_in = os.fdopen(os.dup(0), "rb")
-    os.dup2(2, 1)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    sys.stdout = sys.stderr
-    sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
-    return protocol_in, protocol_out
 
 
 def _loaded_engine_modules():
@@ -92,9 +79,10 @@ class Service:
                  device: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
                  remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB,
                  upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = (),
-                 records: Path | None = None):
+                 heartbeat_s: float = DEFAULT_HEARTBEAT_S, records: Path | None = None):
         """`records`: where jobs record their staging folders (None: no records; serve() gives one)."""
         self._out = out
+        self.heartbeat = Heartbeat(self.emit, heartbeat_s)  # sent while serve() reads requests
         self.models = tuple(os.path.realpath(m) for m in models)  # serve --models: model folders requests may name
         self.remote = remote  # serve --remote: clients never share this file system
         self.workspace = Workspace(max_workspace_mb, upload_idle_s)
@@ -130,6 +118,7 @@ class Service:
         """Answer requests until shutdown, end of input or SIGTERM/SIGINT; always ends with exit code 0."""
         log.info("serving protocol %d (backend %s, pid %d)", PROTOCOL_VERSION, __version__, os.getpid())
         self._handle_stop_signals()
+        self.heartbeat.start()
         try:
             while not self._stop:
                 line = self._readline(stdin, MAX_LINE_BYTES + 1)
@@ -149,6 +138,7 @@ class Service:
         if not self.runner.stop(STOP_TIMEOUT_S):
             log.warning("the running job did not stop within %.0f s; exiting anyway", STOP_TIMEOUT_S)
         self.workspace.cleanup()
+        self.heartbeat.stop()
         log.info("bye")
         return 0
 
@@ -196,12 +186,13 @@ class Service:
 
     def _on_hello(self, request: Request) -> None:
         self.emit(event("hello", request.id, protocol=PROTOCOL_VERSION, version=__version__,
-                        python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
-                        models=self._models(), requests=list(REQUEST_TYPES), parameters=generate_parameters(),
-                        restyle=restyle_parameters(), make_tileable=tileable_parameters(),
+                        python=sys.version.split()[0], pid=os.getpid(), engines=engines_report(self.base, self.ip_adapter),
+                        models=models_report(self.base, self.ip_adapter), requests=list(REQUEST_TYPES), parameters=generate_parameters(),
+                        restyle=restyle_parameters(), make_tileable=tileable_parameters(), **tileset_parameters(),
                         upscale={"fields": list(UPSCALE_FIELDS), "choices": {"factor": list(UPSCALE_FACTORS)}},
                         loaded_models=registry.loaded(),
-                        filesystem=self._filesystem(request.fields.get("probe"), request.id), **self.warmup.fields()))
+                        filesystem=self._filesystem(request.fields.get("probe"), request.id),
+                        heartbeat_s=self.heartbeat.interval or None, **self.warmup.fields()))
 
     def _filesystem(self, probe: dict | None, request_id) -> dict:
         """Shared unless started with --remote or the client's probe file cannot be read here; a
@@ -211,25 +202,6 @@ class Service:
             return {"shared": shared, "workspace": None if shared else str(self.workspace.root)}
         except OSError as e:  # the workspace cannot be made (a full disk)
             raise write_error(e, "hello: the workspace", "free disk space on the server", request_id) from None
-
-    def _engines(self) -> dict:
-        """{name: {available, why}}, from each engine's own cheap check (files only, no loading)."""
-        found = {}
-        for name in engines.ENGINE_MODULES:
-            try:
-                ok, why = availability(name, self.base, self.ip_adapter)
-            except Exception as e:  # an engine that cannot even be imported is reported, not fatal
-                ok, why = False, f"cannot load the {name} engine: {type(e).__name__}: {e}"
-            found[name] = {"available": bool(ok), "why": why}
-        return found
-
-    def _models(self) -> dict:
-        """Which diffusion models are on this machine: the configured ones and the default downloads."""
-        from backend.diffusion import models
-
-        ok, why = models.available(self.base, self.ip_adapter)
-        return {"base": self.base or models.DEFAULT_BASE, "ip_adapter": self.ip_adapter or models.DEFAULT_IP_ADAPTER,
-                "configured_present": bool(ok), "why": why, "defaults_present": models.models_present()}
 
     def _on_generate(self, request: Request) -> None:
         if self._stop:
@@ -246,7 +218,8 @@ class Service:
         job = Job(id=request.id, input=f["input"], output_dir=f["output_dir"], params=params,
                   base=f["base"] or self.base, ip_adapter=f["ip_adapter"] or self.ip_adapter,
                   tiled_preview=f["tiled_preview"], preview_every=f["preview_every"], maps_only=f["maps_only"],
-                  upscale=f.get("upscale", 0), tileable=f.get("tileable"))
+                  upscale=f.get("upscale", 0), tileable=f.get("tileable"), tileset=f.get("tileset"),
+                  tileset_layout=f.get("tileset_layout"))
         if self.workspace.contains(job.output_dir):  # its files count against the workspace's budget
             job.room = lambda: self.workspace.job_room(job.id)
         # accepted goes out before the worker can see the job, so before any of its progress
@@ -258,13 +231,28 @@ class Service:
 
     def _on_make_tileable(self, request: Request) -> None:
         """A job like generate's whose work is backend.api.make_tileable (the input made tileable)."""
+        self._special_job(request, "tileable", ("engine", "band", "flatten", "tile", "maps"))
+
+    def _on_tileset(self, request: Request) -> None:
+        """A job like generate's whose work is backend.api.make_tileset (a Wang tile set of the input)."""
+        self._special_job(request, "tileset", ("colours", "size", "padding", "engine", "maps", "seed"),
+                          models=True)
+
+    def _on_tileset_layout(self, request: Request) -> None:
+        """A job whose work is backend.api.tileset_layout (cells of a saved tile set; `input` its JSON)."""
+        self._special_job(request, "tileset_layout", ("cells", "seed"))
+
+    def _special_job(self, request: Request, kind: str, names: tuple[str, ...], models: bool = False) -> None:
+        """A job like generate's (queue, events, cancel, files) whose work is another API call: the
+        request's `names` become the Job's `kind` options."""
         from backend.params import GenerationParams
 
         f = dict(request.fields)
-        options = {k: f.pop(k) for k in ("engine", "band", "flatten", "tile", "maps")}
-        fields = f | {"params": GenerationParams.build({}, engine="patch", maps=options["maps"]),
-                      "base": None, "ip_adapter": None, "tiled_preview": False, "preview_every": 0,
-                      "maps_only": False, "tileable": options}
+        options = {k: f.pop(k) for k in names}
+        base, ip_adapter = (f.pop("base"), f.pop("ip_adapter")) if models else (None, None)
+        fields = f | {"params": GenerationParams.build({}, engine="patch", maps=options.get("maps", {})),
+                      "base": base, "ip_adapter": ip_adapter, "tiled_preview": False, "preview_every": 0,
+                      "maps_only": False, kind: options}
         self._on_generate(dataclasses.replace(request, fields=fields))
 
     def _on_cancel(self, request: Request) -> None:
@@ -340,12 +328,25 @@ class Service:
         from backend.api import generate
         from backend.images import read_reference
 
+        layout = kwargs.pop("tileset_layout", None)
+        if layout is not None:  # the input is a tile set's JSON, not an image
+            from backend.api import tileset_layout
+
+            return [tileset_layout(reference, layout["cells"], seed=layout["seed"])]
         # Read on a thread of its own: a stuck read ends the job (cancel, timeout), not the queue.
         ref = read_reference(reference, cancel=cancel)
         label = self.workspace.label(reference)
         if label is not None:  # an upload: its results record the client's path, as a local run would
             ref = dataclasses.replace(ref, source=label)
         tileable, factor = kwargs.pop("tileable", None), kwargs.pop("upscale", 0)
+        tileset = kwargs.pop("tileset", None)
+        if tileset is not None:
+            from backend.api import make_tileset
+
+            on_step = kwargs.get("on_step")
+            return [make_tileset(ref, **tileset, base=kwargs.get("base"), ip_adapter=kwargs.get("ip_adapter"),
+                                 cancel=cancel, on_step=None if on_step is None else
+                                 lambda step, total: on_step(step, total, None))]
         if tileable is not None:
             from backend.api import make_tileable
 
@@ -369,7 +370,8 @@ class Service:
 def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str | None = None,
           verbose: bool = False, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
           remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB,
-          upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = ()) -> int:
+          upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = (),
+          heartbeat_s: float = DEFAULT_HEARTBEAT_S) -> int:
     """Entry point of `python -m backend serve`."""
     from backend.service.logs import records_dir, setup_logging
 
@@ -386,5 +388,5 @@ def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str
         log.warning("removed what a job of a service that is gone left unfinished: %s", left)
     service = Service(protocol_out, base=base, ip_adapter=ip_adapter, device=device, max_queue=max_queue,
                       allow_pickle=allow_pickle, remote=remote, max_workspace_mb=max_workspace_mb,
-                      upload_idle_s=upload_idle_s, models=models, records=records)
+                      upload_idle_s=upload_idle_s, models=models, heartbeat_s=heartbeat_s, records=records)
     return service.serve(protocol_in)

@@ -19,7 +19,9 @@ with code "timeout" when time runs out.
 
 Nothing waits on the process: lines are queued for its writer thread, and the start's lock is never
 held while sending or uploading, so `cancel` returns at once and `stop` within its timeout plus the
-group's grace. A backend that reads nothing for `stall_timeout` s is ended (`backend_stalled`).
+group's grace. A backend that reads nothing for `stall_timeout` s, or whose heartbeats stop for
+`heartbeat_timeout` s, is ended (`backend_stalled`). After `stop()` only a new job or `start()` starts
+a backend again (other requests raise `stopped`).
 """
 
 from __future__ import annotations
@@ -32,19 +34,20 @@ import queue
 import secrets
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
 from . import config as backend_config
-from . import transfer
+from . import start_failure, transfer
 from .config import BackendConfig
+from .inbox import FINAL_EVENTS, Inbox
 from .process import MAX_EVENT_LINE, STALL_S, BackendProcess
 
 PROTOCOL_VERSION = 2
-FINAL_EVENTS = ("result", "error", "cancelled")
 HELLO_TIMEOUT_S = 60.0  # a cold start on a slow disk; hello itself does not load models
+HEARTBEAT_TIMEOUT_S = 30.0  # silence (no event, no heartbeat) this long ends a service that sends heartbeats
+JOB_REQUESTS = ("generate", "restyle", "upscale", "make_tileable")  # the requests that start a stopped backend
 
 _default_logger = logging.getLogger("texture_variants.backend")
 
@@ -60,6 +63,25 @@ class _Connection:
     # job id -> (local job folder, the backend's files of the job: its folder and the uploads)
     remote_jobs: dict[str, tuple[Path, list[str]]] = field(default_factory=dict)
     closed: bool = False  # stop() was called: uploads end, nothing more is sent
+    death: dict | None = None  # the end report once the process died
+    unsent_logged: bool = False  # a request that could not be sent is logged once, not per request
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def waiter(self, request_id: str) -> queue.Queue:
+        """The queue of a request's answers; opened after the process died, it holds that death already."""
+        with self._lock:
+            answers = self.waiters.setdefault(request_id, queue.Queue())
+            if self.death is not None:
+                answers.put(self.death | {"id": None})
+        return answers
+
+    def died(self, report: dict) -> None:
+        """Tell every open waiter, and each one opened from now on, that the process died."""
+        with self._lock:
+            self.death = report
+            waiting = list(self.waiters.values())
+        for answers in waiting:
+            answers.put(report | {"id": None})
 
 
 class BackendClient:
@@ -68,15 +90,15 @@ class BackendClient:
         self.backend_root = Path(backend_root) if backend_root else backend_config.default_backend_root()
         self._log = log or _default_logger.info
         self._lock = threading.RLock()  # one start at a time; never held while sending (the writer serialises)
-        self._events: queue.Queue = queue.Queue()
-        self._held: list[dict] = []  # events wait() read that belong to other requests
-        self._held_lock = threading.Lock()  # never held while starting: poll() must not block
+        self._inbox = Inbox()
         self._ids = itertools.count(1)
         self._conn: _Connection | None = None
         self.hello: dict | None = None
         self.probe_dir = tempfile.gettempdir()  # where hello's probe file goes (docs/PROTOCOL.md, hello)
         self.download_chunk_bytes = transfer.CHUNK_BYTES
         self.stall_timeout = STALL_S  # a backend that reads nothing this long is ended (backend_stalled)
+        self.heartbeat_timeout = HEARTBEAT_TIMEOUT_S  # and one that sends nothing this long (at least 3 heartbeats)
+        self._stopped = False  # stop() was called: only start() or a new job starts a backend again
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -92,9 +114,15 @@ class BackendClient:
 
     def start(self) -> dict:
         """Start the service if it is not running, say hello, check the protocol; return the hello."""
+        self._stopped = False
+        return self._start()
+
+    def _start(self) -> dict:
         with self._lock:
             if self.alive and self.hello is not None:
                 return self.hello
+            if self._stopped:  # a request that waited for this lock while stop() ran
+                raise UserError("stopped", "the backend was stopped", "start a job (or Check Backend) to start it again")
             self._discard_connection()
             self._forget_idle_deaths()
             conn = _Connection()
@@ -102,6 +130,8 @@ class BackendClient:
             conn.waiters[hello_id] = queue.Queue()  # before the process starts: a quick death answers it
             self._spawn(conn)
             try:
+                if self._stopped:  # stop() ran before this process was the client's: it would outlive it
+                    raise UserError("stopped", "the backend was stopped", "start a job to start it again")
                 self.hello = self._hello(conn, hello_id)
             except BaseException:
                 self._close(conn, timeout=2)
@@ -116,6 +146,7 @@ class BackendClient:
 
     def stop(self, timeout: float = 5) -> None:
         """Shut the service down, its whole group by force after `timeout` s; a start or upload under way fails."""
+        self._stopped = True
         conn, self._conn, self.hello = self._conn, None, None
         if conn is not None:
             self._close(conn, timeout)
@@ -130,17 +161,20 @@ class BackendClient:
 
     def request(self, type: str, **fields) -> str:
         """Send a request (starting the service first if it is not running); return its id."""
-        conn = self._started()
+        conn = self._started(restart=type in JOB_REQUESTS)
         request_id = f"{type}-{next(self._ids)}"
         if type in ("generate", "restyle"):
             conn.pending.add(request_id)
         self._send(conn, {"id": request_id, "type": type, **fields})
         return request_id
 
-    def _started(self) -> _Connection:
+    def _started(self, restart: bool) -> _Connection:
+        """The running connection, started if need be (after stop() only with `restart`: a new job)."""
+        if restart:
+            self._stopped = False
         with self._lock:
             if not self.alive:
-                self.start()
+                self._start()
             return self._conn
 
     def generate(self, input_path, output_dir, *, should_cancel=None, **params) -> str:
@@ -159,7 +193,7 @@ class BackendClient:
         """Queue a job of request type `kind` (generate, restyle, make_tileable) like `generate`."""
         fields = {k: v for k, v in params.items() if v is not None}
         input_path, output_dir = os.path.abspath(os.fspath(input_path)), os.path.abspath(os.fspath(output_dir))
-        conn = self._started()
+        conn = self._started(restart=True)
         if conn.workspace is None:
             return self.request(kind, input=input_path, output_dir=output_dir, **fields)
         remote_input, fields, uploaded = transfer.upload_inputs(
@@ -181,17 +215,7 @@ class BackendClient:
 
     def poll(self) -> list[dict]:
         """Every event received since the last call, oldest first; never blocks."""
-        with self._held_lock:
-            events, self._held = self._held, []
-        return self._drain_into(events)
-
-    def _drain_into(self, events: list) -> list:
-        """Append everything queued so far to `events`; never blocks."""
-        while True:
-            try:
-                events.append(self._events.get_nowait())
-            except queue.Empty:
-                return events
+        return self._inbox.poll()
 
     def wait(self, job_id, timeout: float | None = None, on_event=None) -> dict:
         """Block until job `job_id` ends and return its final event (result, error or cancelled).
@@ -199,33 +223,7 @@ class BackendClient:
         `on_event(event)` sees each of the job's events on the way. Events of other requests are
         kept for the next `poll`. Raises a UserError with code "timeout" after `timeout` seconds.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            event = self._take_held(job_id)
-            if event is None:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise UserError("timeout", f"job {job_id} did not finish within {timeout:g} s",
-                                    "cancel it, or wait longer")
-                try:
-                    event = self._events.get(timeout=remaining)
-                except queue.Empty:
-                    continue
-                if event.get("id") != job_id:
-                    with self._held_lock:
-                        self._held.append(event)
-                    continue
-            if on_event is not None:
-                on_event(event)
-            if event.get("type") in FINAL_EVENTS:
-                return event
-
-    def _take_held(self, job_id) -> dict | None:
-        with self._held_lock:
-            for i, event in enumerate(self._held):
-                if event.get("id") == job_id:
-                    return self._held.pop(i)
-        return None
+        return self._inbox.wait(job_id, timeout, on_event)
 
     # --- the connection -----------------------------------------------------------------------
 
@@ -260,11 +258,10 @@ class BackendClient:
         finally:
             conn.waiters.pop(request_id, None)
             os.unlink(probe)
+        if event.get("type") == "error" and event.get("code") == "backend_died":
+            raise start_failure.classify(self.config, event)
         if event.get("type") == "error":
-            message = event.get("message", "hello failed")
-            if event.get("code") == "backend_died" and event.get("stderr_tail"):
-                message += ": " + event["stderr_tail"].splitlines()[-1]
-            raise UserError(event.get("code", "internal"), message, event.get("hint", ""))
+            raise UserError(event.get("code", "internal"), event.get("message", "hello failed"), event.get("hint", ""))
         if event.get("protocol") != PROTOCOL_VERSION:
             raise UserError(
                 "protocol_mismatch",
@@ -273,6 +270,9 @@ class BackendClient:
                 "(run 'Set up backend' in the add-on preferences)")
         filesystem = event.get("filesystem") or {"shared": True}
         conn.workspace = None if filesystem.get("shared") else filesystem.get("workspace")
+        interval = event.get("heartbeat_s")
+        if isinstance(interval, (int, float)) and interval > 0:  # silence means a hung link (a hung link's
+            conn.process.quiet_limit = max(self.heartbeat_timeout, 3 * interval)  # writes may never block)
         return event
 
     def _send(self, conn: _Connection, message: dict, **how) -> bool:
@@ -281,7 +281,8 @@ class BackendClient:
             return False
         if conn.process.send((json.dumps(message, ensure_ascii=True) + "\n").encode(), **how):
             return True
-        if not how.get("bulk"):  # the process is dying; its end is reported, with this request if a job
+        if not (how.get("bulk") or conn.unsent_logged):  # its end is reported (to this request's waiter too)
+            conn.unsent_logged = True
             self._log("backend: could not send a request, the process is gone")
         return False
 
@@ -293,14 +294,14 @@ class BackendClient:
         except ValueError:
             self._log(f"backend: ignored a non-JSON line on stdout: {line[:200]!r}")
             return
-        if not isinstance(event, dict):
+        if not isinstance(event, dict) or event.get("type") == "heartbeat":  # a heartbeat's arrival is its message
             return
         request_id = event.get("id")
         if request_id in conn.remote_jobs and not self._remote_job_event(conn, event):
             return
         if event.get("type") in FINAL_EVENTS:
             conn.pending.discard(request_id)
-        (conn.waiters.get(request_id) or self._events).put(event)
+        (conn.waiters.get(request_id) or self._inbox).put(event)
 
     def _remote_job_event(self, conn: _Connection, event: dict) -> bool:
         """A remote job's event: previews stay on the backend; a result is handed on only after its
@@ -323,7 +324,7 @@ class BackendClient:
         result with local paths, or an error."""
         final = transfer.fetch_result(result, folder, self._channel(conn), self.download_chunk_bytes, self._log)
         self._release(conn, remote)
-        self._events.put(final)
+        self._inbox.put(final)
 
     def _release(self, conn: _Connection, remote: list[str]) -> None:
         """Ask the backend to delete an ended remote job's files (docs/PROTOCOL.md, `release`)."""
@@ -345,25 +346,23 @@ class BackendClient:
             report = conn.process.end_report()
             raise UserError(report["code"], f"during an upload, {report['message']}", report["hint"])
 
-        return transfer.Channel(send=send, open=lambda i: conn.waiters.setdefault(i, queue.Queue()),
-                                close=lambda i: conn.waiters.pop(i, None),
+        return transfer.Channel(send=send, open=conn.waiter, close=lambda i: conn.waiters.pop(i, None),
                                 new_id=lambda kind: f"{kind}-{next(self._ids)}", cancelled=cancelled)
 
     def _on_overlong(self) -> None:
         self._log(f"backend: skipped a stdout line over {MAX_EVENT_LINE} bytes")
-        self._events.put({"type": "error", "id": None, "code": "protocol_error",
+        self._inbox.put({"type": "error", "id": None, "code": "protocol_error",
                           "message": f"the backend sent a line over {MAX_EVENT_LINE} bytes; it was skipped",
                           "hint": "a bug in the backend: see its log; the client keeps reading"})
 
     def _on_end(self, conn: _Connection, process: BackendProcess) -> None:
         base = {"type": "error", **process.end_report()}
         self._log(f"backend process {process.pid}: {base['message']}")
-        for waiter in list(conn.waiters.values()):  # a start() waiting for hello raises it
-            waiter.put(base | {"id": None})
+        conn.died(base)  # a start() waiting for hello raises it; a transfer waiting for an answer too
         ids = sorted(conn.pending) or ([] if conn.waiters else [None])
         conn.pending.clear()
         for request_id in ids:
-            self._events.put(base | {"id": request_id})
+            self._inbox.put(base | {"id": request_id})
 
     # --- ending -------------------------------------------------------------------------------
 
@@ -380,12 +379,7 @@ class BackendClient:
 
     def _forget_idle_deaths(self) -> None:
         """Drop unpolled reports of a death while idle (a fresh service replaces it); a job's are kept."""
-        with self._held_lock:
-            events, self._held = self._held, []
-            self._drain_into(events)
-            for event in events:
-                if not (event.get("code") == "backend_died" and event.get("id") is None):
-                    self._events.put(event)
+        self._inbox.forget(lambda event: event.get("code") == "backend_died" and event.get("id") is None)
 
     def _discard_connection(self) -> None:
         """Forget a process that ended (after its end is reported); a live one without hello is stopped."""

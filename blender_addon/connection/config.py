@@ -19,6 +19,9 @@ ENV_COMMAND = "TEXTURE_VARIANTS_BACKEND_COMMAND"
 ENV_BASE = "TEXTURE_VARIANTS_BASE"
 ENV_IP_ADAPTER = "TEXTURE_VARIANTS_IP_ADAPTER"
 ENV_DEVICE = "TEXTURE_VARIANTS_DEVICE"
+# Programs that join their arguments into one command line for a remote shell: what is appended to
+# a Backend Command that starts with one of them is quoted for that shell.
+REMOTE_SHELL_PROGRAMS = ("ssh", "autossh", "plink")
 
 
 @dataclass(frozen=True)
@@ -36,12 +39,28 @@ class BackendConfig:
 
     def command(self) -> list[str]:
         cmd = shlex.split(self.remote_command) if self.remote_command else [self.python, "-m", "backend", "serve"]
+        options = []
         for flag, value in (("--base", self.base), ("--ip-adapter", self.ip_adapter), ("--device", self.device)):
             if value:
-                cmd += [flag, value]
+                options += [flag, value]
         if self.allow_pickle:
-            cmd.append("--allow-pickle")
-        return cmd
+            options.append("--allow-pickle")
+        # ssh joins its arguments with spaces and the remote shell splits them again: each one quoted
+        # reaches the service as it was (spaces, quotes, $, ;), never run by that shell.
+        return cmd + ([shlex.quote(option) for option in options] if runs_over_ssh(cmd) else options)
+
+
+def runs_over_ssh(argv: list[str]) -> bool:
+    """Whether a command line runs its command through a remote shell (ssh and its kin)."""
+    program = os.path.basename(argv[0]).lower() if argv else ""
+    return program.removesuffix(".exe") in REMOTE_SHELL_PROGRAMS
+
+
+def setting_name(preference: str, variable: str, environ=os.environ) -> str:
+    """How to name a setting in a hint: the environment variable when it overrides the preference."""
+    if environ.get(variable):
+        return f"the {variable} environment variable (it overrides {preference})"
+    return f"{preference} in the add-on preferences (outside Blender: the {variable} environment variable)"
 
 
 def resolve_config(python=None, base=None, ip_adapter=None, device=None, allow_pickle: bool = False,
@@ -78,13 +97,10 @@ def check(config: BackendConfig, backend_root: Path) -> None:
             program = None
         if not program or not shutil.which(program):
             raise UserError("not_set_up", f"the backend command {config.remote_command!r} cannot run here",
-                            f"fix the Backend Command in the add-on preferences or {ENV_COMMAND}")
+                            f"fix {setting_name('Backend Command', ENV_COMMAND)}")
         return
     python = config.python
-    # Name what the user set: the preference, or the environment variable when that overrides it.
-    where = (f"the {ENV_PYTHON} environment variable (it overrides Backend Python)" if os.environ.get(ENV_PYTHON)
-             else f"Backend Python in the add-on preferences (outside Blender: the {ENV_PYTHON} environment "
-             "variable)")
+    where = setting_name("Backend Python", ENV_PYTHON)
     if not python:
         raise UserError("not_set_up", "no Python interpreter is configured for the backend",
                         "click Set up backend in the add-on preferences, or set Backend Python there "

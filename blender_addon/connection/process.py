@@ -9,7 +9,8 @@ tail, and `on_end(process)` once when the process ended by itself (not after `cl
 What is sent to it goes through a `Writer`: a thread of its own writes to the process's stdin, so a
 caller never blocks on a pipe the process does not read. A process that reads nothing of what waits
 for it for `stall_s` seconds (stopped, hung, an ssh link that hangs without a reset) is ended and
-its end reported with `stalled` set.
+its end reported with `stalled` set; so is one that sends nothing for `quiet_limit` seconds once that
+is set (a service that sends heartbeats: the link to it hangs, e.g. a stopped ssh session).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import collections
 import os
 import queue
+import re
 import selectors
 import signal
 import subprocess
@@ -30,6 +32,7 @@ CHUNK = 64 << 10
 TICK_S = 0.1  # how often the exit status is checked while the pipes are quiet
 DRAIN_S = 0.5  # after the exit, how long output still held open (by a child) is read
 STDERR_TAIL_LINES = 40
+ROUTINE_LOG = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|DEBUG) ")  # backend/service/logs.py FORMAT
 STALL_S = 30.0  # the service reads stdin on a thread of its own: a healthy one never lags this long
 WRITE_BUFFER = 4 << 20  # bulk data (upload chunks) waiting to be written, at most
 WRITE_SLICE = 64 << 10  # one pipe's capacity: progress is seen at least this often
@@ -185,7 +188,9 @@ class BackendProcess:
         self.stopping = False  # close() was called: the end is not a death
         self.ended = False  # the reader has finished (and reported the end unless stopping)
         self.stall_s = stall_s
-        self.stalled = False  # ended because it read nothing of what waited for it for stall_s
+        self.quiet_limit: float | None = None  # set when the service sends heartbeats: silence this long is a stall
+        self._heard = time.monotonic()  # when stdout last brought bytes
+        self.stalled = ""  # why it was ended as stalled ("" unless it was)
         kwargs = {"creationflags": subprocess.CREATE_NO_WINDOW} if sys.platform == "win32" else {
             "start_new_session": True}  # its own group: Ctrl-C in Blender's terminal is not for it, close() ends it all
         self.popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -211,14 +216,20 @@ class BackendProcess:
         """Why it ended, as the client's error fields: `backend_died` or `backend_stalled` (docs/PROTOCOL.md)."""
         code = self.popen.returncode
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-        report = {"code": "backend_died", "message": f"the backend process {how}",
+        last = self.last_stderr_line()
+        report = {"code": "backend_died", "message": f"the backend process {how}" + (f": {last}" if last else ""),
                   "hint": "it is restarted on the next request; its log (stderr tail here) says why",
                   "exit_code": code, "stderr_tail": "\n".join(list(self.stderr_tail)[-10:])}
         if self.stalled:
-            report |= {"code": "backend_stalled", "message": f"the backend read nothing for {self.stall_s:g} s "
-                       "and was ended", "hint": "it is restarted on the next request; if it happens again check "
-                       "the link to it (a remote backend: ssh keepalives, docs/guide/batch-and-remote.md, 'Remote GPU') and its log"}
+            report |= {"code": "backend_stalled", "message": f"the backend {self.stalled} and was ended",
+                       "hint": "it is restarted on the next request; if it happens again check the link to it "
+                       "(a remote backend: ssh keepalives, docs/guide/batch-and-remote.md, 'Remote GPU') and its log"}
         return report
+
+    def last_stderr_line(self) -> str:
+        """The last stderr line that may say why it ended (ssh's reason, a traceback's end): the
+        service's own routine log lines (INFO, DEBUG), which a remote one's stderr mixes in, are not."""
+        return next((line for line in reversed(self.stderr_tail) if line.strip() and not ROUTINE_LOG.match(line)), "")
 
     def join(self, timeout: float) -> None:
         """Wait for the reader to deliver the last output and the end."""
@@ -250,12 +261,14 @@ class BackendProcess:
             if name is not None and not chunk:
                 open_streams.discard(name)
             elif name is not None:
+                if name == "stdout":
+                    self._heard = time.monotonic()
                 lines, overlong = splitters[name].feed(chunk)
                 self._deliver(name, lines, overlong)
             if exited_at is None and self.popen.poll() is not None:
                 exited_at = time.monotonic()
-            if exited_at is None and not self.stalled and self.writer.stalled_for() > self.stall_s:
-                self._stall()
+            if exited_at is None and not self.stalled:
+                self._check_stall()
             if not open_streams or (exited_at is not None and time.monotonic() - exited_at > DRAIN_S):
                 break
         chunks.close()
@@ -287,9 +300,15 @@ class BackendProcess:
 
     # --- ending ---------------------------------------------------------------------------------
 
-    def _stall(self) -> None:
-        self.stalled = True
-        self._log(f"backend: read nothing for {self.stall_s:g} s, ending it")
+    def _check_stall(self) -> None:
+        if self.writer.stalled_for() > self.stall_s:
+            self._stall(f"read nothing for {self.stall_s:g} s")
+        elif self.quiet_limit is not None and time.monotonic() - self._heard > self.quiet_limit:
+            self._stall(f"sent nothing (not even its heartbeat) for {self.quiet_limit:g} s")
+
+    def _stall(self, why: str) -> None:
+        self.stalled = why
+        self._log(f"backend: {why}, ending it")
         if sys.platform == "win32":
             self.popen.kill()
         else:
