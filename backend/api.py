@@ -113,16 +113,17 @@ def make_tileable(image: str | os.PathLike | Image.Image, *, engine: str = "auto
 
 def make_tileset(texture: str | os.PathLike | Image.Image, *, colours: int = 2, size: int | None = None,
                  padding: int = 8, engine: str = "auto", maps: dict[str, str] | None = None, seed: int = 0,
-                 base: str | None = None, ip_adapter: str | None = None, cancel: threading.Event | None = None,
-                 on_step=None):
+                 steps: int | None = None, base: str | None = None, ip_adapter: str | None = None,
+                 cancel: threading.Event | None = None, on_step=None):
     """A Wang tile set of `texture` (docs/guide/tile-sets.md): `colours`**4 tiles of `size` px whose coded
     edges match, each with `padding` px around it in the atlas. Returns a backend.tileset.atlas.TileSet:
     `.atlas` (PIL image), `.maps` (the maps' atlases), `.save(folder, stem)` writes the atlases and
-    `<stem>-wang.json`. `engine`: auto, patch (weight-free) or diffusion."""
+    `<stem>-wang.json`. `engine`: auto, patch (weight-free) or diffusion (`steps`, `base`, `ip_adapter`:
+    its denoising steps and models)."""
     from backend.tileset.make import make_tileset as make
 
-    return make(texture, colours=colours, size=size, padding=padding, engine=engine, maps=maps, seed=seed, base=base,
-                ip_adapter=ip_adapter, cancel=cancel, on_step=on_step)
+    return make(texture, colours=colours, size=size, padding=padding, engine=engine, maps=maps, seed=seed, steps=steps,
+                base=base, ip_adapter=ip_adapter, cancel=cancel, on_step=on_step)
 
 
 def tileset_layout(record: str | os.PathLike, cells, *, seed: int = 0) -> Image.Image:

@@ -7,14 +7,13 @@ the real service process (a pause injected by a `sitecustomize` hook, a real sma
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.service_process import ServiceProcess, can_mount_tmpfs
+from tests.service_process import ServiceProcess, can_mount_tmpfs, tmpfs_wrap
 
 JOB = dict(engine="patch", size=96, seed=3, variants=2, derive=["height", "roughness"], tiled_preview=True)
 
@@ -101,9 +100,7 @@ def test_a_finished_job_has_its_marker_and_survives_the_next_start(tmp_path, col
 @pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -m` and tmpfs mounts (root in a Linux container)")
 def test_a_full_disk_during_a_job_is_no_space_with_the_numbers_and_leaves_nothing(tmp_path, color_texture_path):
     disk = tmp_path / "disk"
-    disk.mkdir()
-    inner = f"mount -t tmpfs -o size=256k none {shlex.quote(str(disk))} && exec \"$@\""
-    proc = ServiceProcess(tmp_path, wrap=("unshare", "-m", "sh", "-c", inner, "sh"))
+    proc = ServiceProcess(tmp_path, wrap=tmpfs_wrap(disk, "size=256k"))
     inside = Path(f"/proc/{proc.popen.pid}/root") / disk.relative_to("/")  # the tmpfs, seen from the service
     try:
         full = proc.job_events(proc.send("generate", input=str(color_texture_path), output_dir=str(disk / "job"),

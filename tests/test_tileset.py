@@ -40,20 +40,25 @@ def _pairs(colours: int, one: str, other: str):
                 yield a, b
 
 
-def test_tiles_that_share_an_edge_code_have_identical_edge_pixels(gravel_set):
-    tiles = _tiles(gravel_set)
-    for index in range(16):
-        codes = layout.codes_of(index, 2)
-        for other in range(16):
-            mine = layout.codes_of(other, 2)
-            if codes["n"] == mine["n"]:  # horizontal edges: the whole row, corners included
+def assert_shared_edges_identical(tiles: np.ndarray, colours: int = 2) -> None:
+    """Tiles that share an edge code have identical pixels along that edge: horizontal edges in full,
+    corners included; vertical edges but for their end pixels (the horizontal edges' corners)."""
+    for index in range(colours**4):
+        codes = layout.codes_of(index, colours)
+        for other in range(colours**4):
+            mine = layout.codes_of(other, colours)
+            if codes["n"] == mine["n"]:
                 assert np.array_equal(tiles[index][0], tiles[other][0])
             if codes["s"] == mine["s"]:
                 assert np.array_equal(tiles[index][-1], tiles[other][-1])
-            if codes["w"] == mine["w"]:  # vertical edges: all but the end pixels (the horizontal edges' corners)
+            if codes["w"] == mine["w"]:
                 assert np.array_equal(tiles[index][1:-1, 0], tiles[other][1:-1, 0])
             if codes["e"] == mine["e"]:
                 assert np.array_equal(tiles[index][1:-1, -1], tiles[other][1:-1, -1])
+
+
+def test_tiles_that_share_an_edge_code_have_identical_edge_pixels(gravel_set):
+    assert_shared_edges_identical(_tiles(gravel_set))
 
 
 def test_joins_step_like_the_inside_of_a_tile(gravel_set):

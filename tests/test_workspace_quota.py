@@ -8,13 +8,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import shlex
 import signal
 from pathlib import Path
 
 import pytest
 
-from tests.service_process import ServiceProcess, can_mount_tmpfs
+from tests.service_process import ServiceProcess, can_mount_tmpfs, tmpfs_wrap
 
 MB = 1 << 20
 CHUNK = 256 << 10
@@ -64,10 +63,7 @@ def test_uploads_over_the_workspace_budget_are_no_space_and_write_nothing(tmp_pa
 
 @pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -m` and tmpfs mounts (root in a Linux container)")
 def test_a_full_disk_during_an_upload_is_no_space_and_the_part_is_removed(tmp_path):
-    small = tmp_path / "tmp"
-    small.mkdir()
-    inner = f"mount -t tmpfs -o size=1m none {shlex.quote(str(small))} && exec \"$@\""
-    proc, workspace = _remote(tmp_path, wrap=("unshare", "-m", "sh", "-c", inner, "sh"))
+    proc, workspace = _remote(tmp_path, wrap=tmpfs_wrap(tmp_path / "tmp", "size=1m"))
     try:
         full = _upload(proc, os.urandom(3 * MB))
         assert full["type"] == "error" and full["code"] == "no_space", full
@@ -150,11 +146,8 @@ def test_a_job_whose_files_would_go_over_the_budget_is_no_space_and_leaves_nothi
 @pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -m` and tmpfs mounts (root in a Linux container)")
 def test_hello_on_a_full_disk_is_no_space_and_leaves_no_ownerless_workspace(tmp_path):
     small = tmp_path / "tmp"
-    small.mkdir()
     # two inodes: the root and one more, so the workspace folder is made and its owner file is not (ENOSPC)
-    inner = f"mount -t tmpfs -o size=64k,nr_inodes=2 none {shlex.quote(str(small))} && exec \"$@\""
-    proc = ServiceProcess(tmp_path, "--remote", env={"TMPDIR": str(small)},
-                          wrap=("unshare", "-m", "sh", "-c", inner, "sh"))
+    proc = ServiceProcess(tmp_path, "--remote", env={"TMPDIR": str(small)}, wrap=tmpfs_wrap(small, "size=64k,nr_inodes=2"))
     inside = Path(f"/proc/{proc.popen.pid}/root") / small.relative_to("/")
     try:
         hello = proc.ask("hello")

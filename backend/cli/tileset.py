@@ -37,6 +37,7 @@ def add_tileset(sub) -> None:
                    help="a map of the same material (repeatable; the texture's aspect), made into an atlas exactly "
                    "like the colour")
     p.add_argument("--seed", type=int, default=0, help="which samples and cuts the tiles get (default 0)")
+    p.add_argument("--steps", type=int, default=None, help="diffusion: denoising steps per tile (default 30)")
     p.add_argument("--base", default=None, help="diffusion: the base model (folder, file or hub id)")
     p.add_argument("--ip-adapter", default=None, help="diffusion: the IP-Adapter weights")
     p.set_defaults(func=_cmd_tileset)
@@ -61,7 +62,7 @@ def _cmd_tileset(args) -> int:
     from backend.cli.generate import named_paths
 
     tileset = make_tileset(args.input, colours=args.colours, size=args.size, padding=args.padding,
-                           engine=args.engine, maps=named_paths(args.maps), seed=args.seed, base=args.base,
+                           engine=args.engine, maps=named_paths(args.maps), seed=args.seed, steps=args.steps, base=args.base,
                            ip_adapter=args.ip_adapter)
     written = tileset.save(args.out, Path(args.input).stem)
     for path in written.values():

@@ -331,8 +331,11 @@ def scaled_reference(reference, params) -> np.ndarray:
 
 
 
-def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_step=None, cancel=None):
-    """The engine entry point (see backend/engines.py)."""
+def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_step=None, cancel=None,
+             extra_controls=(), ip_image=None):
+    """The engine entry point (see backend/engines.py). `extra_controls`: controls the caller built itself
+    (e.g. controls.inpaint.KeepOutside), run after the ones `params` asks for; `ip_image`: the
+    IP-Adapter's image prompt when it is not the reference (a PIL image)."""
     params.check_size(NAME)  # engine "auto" is checked only now
     options = params.diffusion
     spec = models.resolve(base, ip_adapter, ip_adapter_variant=options.ip_adapter_variant, device=options.device,
@@ -344,7 +347,7 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
         params = params.replace(steps=params.fast_steps)
     default_guidance = DEFAULT_GUIDANCE if lora is None else lora.guidance
     guidance = default_guidance if params.guidance_scale is None else float(params.guidance_scale)
-    active = controls.build(params, spec, settings)  # checks what it can before waiting for the lock
+    active = controls.build(params, spec, settings) + list(extra_controls)  # checks before waiting for the lock
     layout = Layout.for_size(params.size, options.window, params.tile)
     if layout.active:
         windowed_controls(params)
@@ -356,7 +359,7 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
             state = StepState(steps=params.steps, windows=len(layout) if layout.active else 1)
             run = Run(pipe, state, reference=reference, image=image)
             images, info = _run(run, spec, params, settings.ip_scale, guidance, active, latents, on_step, cancel, lora,
-                                layout)
+                                layout, ip_image)
     record = {"guidance_scale": guidance, "ip_scale": settings.ip_scale, "device": spec.device, "dtype": spec.dtype,
               "ip_adapter_variant": options.ip_adapter_variant, "ip_mode": params.ip_mode, "sampler": params.sampler,
               "steps": params.steps, **({} if lora is None else {"fast_lora": str(lora.path)}),
@@ -366,13 +369,13 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
     return images
 
 
-def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel, lora, layout):
+def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel, lora, layout, ip_image=None):
     pipe, image = run.pipe, run.image
     noise = initial_noise(params, latents, pipe._execution_device, pipe.unet.dtype)
     pipe.set_ip_adapter_scale(ip_scale)  # every call sets every layer's scale; controls may refine it
     for control in active:
         control.setup(run)
-    prompt = prompt_image(image, layout)
+    prompt = prompt_image(image if ip_image is None else ip_image.convert("RGB"), layout)
     run.cond = encode_conditioning(pipe, prompt, params.prompt, params.negative_prompt,
                                    image_embeds_key(texture_digest(prompt), spec))
     digest = texture_digest(image)

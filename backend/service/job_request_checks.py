@@ -192,8 +192,12 @@ def _check_tileset(fields: dict, request_id) -> dict:
              f'"padding": {DEFAULT_PADDING}')
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         bad(request_id, f"tileset 'seed' must be a whole number >= 0, got {short(seed)}", '"seed": 0')
+    steps = _whole(fields.get("steps"))
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 200):
+        bad(request_id, f"tileset 'steps' must be an integer from 1 to 200 or null, got {short(steps)}",
+            "leave it out for the diffusion engine's default")
     return out | _models(fields, request_id) | {"colours": colours, "size": size, "padding": padding,
-                                                 "engine": engine, "seed": seed,
+                                                 "engine": engine, "seed": seed, "steps": steps,
                                                  "maps": _maps(fields, "tileset", request_id)}
 
 

@@ -98,7 +98,8 @@ UPSCALE_FIELDS = ("input", "output_dir", "factor", "maps", "engine", "seed", "st
 RESTYLE_OPTIONS = ("restyle_prompt", "restyle_strength", "restyle_start", "mask", "mask_points", "mask_box", "mask_mode", "sam")
 RESTYLE_FIELDS = ("input", "output_dir", *RESTYLE_OPTIONS, "variants", "seed", "steps", "sampler", "fast_steps",
                   "size", "tile",
-                  "negative_prompt", "guidance_scale", "base", "ip_adapter", "tiled_preview", "preview_every", "extra")
+                  "negative_prompt", "guidance_scale", "base", "ip_adapter", "tiled_preview", "preview_every", "extra",
+                  "maps", "map_size")
 
 
 def restyle_parameters() -> dict:
@@ -122,7 +123,8 @@ def tileable_parameters() -> dict:
 
 # tileset: a Wang tile set of the input (backend.api.make_tileset); tileset_layout: N x M cells of a
 # saved set laid out (backend.api.tileset_layout). Jobs like generate's, their options at the top level.
-TILESET_FIELDS = ("input", "output_dir", "colours", "size", "padding", "engine", "maps", "seed", "base", "ip_adapter")
+TILESET_FIELDS = ("input", "output_dir", "colours", "size", "padding", "engine", "maps", "seed", "steps", "base",
+                  "ip_adapter")
 TILESET_LAYOUT_FIELDS = ("input", "output_dir", "cells", "seed")
 
 

@@ -235,7 +235,7 @@ class Service:
 
     def _on_tileset(self, request: Request) -> None:
         """A job like generate's whose work is backend.api.make_tileset (a Wang tile set of the input)."""
-        self._special_job(request, "tileset", ("colours", "size", "padding", "engine", "maps", "seed"),
+        self._special_job(request, "tileset", ("colours", "size", "padding", "engine", "maps", "seed", "steps"),
                           models=True)
 
     def _on_tileset_layout(self, request: Request) -> None:

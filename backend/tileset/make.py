@@ -37,23 +37,21 @@ def default_size(source_size: tuple[int, int], padding: int = DEFAULT_PADDING) -
 
 def resolve_engine(engine: str, base: str | None = None, ip_adapter: str | None = None) -> tuple[str, str]:
     """(the engine to use, why): auto is the diffusion engine when its models are on this machine."""
+    from backend import engines
+
     if engine not in ENGINES:
         raise InputError(f"a tile set has no {engine!r} engine", hint=f"use one of {', '.join(ENGINES)}")
-    if engine != "auto":
-        return engine, f"{engine} engine, as asked"
-    from backend.diffusion import models
-
-    ok, why = models.available(base, ip_adapter)
-    return ("diffusion", "diffusion models found") if ok else ("patch", f"weight-free patch engine ({why})")
+    return engines.resolve(engine, base, ip_adapter)
 
 
 def make_tileset(texture, *, colours: int = 2, size: int | None = None, padding: int = DEFAULT_PADDING,
                  engine: str = "auto", maps: dict[str, str] | None = None, seed: int = 0,
-                 base: str | None = None, ip_adapter: str | None = None,
+                 steps: int | None = None, base: str | None = None, ip_adapter: str | None = None,
                  cancel: threading.Event | None = None, on_step=None) -> TileSet:
     """A Wang tile set of `texture` (path or PIL image): c**4 tiles whose edges match by code, in one
     atlas per map (atlas.py). `maps` {name: path}: the material's maps, the texture's aspect, made
-    into atlases exactly like the colour."""
+    into atlases exactly like the colour. `steps`: the diffusion engine's denoising steps (None: its
+    default); `base`, `ip_adapter`: its models."""
     from backend.tileset import patch
 
     colours = atlas.check_colours(colours)
@@ -85,7 +83,7 @@ def make_tileset(texture, *, colours: int = 2, size: int | None = None, padding:
     if engine_name == "diffusion":
         from backend.tileset import diffusion
 
-        colour, atlas_maps, details = diffusion.make(ref, pixels, given, geometry, seed, base=base,
+        colour, atlas_maps, details = diffusion.make(ref, pixels, given, geometry, seed, steps=steps, base=base,
                                                      ip_adapter=ip_adapter, cancel=cancel, on_step=on_step)
     else:
         from backend.patch import lattice

@@ -33,19 +33,17 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from backend import masks, sam
-from backend.diffusion.controls import pnp
+from backend.diffusion.controls import inpaint, pnp
 from backend.diffusion.controls.base import GENERATED, INVERSION, REFERENCE, Control, Run
-from backend.diffusion.tiling import AXES
+from backend.diffusion.controls.inpaint import FEATHER, feather  # noqa: F401 - the edit-inside blend, shared
 from backend.errors import InputError
 
 KEEP_STRUCTURE, EDIT_INSIDE = "keep-structure", "edit-inside"
 INVERTED, NOISE = "inverted", "noise"
 VARIATION = 0.3  # inverted start, variants after the first: the weight of their seeded noise
-FEATHER = 1 / 64  # edit-inside: the pixel blend reaches this fraction of the output size across the border
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -77,22 +75,6 @@ class MaskSource:
         fitted = masks.fit_mask(image, reference.size, size)
         masks.require_selection(fitted, sam=self.image is None)
         return fitted
-
-
-def feather(mask: torch.Tensor, tile: str) -> torch.Tensor:
-    """The (1, 1, H, W) mask blurred by a Gaussian of sigma S * FEATHER / 3, truncated at S * FEATHER px
-    (beyond that, exactly 0), S the shorter side; it wraps around on the tiled axes, elsewhere the
-    border is repeated."""
-    size = min(mask.shape[-2:])
-    radius = max(1, math.ceil(size * FEATHER))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (x / (radius / 3)) ** 2)
-    kernel = (kernel / kernel.sum()).to(mask.dtype)
-    wrap_x, wrap_y = AXES[tile]
-    out = F.pad(mask, (radius, radius, 0, 0), mode="circular" if wrap_x else "replicate")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1))
-    out = F.pad(out, (0, 0, radius, radius), mode="circular" if wrap_y else "replicate")
-    return F.conv2d(out, kernel.view(1, 1, -1, 1)).clamp(0, 1)
 
 
 START_KEY = (pnp.TAG, "start", 0, "")  # the inverted noise: the reference branch's latents at step 0
@@ -210,18 +192,14 @@ class Restyle(Control):
         if state.branch == REFERENCE:
             self.run.recorded[key] = state.latents.detach()
         elif state.branch == GENERATED and self.latent_mask is not None:
-            m = self.latent_mask.to(state.latents.dtype)
-            return m * state.latents + (1 - m) * self.run.recorded[key].to(state.latents.dtype)
+            return inpaint.blend_outside(state.latents, self.latent_mask, self.run.recorded[key])
         return state.latents
 
     def finish(self, images: list) -> list:
         if self.mask is None:
             return images
         if self.mode == EDIT_INSIDE:
-            weight = feather(torch.from_numpy(self.mask)[None, None].double(), self.tile)[0, 0, :, :, None].numpy()
-            original = np.asarray(self.run.image.convert("RGB"), dtype=np.float64)
-            images = [Image.fromarray(np.round(weight * np.asarray(im, dtype=np.float64) + (1 - weight) * original)
-                                      .astype(np.uint8), "RGB") for im in images]
+            images = inpaint.keep_outside(images, self.run.image, self.mask, self.tile)
         for im in images:
             im.info["restyle_mask"] = masks.mask_image(self.mask)
         return images
