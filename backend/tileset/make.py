@@ -7,6 +7,7 @@ baked image equals what Blender's node group shows; with the period (N, M) it ti
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -127,13 +128,9 @@ def render_layout(record_path: str | os.PathLike, cells, seed: int = 0) -> Image
     image = atlas.to_image(layout.render(atlas.tiles_of(loaded.color, geometry), indices), loaded.mode)
     image.info["maps"] = {name: MaterialMap(name, layout.render(atlas.tiles_of(m.pixels, geometry), indices),
                                             m.kind, m.source) for name, m in loaded.maps.items()}
-    image.info["parameters"] = _json({"kind": "wang_layout", "tileset": str(loaded.path), "cells": [columns, rows],
-                                      "seed": seed, "colours": geometry.colours, "tile_size": geometry.tile})
+    image.info["parameters"] = json.dumps({"kind": "wang_layout", "tileset": str(loaded.path), "cells": [columns, rows],
+                                           "seed": seed, "colours": geometry.colours, "tile_size": geometry.tile},
+                                          sort_keys=True)
     image.info["stem"] = f"{loaded.stem}-wang-layout-{columns}x{rows}"
     return image
 
-
-def _json(record: dict) -> str:
-    import json
-
-    return json.dumps(record, sort_keys=True)
