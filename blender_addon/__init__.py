@@ -21,12 +21,14 @@ def _classes():
         preview,
         restyle,
         setup,
+        tile_set,
         tileable,
     )
     from .ui import panel, preferences
 
     return (*preferences.CLASSES, *setup.CLASSES, *check.CLASSES, *generate.CLASSES, *apply.CLASSES,
-            *restyle.CLASSES, *tileable.CLASSES, *preview.CLASSES, *compare.CLASSES, *judge.CLASSES, *batch.CLASSES, *maps.CLASSES, *panel.CLASSES)
+            *restyle.CLASSES, *tileable.CLASSES, *preview.CLASSES, *compare.CLASSES, *judge.CLASSES, *batch.CLASSES,
+            *maps.CLASSES, *tile_set.CLASSES, *panel.CLASSES)
 
 
 def register():

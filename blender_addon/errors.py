@@ -55,13 +55,27 @@ class UserError(Exception):
         return {"type": "error", "id": request_id, "code": self.code, "message": self.message, "hint": self.hint}
 
 
+# The models of the controls, by a word the backend's message holds: (the preference that sets it,
+# what else helps). Download fetches each one's default into the Hugging Face cache.
+CONTROL_MODELS = (
+    ("segment anything", "Segment Anything Model", "or paint a mask (Mask: Painted Mask) instead"),
+    ("controlnet", "ControlNet Model", "or set Guide Mode to LGP"),
+    ("lgp", "LGP Model", "or set Guide Mode to ControlNet, or clear the Structure Guide"),
+)
+
+
 def in_blender_terms(error: UserError) -> UserError:
     """The backend's error with a hint that names the add-on's preferences instead of command-line flags."""
     if error.code != "models_missing":
         return error
-    if "content" in error.message.lower() or "text encoder" in error.message.lower():
+    text = error.message.lower()
+    for word, field, otherwise in CONTROL_MODELS:
+        if word in text:
+            return UserError(error.code, error.message, f"set {field} in {PREFERENCES} (a local file or folder, or "
+                             f"a hub id already downloaded) or click Download beside it, {otherwise}")
+    if "content" in text or "text encoder" in text:
         hint = (f"set Content Encoder in {PREFERENCES} to a CLIP ViT-H/14 text model folder (config.json, "
-                "model.safetensors, tokenizer), or clear Content in the Variants panel")
+                "model.safetensors, tokenizer), or clear Subject to Drop in the Variants panel")
     else:
         hint = (f"set Base Model and IP-Adapter in {PREFERENCES} (a local folder, or a hub id already "
                 "downloaded), or pick the patch engine, which needs no models")

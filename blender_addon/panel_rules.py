@@ -42,13 +42,28 @@ PATCH_HINT = ("Patch suits irregular materials; bricks, tiles and planks are det
 
 
 def patch_expectation(parameters: Mapping) -> str:
-    """What the patch engine found in the texture and what to expect of its variants, from a result's
-    parameters record (empty for other engines or records without it)."""
-    if parameters.get("engine") != "patch" or not parameters.get("patch_expect"):
+    """What the patch engine found in the texture and what to expect of its variants, in an artist's
+    words, from a result's parameters record (empty for other engines or records without it)."""
+    if parameters.get("engine") != "patch" or not parameters.get("patch_structure"):
         return ""
-    period = parameters.get("patch_period")
-    found = f" (period {period} px)" if parameters.get("patch_structure") == "regular" and period else ""
-    return f"Patch found a {parameters['patch_expect']}{found}"
+    if parameters["patch_structure"] == "regular":
+        sizes = [f"{round(p)} px" for p in parameters.get("patch_period") or () if p]
+        every = f" repeating every {' × '.join(sizes)}" if sizes else ""
+        return (f"Found a pattern of bricks, tiles or planks{every}: rows and joints are kept whole "
+                "(the pattern may be rescaled slightly to fit)")
+    return ("Found an irregular texture: pieces of it in new arrangements (for bricks, tiles or planks "
+            "the Diffusion engine keeps the pattern better)")
+
+
+def balance_words(balance: float, engine: str | None) -> str:
+    """What the Structure ⟷ Appearance slider's value does, in words."""
+    if engine == "patch":
+        return ("Small pieces: new structure, more seams between pieces" if balance < 0.34 else
+                "Large pieces: close to the original, fewer seams" if balance > 0.66 else
+                "Medium pieces: a new arrangement that keeps the texture's features")
+    return ("New structure: the look may drift from the original" if balance < 0.34 else
+            "The original's look, held closely: the structure moves less" if balance > 0.66 else
+            "A new structure in the original's look")
 
 
 SORT_KEYS = {  # sort_results: (what the card gives, best first when ascending)
@@ -81,6 +96,34 @@ def card_details(card: Mapping) -> str:
     if "clip" in card:
         parts.append(f"CLIP {card['clip']:.2f}")
     return "; ".join(parts)
+
+
+def result_summary(parameters: Mapping) -> str:
+    """What kind of result set a parameters record is, with its key settings, for a History row:
+    "restyle 'mossy bricks' · strength 0.50", "guided diffusion variants (lgp 1.5) · balance 0.50 · kv"."""
+    kind = parameters.get("kind")
+    if kind == "tileable":
+        return "tileable (the texture itself)"
+    if kind == "layout":
+        cells = "×".join(str(c) for c in parameters.get("cells", ()))
+        return f"tile set layout {cells}".rstrip()
+    if parameters.get("upscale"):
+        return f"upscale ×{parameters['upscale']}"
+    if parameters.get("restyle_prompt"):
+        strength = parameters.get("restyle_strength")
+        return f"restyle '{parameters['restyle_prompt']}'" + (f" · strength {strength:.2f}" if strength is not None
+                                                               else "")
+    engine = parameters.get("engine", "")
+    guided = f"guided {engine} variants ({parameters.get('sketch_mode', '')} {parameters.get('sketch_strength', '')})" \
+        if parameters.get("sketch") else f"{engine} variants"
+    parts = [guided.replace(" )", ")")]
+    if "balance" in parameters:
+        parts.append(f"balance {float(parameters['balance']):.2f}")
+    if engine == "diffusion" and parameters.get("appearance"):
+        parts.append(str(parameters["appearance"]))
+    if parameters.get("prompt"):
+        parts.append(f"'{parameters['prompt']}'")
+    return " · ".join(parts)
 
 
 def tileable_summary(parameters: Mapping) -> str:

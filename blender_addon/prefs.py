@@ -56,6 +56,18 @@ def content_encoder(context=None) -> str | None:
     return model_path(get(context).content_encoder)
 
 
+# The controls' model preferences and the environment variables that override them (the backend reads
+# the same variables when a request names no model).
+CONTROL_MODEL_ENV = {"lgp": "TEXTURE_VARIANTS_LGP", "controlnet": "TEXTURE_VARIANTS_CONTROLNET",
+                     "sam": "TEXTURE_VARIANTS_SAM"}
+
+
+def control_model(name: str, context=None) -> str | None:
+    """The model of a control ("lgp", "controlnet", "sam") a request names: the environment variable,
+    else the preference; None = the backend's default."""
+    return os.environ.get(CONTROL_MODEL_ENV[name]) or model_path(getattr(get(context), name))
+
+
 def backend_config(context=None):
     """The client's settings: environment variables, then these preferences, then the set-up venv."""
     prefs = get(context)

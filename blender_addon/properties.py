@@ -59,6 +59,11 @@ MASK_SOURCE_ITEMS = [
     ("points", "Points (Segment Anything)", "Points placed with the Image Editor's 2D cursor; Segment Anything "
      "selects the part they mark (needs its model: download-models --sam)"),
 ]
+RESTYLE_START_ITEMS = parameters.enum_items("restyle_start", {
+    "inverted": ("From the Texture", "Start from the texture's own inverted noise (as the method's paper): the "
+                 "structure is kept closely; every seed gives nearly the same result"),
+    "noise": ("From Noise", "Start from seeded noise: more variety between seeds, the structure is kept less"),
+})
 MASK_MODE_ITEMS = parameters.enum_items("mask_mode", {
     "keep-structure": ("Keep Structure Inside", "The masked part keeps its structure; the rest follows the prompt"),
     "edit-inside": ("Edit Inside Only", "Only the masked part changes; the rest stays the original"),
@@ -111,6 +116,8 @@ class TEXTURE_VARIANTS_PG_result_set(bpy.types.PropertyGroup):
     width: IntProperty(name="Width", subtype="PIXEL")
     height: IntProperty(name="Height", subtype="PIXEL")
     notes: StringProperty(name="Notes", description="How the size or aspect differs from the source's")
+    summary: StringProperty(name="Kind", description="What kind of result set it is and its key settings "
+                            "(panel_rules.result_summary)")
     expectation: StringProperty(name="Found", description="What the patch engine found in the texture and "
                                 "what to expect of its variants")
     variants: CollectionProperty(type=TEXTURE_VARIANTS_PG_variant)
@@ -125,7 +132,8 @@ class TEXTURE_VARIANTS_PG_result_set(bpy.types.PropertyGroup):
 
     def label(self) -> str:
         n = len(self.variants)
-        kind = {"tileable": "tileable", "restyle": "restyle"}.get(self.engine, f"{self.engine} variants")
+        kind = self.summary or {"tileable": "tileable", "restyle": "restyle", "layout": "tile set layout"}.get(
+            self.engine, f"{self.engine} variants")
         return f"{self.created} · {kind} · seed {self.seed} · {n} × {self.width}×{self.height}"
 
 
@@ -145,14 +153,14 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
                       step=parameters.square_size()["multiple"], subtype="PIXEL", **parameters.keywords("size"))
     tile: EnumProperty(name="Tile", items=TILE_ITEMS, default=parameters.default("tile"))
     balance: FloatProperty(name="Balance", subtype="FACTOR", **parameters.keywords("balance"))
-    appearance: EnumProperty(name="Appearance", items=APPEARANCE_ITEMS, default=parameters.default("appearance"))
+    appearance: EnumProperty(name="Appearance Method", items=APPEARANCE_ITEMS, default=parameters.default("appearance"))
     style_only: BoolProperty(
         name="Style Only", default=False,
         description="Feed the image prompt into the style block of the model only (InstantStyle): keeps colours "
         "and materials, lets the layout move more (diffusion)",
     )
     suppress_content: StringProperty(
-        name="Content",
+        name="Subject to Drop",
         description="With Style Only: what the texture shows (e.g. \"bricks\", \"wood planks\"), taken out of "
         "the image prompt. Needs the CLIP ViT-H text model (docs/guide/engines.md); empty = nothing taken out",
     )
@@ -167,8 +175,9 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
     negative_prompt: StringProperty(name="Negative", description="What to keep out of the variants (diffusion; "
                                     "optional)")
     restyle_prompt: StringProperty(
-        name="Prompt", description="The new look, e.g. \"mossy bricks\", \"rusty metal\", \"snow in the joints\"")
+        name="New Look", description="The new look, e.g. \"mossy bricks\", \"rusty metal\", \"snow in the joints\"")
     restyle_strength: FloatProperty(name="Strength", subtype="FACTOR", **parameters.keywords("restyle_strength"))
+    restyle_start: EnumProperty(name="Start", items=RESTYLE_START_ITEMS, default=parameters.default("restyle_start"))
     mask_source: EnumProperty(name="Mask", items=MASK_SOURCE_ITEMS, default="none")
     mask_image: PointerProperty(name="Mask Image", type=bpy.types.Image,
                                 description="White = selected; the texture's aspect ratio")
@@ -211,6 +220,27 @@ MAP_ITEMS = parameters.labelled(parameters.material_maps(), {  # the Principled 
 }, "map names")
 
 
+class TEXTURE_VARIANTS_PG_tile_set(bpy.types.PropertyGroup):
+    """A material's Wang tile set (docs/guide/tile-sets.md): the backend's description and its atlases
+    (`atlases`, named "color" or after their map)."""
+
+    spec: StringProperty(name="Tile Set", description="The backend's JSON description of the set")
+    atlases: CollectionProperty(type=TEXTURE_VARIANTS_PG_variant_map)
+    created: StringProperty(name="Made", description="When (local time)")
+    colours: EnumProperty(name="Edge Colours", default="2", items=[
+        ("2", "2 (16 Tiles)", "Two codes per edge: 16 tiles, quick to make"),
+        ("3", "3 (81 Tiles)", "Three codes per edge: 81 tiles, even less repetition, a larger atlas")])
+    tile_size: IntProperty(name="Tile Size", default=256, min=16, max=4096, step=8, subtype="PIXEL",
+                           description="Each tile's side in pixels, a multiple of 8 (the texture must be at least "
+                           "this large)")
+    cells_x: IntProperty(name="Cells X", default=8, min=1, max=64, description="Bake Layout: cells across")
+    cells_y: IntProperty(name="Cells Y", default=8, min=1, max=64, description="Bake Layout: cells down")
+    seed: IntProperty(name="Layout Seed", default=0, min=0, max=2**20,
+                      description="Which random layout of the tiles (the material's and the baked one's)")
+    scale: FloatProperty(name="Cells per UV", default=4.0, min=0.01, max=1024.0,
+                         description="How many tiles across one UV unit when the tile set is shown")
+
+
 class TEXTURE_VARIANTS_PG_material(bpy.types.PropertyGroup):
     """Per material: the chosen node, the maps sent along, what `revert` needs, and the history of result sets."""
 
@@ -227,11 +257,12 @@ class TEXTURE_VARIANTS_PG_material(bpy.types.PropertyGroup):
     applied: CollectionProperty(type=TEXTURE_VARIANTS_PG_applied, override={"LIBRARY_OVERRIDABLE", "USE_INSERTION"})
     history: CollectionProperty(type=TEXTURE_VARIANTS_PG_result_set)
     history_index: IntProperty(name="Result Set", default=0, min=0)
+    tile_set: PointerProperty(type=TEXTURE_VARIANTS_PG_tile_set)
 
 
 CLASSES = (TEXTURE_VARIANTS_PG_mask_point, TEXTURE_VARIANTS_PG_variant_map, TEXTURE_VARIANTS_PG_map_node,
            TEXTURE_VARIANTS_PG_variant, TEXTURE_VARIANTS_PG_result_set, TEXTURE_VARIANTS_PG_settings,
-           TEXTURE_VARIANTS_PG_applied, TEXTURE_VARIANTS_PG_material)
+           TEXTURE_VARIANTS_PG_applied, TEXTURE_VARIANTS_PG_tile_set, TEXTURE_VARIANTS_PG_material)
 
 
 def register() -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from blender_addon import panel_rules, paths
 from blender_addon.connection import job
-from blender_addon.errors import UserError, in_blender_terms
+from blender_addon.errors import CONTROL_MODELS, UserError, in_blender_terms
 from blender_addon.pixels import colour, sizing
 
 
@@ -105,6 +105,24 @@ def test_model_errors_name_the_preferences_not_command_line_flags():
     assert "Base Model" in base.hint and "python -m" not in base.hint
 
 
+@pytest.mark.parametrize(("function", "field"), [("resolve_lgp", "LGP Model"), ("resolve_controlnet", "ControlNet Model"),
+                                                 ("resolve_sam", "Segment Anything Model")])
+def test_a_controls_missing_model_names_its_own_preference(function, field, tmp_path, monkeypatch):
+    """The backend's real errors for the controls' models (an empty cache): each hint names the field."""
+    from backend import sam
+    from backend.diffusion import sketch_models
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    for name in ("TEXTURE_VARIANTS_LGP", "TEXTURE_VARIANTS_CONTROLNET", "TEXTURE_VARIANTS_SAM"):
+        monkeypatch.delenv(name, raising=False)
+    resolve = getattr(sam if function == "resolve_sam" else sketch_models, function)
+    with pytest.raises(Exception) as raised:
+        resolve(None)
+    error = in_blender_terms(UserError("models_missing", str(raised.value).split("\n")[0], "run download-models"))
+    assert f"set {field} in Edit > Preferences" in error.hint and "Download" in error.hint
+    assert [f for _, f, _ in CONTROL_MODELS if f in error.hint] == [field]
+
+
 def test_request_carries_prompts_and_the_content_encoder_only_where_they_count():
     settings = {"engine": "diffusion", "variants": 1, "steps": 2, "size": 64, "tile": "both", "balance": 0.5,
                 "appearance": "kv", "style_only": True, "suppress_content": "bricks", "prompt": " red bricks ",
@@ -118,7 +136,7 @@ def test_request_carries_prompts_and_the_content_encoder_only_where_they_count()
     assert "prompt" not in job.request_params(settings | {"engine": "patch"}, 1)
 
 
-@pytest.mark.parametrize(("texture", "found"), [("brick", "near-regular texture"), ("gravel", "irregular texture")])
+@pytest.mark.parametrize(("texture", "found"), [("brick", "a pattern of bricks"), ("gravel", "an irregular texture")])
 def test_the_panel_says_what_the_patch_engine_found_in_a_real_texture(texture, found):
     import skimage.data
     from PIL import Image
@@ -128,6 +146,25 @@ def test_the_panel_says_what_the_patch_engine_found_in_a_real_texture(texture, f
     image = Image.fromarray(getattr(skimage.data, texture)()).crop((0, 0, 256, 256))
     params = json.loads(generate_variants(image, engine="patch", size=256, seed=3)[0].info["parameters"])
     text = panel_rules.patch_expectation(params)
-    assert text.startswith(f"Patch found a {found}")
-    assert ("period" in text) == (texture == "brick")
+    assert text.startswith(f"Found {found}")
+    assert ("repeating every" in text) == (texture == "brick")
+    assert "[" not in text and "None" not in text  # numbers in words, not the record's lists
     assert panel_rules.patch_expectation(params | {"engine": "diffusion"}) == ""
+
+
+def test_history_rows_say_the_kind_of_set_and_its_key_settings():
+    import skimage.data
+    from PIL import Image
+
+    from backend import generate_variants
+
+    image = Image.fromarray(skimage.data.gravel()).crop((0, 0, 128, 128))
+    record = json.loads(generate_variants(image, engine="patch", size=128, seed=3, balance=0.25)[0].info["parameters"])
+    assert panel_rules.result_summary(record) == "patch variants · balance 0.25"
+    guided = {"engine": "diffusion", "balance": 0.5, "appearance": "kv", "sketch": "/j/guide.png",
+              "sketch_mode": "lgp", "sketch_strength": 1.5, "prompt": "red bricks"}
+    assert panel_rules.result_summary(guided) == "guided diffusion variants (lgp 1.5) · balance 0.50 · kv · 'red bricks'"
+    assert panel_rules.result_summary({"engine": "diffusion", "restyle_prompt": "moss", "restyle_strength": 0.5}) == \
+        "restyle 'moss' · strength 0.50"
+    assert panel_rules.result_summary({"kind": "tileable"}).startswith("tileable")
+    assert panel_rules.result_summary({"kind": "layout", "cells": [4, 3]}) == "tile set layout 4×3"

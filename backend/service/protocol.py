@@ -365,7 +365,8 @@ def _check_existing_map(name: str, path: str, request_id) -> None:
 RESTYLE_OPTIONS = ("restyle_prompt", "restyle_strength", "restyle_start", "mask", "mask_points", "mask_box", "mask_mode", "sam")
 RESTYLE_FIELDS = ("input", "output_dir", *RESTYLE_OPTIONS, "variants", "seed", "steps", "sampler", "fast_steps",
                   "size", "tile",
-                  "negative_prompt", "guidance_scale", "base", "ip_adapter", "tiled_preview", "preview_every", "extra")
+                  "negative_prompt", "guidance_scale", "base", "ip_adapter", "tiled_preview", "preview_every", "extra",
+                  "maps", "map_size")
 
 
 def restyle_parameters() -> dict:

@@ -72,7 +72,7 @@ def request_params(settings: Mapping, seed: int, sketch: str | None = None) -> d
 
 
 # Restyle: the panel settings sent with a restyle request besides the mask (backend names).
-RESTYLE_SETTINGS = ("variants", "steps", "size", "tile", "restyle_prompt", "restyle_strength")
+RESTYLE_SETTINGS = ("variants", "steps", "size", "tile", "restyle_prompt", "restyle_strength", "restyle_start")
 
 
 def restyle_params(settings: Mapping, seed: int, mask: str | None = None, points=None) -> dict:

@@ -66,8 +66,8 @@ def classify(config: BackendConfig, died: dict) -> UserError:
                          f"or {command}")
     if NO_BACKEND.search(stderr):
         return UserError("backend_not_installed", f"the interpreter has no backend package{said}",
-                         f"set {interpreter} to the .venv/bin/python that scripts/setup made in the backend's "
-                         "checkout (on the server, for a remote backend)")
+                         "use the .venv/bin/python that scripts/setup made in the backend's checkout (on the "
+                         f"server, for a remote backend) in {interpreter}")
     if code in INTERPRETER_FAILURES and config.remote_command:
         cause, wrong = INTERPRETER_FAILURES[code]
         return UserError(cause, f"the backend's interpreter is {wrong}{said}",

@@ -198,7 +198,8 @@ class ResultFetch:
             files = []
             for entry in result.get("files", []):
                 local = dict(entry)
-                for key in ("path", "tiled", "mask", "band"):  # a restyle's mask, make_tileable's band
+                # the variant, its 3x3 copy, a restyle's mask, make_tileable's band, a tile set's description
+                for key in ("path", "tiled", "mask", "band", "json"):
                     if entry.get(key):
                         local[key] = str(self._keep(fetch(entry[key])))
                 if entry.get("maps"):  # a material's maps beside the variant (docs/guide/materials.md, "Whole materials")

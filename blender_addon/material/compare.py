@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+from . import tile_set
 from .maps import STANDS_IN_FOR
 from .target import check_editable
 
@@ -29,6 +30,7 @@ def showing(material) -> str:
 def show(material, chosen, which: str) -> None:
     """Show `which` (VARIANT or ORIGINAL) of `chosen`: [(node name, variant image, map name)]."""
     check_editable(material)
+    tile_set.check_off(material, "A/B compare")
     tree = material.node_tree
     record = json.loads(material[KEY]) if KEY in material else _begin(material, chosen)
     for name, image, _map in chosen:  # the picked variant may have changed since compare began

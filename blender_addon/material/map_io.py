@@ -20,13 +20,14 @@ from . import target as material_target
 NON_COLOR = "Non-Color"
 
 
-def export_chosen(material, node, job_dir) -> dict[str, tuple[str, Path]]:
+def export_chosen(material, node, job_dir, shown: bool = False) -> dict[str, tuple[str, Path]]:
     """The ticked maps of `material` (found from its base colour `node`) written into the job folder:
-    {map name: (its node's name, the file)}. A map whose variant is applied is sent as its original."""
+    {map name: (its node's name, the file)}. A map whose variant is applied is sent as its original,
+    or as the node shows it when `shown` (a restyle works on what the material shows)."""
     found = material_maps.chosen(material, material_maps.find_maps(material, node))
     out = {}
     for name, item in found.items():
-        image = material_target.source_image(material, item.node)
+        image = item.node.image if shown and item.node.image else material_target.source_image(material, item.node)
         out[name] = (item.node.name, texture_io.export_map(image, job_dir, name))
     return out
 
@@ -42,19 +43,21 @@ def request_fields(exported: dict, plan, squeezed: bool) -> dict:
     return fields
 
 
-def import_map(path: str, name: str, size: tuple[int, int], folder: Path) -> bpy.types.Image:
+def import_map(path: str, name: str, size: tuple[int, int], folder: Path, stem: str | None = None) -> bpy.types.Image:
     """The backend's map file as a new Non-Color image named `name`, at `size` like its base colour:
     the file itself (copied into `folder`) when it has that size, else resized by Blender at its depth
-    (`texture_io.map_kind`: a float map as a float OpenEXR)."""
+    (`texture_io.map_kind`: a float map as a float OpenEXR). `stem`: the file's name without suffix
+    (default: from `name`), so a variant's maps can share its file's stem."""
     probe = bpy.data.images.load(path, check_existing=False)
     same_size, kind = tuple(probe.size) == tuple(size), texture_io.map_kind(probe)
     bpy.data.images.remove(probe)
     if not same_size:
-        file = texture_io.import_variant(path, name, None, {"kind": kind}, size, folder, colorspace=NON_COLOR)
+        file = texture_io.import_variant(path, name, None, {"kind": kind}, size, folder, colorspace=NON_COLOR,
+                                         stem=stem)
     elif Path(path).parent == Path(folder):
         file = Path(path)
     else:
-        target = paths.unique_target(folder, paths.safe_stem(name), Path(path).suffix.lower())
+        target = paths.unique_target(folder, stem or paths.safe_stem(name), Path(path).suffix.lower())
         file = paths.copy_new_file(path, target)
     image = bpy.data.images.load(str(file), check_existing=False)
     image.name = name
@@ -62,10 +65,11 @@ def import_map(path: str, name: str, size: tuple[int, int], folder: Path) -> bpy
     return image
 
 
-def load_maps(variant, files: dict, size: tuple[int, int], folder: Path, pack: bool) -> None:
-    """A result entry's `maps` ({name: path}) into `variant.maps`, each named "<variant> <map>"."""
+def load_maps(variant, files: dict, size: tuple[int, int], folder: Path, pack: bool, stem: str | None = None) -> None:
+    """A result entry's `maps` ({name: path}) into `variant.maps`, each named "<variant> <map>" (and its
+    file "<stem>_<map>", beside the variant's own file "<stem>.png")."""
     for name, path in sorted(files.items()):
-        image = import_map(path, f"{variant.name} {name}", size, folder)
+        image = import_map(path, f"{variant.name} {name}", size, folder, f"{stem}_{name}" if stem else None)
         storage.settle(image, pack)
         item = variant.maps.add()
         item.name, item.image, item.path = name, image, path

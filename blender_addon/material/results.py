@@ -3,6 +3,7 @@ each material's history, and the check that a set is applied to what it was made
 
 import json
 import time
+from pathlib import Path
 
 import bpy
 
@@ -16,7 +17,8 @@ HISTORY_LIMIT = 8  # result sets kept per material; older ones (and their unused
 
 def _copy_set(source, target) -> None:
     """Copy a result set's fields and variants (the images are shared, not copied)."""
-    for name in ("node_name", "source", "created", "engine", "seed", "width", "height", "notes", "expectation", "index"):
+    for name in ("node_name", "source", "created", "engine", "seed", "width", "height", "notes", "expectation", "index",
+                 "summary"):
         setattr(target, name, getattr(source, name))
     target.variants.clear()
     for variant in source.variants:
@@ -51,10 +53,13 @@ def _entry_parameters(entry: dict) -> dict:
 
 
 def _entry_seed(entry: dict) -> tuple[int, str]:
-    """(seed, kind): the engine for variants, "restyle" or "tileable" for those requests' results."""
+    """(seed, kind): the engine for variants, "restyle", "tileable" or "layout" (a baked tile set
+    layout) for those results."""
     params = _entry_parameters(entry)
     if params.get("kind") == "tileable":
         return 0, "tileable"
+    if params.get("kind") == "layout":
+        return int(params.get("seed", 0)), "layout"
     return int(params.get("seed", 0)), "restyle" if params.get("restyle_prompt") else str(params.get("engine", ""))
 
 
@@ -76,7 +81,8 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
     added = len(current.variants)
     for entry in job.files:
         seed, engine = _entry_seed(entry)
-        name = f"{stem} tileable" if engine == "tileable" else f"{stem} {'restyle' if engine == 'restyle' else 'variant'} s{seed}"
+        kind = engine if engine in ("restyle", "layout") else "variant"
+        name = f"{stem} tileable" if engine == "tileable" else f"{stem} {kind} s{seed}"
         file = texture_io.import_variant(entry["path"], name, source, encoding, (plan.width, plan.height), folder)
         image = texture_io.load_variant(str(file), name, source, encoding["kind"])
         storage.settle(image, pack)
@@ -86,7 +92,7 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
         item.name, item.image, item.path = image.name, image, entry["path"]
         item.seed, item.engine = seed, engine
         item.card = json.dumps(_entry_parameters(entry).get("card") or {}, sort_keys=True)
-        map_io.load_maps(item, entry.get("maps") or {}, (plan.width, plan.height), folder, pack)
+        map_io.load_maps(item, entry.get("maps") or {}, (plan.width, plan.height), folder, pack, Path(file).stem)
     paths.mark_finished(job.folder)
     first = current.variants[0] if len(current.variants) else None
     if not append:  # a joined set keeps what it was made for (its source: the original texture)
@@ -98,6 +104,8 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
     current.notes = "; ".join(plan.notes)
     first_record = _entry_parameters(job.files[0]) if job.files else {}
     current.expectation = panel_rules.patch_expectation(first_record) or panel_rules.tileable_summary(first_record)
+    if not append:  # a restyle that joins the set leaves what the set is
+        current.summary = panel_rules.result_summary(first_record)
     current.index = added
     if not material_target.not_editable_reason(made_for["material"]):  # linked data keeps no history
         _remember(made_for["material"], current)

@@ -1,5 +1,7 @@
 """Which material and which Image Texture node the add-on works on, and whether it may change them."""
 
+import json
+
 import bpy
 
 from ..errors import UserError
@@ -59,11 +61,18 @@ def find_image_node(material, node_name: str = ""):
     return node
 
 
+TILE_SET_KEY = "texture_variants_tile_set"  # material/tile_set.py's record of the nodes it changed
+
+
 def source_image(material, node):
-    """The texture to make variants of: the original one if a variant is applied to this node."""
+    """The texture to make variants of: the original one if a variant is applied to this node or the
+    node shows a tile set's atlas."""
     record = material.texture_variants.applied.get(node.name)
     if record is not None and record.original_image is not None:
         return record.original_image
+    shown = json.loads(material[TILE_SET_KEY])["nodes"].get(node.name) if TILE_SET_KEY in material else None
+    if shown and shown["image"] and bpy.data.images.get(shown["image"]) is not None:
+        return bpy.data.images[shown["image"]]
     if node.image is None:
         raise UserError("no_image", f"The Image Texture node '{node.name}' has no image",
                         "open or pick an image in that node")

@@ -195,14 +195,23 @@ def _plain_copy(image, job_dir: Path, stem: str) -> Path | None:
     return None
 
 
+MISSING_HINT = "find it again with File > External Data > Find Missing Files, or open the right file in the node"
+
+
+def missing_file(image) -> str | None:
+    """The path of `image`'s file when it should be on disk and is not (neither packed nor generated)."""
+    if image.packed_file is None and image.source == "FILE" and not Path(_file_path(image)).is_file():
+        return _file_path(image)
+    return None
+
+
 def _check_exportable(image) -> None:
     if image.source in {"SEQUENCE", "MOVIE", "TILED", "VIEWER"}:
         raise UserError("bad_input", f"The image '{image.name}' is a {image.source.lower()} image",
                         "use a single still image in the Image Texture node")
-    if image.packed_file is None and image.source == "FILE" and not Path(_file_path(image)).is_file():
-        raise UserError("image_missing", f"The image file of '{image.name}' is missing: {_file_path(image)}",
-                        "find it again with File > External Data > Find Missing Files, "
-                        "or open the right file in the Image Texture node")
+    missing = missing_file(image)
+    if missing:
+        raise UserError("image_missing", f"The image file of '{image.name}' is missing: {missing}", MISSING_HINT)
 
 
 def export_reference(image, job_dir: str | os.PathLike, side: int | None = None,
@@ -256,12 +265,13 @@ def export_map(image, job_dir: str | os.PathLike, name: str) -> Path:
 
 
 def import_variant(path: str, name: str, like, encoding: dict, size: tuple[int, int], folder: Path,
-                   colorspace: str | None = None) -> Path:
+                   colorspace: str | None = None, stem: str | None = None) -> Path:
     """The backend's variant at `path` brought to the source's depth, size and range, written into
     `folder` (a new file); returns that file (the backend's own file when it is already right).
-    `colorspace`: the one to read and write it in (a map's "Non-Color"), else `like`'s."""
+    `colorspace`: the one to read and write it in (a map's "Non-Color"), else `like`'s; `stem`: the
+    new file's name without suffix (default: from `name`)."""
     kind = encoding.get("kind", BYTE)
-    stem = safe_stem(name)
+    stem = stem or safe_stem(name)
     loaded = bpy.data.images.load(path, check_existing=False)
     alpha = has_alpha(loaded)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+from . import tile_set
 from .target import check_editable
 
 KEY = "texture_variants_tiling_preview"
@@ -30,6 +31,7 @@ def repeat_of(material) -> int:
 def turn_on(material, repeat: int) -> int:
     """Repeat every texture of `material` `repeat` times; returns how many image nodes it affects."""
     check_editable(material)
+    tile_set.check_off(material, "the tiling preview")
     tree = material.node_tree
     images = [node for node in tree.nodes if node.type == "TEX_IMAGE"]
     record = {"repeat": repeat, "added": [], "inputs": {}}

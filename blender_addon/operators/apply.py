@@ -19,7 +19,7 @@ from bpy.props import BoolProperty
 from .. import paths
 from .. import prefs as preferences
 from ..errors import UserError, reports_errors
-from ..material import compare, results, texture_io
+from ..material import compare, results, texture_io, tile_set
 from ..material import maps as material_maps
 from ..material import target as material_target
 from . import generate
@@ -161,6 +161,7 @@ class TEXTURE_VARIANTS_OT_apply_variant(bpy.types.Operator):
     @reports_errors()
     def execute(self, context):
         material, node, _source = material_target.resolve(context)
+        tile_set.check_off(material, "Apply")
         item = generate.picked(context, self.index)
         current = context.scene.texture_variants.current
         results.check_binding(current, material, node, self.to_this_material)

@@ -44,6 +44,9 @@ def _request(context, settings, seed: int, side: int, guide=None) -> dict:
     values["size"] = side
     values["content_encoder"] = prefs.content_encoder(context)
     params = jobs.request_params(values, seed, guide)
+    model = prefs.control_model(settings.sketch_mode, context) if guide else None
+    if model:  # the Structure Guide's model from the preferences (docs/guide/blender.md)
+        params.setdefault("extra", {})[settings.sketch_mode] = model
     # Live previews are for people watching; scripts and farms skip their cost.
     params["preview_every"] = 0 if bpy.app.background else 2
     return params

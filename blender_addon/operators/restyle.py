@@ -12,15 +12,17 @@ listed variants, and Apply / Bake / Revert work on them the same way.
 import bpy
 from bpy.props import BoolProperty, FloatVectorProperty
 
+from .. import prefs
 from ..connection import job as jobs
 from ..errors import UserError, reports_errors
-from ..material import target, texture_io
+from ..material import map_io, target, texture_io, tile_set
 from .generate import JobOperator, _redraw, timeout_property
 
 
 def restyle_target(context):
     """(material, node, what a restyle reads): the texture the material shows now (an applied variant too)."""
     material, node, source = target.resolve(context)
+    tile_set.check_off(material, "Restyle")
     return material, node, node.image or source
 
 
@@ -72,10 +74,15 @@ class TEXTURE_VARIANTS_OT_restyle(JobOperator, bpy.types.Operator):
             points = [(p.u, p.v, p.negative) for p in settings.mask_points]
             size = (side, side) if side else tuple(image.size)
             params = jobs.restyle_params(values, seed, points=jobs.points_in_pixels(points, *size))
+            if prefs.control_model("sam", context):
+                params["sam"] = prefs.control_model("sam", context)
         else:
             params = jobs.restyle_params(values, seed)
         params["preview_every"] = 0 if bpy.app.background else 2  # as Generate's
         return params
+
+    def _maps(self, material, node, job_dir) -> dict:
+        return map_io.export_chosen(material, node, job_dir, shown=True)  # the applied variant's maps too
 
 
 class TEXTURE_VARIANTS_OT_new_mask(bpy.types.Operator):

@@ -4,7 +4,7 @@ set-up box that shows them is `ui.setup`)."""
 import sys
 
 import bpy
-from bpy.props import BoolProperty
+from bpy.props import BoolProperty, EnumProperty
 
 from .. import prefs as preferences
 from ..connection import session
@@ -13,7 +13,53 @@ from ..setup import environment as backend_setup
 from ..setup import plan, runner
 
 
-class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
+class BackgroundRun:
+    """An operator whose work is a runner.SetupRun (commands in a worker thread): scripts wait for it,
+    the UI polls it on a timer and shows its progress in the preferences' set-up box."""
+
+    _timer = None
+
+    def _start(self, context):
+        """The started run, or anything else when there is nothing to run (handed to `_check`)."""
+        raise NotImplementedError
+
+    def _check(self, outcome):
+        return {"CANCELLED"}
+
+    def _finish(self, context, run):
+        raise NotImplementedError
+
+    @reports_errors()
+    def execute(self, context):  # scripts and background mode: blocks until done
+        run = self._start(context)
+        if not isinstance(run, runner.SetupRun):
+            return self._check(run)
+        run.join()
+        return self._finish(context, run)
+
+    @reports_errors()
+    def invoke(self, context, event):
+        run = self._start(context)
+        if not isinstance(run, runner.SetupRun):
+            return self._check(run)
+        self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        run = runner.Current.run
+        if event.type == "ESC":
+            run.cancel()
+        if event.type == "TIMER":
+            for area in context.screen.areas if context.screen else ():
+                area.tag_redraw()
+            if run.finished:
+                context.window_manager.event_timer_remove(self._timer)
+                return self._finish(context, run)
+        return {"PASS_THROUGH"}
+
+
+class TEXTURE_VARIANTS_OT_setup_backend(BackgroundRun, bpy.types.Operator):
     """Create a Python environment for the backend in the extension's user folder and install its packages"""
 
     bl_idname = "texture_variants.setup_backend"
@@ -22,8 +68,6 @@ class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
 
     repair: BoolProperty(name="Repair", default=False, options={"SKIP_SAVE"},
                          description="Build the environment again even when it is up to date")
-
-    _timer = None
 
     def _refuse_offline(self, context, build) -> bool:
         if bpy.app.online_access:
@@ -67,35 +111,6 @@ class TEXTURE_VARIANTS_OT_setup_backend(bpy.types.Operator):
         runner.Current.run = run
         runner.Current.last_error = ""
         return run
-
-    @reports_errors()
-    def execute(self, context):  # scripts and background mode: blocks until done
-        run = self._start(context)
-        if not isinstance(run, runner.SetupRun):
-            return self._check(run)
-        run.join()
-        return self._finish(context, run)
-
-    @reports_errors()
-    def invoke(self, context, event):
-        run = self._start(context)
-        if not isinstance(run, runner.SetupRun):
-            return self._check(run)
-        self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
-        context.window_manager.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context, event):
-        run = runner.Current.run
-        if event.type == "ESC":
-            run.cancel()
-        if event.type == "TIMER":
-            for area in context.screen.areas if context.screen else ():
-                area.tag_redraw()
-            if run.finished:
-                context.window_manager.event_timer_remove(self._timer)
-                return self._finish(context, run)
-        return {"PASS_THROUGH"}
 
     def _check(self, outcome):
         """Nothing to set up: check the environment that is there. Refused: cancelled."""
@@ -164,4 +179,48 @@ class TEXTURE_VARIANTS_OT_remove_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (TEXTURE_VARIANTS_OT_setup_backend, TEXTURE_VARIANTS_OT_cancel_setup, TEXTURE_VARIANTS_OT_remove_backend)
+class TEXTURE_VARIANTS_OT_download_model(BackgroundRun, bpy.types.Operator):
+    """Download a control's default model into the Hugging Face cache with the backend's download-models
+    (the base model and IP-Adapter come with it when they are not there yet)"""
+
+    bl_idname = "texture_variants.download_model"
+    bl_label = "Download"
+    bl_options = {"REGISTER"}
+
+    model: EnumProperty(name="Model", items=[
+        ("lgp", "LGP", "The Structure Guide's soft mode: the published SD1.5 latent guidance predictor"),
+        ("controlnet", "ControlNet", "The Structure Guide's strict mode: an SD1.5 lineart ControlNet (1.4 GB)"),
+        ("sam", "Segment Anything", "Restyle's point masks: SlimSAM (about 112 MB)"),
+        ("content-encoder", "Content Encoder", "Style Only's Subject to Drop: the CLIP ViT-H/14 text model (4 GB)"),
+    ])
+
+    def _start(self, context):
+        if runner.Current.run is not None:
+            raise UserError("busy", "Set up Backend or a download is already running", "wait for it, or cancel it")
+        config = preferences.backend_config(context)
+        if config.remote_command:
+            raise UserError("remote_backend", "The backend runs elsewhere (Backend Command), so its models live there",
+                            f"run `python -m backend download-models --{self.model}` on that machine")
+        if not bpy.app.online_access:
+            raise UserError("offline", "Online access is off, so no model can be downloaded",
+                            "allow it in Preferences > System > Network, or run "
+                            f"`python -m backend download-models --{self.model}` yourself")
+        argv = (config.python, "-m", "backend", "download-models", f"--{self.model}")
+        step = plan.Step(f"Downloading the {self.model} model", argv, cwd=str(preferences.backend_root()))
+        run = runner.SetupRun([step], log_path=preferences.user_folder("logs") / "download-models.log").start()
+        runner.Current.run, runner.Current.last_error = run, ""
+        return run
+
+    def _finish(self, context, run):
+        runner.Current.run = None
+        if run.error:
+            runner.Current.last_error = run.error
+            self.report({"ERROR"}, f"Download: {run.error}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Downloaded the {self.model} model into the Hugging Face cache: leave its field "
+                    "empty to use it")
+        return {"FINISHED"}
+
+
+CLASSES = (TEXTURE_VARIANTS_OT_setup_backend, TEXTURE_VARIANTS_OT_cancel_setup, TEXTURE_VARIANTS_OT_remove_backend,
+           TEXTURE_VARIANTS_OT_download_model)

@@ -20,6 +20,7 @@ from ..material import target as material_target
 from ..material.results import HISTORY_LIMIT
 from ..pixels import sizing
 from .batch import draw_batch
+from .tile_set import draw_tile_set
 
 
 @dataclass
@@ -81,6 +82,9 @@ def draw_target(layout, view) -> None:
     if view.problem is not None:
         box.label(text=view.problem.message, icon="ERROR")
         box.label(text=view.problem.hint[:90])
+    elif texture_io.missing_file(view.image):  # said before Generate, not after an export fails
+        box.label(text=f"{view.image.name}: its file is missing", icon="ERROR")
+        _wrapped(box, f"{texture_io.missing_file(view.image)}: {texture_io.MISSING_HINT}", "BLANK1")
     else:
         width, height = view.image.size
         box.label(text=f"{view.image.name}  {width}×{height} · {_depth_text(view.image)}", icon="IMAGE_DATA")
@@ -122,8 +126,10 @@ def draw_settings(layout, view) -> None:
     if panel_rules.effective_engine(settings.engine, view.session.hello) in ("patch", None):
         _wrapped(col, panel_rules.PATCH_HINT, "INFO")
     col.prop(settings, "variants")
-    col.prop(settings, "size_mode")
-    _prop(col, settings, "size", states)
+    row = col.row(align=True)  # one Size: the mode, the pixels when Fixed, and what comes out
+    row.prop(settings, "size_mode", text="Size")
+    if states.get("size", panel_rules.SHOWN) != panel_rules.HIDDEN:
+        row.prop(settings, "size", text="")
     if view.image is not None:
         plan = sizing.size_plan(settings, view.image)
         col.label(text=f"Makes {plan.width}×{plan.height}", icon="IMAGE_PLANE")
@@ -139,11 +145,12 @@ def draw_settings(layout, view) -> None:
         _prop(col, settings, "sketch_strength", states)
     if states["balance"] != panel_rules.HIDDEN:
         col.separator()
+        engine = panel_rules.effective_engine(settings.engine, view.session.hello)
+        col.label(text="Structure ⟷ Appearance")
         row = col.row(align=True)
         row.active = states["balance"] == panel_rules.SHOWN
-        row.label(text="Structure")
-        row.prop(settings, "balance", text="", slider=True)
-        row.label(text="Appearance")
+        row.prop(settings, "balance", text="Balance", slider=True)
+        _wrapped(col, panel_rules.balance_words(settings.balance, engine), "INFO")
 
 
 def draw_advanced(layout, view) -> None:
@@ -155,7 +162,7 @@ def draw_advanced(layout, view) -> None:
     col, settings, states = body.column(align=True), view.settings, _states(view)
     row = col.row(align=True)
     row.prop(settings, "seed")
-    row.prop(settings, "randomize_seed", text="", icon="FILE_REFRESH")
+    row.prop(settings, "randomize_seed", toggle=True, icon="FILE_REFRESH")
     _prop(col, settings, "steps", states)
     col.prop(settings, "tile")
     for name in ("appearance", "style_only", "suppress_content", "negative_prompt"):
@@ -192,6 +199,7 @@ def draw_restyle(layout, view) -> None:
     states = panel_rules.restyle_states(view.session.hello, settings.mask_source)
     col.prop(settings, "restyle_prompt")
     col.prop(settings, "restyle_strength", slider=True)
+    col.prop(settings, "restyle_start")
     col.prop(settings, "mask_source")
     if states["mask_image"] == panel_rules.SHOWN:
         row = col.row(align=True)
@@ -354,8 +362,8 @@ def draw_history(layout, view) -> None:
         row.operator("texture_variants.use_result_set", text="Use").index = index
 
 
-SECTIONS = [draw_target, draw_maps, draw_settings, draw_advanced, draw_job, draw_batch, draw_restyle, draw_results,
-            draw_history]
+SECTIONS = [draw_target, draw_maps, draw_settings, draw_advanced, draw_job, draw_batch, draw_restyle, draw_tile_set,
+            draw_results, draw_history]
 
 
 def draw_variants_panel(layout, context) -> None:

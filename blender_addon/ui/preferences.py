@@ -7,7 +7,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
 from .. import prefs
-from .setup import draw_setup
+from .setup import draw_indexes, draw_setup
 
 DEVICE_ITEMS = [
     ("auto", "Auto", "CUDA or Apple Metal when available, otherwise CPU"),
@@ -47,6 +47,23 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         description="For Style Only with Content: the CLIP ViT-H/14 text model (a folder with config.json, "
         "model.safetensors and the tokenizer, or a hub id already in the Hugging Face cache); empty = "
         "laion/CLIP-ViT-H-14-laion2B-s32B-b79K from the cache",
+    )
+    lgp: StringProperty(
+        name="LGP Model", subtype="FILE_PATH",
+        description="The Structure Guide's soft mode (LGP): a .safetensors written by train-lgp, the published .pt "
+        "(needs Trust Pickled Weights) or a hub id already downloaded; empty = "
+        "ogkalu/Stable-Diffusion-Latent-Guidance-Predictor from the cache (TEXTURE_VARIANTS_LGP overrides this)",
+    )
+    controlnet: StringProperty(
+        name="ControlNet Model", subtype="DIR_PATH",
+        description="The Structure Guide's strict mode: an SD1.5 ControlNet folder (diffusers layout) or a hub id "
+        "already downloaded; empty = lllyasviel/control_v11p_sd15_lineart from the cache "
+        "(TEXTURE_VARIANTS_CONTROLNET overrides this)",
+    )
+    sam: StringProperty(
+        name="Segment Anything Model", subtype="DIR_PATH",
+        description="Restyle's point masks: a Segment Anything folder (transformers layout) or a hub id already "
+        "downloaded; empty = nielsr/slimsam-50-uniform from the cache (TEXTURE_VARIANTS_SAM overrides this)",
     )
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
     allow_pickle: BoolProperty(
@@ -91,32 +108,41 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
     )
 
     def draw(self, context):
+        """Models and device first (what every artist sets), then files, set-up, and the pipeline
+        settings a studio's TD changes, folded away."""
         layout = self.layout
         layout.use_property_split = True
         col = layout.column()
-        col.prop(self, "python")
-        col.prop(self, "backend_command")
         col.prop(self, "base")
         col.prop(self, "ip_adapter")
-        col.prop(self, "content_encoder")
+        for name, download in (("content_encoder", "content-encoder"), ("lgp", "lgp"), ("controlnet", "controlnet"),
+                               ("sam", "sam")):
+            row = col.row(align=True)
+            row.prop(self, name)
+            row.operator("texture_variants.download_model", text="Download", icon="IMPORT").model = download
         col.prop(self, "device")
-        col.prop(self, "allow_pickle")
         overridden = [name for name in ("TEXTURE_VARIANTS_PYTHON", "TEXTURE_VARIANTS_BACKEND_COMMAND",
-                                        "TEXTURE_VARIANTS_BASE",
-                                        "TEXTURE_VARIANTS_IP_ADAPTER") if os.environ.get(name)]
+                                        "TEXTURE_VARIANTS_BASE", "TEXTURE_VARIANTS_IP_ADAPTER",
+                                        *prefs.CONTROL_MODEL_ENV.values()) if os.environ.get(name)]
         if overridden:
             col.label(text="Overridden by the environment: " + ", ".join(overridden), icon="INFO")
-        col.separator()
-        col.prop(self, "bake_folder")
-        col.prop(self, "pack_on_bake")
-        col.prop(self, "variant_storage")
-        col.prop(self, "job_max_age_days")
-        col.prop(self, "job_max_megabytes")
-        col.operator("texture_variants.clean_up_jobs", icon="TRASH")
-
+        header, body = layout.panel("texture_variants_prefs_files", default_closed=False)
+        header.label(text="Files")
+        if body:
+            col = body.column()
+            for name in ("bake_folder", "pack_on_bake", "variant_storage", "job_max_age_days", "job_max_megabytes"):
+                col.prop(self, name)
+            col.operator("texture_variants.clean_up_jobs", icon="TRASH")
         box = layout.box()
         draw_setup(box, self, context)
         box.label(text=self.status, icon="CHECKMARK" if self.status.startswith("Backend") else "INFO")
+        header, body = layout.panel("texture_variants_prefs_pipeline", default_closed=True)
+        header.label(text="Pipeline")
+        if body:
+            col = body.column()
+            for name in ("python", "backend_command", "allow_pickle"):
+                col.prop(self, name)
+            draw_indexes(col, self)
 
 
 CLASSES = (TextureVariantsPreferences,)

@@ -1,5 +1,5 @@
-"""The set-up box of the preferences: Set up Backend's progress, the chosen torch build, disk space, the
-package indexes and the last error."""
+"""The set-up box of the preferences: Set up Backend's progress, the chosen torch build, disk space and
+the last error; and the package indexes it installs from (drawn in the Pipeline section)."""
 
 import os
 import textwrap
@@ -16,15 +16,18 @@ def _wrapped(layout, text: str, icon: str = "NONE", width: int = 110) -> None:
         layout.label(text=line, icon=icon if i == 0 else "BLANK1")
 
 
-def draw_setup(layout, preferences, context) -> None:
-    """The set-up box of the preferences."""
-    col = layout.column()
+def draw_indexes(col, preferences) -> None:
+    """Where Set up Backend installs from (the Pipeline section of the preferences)."""
     col.prop(preferences, "installer")
     col.prop(preferences, "torch_index")
     col.prop(preferences, "package_index")
     overridden = [n for n in (plan.ENV_TORCH_INDEX, plan.ENV_INDEX) if os.environ.get(n)]
     if overridden:
         col.label(text="Overridden by the environment: " + ", ".join(overridden), icon="INFO")
+
+
+def draw_setup(layout, preferences, context) -> None:
+    """The set-up box of the preferences."""
     run = runner.Current.run
     if run is not None:
         if hasattr(layout, "progress"):  # Blender 4.0+

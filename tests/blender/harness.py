@@ -9,6 +9,7 @@ OUT.json for the pytest side to check. Operators are called exactly as in a user
 
 import hashlib
 import json
+import os
 import sys
 import traceback
 
@@ -101,6 +102,47 @@ def plane_with_image(image, name="Textured"):
     return obj, material, tex
 
 
+def _image(path, non_color=False):
+    image = bpy.data.images.load(path)
+    if non_color:
+        image.colorspace_settings.name = "Non-Color"
+    return image
+
+
+def material_with_maps(folder):
+    """A plane named Wall: wall.png -> Base Color, wall_rough.png -> Roughness, wall_nrm16.png through a
+    Normal Map -> Normal (nodes "Texture", "Roughness", "Normal"); returns its material."""
+    _obj, material, _base = plane_with_image(_image(os.path.join(folder, "wall.png")), "Wall")
+    tree = material.node_tree
+    bsdf = tree.nodes["Principled BSDF"]
+    for name, file in (("Roughness", "wall_rough.png"), ("Normal", "wall_nrm16.png")):
+        node = tree.nodes.new("ShaderNodeTexImage")
+        node.name, node.image = name, _image(os.path.join(folder, file), True)
+    normal_map = tree.nodes.new("ShaderNodeNormalMap")
+    tree.links.new(tree.nodes["Roughness"].outputs["Color"], bsdf.inputs["Roughness"])
+    tree.links.new(tree.nodes["Normal"].outputs["Color"], normal_map.inputs["Color"])
+    tree.links.new(normal_map.outputs["Normal"], bsdf.inputs["Normal"])
+    return material
+
+
+def tree_structure(material) -> dict:
+    """The node tree as data: every node (type, label, location, inputs' values, an image node's image,
+    sampling and extension) and every link."""
+    tree = material.node_tree
+    nodes = {}
+    for node in tree.nodes:
+        values = {}
+        for socket in node.inputs:
+            value = getattr(socket, "default_value", None)
+            values[socket.identifier] = [round(v, 6) for v in value] if hasattr(value, "__len__") else value
+        extra = [node.image.name if node.image else None, node.interpolation, node.extension] \
+            if node.type == "TEX_IMAGE" else []
+        nodes[node.name] = [node.bl_idname, node.label, [round(c, 3) for c in node.location], values, extra]
+    links = sorted([link.from_node.name, link.from_socket.identifier, link.to_node.name, link.to_socket.identifier]
+                   for link in tree.links)
+    return {"nodes": nodes, "links": links}
+
+
 def base_color_image(material):
     bsdf = material.node_tree.nodes["Principled BSDF"]
     link = bsdf.inputs["Base Color"].links[0]
@@ -145,14 +187,16 @@ class CheckingLayout:
     """Stands in for bpy.types.UILayout (there is no UI headless) and checks each call against
     UILayout's RNA definition: the function exists, its keyword arguments exist, the properties
     drawn exist on their data, and the operators exist. Records (function, text) for the test, and in
-    `greyed` what was drawn in a layout made inactive or disabled (itself or a parent)."""
+    `greyed` what was drawn in a layout made inactive or disabled (itself or a parent), and in `labels`
+    what the artist reads on each control: (kind, what it is, its text)."""
 
     FUNCTIONS = bpy.types.UILayout.bl_rna.functions
     PROPERTIES = bpy.types.UILayout.bl_rna.properties
 
-    def __init__(self, calls=None, greyed=None, inactive=False):
+    def __init__(self, calls=None, greyed=None, inactive=False, labels=None):
         object.__setattr__(self, "calls", [] if calls is None else calls)
         object.__setattr__(self, "greyed", [] if greyed is None else greyed)
+        object.__setattr__(self, "labels", [] if labels is None else labels)
         object.__setattr__(self, "_inactive", inactive)
 
     def __setattr__(self, name, value):
@@ -182,14 +226,27 @@ class CheckingLayout:
             self.calls.append((name, shown))
             if self._inactive:
                 self.greyed.append((name, shown))
+            if name in ("prop", "operator"):
+                self.labels.append((name, shown, self._text(name, named)))
             if name == "panel":
-                return (CheckingLayout(self.calls, self.greyed, self._inactive),
-                        CheckingLayout(self.calls, self.greyed, self._inactive))
+                return (CheckingLayout(self.calls, self.greyed, self._inactive, self.labels),
+                        CheckingLayout(self.calls, self.greyed, self._inactive, self.labels))
             if name == "operator":
                 return OperatorProperties(named["operator"], self.calls)
-            return CheckingLayout(self.calls, self.greyed, self._inactive)
+            return CheckingLayout(self.calls, self.greyed, self._inactive, self.labels)
 
         return call
+
+
+    @staticmethod
+    def _text(name, named) -> str:
+        """The text Blender shows on a prop or operator button: its `text`, else the RNA name/label."""
+        if "text" in named:
+            return named["text"]
+        if name == "prop":
+            return named["data"].bl_rna.properties[named["property"]].name
+        category, op = named["operator"].split(".")
+        return getattr(getattr(bpy.ops, category), op).get_rna_type().name
 
 
 class OperatorProperties:

@@ -40,6 +40,9 @@ def scenario(rec):
     gone = bpy.data.images.load(missing_file)
     _, material, node = h.plane_with_image(gone, "Missing")
     os.remove(missing_file)
+    layout = h.CheckingLayout()
+    h.addon_module("ui.panel").draw_variants_panel(layout, bpy.context)
+    rec["panel_missing"] = [list(call) for call in layout.calls]
     attempt(rec, "image_missing", ops.generate, material)
 
     source = shutil.copy(texture, os.path.join(workdir, "gravel.png"))
@@ -72,6 +75,7 @@ def scenario(rec):
     rec["online_access"] = bpy.app.online_access
     venv = os.path.join(bpy.utils.extension_path_user(h.MODULE), "backend-venv")
     attempt(rec, "setup_offline", ops.setup_backend)
+    attempt(rec, "download_offline", ops.download_model, model="sam")
     rec["setup_offline"]["venv_created"] = os.path.exists(venv)
 
     # Bake with an unsaved .blend: a variant made outside the backend is enough to get that far.

@@ -47,6 +47,10 @@ def scenario(rec):
     rec["panel_with_guide"] = layout.calls
     rec["panel_with_guide_greyed"] = layout.greyed
 
+    # The LGP is nowhere (no preference, no environment variable, not in the empty cache): the error
+    # names the preference; set there, the guide works.
+    rec["generate_without_lgp"] = h.call(bpy.ops.texture_variants.generate)
+    bpy.context.preferences.addons[h.MODULE].preferences.lgp = os.environ["TINY_LGP"]
     rec["generate"] = h.call(bpy.ops.texture_variants.generate)
     rec["results"] = [{"path": r.path, "size": list(r.image.size), "engine": r.engine} for r in settings.results]
     rec["guide_name_after"] = settings.sketch.name if settings.sketch else None

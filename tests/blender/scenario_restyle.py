@@ -28,6 +28,10 @@ def scenario(rec):
     h.clean_scene()
     image = bpy.data.images.load(texture)
     _obj, material, _node = h.plane_with_image(image)
+    rough = material.node_tree.nodes.new("ShaderNodeTexImage")  # a PBR set: the restyle must carry its map
+    rough.name, rough.image = "Roughness", bpy.data.images.load(texture, check_existing=False)
+    rough.image.colorspace_settings.name = "Non-Color"
+    material.node_tree.links.new(rough.outputs["Color"], material.node_tree.nodes["Principled BSDF"].inputs["Roughness"])
     settings = bpy.context.scene.texture_variants
     ui = h.addon_module("ui.panel")
     h.set_settings(engine="diffusion", variants=2, steps=2, size=64, seed=7, randomize_seed=False)
@@ -39,6 +43,7 @@ def scenario(rec):
     h.set_settings(restyle_prompt="mossy stones", restyle_strength=0.5, mask_source="none", variants=1)
     rec["restyle_whole"] = h.call(bpy.ops.texture_variants.restyle)
     rec["results_after_whole"] = _results(settings)
+    rec["restyle_whole_maps"] = {m.name: m.image.name for m in settings.results[-1].maps}
     rec["picked_after_whole"] = settings.results_index
 
     rec["new_mask"] = h.call(bpy.ops.texture_variants.new_mask)
@@ -50,7 +55,7 @@ def scenario(rec):
         for x in range(width):
             pixels[(y * width + x) * 4: (y * width + x) * 4 + 3] = [1.0, 1.0, 1.0]
     mask.pixels.foreach_set(pixels)
-    h.set_settings(mask_mode="edit-inside")
+    h.set_settings(mask_mode="edit-inside", restyle_start="noise")
     rec["panel_image_mask"] = _panel(ui, "image")
     rec["restyle_masked"] = h.call(bpy.ops.texture_variants.restyle)
     rec["results_after_masked"] = _results(settings)
@@ -72,6 +77,8 @@ def scenario(rec):
     last = len(settings.results) - 1
     rec["apply_restyled"] = h.call(bpy.ops.texture_variants.apply_variant, index=last)
     rec["base_color_after_apply"] = h.base_color_image(material)
+    rec["roughness_after_apply"] = material.node_tree.nodes["Roughness"].image.name
+    rec["restyled_maps"] = {m.name: m.image.name for m in settings.results[last].maps}
     project = os.path.join(workdir, "project")
     os.makedirs(project)
     bpy.ops.wm.save_as_mainfile(filepath=os.path.join(project, "scene.blend"))

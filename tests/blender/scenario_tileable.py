@@ -15,27 +15,6 @@ OPS = bpy.ops.texture_variants
 NODES = ("Texture", "Roughness", "Normal")
 
 
-def _image(path, non_color=False):
-    image = bpy.data.images.load(path)
-    if non_color:
-        image.colorspace_settings.name = "Non-Color"
-    return image
-
-
-def material_with_maps(folder):
-    _obj, material, _base = h.plane_with_image(_image(os.path.join(folder, "wall.png")), "Wall")
-    tree = material.node_tree
-    bsdf = tree.nodes["Principled BSDF"]
-    for name, file in (("Roughness", "wall_rough.png"), ("Normal", "wall_nrm16.png")):
-        node = tree.nodes.new("ShaderNodeTexImage")
-        node.name, node.image = name, _image(os.path.join(folder, file), True)
-    normal_map = tree.nodes.new("ShaderNodeNormalMap")
-    tree.links.new(tree.nodes["Roughness"].outputs["Color"], bsdf.inputs["Roughness"])
-    tree.links.new(tree.nodes["Normal"].outputs["Color"], normal_map.inputs["Color"])
-    tree.links.new(normal_map.outputs["Normal"], bsdf.inputs["Normal"])
-    return material
-
-
 def shown(material) -> dict:
     nodes = material.node_tree.nodes
     return {name: [nodes[name].image.name, bpy.path.abspath(nodes[name].image.filepath)] for name in NODES}
@@ -55,7 +34,7 @@ def scenario(rec):
     project = os.path.join(workdir, "project")
     shutil.copytree(folder, os.path.join(project, "maps"))
     h.clean_scene()
-    material = material_with_maps(os.path.join(project, "maps"))
+    material = h.material_with_maps(os.path.join(project, "maps"))
     bpy.ops.wm.save_as_mainfile(filepath=os.path.join(project, "wall.blend"))
     rec["shown_before"] = shown(material)
     h.set_settings(engine="patch", tile="none")

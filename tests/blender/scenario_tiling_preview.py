@@ -13,21 +13,6 @@ import harness as h  # noqa: E402
 OPS = bpy.ops.texture_variants
 
 
-def structure(material) -> dict:
-    """The tree as data: every node (name, type, label, location, its inputs' values) and every link."""
-    tree = material.node_tree
-    nodes = {}
-    for node in tree.nodes:
-        values = {}
-        for socket in node.inputs:
-            value = getattr(socket, "default_value", None)
-            values[socket.identifier] = [round(v, 6) for v in value] if hasattr(value, "__len__") else value
-        nodes[node.name] = [node.bl_idname, node.label, [round(c, 3) for c in node.location], values]
-    links = sorted([link.from_node.name, link.from_socket.identifier, link.to_node.name, link.to_socket.identifier]
-                   for link in tree.links)
-    return {"nodes": nodes, "links": links}
-
-
 def feeds(material) -> dict:
     """What feeds each Image Texture node's Vector: (node type, its Scale input) or None."""
     out = {}
@@ -63,7 +48,7 @@ def scenario(rec):
     rough.name, rough.image = "Roughness", bpy.data.images.load(texture)
     tree.links.new(rough.outputs["Color"], tree.nodes["Principled BSDF"].inputs["Roughness"])
     ui = h.addon_module("ui.panel")
-    before = structure(material)
+    before = h.tree_structure(material)
     rec["feeds_before"] = feeds(material)
     rec["panel_off"] = panel(ui)
     rec["on"] = h.call(OPS.tiling_preview, repeat=4)
@@ -75,7 +60,7 @@ def scenario(rec):
     material = bpy.data.materials["Floor Material"]
     rec["feeds_reopened"] = feeds(material)
     rec["off"] = h.call(OPS.tiling_preview)
-    after = structure(material)
+    after = h.tree_structure(material)
     rec["restored"] = after == before
     rec["difference"] = {"nodes": sorted(set(before["nodes"]) ^ set(after["nodes"])),
                          "links": [link for link in before["links"] + after["links"]

@@ -67,11 +67,13 @@ def scenario(rec):
     layout = h.CheckingLayout()
     ui.draw_variants_panel(layout, bpy.context)
     rec["panel_with_results"] = layout.calls
+    rec["labels_with_results"] = layout.labels
 
     rec["apply"] = h.call(bpy.ops.texture_variants.apply_variant, index=1)
     layout = h.CheckingLayout()
     ui.draw_variants_panel(layout, bpy.context)
     rec["panel_with_applied_variant"] = layout.calls
+    rec["labels_with_applied_variant"] = layout.labels
     session = h.addon_module("connection.session").shared()
     finished_job, session.job = session.job, jobs.JobTracker("drawn", state=jobs.RUNNING, step=3, total=12, eta=5.0)
     layout = h.CheckingLayout()
@@ -82,6 +84,7 @@ def scenario(rec):
     prefs_layout = h.CheckingLayout()
     prefs.__class__.draw(_PrefsView(prefs, prefs_layout), bpy.context)
     rec["preferences_panel"] = prefs_layout.calls
+    rec["preferences_labels"] = prefs_layout.labels
     rec["base_color_after_apply"] = h.base_color_image(material)
     rec["original_kept"] = image.name in bpy.data.images and image.use_fake_user
 

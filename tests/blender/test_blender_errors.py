@@ -48,6 +48,7 @@ EXPECTED = {
     "models_missing": ["no-such-model", "To fix"],
     "cancelled": ["cancelled", "the material was not changed"],
     "setup_offline": ["Online access is off", "Preferences > System > Network"],
+    "download_offline": ["Online access is off", "download-models --sam"],
     "bake_unsaved": ["has not been saved", "save the .blend file first"],
 }
 
@@ -60,6 +61,13 @@ def test_error_says_what_to_do_and_changes_nothing(errors, case):
         assert words in outcome["error"], (case, outcome["error"])
     assert "To fix:" in outcome["error"]
     assert outcome["unchanged"], f"{case} changed the material or the images"
+
+
+def test_the_panel_says_the_file_is_missing_before_generate(errors):
+    labels = [text for kind, text in errors["panel_missing"] if kind == "label"]
+    first = labels.index("soon_gone.png: its file is missing")
+    said = " ".join(labels[first + 1:first + 6])  # the path and what to do, wrapped over a few lines
+    assert "soon_gone.png" in said and "Find Missing Files" in said
 
 
 def test_errors_touch_no_file(errors):

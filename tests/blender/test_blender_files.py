@@ -34,7 +34,7 @@ def test_a_16_bit_png_source_gives_a_16_bit_variant(files):
 
 
 def test_a_patch_result_set_says_what_the_engine_found_in_the_texture(files):
-    assert files["png16"]["expectation"].startswith("Patch found a ")  # the tinted gravel: irregular
+    assert files["png16"]["expectation"].startswith("Found an irregular texture")  # the tinted gravel: irregular
     assert "irregular texture" in files["png16"]["expectation"]
 
 

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.blender
 def guided(tmp_path_factory, blender, tiny_models, color_texture_path):
     workdir = tmp_path_factory.mktemp("guide")
     return run_scenario("scenario_guide", workdir, blender, color_texture_path,
-                        env=tiny_model_env(tiny_models, "lgp"))
+                        env=tiny_model_env(tiny_models) | {"TINY_LGP": str(tiny_models["lgp"]),
+                                                           "HF_HOME": str(workdir / "empty-hf-cache")})
 
 
 def test_the_guide_is_the_textures_edges_white_on_black(guided):
@@ -37,6 +38,13 @@ def test_the_panel_shows_mode_and_strength_once_there_is_a_guide(guided):
     after = [tuple(c) for c in guided["panel_with_guide"]]
     assert {("prop", "sketch"), ("prop", "sketch_mode"), ("prop", "sketch_strength")} <= set(after)
     assert guided["panel_with_guide_greyed"] == guided["panel_without_guide_greyed"]  # nothing greyed by it
+
+
+def test_without_its_model_the_guide_says_which_preference_to_set(guided):
+    outcome = guided["generate_without_lgp"]
+    assert outcome["result"] is None
+    assert "LGP" in outcome["error"] and "set LGP Model in Edit > Preferences > Add-ons > Texture Variants" in \
+        outcome["error"] and "Download" in outcome["error"]
 
 
 def test_generating_with_the_painted_guide_sends_it_to_the_backend(guided):

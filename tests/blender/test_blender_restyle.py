@@ -3,6 +3,7 @@ a painted mask, Segment Anything points placed by script, errors, Apply / Bake /
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -71,9 +72,26 @@ def test_points_from_the_2d_cursor_or_a_script_go_to_segment_anything(restyled):
     assert "needs a prompt" in restyled["no_prompt"]["error"]
 
 
+def test_the_start_setting_reaches_the_backend(restyled):
+    def start(result):
+        with Image.open(result["path"]) as image:
+            return json.loads(image.text["parameters"])["restyle_start"]
+
+    assert start(restyled["results_after_whole"][-1]) == "inverted"  # the default: the method's own start
+    assert start(restyled["results_after_masked"][-1]) == "noise"
+    assert ["prop", "restyle_start"] in restyled["panel_image_mask"]
+
+
+def test_a_restyle_of_a_pbr_set_carries_its_maps_and_applies_them(restyled):
+    assert list(restyled["restyle_whole_maps"]) == ["roughness"]
+    assert list(restyled["restyled_maps"]) == ["roughness"]
+    assert restyled["roughness_after_apply"] == restyled["restyled_maps"]["roughness"]  # not the variant's any more
+    assert "restyle" in restyled["roughness_after_apply"]
+
+
 def test_apply_bake_and_revert_work_on_a_restyled_result(restyled):
     assert restyled["revert_variant"]["error"] is None and restyled["apply_restyled"]["error"] is None
     assert restyled["base_color_after_apply"] == restyled["results_after_points"][-1]["image"]
-    assert restyled["bake"]["error"] is None and len(restyled["textures_folder"]) == 1
+    assert restyled["bake"]["error"] is None and len(restyled["textures_folder"]) == 2  # colour + roughness
     assert restyled["revert"]["error"] is None and restyled["base_color_after_revert"] == "gravel_color.png"
     assert {"restyle", "new_mask", "add_mask_point", "clear_mask_points"} <= set(restyled["operators"])

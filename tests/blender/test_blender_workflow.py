@@ -12,11 +12,11 @@ from tests.blender.conftest import run_scenario, tiny_model_env
 
 pytestmark = pytest.mark.blender
 
-OPERATORS = ["add_mask_point", "add_missing_maps", "apply_variant", "bake", "cancel", "cancel_setup",
-             "check_backend", "clean_up_jobs", "clear_mask_points", "compare", "generate", "generate_all",
-             "generate_selected", "make_guide", "make_tileable", "new_mask", "pick_node", "remove_backend",
-             "restyle", "revert", "setup_backend", "sort_results", "tile_preview", "tiling_preview",
-             "use_result_set"]
+OPERATORS = ["add_mask_point", "add_missing_maps", "apply_variant", "bake", "bake_tile_layout", "cancel",
+             "cancel_setup", "check_backend", "clean_up_jobs", "clear_mask_points", "compare", "download_model", "generate",
+             "generate_all", "generate_selected", "make_guide", "make_tile_set", "make_tileable", "new_mask",
+             "pick_node", "remove_backend", "restyle", "revert", "setup_backend", "sort_results",
+             "tile_preview", "tiling_preview", "use_result_set", "use_tile_set"]
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +106,12 @@ def test_panel_draws_settings_results_and_progress(workflow):
     # every layout call was checked against Blender's UILayout RNA (harness.CheckingLayout)
     for prop in ("engine", "variants", "seed", "steps", "size", "tile", "appearance", "style_only", "suppress_content"):
         assert ("prop", prop) in idle
-    balance = idle.index(("label", "Structure"))
-    assert idle[balance + 1][0] == "prop" and idle[balance + 2] == ("label", "Appearance")
+    balance = idle.index(("label", "Structure ⟷ Appearance"))  # the slider's ends, then its meaning in words
+    after = [call for call in idle[balance + 1:] if call[0] != "row"]
+    assert after[0] == ("prop", "balance") and after[1][0] == "label"
     assert ("operator", "texture_variants.generate") in idle and ("template_list", "") in idle
+    # History rows say the kind of set and its key settings, not only "diffusion · seed 3"
+    assert any(kind == "label" and " · diffusion variants · balance 0.50 · kv · seed " in text for kind, text in idle)
     assert ("operator", "texture_variants.revert") not in idle
     applied = _calls(data, "panel_with_applied_variant")
     assert {("operator", "texture_variants.revert"), ("operator", "texture_variants.bake")} <= set(applied)
@@ -118,11 +121,25 @@ def test_panel_draws_settings_results_and_progress(workflow):
     assert ("operator", "texture_variants.generate") not in running
 
 
+@pytest.mark.parametrize("key", ["labels_with_results", "labels_with_applied_variant", "preferences_labels"])
+def test_no_two_controls_read_the_same(workflow, key):
+    """Every section unfolded: a text on a button or field names one setting or one action."""
+    data, _ = workflow
+    meanings = {}
+    for kind, what, text in data[key]:
+        if text:
+            meanings.setdefault(text, set()).add((kind, what))
+    assert len(meanings) > 10
+    assert {text: sorted(m) for text, m in meanings.items() if len(m) > 1} == {}
+
+
 def test_preferences_offer_setup_and_say_what_overrides_them(workflow):
     data, _ = workflow
     prefs = _calls(data, "preferences_panel")
-    for prop in ("python", "base", "ip_adapter", "device", "bake_folder"):
+    for prop in ("python", "base", "ip_adapter", "device", "bake_folder", "lgp", "controlnet", "sam"):
         assert ("prop", prop) in prefs
+    downloads = [i for i, call in enumerate(prefs) if call == ("operator", "texture_variants.download_model")]
+    assert len(downloads) == 4 and all(prefs[i - 1][0] == "prop" for i in downloads)  # beside each model field
     assert ("operator", "texture_variants.setup_backend") in prefs
     assert ("operator", "texture_variants.check_backend") in prefs
     for prop in ("installer", "torch_index", "package_index"):
