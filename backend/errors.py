@@ -113,7 +113,8 @@ def classify(exc: BaseException, *, engine: str | None = None) -> TextureVariant
 
 
 def disk_space(path) -> str:
-    """'; N MB free of M MB' for the file system holding `path` (or its nearest existing folder)."""
+    """'; N MB free of M MB on that disk now' for the file system holding `path` (or its nearest existing
+    folder); the file that failed is removed already, so N may be more than the write found."""
     folder = os.fsdecode(path) if path else ""
     while folder and not os.path.isdir(folder):
         folder = os.path.dirname(folder)
@@ -123,4 +124,4 @@ def disk_space(path) -> str:
         usage = shutil.disk_usage(folder)
     except OSError:
         return ""
-    return f"; {usage.free / 2**20:.1f} MB free of {usage.total / 2**20:.1f} MB"
+    return f"; {usage.free / 2**20:.1f} MB free of {usage.total / 2**20:.1f} MB on that disk now"

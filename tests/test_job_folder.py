@@ -106,7 +106,7 @@ def test_a_full_disk_during_a_job_is_no_space_with_the_numbers_and_leaves_nothin
         full = proc.job_events(proc.send("generate", input=str(color_texture_path), output_dir=str(disk / "job"),
                                          **JOB | {"size": 512}))[-1]
         assert full["type"] == "error" and full["code"] == "no_space", full  # before: bad_output
-        assert "No space left" in full["message"] and "MB free of" in full["message"], full
+        assert "No space left" in full["message"] and "MB free of 0.2 MB on that disk" in full["message"], full
         assert _files(inside) == []  # no staged file, no temporary, no job folder
         small = proc.job_events(proc.send("generate", input=str(color_texture_path), output_dir=str(disk / "job"),
                                           engine="patch", size=64, seed=1))[-1]

@@ -262,10 +262,10 @@ def run_job(job: Job, generate: Callable[..., list], on_step: Callable | None = 
         return event("cancelled", job.id, job=job.id, stage="running", cancel_step=job.cancel_step,
                      stopped_step=job.step)
     except Exception as e:  # bad input, a full disk, an engine bug: report the cause, keep serving
-        output.discard()
         if isinstance(e, OSError) and e.filename is None:  # a failed write names no file: name the folder
             e.filename = str(output.folder)
-        error = classify(e, engine=_engine_used(job))
+        error = classify(e, engine=_engine_used(job))  # before the clean-up: a full disk's space as it was
+        output.discard()
         if error is e:
             log.info("job %r: %s", job.id, e)
         else:
