@@ -90,7 +90,7 @@ def plan(source_width: int, source_height: int, mode: str = MATCH, size: int = S
     if export is None and wanted != (source_width, source_height):
         notes.append(f"Capped at {MAX_SIZE} px: {width}×{height} from a {source} source")
     elif (width, height) != wanted:
-        why = f"multiples of {step} for the {engine} engine" if step > 1 else f"at least {LOW} px"
+        why = f"multiples of {step}, the diffusion engine's grid" if step > 1 else f"at least {LOW} px"
         notes.append(f"{width}×{height} ({why}), the source is {wanted[0]}×{wanted[1]}")
     if abs(width / height - source_width / source_height) > 0.01 * source_width / source_height:
         notes.append(f"The aspect changes slightly: {width}:{height} for {source_width}:{source_height}")
