@@ -98,6 +98,34 @@ def card_details(card: Mapping) -> str:
     return "; ".join(parts)
 
 
+def result_summary(parameters: Mapping) -> str:
+    """What kind of result set a parameters record is, with its key settings, for a History row:
+    "restyle 'mossy bricks' · strength 0.50", "guided diffusion variants (lgp 1.5) · balance 0.50 · kv"."""
+    kind = parameters.get("kind")
+    if kind == "tileable":
+        return "tileable (the texture itself)"
+    if kind == "layout":
+        cells = "×".join(str(c) for c in parameters.get("cells", ()))
+        return f"tile set layout {cells}".rstrip()
+    if parameters.get("upscale_factor"):  # the backend's upscale record
+        return f"upscale ×{parameters['upscale_factor']}"
+    if parameters.get("restyle_prompt"):
+        strength = parameters.get("restyle_strength")
+        return f"restyle '{parameters['restyle_prompt']}'" + (f" · strength {strength:.2f}" if strength is not None
+                                                               else "")
+    engine = parameters.get("engine", "")
+    guided = f"guided {engine} variants ({parameters.get('sketch_mode', '')} {parameters.get('sketch_strength', '')})" \
+        if parameters.get("sketch") else f"{engine} variants"
+    parts = [guided.replace(" )", ")")]
+    if "balance" in parameters:
+        parts.append(f"balance {float(parameters['balance']):.2f}")
+    if engine == "diffusion" and parameters.get("appearance"):
+        parts.append(str(parameters["appearance"]))
+    if parameters.get("prompt"):
+        parts.append(f"'{parameters['prompt']}'")
+    return " · ".join(parts)
+
+
 def tileable_summary(parameters: Mapping) -> str:
     """What Make Tileable did, from its result's parameters record (empty for other results): the seam
     scores before and after per axis (about 1 = seamless), the share of pixels kept, the lighting."""

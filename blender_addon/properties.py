@@ -117,6 +117,8 @@ class TEXTURE_VARIANTS_PG_result_set(bpy.types.PropertyGroup):
     width: IntProperty(name="Width", subtype="PIXEL")
     height: IntProperty(name="Height", subtype="PIXEL")
     notes: StringProperty(name="Notes", description="How the size or aspect differs from the source's")
+    summary: StringProperty(name="Kind", description="What kind of result set it is and its key settings "
+                            "(panel_rules.result_summary)")
     expectation: StringProperty(name="Found", description="What the patch engine found in the texture and "
                                 "what to expect of its variants")
     variants: CollectionProperty(type=TEXTURE_VARIANTS_PG_variant)
@@ -131,8 +133,8 @@ class TEXTURE_VARIANTS_PG_result_set(bpy.types.PropertyGroup):
 
     def label(self) -> str:
         n = len(self.variants)
-        kind = {"tileable": "tileable", "restyle": "restyle", "layout": "tile set layout",
-                "upscale": "upscale"}.get(self.engine, f"{self.engine} variants")
+        kind = self.summary or {"tileable": "tileable", "restyle": "restyle", "layout": "tile set layout",
+                                "upscale": "upscale"}.get(self.engine, f"{self.engine} variants")
         return f"{self.created} · {kind} · seed {self.seed} · {n} × {self.width}×{self.height}"
 
 

@@ -130,3 +130,21 @@ def test_the_panel_says_what_the_patch_engine_found_in_a_real_texture(texture, f
     assert ("repeating every" in text) == (texture == "brick")
     assert "[" not in text and "None" not in text  # numbers in words, not the record's lists
     assert panel_rules.patch_expectation(params | {"engine": "diffusion"}) == ""
+
+
+def test_history_rows_say_the_kind_of_set_and_its_key_settings():
+    import skimage.data
+    from PIL import Image
+
+    from backend import generate_variants
+
+    image = Image.fromarray(skimage.data.gravel()).crop((0, 0, 128, 128))
+    record = json.loads(generate_variants(image, engine="patch", size=128, seed=3, balance=0.25)[0].info["parameters"])
+    assert panel_rules.result_summary(record) == "patch variants · balance 0.25"
+    guided = {"engine": "diffusion", "balance": 0.5, "appearance": "kv", "sketch": "/j/guide.png",
+              "sketch_mode": "lgp", "sketch_strength": 1.5, "prompt": "red bricks"}
+    assert panel_rules.result_summary(guided) == "guided diffusion variants (lgp 1.5) · balance 0.50 · kv · 'red bricks'"
+    assert panel_rules.result_summary({"engine": "diffusion", "restyle_prompt": "moss", "restyle_strength": 0.5}) == \
+        "restyle 'moss' · strength 0.50"
+    assert panel_rules.result_summary({"kind": "tileable"}).startswith("tileable")
+    assert panel_rules.result_summary({"kind": "layout", "cells": [4, 3]}) == "tile set layout 4×3"

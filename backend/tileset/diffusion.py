@@ -46,17 +46,12 @@ def make(ref, pixels: np.ndarray, given: dict[str, MaterialMap], geometry: Geome
     from backend.images import Reference
     from backend.materials import correspondence
     from backend.params import GenerationParams
-    from backend.patch import lattice
-    from backend.tileable import luminance
 
     t, p = geometry.tile, geometry.padding
     if t < DIFFUSION_MIN_TILE:
         raise InputError(f"the diffusion engine makes tiles of at least {DIFFUSION_MIN_TILE} px, not {t}",
                          hint=f"give --size {DIFFUSION_MIN_TILE} or more, or --engine patch")
-    source = pixels.astype(np.float32) / 255.0
-    colour_channels = 1 if ref.grayscale else 3
-    regular = lattice.detect(luminance(source[..., :colour_channels])).regular
-    cells = patch.make_cells(source, geometry, seed, regular, cancel)
+    cells, record = patch.make(pixels, 1 if ref.grayscale else 3, geometry, seed, cancel)
     mask = interior_mask(t)
     rgb = np.asarray(ref.rgb)
     params = GenerationParams.build({}, engine="diffusion", size=(t, t), tile="none", variants=1,
@@ -93,6 +88,6 @@ def make(ref, pixels: np.ndarray, given: dict[str, MaterialMap], geometry: Geome
     flat = assemble(coords, geometry)
     maps = {name: MaterialMap(name, np.ascontiguousarray(m.pixels[flat[..., 0], flat[..., 1]]), m.kind, m.source)
             for name, m in given.items()}
-    details = {"regular": bool(regular), "diffusion_seconds": round(time.perf_counter() - started, 3),
+    details = record | {"diffusion_seconds": round(time.perf_counter() - started, 3),
                "changed": round(float(assemble(inside, geometry).mean()), 4), "steps": params.steps}
     return colour, maps, details

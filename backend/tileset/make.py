@@ -7,6 +7,7 @@ baked image equals what Blender's node group shows; with the period (N, M) it ti
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -86,16 +87,10 @@ def make_tileset(texture, *, colours: int = 2, size: int | None = None, padding:
         colour, atlas_maps, details = diffusion.make(ref, pixels, given, geometry, seed, steps=steps, base=base,
                                                      ip_adapter=ip_adapter, cancel=cancel, on_step=on_step)
     else:
-        from backend.patch import lattice
-        from backend.tileable import luminance
-
-        source = pixels.astype(np.float32) / 255.0
-        regular = lattice.detect(luminance(source[..., :3] if source.shape[2] >= 3 else source[..., :1])).regular
-        cells = patch.make_cells(source, geometry, seed, regular, cancel, on_tile=on_step)
+        cells, details = patch.make(pixels, 1 if ref.grayscale else 3, geometry, seed, cancel, on_tile=on_step)
         coords = atlas.assemble(cells, geometry)
         colour = pixels[coords[..., 0], coords[..., 1]]
         atlas_maps = {name: gather_map(m, coords) for name, m in given.items()}
-        details = {"regular": bool(regular)}
     details["seconds"] = round(time.perf_counter() - start, 3)
     image = atlas.to_image(np.ascontiguousarray(colour), mode)
     return TileSet(image, geometry, engine_name, seed, atlas_maps, details | {"source": ref.source})
@@ -127,13 +122,9 @@ def render_layout(record_path: str | os.PathLike, cells, seed: int = 0) -> Image
     image = atlas.to_image(layout.render(atlas.tiles_of(loaded.color, geometry), indices), loaded.mode)
     image.info["maps"] = {name: MaterialMap(name, layout.render(atlas.tiles_of(m.pixels, geometry), indices),
                                             m.kind, m.source) for name, m in loaded.maps.items()}
-    image.info["parameters"] = _json({"kind": "wang_layout", "tileset": str(loaded.path), "cells": [columns, rows],
-                                      "seed": seed, "colours": geometry.colours, "tile_size": geometry.tile})
+    image.info["parameters"] = json.dumps({"kind": "wang_layout", "tileset": str(loaded.path), "cells": [columns, rows],
+                                           "seed": seed, "colours": geometry.colours, "tile_size": geometry.tile},
+                                          sort_keys=True)
     image.info["stem"] = f"{loaded.stem}-wang-layout-{columns}x{rows}"
     return image
 
-
-def _json(record: dict) -> str:
-    import json
-
-    return json.dumps(record, sort_keys=True)

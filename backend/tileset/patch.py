@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 from skimage.graph import route_through_array
@@ -40,6 +41,7 @@ LENS = 0.5  # the corner paths stay within this slope of the diagonal (a lens fr
 TOLERANCE = 0.1  # interior windows within (1 + TOLERANCE) x the best cost are equally good
 SPREAD = 0.25  # of the tile side: edge samples and interiors keep at least this far apart in the source
 TYPICAL = 0.3  # edge samples are drawn among the windows whose join step is this share of the most typical
+PHASE_TOLERANCE = 0.1  # cycles: on a lattice, windows further than this from the tiles' phase are not taken
 CONTINUATION = 0.25  # of the interior's side: windows this close to an edge sample's continuation are out
 N, E, S, W = "n", "e", "s", "w"
 
@@ -71,27 +73,70 @@ def check(source_size: tuple[int, int], tile: int, padding: int) -> None:
                          "use a larger texture")
 
 
+@dataclass(frozen=True)
+class Grid:
+    """The source's lattice (a regular texture, rectified): per axis (y, x) the local phase of every
+    pixel in cycles and the period, or None on an axis without one."""
+
+    phases: tuple[np.ndarray | None, np.ndarray | None]
+    periods: tuple[float | None, float | None]
+
+    def phase_at(self, y: int, x: int) -> tuple[float, float]:
+        return tuple(0.0 if ph is None else float(ph[y, x]) for ph in self.phases)
+
+    def out_of_phase(self, shape: tuple[int, int], at: tuple[int, int], wanted: tuple[float, float]) -> np.ndarray:
+        """inf for the window origins (an array of `shape`) whose pixel `at` inside the window is
+        further than PHASE_TOLERANCE from the phase `wanted`; 0 elsewhere."""
+        extra = np.zeros(shape)
+        for phase, goal in zip(self.phases, wanted, strict=True):
+            if phase is not None:
+                here = phase[at[0]:at[0] + shape[0], at[1]:at[1] + shape[1]]
+                extra[np.abs((here - goal + 0.5) % 1.0 - 0.5) > PHASE_TOLERANCE] = np.inf
+        return extra
+
+    def wanted(self, origin: tuple[float, float], shift: tuple[int, int]) -> tuple[float, float]:
+        """The phase `shift` px (y, x) away from a point at phase `origin`."""
+        return tuple(o if q is None else o + d / q for o, d, q in zip(origin, shift, self.periods, strict=True))
+
+
 class _Sources:
-    """Where each edge sample and interior comes from: windows of the source, seeded, spread apart."""
+    """Where each edge sample and interior comes from: windows of the source, seeded, spread apart,
+    on a lattice all at the tiles' one phase."""
 
-    def __init__(self, source: np.ndarray, rng: np.random.Generator, spread: int):
-        self.source, self.rng, self.spread = source, rng, spread
+    def __init__(self, source: np.ndarray, rng: np.random.Generator, spread: int, grid: Grid | None):
+        self.source, self.rng, self.spread, self.grid = source, rng, spread, grid
         self.taken: list[tuple[int, int]] = []
+        self.phase: tuple[float, float] | None = None  # the lattice phase at every tile's pixel (0, 0)
 
-    def draw(self, height: int, width: int, join: tuple[int, int, int, bool] | None = None) -> tuple[int, int]:
+    def draw(self, height: int, width: int, join: tuple[int, int, int, bool], corner: tuple[int, int]) -> tuple[int, int]:
         """A window origin (y, x). `join` (row, column, length, across rows): where, inside the window,
         two tiles will meet; the window is one whose step there is typical of the source (among the
-        TYPICAL most typical), so a join never falls on a remarkable line of the texture."""
+        TYPICAL most typical), so a join never falls on a remarkable line of the texture. `corner`:
+        the window's pixel that shows at a tile's pixel (0, 0) (on a lattice, at the tiles' phase)."""
         h, w = self.source.shape[:2]
-        free = np.zeros((h - height + 1, w - width + 1))
-        if join is not None:
-            free += _atypical(self.source, free.shape, join)
+        shape = (h - height + 1, w - width + 1)
+        spread = np.zeros(shape)
         for y, x in self.taken:
-            _exclude(free, y, x, self.spread)
-        choices = np.flatnonzero(np.isfinite(free)) if np.isfinite(free).any() else np.arange(free.size)
-        origin = divmod(int(choices[self.rng.integers(len(choices))]), free.shape[1])
+            _exclude(spread, y, x, self.spread)
+        wishes = [_atypical(self.source, shape, join), spread]
+        if self.grid is not None and self.phase is not None:
+            wishes.insert(0, self.grid.out_of_phase(shape, corner, self.phase))
+        origin = _pick(wishes, self.rng)
+        if self.grid is not None and self.phase is None:
+            self.phase = self.grid.phase_at(origin[0] + corner[0], origin[1] + corner[1])
         self.taken.append(origin)
         return origin
+
+
+def _pick(wishes: list[np.ndarray], rng: np.random.Generator) -> tuple[int, int]:
+    """A random origin where every wish (0 = fine, inf = not) holds; the last wishes are given up
+    first when none fits them all."""
+    for n in range(len(wishes), -1, -1):
+        free = sum(wishes[:n], np.zeros_like(wishes[0]))
+        choices = np.flatnonzero(np.isfinite(free))
+        if choices.size:
+            return divmod(int(choices[rng.integers(len(choices))]), free.shape[1])
+    raise AssertionError("unreachable: no wish at all leaves every origin")
 
 
 def _atypical(source: np.ndarray, shape: tuple[int, int], join: tuple[int, int, int, bool]) -> np.ndarray:
@@ -112,17 +157,19 @@ def _atypical(source: np.ndarray, shape: tuple[int, int], join: tuple[int, int, 
 
 
 def make_cells(source: np.ndarray, geometry: Geometry, seed: int, regular: bool = False,
-               cancel: threading.Event | None = None, on_tile=None) -> np.ndarray:
+               cancel: threading.Event | None = None, on_tile=None, grid: Grid | None = None) -> np.ndarray:
     """(count, T+2P, T+2P, 2) int32 source coordinates (y, x) of every padded atlas cell, in index order.
 
-    source: (h, w, c) float32 in 0..1 (colour, plus alpha when there is one)."""
+    source: (h, w, c) float32 in 0..1 (colour, plus alpha when there is one); `grid`: its lattice,
+    when every tile should show it at one phase (the tile then holds whole periods: make)."""
     t, p, c = geometry.tile, geometry.padding, geometry.colours
     a = t // 2
     rng = np.random.default_rng(seed)
-    sources = _Sources(source, rng, max(1, int(t * SPREAD)))
-    # The join of two tiles across a horizontal edge is between the sample's rows a - 1 and a.
-    horizontal = [sources.draw(t + 1, t + 2 * p, (a, p, t, True)) for _ in range(c)]
-    vertical = [sources.draw(t + 2 * p, t + 1, (p, a, t, False)) for _ in range(c)]
+    sources = _Sources(source, rng, max(1, int(t * SPREAD)), grid)
+    # The join of two tiles across a horizontal edge is between the sample's rows a - 1 and a; a
+    # tile's pixel (0, 0) shows the horizontal sample's (a, p) and the vertical sample's (p, a).
+    horizontal = [sources.draw(t + 1, t + 2 * p, (a, p, t, True), (a, p)) for _ in range(c)]
+    vertical = [sources.draw(t + 2 * p, t + 1, (p, a, t, False), (p, a)) for _ in range(c)]
     correlator = _Correlator(source)
     kept, overlap = bands(t)
     inner = t - 2 * kept
@@ -151,6 +198,8 @@ def make_cells(source: np.ndarray, geometry: Geometry, seed: int, regular: bool 
             _exclude(allowed, int(cy), int(cx), max(1, int(inner * CONTINUATION)))
         for y, x in interiors:  # nor one near another tile's interior
             _exclude(allowed, y, x, max(1, int(t * SPREAD)))
+        if grid is not None:  # and on a lattice, one in the tiles' phase
+            allowed += grid.out_of_phase(allowed.shape, (0, 0), grid.wanted(sources.phase, (kept, kept)))
         if not np.isfinite(allowed).any():
             allowed = cost
         best = float(allowed.min())
@@ -167,6 +216,32 @@ def make_cells(source: np.ndarray, geometry: Geometry, seed: int, regular: bool 
         if on_tile is not None:
             on_tile(index + 1, geometry.count)
     return cells
+
+
+def make(pixels: np.ndarray, colour_channels: int, geometry: Geometry, seed: int,
+         cancel: threading.Event | None = None, on_tile=None) -> tuple[np.ndarray, dict]:
+    """(cells as make_cells' but into `pixels` (h, w, c) uint8, what the record gains). On a regular
+    texture (a lattice of bricks, tiles or planks) the tiles are quilted from the source rectified to
+    straight lattice lines and a whole number of periods per tile (backend/patch/engine.py), all
+    at one phase, so the lattice runs on across every join and through every interior."""
+    from backend.patch import lattice
+    from backend.patch.engine import _rectified
+
+    source = pixels.astype(np.float32) / 255.0
+    gray = source[..., :colour_channels].mean(axis=2)
+    found = lattice.detect(gray)
+    record: dict = {"regular": bool(found.regular)}
+    if found.regular:
+        t = geometry.tile
+        mapping, periods = _rectified(gray, (found.period_y, found.period_x), (t, t))
+        if min(mapping.shape[:2]) >= minimum_source(t, geometry.padding):
+            work = gray[mapping[..., 0], mapping[..., 1]]
+            grid = Grid(tuple(None if q is None else lattice.phase(work, q, axis) for axis, q in enumerate(periods)),
+                        periods)
+            cells = make_cells(source[mapping[..., 0], mapping[..., 1]], geometry, seed, True, cancel, on_tile, grid)
+            record["period"] = [None if q is None else round(q, 2) for q in periods]
+            return mapping[cells[..., 0], cells[..., 1]], record
+    return make_cells(source, geometry, seed, found.regular, cancel, on_tile), record
 
 
 def _parts(horizontal, vertical, codes: dict[str, int], span: np.ndarray, a: int, p: int) -> dict[str, np.ndarray]:

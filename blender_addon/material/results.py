@@ -17,7 +17,8 @@ HISTORY_LIMIT = 8  # result sets kept per material; older ones (and their unused
 
 def _copy_set(source, target) -> None:
     """Copy a result set's fields and variants (the images are shared, not copied)."""
-    for name in ("node_name", "source", "created", "engine", "seed", "width", "height", "notes", "expectation", "index"):
+    for name in ("node_name", "source", "created", "engine", "seed", "width", "height", "notes", "expectation", "index",
+                 "summary"):
         setattr(target, name, getattr(source, name))
     target.variants.clear()
     for variant in source.variants:
@@ -105,6 +106,8 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
     current.notes = "; ".join(plan.notes)
     first_record = _entry_parameters(job.files[0]) if job.files else {}
     current.expectation = panel_rules.patch_expectation(first_record) or panel_rules.tileable_summary(first_record)
+    if not append:  # a restyle that joins the set leaves what the set is
+        current.summary = panel_rules.result_summary(first_record)
     current.index = added
     if not material_target.not_editable_reason(made_for["material"]):  # linked data keeps no history
         _remember(made_for["material"], current)

@@ -143,7 +143,7 @@ def draw_settings(layout, view) -> None:
         row = col.row(align=True)
         row.active = states["balance"] == panel_rules.SHOWN
         row.prop(settings, "balance", text="Balance", slider=True)
-        col.label(text=panel_rules.balance_words(settings.balance, engine), icon="INFO")
+        _wrapped(col, panel_rules.balance_words(settings.balance, engine), "INFO")
 
 
 def draw_advanced(layout, view) -> None:

@@ -16,6 +16,18 @@ from tests.conftest import ROOT
 # Every Blender test runs on each of these (scripts/setup --blender makes both venvs).
 BLENDERS = {"4.5": ROOT / ".venv-blender" / "bin" / "python", "5.0": ROOT / ".venv-blender-5.0" / "bin" / "python"}
 HERE = Path(__file__).resolve().parent
+# The default run covers every scenario on the LTS (4.5) and these on 5.0 too: the extension's build
+# and install, the panel and operators, and the node group whose hash must match Blender's own bit
+# for bit. The rest of the 5.0 runs are `slow` (scripts/test -m slow tests/blender runs them all).
+ALWAYS_ON_BOTH = {"test_blender_build.py", "test_blender_workflow.py", "test_blender_tile_set.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("blender") == "5.0" and item.path.name not in ALWAYS_ON_BOTH:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

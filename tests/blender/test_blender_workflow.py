@@ -110,6 +110,8 @@ def test_panel_draws_settings_results_and_progress(workflow):
     after = [call for call in idle[balance + 1:] if call[0] != "row"]
     assert after[0] == ("prop", "balance") and after[1][0] == "label"
     assert ("operator", "texture_variants.generate") in idle and ("template_list", "") in idle
+    # History rows say the kind of set and its key settings, not only "diffusion · seed 3"
+    assert any(kind == "label" and " · diffusion variants · balance 0.50 · kv · seed " in text for kind, text in idle)
     assert ("operator", "texture_variants.revert") not in idle
     applied = _calls(data, "panel_with_applied_variant")
     assert {("operator", "texture_variants.revert"), ("operator", "texture_variants.bake")} <= set(applied)

@@ -6,7 +6,9 @@
 - sketch.py: sketch guidance by the Latent Guidance Predictor (sketch_mode "lgp");
 - controlnet.py: sketch guidance by an SD1.5 ControlNet (sketch_mode "controlnet");
 - restyle.py: restyle by text keeping the structure (restyle_prompt, masks), pnp.py its
-  Plug-and-Play feature injection.
+  Plug-and-Play feature injection;
+- inpaint.py: edit-inside (only the masked part generated), restyle's mode and a control that
+  callers build themselves (engine.generate(..., extra_controls=...): tile sets).
 
 A factory takes (params, model spec, kv settings) and returns a control, or None when the request
 does not ask for it. Adding a control = a module with a factory, listed in FACTORIES.
