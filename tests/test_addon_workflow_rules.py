@@ -148,3 +148,4 @@ def test_history_rows_say_the_kind_of_set_and_its_key_settings():
         "restyle 'moss' · strength 0.50"
     assert panel_rules.result_summary({"kind": "tileable"}).startswith("tileable")
     assert panel_rules.result_summary({"kind": "layout", "cells": [4, 3]}) == "tile set layout 4×3"
+    assert panel_rules.result_summary({"upscale_factor": 2, "engine": "patch", "seed": 3}) == "upscale ×2"
