@@ -45,8 +45,14 @@ def _samples(rgba, width: int, height: int, channels: int, bits: int = 32) -> by
     """The buffer's first `channels` channels, rows flipped (Blender's rows run bottom to top), as
     floats or (`bits` 8) bytes: values in 0-1 rounded to 0-255."""
     samples = _rgba(rgba).reshape(height, width, 4)[::-1, :, :channels]
-    if bits == 8:
-        return (np.clip(samples, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).tobytes()
+    if bits == 8:  # in bands of rows: the temporaries stay in the cache (seconds saved at 8192²)
+        out = np.empty(samples.shape, np.uint8)
+        for start in range(0, height, 32):
+            band = samples[start:start + 32] * np.float32(255.0)
+            band += np.float32(0.5)
+            np.clip(band, 0.0, 255.0, out=band)
+            out[start:start + 32] = band  # the cast truncates: with the 0.5 added, rounds
+        return out.tobytes()
     return np.ascontiguousarray(samples).tobytes()
 
 

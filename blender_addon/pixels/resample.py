@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-BAND_ROWS = 8  # output rows made at a time: a band of a 16384 px wide source stays in the cache
+BAND_ROWS = 16  # output rows made at a time: a band of a 16384 px wide source stays in the cache
 
 
 def block_mean(pixels, width: int, height: int, factor: int) -> tuple[np.ndarray, int, int]:
@@ -21,18 +21,16 @@ def block_mean(pixels, width: int, height: int, factor: int) -> tuple[np.ndarray
     if factor == 1:
         return source.reshape(-1), width, height
     out = np.empty((new_height, new_width, 4), dtype=np.float32)
-    scale = np.float32(1.0 / (factor * factor))
+    # The columns of a block, side by side in a row of factor x 4 samples, meet in one matrix product
+    # (numpy's strided adds over 4-sample pixels are several times slower).
+    weights = np.zeros((factor * 4, 4), dtype=np.float32)
+    for j in range(factor):
+        weights[j * 4:(j + 1) * 4] = np.eye(4, dtype=np.float32) / (factor * factor)
     for start in range(0, new_height, BAND_ROWS):
         stop = min(new_height, start + BAND_ROWS)
-        # the band's rows summed in steps of `factor` (whole rows: contiguous adds), then its columns
         rows = source[start * factor:stop * factor].reshape(stop - start, factor, width, 4)
-        summed = rows[:, 0, :new_width * factor].copy()
+        summed = rows[:, 0, :new_width * factor].copy()  # the band's rows summed, whole rows at a time
         for i in range(1, factor):
             summed += rows[:, i, :new_width * factor]
-        cells = summed.reshape(stop - start, new_width, factor, 4)
-        acc = out[start:stop]
-        np.copyto(acc, cells[:, :, 0])
-        for j in range(1, factor):
-            acc += cells[:, :, j]
-        acc *= scale
+        np.matmul(summed.reshape(-1, factor * 4), weights, out=out[start:stop].reshape(-1, 4))
     return out.reshape(-1), new_width, new_height
