@@ -58,8 +58,9 @@ def test_a_16k_packed_image_is_downsampled_on_export_and_the_panel_says_so_first
     assert np.abs(pixels[0, :, 0].astype(int) - (2 * half % 256 + 0.5)).max() <= 0.5
     assert np.abs(pixels[:, 0, 1].astype(int) - (2 * half % 256 + 0.5)).max() <= 0.5
     assert set(np.unique(pixels[..., 2])) <= {127, 128}
+    parts = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in made["huge_parts_seconds"].items())
     print(f"16384² packed export: {export['seconds'][0]:.2f} s cold (decode included), {export['seconds'][1]:.2f} s "
-          f"warm; Blender's pixel read alone {made['huge_pixel_read_seconds']:.2f} s")
+          f"warm ({parts})")
     assert export["seconds"][1] < 120  # generous: the number itself is reported, not tested
 
 
