@@ -35,8 +35,9 @@ try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; one batch per --out is then the user's care
     fcntl = None
+from backend.service.job_request_checks import check_map_files, parse_generate
 from backend.service.jobs import Job, run_job
-from backend.service.protocol import ProtocolError, check_map_files, parse_generate
+from backend.service.protocol import ProtocolError
 
 DONE_MARKER = ".done.json"
 SUMMARY = "summary.json"

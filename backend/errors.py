@@ -6,6 +6,8 @@ The service turns them into `error` events, the CLI prints them, and the Python 
 from __future__ import annotations
 
 import errno
+import os
+import shutil
 
 
 class TextureVariantsError(Exception):
@@ -54,6 +56,12 @@ class OutputError(TextureVariantsError):
     code = "bad_output"
 
 
+class NoSpaceError(OutputError):
+    """The disk (or the remote workspace's budget) has no room for the results."""
+
+    code = "no_space"
+
+
 class BadModelError(TextureVariantsError):
     """A model's files are on this machine but cannot be read (truncated, corrupt, not a checkpoint)."""
 
@@ -63,7 +71,8 @@ class BadModelError(TextureVariantsError):
 OUTPUT_HINT = "free disk space or choose another output folder"
 
 # The one table from a low-level cause to what people are told: errno -> what happened. Every one of
-# these becomes `bad_output` with OUTPUT_HINT; anything else unexpected is `engine_failed`.
+# these becomes `bad_output` with OUTPUT_HINT (those in NO_SPACE_ERRNOS `no_space`, with the disk's
+# free and total space); anything else unexpected is `engine_failed`.
 OUTPUT_ERRNOS = {
     errno.ENOSPC: "no space left on the disk",
     getattr(errno, "EDQUOT", errno.ENOSPC): "the disk quota is used up",
@@ -76,6 +85,7 @@ OUTPUT_ERRNOS = {
     errno.EISDIR: "a folder is in the way",
     errno.EEXIST: "a file is in the way",
 }
+NO_SPACE_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 def classify(exc: BaseException, *, engine: str | None = None) -> TextureVariantsError:
@@ -91,9 +101,27 @@ def classify(exc: BaseException, *, engine: str | None = None) -> TextureVariant
                            hint=OUTPUT_HINT)
     if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:
         where = f" {exc.filename}" if exc.filename else ""
+        if exc.errno in NO_SPACE_ERRNOS:
+            return NoSpaceError(f"cannot write{where}: {OUTPUT_ERRNOS[exc.errno]} ({exc.strerror or exc})"
+                                f"{disk_space(exc.filename)}", hint=OUTPUT_HINT)
         return OutputError(f"cannot write{where}: {OUTPUT_ERRNOS[exc.errno]} ({exc.strerror or exc})",
                            hint=OUTPUT_HINT)
     hint = "see the backend log for the traceback; try smaller settings"
     if engine != "patch":
         hint += " or the patch engine"
     return TextureVariantsError(f"generation failed: {type(exc).__name__}: {exc}", hint=hint, code="engine_failed")
+
+
+def disk_space(path) -> str:
+    """'; N MB free of M MB on that disk now' for the file system holding `path` (or its nearest existing
+    folder); the file that failed is removed already, so N may be more than the write found."""
+    folder = os.fsdecode(path) if path else ""
+    while folder and not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    if not folder:
+        return ""
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError:
+        return ""
+    return f"; {usage.free / 2**20:.1f} MB free of {usage.total / 2**20:.1f} MB on that disk now"

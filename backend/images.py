@@ -346,26 +346,30 @@ def write_atomic(path: str | os.PathLike, write, *, overwrite: bool = False) -> 
     return path
 
 
-def unique_path(folder: str | os.PathLike, stem: str, suffix: str = ".png", companions: tuple[str, ...] = ()) -> Path:
+def unique_path(folder: str | os.PathLike, stem: str, suffix: str = ".png", companions: tuple[str, ...] = (),
+                also: tuple[str | os.PathLike, ...] = ()) -> Path:
     """`folder/stem.png`, or `stem-2.png`, `stem-3.png`, ... if taken: outputs never overwrite.
 
     companions: endings of files written beside it (e.g. "-roughness.png"); a stem is taken when
     any of `stem + ending` exists too, so a result and its companions always share one stem.
+    also: more folders the name must be free in (a staging folder's files move on to another).
     """
     folder = Path(folder)
+    folders = (folder, *map(Path, also))
     candidate, n = stem, 2
-    while any((folder / f"{candidate}{ending}").exists() for ending in (suffix, *companions)):
+    while any((f / f"{candidate}{ending}").exists() for f in folders for ending in (suffix, *companions)):
         candidate = f"{stem}-{n}"
         n += 1
     return folder / f"{candidate}{suffix}"
 
 
-def save_png_unique(image: Image.Image, folder: str | os.PathLike, stem: str, companions: tuple[str, ...] = ()) -> Path:
-    """save_png_atomic under the first free name of unique_path (with its `companions`); a name taken
-    meanwhile moves on."""
+def save_png_unique(image: Image.Image, folder: str | os.PathLike, stem: str, companions: tuple[str, ...] = (),
+                    also: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """save_png_atomic under the first free name of unique_path (with its `companions` and `also`); a
+    name taken meanwhile moves on."""
     for _ in range(1000):
         try:
-            return save_png_atomic(image, unique_path(folder, stem, companions=companions))
+            return save_png_atomic(image, unique_path(folder, stem, companions=companions, also=also))
         except FileExistsError:
             continue
     raise FileExistsError(f"no free file name for {stem} in {folder}")

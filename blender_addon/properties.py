@@ -45,6 +45,11 @@ APPEARANCE_ITEMS = parameters.enum_items("appearance", {
     "none": ("None (Image Prompt Only)", "Plain IP-Adapter: freer structure, the look may drift"),
 })
 
+SAMPLER_ITEMS = parameters.enum_items("sampler", {
+    "full": ("Full", "The model's own schedule (Steps): the reference quality"),
+    "fast": ("Fast", "A step-distillation LoRA (LCM-LoRA) in 8 steps, every control kept: several times faster; "
+             "needs its LoRA (Download beside Fast Sampling LoRA in the preferences)"),
+})
 SKETCH_MODE_ITEMS = parameters.enum_items("sketch_mode", {
     "lgp": ("LGP (Soft)", "Latent guidance predictor: steers the layout towards the guide's lines in the first "
             "steps, leaving the look to the reference (one extra backward pass per early step)"),
@@ -148,6 +153,7 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
         name="Randomise", default=True,
         description="Pick a new seed for every run (the seed used is stored above, so a result can be redone)",
     )
+    sampler: EnumProperty(name="Quality", items=SAMPLER_ITEMS, default=parameters.default("sampler"))
     steps: IntProperty(name="Steps", description="Denoising steps (diffusion)", **parameters.keywords("steps"))
     size_mode: EnumProperty(name="Size", items=SIZE_MODE_ITEMS, default="match")
     size: IntProperty(name="Size", description="The side of the square made, in pixels (the diffusion engine: "

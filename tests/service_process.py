@@ -154,3 +154,13 @@ def can_mount_tmpfs() -> bool:
                               timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def tmpfs_wrap(folder: Path, options: str) -> tuple[str, ...]:
+    """A `wrap` for ServiceProcess: the service runs with a tmpfs of its own (`mount -o options`, e.g.
+    "size=1m") on `folder`, made here if missing; seen from outside through /proc/<pid>/root."""
+    import shlex
+
+    folder.mkdir(exist_ok=True)
+    return ("unshare", "-m", "sh", "-c", f"mount -t tmpfs -o {options} none {shlex.quote(str(folder))} && exec \"$@\"",
+            "sh")

@@ -103,6 +103,24 @@ def test_a_controls_missing_model_names_its_own_preference(function, field, tmp_
     assert [f for _, f, _ in CONTROL_MODELS if f in error.hint] == [field]
 
 
+def test_quality_fast_is_sent_for_diffusion_only_and_its_missing_lora_says_download(tmp_path, monkeypatch):
+    from backend.diffusion import fast
+
+    settings = {"engine": "diffusion", "variants": 1, "steps": 30, "size": 64, "tile": "both", "balance": 0.5,
+                "appearance": "kv", "sampler": "fast"}
+    assert job.request_params(settings, 1)["sampler"] == "fast"
+    assert "sampler" not in job.request_params(settings | {"sampler": "full"}, 1)  # the default: not sent
+    assert "sampler" not in job.request_params(settings | {"engine": "patch"}, 1)
+    assert panel_rules.setting_states("diffusion", "kv", False, sampler="fast")["steps"] == panel_rules.INACTIVE
+    assert panel_rules.setting_states("patch", "kv", False)["sampler"] == panel_rules.HIDDEN
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(Exception) as raised:
+        fast.resolve(None)
+    error = in_blender_terms(UserError("models_missing", str(raised.value).split("\n")[0], "run download-models"))
+    assert error.hint.startswith("set Fast Sampling LoRA in") and "Download" in error.hint and "Quality to Full" in \
+        error.hint
+
+
 def test_request_carries_prompts_and_the_content_encoder_only_where_they_count():
     settings = {"engine": "diffusion", "variants": 1, "steps": 2, "size": 64, "tile": "both", "balance": 0.5,
                 "appearance": "kv", "style_only": True, "suppress_content": "bricks", "prompt": " red bricks ",

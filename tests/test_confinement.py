@@ -44,15 +44,35 @@ def _uploaded(proc, path: Path) -> str:
     return ack["path"]
 
 
-def test_a_chunk_over_the_limit_in_decoded_bytes_is_refused_and_closes_its_upload(remote):
-    proc, _ = remote
-    upload = _begin(proc, os.urandom(CHUNK_BYTES + 10))
-    proc.send_line(f'{{"id": "big", "type": "upload_chunk", "upload": "{upload}", "offset": 0, "data": '
-                   f'"{base64.b64encode(os.urandom(CHUNK_BYTES + 1)).decode()}"}}'.encode())
+@pytest.mark.parametrize(("decoded", "code"), [(CHUNK_BYTES + 1, "bad_transfer"), (CHUNK_BYTES + 10, "bad_request"),
+                                               (2 * CHUNK_BYTES, "bad_request")])
+def test_a_chunk_over_the_limit_in_decoded_bytes_is_refused_and_closes_its_upload(remote, decoded, code):
+    """262,145 bytes fit in the base64 length of 262,144 (the service decodes and counts); longer base64
+    is refused while the line is parsed. Either way the upload is closed and its bytes removed."""
+    proc, workspace = remote
+    data = os.urandom(8 * CHUNK_BYTES)
+    upload = _begin(proc, data)
+    _chunk(proc, upload, 0, data[:1000])
+    proc.send_line(f'{{"id": "big", "type": "upload_chunk", "upload": "{upload}", "offset": 1000, "data": '
+                   f'"{base64.b64encode(data[1000:1000 + decoded]).decode()}"}}'.encode())
     refused = proc.until(lambda e: e["id"] == "big")[-1]
-    assert refused["code"] == "bad_transfer", refused
+    assert refused["code"] == code, refused
+    assert not list((workspace / "uploads").rglob("*.part"))  # its bytes are gone at once
     end = proc.ask("upload_end", upload=upload)
     assert end["code"] == "unknown_upload", end  # closed by the refused chunk
+
+
+@pytest.mark.parametrize("bad", [{"offset": -1}, {"offset": "0"}, {"data": 7}, {"extra": 1}])
+def test_every_bad_chunk_closes_its_upload(remote, bad):
+    proc, workspace = remote
+    data = os.urandom(2000)
+    upload = _begin(proc, data)
+    _chunk(proc, upload, 0, data[:1000])
+    refused = proc.ask("upload_chunk", **{"upload": upload, "offset": 1000,
+                                          "data": base64.b64encode(data[1000:]).decode()} | bad)
+    assert refused["code"] == "bad_request", refused
+    assert not list((workspace / "uploads").rglob("*.part"))
+    assert proc.ask("upload_end", upload=upload)["code"] == "unknown_upload"
 
 
 def test_an_upload_in_progress_can_be_neither_downloaded_nor_used(remote, color_texture_path):

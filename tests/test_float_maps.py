@@ -18,7 +18,8 @@ from backend.materials import derive as D
 from backend.materials import variants as material
 from backend.materials.maps import MaterialMap, fit, read_map, resize, save_map
 from backend.params import GenerationParams
-from backend.service.protocol import ProtocolError, parse_request
+from backend.service.protocol import ProtocolError
+from backend.service.request_checks import parse_request
 from tests.test_material_variants import decode_shifted_copies
 from tests.test_materials import luminance8, normal_of_pixel
 

@@ -16,7 +16,9 @@ from backend.materials import derive as D
 from backend.materials import variants as material
 from backend.materials.maps import fit, read_map
 from backend.metrics import seam_score
-from backend.service.protocol import ProtocolError, check_map_files, parse_request
+from backend.service.job_request_checks import check_map_files
+from backend.service.protocol import ProtocolError
+from backend.service.request_checks import parse_request
 from tests.service_process import ServiceProcess
 from tests.test_materials import _png16_rgb, luminance8, normal_of_pixel
 
@@ -255,7 +257,7 @@ def test_a_failed_job_removes_its_map_files_too(brick_set, tmp_path):
     output.check()
     files = output.write_results(images)
     assert sorted(p.name for p in (tmp_path / "job").iterdir()) == sorted(
-        [Path(files[0]["path"]).name, *(Path(p).name for p in files[0]["maps"].values())])
+        [".job-j.done.json", Path(files[0]["path"]).name, *(Path(p).name for p in files[0]["maps"].values())])
     assert all(Path(p).exists() for p in files[0]["maps"].values())
     output.discard()
     assert list(tmp_path.iterdir()) == []

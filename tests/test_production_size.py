@@ -19,7 +19,8 @@ from backend.images import cover, load_reference
 from backend.metrics import seam_score
 from backend.params import GenerationParams, capabilities
 from backend.patch import engine as patch
-from backend.service.protocol import ProtocolError, generate_parameters, parse_request
+from backend.service.protocol import ProtocolError, generate_parameters
+from backend.service.request_checks import parse_request
 
 
 def _arr(image) -> np.ndarray:

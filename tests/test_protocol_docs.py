@@ -16,9 +16,7 @@ from blender_addon.connection import client as backend_client
 from tests.conftest import ROOT
 
 DOC = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
-SERVICE_SOURCES = [ROOT / "backend" / "service" / name for name in ("protocol.py", "server.py", "jobs.py",
-                                                                             "transfer.py", "encoding.py",
-                                                                             "heartbeat.py")]
+SERVICE_SOURCES = sorted((ROOT / "backend" / "service").glob("*.py"))  # every module of the service
 CLIENT_SOURCES = [ROOT / "blender_addon" / "connection" / name for name in ("client.py", "process.py", "config.py",
                                                                              "transfer.py", "inbox.py",
                                                                              "start_failure.py")]
@@ -159,8 +157,8 @@ def test_status_while_torch_is_half_imported_still_answers(monkeypatch):
     """The warm-up thread imports torch while `status` may run: a half-initialised torch has no `cuda`."""
     import types
 
-    from backend.service import server
+    from backend.service.memory import memory_report
 
     monkeypatch.setitem(__import__("sys").modules, "torch", types.ModuleType("torch"))
-    memory = server._memory(torch_imported=False)
+    memory = memory_report(torch_imported=False)
     assert memory["gpu_allocated_mb"] is None and memory["rss_mb"] > 0

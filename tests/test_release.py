@@ -65,7 +65,7 @@ def test_release_removes_a_finished_jobs_folder_and_its_upload_and_a_second_rele
     job_dir = f"{workspace}/jobs/j1"
     result = ask(service, "j1", "generate", input=remote_input, output_dir=job_dir, engine="patch", size=64,
                  variants=2, seed=3, tiled_preview=True)
-    assert result["type"] == "result" and len(_files(Path(job_dir))) == 4
+    assert result["type"] == "result" and len(_files(Path(job_dir))) == 5  # 2 variants, 2 tiled, the marker
     assert _files(workspace) != ["jobs", "owner.pid", "uploads"]
 
     first = ask(service, "r1", "release", path=job_dir)

@@ -74,7 +74,8 @@ def test_full_job_progress_then_valid_pngs(service, color_texture_path, tmp_path
     result = events[-1]
     folder = Path(result["folder"])
     assert folder == tmp_path  # output_dir is the job folder
-    assert all(Path(p).parent == folder and Path(p).name.startswith("gravel_color-preview-") for p in previews)
+    assert all(Path(p).parent.parent == folder and Path(p).parent.name.startswith(".staging-")
+               and Path(p).name.startswith("gravel_color-preview-") for p in previews)  # in the staging folder
     assert len(result["files"]) == 2
     for i, entry in enumerate(result["files"]):
         path, tiled = Path(entry["path"]), Path(entry["tiled"])
@@ -89,7 +90,8 @@ def test_full_job_progress_then_valid_pngs(service, color_texture_path, tmp_path
         assert entry["parameters"]["seed"] == TINY["seed"] + i
         assert entry["parameters"]["engine"] == "diffusion"
     # Only the variants and their tiled images remain: no temporary names, no previews.
-    assert _files_under(tmp_path) == sorted(Path(p) for e in result["files"] for p in (e["path"], e["tiled"]))
+    marker = tmp_path / f".job-{job}.done.json"  # moved in last; no staging folder, no preview left
+    assert _files_under(tmp_path) == sorted([marker, *(Path(p) for e in result["files"] for p in (e["path"], e["tiled"]))])
 
 
 def test_second_job_reuses_the_loaded_models(service, color_texture_path, tmp_path):

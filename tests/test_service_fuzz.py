@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from backend.service.protocol import MAX_LINE_BYTES, REQUEST_TYPES, ProtocolError, parse_request
+from backend.service.protocol import MAX_LINE_BYTES, REQUEST_TYPES, ProtocolError
+from backend.service.request_checks import parse_request
 from tests.service_process import ServiceProcess
 from tests.test_service_limits import png_declaring
 

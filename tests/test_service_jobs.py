@@ -75,8 +75,10 @@ def test_an_exception_in_the_engine_becomes_an_error_event_and_the_next_job_runs
     result = _final(runner, "b")
     assert result["type"] == "result"
     names = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file())
-    assert names == ["brick-patch-s1-tiled3x3.png", "brick-patch-s1.png", "brick-patch-s2-tiled3x3.png",
-                     "brick-patch-s2.png"]
+    assert names == [".job-b.done.json", "brick-patch-s1-tiled3x3.png", "brick-patch-s1.png",
+                     "brick-patch-s2-tiled3x3.png", "brick-patch-s2.png"]  # no staging folder left
+    marker = json.loads((tmp_path / "out" / ".job-b.done.json").read_text())
+    assert marker == {"job": "b", "files": result["files"]}  # the completion marker lists what the result names
     assert runner.snapshot()["jobs_done"] == 2
 
 
@@ -125,10 +127,12 @@ def test_stop_cancels_the_running_job_and_the_queue(runner, tmp_path):
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
                                  errno.ENAMETOOLONG])
-def test_every_write_failure_of_the_table_is_bad_output_with_its_hint(err):
+def test_every_write_failure_of_the_table_is_bad_output_or_no_space_with_its_hint(err):
     error = classify(OSError(err, os.strerror(err), "/out/x.png"), engine="patch")
-    assert (error.code, error.hint) == ("bad_output", OUTPUT_HINT)
+    full = err in (errno.ENOSPC, errno.EDQUOT)
+    assert (error.code, error.hint) == ("no_space" if full else "bad_output", OUTPUT_HINT)
     assert "/out/x.png" in error.message and OUTPUT_ERRNOS[err] in error.message
+    assert ("MB free of" in error.message) == full  # a full disk says how full (of `/`, the nearest folder)
 
 
 def test_the_rest_of_the_table():
@@ -145,7 +149,7 @@ def test_the_rest_of_the_table():
 
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EFBIG, errno.EROFS])
-def test_a_disk_failure_while_writing_a_result_is_bad_output_and_removes_everything(runner, tmp_path, monkeypatch,
+def test_a_disk_failure_while_writing_a_result_is_reported_and_removes_everything(runner, tmp_path, monkeypatch,
                                                                                    err):
     real_fsync = os.fsync
     calls = []
@@ -160,7 +164,7 @@ def test_a_disk_failure_while_writing_a_result_is_bad_output_and_removes_everyth
     runner.holder["fn"] = lambda *args, on_step, **kwargs: (on_step(1, 1, _image(0)), [_image(1), _image(2)])[1]
     runner.submit(_job("full", tmp_path))
     error = _final(runner, "full")
-    assert (error["code"], error["hint"]) == ("bad_output", OUTPUT_HINT), error
+    assert (error["code"], error["hint"]) == ("no_space" if err == errno.ENOSPC else "bad_output", OUTPUT_HINT), error
     assert not (tmp_path / "out").exists()  # the first variant, the preview, temporaries, the folder
 
 

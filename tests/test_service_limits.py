@@ -124,7 +124,8 @@ def test_a_stop_signal_mid_job_cancels_it_removes_its_files_and_exits_0(signame,
     job = proc.send("generate", input=str(color_texture_path), output_dir=str(out), preview_every=1,
                     **TINY | {"steps": 100})
     progress = proc.until(lambda e: e["id"] == job and e["type"] == "progress" and "preview" in e)[-1]
-    assert Path(progress["preview"]).parent == out and Path(progress["preview"]).exists()
+    staging = Path(progress["preview"]).parent  # previews stay in the job's staging folder
+    assert staging.parent == out and staging.name.startswith(".staging-") and Path(progress["preview"]).exists()
     proc.popen.send_signal(getattr(signal, signame))
     assert proc.wait(60) == 0, proc.stderr_tail()
     finals = [e for e in _drain(proc) if e["id"] == job and e["type"] in ("result", "error", "cancelled")]
@@ -248,7 +249,8 @@ def test_the_job_writes_into_output_dir_under_free_names_and_keeps_what_was_ther
     assert names == ["gravel_color-patch-s3-2-tiled3x3.png", "gravel_color-patch-s3-2.png",
                      "gravel_color-patch-s4-tiled3x3.png", "gravel_color-patch-s4.png"]
     assert taken.read_bytes() == b"the user's own file"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([taken.name, *names])
+    marker = f".job-{final['id']}.done.json"  # the completion marker, moved in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([taken.name, marker, *names])
 
 
 def test_a_cancelled_job_removes_exactly_what_it_wrote(service, tmp_path, color_texture_path):

@@ -8,13 +8,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import shlex
 import signal
 from pathlib import Path
 
 import pytest
 
-from tests.service_process import ServiceProcess, can_mount_tmpfs
+from tests.service_process import ServiceProcess, can_mount_tmpfs, tmpfs_wrap
 
 MB = 1 << 20
 CHUNK = 256 << 10
@@ -64,10 +63,7 @@ def test_uploads_over_the_workspace_budget_are_no_space_and_write_nothing(tmp_pa
 
 @pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -m` and tmpfs mounts (root in a Linux container)")
 def test_a_full_disk_during_an_upload_is_no_space_and_the_part_is_removed(tmp_path):
-    small = tmp_path / "tmp"
-    small.mkdir()
-    inner = f"mount -t tmpfs -o size=1m none {shlex.quote(str(small))} && exec \"$@\""
-    proc, workspace = _remote(tmp_path, wrap=("unshare", "-m", "sh", "-c", inner, "sh"))
+    proc, workspace = _remote(tmp_path, wrap=tmpfs_wrap(tmp_path / "tmp", "size=1m"))
     try:
         full = _upload(proc, os.urandom(3 * MB))
         assert full["type"] == "error" and full["code"] == "no_space", full
@@ -118,5 +114,45 @@ def test_an_abandoned_upload_expires_and_its_bytes_are_removed(tmp_path):
         assert not list((workspace / "uploads").rglob("*.part"))
         late = proc.ask("upload_end", upload=begin["upload"])
         assert late["code"] == "unknown_upload", late
+    finally:
+        assert proc.stop() == 0
+
+
+def test_a_job_whose_files_would_go_over_the_budget_is_no_space_and_leaves_nothing(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    noise = io.BytesIO()  # noise: its variants do not compress, 512² of them are about 0.75 MB each
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(noise, "PNG")
+    proc, workspace = _remote(tmp_path, "--max-workspace-mb", "1")
+    try:
+        uploaded = _upload(proc, noise.getvalue())
+        assert uploaded["type"] == "ack", uploaded
+        held = _bytes_in(workspace)
+        big = proc.job_events(proc.send("generate", input=uploaded["path"], output_dir=str(workspace / "jobs" / "big"),
+                                        engine="patch", size=512, variants=2, seed=1))[-1]
+        assert big["type"] == "error" and big["code"] == "no_space", big  # before: a result over the budget
+        assert "1 MB budget" in big["message"] and "MB of its" in big["message"], big
+        assert _bytes_in(workspace) == held and not (workspace / "jobs" / "big").exists()  # the job's files are gone
+        small = proc.job_events(proc.send("generate", input=uploaded["path"],
+                                          output_dir=str(workspace / "jobs" / "small"), engine="patch", size=64))[-1]
+        assert small["type"] == "result", small  # the service goes on; a job that fits runs
+    finally:
+        assert proc.stop() == 0
+
+
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -m` and tmpfs mounts (root in a Linux container)")
+def test_hello_on_a_full_disk_is_no_space_and_leaves_no_ownerless_workspace(tmp_path):
+    small = tmp_path / "tmp"
+    # two inodes: the root and one more, so the workspace folder is made and its owner file is not (ENOSPC)
+    proc = ServiceProcess(tmp_path, "--remote", env={"TMPDIR": str(small)}, wrap=tmpfs_wrap(small, "size=64k,nr_inodes=2"))
+    inside = Path(f"/proc/{proc.popen.pid}/root") / small.relative_to("/")
+    try:
+        hello = proc.ask("hello")
+        assert hello["type"] == "error" and hello["code"] == "no_space", hello  # before: internal
+        assert list(inside.iterdir()) == []  # no workspace left without its owner file
+        assert proc.ask("status")["type"] == "status"
     finally:
         assert proc.stop() == 0

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-from backend.service.protocol import ProtocolError, Request, check_map_files
+from backend.service.job_request_checks import check_map_files
+from backend.service.protocol import ProtocolError, Request
 from backend.service.transfer import Workspace
 
 

@@ -2,27 +2,26 @@
 
 The reader thread (backend.service.server) only queues, cancels and inspects jobs, so it keeps answering
 while a job runs; each of those is O(1) (the queue is indexed by job id) and the queue has a maximum
-length. The request's output_dir is the job folder: a job writes its files into it under names that
-are free (never overwriting), each file atomically; a job that is cancelled or fails removes exactly
-what it wrote, and the folder if it made it.
+length. The request's output_dir is the job folder (backend.service.job_folder): a job stages its
+files and moves them in, under free names and with a completion marker, only when all are written; a
+job that is cancelled or fails removes exactly what it wrote, and the folder if it made it.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
-import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.errors import CancelledError, OutputError, classify
+from backend.errors import CancelledError, classify
 from backend.params import GenerationParams
+from backend.service.job_folder import JobOutput
 from backend.service.protocol import ProtocolError, error_event, event
 
 log = logging.getLogger(__name__)
@@ -48,6 +47,7 @@ class Job:
     tileable: dict | None = None  # make_tileable's options: the input itself made tileable, no variant
     tileset: dict | None = None  # tileset's options: a Wang tile set of the input (backend/tileset/)
     tileset_layout: dict | None = None  # tileset_layout's: cells of the tile set whose JSON is the input
+    room: Callable[[], None] | None = None  # raises when the job's files may not grow (a workspace budget)
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"  # queued -> running -> done
     step: int = 0
@@ -73,8 +73,11 @@ class _Task:
 class JobRunner:
     """Owns the queue and the worker thread. All methods are safe to call from the reader thread."""
 
-    def __init__(self, emit: Emit, run_generation: Callable[..., list], max_queue: int = DEFAULT_MAX_QUEUE):
+    def __init__(self, emit: Emit, run_generation: Callable[..., list], max_queue: int = DEFAULT_MAX_QUEUE,
+                 records: Path | None = None):
+        """`records`: where jobs record their staging folders (backend.service.job_folder)."""
         self._emit = emit
+        self.records = records
         self._generate = run_generation  # backend.api.generate, or a wrapper of it
         self.max_queue = max_queue
         self._lock = threading.Condition()
@@ -216,7 +219,7 @@ class JobRunner:
 
     def _run_job(self, job: Job) -> dict:
         return run_job(job, self._generate, lambda output, step, total, preview: self._on_step(
-            job, output, step, total, preview))
+            job, output, step, total, preview), records=self.records)
 
     def _on_step(self, job: Job, output: JobOutput, step: int, total: int, preview) -> None:
         job.step, job.total = step, total
@@ -231,13 +234,15 @@ class JobRunner:
         self._emit(event("progress", job.id, **fields))
 
 
-def run_job(job: Job, generate: Callable[..., list], on_step: Callable | None = None) -> dict:
+def run_job(job: Job, generate: Callable[..., list], on_step: Callable | None = None,
+            records: Path | None = None) -> dict:
     """Run one job into its folder; return its final event (result, error or cancelled).
 
-    `generate` is backend.api.generate or a wrapper of it; `on_step(output, step, total, preview)`."""
+    `generate` is backend.api.generate or a wrapper of it; `on_step(output, step, total, preview)`;
+    `records`: where the job records its staging folder (backend.service.job_folder)."""
     job.started = job.started or time.monotonic()
     log.info("job %r: start (%s)", job.id, job.input)
-    output = JobOutput(job)
+    output = JobOutput(job, records, job.room)
     try:
         output.check()
         images = generate(
@@ -257,8 +262,10 @@ def run_job(job: Job, generate: Callable[..., list], on_step: Callable | None = 
         return event("cancelled", job.id, job=job.id, stage="running", cancel_step=job.cancel_step,
                      stopped_step=job.step)
     except Exception as e:  # bad input, a full disk, an engine bug: report the cause, keep serving
+        if isinstance(e, OSError) and e.filename is None:  # a failed write names no file: name the folder
+            e.filename = str(output.folder)
+        error = classify(e, engine=_engine_used(job))  # before the clean-up: a full disk's space as it was
         output.discard()
-        error = classify(e, engine=_engine_used(job))
         if error is e:
             log.info("job %r: %s", job.id, e)
         else:
@@ -268,11 +275,6 @@ def run_job(job: Job, generate: Callable[..., list], on_step: Callable | None = 
     log.info("job %r: done in %.2f s, %d file(s)", job.id, elapsed, len(files))
     return event("result", job.id, job=job.id, folder=str(output.folder), files=files,
                  elapsed=round(elapsed, 3))
-
-
-def _safe_name(text: str, limit: int = 60) -> str:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "texture"
-    return name[:limit]
 
 
 def _engine_used(job: Job) -> str | None:
@@ -286,133 +288,3 @@ def _engine_used(job: Job) -> str | None:
         return "diffusion" if models.available(job.base, job.ip_adapter)[0] else "patch"
     except Exception:
         return None
-
-
-class JobOutput:
-    """The job folder (the request's output_dir): previews while the job runs, the variants at the
-    end. A job that fails or is cancelled leaves the folder as it found it."""
-
-    def __init__(self, job: Job):
-        self.job = job
-        self.folder = Path(job.output_dir)
-        self.stem = _safe_name(Path(job.input).stem)
-        self._created = False
-        self._written: list[Path] = []
-        self._preview: Path | None = None
-        self._last_preview_step = 0
-        self._first_step_at: float | None = None
-        self._first_step = 0
-
-    def check(self) -> None:
-        """Refuse a folder that cannot be the job folder before any work, creating nothing."""
-        folder = self.folder
-        try:
-            os.fsencode(folder)  # Path.exists() answers False for a path it cannot encode
-            if folder.exists() and not folder.is_dir():
-                raise OutputError(f"output_dir {folder} is a file, not a folder", hint="choose a folder")
-            if not folder.exists() and not folder.parent.is_dir():
-                raise OutputError(f"cannot make the job folder {folder}: {folder.parent} does not exist",
-                                  hint="create the folder that holds it, or choose another output folder")
-        except (OSError, UnicodeEncodeError) as e:
-            raise classify(e) from e
-
-    def _make_folder(self) -> None:
-        if not self._created and not self.folder.is_dir():
-            self.folder.mkdir()  # its parent, never: a missing parent is the caller's mistake
-            self._created = True
-
-    def _save(self, image, stem: str, companions: tuple[str, ...] = ()) -> Path:
-        from backend.images import save_png_unique
-
-        self._make_folder()
-        path = save_png_unique(image, self.folder, stem, companions)
-        self._written.append(path)
-        return path
-
-    def eta(self, step: int, total: int) -> float | None:
-        """Seconds left, from the mean duration of the steps since the first one; None at the first step
-        (its time is mostly model loading: counting it gave estimates many times too long)."""
-        now = time.monotonic()
-        if self._first_step_at is None:
-            self._first_step_at, self._first_step = now, step
-            return 0.0 if step >= total else None
-        done = step - self._first_step
-        if done <= 0:
-            return None
-        return max(0.0, (now - self._first_step_at) / done * (total - step))
-
-    def write_preview(self, preview, step: int, total: int) -> Path | None:
-        every = self.job.preview_every
-        if preview is None or not every:
-            return None
-        if step - self._last_preview_step < every and step != total:
-            return None
-        path = self._save(preview, f"{self.stem}-preview-{step:04d}")
-        self._remove_preview()  # keep only the newest preview on disk
-        self._preview, self._last_preview_step = path, step
-        return path
-
-    def write_results(self, images) -> list[dict]:
-        from backend.images import tiled
-        from backend.materials import variants as material
-
-        files = []
-        for image in images:
-            if self.job.tileset is not None:  # a tile set: its atlases and JSON (backend/tileset/atlas.py)
-                self._make_folder()
-                written = image.save(self.folder, self.stem)
-                self._written.extend(Path(p) for p in written.values())
-                record = json.loads(Path(written["json"]).read_text(encoding="utf-8"))
-                maps = {k: v for k, v in written.items() if k not in ("json", "color")}
-                files.append({"path": written["color"], "json": written["json"], "maps": maps,
-                              "parameters": {k: v for k, v in record.items() if k != "tiles"}})
-                continue
-            params = json.loads(image.info.get("parameters", "{}"))
-            kind = "restyle" if params.get("restyle_prompt") else params.get("engine", "variant")
-            if self.job.upscale:
-                kind = f"x{self.job.upscale}-{kind}"
-            mask, band = image.info.get("restyle_mask"), image.info.get("band")
-            companions = (material.endings(image) + (("-mask.png",) if mask is not None else ())
-                          + (("-band.png",) if band is not None else ()))
-            if self.job.maps_only:
-                stem = f"{self.stem}-maps"
-            elif self.job.tileable is not None:
-                stem = f"{self.stem}-tileable"
-            elif self.job.tileset_layout is not None:
-                stem = image.info["stem"]
-            else:
-                stem = f"{self.stem}-{kind}-s{params.get('seed', len(files))}"
-            path = self._save(image, stem, companions)
-            entry = {"path": str(path), "parameters": params}
-            if "maps" in image.info:
-                entry["maps"] = material.save(image, path)
-                self._written.extend(Path(p) for p in entry["maps"].values())
-            if mask is not None:  # restyle: the mask used, beside the result
-                entry["mask"] = str(self._save(mask, f"{path.stem}-mask"))
-            if band is not None:  # make_tileable: the re-made pixels, beside the result
-                entry["band"] = str(self._save(band, f"{path.stem}-band"))
-            if self.job.tiled_preview:
-                entry["tiled"] = str(self._save(tiled(image, 3), f"{path.stem}-tiled3x3"))
-            files.append(entry)
-        self._remove_preview()
-        return files
-
-    def _remove_preview(self) -> None:
-        if self._preview is not None:
-            self._preview.unlink(missing_ok=True)
-            self._written.remove(self._preview)
-            self._preview = None
-
-    def discard(self) -> None:
-        """Remove every file this job wrote, then the folder if the job made it and it is empty."""
-        for path in self._written:
-            try:
-                path.unlink(missing_ok=True)
-            except OSError:
-                log.warning("could not remove %s", path)
-        self._written.clear()
-        if self._created:
-            try:
-                os.rmdir(self.folder)
-            except OSError:  # something else is in it now: it is not the job's to remove
-                pass

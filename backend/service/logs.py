@@ -30,6 +30,12 @@ def log_dir(environ=os.environ) -> Path:
     return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "texture-variants" / "logs"
 
 
+def records_dir(environ=os.environ) -> Path:
+    """Where jobs record their staging folders while they run (backend.service.job_folder): beside the
+    logs, so a service killed mid-job is cleaned up after by the next one."""
+    return log_dir(environ) / "jobs-in-progress"
+
+
 def setup_logging(verbose: bool = False, folder: Path | None = None) -> Path | None:
     """Log to stderr (INFO, or DEBUG when verbose) and to the rotating file; return the file's path."""
     root = logging.getLogger()

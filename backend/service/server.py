@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import BinaryIO
 
 from backend import __version__, engines
@@ -24,7 +25,9 @@ from backend.params import UPSCALE_FACTORS
 from backend.service.confinement import confine
 from backend.service.encoding import encode
 from backend.service.heartbeat import DEFAULT_HEARTBEAT_S, Heartbeat
+from backend.service.job_folder import sweep_unfinished
 from backend.service.jobs import DEFAULT_MAX_QUEUE, Job, JobRunner
+from backend.service.memory import memory_report
 from backend.service.protocol import (
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
@@ -35,11 +38,11 @@ from backend.service.protocol import (
     error_event,
     event,
     generate_parameters,
-    parse_request,
     restyle_parameters,
     tileable_parameters,
     tileset_parameters,
 )
+from backend.service.request_checks import parse_request
 from backend.service.stdio import isolate_stdio
 from backend.service.transfer import (
     DEFAULT_BUDGET_MB,
@@ -47,8 +50,9 @@ from backend.service.transfer import (
     Workspace,
     probe_matches,
     sweep_stale,
+    write_error,
 )
-from backend.service.warmup import Warmup, availability
+from backend.service.warmup import Warmup, engines_report, models_report
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +64,6 @@ class _Signalled(Exception):
     """Raised by the signal handler to end a blocking read of stdin."""
 
 
-def _memory(torch_imported: bool) -> dict:
-    """Resident memory of this process and, when torch has touched a GPU, its memory (MiB).
-
-    `torch_imported` says the warm-up thread finished importing torch: until then `sys.modules` may
-    hold a half-initialised torch without `torch.cuda`."""
-    mem: dict = {"rss_mb": None, "gpu_allocated_mb": None, "gpu_reserved_mb": None}
-    try:
-        with open("/proc/self/statm") as f:
-            mem["rss_mb"] = round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
-    except (OSError, ValueError, AttributeError):
-        try:
-            import resource
-
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            mem["peak_rss_mb"] = round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
-        except ImportError:
-            pass
-    torch = sys.modules.get("torch") if torch_imported else None
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        mem["gpu_allocated_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
-        mem["gpu_reserved_mb"] = round(torch.cuda.memory_reserved() / 2**20, 1)
-    return mem
 
 
 def _loaded_engine_modules():
@@ -97,7 +79,8 @@ class Service:
                  device: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE, allow_pickle: bool = False,
                  remote: bool = False, max_workspace_mb: int = DEFAULT_BUDGET_MB,
                  upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = (),
-                 heartbeat_s: float = DEFAULT_HEARTBEAT_S):
+                 heartbeat_s: float = DEFAULT_HEARTBEAT_S, records: Path | None = None):
+        """`records`: where jobs record their staging folders (None: no records; serve() gives one)."""
         self._out = out
         self.heartbeat = Heartbeat(self.emit, heartbeat_s)  # sent while serve() reads requests
         self.models = tuple(os.path.realpath(m) for m in models)  # serve --models: model folders requests may name
@@ -109,7 +92,7 @@ class Service:
         self.allow_pickle = allow_pickle
         self.warmup = Warmup(device, base, ip_adapter)
         self.started = time.monotonic()
-        self.runner = JobRunner(self.emit, self._generate, max_queue=max_queue)
+        self.runner = JobRunner(self.emit, self._generate, max_queue=max_queue, records=records)
         self._stop = False
         self._reading = False  # the main thread is blocked reading stdin (a signal may interrupt it)
 
@@ -186,6 +169,8 @@ class Service:
             request = parse_request(line)
         except ProtocolError as e:
             log.info("refused a line: %s", e.message)
+            if e.upload is not None:
+                self.workspace.abort(e.upload)
             self.emit(e.event())
             return
         try:
@@ -201,38 +186,22 @@ class Service:
 
     def _on_hello(self, request: Request) -> None:
         self.emit(event("hello", request.id, protocol=PROTOCOL_VERSION, version=__version__,
-                        python=sys.version.split()[0], pid=os.getpid(), engines=self._engines(),
-                        models=self._models(), requests=list(REQUEST_TYPES), parameters=generate_parameters(),
+                        python=sys.version.split()[0], pid=os.getpid(), engines=engines_report(self.base, self.ip_adapter),
+                        models=models_report(self.base, self.ip_adapter), requests=list(REQUEST_TYPES), parameters=generate_parameters(),
                         restyle=restyle_parameters(), make_tileable=tileable_parameters(), **tileset_parameters(),
                         upscale={"fields": list(UPSCALE_FIELDS), "choices": {"factor": list(UPSCALE_FACTORS)}},
                         loaded_models=registry.loaded(),
-                        filesystem=self._filesystem(request.fields.get("probe")),
+                        filesystem=self._filesystem(request.fields.get("probe"), request.id),
                         heartbeat_s=self.heartbeat.interval or None, **self.warmup.fields()))
 
-    def _filesystem(self, probe: dict | None) -> dict:
+    def _filesystem(self, probe: dict | None, request_id) -> dict:
         """Shared unless started with --remote or the client's probe file cannot be read here; a
         client without a probe is taken to share it. Not shared: files cross as uploads/downloads."""
         shared = not self.remote and (probe is None or probe_matches(probe))
-        return {"shared": shared, "workspace": None if shared else str(self.workspace.root)}
-
-    def _engines(self) -> dict:
-        """{name: {available, why}}, from each engine's own cheap check (files only, no loading)."""
-        found = {}
-        for name in engines.ENGINE_MODULES:
-            try:
-                ok, why = availability(name, self.base, self.ip_adapter)
-            except Exception as e:  # an engine that cannot even be imported is reported, not fatal
-                ok, why = False, f"cannot load the {name} engine: {type(e).__name__}: {e}"
-            found[name] = {"available": bool(ok), "why": why}
-        return found
-
-    def _models(self) -> dict:
-        """Which diffusion models are on this machine: the configured ones and the default downloads."""
-        from backend.diffusion import models
-
-        ok, why = models.available(self.base, self.ip_adapter)
-        return {"base": self.base or models.DEFAULT_BASE, "ip_adapter": self.ip_adapter or models.DEFAULT_IP_ADAPTER,
-                "configured_present": bool(ok), "why": why, "defaults_present": models.models_present()}
+        try:
+            return {"shared": shared, "workspace": None if shared else str(self.workspace.root)}
+        except OSError as e:  # the workspace cannot be made (a full disk)
+            raise write_error(e, "hello: the workspace", "free disk space on the server", request_id) from None
 
     def _on_generate(self, request: Request) -> None:
         if self._stop:
@@ -251,6 +220,8 @@ class Service:
                   tiled_preview=f["tiled_preview"], preview_every=f["preview_every"], maps_only=f["maps_only"],
                   upscale=f.get("upscale", 0), tileable=f.get("tileable"), tileset=f.get("tileset"),
                   tileset_layout=f.get("tileset_layout"))
+        if self.workspace.contains(job.output_dir):  # its files count against the workspace's budget
+            job.room = lambda: self.workspace.job_room(job.id)
         # accepted goes out before the worker can see the job, so before any of its progress
         self.runner.submit(job, lambda ahead: self.emit(event("accepted", request.id, job=request.id,
                                                               position=ahead)))
@@ -295,7 +266,7 @@ class Service:
     def _on_status(self, request: Request) -> None:
         self.emit(event("status", request.id, **self.runner.snapshot(), loaded_models=registry.loaded(),
                         model_loads=registry.load_count(),
-                        memory=_memory(self.warmup.torch_version is not None), **self.warmup.fields(),
+                        memory=memory_report(self.warmup.torch_version is not None), **self.warmup.fields(),
                         uptime=round(time.monotonic() - self.started, 3)))
 
     def _on_unload(self, request: Request) -> None:
@@ -307,7 +278,7 @@ class Service:
                     fn()
             registry.unload()
             log.info("unloaded %d model(s)", len(freed))
-            return event("ack", request.id, request="unload", freed=freed, memory=_memory(self.warmup.torch_version is not None))
+            return event("ack", request.id, request="unload", freed=freed, memory=memory_report(self.warmup.torch_version is not None))
 
         # Models belong to the worker thread: unloading waits for the running job, never pulls them away.
         self.runner.run_between_jobs(request.id, unload)
@@ -402,7 +373,7 @@ def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str
           upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S, models: tuple[str, ...] = (),
           heartbeat_s: float = DEFAULT_HEARTBEAT_S) -> int:
     """Entry point of `python -m backend serve`."""
-    from backend.service.logs import setup_logging
+    from backend.service.logs import records_dir, setup_logging
 
     protocol_in, protocol_out = isolate_stdio()
     path = setup_logging(verbose)
@@ -412,7 +383,10 @@ def serve(*, base: str | None = None, ip_adapter: str | None = None, device: str
         os.environ["TEXTURE_VARIANTS_DEVICE"] = device  # the engines read it; one place for the choice
     for stale in sweep_stale():
         log.info("removed the workspace of a service that is gone: %s", stale)
+    records = records_dir()
+    for left in sweep_unfinished(records):
+        log.warning("removed what a job of a service that is gone left unfinished: %s", left)
     service = Service(protocol_out, base=base, ip_adapter=ip_adapter, device=device, max_queue=max_queue,
                       allow_pickle=allow_pickle, remote=remote, max_workspace_mb=max_workspace_mb,
-                      upload_idle_s=upload_idle_s, models=models, heartbeat_s=heartbeat_s)
+                      upload_idle_s=upload_idle_s, models=models, heartbeat_s=heartbeat_s, records=records)
     return service.serve(protocol_in)

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.errors import NoSpaceError
 from backend.service.protocol import CHUNK_BYTES, ProtocolError
 
 MAX_OPEN_UPLOADS = 16
@@ -61,11 +62,17 @@ class Workspace:
 
     @property
     def root(self) -> Path:
+        """The workspace folder, made on first use; OSError when it cannot be made (nothing is left)."""
         if self._root is None:
-            self._root = Path(tempfile.mkdtemp(prefix=PREFIX)).resolve()  # 0700
-            (self._root / OWNER).write_text(str(os.getpid()))
-            (self._root / "uploads").mkdir()
-            (self._root / "jobs").mkdir()
+            root = Path(tempfile.mkdtemp(prefix=PREFIX)).resolve()  # 0700
+            try:
+                (root / OWNER).write_text(str(os.getpid()))
+                (root / "uploads").mkdir()
+                (root / "jobs").mkdir()
+            except OSError:  # a full disk: a workspace without its owner file would never be swept
+                shutil.rmtree(root, ignore_errors=True)
+                raise
+            self._root = root
         return self._root
 
     def contains(self, path: str) -> bool:
@@ -104,12 +111,13 @@ class Workspace:
         now = time.monotonic()
         gone = [i for i, u in self._uploads.items() if now - u.touched > self.upload_idle_s]
         for upload_id in gone:
-            self._abort(upload_id)
+            self.abort(upload_id)
         return gone
 
-    def used(self) -> int:
+    def used(self, expire: bool = True) -> int:
         """Bytes held: every file in the workspace, plus what open uploads announced and have not sent."""
-        self.expire()
+        if expire:
+            self.expire()
         held = 0
         if self._root is not None:
             for folder, _, files in os.walk(self._root):
@@ -118,7 +126,15 @@ class Workspace:
                         held += os.lstat(os.path.join(folder, name)).st_size
                     except OSError:
                         pass
-        return held + sum(u.size - u.received for u in self._uploads.values())
+        return held + sum(u.size - u.received for u in list(self._uploads.values()))
+
+    def job_room(self, job_id) -> None:
+        """NoSpaceError when the workspace holds more than its budget: a job's files may not grow."""
+        used = self.used(expire=False)  # the worker thread's call: the uploads belong to the reader thread
+        if used > self.budget:
+            raise NoSpaceError(f"job {job_id!r}: its files would take the workspace to {used / MB:.1f} MB of its "
+                               f"{self.budget / MB:.0f} MB budget", hint="release finished jobs, or start the service "
+                               "with a larger --max-workspace-mb")
 
     def require(self, more: int, what: str, request_id) -> None:
         """ProtocolError `no_space` unless `more` bytes fit in the budget."""
@@ -143,9 +159,7 @@ class Workspace:
             part = folder / f"{stem}.part"
             part.touch(mode=0o600, exist_ok=False)
         except OSError as e:
-            raise ProtocolError("no_space" if e.errno in NO_SPACE else "bad_output", f"upload {upload_id!r}: "
-                                f"cannot write here: {e.strerror or e}", "free disk space on the server",
-                                upload_id) from None
+            raise write_error(e, f"upload {upload_id!r}", "free disk space on the server", upload_id) from None
         self._uploads[upload_id] = _Upload(part, name, size, sha256)
 
     def chunk(self, upload_id, offset: int, data: str, request_id) -> None:
@@ -153,16 +167,16 @@ class Workspace:
         try:
             raw = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
-            self._abort(upload_id)
+            self.abort(upload_id)
             raise ProtocolError("bad_request", "upload_chunk 'data' is not base64", "send standard base64",
                                 request_id) from None
         if len(raw) > CHUNK_BYTES:
-            self._abort(upload_id)
+            self.abort(upload_id)
             raise ProtocolError("bad_transfer", f"upload {upload_id!r}: a chunk of {len(raw)} bytes, over the "
                                 f"{CHUNK_BYTES} a chunk may carry", "send smaller chunks; start the upload again",
                                 request_id)
         if offset != upload.received or upload.received + len(raw) > upload.size:
-            self._abort(upload_id)
+            self.abort(upload_id)
             raise ProtocolError("bad_transfer", f"upload {upload_id!r}: a chunk at offset {offset} of {len(raw)} "
                                 f"bytes does not follow the {upload.received} bytes received (size {upload.size})",
                                 "send the chunks in order, then upload_end; start the upload again", request_id)
@@ -170,11 +184,9 @@ class Workspace:
             with open(upload.part, "ab") as f:
                 f.write(raw)
         except OSError as e:
-            self._abort(upload_id)
-            code = "no_space" if e.errno in NO_SPACE else "bad_output"
-            raise ProtocolError(code, f"upload {upload_id!r}: cannot write it here: {e.strerror or e}",
-                                "free disk space on the server (the upload was removed), then send it again",
-                                request_id) from None
+            self.abort(upload_id)
+            raise write_error(e, f"upload {upload_id!r}", "free disk space on the server (the upload was removed), "
+                              "then send it again", request_id) from None
         upload.received += len(raw)
         upload.digest.update(raw)
         upload.touched = time.monotonic()
@@ -210,7 +222,8 @@ class Workspace:
                                 "begin it with upload_begin (an upload that met an error is closed)", request_id)
         return upload
 
-    def _abort(self, upload_id) -> None:
+    def abort(self, upload_id) -> None:
+        """Close an open upload (none: nothing to do) and remove its bytes."""
         upload = self._uploads.pop(upload_id, None)
         if upload is not None:
             upload.part.unlink(missing_ok=True)
@@ -266,6 +279,12 @@ class Workspace:
         return offset, digest.hexdigest()
 
 
+def write_error(e: OSError, what: str, hint: str, request_id) -> ProtocolError:
+    """What a failed write in the workspace answers: `no_space` for a full disk, else `bad_output`."""
+    return ProtocolError("no_space" if e.errno in NO_SPACE else "bad_output",
+                         f"{what}: cannot write here: {e.strerror or e}", hint, request_id)
+
+
 def _resolved(path: str) -> Path | None:
     """The path with links and `..` resolved; None for one this file system cannot spell."""
     try:
@@ -285,14 +304,15 @@ def sweep_stale(folder: str | None = None) -> list[Path]:
             pid = int((path / OWNER).read_text().strip())
         except (OSError, ValueError):
             continue
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or alive(pid):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process with this id runs (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -77,3 +77,24 @@ def availability(engine: str, base, ip_adapter) -> tuple[bool, str]:
 
         return models.available(base, ip_adapter)
     return engines.get_engine(engine).available(base, ip_adapter)
+
+
+def engines_report(base: str | None, ip_adapter: str | None) -> dict:
+    """{name: {available, why}} for `hello`, from each engine's own cheap check (files only, no loading)."""
+    found = {}
+    for name in engines.ENGINE_MODULES:
+        try:
+            ok, why = availability(name, base, ip_adapter)
+        except Exception as e:  # an engine that cannot even be imported is reported, not fatal
+            ok, why = False, f"cannot load the {name} engine: {type(e).__name__}: {e}"
+        found[name] = {"available": bool(ok), "why": why}
+    return found
+
+
+def models_report(base: str | None, ip_adapter: str | None) -> dict:
+    """Which diffusion models are on this machine, for `hello`: the configured ones and the default downloads."""
+    from backend.diffusion import models
+
+    ok, why = models.available(base, ip_adapter)
+    return {"base": base or models.DEFAULT_BASE, "ip_adapter": ip_adapter or models.DEFAULT_IP_ADAPTER,
+            "configured_present": bool(ok), "why": why, "defaults_present": models.models_present()}

@@ -49,6 +49,8 @@ def request_params(settings: Mapping, seed: int, sketch: str | None = None) -> d
     `sketch`: the path of the structure guide written into the job folder, if any."""
     params = {name: settings[name] for name in REQUEST_SETTINGS}
     params["balance"] = float(params["balance"])
+    if settings.get("sampler", "full") != "full" and params["engine"] != "patch":
+        params["sampler"] = settings["sampler"]  # sent only when not the default (the patch engine has none)
     params["size"] = backend_size(params["size"])
     params["seed"] = int(seed)
     # "Style only" = the backend's ip_mode "style"; the content text goes with it (and only then).

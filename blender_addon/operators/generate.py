@@ -39,7 +39,7 @@ def _redraw(context) -> None:
 
 
 def _request(context, settings, seed: int, size: list[int], guide=None) -> dict:
-    names = (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS, *jobs.PROMPT_SETTINGS, *jobs.SKETCH_SETTINGS)
+    names = (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS, *jobs.PROMPT_SETTINGS, *jobs.SKETCH_SETTINGS, "sampler")
     values = {name: getattr(settings, name) for name in names}
     values["size"] = size  # [width, height] (sizing.SizePlan.size)
     values["content_encoder"] = prefs.content_encoder(context)
@@ -47,6 +47,9 @@ def _request(context, settings, seed: int, size: list[int], guide=None) -> dict:
     model = prefs.control_model(settings.sketch_mode, context) if guide else None
     if model:  # the Structure Guide's model from the preferences (docs/guide/blender.md)
         params.setdefault("extra", {})[settings.sketch_mode] = model
+    lora = prefs.control_model("fast_lora", context) if params.get("sampler") == "fast" else None
+    if lora:
+        params.setdefault("extra", {})["fast_lora"] = lora
     # Live previews are for people watching; scripts and farms skip their cost.
     params["preview_every"] = 0 if bpy.app.background else 2
     return params

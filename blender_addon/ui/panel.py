@@ -110,7 +110,7 @@ def _states(view) -> dict:
     s = view.settings
     engine = panel_rules.effective_engine(s.engine, view.session.hello)
     return panel_rules.setting_states(engine, s.appearance, s.style_only, sketch=s.sketch is not None,
-                                      size_mode=s.size_mode)
+                                      size_mode=s.size_mode, sampler=s.sampler)
 
 
 def draw_settings(layout, view) -> None:
@@ -127,6 +127,7 @@ def draw_settings(layout, view) -> None:
     if panel_rules.effective_engine(settings.engine, view.session.hello) in ("patch", None):
         _wrapped(col, panel_rules.PATCH_HINT, "INFO")
     col.prop(settings, "variants")
+    _prop(col, settings, "sampler", states)
     draw_size(col, view, states)
     _prop(col, settings, "prompt", states)
     if states["sketch"] != panel_rules.HIDDEN:

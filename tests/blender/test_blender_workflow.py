@@ -136,10 +136,10 @@ def test_no_two_controls_read_the_same(workflow, key):
 def test_preferences_offer_setup_and_say_what_overrides_them(workflow):
     data, _ = workflow
     prefs = _calls(data, "preferences_panel")
-    for prop in ("python", "base", "ip_adapter", "device", "bake_folder", "lgp", "controlnet", "sam"):
+    for prop in ("python", "base", "ip_adapter", "device", "bake_folder", "lgp", "controlnet", "sam", "fast_lora"):
         assert ("prop", prop) in prefs
     downloads = [i for i, call in enumerate(prefs) if call == ("operator", "texture_variants.download_model")]
-    assert len(downloads) == 4 and all(prefs[i - 1][0] == "prop" for i in downloads)  # beside each model field
+    assert len(downloads) == 5 and all(prefs[i - 1][0] == "prop" for i in downloads)  # beside each model field
     assert ("operator", "texture_variants.setup_backend") in prefs
     assert ("operator", "texture_variants.check_backend") in prefs
     for prop in ("installer", "torch_index", "package_index"):
