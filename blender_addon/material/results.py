@@ -53,9 +53,11 @@ def _entry_parameters(entry: dict) -> dict:
 
 
 def _entry_seed(entry: dict) -> tuple[int, str]:
-    """(seed, kind): the engine for variants, "restyle", "tileable" or "layout" (a baked tile set
-    layout) for those results."""
+    """(seed, kind): the engine for variants, "restyle", "tileable", "upscale" or "layout" (a baked
+    tile set layout) for those results."""
     params = _entry_parameters(entry)
+    if params.get("upscale_factor"):
+        return int(params.get("seed", 0)), "upscale"
     if params.get("kind") == "tileable":
         return 0, "tileable"
     if params.get("kind") == "layout":
@@ -81,7 +83,7 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
     added = len(current.variants)
     for entry in job.files:
         seed, engine = _entry_seed(entry)
-        kind = engine if engine in ("restyle", "layout") else "variant"
+        kind = engine if engine in ("restyle", "layout", "upscale") else "variant"
         name = f"{stem} tileable" if engine == "tileable" else f"{stem} {kind} s{seed}"
         file = texture_io.import_variant(entry["path"], name, source, encoding, (plan.width, plan.height), folder)
         image = texture_io.load_variant(str(file), name, source, encoding["kind"])

@@ -31,11 +31,7 @@ class TEXTURE_VARIANTS_OT_make_tileable(JobOperator, bpy.types.Operator):
         return target.resolve(context)  # the original texture, even while a variant is applied
 
     def _size_plan(self, settings, image):
-        width, height = image.size
-        return sizing.SizePlan(max(width, height), width, height)  # its own size: nothing resampled
-
-    def _side(self, plan):
-        return None  # sent as it is
+        return sizing.own_size(*image.size)  # its own size: resampled only when the backend could not read it
 
     def _request_params(self, context, settings, image, job_dir, seed: int, plan) -> dict:
         if settings.tile == "none":

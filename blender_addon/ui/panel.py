@@ -20,6 +20,7 @@ from ..material import target as material_target
 from ..pixels import sizing
 from .batch import draw_batch
 from .history import draw_history
+from .size import draw_size, draw_upscale
 from .tile_set import draw_tile_set
 
 
@@ -127,15 +128,7 @@ def draw_settings(layout, view) -> None:
         _wrapped(col, panel_rules.PATCH_HINT, "INFO")
     col.prop(settings, "variants")
     _prop(col, settings, "sampler", states)
-    row = col.row(align=True)  # one Size: the mode, the pixels when Fixed, and what comes out
-    row.prop(settings, "size_mode", text="Size")
-    if states.get("size", panel_rules.SHOWN) != panel_rules.HIDDEN:
-        row.prop(settings, "size", text="")
-    if view.image is not None:
-        plan = sizing.size_plan(settings, view.image)
-        col.label(text=f"Makes {plan.width}×{plan.height}", icon="IMAGE_PLANE")
-        for note in plan.notes:
-            col.label(text=note, icon="ERROR")
+    draw_size(col, view, states)
     _prop(col, settings, "prompt", states)
     if states["sketch"] != panel_rules.HIDDEN:
         col.separator()
@@ -308,7 +301,9 @@ def draw_results(layout, view) -> None:
         if current.expectation:
             _wrapped(layout, current.expectation, "INFO")
         _apply_buttons(layout, view, binding)
-    if view.material is not None and len(view.material.texture_variants.applied) and not view.linked:
+    applied = view.material is not None and len(view.material.texture_variants.applied) and not view.linked
+    draw_upscale(layout, view, current.picked() if len(current.variants) else None, bool(applied))
+    if applied:
         row = layout.row(align=True)
         row.operator("texture_variants.revert", icon="LOOP_BACK")
         row.operator("texture_variants.bake", icon="FILE_TICK")
