@@ -58,6 +58,7 @@ class UserError(Exception):
 # The models of the controls, by a word the backend's message holds: (the preference that sets it,
 # what else helps). Download fetches each one's default into the Hugging Face cache.
 CONTROL_MODELS = (
+    ("step-distillation lora", "Fast Sampling LoRA", "or set Quality to Full"),
     ("segment anything", "Segment Anything Model", "or paint a mask (Mask: Painted Mask) instead"),
     ("controlnet", "ControlNet Model", "or set Guide Mode to LGP"),
     ("lgp", "LGP Model", "or set Guide Mode to ControlNet, or clear the Structure Guide"),

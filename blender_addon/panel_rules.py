@@ -15,7 +15,7 @@ SHOWN, INACTIVE, HIDDEN = "shown", "inactive", "hidden"
 
 # Settings only the diffusion engine reads (the patch engine ignores them).
 DIFFUSION_ONLY = ("steps", "appearance", "style_only", "suppress_content", "prompt", "negative_prompt", "sketch",
-                  "sketch_mode", "sketch_strength")
+                  "sketch_mode", "sketch_strength", "sampler")
 
 
 def auto_engine(hello: Mapping | None) -> str | None:
@@ -107,8 +107,8 @@ def result_summary(parameters: Mapping) -> str:
     if kind == "layout":
         cells = "×".join(str(c) for c in parameters.get("cells", ()))
         return f"tile set layout {cells}".rstrip()
-    if parameters.get("upscale"):
-        return f"upscale ×{parameters['upscale']}"
+    if parameters.get("upscale_factor"):  # the backend's upscale record
+        return f"upscale ×{parameters['upscale_factor']}"
     if parameters.get("restyle_prompt"):
         strength = parameters.get("restyle_strength")
         return f"restyle '{parameters['restyle_prompt']}'" + (f" · strength {strength:.2f}" if strength is not None
@@ -145,7 +145,7 @@ def effective_engine(engine: str, hello: Mapping | None) -> str | None:
 
 
 def setting_states(engine: str | None, appearance: str, style_only: bool, sketch: bool = False,
-                   size_mode: str = "fixed") -> dict[str, str]:
+                   size_mode: str = "fixed", sampler: str = "full") -> dict[str, str]:
     """SHOWN, INACTIVE (drawn greyed out) or HIDDEN for each setting that depends on the others.
 
     `engine` is the effective one (None: not known yet, so every diffusion setting may apply).
@@ -159,6 +159,8 @@ def setting_states(engine: str | None, appearance: str, style_only: bool, sketch
         states["suppress_content"] = INACTIVE  # the content text goes with Style Only, and only then
     if not sketch:
         states["sketch_mode"] = states["sketch_strength"] = HIDDEN  # they appear with a guide image
+    if sampler == "fast":
+        states["steps"] = INACTIVE  # the fast sampler takes its LoRA's few steps
     # On diffusion the balance sets the kv-replacement window: with appearance "none" there is none
     # (while Auto is undecided it may still become the patch engine's block size).
     states["balance"] = INACTIVE if appearance == "none" and engine == "diffusion" else SHOWN

@@ -17,6 +17,7 @@ from PIL import Image
 from backend import generate_variants, restyle
 from backend.diffusion import controls, fast, models
 from backend.diffusion import engine as diffusion
+from backend.diffusion import loop as loop_module
 from backend.diffusion.controls import controlnet as controlnet_control
 from backend.diffusion.controls import pnp
 from backend.diffusion.controls import restyle as restyle_control
@@ -210,6 +211,19 @@ def test_fast_output_tiles_exactly_and_repeats(tiny_models, reference):
     b = _arr(_gen(tiny_models, reference, size=size, latents=torch.roll(noise, (8, 8), (2, 3)), fast_steps=4)[0])
     assert np.array_equal(a, again)
     assert np.abs(np.roll(a, (64, 64), (0, 1)) - b).max() <= 2 / 255
+
+
+def test_fast_sampling_gives_a_live_preview_per_step_from_the_predicted_clean_latent(tiny_models, reference):
+    """TCD's step output carries no predicted clean latent: the preview comes from the noise prediction,
+    and it changes nothing of the result."""
+    seen = []
+    image = _gen(tiny_models, reference, fast_steps=4, on_step=lambda done, total, preview: seen.append(preview))[0]
+    previews = [p for p in seen if p is not None]
+    assert len(previews) == 4 and all(isinstance(p, Image.Image) for p in previews)
+    assert np.array_equal(_arr(image), _arr(_gen(tiny_models, reference, fast_steps=4)[0]))
+    x0 = loop_module._clean(type("Out", (), {})(), TCDScheduler(), torch.ones(1, 4, 2, 2), torch.zeros(1, 4, 2, 2), 999)
+    alpha = TCDScheduler().alphas_cumprod[999]
+    assert torch.allclose(x0, torch.ones(1, 4, 2, 2) / alpha.sqrt())  # x0 = x_t / sqrt(a_t) when eps = 0
 
 
 def test_the_reference_cache_keeps_fast_and_full_trajectories_apart(tiny_models, reference):

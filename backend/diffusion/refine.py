@@ -14,6 +14,7 @@ from PIL import Image
 
 from backend.diffusion import engine, models
 from backend.diffusion.controls.base import GENERATED, StepState
+from backend.diffusion.loop import Loop, Progress
 from backend.diffusion.tiling import tiling
 from backend.diffusion.vae import decode, encode_reference
 from backend.diffusion.windows import Layout
@@ -39,8 +40,8 @@ def refine(image: Image.Image, prompt: Image.Image, params, *, base=None, ip_ada
         with torch.no_grad():
             pipe.set_ip_adapter_scale(1.0 if params.ip_scale is None else params.ip_scale)
             cond = engine.encode_conditioning(pipe, prompt, params.prompt, params.negative_prompt)
-            progress = engine.Progress(total=params.steps - start, on_step=on_step, cancel=cancel)
-            loop = engine.Loop(pipe, cond, params.steps, progress, (), StepState(steps=params.steps), layout=layout)
+            progress = Progress(total=params.steps - start, on_step=on_step, cancel=cancel)
+            loop = Loop(pipe, cond, params.steps, progress, (), StepState(steps=params.steps), layout=layout)
             device = pipe._execution_device
             with tiling(layout.conv_mode(), pipe.unet, pipe.vae.decoder, pipe.vae.encoder):
                 latents = encode_reference(pipe, image, image.size, layout)

@@ -232,7 +232,8 @@ class Service:
 
     def _on_make_tileable(self, request: Request) -> None:
         """A job like generate's whose work is backend.api.make_tileable (the input made tileable)."""
-        self._special_job(request, "tileable", ("engine", "band", "flatten", "tile", "maps"))
+        self._special_job(request, "tileable", ("engine", "band", "flatten", "tile", "maps", "seed", "steps"),
+                          models=True)
 
     def _on_tileset(self, request: Request) -> None:
         """A job like generate's whose work is backend.api.make_tileset (a Wang tile set of the input)."""
@@ -355,7 +356,8 @@ class Service:
         if tileable is not None:
             from backend.api import make_tileable
 
-            images = [make_tileable(ref, **tileable, cancel=cancel)]
+            images = [make_tileable(ref, **tileable, base=kwargs.get("base"), ip_adapter=kwargs.get("ip_adapter"),
+                                    on_step=kwargs.get("on_step"), cancel=cancel)]
         elif factor:
             from backend.upscaling import upscale
 

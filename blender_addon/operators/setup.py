@@ -192,6 +192,7 @@ class TEXTURE_VARIANTS_OT_download_model(BackgroundRun, bpy.types.Operator):
         ("controlnet", "ControlNet", "The Structure Guide's strict mode: an SD1.5 lineart ControlNet (1.4 GB)"),
         ("sam", "Segment Anything", "Restyle's point masks: SlimSAM (about 112 MB)"),
         ("content-encoder", "Content Encoder", "Style Only's Subject to Drop: the CLIP ViT-H/14 text model (4 GB)"),
+        ("fast", "Fast Sampling LoRA", "Quality: Fast: LCM-LoRA for SD1.5 (about 135 MB)"),
     ])
 
     def _start(self, context):

@@ -65,6 +65,11 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         description="Restyle's point masks: a Segment Anything folder (transformers layout) or a hub id already "
         "downloaded; empty = nielsr/slimsam-50-uniform from the cache (TEXTURE_VARIANTS_SAM overrides this)",
     )
+    fast_lora: StringProperty(
+        name="Fast Sampling LoRA", subtype="FILE_PATH",
+        description="Quality: Fast: a step-distillation LoRA for SD1.5 (a .safetensors file, a folder, a hub id "
+        "already downloaded, or 'lcm' / 'hyper-sd'); empty = LCM-LoRA from the cache",
+    )
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
     allow_pickle: BoolProperty(
         name="Trust Pickled Weights", default=False,
@@ -116,7 +121,7 @@ class TextureVariantsPreferences(bpy.types.AddonPreferences):
         col.prop(self, "base")
         col.prop(self, "ip_adapter")
         for name, download in (("content_encoder", "content-encoder"), ("lgp", "lgp"), ("controlnet", "controlnet"),
-                               ("sam", "sam")):
+                               ("sam", "sam"), ("fast_lora", "fast")):
             row = col.row(align=True)
             row.prop(self, name)
             row.operator("texture_variants.download_model", text="Download", icon="IMPORT").model = download

@@ -53,6 +53,11 @@ def scenario(rec):
     bpy.context.preferences.addons[h.MODULE].preferences.lgp = os.environ["TINY_LGP"]
     rec["generate"] = h.call(bpy.ops.texture_variants.generate)
     rec["results"] = [{"path": r.path, "size": list(r.image.size), "engine": r.engine} for r in settings.results]
+    # Quality: Fast with the guide still set: the LoRA from the preference, every control kept.
+    bpy.context.preferences.addons[h.MODULE].preferences.fast_lora = os.environ["TINY_FAST_LORA"]
+    settings.sampler = "fast"
+    rec["generate_fast"] = h.call(bpy.ops.texture_variants.generate)
+    rec["results_fast"] = [{"path": r.path, "size": list(r.image.size), "engine": r.engine} for r in settings.results]
     rec["guide_name_after"] = settings.sketch.name if settings.sketch else None
 
 

@@ -19,6 +19,7 @@ def guided(tmp_path_factory, blender, tiny_models, color_texture_path):
     workdir = tmp_path_factory.mktemp("guide")
     return run_scenario("scenario_guide", workdir, blender, color_texture_path,
                         env=tiny_model_env(tiny_models) | {"TINY_LGP": str(tiny_models["lgp"]),
+                                                           "TINY_FAST_LORA": str(tiny_models["fast_lora"]),
                                                            "HF_HOME": str(workdir / "empty-hf-cache")})
 
 
@@ -59,3 +60,12 @@ def test_generating_with_the_painted_guide_sends_it_to_the_backend(guided):
     with Image.open(sketch) as written:  # the painted line went with it
         middle = written.convert("L").crop((0, 63, 128, 64))  # Blender row 64 counts from the bottom
         assert min(middle.getdata()) == 255
+
+
+def test_quality_fast_keeps_the_guide_and_reads_its_lora_from_the_preferences(guided):
+    assert guided["generate_fast"] == {"result": ["FINISHED"], "error": None}
+    [result] = guided["results_fast"]
+    with Image.open(result["path"]) as image:
+        record = json.loads(image.text["parameters"])
+    assert record["sampler"] == "fast" and record["sketch_mode"] == "lgp" and Path(record["sketch"]).name.startswith(
+        "guide-")

@@ -16,7 +16,7 @@ OPERATORS = ["add_mask_point", "add_missing_maps", "apply_variant", "bake", "bak
              "cancel_setup", "check_backend", "clean_up_jobs", "clear_mask_points", "compare", "download_model", "generate",
              "generate_all", "generate_selected", "make_guide", "make_tile_set", "make_tileable", "new_mask",
              "pick_node", "remove_backend", "restyle", "revert", "setup_backend", "sort_results",
-             "tile_preview", "tiling_preview", "use_result_set", "use_tile_set"]
+             "tile_preview", "tiling_preview", "upscale", "use_result_set", "use_tile_set"]
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +136,10 @@ def test_no_two_controls_read_the_same(workflow, key):
 def test_preferences_offer_setup_and_say_what_overrides_them(workflow):
     data, _ = workflow
     prefs = _calls(data, "preferences_panel")
-    for prop in ("python", "base", "ip_adapter", "device", "bake_folder", "lgp", "controlnet", "sam"):
+    for prop in ("python", "base", "ip_adapter", "device", "bake_folder", "lgp", "controlnet", "sam", "fast_lora"):
         assert ("prop", prop) in prefs
     downloads = [i for i, call in enumerate(prefs) if call == ("operator", "texture_variants.download_model")]
-    assert len(downloads) == 4 and all(prefs[i - 1][0] == "prop" for i in downloads)  # beside each model field
+    assert len(downloads) == 5 and all(prefs[i - 1][0] == "prop" for i in downloads)  # beside each model field
     assert ("operator", "texture_variants.setup_backend") in prefs
     assert ("operator", "texture_variants.check_backend") in prefs
     for prop in ("installer", "torch_index", "package_index"):
