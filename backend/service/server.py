@@ -57,6 +57,7 @@ from backend.service.warmup import Warmup, engines_report, models_report
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 30.0  # how long shutdown waits for a running job to notice its cancel
+TORCH_IMPORT_WAIT_S = 120.0  # how long the first job waits for the warm-up's import of torch to end
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")  # handled like stdin closing (SIGHUP: the ssh link hung up)
 
 
@@ -328,6 +329,10 @@ class Service:
     def _generate(self, reference, params, *, cancel, **kwargs):
         from backend.api import generate
         from backend.images import read_reference
+
+        deadline = time.monotonic() + TORCH_IMPORT_WAIT_S  # a job beside a half-imported torch can fail
+        while not self.warmup.torch_settled.wait(0.1) and not cancel.is_set() and time.monotonic() < deadline:
+            pass
 
         layout = kwargs.pop("tileset_layout", None)
         if layout is not None:  # the input is a tile set's JSON, not an image
