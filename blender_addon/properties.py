@@ -105,6 +105,8 @@ class TEXTURE_VARIANTS_PG_variant(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", description="Generates this variant alone again with the same settings")
     engine: StringProperty(name="Engine")
     maps: CollectionProperty(type=TEXTURE_VARIANTS_PG_variant_map)
+    overlay: PointerProperty(name="Band Overlay", type=bpy.types.Image,
+                             description="Make Tileable: the result with its re-made band tinted, for the panel")
     card: StringProperty(name="Report Card", description="The backend's report card of this variant (JSON): "
                          "does it tile, is it new, does it look like the source (panel_rules.card_details)")
 

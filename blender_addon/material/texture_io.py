@@ -336,6 +336,28 @@ def load_variant(path: str, name: str, like=None, kind: str = BYTE) -> bpy.types
     return image
 
 
+BAND_TINT = np.array([1.0, 0.45, 0.1], np.float32)  # the re-made band, tinted orange over the result
+
+
+def band_overlay(image, band_path: str, name: str) -> bpy.types.Image:
+    """A packed copy of `image` with the pixels its band file marks (white = re-made) tinted: Make
+    Tileable's band drawn over the result's thumbnail."""
+    band = bpy.data.images.load(band_path, check_existing=False)
+    try:
+        if tuple(band.size) != tuple(image.size):
+            band.scale(*image.size)
+        marked = _pixels(band).reshape(-1, 4)[:, 0] > 0.5
+    finally:
+        bpy.data.images.remove(band)
+    rgba = _pixels(image).reshape(-1, 4).copy()
+    rgba[marked, :3] = 0.55 * rgba[marked, :3] + 0.45 * BAND_TINT
+    overlay = bpy.data.images.new(name, *image.size, alpha=True)
+    overlay.colorspace_settings.name = image.colorspace_settings.name
+    overlay.pixels.foreach_set(rgba.ravel())
+    overlay.pack()
+    return overlay
+
+
 def tiled_copy(image, repeats: int = 3) -> bpy.types.Image:
     """A new image holding `image` repeated repeats x repeats: the seam check done by eye."""
     width, height = image.size

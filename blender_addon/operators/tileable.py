@@ -37,7 +37,10 @@ class TEXTURE_VARIANTS_OT_make_tileable(JobOperator, bpy.types.Operator):
         if settings.tile == "none":
             raise UserError("no_tile_axes", "Tile is None: there is no seam to make",
                             "set Tile (Advanced) to Both, X or Y, then click Make Tileable")
-        return {"tile": settings.tile, "flatten": "auto"}
+        params = {"tile": settings.tile, "flatten": "auto"}
+        if settings.engine == "diffusion":  # the band generated anew in the texture's look (Auto: the patch repair)
+            params |= {"engine": "diffusion", "seed": seed, "steps": settings.steps}
+        return params
 
     def _maps(self, material, node, job_dir) -> dict:
         return map_io.export_chosen(material, node, job_dir)
