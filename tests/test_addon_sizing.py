@@ -93,3 +93,16 @@ def test_an_8_bit_tiff_holds_the_bytes_top_row_first(tmp_path, channels):
         np.testing.assert_array_equal(np.asarray(image), data[:, :, :channels])
     with open(path, "rb") as f:
         assert not float_tiff.holds_float(f)
+
+
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 5), st.integers(0, 2**16))
+def test_the_byte_block_mean_is_the_float_one_rounded_and_writes_the_same_tiff(factor, bw, bh, seed):
+    pixels = np.random.default_rng(seed).integers(0, 256, (bh * factor, bw * factor, 4)).astype(np.float32) / 255
+    means = resample.block_mean(pixels.reshape(-1), bw * factor, bh * factor, factor)[0]
+    as_bytes = resample.block_mean(pixels.reshape(-1), bw * factor, bh * factor, factor, to_bytes=True)[0]
+    rgb = resample.block_mean(pixels.reshape(-1), bw * factor, bh * factor, factor, to_bytes=True, channels=3)[0]
+    assert as_bytes.dtype == np.uint8 and np.array_equal(rgb, as_bytes.reshape(-1, 4)[:, :3].reshape(-1))
+    assert float_tiff._samples(rgb, bw, bh, 3, 8) == float_tiff._samples(as_bytes, bw, bh, 3, 8)
+    assert np.abs(as_bytes.astype(np.float64) - means * 255.0).max() <= 0.5 + 1e-3
+    written = [np.frombuffer(float_tiff._samples(m, bw, bh, 3, 8), np.uint8).astype(int) for m in (as_bytes, means)]
+    assert np.abs(written[0] - written[1]).max() <= 1  # the same bytes but for a rounding at exactly .5

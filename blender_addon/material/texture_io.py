@@ -247,11 +247,10 @@ def _export_downsampled(image, stem: Path, encoding: dict, factor: int) -> Path:
     source's bytes as an uncompressed 8-bit TIFF (written by numpy, seconds faster than Blender's PNG
     encoder at 8192²), anything else through Blender at the backend's 8 bits (a LINEAR source
     exposure-encoded as on the plain path, its scale into `encoding`)."""
-    width, height = image.size
-    small, new_width, new_height = resample.block_mean(_pixels(image), width, height, factor)
-    if encoding["kind"] == BYTE:  # the job folder is new and ours: written in place
-        return float_tiff.write(stem.with_name(f"{stem.name}.tif"), small, new_width, new_height,
-                                4 if has_alpha(image) else 3, bits=8)
+    width, height, byte, channels = *image.size, encoding["kind"] == BYTE, 4 if has_alpha(image) else 3
+    small, new_width, new_height = resample.block_mean(_pixels(image), width, height, factor, byte, channels)
+    if byte:  # the job folder is new and ours: written in place
+        return float_tiff.write(stem.with_name(f"{stem.name}.tif"), small, new_width, new_height, channels, bits=8)
     if encoding["kind"] == LINEAR:
         encoding["scale"] = colour.exposure_scale(colour.brightest(small))
     temp = bpy.data.images.new(".texture_variants_scratch", new_width, new_height, alpha=True, float_buffer=True)
@@ -278,9 +277,10 @@ or a float TIFF (deeper ones)."""
     kind = map_kind(image)
     factor = sizing.export_factor(*image.size)
     if factor > 1:  # larger than the backend reads: a block mean, the values kept (8-bit stays 8-bit)
-        rgba, width, height = resample.block_mean(_pixels(image), *image.size, factor)
+        channels = 4 if has_alpha(image) else 3
+        rgba, width, height = resample.block_mean(_pixels(image), *image.size, factor, kind == BYTE, channels)
         if kind == BYTE:
-            return float_tiff.write(job_dir / f"{stem}.tif", rgba, width, height, 4 if has_alpha(image) else 3, 8)
+            return float_tiff.write(job_dir / f"{stem}.tif", rgba, width, height, channels, 8)
         return float_tiff.write(job_dir / f"{stem}.tif", rgba, width, height, float_tiff.channels_of(rgba))
     if kind == FLOAT:
         rgba = _pixels(image)

@@ -72,7 +72,7 @@ def huge(rec, path):
     start = time.perf_counter()
     pixels = texture_io._pixels(image)
     read = time.perf_counter()
-    small, width, height = resample.block_mean(pixels, 16384, 16384, 2)
+    small, width, height = resample.block_mean(pixels, 16384, 16384, 2, to_bytes=True, channels=3)
     del pixels
     mean = time.perf_counter()
     float_tiff.write(os.path.join(folder, "parts.tif"), small, width, height, 3, bits=8)
