@@ -81,19 +81,21 @@ def restyle(reference: str | os.PathLike | Image.Image, prompt: str, *,
 
 
 def make_tileable(image: str | os.PathLike | Image.Image, *, engine: str = "auto", band: int | None = None,
-                  flatten: str = "auto", tile: str = "both", maps: dict[str, str] | None = None,
-                  cancel: threading.Event | None = None) -> Image.Image:
+                  flatten: str = "auto", tile: str = "both", maps: dict[str, str] | None = None, seed: int = 0,
+                  steps: int | None = None, base: str | None = None, ip_adapter: str | None = None,
+                  on_step=None, cancel: threading.Event | None = None) -> Image.Image:
     """The image itself made tileable, at its own size (backend/tileable.py): its lighting levelled
     (`flatten` auto|on|off), a band along its seams re-made, every other pixel kept. `maps`
     ({name: path}) are repaired alike: `info["maps"]` (save with backend.materials.variants.save);
-    `info["band"]` shows the re-made pixels. `engine`: "auto" and "patch" are the weight-free repair
-    (the diffusion repair of the band is not built yet: "diffusion" is refused)."""
+    `info["band"]` shows the re-made pixels. `engine`: "auto" and "patch" re-make the band by
+    quilting (weight-free: every pixel outside the band is the input's); "diffusion" then generates
+    the band anew with the diffusion loop in the input's look (backend/tileable_diffusion.py; `seed`,
+    `steps`, `base`, `ip_adapter` as for generate_variants; sides multiples of 8)."""
     from backend import tileable
     from backend.materials.maps import read_map
 
-    if engine not in ("auto", "patch"):
-        raise InputError(f"make-tileable has no {engine!r} engine: it repairs seams with the weight-free patch "
-                         "engine", hint="use engine auto or patch")
+    if engine not in ("auto", "patch", "diffusion"):
+        raise InputError(f"make-tileable has no {engine!r} engine", hint="use engine auto, patch or diffusion")
     ref = load_reference(image)
     picture = ref.rgb.convert("L") if ref.grayscale else ref.rgb
     if ref.alpha is not None:
@@ -107,8 +109,42 @@ def make_tileable(image: str | os.PathLike | Image.Image, *, engine: str = "auto
             raise InputError(f"map {name!r}: {e.message}", hint=e.hint) from e
     result = tileable.make_tileable(picture, band=band, flatten=flatten, tile=tile, maps=given, cancel=cancel)
     record = json.loads(result.info["parameters"]) | {"engine": "patch", "reference": ref.source}
+    if engine == "diffusion":
+        result, details = _diffusion_band(result, ref, tile, seed=seed, steps=steps, base=base, ip_adapter=ip_adapter,
+                                          on_step=on_step, cancel=cancel)
+        record |= details
     result.info["parameters"] = json.dumps(record, sort_keys=True)
     return result
+
+
+def _diffusion_band(result: Image.Image, ref, tile: str, **kw) -> tuple[Image.Image, dict]:
+    """The weight-free repair's `result` with its band generated anew (backend/tileable_diffusion.py);
+    its maps follow the new pixels through the correspondence; (the image, what the record gains)."""
+    import numpy as np
+
+    from backend.materials import correspondence
+    from backend.materials.maps import gather_map
+    from backend.metrics import seam_score
+    from backend.tileable_diffusion import regenerate_band
+
+    repaired = np.asarray(result.convert("RGB"))
+    band = np.asarray(result.info["band"], np.float32) / 255.0
+    made, changed = regenerate_band(repaired, ref.rgb, band, tile, **kw)
+    out = Image.fromarray(made, "RGB")
+    if result.mode == "L":
+        out = out.convert("L")
+    elif result.mode == "RGBA":
+        out.putalpha(result.getchannel("A"))
+    coords = np.stack(np.mgrid[:made.shape[0], :made.shape[1]], axis=2).astype(np.int32)
+    if result.info["maps"] and changed.any():
+        coords[changed] = correspondence.correspond(made, repaired, seed=kw.get("seed", 0)).coords[changed]
+    out.info["maps"] = {name: gather_map(m, coords) for name, m in result.info["maps"].items()}
+    out.info["band"] = result.info["band"]
+    axes = ("x", "y") if tile == "both" else (tile,)
+    seams = seam_score(np.asarray(out.convert("L" if out.mode == "L" else "RGB")))
+    kept = 1.0 - float(np.maximum(band > 0, changed).mean())
+    return out, {"engine": "diffusion", "seam_after": {a: round(seams[a], 3) for a in axes}, "kept": round(kept, 4),
+                 "diffusion_changed": round(float(changed.mean()), 4)}
 
 
 def make_tileset(texture: str | os.PathLike | Image.Image, *, colours: int = 2, size: int | None = None,

@@ -386,4 +386,12 @@ def declarations() -> dict:
     return {"parameters": {name: _declaration(*sd) for name, sd in specs(GenerationParams).items()},
             "options": {engine: {name: _declaration(*sd) for name, sd in specs(cls).items()}
                         for engine, cls in ENGINE_OPTIONS.items()},
-            "maps": {"material": list(MATERIAL_MAPS), "derivable": list(DERIVABLE_MAPS)}}
+            "maps": {"material": list(MATERIAL_MAPS), "derivable": list(DERIVABLE_MAPS)},
+            "sizes": _sizes()}
+
+
+def _sizes() -> dict:
+    """The output sides (range, each engine's multiple) and the largest input side the backend reads."""
+    from backend.images import MAX_SIDE  # images is heavier than this module; only the spec needs it
+
+    return capabilities()["size"] | {"input_max": MAX_SIDE}

@@ -23,12 +23,13 @@ def _classes():
         setup,
         tile_set,
         tileable,
+        upscale,
     )
     from .ui import panel, preferences
 
     return (*preferences.CLASSES, *setup.CLASSES, *check.CLASSES, *generate.CLASSES, *apply.CLASSES,
             *restyle.CLASSES, *tileable.CLASSES, *preview.CLASSES, *compare.CLASSES, *judge.CLASSES, *batch.CLASSES,
-            *maps.CLASSES, *tile_set.CLASSES, *panel.CLASSES)
+            *maps.CLASSES, *tile_set.CLASSES, *upscale.CLASSES, *panel.CLASSES)
 
 
 def register():

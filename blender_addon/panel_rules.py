@@ -107,8 +107,8 @@ def result_summary(parameters: Mapping) -> str:
     if kind == "layout":
         cells = "×".join(str(c) for c in parameters.get("cells", ()))
         return f"tile set layout {cells}".rstrip()
-    if parameters.get("upscale"):
-        return f"upscale ×{parameters['upscale']}"
+    if parameters.get("upscale_factor"):  # the backend's upscale record
+        return f"upscale ×{parameters['upscale_factor']}"
     if parameters.get("restyle_prompt"):
         strength = parameters.get("restyle_strength")
         return f"restyle '{parameters['restyle_prompt']}'" + (f" · strength {strength:.2f}" if strength is not None

@@ -32,12 +32,13 @@ def default(name: str):
     return declared(name)["default"]
 
 
-def square_size() -> dict:
-    """The add-on's own size range: it still sends the backend a square (a non-square source squeezed,
-    sizing.py), a multiple of 64 up to 2048 px, within the backend's W x H range; default the
-    declared default's side."""
-    spec = declared("size")
-    return {"low": spec["low"], "high": min(2048, spec["high"]), "multiple": 64, "default": spec["default"][0]}
+def sizes() -> dict:
+    """The output sizes the backend makes: `low` and `high` per side, `multiple` per engine (diffusion:
+    its latent grid), `default` (the declared default's side, the Fixed size's default), and
+    `input_max`: the largest side of an image it reads (larger sources are downsampled on export)."""
+    spec = _declared()["sizes"]
+    return {"low": spec["min"], "high": spec["max"], "multiple": dict(spec["multiple"]),
+            "default": declared("size")["default"][0], "input_max": spec["input_max"]}
 
 
 def choices(name: str) -> tuple[str, ...]:
@@ -53,7 +54,7 @@ def help_text(name: str) -> str:
 def keywords(name: str, **own) -> dict:
     """An Int/FloatProperty's default, min, max (and description, when the parameter has a help text)
     from the declaration; `own` keywords (the panel's own default, say) replace them."""
-    spec = square_size() if name == "size" else declared(name)
+    spec = sizes() if name == "size" else declared(name)
     out = {"default": spec["default"], "min": spec["low"], "max": spec["high"]}
     if spec.get("help"):
         out["description"] = help_text(name)

@@ -33,7 +33,8 @@ TILE_ITEMS = parameters.enum_items("tile", {
     "none": ("None", "Not tileable"),
 })
 SIZE_MODE_ITEMS = [
-    ("match", "Match Source", "The source's width and height, in multiples of 64, at most 2048 px"),
+    ("match", "Match Source", "The source's own width and height (the diffusion engine: multiples of 8), at most "
+     f"{parameters.sizes()['high']} px a side"),
     ("fixed", "Fixed", "A square of the given size"),
 ]
 APPEARANCE_ITEMS = parameters.enum_items("appearance", {
@@ -104,6 +105,8 @@ class TEXTURE_VARIANTS_PG_variant(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", description="Generates this variant alone again with the same settings")
     engine: StringProperty(name="Engine")
     maps: CollectionProperty(type=TEXTURE_VARIANTS_PG_variant_map)
+    overlay: PointerProperty(name="Band Overlay", type=bpy.types.Image,
+                             description="Make Tileable: the result with its re-made band tinted, for the panel")
     card: StringProperty(name="Report Card", description="The backend's report card of this variant (JSON): "
                          "does it tile, is it new, does it look like the source (panel_rules.card_details)")
 
@@ -137,8 +140,8 @@ class TEXTURE_VARIANTS_PG_result_set(bpy.types.PropertyGroup):
 
     def label(self) -> str:
         n = len(self.variants)
-        kind = self.summary or {"tileable": "tileable", "restyle": "restyle", "layout": "tile set layout"}.get(
-            self.engine, f"{self.engine} variants")
+        kind = self.summary or {"tileable": "tileable", "restyle": "restyle", "layout": "tile set layout",
+                                "upscale": "upscale"}.get(self.engine, f"{self.engine} variants")
         return f"{self.created} · {kind} · seed {self.seed} · {n} × {self.width}×{self.height}"
 
 
@@ -155,8 +158,8 @@ class TEXTURE_VARIANTS_PG_settings(bpy.types.PropertyGroup):
     sampler: EnumProperty(name="Quality", items=SAMPLER_ITEMS, default=parameters.default("sampler"))
     steps: IntProperty(name="Steps", description="Denoising steps (diffusion)", **parameters.keywords("steps"))
     size_mode: EnumProperty(name="Size", items=SIZE_MODE_ITEMS, default="match")
-    size: IntProperty(name="Size", description="Output size in pixels, rounded to a multiple of 64",
-                      step=parameters.square_size()["multiple"], subtype="PIXEL", **parameters.keywords("size"))
+    size: IntProperty(name="Size", description="The side of the square made, in pixels (the diffusion engine: "
+                      "rounded to a multiple of 8)", subtype="PIXEL", **parameters.keywords("size"))
     tile: EnumProperty(name="Tile", items=TILE_ITEMS, default=parameters.default("tile"))
     balance: FloatProperty(name="Balance", subtype="FACTOR", **parameters.keywords("balance"))
     appearance: EnumProperty(name="Appearance Method", items=APPEARANCE_ITEMS, default=parameters.default("appearance"))

@@ -79,24 +79,24 @@ def test_a_dead_backend_ends_the_job_whatever_its_id():
     assert job.state == jobs.FAILED and job.error["code"] == "backend_died"
 
 
-@given(st.integers(0, 5000), st.booleans())
-def test_request_params_sends_valid_backend_values(size, pick_seed):
-    settings = {"engine": "patch", "variants": 3, "steps": 7, "size": size, "tile": "x", "balance": 1,
+@given(st.integers(0, 20000), st.integers(0, 20000), st.booleans())
+def test_request_params_send_the_size_as_width_and_height_within_the_backends_range(width, height, pick_seed):
+    settings = {"engine": "patch", "variants": 3, "steps": 7, "size": (width, height), "tile": "x", "balance": 1,
                 "appearance": "kv", "image_node": "ignored"}
-    seed = jobs.new_seed(random.Random(size)) if pick_seed else 42
+    seed = jobs.new_seed(random.Random(width)) if pick_seed else 42
     params = jobs.request_params(settings, seed)
     assert set(params) == {*jobs.REQUEST_SETTINGS, "seed"}
-    assert params["size"] % 64 == 0 and 64 <= params["size"] <= 2048
-    assert abs(params["size"] - min(max(size, 64), 2048)) <= 32
+    assert params["size"] == [min(max(width, 64), 8192), min(max(height, 64), 8192)]
     assert isinstance(params["balance"], float) and params["seed"] == seed and 0 <= seed < 2**31
+    assert jobs.request_params(settings | {"size": 300}, seed)["size"] == [300, 300]  # an int: a square
 
 
 def test_request_params_are_accepted_by_the_backend():
     from backend.params import GenerationParams
 
-    settings = {"engine": "auto", "variants": 2, "steps": 30, "size": 500, "tile": "both", "balance": 0.3,
+    settings = {"engine": "auto", "variants": 2, "steps": 30, "size": [1024, 384], "tile": "both", "balance": 0.3,
                 "appearance": "none"}
-    GenerationParams(**jobs.request_params(settings, 5)).validated()
+    assert GenerationParams.build(**jobs.request_params(settings, 5)).size == (1024, 384)
 
 
 def test_format_seconds():

@@ -1,4 +1,4 @@
-"""The add-on's plain rules (no bpy): sizes, the HDR encoding, job clean-up, the ETA, the panel rules,
+"""The add-on's plain rules (no bpy): the HDR encoding, job clean-up, the ETA, the panel rules,
 messages in the add-on's own terms."""
 
 from __future__ import annotations
@@ -14,27 +14,7 @@ from hypothesis import strategies as st
 from blender_addon import panel_rules, paths
 from blender_addon.connection import job
 from blender_addon.errors import CONTROL_MODELS, UserError, in_blender_terms
-from blender_addon.pixels import colour, sizing
-
-
-@given(st.integers(1, 8192), st.integers(1, 8192))
-def test_match_source_keeps_the_aspect_in_multiples_of_64_and_says_what_changed(w, h):
-    plan = sizing.plan(w, h, sizing.MATCH)
-    assert plan.width % 64 == 0 and plan.height % 64 == 0
-    assert max(plan.width, plan.height) <= sizing.MAX_SIZE and plan.side == max(plan.width, plan.height)
-    if (plan.width, plan.height) != (w, h):
-        assert plan.notes  # never silent
-    if max(w, h) > sizing.MAX_SIZE:
-        assert any("Capped at 2048" in n for n in plan.notes)
-
-
-def test_match_source_on_1024_by_384_is_exact_and_fixed_warns_about_the_aspect():
-    assert sizing.plan(1024, 384, sizing.MATCH) == sizing.SizePlan(1024, 1024, 384, ())
-    assert sizing.plan(1024, 384, sizing.MATCH).squeezed
-    fixed = sizing.plan(1024, 384, sizing.FIXED, 512)
-    assert (fixed.width, fixed.height) == (512, 512) and "aspect differs" in fixed.notes[0]
-    assert sizing.plan(4096, 4096, sizing.MATCH).notes == ("Capped at 2048 px: 2048×2048 from a 4096×4096 source",)
-    assert sizing.result_notes((1024, 384), (512, 512))[0].startswith("Result 512×512 has another aspect")
+from blender_addon.pixels import colour
 
 
 @given(st.lists(st.floats(0, 40, allow_nan=False), min_size=4, max_size=64))
@@ -186,3 +166,4 @@ def test_history_rows_say_the_kind_of_set_and_its_key_settings():
         "restyle 'moss' · strength 0.50"
     assert panel_rules.result_summary({"kind": "tileable"}).startswith("tileable")
     assert panel_rules.result_summary({"kind": "layout", "cells": [4, 3]}) == "tile set layout 4×3"
+    assert panel_rules.result_summary({"upscale_factor": 2, "engine": "patch", "seed": 3}) == "upscale ×2"

@@ -138,7 +138,7 @@ def test_resize_stretches_the_whole_map_where_fit_crops_its_centre():
 
 @pytest.fixture(scope="module")
 def squeezed_set(tmp_path_factory) -> dict[str, Path]:
-    """A 2:1 brick base colour squeezed to a square (as Blender's Match Source sends it) and its
+    """A 2:1 brick base colour squeezed to a square (as clients older than W×H sizes send it) and its
     normal map at the texture's own 2:1 size."""
     import skimage.data
 

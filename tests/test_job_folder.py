@@ -114,3 +114,17 @@ def test_a_full_disk_during_a_job_is_no_space_with_the_numbers_and_leaves_nothin
         assert _files(inside) == ["job", "job/.job-t2.done.json", "job/gravel_color-patch-s1.png"]
     finally:
         assert proc.stop() == 0
+
+
+def test_a_records_folder_that_cannot_be_written_does_not_fail_the_job(tmp_path, color_texture_path):
+    from backend.api import generate
+    from backend.params import GenerationParams
+    from backend.service.jobs import Job, run_job
+
+    blocked = tmp_path / "records"
+    blocked.write_text("a file where the records folder should be")
+    job = Job(id="j", input=str(color_texture_path), output_dir=str(tmp_path / "out"),
+              params=GenerationParams.build({}, engine="patch", size=64, seed=1))
+    final = run_job(job, generate, records=blocked)
+    assert final["type"] == "result", final
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".job-j.done.json", "gravel_color-patch-s1.png"]

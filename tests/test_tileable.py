@@ -144,7 +144,7 @@ def test_alpha_is_carried_with_its_pixels():
     ({"band": 4}, "does not fit"),
     ({"tile": "none"}, "tile must be"),
     ({"flatten": "maybe"}, "flatten must be"),
-    ({"engine": "diffusion"}, "weight-free"),
+    ({"engine": "magic"}, "no 'magic' engine"),
 ])
 def test_bad_requests_say_what_to_do(kwargs, words):
     with pytest.raises(InputError, match=words):
@@ -187,8 +187,11 @@ def test_the_service_makes_a_texture_tileable_with_its_maps(tmp_path):
                         maps={"roughness": str(rough)}, flatten="off")
         events = proc.job_events(job)
         refused = proc.ask("make_tileable", input=str(photo), output_dir=str(tmp_path / "x"), tile="diagonal")
+        bad_steps = proc.ask("make_tileable", input=str(photo), output_dir=str(tmp_path / "y"), engine="diffusion",
+                             steps=0)
     finally:
         proc.stop()
+    assert bad_steps["code"] == "bad_request" and "make_tileable 'steps'" in bad_steps["message"]
     assert [e["type"] for e in events] == ["accepted", "result"]
     (entry,) = events[-1]["files"]
     assert entry["path"].endswith("wall-tileable.png") and entry["band"].endswith("wall-tileable-band.png")
@@ -197,3 +200,83 @@ def test_the_service_makes_a_texture_tileable_with_its_maps(tmp_path):
     assert np.array_equal(np.asarray(Image.open(entry["maps"]["roughness"])), 255 - out)
     assert np.array_equal(out[~made], np.asarray(Image.open(photo))[~made])
     assert refused["code"] == "bad_request" and refused["message"].startswith("make_tileable 'tile'")
+
+
+# ------------------------------------------------------------------ the diffusion repair (tiny models)
+
+
+@pytest.fixture(scope="module")
+def diffusion_repair(tiny_models, tmp_path_factory):
+    """A lit gravel photo 128 x 96 (non-square) with a roughness map, repaired by both engines."""
+    folder = tmp_path_factory.mktemp("repair")
+    y, x = 13, 7
+    arr = skimage.data.gravel()[y:y + 96, x:x + 128].astype(np.float64) * np.linspace(0.7, 1.2, 128)[None, :]
+    photo = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert("RGB")
+    Image.fromarray(255 - np.asarray(photo.convert("L"))).save(folder / "rough.png")
+    maps = {"roughness": str(folder / "rough.png")}
+    patch = make_tileable(photo, maps=maps)
+    made = make_tileable(photo, engine="diffusion", steps=4, seed=5, base=str(tiny_models["base"]),
+                         ip_adapter=str(tiny_models["ip_adapter"]), maps=maps)
+    return patch, made
+
+
+def _beyond_feather(result) -> np.ndarray:
+    import torch
+
+    from backend.diffusion.controls.inpaint import feather
+
+    band = torch.from_numpy((np.asarray(result.info["band"]) > 0).astype(np.float64))[None, None]
+    return feather(band, "both")[0, 0].numpy() == 0
+
+
+def test_the_diffusion_repair_remakes_the_band_and_keeps_every_pixel_beyond_its_feather(diffusion_repair):
+    patch, made = diffusion_repair
+    record = json.loads(made.info["parameters"])
+    assert made.size == patch.size == (128, 96) and record["engine"] == "diffusion"
+    keep = _beyond_feather(made)
+    assert keep.mean() > 0.6
+    a, b = np.asarray(made, np.int16), np.asarray(patch, np.int16)
+    assert np.abs(a - b)[keep].max() <= 2  # the (levelled) input, as the weight-free repair keeps it
+    band = np.asarray(made.info["band"]) > 0
+    assert (np.abs(a - b).max(axis=2) > 2)[band].mean() > 0.9  # the band is generated anew
+    rough_patch, rough_made = (r.info["maps"]["roughness"].pixels[..., 0] for r in (patch, made))
+    assert np.array_equal(rough_made[keep], rough_patch[keep])  # the map: kept where the colour is kept ...
+    assert (rough_made != rough_patch)[band].mean() > 0.3  # ... and following the new pixels in the band
+
+
+def test_the_diffusion_repair_wraps_around_like_its_own_band(diffusion_repair):
+    """Circular padding: the step across the wrap (inside the band) is one of the band's own steps."""
+    _, made = diffusion_repair
+    out = np.asarray(made, np.float64)
+    band = np.asarray(made.info["band"]) > 0
+    for axis in (0, 1):
+        lines = np.moveaxis(out, axis, 0)
+        whole = np.moveaxis(band, axis, 0).mean(axis=1) > 0.9  # lines wholly inside the band
+        steps = np.abs(np.diff(lines, axis=0)).mean(axis=(1, 2))
+        inside = [steps[i] for i in range(len(steps)) if whole[i] and whole[i + 1]]
+        assert len(inside) >= 4
+        assert np.abs(lines[0] - lines[-1]).mean() <= np.percentile(inside, 90), axis
+
+
+def test_the_service_runs_the_diffusion_repair_with_its_models(tiny_models, tmp_path):
+    from tests.service_process import ServiceProcess
+
+    photo = tmp_path / "wall.png"
+    _photo("gravel", "square").crop((0, 0, 96, 64)).save(photo)
+    proc = ServiceProcess(tmp_path)
+    try:
+        job = proc.send("make_tileable", input=str(photo), output_dir=str(tmp_path / "job"), engine="diffusion",
+                        steps=2, seed=3, base=str(tiny_models["base"]), ip_adapter=str(tiny_models["ip_adapter"]))
+        events = proc.job_events(job)
+    finally:
+        proc.stop()
+    assert [e["type"] for e in events if e["type"] != "progress"] == ["accepted", "result"]
+    assert any(e["type"] == "progress" for e in events)  # the diffusion loop's steps are reported
+    (entry,) = events[-1]["files"]
+    assert entry["parameters"]["engine"] == "diffusion" and entry["parameters"]["kind"] == "tileable"
+
+
+def test_the_diffusion_repair_needs_sides_in_multiples_of_8(tiny_models):
+    with pytest.raises(InputError, match="multiples of 8"):
+        make_tileable(_photo("gravel", "square").crop((0, 0, 100, 100)), engine="diffusion",
+                      base=str(tiny_models["base"]), ip_adapter=str(tiny_models["ip_adapter"]))

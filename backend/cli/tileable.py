@@ -22,8 +22,10 @@ def add_make_tileable(sub) -> None:
     )
     p.add_argument("input", metavar="INPUT", help="the image to make tileable")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--engine", choices=("auto", "patch"), default="auto",
-                   help="auto and patch: the weight-free repair (default auto)")
+    p.add_argument("--engine", choices=("auto", "patch", "diffusion"), default="auto",
+                   help="auto and patch: the weight-free repair, every pixel outside the band kept (default auto); "
+                   "diffusion: then the band generated anew in the input's look (needs the models; sides "
+                   "multiples of 8)")
     p.add_argument("--band", type=int, default=None, metavar="PX",
                    help="width of the re-made band (default: a few texture features, at least one lattice period)")
     p.add_argument("--flatten", choices=FLATTENS, default="auto",
@@ -32,6 +34,10 @@ def add_make_tileable(sub) -> None:
     p.add_argument("--tile", choices=TILES, default="both", help="the axes to make tile (default both)")
     p.add_argument("--map", action="append", default=[], metavar="NAME=PATH", dest="maps",
                    help="a map of the same material (repeatable), repaired exactly like the colour")
+    p.add_argument("--seed", type=int, default=0, help="diffusion: the band's random seed (default 0)")
+    p.add_argument("--steps", type=int, default=None, help="diffusion: denoising steps (default the engine's)")
+    p.add_argument("--base", default=None, help="diffusion: the SD1.5 model (as for generate)")
+    p.add_argument("--ip-adapter", default=None, help="diffusion: the IP-Adapter (as for generate)")
     p.set_defaults(func=_cmd_make_tileable)
 
 
@@ -42,7 +48,8 @@ def _cmd_make_tileable(args) -> int:
     from backend.materials import variants as material
 
     result = make_tileable(args.input, engine=args.engine, band=args.band, flatten=args.flatten, tile=args.tile,
-                           maps=named_paths(args.maps))
+                           maps=named_paths(args.maps), seed=args.seed, steps=args.steps, base=args.base,
+                           ip_adapter=args.ip_adapter)
     out = Path(args.out)
     stem = f"{Path(args.input).stem}-tileable"
     path = unique_path(out, stem, companions=("-band.png", *material.endings(result)))

@@ -89,10 +89,15 @@ class JobOutput:
             created = not self.folder.is_dir()
             staging = self.folder / f"{STAGING_PREFIX}{os.getpid()}-{next(_numbers)}"
             if self.records is not None:
-                self.records.mkdir(parents=True, exist_ok=True)
                 self._record = self.records / f"{staging.name[len(STAGING_PREFIX):]}.json"
-                _write_json(self._record, {"pid": os.getpid(), "job": self.job.id, "staging": str(staging.absolute()),
-                                           "created": created})
+                try:
+                    self.records.mkdir(parents=True, exist_ok=True)
+                    _write_json(self._record, {"pid": os.getpid(), "job": self.job.id,
+                                               "staging": str(staging.absolute()), "created": created})
+                except OSError as e:  # the job does not depend on it: only a kill's clean-up does
+                    log.warning("cannot record the job's staging folder in %s (%s): a kill would leave it behind",
+                                self.records, e)
+                    self._record = None
             if created:
                 self.folder.mkdir()  # its parent, never: a missing parent is the caller's mistake
                 self._created = True

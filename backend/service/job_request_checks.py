@@ -146,13 +146,24 @@ def _check_existing_map(name: str, path: str, request_id) -> None:
              "pass the absolute path of the map's image file (PNG or TIFF)")
 
 
+def _seed_and_steps(fields: dict, kind: str, request_id) -> tuple[int, int | None]:
+    """A diffusion job's `seed` (default 0) and `steps` (default: the engine's)."""
+    seed, steps = _whole(fields.get("seed", 0)), _whole(fields.get("steps"))
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        bad(request_id, f"{kind} 'seed' must be a whole number >= 0, got {short(seed)}", '"seed": 0')
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 200):
+        bad(request_id, f"{kind} 'steps' must be an integer from 1 to 200 or null, got {short(steps)}",
+            "leave it out for the diffusion engine's default")
+    return seed, steps
+
+
 def _check_make_tileable(fields: dict, request_id) -> dict:
     from backend.tileable import FLATTENS, TILES
 
     only(fields, TILEABLE_FIELDS, "make_tileable", request_id)
     out = {"input": _check_path(fields, "input", request_id),
            "output_dir": _check_path(fields, "output_dir", request_id)}
-    for name, allowed, default in (("engine", ("auto", "patch"), "auto"), ("flatten", FLATTENS, "auto"),
+    for name, allowed, default in (("engine", ("auto", "patch", "diffusion"), "auto"), ("flatten", FLATTENS, "auto"),
                                    ("tile", TILES, "both")):
         value = fields.get(name, default)
         if value not in allowed:
@@ -165,7 +176,8 @@ def _check_make_tileable(fields: dict, request_id) -> dict:
              f"{short(band)}", "leave it out to let the texture's scale decide")
     out["band"] = band
     out["maps"] = _maps(fields, "make_tileable", request_id)
-    return out
+    out["seed"], out["steps"] = _seed_and_steps(fields, "make_tileable", request_id)
+    return out | _models(fields, request_id)
 
 
 def _check_tileset(fields: dict, request_id) -> dict:
@@ -181,8 +193,7 @@ def _check_tileset(fields: dict, request_id) -> dict:
     if engine not in ENGINES:
         bad(request_id, f"tileset 'engine' must be one of {', '.join(ENGINES)}, got {short(engine)}",
              '"engine": "auto"')
-    size, padding, seed = (_whole(fields.get(k, d)) for k, d in (("size", None), ("padding", DEFAULT_PADDING),
-                                                                   ("seed", 0)))
+    size, padding = (_whole(fields.get(k, d)) for k, d in (("size", None), ("padding", DEFAULT_PADDING)))
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= 4096
                              or size % 8):
         bad(request_id, f"tileset 'size' must be a multiple of 8 from 16 to 4096 (px) or null, got {short(size)}",
@@ -190,12 +201,7 @@ def _check_tileset(fields: dict, request_id) -> dict:
     if not isinstance(padding, int) or isinstance(padding, bool) or not 0 <= padding <= 512:
         bad(request_id, f"tileset 'padding' must be an integer from 0 to 512 (px), got {short(padding)}",
              f'"padding": {DEFAULT_PADDING}')
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-        bad(request_id, f"tileset 'seed' must be a whole number >= 0, got {short(seed)}", '"seed": 0')
-    steps = _whole(fields.get("steps"))
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 200):
-        bad(request_id, f"tileset 'steps' must be an integer from 1 to 200 or null, got {short(steps)}",
-            "leave it out for the diffusion engine's default")
+    seed, steps = _seed_and_steps(fields, "tileset", request_id)
     return out | _models(fields, request_id) | {"colours": colours, "size": size, "padding": padding,
                                                  "engine": engine, "seed": seed, "steps": steps,
                                                  "maps": _maps(fields, "tileset", request_id)}

@@ -110,7 +110,8 @@ def restyle_parameters() -> dict:
 
 # make_tileable: the input itself made tileable at its own size (backend.api.make_tileable); a job
 # like generate's (accepted, result, cancel), its options at the top level.
-TILEABLE_FIELDS = ("input", "output_dir", "engine", "band", "flatten", "tile", "maps")
+TILEABLE_FIELDS = ("input", "output_dir", "engine", "band", "flatten", "tile", "maps", "seed", "steps", "base",
+                   "ip_adapter")
 
 
 def tileable_parameters() -> dict:
@@ -118,7 +119,7 @@ def tileable_parameters() -> dict:
     from backend.tileable import FLATTENS, TILES
 
     return {"fields": list(TILEABLE_FIELDS),
-            "choices": {"engine": ["auto", "patch"], "flatten": list(FLATTENS), "tile": list(TILES)}}
+            "choices": {"engine": ["auto", "patch", "diffusion"], "flatten": list(FLATTENS), "tile": list(TILES)}}
 
 
 # tileset: a Wang tile set of the input (backend.api.make_tileset); tileset_layout: N x M cells of a

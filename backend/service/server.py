@@ -57,6 +57,7 @@ from backend.service.warmup import Warmup, engines_report, models_report
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 30.0  # how long shutdown waits for a running job to notice its cancel
+TORCH_IMPORT_WAIT_S = 120.0  # how long the first job waits for the warm-up's import of torch to end
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")  # handled like stdin closing (SIGHUP: the ssh link hung up)
 
 
@@ -231,7 +232,8 @@ class Service:
 
     def _on_make_tileable(self, request: Request) -> None:
         """A job like generate's whose work is backend.api.make_tileable (the input made tileable)."""
-        self._special_job(request, "tileable", ("engine", "band", "flatten", "tile", "maps"))
+        self._special_job(request, "tileable", ("engine", "band", "flatten", "tile", "maps", "seed", "steps"),
+                          models=True)
 
     def _on_tileset(self, request: Request) -> None:
         """A job like generate's whose work is backend.api.make_tileset (a Wang tile set of the input)."""
@@ -328,6 +330,10 @@ class Service:
         from backend.api import generate
         from backend.images import read_reference
 
+        deadline = time.monotonic() + TORCH_IMPORT_WAIT_S  # a job beside a half-imported torch can fail
+        while not self.warmup.torch_settled.wait(0.1) and not cancel.is_set() and time.monotonic() < deadline:
+            pass
+
         layout = kwargs.pop("tileset_layout", None)
         if layout is not None:  # the input is a tile set's JSON, not an image
             from backend.api import tileset_layout
@@ -350,7 +356,8 @@ class Service:
         if tileable is not None:
             from backend.api import make_tileable
 
-            images = [make_tileable(ref, **tileable, cancel=cancel)]
+            images = [make_tileable(ref, **tileable, base=kwargs.get("base"), ip_adapter=kwargs.get("ip_adapter"),
+                                    on_step=kwargs.get("on_step"), cancel=cancel)]
         elif factor:
             from backend.upscaling import upscale
 

@@ -25,11 +25,17 @@ class Warmup:
         self.device: str | None = None
         self.detail = "detecting (torch is loading)"
         self.torch_version: str | None = None
+        # Set once the import of torch is over (done or failed): until then sys.modules may hold a
+        # half-imported torch, which libraries that peek at it (scipy's array API checks) trip over.
+        self.torch_settled = threading.Event()
         self._thread = threading.Thread(target=self._run, name="warmup", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        self._probe()
+        try:
+            self._probe()
+        finally:
+            self.torch_settled.set()
         try:
             if availability("diffusion", self.base, self.ip_adapter)[0]:
                 engines.get_engine("diffusion")

@@ -19,7 +19,7 @@ from .. import parameters
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 ENDS_EVERY_JOB = ("backend_died", "backend_stalled")  # client-made errors about the process, not one job
 FINAL_STATES = (DONE, FAILED, CANCELLED)
-SIZE = parameters.square_size()  # the add-on's range and multiple of the (square) size
+SIZE = parameters.sizes()  # the backend's range of output sides
 ETA_WINDOW = 8  # the ETA is the median of the last this-many step times
 
 # The panel settings that go to the backend unchanged (names of the backend's Python API).
@@ -37,11 +37,11 @@ def new_seed(rng: random.Random | None = None) -> int:
     return (rng or random.SystemRandom()).randrange(2**31)
 
 
-def backend_size(value) -> int:
-    """The nearest size the backend takes: a multiple of its step in its range (the UI's step is the
-    same, but a typed value may be anything)."""
-    step = SIZE["multiple"]
-    return min(SIZE["high"], max(SIZE["low"], round(int(value) / step) * step))
+def backend_size(value) -> list[int]:
+    """The request's `size`, [width, height], from a pair or an int (a square), each side within the
+    backend's range (the engine's multiple is the size plan's: pixels/sizing.py)."""
+    width, height = (value, value) if isinstance(value, int | float) else value
+    return [min(SIZE["high"], max(SIZE["low"], int(side))) for side in (width, height)]
 
 
 def request_params(settings: Mapping, seed: int, sketch: str | None = None) -> dict:

@@ -3,9 +3,8 @@ Generate, and the map files of a finished job loaded as Non-Color images.
 
 Maps are data: they are never colour-managed on the way out (texture_io.export_map) or back in
 (Non-Color, the backend's raw values), and keep their depth (16-bit stays 16-bit, float stays float
-with its values). They go at their own size: for a texture sent squeezed (Match Source on a
-non-square one) the request's `map_size` has the backend stretch them back, re-normalising normal
-maps, which Blender's resize would leave shorter than unit length.
+with its values). They go at their own size (reduced like the texture when larger than the backend
+reads); the backend fits them to the texture and writes each variant's maps at the variant's size.
 """
 
 from pathlib import Path
@@ -32,15 +31,11 @@ def export_chosen(material, node, job_dir, shown: bool = False) -> dict[str, tup
     return out
 
 
-def request_fields(exported: dict, plan, squeezed: bool) -> dict:
-    """What a generate request gains for the `exported` maps ({name: (node name, file)}): `maps`, and
-    for a texture sent squeezed, `map_size` (the size `plan` keeps: the backend stretches them back)."""
+def request_fields(exported: dict) -> dict:
+    """What a request gains for the `exported` maps ({name: (node name, file)}): `maps`."""
     if not exported:
         return {}
-    fields = {"maps": {name: str(path) for name, (_, path) in exported.items()}}
-    if squeezed:
-        fields["map_size"] = [plan.width, plan.height]
-    return fields
+    return {"maps": {name: str(path) for name, (_, path) in exported.items()}}
 
 
 def import_map(path: str, name: str, size: tuple[int, int], folder: Path, stem: str | None = None) -> bpy.types.Image:

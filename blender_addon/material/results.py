@@ -24,7 +24,7 @@ def _copy_set(source, target) -> None:
     for variant in source.variants:
         item = target.variants.add()
         item.name, item.image, item.path = variant.name, variant.image, variant.path
-        item.seed, item.engine, item.card = variant.seed, variant.engine, variant.card
+        item.seed, item.engine, item.card, item.overlay = variant.seed, variant.engine, variant.card, variant.overlay
         map_io.copy_maps(variant, item)
     map_io.set_map_nodes(target, {entry.name: entry.node_name for entry in source.map_nodes})
 
@@ -41,7 +41,7 @@ def _remember(material, current) -> None:
     _copy_set(current, history.add())
     history.move(len(history) - 1, 0)
     while len(history) > HISTORY_LIMIT:
-        dropped = [image for v in history[-1].variants for image in (v.image, *(m.image for m in v.maps))]
+        dropped = [image for v in history[-1].variants for image in (v.image, v.overlay, *(m.image for m in v.maps))]
         history.remove(len(history) - 1)
         _drop_unused(dropped)
     material.texture_variants.history_index = 0
@@ -53,9 +53,11 @@ def _entry_parameters(entry: dict) -> dict:
 
 
 def _entry_seed(entry: dict) -> tuple[int, str]:
-    """(seed, kind): the engine for variants, "restyle", "tileable" or "layout" (a baked tile set
-    layout) for those results."""
+    """(seed, kind): the engine for variants, "restyle", "tileable", "upscale" or "layout" (a baked
+    tile set layout) for those results."""
     params = _entry_parameters(entry)
+    if params.get("upscale_factor"):
+        return int(params.get("seed", 0)), "upscale"
     if params.get("kind") == "tileable":
         return 0, "tileable"
     if params.get("kind") == "layout":
@@ -81,7 +83,7 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
     added = len(current.variants)
     for entry in job.files:
         seed, engine = _entry_seed(entry)
-        kind = engine if engine in ("restyle", "layout") else "variant"
+        kind = engine if engine in ("restyle", "layout", "upscale") else "variant"
         name = f"{stem} tileable" if engine == "tileable" else f"{stem} {kind} s{seed}"
         file = texture_io.import_variant(entry["path"], name, source, encoding, (plan.width, plan.height), folder)
         image = texture_io.load_variant(str(file), name, source, encoding["kind"])
@@ -93,6 +95,8 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
         item.seed, item.engine = seed, engine
         item.card = json.dumps(_entry_parameters(entry).get("card") or {}, sort_keys=True)
         map_io.load_maps(item, entry.get("maps") or {}, (plan.width, plan.height), folder, pack, Path(file).stem)
+        if entry.get("band"):  # Make Tileable: where it re-made pixels, shown over the thumbnail
+            item.overlay = texture_io.band_overlay(image, entry["band"], f"{image.name} band")
     paths.mark_finished(job.folder)
     first = current.variants[0] if len(current.variants) else None
     if not append:  # a joined set keeps what it was made for (its source: the original texture)

@@ -29,7 +29,7 @@ import numpy as np
 from .. import paths
 from ..errors import UserError
 from ..paths import safe_stem
-from ..pixels import colour, edges, float_tiff
+from ..pixels import colour, edges, float_tiff, resample, sizing
 
 # Formats the backend reads directly; anything else (EXR, HDR, ...) goes through Blender as PNG.
 BACKEND_READS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".tga"}
@@ -214,30 +214,53 @@ def _check_exportable(image) -> None:
         raise UserError("image_missing", f"The image file of '{image.name}' is missing: {missing}", MISSING_HINT)
 
 
-def export_reference(image, job_dir: str | os.PathLike, side: int | None = None,
-                     role: str = "reference") -> tuple[Path, dict]:
-    """Write `image` into the job folder as the backend's input (`role`: reference or guide): (its
+def export_reference(image, job_dir: str | os.PathLike, role: str = "reference") -> tuple[Path, dict]:
+    """Write `image` into the job folder as the backend's input (`role`: reference, guide or mask): (its
     path, how it is encoded).
 
-    `side`: squeeze it to a side x side square first (Match Source on a non-square source). The
-    encoding {"kind", "scale"} is what `import_variant` needs to bring the variants back.
+    At its own size, unless it is larger than the backend reads: then downsampled by a whole factor
+    (sizing.export_factor, a block mean with numpy). The encoding {"kind", "scale"} is what
+    `import_variant` needs to bring the variants back.
     """
     job_dir = Path(job_dir)
     stem = f"{role}-{safe_stem(image.name)}"
     _check_exportable(image)
     kind = source_kind(image)
-    size = None if side is None else (side, side)
     encoding = {"kind": kind, "scale": 1.0}
-    if kind != LINEAR and size is None:
+    factor = sizing.export_factor(*image.size)
+    if factor > 1:
+        return _export_downsampled(image, job_dir / stem, encoding, factor), encoding
+    if kind != LINEAR:
         copied = _plain_copy(image, job_dir, stem)
         if copied is not None:
             return copied, encoding
     path = job_dir / f"{stem}.png"
-    with _scratch_copy(image, size=size) as temp:
+    with _scratch_copy(image) as temp:
         if kind == LINEAR:
             encoding["scale"] = colour.exposure_scale(colour.brightest(_pixels(temp)))
         save_as(temp, path, BYTE, exposure=-math.log2(encoding["scale"]), alpha=has_alpha(image))
     return path, encoding
+
+
+def _export_downsampled(image, stem: Path, encoding: dict, factor: int) -> Path:
+    """`image` reduced by `factor` (a block mean of its pixels) written as `stem` + suffix: an 8-bit
+    source's bytes as an uncompressed 8-bit TIFF (written by numpy, seconds faster than Blender's PNG
+    encoder at 8192²), anything else through Blender at the backend's 8 bits (a LINEAR source
+    exposure-encoded as on the plain path, its scale into `encoding`)."""
+    width, height, byte, channels = *image.size, encoding["kind"] == BYTE, 4 if has_alpha(image) else 3
+    small, new_width, new_height = resample.block_mean(_pixels(image), width, height, factor, byte, channels)
+    if byte:  # the job folder is new and ours: written in place
+        return float_tiff.write(stem.with_name(f"{stem.name}.tif"), small, new_width, new_height, channels, bits=8)
+    if encoding["kind"] == LINEAR:
+        encoding["scale"] = colour.exposure_scale(colour.brightest(small))
+    temp = bpy.data.images.new(".texture_variants_scratch", new_width, new_height, alpha=True, float_buffer=True)
+    try:
+        temp.colorspace_settings.name = image.colorspace_settings.name
+        temp.pixels.foreach_set(small)
+        return save_as(temp, stem.with_name(f"{stem.name}.png"), BYTE, exposure=-math.log2(encoding["scale"]),
+                       alpha=has_alpha(image))
+    finally:
+        bpy.data.images.remove(temp)
 
 
 def export_map(image, job_dir: str | os.PathLike, name: str) -> Path:
@@ -245,11 +268,20 @@ def export_map(image, job_dir: str | os.PathLike, name: str) -> Path:
     depth (`map_kind`): a float image as a 32-bit float TIFF of its pixels (float_tiff; every value
     kept, outside 0-1 too); else its own file when the backend reads that as it is, or written by
     Blender: 8-bit PNG, or a 16-bit TIFF for 16-bit images. The values are the file's (for linear
-    and float images, the shader's). At its own size: the backend fits it to the base colour."""
+    and float images, the shader's). At its own size (the backend fits it to the base colour), unless
+it is larger than the backend reads: then reduced like the reference, as an 8-bit TIFF (8-bit maps)
+or a float TIFF (deeper ones)."""
     job_dir = Path(job_dir)
     stem = f"map-{name}-{safe_stem(image.name)}"
     _check_exportable(image)
     kind = map_kind(image)
+    factor = sizing.export_factor(*image.size)
+    if factor > 1:  # larger than the backend reads: a block mean, the values kept (8-bit stays 8-bit)
+        channels = 4 if has_alpha(image) else 3
+        rgba, width, height = resample.block_mean(_pixels(image), *image.size, factor, kind == BYTE, channels)
+        if kind == BYTE:
+            return float_tiff.write(job_dir / f"{stem}.tif", rgba, width, height, channels, 8)
+        return float_tiff.write(job_dir / f"{stem}.tif", rgba, width, height, float_tiff.channels_of(rgba))
     if kind == FLOAT:
         rgba = _pixels(image)
         return float_tiff.write(job_dir / f"{stem}.tif", rgba, *image.size, float_tiff.channels_of(rgba))
@@ -302,6 +334,28 @@ def load_variant(path: str, name: str, like=None, kind: str = BYTE) -> bpy.types
             image.colorspace_settings.name = like.colorspace_settings.name
         image.alpha_mode = like.alpha_mode
     return image
+
+
+BAND_TINT = np.array([1.0, 0.45, 0.1], np.float32)  # the re-made band, tinted orange over the result
+
+
+def band_overlay(image, band_path: str, name: str) -> bpy.types.Image:
+    """A packed copy of `image` with the pixels its band file marks (white = re-made) tinted: Make
+    Tileable's band drawn over the result's thumbnail."""
+    band = bpy.data.images.load(band_path, check_existing=False)
+    try:
+        if tuple(band.size) != tuple(image.size):
+            band.scale(*image.size)
+        marked = _pixels(band).reshape(-1, 4)[:, 0] > 0.5
+    finally:
+        bpy.data.images.remove(band)
+    rgba = _pixels(image).reshape(-1, 4).copy()
+    rgba[marked, :3] = 0.55 * rgba[marked, :3] + 0.45 * BAND_TINT
+    overlay = bpy.data.images.new(name, *image.size, alpha=True)
+    overlay.colorspace_settings.name = image.colorspace_settings.name
+    overlay.pixels.foreach_set(rgba.ravel())
+    overlay.pack()
+    return overlay
 
 
 def tiled_copy(image, repeats: int = 3) -> bpy.types.Image:

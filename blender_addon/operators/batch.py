@@ -57,17 +57,16 @@ def _job_for(context, settings, material, folder: Path, seed: int) -> tuple[dict
     material, node, image = target.resolve_material(material)
     target.check_editable(material)  # linked data keeps no history to list the results in
     plan = sizing.size_plan(settings, image)
-    side = plan.side if plan.squeezed else None
     folder.mkdir()
     try:
-        reference, encoding = texture_io.export_reference(image, folder, side)
+        reference, encoding = texture_io.export_reference(image, folder)
         maps = map_io.export_chosen(material, node, folder)  # the ticked maps travel as with Generate
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    params = generate._request(context, settings, seed, plan.side)
+    params = generate._request(context, settings, seed, plan.size)
     params["preview_every"] = 0  # a batch shows no live preview
-    params |= map_io.request_fields(maps, plan, side is not None)
+    params |= map_io.request_fields(maps)
     made_for = {"material": material.name, "node_name": node.name, "source": image.name, "encoding": encoding,
                 "plan": plan, "maps": {name: node_name for name, (node_name, _) in maps.items()}}
     return {"input": str(reference), "output_dir": str(folder), **params}, made_for

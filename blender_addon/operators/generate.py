@@ -38,10 +38,10 @@ def _redraw(context) -> None:
                 area.tag_redraw()
 
 
-def _request(context, settings, seed: int, side: int, guide=None) -> dict:
+def _request(context, settings, seed: int, size: list[int], guide=None) -> dict:
     names = (*jobs.REQUEST_SETTINGS, *jobs.STYLE_SETTINGS, *jobs.PROMPT_SETTINGS, *jobs.SKETCH_SETTINGS, "sampler")
     values = {name: getattr(settings, name) for name in names}
-    values["size"] = side
+    values["size"] = size  # [width, height] (sizing.SizePlan.size)
     values["content_encoder"] = prefs.content_encoder(context)
     params = jobs.request_params(values, seed, guide)
     model = prefs.control_model(settings.sketch_mode, context) if guide else None
@@ -87,7 +87,7 @@ class JobOperator:
         guide = None
         if settings.sketch is not None:
             guide = texture_io.export_reference(settings.sketch, job_dir, role="guide")[0]
-        return _request(context, settings, seed, plan.side, guide)
+        return _request(context, settings, seed, plan.size, guide)
 
     def _maps(self, material, node, job_dir) -> dict:
         """The material's maps sent with the texture: {map name: (its node's name, the file in `job_dir`)}."""
@@ -96,10 +96,6 @@ class JobOperator:
     def _size_plan(self, settings, image):
         """What is made of `image`: its size and the notes for the panel (the panel's Size settings)."""
         return sizing.size_plan(settings, image)
-
-    def _side(self, plan) -> int | None:
-        """The side of the square the texture is sent squeezed to, or None to send it as it is."""
-        return plan.side if plan.squeezed else None
 
     def _submit(self, context, in_thread=False):
         """Check everything, export the texture, send the job. Changes no bpy data."""
@@ -112,11 +108,11 @@ class JobOperator:
         # One folder per job: the reference copy goes in now, the backend writes the variants beside it.
         job_dir = paths.new_job_folder(storage.jobs_root())
         try:
-            reference, encoding = texture_io.export_reference(image, job_dir, self._side(plan))
+            reference, encoding = texture_io.export_reference(image, job_dir)
             seed = jobs.new_seed() if settings.randomize_seed else settings.seed
             params = self._request_params(context, settings, image, job_dir, seed, plan)
             maps = self._maps(material, node, job_dir)
-            params |= map_io.request_fields(maps, plan, self._side(plan) is not None)
+            params |= map_io.request_fields(maps)
             job = session.shared().submit(config, root, str(reference), str(job_dir), params, in_thread=in_thread,
                                           request=self.request)
         except BaseException:

@@ -44,9 +44,6 @@ class TEXTURE_VARIANTS_OT_add_missing_maps(JobOperator, bpy.types.Operator):
         self._wiring = wiring.plan(material, node, self.height)
         return material, node, image
 
-    def _side(self, plan):
-        return None  # the texture as it is: its maps at its own size
-
     def _request_params(self, context, settings, image, job_dir, seed: int, plan) -> dict:
         return {"engine": "patch", "derive": list(self._wiring.maps), "maps_only": True, "preview_every": 0}
 

@@ -30,9 +30,9 @@ def restyle_input(context):
     return restyle_target(context)[2]
 
 
-def _mask_file(settings, image, job_dir, side):
-    """The painted mask written into the job folder (squeezed like the texture when it is), after the
-    checks the backend would make later."""
+def _mask_file(settings, image, job_dir):
+    """The painted mask written into the job folder (at its own size: the backend fits it to the
+    texture), after the checks the backend would make later."""
     mask = settings.mask_image
     if mask is None:
         raise UserError("no_mask", "Mask is Painted Mask, but no mask image is chosen",
@@ -41,7 +41,7 @@ def _mask_file(settings, image, job_dir, side):
     if not (mw and mh) or abs((mw / mh) / (w / h) - 1.0) > 0.01:
         raise UserError("bad_mask", f"The mask '{mask.name}' is {mw}x{mh} px, the texture {w}x{h} px",
                         "use a mask with the texture's aspect ratio (New Mask makes one)")
-    return str(texture_io.export_reference(mask, job_dir, side, role="mask")[0])
+    return str(texture_io.export_reference(mask, job_dir, role="mask")[0])
 
 
 class TEXTURE_VARIANTS_OT_restyle(JobOperator, bpy.types.Operator):
@@ -63,16 +63,15 @@ class TEXTURE_VARIANTS_OT_restyle(JobOperator, bpy.types.Operator):
         if not settings.restyle_prompt.strip():
             raise UserError("no_prompt", "Restyle needs a prompt", "type the new look, e.g. \"mossy bricks\"")
         values = {name: getattr(settings, name) for name in (*jobs.RESTYLE_SETTINGS, "mask_mode")}
-        values["size"] = plan.side
-        side = plan.side if plan.squeezed else None  # the input went squeezed to a square: so do the masks
+        values["size"] = plan.size
         if settings.mask_source == "image":
-            params = jobs.restyle_params(values, seed, mask=_mask_file(settings, image, job_dir, side))
+            params = jobs.restyle_params(values, seed, mask=_mask_file(settings, image, job_dir))
         elif settings.mask_source == "points":
             if not len(settings.mask_points):
                 raise UserError("no_points", "Mask is Points, but no point is placed",
                                 "place the Image Editor's 2D cursor on the part to select, then click Add Point")
             points = [(p.u, p.v, p.negative) for p in settings.mask_points]
-            size = (side, side) if side else tuple(image.size)
+            size = plan.export or tuple(image.size)  # the input's pixels as exported
             params = jobs.restyle_params(values, seed, points=jobs.points_in_pixels(points, *size))
             if prefs.control_model("sam", context):
                 params["sam"] = prefs.control_model("sam", context)

@@ -58,11 +58,7 @@ class TEXTURE_VARIANTS_OT_make_tile_set(JobOperator, bpy.types.Operator):
         return target.resolve(context)  # the original texture, even while a variant is applied
 
     def _size_plan(self, settings, image):
-        width, height = image.size
-        return sizing.SizePlan(max(width, height), width, height)  # read at its own size
-
-    def _side(self, plan):
-        return None
+        return sizing.own_size(*image.size)  # read at its own size
 
     def _request_params(self, context, settings, image, job_dir, seed: int, plan) -> dict:
         state = target.active_material(context).texture_variants.tile_set
@@ -174,7 +170,7 @@ class TEXTURE_VARIANTS_OT_bake_tile_layout(bpy.types.Operator):
                  if name in entry["maps"]}
         made_for = {"material": material, "node_name": node.name, "source": source,
                     "encoding": {"kind": texture_io.source_kind(source), "scale": 1.0},
-                    "plan": sizing.SizePlan(max(width, height), width, height), "maps": nodes}
+                    "plan": sizing.SizePlan(width, height), "maps": nodes}
         results.load_job(context.scene.texture_variants, SimpleNamespace(folder=str(job_dir), files=[entry]), made_for)
         self.report({"INFO"}, f"Layout of {cells[0]}×{cells[1]} cells baked ({width}×{height}"
                     f"{''.join(' + ' + m for m in sorted(entry['maps']))}): Apply or Bake it like a variant")

@@ -31,17 +31,16 @@ class TEXTURE_VARIANTS_OT_make_tileable(JobOperator, bpy.types.Operator):
         return target.resolve(context)  # the original texture, even while a variant is applied
 
     def _size_plan(self, settings, image):
-        width, height = image.size
-        return sizing.SizePlan(max(width, height), width, height)  # its own size: nothing resampled
-
-    def _side(self, plan):
-        return None  # sent as it is
+        return sizing.own_size(*image.size)  # its own size: resampled only when the backend could not read it
 
     def _request_params(self, context, settings, image, job_dir, seed: int, plan) -> dict:
         if settings.tile == "none":
             raise UserError("no_tile_axes", "Tile is None: there is no seam to make",
                             "set Tile (Advanced) to Both, X or Y, then click Make Tileable")
-        return {"tile": settings.tile, "flatten": "auto"}
+        params = {"tile": settings.tile, "flatten": "auto"}
+        if settings.engine == "diffusion":  # the band generated anew in the texture's look (Auto: the patch repair)
+            params |= {"engine": "diffusion", "seed": seed, "steps": settings.steps}
+        return params
 
     def _maps(self, material, node, job_dir) -> dict:
         return map_io.export_chosen(material, node, job_dir)

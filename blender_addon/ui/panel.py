@@ -17,9 +17,10 @@ from ..material import compare as material_compare
 from ..material import maps as material_maps
 from ..material import storage, texture_io, tiling_preview
 from ..material import target as material_target
-from ..material.results import HISTORY_LIMIT
 from ..pixels import sizing
 from .batch import draw_batch
+from .history import draw_history
+from .size import draw_size, draw_upscale
 from .tile_set import draw_tile_set
 
 
@@ -127,15 +128,7 @@ def draw_settings(layout, view) -> None:
         _wrapped(col, panel_rules.PATCH_HINT, "INFO")
     col.prop(settings, "variants")
     _prop(col, settings, "sampler", states)
-    row = col.row(align=True)  # one Size: the mode, the pixels when Fixed, and what comes out
-    row.prop(settings, "size_mode", text="Size")
-    if states.get("size", panel_rules.SHOWN) != panel_rules.HIDDEN:
-        row.prop(settings, "size", text="")
-    if view.image is not None:
-        plan = sizing.size_plan(settings, view.image)
-        col.label(text=f"Makes {plan.width}×{plan.height}", icon="IMAGE_PLANE")
-        for note in plan.notes:
-            col.label(text=note, icon="ERROR")
+    draw_size(col, view, states)
     _prop(col, settings, "prompt", states)
     if states["sketch"] != panel_rules.HIDDEN:
         col.separator()
@@ -288,8 +281,11 @@ def draw_results(layout, view) -> None:
                              type="GRID", columns=4, rows=1)
         picked = current.picked()
         if picked is not None:
-            if picked.image.preview:
-                layout.template_icon(icon_value=picked.image.preview.icon_id, scale=6.0)
+            shown = picked.overlay or picked.image  # Make Tileable: its re-made band tinted orange
+            if shown.preview:
+                layout.template_icon(icon_value=shown.preview.icon_id, scale=6.0)
+            if picked.overlay:
+                layout.label(text="Orange: the band Make Tileable re-made", icon="INFO")
             maps = "".join(f" + {m.name}" for m in picked.maps)
             layout.label(text=f"{picked.image.name}{maps} · seed {picked.seed} · {picked.engine}")
             details = panel_rules.card_details(json.loads(picked.card or "{}"))
@@ -305,7 +301,9 @@ def draw_results(layout, view) -> None:
         if current.expectation:
             _wrapped(layout, current.expectation, "INFO")
         _apply_buttons(layout, view, binding)
-    if view.material is not None and len(view.material.texture_variants.applied) and not view.linked:
+    applied = view.material is not None and len(view.material.texture_variants.applied) and not view.linked
+    draw_upscale(layout, view, current.picked() if len(current.variants) else None, bool(applied))
+    if applied:
         row = layout.row(align=True)
         row.operator("texture_variants.revert", icon="LOOP_BACK")
         row.operator("texture_variants.bake", icon="FILE_TICK")
@@ -341,26 +339,6 @@ def draw_maps(layout, view) -> None:
         row.operator("texture_variants.add_missing_maps", icon="ADD").height = "bump"
         row.operator("texture_variants.add_missing_maps", text="As Displacement", icon="MOD_DISPLACE").height = \
             "displacement"
-
-
-def draw_history(layout, view) -> None:
-    """The material's earlier result sets, newest first, to make one current again."""
-    if view.material is None:
-        return
-    history = view.material.texture_variants.history
-    header, body = layout.panel("texture_variants_history", default_closed=True)
-    header.label(text=f"History ({len(history)})")
-    if not body:
-        return
-    body.label(text=f"The last {HISTORY_LIMIT} result sets of this material are kept")
-    for index, entry in enumerate(history):
-        row = body.row(align=True)
-        first = entry.variants[0].image if len(entry.variants) else None
-        if first is not None and first.preview:
-            row.label(text=entry.label(), icon_value=first.preview.icon_id)
-        else:
-            row.label(text=entry.label(), icon="IMAGE_DATA")
-        row.operator("texture_variants.use_result_set", text="Use").index = index
 
 
 SECTIONS = [draw_target, draw_maps, draw_settings, draw_advanced, draw_job, draw_batch, draw_restyle, draw_tile_set,

@@ -1,8 +1,8 @@
 """Float maps in Blender (docs/guide/materials.md, "Whole materials"): a material whose height image is a float OpenEXR
 with values outside 0-1 (through a Displacement node) -> Generate (patch engine) -> Apply -> the
 height node shows a float image with the source's values -> Bake writes a float OpenEXR. And a
-non-square texture sent squeezed (Match Source) with a normal map and a float height: the maps come
-back at the texture's size from the backend (unit normals, the height within its range).
+non-square texture made at its own size (Match Source) with a normal map and a float height: the
+maps come back at the texture's size from the backend (unit normals, the height within its range).
 The pytest side makes the files; the OpenEXR is written here, from its float TIFF, by Blender.
 See harness.py for how it is run."""
 
@@ -84,8 +84,8 @@ def float_height(rec, project, folder, dumps):
     rec["baked"] = describe(material.node_tree.nodes["Height"].image, dumps, "baked")
 
 
-def squeezed(rec, folder, dumps):
-    """A 2:1 texture with Match Source: the backend gets a square, the maps come back 2:1."""
+def wide(rec, folder, dumps):
+    """A 2:1 texture with Match Source: the backend makes it 2:1, the maps come back 2:1."""
     h.clean_scene()
     _, material = material_with(folder, "wide.png", "wide_height.exr", "wide_normal.png", name="Wide")
     h.set_settings(engine="patch", variants=1, size_mode="match", seed=2, randomize_seed=False)
@@ -114,7 +114,7 @@ def scenario(rec):
     hashes = {name: h.sha256(os.path.join(folder, name)) for name in os.listdir(folder)}
     h.clean_scene()
     float_height(rec, project, folder, dumps)
-    squeezed(rec, folder, dumps)
+    wide(rec, folder, dumps)
     rec["originals_unchanged"] = {name: h.sha256(os.path.join(folder, name)) == digest for name, digest in hashes.items()}
 
 

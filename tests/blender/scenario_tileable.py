@@ -46,6 +46,16 @@ def scenario(rec):
                        "maps": {m.name: bpy.path.abspath(m.image.filepath) for m in v.maps}}
                       for v in current.variants]
     rec["expectation"] = current.expectation
+    variant = current.variants[0]
+    if variant.overlay is not None:  # the re-made band tinted over the result, for the panel's thumbnail
+        over, plain = h.image_pixels(variant.overlay), h.image_pixels(variant.image)
+        count = len(over) // 4
+        tinted = sum(1 for i in range(count) if any(abs(over[4 * i + c] - plain[4 * i + c]) > 1e-3 for c in range(3)))
+        rec["overlay"] = {"packed": variant.overlay.packed_file is not None, "size": list(variant.overlay.size),
+                          "tinted": tinted / count}
+    layout = h.CheckingLayout()
+    h.addon_module("ui.panel").draw_variants_panel(layout, bpy.context)
+    rec["panel_labels"] = [text for kind, text in layout.calls if kind == "label"]
     rec["history"] = [s.engine for s in material.texture_variants.history]
     step(rec, "apply", OPS.apply_variant)
     rec["shown_applied"] = shown(material)

@@ -67,7 +67,7 @@ def test_the_manifest_has_a_job_per_material_with_the_scenes_settings(batch):
                                                           "03-Gravel_Material"]
     for line in manifest:
         assert line["input"].startswith(line["output_dir"] + "/reference-")  # relative to the manifest
-        assert (line["engine"], line["variants"], line["size"], line["tile"]) == ("patch", 2, 64, "both")
+        assert (line["engine"], line["variants"], line["size"], line["tile"]) == ("patch", 2, [64, 64], "both")
     assert [line["seed"] for line in manifest] == [3, 5, 7]
     assert [sorted(line.get("maps", {})) for line in manifest] == [[], ["roughness"], []]  # the Grass map travels
     assert manifest[1]["maps"]["roughness"].startswith("02-Grass_Material/map-roughness-")

@@ -1,6 +1,6 @@
 """In real Blender: float maps keep their values (docs/guide/materials.md, "Whole materials"). A float OpenEXR height
-with values in [-0.3, 2.5] goes through Generate (patch engine), Apply and Bake exactly; a squeezed
-non-square texture's maps come back at its size from the backend, normals unit length."""
+with values in [-0.3, 2.5] goes through Generate (patch engine), Apply and Bake exactly; a non-square
+texture's maps come back at its size from the backend, normals unit length."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def test_apply_shows_the_float_height_and_bake_writes_a_float_openexr(run, float
     assert data["originals_unchanged"] and all(data["originals_unchanged"].values())
 
 
-def test_a_squeezed_textures_maps_come_back_at_its_size_from_the_backend(run):
+def test_a_non_square_textures_maps_come_back_at_its_size_from_the_backend(run):
     data, _ = run
     _ok(data["wide_generate"])
     wide = data["wide_variant"]

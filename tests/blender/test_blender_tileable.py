@@ -78,3 +78,13 @@ def test_apply_bake_revert_treat_it_like_a_variant(tiled):
     assert all(applied[node][0] != before[node][0] for node in applied)  # colour and both maps applied
     assert all(Path(baked[node][1]).parent.name == "textures" for node in baked)
     assert reverted == before
+
+
+def test_the_re_made_band_is_tinted_over_the_result_in_the_panel(tiled):
+    data, _ = tiled
+    [result] = data["results"]
+    band = np.asarray(Image.open(result["path"].replace(".png", "-band.png"))) > 0
+    overlay = data["overlay"]
+    assert overlay["packed"] and overlay["size"] == [W, H]
+    assert abs(overlay["tinted"] - band.mean()) < 0.01  # exactly the band's pixels, tinted
+    assert "Orange: the band Make Tileable re-made" in data["panel_labels"]

@@ -16,7 +16,7 @@ OPERATORS = ["add_mask_point", "add_missing_maps", "apply_variant", "bake", "bak
              "cancel_setup", "check_backend", "clean_up_jobs", "clear_mask_points", "compare", "download_model", "generate",
              "generate_all", "generate_selected", "make_guide", "make_tile_set", "make_tileable", "new_mask",
              "pick_node", "remove_backend", "restyle", "revert", "setup_backend", "sort_results",
-             "tile_preview", "tiling_preview", "use_result_set", "use_tile_set"]
+             "tile_preview", "tiling_preview", "upscale", "use_result_set", "use_tile_set"]
 
 
 @pytest.fixture(scope="module")
