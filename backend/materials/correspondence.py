@@ -188,7 +188,7 @@ class _Search:
     def _cost(self, fy: np.ndarray, fx: np.ndarray, own: np.ndarray) -> np.ndarray:
         flat = fy * self.ref_shape[1] + fx
         cost = None
-        for chunk, mine in zip(self.fr, own):
+        for chunk, mine in zip(self.fr, own, strict=True):
             diff = np.take(chunk, flat, axis=0)  # take: faster than indexing
             diff -= mine
             part = np.einsum("ij,ij->i", diff, diff)
