@@ -11,7 +11,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import bpy  # noqa: E402
 import harness as h  # noqa: E402
-from scenario_tiling_preview import structure  # noqa: E402
 
 OPS = bpy.ops.texture_variants
 
@@ -54,7 +53,7 @@ def scenario(rec):
     rec["variants"] = [{"image": v.image.name, "maps": {m.name: m.image.name for m in v.maps}}
                        for v in current.variants]
     current.index = 0
-    before = structure(material)
+    before = h.tree_structure(material)
     rec["shown_before"] = shown(material)
     rec["stop_unstarted"] = h.call(OPS.compare, show="STOP")
     rec["variant"] = h.call(OPS.compare, show="VARIANT")
@@ -71,7 +70,7 @@ def scenario(rec):
     material = bpy.data.materials["Wall Material"]
     rec["shown_reopened"] = shown(material)
     rec["stop"] = h.call(OPS.compare, show="STOP")
-    rec["restored"] = structure(material) == before
+    rec["restored"] = h.tree_structure(material) == before
     rec["shown_stopped"] = shown(material)
     rec["variant_again"] = h.call(OPS.compare, show="VARIANT")
     rec["apply"] = h.call(OPS.apply_variant)
