@@ -36,14 +36,16 @@ import numpy as np
 from backend.metrics import as_array
 
 PATCH = 7
-FEATURE_DIMS = 16
-CENTRE_WEIGHT = 2.0  # the centre pixel counts as much as 4 patch pixels
+FEATURE_DIMS = 5  # with the 3 centre-pixel values: 8 float32, one 32-byte row (see _chunked)
+CENTRE_WEIGHT = 2.0
+QUANTUM = 4096  # features are rounded to 1 / QUANTUM  # the centre pixel counts as much as 4 patch pixels
 GLOBAL_SHIFTS = 4  # phase-correlation peaks tried as whole-field candidates
 PCA_SAMPLES = 4096
 TREE_DIMS = 4  # the leading feature dimensions the k-d tree seeds search in
 LATTICE = 4  # every LATTICE-th variant pixel (per axis) is seeded by the k-d tree
-CONVERGED = 0.02  # the search stops when a round lowers the total cost by less than this share
+CONVERGED = 0.035  # the search stops when a round lowers the total cost by less than this share
 MAX_ROUNDS = 12
+CHUNK = 8  # float32 features per 32-byte row of the search's tables
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,11 @@ def _pca_basis(ref: np.ndarray, patch: int, rng: np.random.Generator) -> np.ndar
     h, w, c = ref.shape
     ys, xs = rng.integers(0, h, PCA_SAMPLES), rng.integers(0, w, PCA_SAMPLES)
     samples = np.stack([ref[(ys + dy) % h, (xs + dx) % w] for dy, dx in _offsets(patch)], axis=1)
-    samples = samples.reshape(PCA_SAMPLES, -1)
+    samples = samples.reshape(PCA_SAMPLES, -1).astype(np.float64)
     samples -= samples.mean(axis=0)
-    _, _, vt = np.linalg.svd(samples, full_matrices=False)
-    dims = min(FEATURE_DIMS, vt.shape[0])
-    return vt[:dims].T.reshape(patch * patch, c, dims).astype(np.float32)
+    _, vectors = np.linalg.eigh(samples.T @ samples)  # the scatter matrix's eigenvectors: cheaper than an SVD
+    dims = min(FEATURE_DIMS, vectors.shape[1])
+    return vectors[:, ::-1][:, :dims].reshape(patch * patch, c, dims).astype(np.float32)
 
 
 def _describe(image: np.ndarray, basis: np.ndarray, patch: int) -> np.ndarray:
@@ -124,9 +126,13 @@ def _describe(image: np.ndarray, basis: np.ndarray, patch: int) -> np.ndarray:
     windows = np.lib.stride_tricks.sliding_window_view(padded, (patch, patch), axis=(0, 1))  # (h, w, c, p, p)
     flat_basis = basis.reshape(patch, patch, c, -1).transpose(2, 0, 1, 3).reshape(c * patch * patch, -1)
     out = np.empty((h, w, basis.shape[2]), np.float32)
-    band = max(1, 2**16 // w)
+    band = max(1, 2**11 // w)  # rows whose copied windows stay in the cache
     for y in range(0, h, band):
         out[y:y + band] = (windows[y:y + band].reshape(-1, c * patch * patch) @ flat_basis).reshape(-1, w, out.shape[2])
+    # rounded to a grid far finer than any patch difference: equal patches get bit-equal features
+    # wherever they are (the product's rounding depends on the row's place in its band), so an exact
+    # match costs exactly 0 and leaves the search
+    out = np.round(out * QUANTUM) / QUANTUM
     return np.concatenate([out, CENTRE_WEIGHT * image.astype(np.float32)], axis=2)
 
 
@@ -148,11 +154,14 @@ class _Search:
     def __init__(self, fv: np.ndarray, fr: np.ndarray, rng: np.random.Generator):
         self.shape = fv.shape[:2]
         self.ref_shape = fr.shape[:2]
-        self.fv = np.ascontiguousarray(fv.reshape(-1, fv.shape[2]))
-        self.fr = np.ascontiguousarray(fr.reshape(-1, fr.shape[2]))
+        self.fv, self.fr = _chunked(fv), _chunked(fr)
         self.rng = rng
-        self.py, self.px = (a.ravel() for a in np.indices(self.shape))
-        self.active = np.arange(self.fv.shape[0])
+        self.py, self.px = (a.ravel() for a in np.indices(self.shape, dtype=np.int32))
+        self.active = np.arange(self.fv.shape[1], dtype=np.int32)
+        # wrapping by table look-up (cheaper than %), for every coordinate a candidate can have
+        self.margin = 2 * max(*self.ref_shape, *self.shape, LATTICE)
+        self.wrap_y, self.wrap_x = (np.arange(-self.margin, n + self.margin, dtype=np.int32) % n
+                                    for n in self.ref_shape)
 
     def seed(self, shifts: list[tuple[int, int]]) -> None:
         """For a lattice of pixels (every LATTICE-th row and column, from a random corner) their exact
@@ -165,35 +174,39 @@ class _Search:
         oy, ox = self.rng.integers(0, LATTICE, 2)
         ly, lx = (self.py - oy) // LATTICE * LATTICE + oy, (self.px - ox) // LATTICE * LATTICE + ox
         lattice = np.flatnonzero((ly == self.py) & (lx == self.px))
-        dims = min(TREE_DIMS, self.fr.shape[1])
-        tree = cKDTree(self.fr[:, :dims], leafsize=32, balanced_tree=False, compact_nodes=False)
-        _, nearest = tree.query(self.fv[lattice, :dims], k=1)
-        match = np.zeros(len(self.py), np.int64)
+        tree = cKDTree(self.fr[0, :, :TREE_DIMS], leafsize=32, balanced_tree=False, compact_nodes=False)
+        _, nearest = tree.query(self.fv[0, lattice, :TREE_DIMS], k=1)
+        match = np.zeros(len(self.py), np.int32)
         match[lattice] = nearest
         owner = (ly % self.shape[0]) * self.shape[1] + lx % self.shape[1]
         my, mx = np.divmod(match[owner], w)
-        self.fy, self.fx = (my + self.py - ly) % h, (mx + self.px - lx) % w
+        self.fy, self.fx = ((my + self.py - ly) % h).astype(np.int32), ((mx + self.px - lx) % w).astype(np.int32)
         self.cost = self._cost(self.fy, self.fx, self.fv)
         for dy, dx in shifts:
             self.consider(self.py - dy, self.px - dx)
 
     def _cost(self, fy: np.ndarray, fx: np.ndarray, own: np.ndarray) -> np.ndarray:
-        diff = np.take(self.fr, fy * self.ref_shape[1] + fx, axis=0)  # take: faster than indexing
-        diff -= own
-        return np.einsum("ij,ij->i", diff, diff)
+        flat = fy * self.ref_shape[1] + fx
+        cost = None
+        for chunk, mine in zip(self.fr, own, strict=True):
+            diff = np.take(chunk, flat, axis=0)  # take: faster than indexing
+            diff -= mine
+            part = np.einsum("ij,ij->i", diff, diff)
+            cost = part if cost is None else np.add(cost, part, out=cost)
+        return cost
 
     def consider(self, cy: np.ndarray, cx: np.ndarray, idx=None, own=None) -> None:
         """Take the candidates (for the pixels `idx`, default all; `own`: their features) where they
         are better; coordinates wrap around the reference."""
         h, w = self.ref_shape
-        cy, cx = cy % h, cx % w
+        cy, cx = np.take(self.wrap_y, cy + self.margin), np.take(self.wrap_x, cx + self.margin)
         if idx is None:
             cost = self._cost(cy, cx, self.fv)
             better = cost < self.cost
             self.fy, self.fx = np.where(better, cy, self.fy), np.where(better, cx, self.fx)
             self.cost = np.minimum(cost, self.cost)
             return
-        cost = self._cost(cy, cx, np.take(self.fv, idx, axis=0) if own is None else own)
+        cost = self._cost(cy, cx, np.take(self.fv, idx, axis=1) if own is None else own)
         better = cost < self.cost[idx]
         won = idx[better]
         self.fy[won], self.fx[won], self.cost[won] = cy[better], cx[better], cost[better]
@@ -218,7 +231,7 @@ class _Search:
     def propagate(self, reach: int) -> None:
         """Jump flooding: each active pixel tries its neighbours' matches, shifted back, at 2^k ... 1 px."""
         idx = self.active
-        own = np.take(self.fv, idx, axis=0)
+        own = np.take(self.fv, idx, axis=1)
         h, w = self.shape
         py, px = self.py[idx], self.px[idx]
         for jump in [1 << k for k in range(int(np.log2(max(reach, 1))), -1, -1)]:
@@ -229,12 +242,22 @@ class _Search:
 
     def random_search(self) -> None:
         idx = self.active
-        own = np.take(self.fv, idx, axis=0)
+        own = np.take(self.fv, idx, axis=1)
         radius = max(self.ref_shape) // 2
         while radius >= 1:
-            self.consider(self.fy[idx] + self.rng.integers(-radius, radius + 1, len(idx)),
-                          self.fx[idx] + self.rng.integers(-radius, radius + 1, len(idx)), idx, own)
+            jump = self.rng.integers(-radius, radius + 1, (2, len(idx)), dtype=np.int32)
+            self.consider(self.fy[idx] + jump[0], self.fx[idx] + jump[1], idx, own)
             radius //= 2
+
+
+def _chunked(features: np.ndarray) -> np.ndarray:
+    """(H, W, D) features as (chunks, H W, CHUNK) float32, zero-padded: numpy's take copies rows of
+    exactly 32 bytes several times faster than rows of any other width, and the search is mostly takes."""
+    flat = features.reshape(-1, features.shape[2])
+    chunks = -(-flat.shape[1] // CHUNK)
+    padded = np.zeros((flat.shape[0], chunks * CHUNK), np.float32)
+    padded[:, :flat.shape[1]] = flat
+    return np.ascontiguousarray(padded.reshape(-1, chunks, CHUNK).transpose(1, 0, 2))
 
 
 def _grown(mask: np.ndarray, by: int) -> np.ndarray:
