@@ -22,7 +22,7 @@ import bpy
 
 from .. import paths
 from ..errors import UserError
-from . import texture_io, wang_group
+from . import links, texture_io, wang_group
 from .target import TILE_SET_KEY, check_editable
 
 KEY = TILE_SET_KEY
@@ -114,13 +114,12 @@ def use(material, node, map_nodes: dict, scale: float, seed: int) -> list[str]:
         record["added"].append(coords.name)
     for name, image_node in targets.items():
         vector = image_node.inputs["Vector"]
-        was = vector.links[0] if vector.is_linked else None
         original = image_node.image
         record["nodes"][image_node.name] = {
             "image": original.name if original else None,
             "fake_user": bool(original and original.use_fake_user),
             "interpolation": image_node.interpolation, "extension": image_node.extension,
-            "vector": [was.from_node.name, was.from_socket.identifier] if was else None}
+            "vector": links.source_of(vector)}
         if original is not None:
             original.use_fake_user = True  # kept in the .blend while no node shows it, for Stop
         image_node.image = atlases[name]
@@ -144,18 +143,8 @@ def stop(material) -> None:
             original.use_fake_user = was.get("fake_user", False)
         image_node.image = original
         image_node.interpolation, image_node.extension = was["interpolation"], was["extension"]
-        vector = image_node.inputs["Vector"]
-        for link in list(vector.links):
-            tree.links.remove(link)
-        upstream = tree.nodes.get(was["vector"][0]) if was["vector"] else None
-        if upstream is not None:
-            outputs = [s for s in upstream.outputs if s.identifier == was["vector"][1]]
-            if outputs:
-                tree.links.new(outputs[0], vector)
-    for name in record["added"]:
-        node = tree.nodes.get(name)
-        if node is not None:
-            tree.nodes.remove(node)
+        links.relink(tree, image_node.inputs["Vector"], was["vector"])
+    links.remove_nodes(tree, record["added"])
     del material[KEY]
 
 

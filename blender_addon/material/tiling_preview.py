@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from . import tile_set
+from . import links, tile_set
 from .target import check_editable
 
 KEY = "texture_variants_tiling_preview"
@@ -39,7 +39,7 @@ def turn_on(material, repeat: int) -> int:
     for node in images:
         socket = node.inputs["Vector"]
         source = socket.links[0] if socket.is_linked else None
-        record["inputs"][node.name] = [source.from_node.name, source.from_socket.identifier] if source else None
+        record["inputs"][node.name] = links.source_of(socket)
         mapping = tree.nodes.new("ShaderNodeMapping")
         mapping.label = LABEL
         mapping.vector_type = "POINT"
@@ -71,16 +71,6 @@ def turn_off(material) -> None:
         node = tree.nodes.get(node_name)
         if node is None:  # deleted meanwhile: nothing to restore
             continue
-        socket = node.inputs["Vector"]
-        for link in list(socket.links):
-            tree.links.remove(link)
-        upstream = tree.nodes.get(source[0]) if source else None
-        if upstream is not None:
-            outputs = [s for s in upstream.outputs if s.identifier == source[1]]
-            if outputs:
-                tree.links.new(outputs[0], socket)
-    for name in record["added"]:
-        node = tree.nodes.get(name)
-        if node is not None:
-            tree.nodes.remove(node)
+        links.relink(tree, node.inputs["Vector"], source)
+    links.remove_nodes(tree, record["added"])
     del material[KEY]

@@ -54,9 +54,6 @@ class TEXTURE_VARIANTS_OT_make_tile_set(JobOperator, bpy.types.Operator):
 
     request = "tileset"
 
-    def _target(self, context):
-        return target.resolve(context)  # the original texture, even while a variant is applied
-
     def _size_plan(self, settings, image):
         return sizing.own_size(*image.size)  # read at its own size
 

@@ -10,7 +10,7 @@ Revert work on it as on a variant. The panel says the seam scores before and aft
 import bpy
 
 from ..errors import UserError
-from ..material import map_io, target
+from ..material import map_io
 from ..pixels import sizing
 from .generate import JobOperator, timeout_property
 
@@ -26,9 +26,6 @@ class TEXTURE_VARIANTS_OT_make_tileable(JobOperator, bpy.types.Operator):
     timeout: timeout_property()
 
     request = "make_tileable"
-
-    def _target(self, context):
-        return target.resolve(context)  # the original texture, even while a variant is applied
 
     def _size_plan(self, settings, image):
         return sizing.own_size(*image.size)  # its own size: resampled only when the backend could not read it
