@@ -10,7 +10,9 @@ the output is laid from whole cells:
    courses: bands one period tall, from the middle of one bed joint to the middle of the next (the
    phase at which the rows' mean luminance stands out most, lighter or darker); cells: within a band, from the middle of one head joint (a column
    where most of the band's middle rows are mortar) to the middle of the next, each a whole brick
-   with half of each joint around it. Pieces cut by the exemplar's border are not cells;
+   with half of each joint around it. Pieces cut by the exemplar's border are not cells, nor are
+   cells with a joint open at an end (a face row with no mortar in it: it would join the brick to
+   whatever the output puts next to it);
 2. each output course (the output holds a whole number of periods) is a loop of cells whose lengths
    add up to the output's side exactly: cells are drawn in a seeded order, least used first, while
    they fit; the rest is closed by swapping one cell for an unused one of exactly the right length
@@ -95,22 +97,28 @@ def _cells(mortar: np.ndarray, gray: np.ndarray, period: float) -> list[Cell]:
         if top + band_height > h:
             break
         middle = mortar[top + band_height // 4: top + band_height - band_height // 4]
-        joints = middle.mean(axis=0) > HEAD_JOINT
-        centres = _run_centres(joints)
-        cells += [Cell(top, a, b - a) for a, b in zip(centres, centres[1:], strict=False) if b - a >= 3]
+        runs = _runs(middle.mean(axis=0) > HEAD_JOINT)
+        band = mortar[top:top + band_height]
+        faces = band[band.mean(axis=1) < 0.5]  # the band's rows between its bed joints
+        # a joint is whole when every face row has mortar in it: one open at an end would join the
+        # bricks on either side of the cut to whatever face the output puts next to them
+        whole = [bool(faces[:, max(0, a - 1):b + 1].any(axis=1).all()) for a, b in runs]
+        centres = [(a + b - 1) // 2 for a, b in runs]
+        pairs = zip(centres, centres[1:], whole, whole[1:], strict=False)
+        cells += [Cell(top, a, b - a) for a, b, ok_a, ok_b in pairs if b - a >= 3 and ok_a and ok_b]
     return cells
 
 
-def _run_centres(flags: np.ndarray) -> list[int]:
-    """The middle index of each run of True (runs touching the ends left out)."""
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True (runs touching the ends left out)."""
     edges = np.flatnonzero(np.diff(flags.astype(np.int8)))
     starts, stops = edges[flags[edges + 1]] + 1, edges[~flags[edges + 1]] + 1
-    centres = []
+    runs = []
     for start in starts:
         after = stops[stops > start]
         if len(after):
-            centres.append(int((start + after[0] - 1) // 2))
-    return centres
+            runs.append((int(start), int(after[0])))
+    return runs
 
 
 def lay(courses: Courses, size: int | tuple[int, int], seed: int) -> np.ndarray:
