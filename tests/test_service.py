@@ -287,3 +287,17 @@ def test_stdout_carries_protocol_lines_only_even_when_libraries_print(tmp_path):
     assert done.stdout == b'{"line": 1}\n'
     for noise in (b"a library printing", b"a C extension writing", b"a child process"):
         assert noise in done.stderr
+
+
+def test_without_the_diffusion_models_torch_stays_out_of_the_service_and_jobs_never_wait_for_it(tmp_path):
+    """The device is found in a child process: the service itself never imports torch for it, so a
+    first patch job cannot meet a half-imported torch (and does not wait for one)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from backend.service.warmup import Warmup; w = Warmup(None, None, None); "
+            "w.wait(); print(w.torch_settled.is_set(), w.device, w.torch_version is not None, 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEXTURE_VARIANTS_")} | {"HF_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "cpu", "True", "False"]

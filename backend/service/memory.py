@@ -25,7 +25,10 @@ def memory_report(torch_imported: bool) -> dict:
         except ImportError:
             pass
     torch = sys.modules.get("torch") if torch_imported else None
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        mem["gpu_allocated_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
-        mem["gpu_reserved_mb"] = round(torch.cuda.memory_reserved() / 2**20, 1)
+    try:
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            mem["gpu_allocated_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
+            mem["gpu_reserved_mb"] = round(torch.cuda.memory_reserved() / 2**20, 1)
+    except AttributeError:  # a diffusion job is importing torch right now: no GPU figures yet
+        pass
     return mem

@@ -3,9 +3,13 @@ the diffusion engine, and answering which engines are available without importin
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 from backend import engines
 
@@ -18,6 +22,10 @@ class Warmup:
     It finds the torch device (until then `device` is None and `device_detail` says so; `status`
     reports it later), then imports the diffusion engine when its models are here, so the first
     job does not pay for importing diffusers. Loading models is left to the first job.
+
+    Without the diffusion models the device is found in a child process instead: torch then stays
+    out of this process (only a diffusion job would import it), so a first patch job never waits
+    for a half-done import of torch (libraries such as scipy peek at `sys.modules["torch"]`).
     """
 
     def __init__(self, requested: str | None, base: str | None, ip_adapter: str | None):
@@ -33,14 +41,32 @@ class Warmup:
 
     def _run(self) -> None:
         try:
+            diffusion = availability("diffusion", self.base, self.ip_adapter)[0]
+        except Exception:  # noqa: BLE001 (a broken model path: the job that needs it says so)
+            diffusion = False
+        if not diffusion:
+            self.torch_settled.set()  # nothing imports torch here
+            self._probe_elsewhere()
+            return
+        try:
             self._probe()
         finally:
             self.torch_settled.set()
         try:
-            if availability("diffusion", self.base, self.ip_adapter)[0]:
-                engines.get_engine("diffusion")
+            engines.get_engine("diffusion")
         except Exception as e:  # the job that needs it will report the problem properly
             log.info("warm-up: diffusion engine not imported (%s: %s)", type(e).__name__, e)
+
+    def _probe_elsewhere(self) -> None:
+        """`_probe` in a child Python, its answer read back as JSON."""
+        root = Path(__file__).resolve().parents[2]
+        try:
+            out = subprocess.run([sys.executable, "-c", PROBE, self.requested or ""], cwd=root, capture_output=True,
+                                 text=True, timeout=PROBE_TIMEOUT_S)
+            answer = json.loads(out.stdout.strip().splitlines()[-1])
+            self.torch_version, self.device, self.detail = answer["torch"], answer["device"], answer["detail"]
+        except (OSError, subprocess.TimeoutExpired, ValueError, IndexError, KeyError) as e:
+            self.device, self.detail = "cpu", f"torch unusable ({type(e).__name__}: {e}); only the patch engine can run"
 
     def _probe(self) -> None:
         from backend.errors import InputError
@@ -68,6 +94,18 @@ class Warmup:
 
     def fields(self) -> dict:
         return {"device": self.device, "device_detail": self.detail, "torch": self.torch_version}
+
+
+PROBE_TIMEOUT_S = 300.0
+# The child's probe: the same answer as Warmup._probe, as one JSON line.
+PROBE = """
+import json, os, sys
+from backend.service.warmup import Warmup
+probe = Warmup.__new__(Warmup)
+probe.requested, probe.torch_version = sys.argv[1] or None, None
+probe._probe()
+print(json.dumps({"torch": probe.torch_version, "device": probe.device, "detail": probe.detail}))
+"""
 
 
 def availability(engine: str, base, ip_adapter) -> tuple[bool, str]:
