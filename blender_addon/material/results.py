@@ -9,7 +9,7 @@ import bpy
 
 from .. import panel_rules, paths
 from ..errors import UserError
-from . import map_io, storage, texture_io
+from . import map_io, pictures, storage, texture_io
 from . import target as material_target
 
 HISTORY_LIMIT = 8  # result sets kept per material; older ones (and their unused images) are dropped
@@ -96,7 +96,7 @@ def load_job(settings, job, made_for: dict, append: bool = False) -> int:
         item.card = json.dumps(_entry_parameters(entry).get("card") or {}, sort_keys=True)
         map_io.load_maps(item, entry.get("maps") or {}, (plan.width, plan.height), folder, pack, Path(file).stem)
         if entry.get("band"):  # Make Tileable: where it re-made pixels, shown over the thumbnail
-            item.overlay = texture_io.band_overlay(image, entry["band"], f"{image.name} band")
+            item.overlay = pictures.band_overlay(image, entry["band"], f"{image.name} band")
     paths.mark_finished(job.folder)
     first = current.variants[0] if len(current.variants) else None
     if not append:  # a joined set keeps what it was made for (its source: the original texture)

@@ -29,7 +29,7 @@ import numpy as np
 from .. import paths
 from ..errors import UserError
 from ..paths import safe_stem
-from ..pixels import colour, edges, float_tiff, resample, sizing
+from ..pixels import colour, float_tiff, resample, sizing
 
 # Formats the backend reads directly; anything else (EXR, HDR, ...) goes through Blender as PNG.
 BACKEND_READS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".tga"}
@@ -42,7 +42,6 @@ FORMATS = {BYTE: ("PNG", "8"), DEEP: ("PNG", "16"), LINEAR: ("OPEN_EXR", "16"), 
            FLOAT: ("OPEN_EXR", "32")}
 MODES = {1: "BW", 3: "RGB", 4: "RGBA"}
 
-PREVIEW_IMAGE = ".Texture Variants Preview"  # the live preview of a running job
 
 
 def _file_path(image) -> str:
@@ -142,7 +141,7 @@ def save_as(image, path: Path, kind: str = BYTE, exposure: float = 0.0, alpha: b
     return path
 
 
-def _pixels(image) -> np.ndarray:
+def rgba_pixels(image) -> np.ndarray:
     """The image's RGBA floats, flat, rows bottom to top (Blender's order)."""
     width, height = image.size
     if width == 0 or height == 0:
@@ -161,7 +160,7 @@ def _scratch_copy(image, pixels=None, size=None, float_buffer=None, colorspace=N
                                float_buffer=image.is_float if float_buffer is None else float_buffer)
     try:
         temp.colorspace_settings.name = colorspace or image.colorspace_settings.name
-        temp.pixels.foreach_set(_pixels(image) if pixels is None else pixels)
+        temp.pixels.foreach_set(rgba_pixels(image) if pixels is None else pixels)
         if size is not None and tuple(size) != (width, height):
             temp.scale(*size)
         yield temp
@@ -174,7 +173,7 @@ def write_pixels(image, path: Path) -> Path:
     map with its own channels), leaving `image` as it is."""
     kind = bake_kind(image)
     with _scratch_copy(image) as temp:
-        channels = float_tiff.channels_of(_pixels(temp)) if kind == FLOAT else None
+        channels = float_tiff.channels_of(rgba_pixels(temp)) if kind == FLOAT else None
         return save_as(temp, path, kind, alpha=has_alpha(image), channels=channels)
 
 
@@ -237,7 +236,7 @@ def export_reference(image, job_dir: str | os.PathLike, role: str = "reference")
     path = job_dir / f"{stem}.png"
     with _scratch_copy(image) as temp:
         if kind == LINEAR:
-            encoding["scale"] = colour.exposure_scale(colour.brightest(_pixels(temp)))
+            encoding["scale"] = colour.exposure_scale(colour.brightest(rgba_pixels(temp)))
         save_as(temp, path, BYTE, exposure=-math.log2(encoding["scale"]), alpha=has_alpha(image))
     return path, encoding
 
@@ -248,7 +247,7 @@ def _export_downsampled(image, stem: Path, encoding: dict, factor: int) -> Path:
     encoder at 8192²), anything else through Blender at the backend's 8 bits (a LINEAR source
     exposure-encoded as on the plain path, its scale into `encoding`)."""
     width, height, byte, channels = *image.size, encoding["kind"] == BYTE, 4 if has_alpha(image) else 3
-    small, new_width, new_height = resample.block_mean(_pixels(image), width, height, factor, byte, channels)
+    small, new_width, new_height = resample.block_mean(rgba_pixels(image), width, height, factor, byte, channels)
     if byte:  # the job folder is new and ours: written in place
         return float_tiff.write(stem.with_name(f"{stem.name}.tif"), small, new_width, new_height, channels, bits=8)
     if encoding["kind"] == LINEAR:
@@ -278,12 +277,12 @@ or a float TIFF (deeper ones)."""
     factor = sizing.export_factor(*image.size)
     if factor > 1:  # larger than the backend reads: a block mean, the values kept (8-bit stays 8-bit)
         channels = 4 if has_alpha(image) else 3
-        rgba, width, height = resample.block_mean(_pixels(image), *image.size, factor, kind == BYTE, channels)
+        rgba, width, height = resample.block_mean(rgba_pixels(image), *image.size, factor, kind == BYTE, channels)
         if kind == BYTE:
             return float_tiff.write(job_dir / f"{stem}.tif", rgba, width, height, channels, 8)
         return float_tiff.write(job_dir / f"{stem}.tif", rgba, width, height, float_tiff.channels_of(rgba))
     if kind == FLOAT:
-        rgba = _pixels(image)
+        rgba = rgba_pixels(image)
         return float_tiff.write(job_dir / f"{stem}.tif", rgba, *image.size, float_tiff.channels_of(rgba))
     if not image.is_dirty:
         copied = _plain_copy(image, job_dir, stem)
@@ -313,7 +312,7 @@ def import_variant(path: str, name: str, like, encoding: dict, size: tuple[int, 
         target = paths.unique_target(folder, stem, SUFFIX[kind])
         colorspace = colorspace or (like.colorspace_settings.name if like is not None else None)
         if kind == LINEAR:
-            decoded = colour.decode(_pixels(loaded), float(encoding.get("scale", 1.0)))
+            decoded = colour.decode(rgba_pixels(loaded), float(encoding.get("scale", 1.0)))
             with _scratch_copy(loaded, decoded, size, float_buffer=True, colorspace=colorspace) as temp:
                 return save_as(temp, target, LINEAR, alpha=alpha)
         loaded.colorspace_settings.name = colorspace or loaded.colorspace_settings.name
@@ -334,85 +333,3 @@ def load_variant(path: str, name: str, like=None, kind: str = BYTE) -> bpy.types
             image.colorspace_settings.name = like.colorspace_settings.name
         image.alpha_mode = like.alpha_mode
     return image
-
-
-BAND_TINT = np.array([1.0, 0.45, 0.1], np.float32)  # the re-made band, tinted orange over the result
-
-
-def band_overlay(image, band_path: str, name: str) -> bpy.types.Image:
-    """A packed copy of `image` with the pixels its band file marks (white = re-made) tinted: Make
-    Tileable's band drawn over the result's thumbnail."""
-    band = bpy.data.images.load(band_path, check_existing=False)
-    try:
-        if tuple(band.size) != tuple(image.size):
-            band.scale(*image.size)
-        marked = _pixels(band).reshape(-1, 4)[:, 0] > 0.5
-    finally:
-        bpy.data.images.remove(band)
-    rgba = _pixels(image).reshape(-1, 4).copy()
-    rgba[marked, :3] = 0.55 * rgba[marked, :3] + 0.45 * BAND_TINT
-    overlay = bpy.data.images.new(name, *image.size, alpha=True)
-    overlay.colorspace_settings.name = image.colorspace_settings.name
-    overlay.pixels.foreach_set(rgba.ravel())
-    overlay.pack()
-    return overlay
-
-
-def tiled_copy(image, repeats: int = 3) -> bpy.types.Image:
-    """A new image holding `image` repeated repeats x repeats: the seam check done by eye."""
-    width, height = image.size
-    tiles = np.tile(_pixels(image).reshape(height, width, 4), (repeats, repeats, 1))
-    name = f"{image.name} {repeats}x{repeats}"
-    tiled = bpy.data.images.get(name)
-    if tiled is not None and tuple(tiled.size) != (width * repeats, height * repeats):
-        bpy.data.images.remove(tiled)
-        tiled = None
-    if tiled is None:
-        tiled = bpy.data.images.new(name, width * repeats, height * repeats, alpha=True,
-                                    float_buffer=image.is_float)
-    tiled.colorspace_settings.name = image.colorspace_settings.name
-    tiled.pixels.foreach_set(tiles.ravel())
-    tiled.update()
-    return tiled
-
-
-def guide_from_edges(image, name: str, side: int = 256) -> bpy.types.Image:
-    """A new square image (packed into the .blend) holding the edges of `image`'s centre square, white
-    on black, at most `side` pixels: a starting structure guide to paint over."""
-    width, height = image.size
-    if width == 0 or height == 0:
-        raise UserError("image_missing", f"The image '{image.name}' has no pixels",
-                        "open the image in the Image Editor to check it, or pick another")
-    square = min(width, height)
-    side = min(side, square)
-    scaled_w, scaled_h = max(side, round(width * side / square)), max(side, round(height * side / square))
-    copy = image.copy()
-    try:
-        copy.scale(scaled_w, scaled_h)
-        rgba = _pixels(copy).reshape(scaled_h, scaled_w, 4)
-    finally:
-        bpy.data.images.remove(copy)
-    left, top = (scaled_w - side) // 2, (scaled_h - side) // 2
-    crop = rgba[top:top + side, left:left + side]  # the backend reads the centre square of a non-square texture
-    lines = np.asarray(edges.edge_lines(edges.luminance(crop.ravel(), side, side), side, side), np.float32)
-    guide = bpy.data.images.new(name, side, side, alpha=False)
-    white_on_black = np.repeat(lines[:, None], 4, axis=1)
-    white_on_black[:, 3] = 1.0
-    guide.pixels.foreach_set(white_on_black.ravel())
-    guide.update()
-    guide.pack()  # a generated image is not saved with the .blend unless packed
-    return guide
-
-
-def update_live_preview(job) -> None:
-    """Show the engine's latest intermediate image in the panel."""
-    if not job.preview or not os.path.isfile(job.preview):
-        return
-    image = bpy.data.images.get(PREVIEW_IMAGE)
-    if image is None:
-        image = bpy.data.images.load(job.preview, check_existing=False)
-        image.name = PREVIEW_IMAGE
-    else:
-        image.filepath = job.preview
-        image.reload()
-    image.preview_ensure().reload()

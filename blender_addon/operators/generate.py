@@ -22,7 +22,7 @@ from .. import paths, prefs
 from ..connection import job as jobs
 from ..connection import session
 from ..errors import UserError, cancelled, in_blender_terms, reports_errors
-from ..material import map_io, results, storage, target, texture_io
+from ..material import map_io, pictures, results, storage, target, texture_io
 from ..pixels import sizing
 
 
@@ -178,7 +178,7 @@ class JobOperator:
                 job.apply({"type": "error", "id": job.id, "code": "backend_died", "message": str(e)})
                 changed = True
             if job.preview_serial != serial:
-                texture_io.update_live_preview(job)
+                pictures.update_live_preview(job)
             if changed:
                 _redraw(context)
             if job.finished:
@@ -227,7 +227,7 @@ class TEXTURE_VARIANTS_OT_make_guide(bpy.types.Operator):
     @reports_errors()
     def execute(self, context):
         _material, _node, image = target.resolve(context)
-        guide = texture_io.guide_from_edges(image, f"{image.name} guide")
+        guide = pictures.guide_from_edges(image, f"{image.name} guide")
         _settings(context).sketch = guide
         self.report({"INFO"}, f"{guide.name}: paint the lines you want (white on black) in the Image Editor, "
                     "then Generate")
@@ -261,7 +261,7 @@ class TEXTURE_VARIANTS_OT_tile_preview(bpy.types.Operator):
     @reports_errors()
     def execute(self, context):
         item = picked(context, self.index)
-        tiled = texture_io.tiled_copy(item.image, 3)
+        tiled = pictures.tiled_copy(item.image, 3)
         shown = False
         for window in context.window_manager.windows:
             for area in window.screen.areas:

@@ -15,7 +15,7 @@ from ..connection import session
 from ..errors import UserError
 from ..material import compare as material_compare
 from ..material import maps as material_maps
-from ..material import storage, texture_io, tiling_preview
+from ..material import pictures, storage, texture_io, tiling_preview
 from ..material import target as material_target
 from ..pixels import sizing
 from .batch import draw_batch
@@ -171,7 +171,7 @@ def draw_job(layout, view) -> None:
         row = layout.row(align=True)
         row.progress(factor=job.fraction, type="BAR", text=job.status_text())
         row.operator("texture_variants.cancel", text="", icon="CANCEL")
-        preview = bpy.data.images.get(texture_io.PREVIEW_IMAGE)
+        preview = bpy.data.images.get(pictures.PREVIEW_IMAGE)
         if preview is not None and job.preview and preview.preview:
             layout.template_icon(icon_value=preview.preview.icon_id, scale=6.0)
         return

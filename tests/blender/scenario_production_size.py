@@ -70,7 +70,7 @@ def huge(rec, path):
     # The warm export's parts: Blender handing the pixels over, the block mean, the 8-bit TIFF
     resample, float_tiff = h.addon_module("pixels.resample"), h.addon_module("pixels.float_tiff")
     start = time.perf_counter()
-    pixels = texture_io._pixels(image)
+    pixels = texture_io.rgba_pixels(image)
     read = time.perf_counter()
     small, width, height = resample.block_mean(pixels, 16384, 16384, 2, to_bytes=True, channels=3)
     del pixels

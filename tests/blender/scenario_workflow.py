@@ -121,14 +121,14 @@ def scenario(rec):
             for c in range(4))
 
     # The live preview the modal operator shows while a job runs (timers never fire headless).
-    texture_io, jobs = h.addon_module("material.texture_io"), h.addon_module("connection.job")
+    pictures, jobs = h.addon_module("material.pictures"), h.addon_module("connection.job")
     previews = []
     for result in settings.results:
-        texture_io.update_live_preview(jobs.JobTracker("live", preview=result.path))
-        shown = bpy.data.images.get(texture_io.PREVIEW_IMAGE)
+        pictures.update_live_preview(jobs.JobTracker("live", preview=result.path))
+        shown = bpy.data.images.get(pictures.PREVIEW_IMAGE)
         previews.append([shown.filepath, list(shown.size), shown.as_pointer()] if shown else None)
     rec["live_previews"] = previews
-    rec["preview_images"] = sum(i.name.startswith(texture_io.PREVIEW_IMAGE) for i in bpy.data.images)
+    rec["preview_images"] = sum(i.name.startswith(pictures.PREVIEW_IMAGE) for i in bpy.data.images)
 
     rec["original_hash_unchanged"] = h.sha256(source) == original_hash
     rec["project_files"] = sorted(os.path.relpath(os.path.join(d, f), project)
