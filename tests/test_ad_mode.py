@@ -193,6 +193,7 @@ def _layer_gradient(dtype, scaled: bool) -> torch.Tensor:
     return hidden.grad.float().flatten()
 
 
+@pytest.mark.slow  # a full-size layer in fp16 on the CPU: about 30 s
 def test_ad_gradient_survives_fp16_on_a_full_size_layer():
     """The loss is scaled before backward (Adam does not see a constant scale): in fp16 the gradient
     keeps its direction; unscaled, most of it falls into fp16's subnormal range and is lost."""

@@ -172,6 +172,7 @@ def _cli(*args, env=None):
                           text=True, timeout=600, env=env)
 
 
+@pytest.mark.slow  # two CLI processes each importing torch and loading the models: about 40 s
 def test_cli_generates_tileable_variants_of_a_real_texture(tiny_models, brick_path, tmp_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -163,6 +163,7 @@ def test_cli_passes_the_research_options(tiny_models, color_texture_path, conten
         "style_blocks": ["up_blocks.1.attentions.1"], "suppress_content": "wood planks", "suppress_scale": 0.5}
 
 
+@pytest.mark.slow  # a service running every research mode on the tiny models: about 25 s
 def test_service_lists_the_research_parameters_in_hello_and_runs_them(tiny_models, content_encoder,
                                                                        color_texture_path, tmp_path):
     from tests.service_process import ServiceProcess

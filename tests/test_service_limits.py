@@ -116,7 +116,7 @@ def test_a_small_png_declaring_a_huge_size_is_refused_fast_with_little_memory(se
 
 # --- 3. SIGTERM / SIGINT mid-job --------------------------------------------------------------------
 
-@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signame", ["SIGTERM", pytest.param("SIGINT", marks=pytest.mark.slow)])  # one by default
 def test_a_stop_signal_mid_job_cancels_it_removes_its_files_and_exits_0(signame, tiny_models, tmp_path,
                                                                         color_texture_path):
     proc = ServiceProcess(tmp_path, "--base", str(tiny_models["base"]), "--ip-adapter", str(tiny_models["ip_adapter"]))
