@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -89,7 +90,11 @@ def test_a_second_batch_on_the_same_out_is_refused_and_the_first_finishes_every_
     lock, deadline = home / "out" / ".batch.lock", time.monotonic() + 120
     while time.monotonic() < deadline and not (lock.exists() and lock.read_text().strip() == str(first.pid)):
         time.sleep(0.05)  # its pid is written once the lock is held
-    code, said = _batch(manifest, home / "out")
+    os.kill(first.pid, signal.SIGSTOP)  # held still, so it cannot finish before the second one asks
+    try:
+        code, said = _batch(manifest, home / "out")
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     assert code != 0 and "another batch is running on" in said and f"pid {first.pid}" in said
     assert first.wait(600) == 0
     assert _summary(home / "out")["done"] == 4
