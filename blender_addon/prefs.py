@@ -65,7 +65,8 @@ CONTROL_MODEL_ENV = {"lgp": "TEXTURE_VARIANTS_LGP", "controlnet": "TEXTURE_VARIA
 def control_model(name: str, context=None) -> str | None:
     """The model of a control ("lgp", "controlnet", "sam", "fast_lora") a request names: the
     environment variable (where there is one), else the preference; None = the backend's default."""
-    return os.environ.get(CONTROL_MODEL_ENV.get(name, ""), "") or model_path(getattr(get(context), name))
+    variable = CONTROL_MODEL_ENV.get(name)
+    return (os.environ.get(variable) if variable else None) or model_path(getattr(get(context), name))
 
 
 def backend_config(context=None):

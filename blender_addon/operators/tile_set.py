@@ -149,9 +149,6 @@ class TEXTURE_VARIANTS_OT_bake_tile_layout(bpy.types.Operator):
     def execute(self, context):
         material, state = _tile_set_of(context)
         _material, node, source = target.resolve_material(material)
-        spec = tile_set.spec_of(material)
-        if not spec:
-            raise UserError("no_tile_set", f"'{material.name}' has no tile set", "click Make Tile Set first")
         cells = (state.cells_x, state.cells_y)
         job_dir = paths.new_job_folder(storage.jobs_root())
         try:
@@ -159,6 +156,7 @@ class TEXTURE_VARIANTS_OT_bake_tile_layout(bpy.types.Operator):
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
+        spec = tile_set.spec_of(material)  # checked by bake_layout: the set is there
         width, height = cells[0] * spec["tile_size"], cells[1] * spec["tile_size"]
         record = {"kind": "layout", "seed": state.seed, "cells": list(cells), "tileset": spec}
         entry = {"path": str(files.pop(tile_set.COLOR)), "maps": {k: str(v) for k, v in files.items()},
