@@ -21,6 +21,7 @@ Layouts are in latent cells (8 px). Torch-light: the engine supplies the functio
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,15 +93,17 @@ class Layout:
         return [(start + torch.arange(side)) % length for start in positions(length, self.window, wrap)]
 
     def tiles(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(rows, columns) cell indices of each window, row-major."""
-        wrap_x, wrap_y = AXES[self.tile]
-        return [(ys, xs) for ys in self._axis(self.height, wrap_y) for xs in self._axis(self.width, wrap_x)]
+        """(rows, columns) cell indices of each window, row-major (built once per layout: read only)."""
+        return _tiles(self)
 
     def __len__(self) -> int:
         return len(self.tiles())
 
     def weight(self, rows: int, cols: int) -> torch.Tensor:
-        """(rows, cols) blend weights of a window: tapered on the split axes."""
+        """(rows, cols) blend weights of a window: tapered on the split axes (read only)."""
+        return _weight(self, rows, cols)
+
+    def _weight(self, rows: int, cols: int) -> torch.Tensor:
         overlap = round(self.window * OVERLAP)
         split_x, split_y = self.windowed
         wy = _taper(rows, overlap if split_y else 0)
@@ -146,6 +149,17 @@ class Layout:
             out[..., oy[:, None], ox[None, :]] += result.float() * w
             weights[oy[:, None], ox[None, :]] += w
         return (out / weights).to(x.dtype if x.is_floating_point() else torch.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _tiles(layout: Layout) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    wrap_x, wrap_y = AXES[layout.tile]
+    return [(ys, xs) for ys in layout._axis(layout.height, wrap_y) for xs in layout._axis(layout.width, wrap_x)]
+
+
+@functools.lru_cache(maxsize=16)
+def _weight(layout: Layout, rows: int, cols: int) -> torch.Tensor:
+    return layout._weight(rows, cols)
 
 
 def _cells(index: torch.Tensor, scale: int) -> torch.Tensor:
