@@ -212,7 +212,7 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
     active = controls.build(params, spec, settings) + list(extra_controls)  # checks before waiting for the lock
     layout = Layout.for_size(params.size, options.window, params.tile)
     if layout.active:
-        windowed_controls(params)
+        windowed_controls(params, active)
     image = cover(reference.rgb, params.size)
     with _run_lock:
         pipe = models.load_pipeline(spec)

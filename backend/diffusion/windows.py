@@ -151,6 +151,13 @@ class Layout:
         return (out / weights).to(x.dtype if x.is_floating_point() else torch.float32)
 
 
+def window_pixels(cells: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (rows, columns) pixel indices of a window given by its latent cells (StepState.cells): what a
+    control crops from an output-sized image (a mask, a conditioning image) for that window."""
+    rows, cols = cells
+    return _cells(rows, LATENT), _cells(cols, LATENT)
+
+
 @functools.lru_cache(maxsize=16)
 def _tiles(layout: Layout) -> list[tuple[torch.Tensor, torch.Tensor]]:
     wrap_x, wrap_y = AXES[layout.tile]
@@ -179,16 +186,27 @@ def encode_tiled(vae, pixels: torch.Tensor, layout: Layout) -> torch.Tensor:
     return layout.blend(pixels, lambda crop, _: vae.encode(crop).latent_dist.mean, scale_in=LATENT, margin=VAE_MARGIN)
 
 
-def windowed_controls(params) -> None:
-    """Above the window size, the controls that run the UNet themselves or record per-layer features
-    by step alone (AD, sketch guidance, restyle) are refused; kv, IP-Adapter and InstantStyle work per window."""
-    asked = [name for name, on in (("appearance ad", params.appearance == "ad"), ("a sketch", bool(params.sketch)),
-                                   ("restyle", bool(params.diffusion.restyle_prompt))) if on]
-    if asked:
-        raise InputError(f"{' and '.join(asked)} works up to the window size ({params.diffusion.window} px a side); "
-                         f"{params.width}x{params.height} is denoised in windows",
-                         hint="make it at the window size and upscale it (python -m backend upscale), or use "
-                         "appearance kv / none")
+def windowed_controls(params, active=()) -> None:
+    """Above the window size attention distillation is refused (it optimises the whole latent against
+    the whole reference's attention: see docs/guide/production-size.md); kv, IP-Adapter, InstantStyle,
+    restyle, masks and sketch guidance work per window, sketch guidance only in steps where no kv or
+    restyle recording is read (its own UNet pass comes after the step, when the window's recordings
+    are gone)."""
+    from backend.diffusion.controls.kv import KVReplacement
+    from backend.diffusion.controls.restyle import Restyle
+    from backend.diffusion.controls.sketch import LGPGuidance
+
+    hint = "make it at the window size and upscale it (python -m backend upscale), or use appearance kv / none"
+    if params.appearance == "ad":
+        raise InputError(f"appearance ad works up to the window size ({params.diffusion.window} px a side); "
+                         f"{params.width}x{params.height} is denoised in windows", hint=hint)
+    guided = frozenset().union(*(c.window for c in active if isinstance(c, LGPGuidance)))
+    read = frozenset().union(*(c.reference_steps(params.steps) for c in active
+                               if isinstance(c, KVReplacement | Restyle) and c.needs_reference()))
+    if guided & read:
+        raise InputError(f"above the window size ({params.diffusion.window} px a side) sketch guidance cannot run in "
+                         f"the steps where the reference's recordings are read (steps {sorted(guided & read)})",
+                         hint="lower sketch_window or balance so that they do not meet, or " + hint)
 
 
 def prompt_image(image: Image.Image, layout: Layout) -> Image.Image:
