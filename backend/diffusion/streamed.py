@@ -2,7 +2,7 @@
 
 Run one after the other (the reference branch first, then the generated one), the reference's
 recordings are kept for every window of every recorded step: they grow with the area (for SD1.5's
-default kv layers about 55 MB per window and step in float32, tens of GB at 4096 px). Every control
+default kv layers 47 MB per window and step in float32, tens of GB at 4096 px). Every control
 reads a recording at the step (and window) it was made in, so the branches can also go together:
 at each step the reference branch predicts a window and the generated branch predicts the same
 window at once, reading what was just recorded. Then what was recorded in the window can be

@@ -196,17 +196,18 @@ def windowed_controls(params, active=()) -> None:
     from backend.diffusion.controls.restyle import Restyle
     from backend.diffusion.controls.sketch import LGPGuidance
 
-    hint = "make it at the window size and upscale it (python -m backend upscale), or use appearance kv / none"
+    upscale = "make it at the window size and upscale it (python -m backend upscale)"
     if params.appearance == "ad":
         raise InputError(f"appearance ad works up to the window size ({params.diffusion.window} px a side); "
-                         f"{params.width}x{params.height} is denoised in windows", hint=hint)
+                         f"{params.width}x{params.height} is denoised in windows",
+                         hint=f"{upscale}, or use appearance kv / none")
     guided = frozenset().union(*(c.window for c in active if isinstance(c, LGPGuidance)))
     read = frozenset().union(*(c.reference_steps(params.steps) for c in active
                                if isinstance(c, KVReplacement | Restyle) and c.needs_reference()))
     if guided & read:
         raise InputError(f"above the window size ({params.diffusion.window} px a side) sketch guidance cannot run in "
                          f"the steps where the reference's recordings are read (steps {sorted(guided & read)})",
-                         hint="lower sketch_window or balance so that they do not meet, or " + hint)
+                         hint=f"lower sketch_window or balance so that they do not meet, or {upscale}")
 
 
 def prompt_image(image: Image.Image, layout: Layout) -> Image.Image:
