@@ -171,7 +171,8 @@ def render_production_size(entry: dict | None) -> list[str]:
         if "error" in row:
             out.append(f"| {engine} | {row['side']}² | {row['checkout']} | {row['error']} | | | |")
             continue
-        out.append(f"| {engine} | {row['side']}² | {row['checkout']} | {row['seconds']} | "
+        seconds = row["seconds"] if "load_s" not in row else f"{row['seconds']} (+ {row['load_s']} load)"
+        out.append(f"| {engine} | {row['side']}² | {row['checkout']} | {seconds} | "
                    f"{row['seconds_per_mpx']} | {row['peak_mb']} | {row.get('recorded_mb', '')} |")
     if "window_pass" in entry:
         w = entry["window_pass"]
