@@ -83,6 +83,18 @@ def huge_generated(rec, folder):
     rec["generated_labels"] = panel_labels()
     written, encoding = h.addon_module("material.texture_io").export_reference(image, tempfile.mkdtemp(dir=folder))
     rec["generated_export"] = {"path": str(written), "encoding": encoding}
+    # An HDR (float, scene-linear) one over the limit: the same block mean, exposure-encoded on export
+    hdr = bpy.data.images.new("HDR wide", width, height, float_buffer=True)
+    hdr.colorspace_settings.name = "Linear Rec.709" if "Linear Rec.709" in colourspaces() else "Linear"
+    values = np.stack([x % 5 + 0.0, np.full(x.shape, 0.25), (x + y) % 2 * 3.0, np.ones_like(x)], axis=-1)
+    hdr.pixels.foreach_set(values.astype(np.float32).ravel())
+    h.plane_with_image(hdr, "HDR")
+    written, encoding = h.addon_module("material.texture_io").export_reference(hdr, tempfile.mkdtemp(dir=folder))
+    rec["hdr_export"] = {"path": str(written), "encoding": encoding}
+
+
+def colourspaces() -> set:
+    return {item.identifier for item in bpy.types.ColorManagedInputColorspaceSettings.bl_rna.properties["name"].enum_items}
 
 
 def upscale(rec, sent, folder):

@@ -80,6 +80,19 @@ def test_a_generated_image_over_the_limit_is_downsampled_on_export(made):
     assert set(np.unique(pixels[..., 2])) <= {127, 128}
 
 
+def test_an_hdr_image_over_the_limit_is_reduced_in_linear_values_and_exposure_encoded(made):
+    export = made["hdr_export"]
+    assert export["encoding"]["kind"] == "linear" and export["encoding"]["scale"] == 4.0  # brightest 4 -> 2^2
+    with Image.open(export["path"]) as image:
+        assert image.size == (4500, 80)
+        encoded = np.asarray(image.convert("RGB")).astype(np.float64) / 255
+    linear = np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4) * 4.0
+    x = np.arange(4500)
+    means = ((2 * x) % 5 + (2 * x + 1) % 5) / 2  # the block means of R = x mod 5, in linear values
+    assert np.abs(linear[0, :, 0] - means).max() < 0.05
+    assert np.abs(linear[..., 1] - 0.25).max() < 0.01 and np.abs(linear[..., 2] - 1.5).max() < 0.03
+
+
 def _tiles(path: str) -> float:
     values = np.asarray(Image.open(path)).astype(np.float64)
     return max(seam_score(values if values.ndim == 3 else values[..., None]).values())
