@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true", help="with --gpu: also torch.compile the UNet")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (default: the mode's)")
     parser.add_argument("--size", type=int, help="image size in px, a multiple of 64 (default: the mode's)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the mode's); the kv window stays the "
+                        "recipe's last third of them")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS[3:],
                         help="measure only these sections (speed: fast_cost_ratio and preview_decode_ratio, in "
                         "--quick); the mode's other stored results are kept")
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                   "fast_over_full": round(rows["fast"]["median_s"] / rows["cached"]["median_s"], 3)}
     else:
         setup = common.QUICK if args.quick else common.FULL
-        changes = {k: v for k, v in (("reps", args.reps), ("size", args.size), ("variants", tuple(args.variants or ())),
+        changes = {k: v for k, v in (("reps", args.reps), ("size", args.size), ("steps", args.steps),
+                                     ("variants", tuple(args.variants or ())),
                                      ("methods", tuple(args.methods or ()))) if v}
         if "methods" in changes:
             added = [m for m in changes["methods"] if m not in setup.methods]
