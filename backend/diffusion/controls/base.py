@@ -61,6 +61,7 @@ class StepState:
     text_embeds: torch.Tensor | None = None  # the UNet's encoder_hidden_states for that batch
     window: int | None = None  # the window being predicted when the latent is split (diffusion/windows.py)
     windows: int = 1  # how many windows a step has
+    cells: tuple | None = None  # the window's (rows, columns) latent cell indices, with `window`
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Run:
     reference: object = None  # the input as read (backend.images.Reference: full size, any aspect)
     image: object = None  # the reference as the loop reads it (PIL RGB, square, the output size)
     scheduler: object = None  # the denoising (DDIM) scheduler, set before the first pass
+    layout: object = None  # the windows (diffusion/windows.Layout) when the latent is split into them, else None
 
 
 class Control:
