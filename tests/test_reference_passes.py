@@ -135,3 +135,12 @@ def test_rolling_the_initial_latents_rolls_the_image_when_recording_in_the_inver
     b = np.asarray(_gen(tiny_models, reference, latents=torch.roll(noise, (8, 8), (2, 3)), **kw)[0],
                    dtype=np.float64) / 255
     assert np.abs(np.roll(a, (64, 64), (0, 1)) - b).max() <= 2 / 255
+
+
+def test_above_the_window_size_the_branch_steps_with_the_generated_one(tiny_models, reference):
+    """Split into windows, the reference branch runs beside the generated one (streamed): it is kept."""
+    diffusion.reference_cache.clear()
+    branches = counters["reference_branches"]
+    image = _gen(tiny_models, reference, size=128, window=64, steps=3, reference_passes="inversion")[0]
+    assert counters["reference_branches"] == branches + 1
+    assert "reference_recorded_in" not in json.loads(image.info["parameters"])

@@ -146,13 +146,6 @@ def inverted_reference(loop: Loop, plan: ReferencePlan, image: Image.Image, size
     """The reference DDIM-inverted up to the level of step `plan.start`: the cached trajectory, continued
     by the inversion steps it lacks."""
     work, count = plan.work, loop.state.steps - plan.start  # inversion steps to the start's level
-    if plan.in_inversion:  # the controls record in the inversion's passes: no branch
-        work.trajectory = []
-        latents = vae.encode_reference(loop.pipe, image, size, _photo(loop.layout))
-        loop.invert(latents, iterations, count=count, trajectory=work.trajectory, record=True)
-        work.recorded[plan.start] = dict(run.recorded)
-        reference_cache.put(plan.key, work)
-        return
     if plan.invert:
         done = len(work.trajectory)
         latents = work.trajectory[-1] if done else vae.encode_reference(loop.pipe, image, size, _photo(loop.layout))
@@ -163,12 +156,18 @@ def inverted_reference(loop: Loop, plan: ReferencePlan, image: Image.Image, size
 def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image, size: int,
                    iterations: int) -> None:
     """Invert the reference up to the level of step `plan.start` and run its branch from there, as
-    `plan` says; cache the result once complete."""
+    `plan` says (or record in the inversion's own passes: `plan.in_inversion`); cache the result."""
     if not plan.branch:
         return
-    start = inverted_reference(loop, plan, image, size, iterations)
-    counters["reference_branches"] += 1
-    loop.denoise(start, 1.0, REFERENCE, start=plan.start)
+    if plan.in_inversion:  # the controls record in the inversion's passes: no branch
+        plan.work.trajectory = []
+        latents = vae.encode_reference(loop.pipe, image, size, _photo(loop.layout))
+        loop.invert(latents, iterations, count=loop.state.steps - plan.start, trajectory=plan.work.trajectory,
+                    record=True)
+    else:
+        start = inverted_reference(loop, plan, image, size, iterations)
+        counters["reference_branches"] += 1
+        loop.denoise(start, 1.0, REFERENCE, start=plan.start)
     plan.work.recorded[plan.start] = dict(run.recorded)
     reference_cache.put(plan.key, plan.work)
 
@@ -258,7 +257,8 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
     sampling = ("full",) if lora is None else lora.identity()
     plan = plan_reference(reference_cache, run, active,
                           lambda: reference_key(digest, spec, params, ip_scale, active, sampling), steps,
-                          params.diffusion.reference_passes == "inversion")
+                          # above the window size the branch steps with the generated one (paired_work)
+                          params.diffusion.reference_passes == "inversion" and not layout.active)
     passes = steps + plan.passes(steps, iterations) + sum(control.extra_passes(steps) for control in active)
     run.progress = Progress(total=passes, on_step=on_step, cancel=cancel)
     loop = Loop(pipe, run.cond, steps, run.progress, active, run.state, "ddim" if lora is None else lora.scheduler,
