@@ -17,8 +17,7 @@ import pytest
 from backend import generate_variants
 from backend.diffusion import engine as diffusion
 from backend.params import APPEARANCE_MODES
-from scripts.benchmarks import cli, common, gpu, speed, variant_cost
-from scripts.benchmarks.report import render_gpu
+from scripts.benchmarks import cli, common, report, speed, variant_cost
 
 STEPS = 3
 
@@ -154,15 +153,35 @@ def test_naive_recomputes_per_variant_and_leaves_the_real_cache_alone(tiny_model
         assert diff.mean() < 0.5
 
 
-def test_gpu_path_runs_on_the_cpu_with_the_tiny_models(tiny_models, fresh_pipeline):
-    setup = replace(common.GPU, size=64, steps=2, reps=1)
-    result = gpu.bench_gpu(tiny_models, setup, device="cpu", dtype="float32", log=lambda *a: None)
-    methods = {r["method"] for r in result["rows"]}
-    assert methods == {"plain", "naive", "first", "cached", "ad", "diffusers", "fast"}
-    assert result["optimisations"] == ["channels_last", "decode one image at a time"]
-    assert all(r["peak_gb"] is None and r["median_s"] > 0 for r in result["rows"])  # no CUDA: no VRAM figure
-    report = "\n".join(render_gpu({"command": "test", "date": "now", "machine": common.machine(), "gpu": result}))
-    assert "diffusers' own `StableDiffusionPipeline`" in report and "Not measured" not in report
+def test_gpu_dry_run_prints_seconds_per_variant_and_peak_for_full_fast_and_the_peer(tiny_models, fresh_pipeline,
+                                                                                  tmp_path, capsys):
+    """`scripts/bench --gpu --dry-run`: the --gpu command's whole path on the CPU, nothing stored."""
+    models_dir = tiny_models["base"].parent
+    assert cli.main(["--gpu", "--dry-run", "--models", str(models_dir), "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "benchmarks.json").exists() and "nothing stored" in out
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0] == "| method | seconds (median) | s / variant | × plain | peak VRAM (GB) |"
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in table[2:]}
+    assert set(rows) == {report.METHOD_TEXT[m] for m in ("plain", "naive", "first", "cached", "ad", "diffusers", "fast")}
+    assert "optimisations: channels_last, decode one image at a time" in out
+    for method in ("cached", "fast", "diffusers"):
+        seconds, per_variant, _, peak = rows[report.METHOD_TEXT[method]]
+        assert float(per_variant) == pytest.approx(float(seconds) / common.GPU.variants[-1], abs=0.002)
+        assert peak.rstrip(" |") == report._fmt(None)  # no CUDA here: no VRAM figure, none invented
+    assert f"{common.DRY_RUN.size}², {common.DRY_RUN.steps} steps, N = 4" in out
+    assert [line.split("=")[0] for line in out.strip().splitlines()[-4:]] == [
+        "variant_cost_ratio", "first_call_ratio", "peer_ratio", "fast_over_full"]
+
+
+def test_gpu_without_cuda_fails_clearly_before_writing_models(tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["--gpu", "--models", str(tmp_path / "models"), "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --gpu needs a CUDA GPU") and "--dry-run" in err
+    assert not (tmp_path / "models").exists() and not (tmp_path / "benchmarks.json").exists()
 
 
 def test_the_speed_section_times_cached_fast_and_full_variants_and_both_decoders(tiny_models, tmp_path, monkeypatch,
