@@ -199,11 +199,17 @@ def test_the_speed_section_times_cached_fast_and_full_variants_and_both_decoders
     assert set(rows) == {"full", "fast", "fast_cfg"}
     assert (rows["full"]["steps"], rows["fast"]["steps"]) == (speed.FULL_STEPS, speed.FAST_STEPS)
     assert rows["full"]["ratio_to_full"] == 1.0 and all(len(r["seconds"]) == 1 for r in rows.values())
+    assert "remake_full" not in rows["full"]["card"]  # the gate judges Fast variants only
+    assert all(rows[c]["card"]["remake_full"] is (not rows[c]["card"]["same_look"]) for c in ("fast", "fast_cfg"))
     assert result["ratios"]["fast_cost_ratio"] == rows["fast"]["ratio_to_full"]
     decode = result["decode"]
+    assert result["decode_size"] == speed.DECODE_SIZE  # above the run's 64²: fixed costs would dominate there
+    assert 0 < decode["taesd"]["gflop"] < decode["vae"]["gflop"]
     assert result["ratios"]["preview_decode_ratio"] == pytest.approx(
         decode["taesd"]["median_s"] / decode["vae"]["median_s"], rel=0.05)  # of medians rounded to 0.1 ms
     last = capsys.readouterr().out.strip().splitlines()[-2:]
     assert [line.split("=")[0] for line in last] == ["fast_cost_ratio", "preview_decode_ratio"]
     report = "\n".join(speed.render_speed(result))
     assert "`fast_cost_ratio`" in report and "`preview_decode_ratio`" in report
+    assert f"Decoding the same {speed.DECODE_SIZE}² latents" in report and "the ratio's floor" in report
+    assert "| remake at Full |" in report and "say nothing about the fidelity" in report
