@@ -108,7 +108,7 @@ def make_tileable(image: str | os.PathLike | Image.Image, *, engine: str = "auto
         except InputError as e:
             raise InputError(f"map {name!r}: {e.message}", hint=e.hint) from e
     result = tileable.make_tileable(picture, band=band, flatten=flatten, tile=tile, maps=given, cancel=cancel)
-    record = json.loads(result.info["parameters"]) | {"engine": "patch", "reference": ref.source}
+    record = json.loads(result.info["parameters"]) | {"engine": "patch"} | ref.record()
     if engine == "diffusion":
         result, details = _diffusion_band(result, ref, tile, seed=seed, steps=steps, base=base, ip_adapter=ip_adapter,
                                           on_step=on_step, cancel=cancel)
@@ -209,7 +209,7 @@ def generate(reference: str | os.PathLike | Image.Image, params: GenerationParam
     )
     judge = report_card.MaterialJudge(ref.rgb, given, params.tile)
     record = params.to_dict(engine_name) | {
-        "engine": engine_name, "batch_seed": params.seed, "reference": ref.source, "base": base,
+        "engine": engine_name, "batch_seed": params.seed, **ref.record(), "base": base,
         "ip_adapter": ip_adapter,
     }
     for i, image in enumerate(images):

@@ -10,6 +10,9 @@ Policy (documented in docs/guide/engines.md, "Input images"):
   header before anything is decoded, by one reader (`read_header`) against one table of limits
   (`check_header`; docs/PROTOCOL.md "Limits"): each side at most MAX_SIDE, at most MAX_CHANNELS
   samples of at most MAX_BITS bits per pixel; references also need MIN_SIDE on the short side;
+- a larger image that Pillow decodes (an 8K-16K scan) is read *reduced*, up to MAX_SOURCE_SIDE a side
+  and MAX_DECODED_BYTES decoded: a block mean by the smallest whole factor that brings it within
+  MAX_SIDE (`reduce_factor`; the Blender add-on asks for the same size);
 - only regular files are opened (a FIFO, device, socket or folder is refused before any read);
 - writes are atomic (temporary name in the same folder, then rename) and never replace a file
   unless the caller says so.
@@ -17,6 +20,7 @@ Policy (documented in docs/guide/engines.md, "Input images"):
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import struct
@@ -35,13 +39,15 @@ MIN_SIDE = 32
 MAX_SIDE = 8192
 MAX_CHANNELS = 4
 MAX_BITS = 64  # float64 TIFF maps (read as float32); so at most MAX_SIDE² x 4 x 8 bytes = 2 GiB decoded
+MAX_DECODED_BYTES = MAX_SIDE * MAX_SIDE * MAX_CHANNELS * MAX_BITS // 8
+MAX_SOURCE_SIDE = 2 * MAX_SIDE  # read reduced by 2 (a 16K scan); its decoded bytes within MAX_DECODED_BYTES
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}  # by colour type (a palette becomes RGBA at most)
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 READ_TIMEOUT_S = 60.0  # a local texture reads in well under a second; a stuck network mount never does
-# Pillow refuses images over twice this many pixels while reading the header; the side checks below
-# refuse the rest before decoding.
-Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
+# Pillow refuses images over twice this many pixels while reading the header (and warns over it); the
+# side checks below refuse the rest before decoding.
+Image.MAX_IMAGE_PIXELS = MAX_SOURCE_SIDE * MAX_SOURCE_SIDE
 
 
 @dataclass(frozen=True)
@@ -50,10 +56,15 @@ class Reference:
     alpha: Image.Image | None  # mode "L" or None
     grayscale: bool
     source: str  # path or "<PIL image>", for messages and parameters
+    read_from: tuple[int, int] | None = None  # the file's size when it was read reduced (`reduce_factor`)
 
     @property
     def size(self) -> tuple[int, int]:
         return self.rgb.size
+
+    def record(self) -> dict:
+        """Where the reference came from, for a result's parameters (and the size it was read reduced from)."""
+        return {"reference": self.source} | ({"reference_read_from": list(self.read_from)} if self.read_from else {})
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
@@ -80,11 +91,11 @@ def _require_regular_file(mode: int, path: Path) -> None:
     raise InputError(f"input is {kind}, not an image file: {path}", hint="pass the path of an image file")
 
 
-def _check_size(w: int, h: int, what: str, min_side: int = MIN_SIDE) -> None:
+def _check_size(w: int, h: int, what: str, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> None:
     if min(w, h) < min_side:
         raise InputError(f"{what} is {w}x{h} px: too small to learn a texture from",
                          hint=f"use an image of at least {MIN_SIDE}x{MIN_SIDE} px")
-    if max(w, h) > MAX_SIDE:
+    if max(w, h) > max_side:
         raise InputError(f"{what} is {w}x{h} px: larger than {MAX_SIDE} px",
                          hint=f"downscale it to at most {MAX_SIDE} px per side")
 
@@ -105,19 +116,28 @@ class Header:
         return self.width * self.height * self.channels * max(1, self.bits // 8)
 
 
-def read_header(path: str | os.PathLike, what: str = "image") -> Header:
+def reduce_factor(width: int, height: int) -> int:
+    """The whole factor an image is read reduced by: 1 within MAX_SIDE, else the smallest that fits."""
+    return max(1, math.ceil(max(width, height) / MAX_SIDE))
+
+
+def read_header(path: str | os.PathLike, what: str = "image", reducible: bool = False) -> Header:
     """The header of the image file at `path` (a regular file: see `_open_regular`), checked against
     the limits (`check_header`) before anyone decodes it; InputError when unreadable or over a limit."""
     path = Path(path)
     with _open_regular(path) as f:
-        return check_header(_header_of(f, path), path, what)
+        return check_header(_header_of(f, path), path, what, reducible)
 
 
-def check_header(header: Header, path: Path, what: str) -> Header:
-    """The one table of limits for every image file (docs/PROTOCOL.md, "Limits")."""
+def check_header(header: Header, path: Path, what: str, reducible: bool = False) -> Header:
+    """The one table of limits for every image file (docs/PROTOCOL.md, "Limits"). `reducible`: the
+    caller reads it reduced (`open_image`), so up to MAX_SOURCE_SIDE and MAX_DECODED_BYTES pass."""
     size = f"{header.width}x{header.height} px"
-    if max(header.width, header.height) > MAX_SIDE:
-        raise InputError(f"{what} {path} is {size}: larger than {MAX_SIDE} px",
+    side = max(header.width, header.height)
+    huge = reducible and side <= MAX_SOURCE_SIDE and header.decoded_bytes <= MAX_DECODED_BYTES
+    if side > MAX_SIDE and not huge:
+        most = f"{MAX_SOURCE_SIDE} px (read reduced)" if reducible else f"{MAX_SIDE} px"
+        raise InputError(f"{what} {path} is {size}: larger than {most}",
                          hint=f"downscale it to at most {MAX_SIDE} px per side")
     if min(header.width, header.height) < 1:
         raise InputError(f"{what} {path} is {size}: empty", hint="save the image again")
@@ -176,13 +196,19 @@ def _open_regular(path: Path):
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
+    """The image at `path`, decoded; over MAX_SIDE (up to MAX_SOURCE_SIDE) reduced (`reduced`), with
+    `info["read_from"]` its file's size."""
     path = Path(path)
     with _open_regular(path) as f:
-        check_header(_header_of(f, path), path, "image")  # the lower bound is the caller's (load_reference)
+        check_header(_header_of(f, path), path, "image", reducible=True)  # the lower bound is the caller's
         try:
             with Image.open(f) as im:
-                _check_size(*im.size, f"image {path}", min_side=1)  # what Pillow will decode, whatever the sniffing said
+                # what Pillow will decode, whatever the sniffing said
+                _check_size(*im.size, f"image {path}", min_side=1, max_side=MAX_SOURCE_SIDE)
                 im.load()
+                factor = reduce_factor(*im.size)
+                if factor > 1:
+                    return reduced(im, factor)
                 return im.copy() if im.mode != "P" else im.convert("RGBA")
         except Image.DecompressionBombError as e:
             raise InputError(f"image is too large to open safely: {path} ({e})",
@@ -190,6 +216,21 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise InputError(f"not a readable image: {path} ({e.__class__.__name__}: {e})",
                              hint="use a PNG, JPEG, TIFF or WebP file") from e
+
+
+def reduced(image: Image.Image, factor: int) -> Image.Image:
+    """`image` reduced by the whole `factor`: each pixel the mean of a factor x factor block (the last
+    width % factor columns and height % factor rows left out, as the add-on's export does)."""
+    box, size, mode = (0, 0, image.width // factor * factor, image.height // factor * factor), image.size, image.mode
+    if mode == "P":
+        image = image.convert("RGBA")
+    elif mode in ("1", "I;16", "I;16B", "I;16L", "I;16N"):  # modes Pillow's reduce has no kernel for
+        image = image.convert("L" if mode == "1" else "I")
+    small = image.reduce(factor, box=box)
+    if mode.startswith("I;16"):
+        small = small.convert("I;16")  # back to 16 bits, so readers see the depth the file had
+    small.info["read_from"] = size
+    return small
 
 
 def read_reference(path: str | os.PathLike, *, cancel: threading.Event | None = None,
@@ -233,8 +274,8 @@ def load_reference(reference: str | os.PathLike | Image.Image) -> Reference:
     else:
         raise InputError(f"reference must be a path or a PIL image, not {type(reference).__name__}",
                          hint="pass a file path or PIL.Image.Image")
-    _check_size(*image.size, "reference")
-
+    read_from = image.info.get("read_from")
+    _check_size(*image.size, f"reference (read reduced from {read_from[0]}x{read_from[1]} px)" if read_from else "reference")
     image = to_8bit(image)
     alpha = None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode in ("RGB", "L") and "transparency" in image.info):
@@ -244,7 +285,8 @@ def load_reference(reference: str | os.PathLike | Image.Image) -> Reference:
             alpha = alpha_band
     grayscale = image.mode in ("L", "LA", "1")
     rgb = image.convert("RGB")
-    return Reference(rgb=rgb, alpha=alpha, grayscale=grayscale, source=source)
+    return Reference(rgb=rgb, alpha=alpha, grayscale=grayscale, source=source,
+                     read_from=tuple(read_from) if read_from else None)
 
 
 def extent(size) -> tuple[int, int]:

@@ -391,7 +391,9 @@ def declarations() -> dict:
 
 
 def _sizes() -> dict:
-    """The output sides (range, each engine's multiple) and the largest input side the backend reads."""
-    from backend.images import MAX_SIDE  # images is heavier than this module; only the spec needs it
+    """The output sides (range, each engine's multiple), the largest input side the backend reads as it
+    is, and the largest it reads reduced (by the smallest whole factor that brings it within input_max)."""
+    # images is heavier than this module; only the spec needs it
+    from backend.images import MAX_SIDE, MAX_SOURCE_SIDE
 
-    return capabilities()["size"] | {"input_max": MAX_SIDE}
+    return capabilities()["size"] | {"input_max": MAX_SIDE, "source_max": MAX_SOURCE_SIDE}

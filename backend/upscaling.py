@@ -128,7 +128,7 @@ def upscale(image, factor: int = 2, *, maps: dict | None = None, engine: str = "
     colour = MaterialMap("colour", np.asarray(ref.rgb.convert("L"))[..., None] if ref.grayscale else np.asarray(ref.rgb))
     big = wrap_resize(colour, factor, tile)
     enlarged = {key: wrap_resize(m, factor, tile) for key, m in given.items()}
-    record = {"upscale_factor": factor, "engine": name, "seed": params.seed, "tile": tile, "reference": ref.source,
+    record = {"upscale_factor": factor, "engine": name, "seed": params.seed, "tile": tile, **ref.record(),
               "size": [width, height]}
     if name == "diffusion":
         from backend.diffusion.refine import refine

@@ -35,10 +35,12 @@ def default(name: str):
 def sizes() -> dict:
     """The output sizes the backend makes: `low` and `high` per side, `multiple` per engine (diffusion:
     its latent grid), `default` (the declared default's side, the Fixed size's default), and
-    `input_max`: the largest side of an image it reads (larger sources are downsampled on export)."""
+    `input_max`: the largest side of an image it reads as it is, `source_max`: the largest it reads
+    reduced itself (larger sources are downsampled on export)."""
     spec = _declared()["sizes"]
     return {"low": spec["min"], "high": spec["max"], "multiple": dict(spec["multiple"]),
-            "default": declared("size")["default"][0], "input_max": spec["input_max"]}
+            "default": declared("size")["default"][0], "input_max": spec["input_max"],
+            "source_max": spec["source_max"]}
 
 
 def choices(name: str) -> tuple[str, ...]:

@@ -18,8 +18,20 @@ def test_the_limits_are_the_backends_declared_ones():
     from backend.params import MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE
 
     assert (sizing.LOW, sizing.MAX_SIZE, sizing.INPUT_MAX) == (MIN_SIZE, MAX_SIZE, images.MAX_SIDE)
+    assert sizing.SOURCE_MAX == images.MAX_SOURCE_SIDE
     assert parameters.sizes()["multiple"] == SIZE_MULTIPLE
     assert sizing.multiple("auto") == SIZE_MULTIPLE["diffusion"]  # auto may run the diffusion engine
+
+
+@given(st.integers(1, 40000), st.integers(1, 40000))
+def test_the_backend_reads_a_huge_file_at_the_size_the_add_on_asks_for(w, h):
+    from backend import images
+
+    if sizing.backend_reduces(w, h):  # the add-on hands over the file: both sides must agree on the size
+        factor = images.reduce_factor(w, h)
+        assert factor == sizing.export_factor(w, h) and sizing.export_size(w, h) in (None, (w // factor, h // factor))
+    else:
+        assert max(w, h) > images.MAX_SOURCE_SIDE
 
 
 @given(st.integers(1, 30000), st.integers(1, 30000), st.sampled_from(["patch", "diffusion", "auto"]))
@@ -30,7 +42,7 @@ def test_match_source_asks_for_the_sources_own_size_in_what_the_engine_takes(w, 
     assert sizing.LOW <= min(plan.width, plan.height) and max(plan.width, plan.height) <= sizing.MAX_SIZE
     if max(w, h) > sizing.INPUT_MAX:  # downsampled on export by a whole factor, said first
         factor = -(-max(w, h) // sizing.INPUT_MAX)
-        assert plan.export == (w // factor, h // factor) and plan.notes[0].startswith("Downsampled on export")
+        assert plan.export == (w // factor, h // factor) and plan.notes[0].startswith("Downsampled to")
         if min(plan.export) >= sizing.LOW and all(s % step == 0 for s in plan.export):
             assert (plan.width, plan.height) == plan.export  # asked for at the exported size: no second resample
     else:
@@ -54,9 +66,9 @@ def test_a_1024_by_384_source_is_made_at_1024_by_384_and_fixed_is_a_square():
 def test_a_16k_source_is_said_to_be_downsampled_before_anything_is_made():
     plan = sizing.plan(16384, 16384, sizing.MATCH, engine="patch")
     assert plan.size == [8192, 8192] and plan.export == (8192, 8192)
-    assert plan.notes == ("Downsampled on export to 8192×8192: the 16384×16384 source is over the backend's "
+    assert plan.notes == ("Downsampled to 8192×8192: the 16384×16384 source is over the backend's "
                           "8192 px a side",)
-    halved = ("Downsampled on export to 8192×4096: the 16384×8192 source is over the backend's 8192 px a side",)
+    halved = ("Downsampled to 8192×4096: the 16384×8192 source is over the backend's 8192 px a side",)
     assert sizing.own_size(16384, 8192) == sizing.SizePlan(8192, 4096, halved, (8192, 4096))
     assert sizing.own_size(8192, 100) == sizing.SizePlan(8192, 100)
 

@@ -13,11 +13,12 @@ import tifffile
 from PIL import Image
 
 from backend.errors import InputError
-from backend.images import MAX_SIDE, read_header
+from backend.images import MAX_SIDE, MAX_SOURCE_SIDE, load_reference, read_header
 from tests.service_process import ServiceProcess
 
 PATCH = dict(engine="patch", size=64)
-WIDE = MAX_SIDE + 108  # one side over the limit, the other tiny: cheap to write, refused all the same
+WIDE = MAX_SOURCE_SIDE + 108  # one side over every limit, the other tiny: cheap to write, refused all the same
+OVER = MAX_SIDE + 808  # over the side read as it is, within the side read reduced
 
 
 def _float_tiff_bomb(path, side: int = 20480):
@@ -94,5 +95,69 @@ def test_masks_and_sketches_go_through_the_same_check(tmp_path):
     wide = tmp_path / "wide.png"
     Image.new("L", (WIDE, 40)).save(wide)
     for read in (read_mask, lambda p: load_sketch(p, 64)):
-        with pytest.raises(InputError, match=f"{WIDE}x40 px: larger than {MAX_SIDE}"):
+        with pytest.raises(InputError, match=f"{WIDE}x40 px: larger than {MAX_SOURCE_SIDE} px"):
             read(wide)
+
+
+# --- sources over MAX_SIDE, up to MAX_SOURCE_SIDE: read reduced by a whole factor ------------------
+
+def _ramp(width: int, height: int) -> np.ndarray:
+    """R = x mod 256, G = y mod 256, B a 1-px checker: each 2x2 block's mean is known exactly."""
+    x, y = np.meshgrid(np.arange(width), np.arange(height))
+    return np.stack([x % 256, y % 256, (x + y) % 2 * 255], axis=-1).astype(np.uint8)
+
+
+def test_a_reference_over_the_limit_is_read_reduced_to_block_means(tmp_path):
+    path = tmp_path / "scan.png"
+    Image.fromarray(_ramp(OVER, 66)).save(path, compress_level=1)
+    ref = load_reference(path)
+    assert ref.size == (OVER // 2, 33) and ref.read_from == (OVER, 66)
+    assert ref.record() == {"reference": str(path), "reference_read_from": [OVER, 66]}
+    pixels = np.asarray(ref.rgb).astype(float)
+    x, y = np.arange(OVER // 2), np.arange(33)
+    assert np.abs(pixels[0, :, 0] - (2 * x % 256 + 0.5)).max() <= 0.5
+    assert np.abs(pixels[:, 0, 1] - (2 * y + 0.5)).max() <= 0.5
+    assert set(np.unique(pixels[..., 2])) <= {127, 128}
+    assert load_reference(tmp_path / "scan.png").size == ref.size  # an odd remainder would be left out
+    small = tmp_path / "small.png"
+    Image.fromarray(_ramp(100, 66)).save(small)
+    assert load_reference(small).read_from is None and "reference_read_from" not in load_reference(small).record()
+
+
+def test_alpha_and_16_bit_grey_are_reduced_with_their_depth(tmp_path):
+    from backend.materials.maps import read_map
+
+    rgba = np.dstack([_ramp(OVER, 80), np.full((80, OVER), 100, np.uint8)])
+    rgba[:, : 2 * 10, 3] = 0  # the first ten output columns transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
+    ref = load_reference(tmp_path / "cut.png")
+    assert ref.alpha is not None and np.asarray(ref.alpha)[0, :12].tolist() == [0] * 10 + [100, 100]
+    height = (np.arange(OVER)[None, :] * 7 % 65536 * np.ones((40, 1))).astype(np.uint16)
+    Image.fromarray(height).save(tmp_path / "height.png")
+    loaded = read_map(tmp_path / "height.png", "height").pixels[..., 0]
+    assert loaded.dtype == np.uint16 and loaded.shape == (20, OVER // 2)
+    expected = (height[:, 0:OVER - OVER % 2:2].astype(float) + height[:, 1:OVER:2]) / 2
+    assert np.abs(loaded[0].astype(float) - expected[0]).max() <= 0.5  # 16-bit means, not 8-bit
+
+
+def test_what_is_not_read_reduced_says_how_to_fix_it(tmp_path):
+    from backend.materials.maps import read_map
+
+    with pytest.raises(InputError, match=f"{OVER}x4 px: larger than {MAX_SIDE}") as e:  # pypng's 16-bit colour
+        read_map(_png16_rgb(tmp_path / "n.png", OVER, 4), "normal")
+    assert "8-bit PNG" in e.value.hint
+    with pytest.raises(InputError, match=f"larger than {MAX_SIDE} px\n"):
+        read_header(tmp_path / "n.png")  # a caller that does not reduce keeps the plain limit
+
+
+def test_a_reduced_reference_is_said_in_the_result(tmp_path):
+    from backend.api import generate
+    from backend.params import GenerationParams
+
+    path = tmp_path / "scan.png"
+    Image.fromarray(_ramp(OVER, 96)).save(path)
+    params = GenerationParams.build(engine="patch", size=64, seed=1, variants=1)
+    [image] = generate(path, params)
+    import json
+
+    assert json.loads(image.info["parameters"])["reference_read_from"] == [OVER, 96]

@@ -46,7 +46,7 @@ def carry_maps(variant: str | os.PathLike, reference: str | os.PathLike, maps: d
                          hint="choose another --out folder, or move those files away")
     start = time.perf_counter()
     found = correspondence.correspond(np.asarray(var.rgb), base.pixels, seed=seed)
-    record = {"carried_to": str(variant), "reference": ref.source, "maps": {n: str(p) for n, p in maps.items()},
+    record = {"carried_to": str(variant), **ref.record(), "maps": {n: str(p) for n, p in maps.items()},
               "seed": seed, **found.fidelity(), "correspondence_seconds": round(time.perf_counter() - start, 3)}
     parameters = json.dumps(record, sort_keys=True)
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from backend.errors import InputError
-from backend.images import open_image, read_header, save_png_atomic, write_atomic
+from backend.images import MAX_SIDE, open_image, read_header, reduce_factor, save_png_atomic, write_atomic
 from backend.params import MAP_NAME as NAME_PATTERN
 
 COLOR, DATA, NORMAL = "color", "data", "normal"
@@ -110,8 +110,12 @@ def read_map(path: str | os.PathLike, name: str, kind: str | None = None) -> Mat
     check_name(name)
     path = Path(path)
     kind = kind or kind_of(name)
-    header = read_header(path, f"{name} map")  # every depth and format, before anything is decoded
+    header = read_header(path, f"{name} map", reducible=True)  # every depth and format, before decoding
     depth, floating = header.bits, header.floating
+    own_reader = floating or (depth == 16 and (header.format == "TIFF" or header.channels > 1))
+    if own_reader and reduce_factor(header.width, header.height) > 1:  # only Pillow's images are read reduced
+        raise InputError(f"{name} map {path} is {header.width}x{header.height} px: larger than {MAX_SIDE} px",
+                         hint=f"downscale it to at most {MAX_SIDE} px per side, or save it as an 8-bit PNG")
     if floating or (depth == 16 and header.format == "TIFF"):
         return MaterialMap(name, _channels_last(_read_tiff(path), path), kind, str(path))
     image = open_image(path)

@@ -194,6 +194,21 @@ def _plain_copy(image, job_dir: Path, stem: str) -> Path | None:
     return None
 
 
+def _backend_reads_as_is(image) -> bool:
+    return sizing.export_factor(*image.size) == 1
+
+
+def _huge_copy(image, job_dir: Path, stem: str, deep_colour: bool = True) -> Path | None:
+    """A source over the backend's side limit handed over as its own file's bytes when the backend
+    reads that file reduced by the same factor the add-on would (sizing.backend_reduces); else None.
+    `deep_colour`: whether a 16-bit colour file may go (a map's 16-bit colour is not read reduced)."""
+    if not sizing.backend_reduces(*image.size) or image.file_format not in {"PNG", "JPEG", "TARGA", "BMP", "WEBP"}:
+        return None
+    if not deep_colour and image.is_float and image.channels > 1:
+        return None
+    return _plain_copy(image, job_dir, stem)
+
+
 MISSING_HINT = "find it again with File > External Data > Find Missing Files, or open the right file in the node"
 
 
@@ -217,22 +232,23 @@ def export_reference(image, job_dir: str | os.PathLike, role: str = "reference")
     """Write `image` into the job folder as the backend's input (`role`: reference, guide or mask): (its
     path, how it is encoded).
 
-    At its own size, unless it is larger than the backend reads: then downsampled by a whole factor
-    (sizing.export_factor, a block mean with numpy). The encoding {"kind", "scale"} is what
-    `import_variant` needs to bring the variants back.
+    At its own size, unless it is larger than the backend reads as it is: then its file's bytes when
+    the backend reads that file reduced itself (`_huge_copy`: no pixel crosses into Python), else
+    downsampled here by the same whole factor (sizing.export_factor, a block mean with numpy). The
+    encoding {"kind", "scale"} is what `import_variant` needs to bring the variants back.
     """
     job_dir = Path(job_dir)
     stem = f"{role}-{safe_stem(image.name)}"
     _check_exportable(image)
     kind = source_kind(image)
     encoding = {"kind": kind, "scale": 1.0}
+    if kind != LINEAR:
+        copied = _plain_copy(image, job_dir, stem) if _backend_reads_as_is(image) else _huge_copy(image, job_dir, stem)
+        if copied is not None:
+            return copied, encoding
     factor = sizing.export_factor(*image.size)
     if factor > 1:
         return _export_downsampled(image, job_dir / stem, encoding, factor), encoding
-    if kind != LINEAR:
-        copied = _plain_copy(image, job_dir, stem)
-        if copied is not None:
-            return copied, encoding
     path = job_dir / f"{stem}.png"
     with _scratch_copy(image) as temp:
         if kind == LINEAR:
@@ -275,6 +291,10 @@ or a float TIFF (deeper ones)."""
     _check_exportable(image)
     kind = map_kind(image)
     factor = sizing.export_factor(*image.size)
+    if factor > 1 and kind != FLOAT:
+        copied = _huge_copy(image, job_dir, stem, deep_colour=False)
+        if copied is not None:
+            return copied
     if factor > 1:  # larger than the backend reads: a block mean, the values kept (8-bit stays 8-bit)
         channels = 4 if has_alpha(image) else 3
         rgba, width, height = resample.block_mean(rgba_pixels(image), *image.size, factor, kind == BYTE, channels)

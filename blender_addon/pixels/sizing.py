@@ -2,12 +2,14 @@
 either differs from the source. Plain Python.
 
 The backend makes any W×H from `low` to `high` px a side (the diffusion engine: multiples of 8, its
-latent grid) and reads images of at most `input_max` px a side (generated/params.json, from
-backend/params.py). "Match Source" asks for the source's own W×H, rounded to what the engine takes and
-capped at `high` keeping the aspect; "Fixed" asks for a square of the artist's size, made from the
-middle of a non-square source (said in the panel). A source larger than `input_max` is downsampled on
-export by the smallest whole factor that brings it within `input_max` (a block mean: texture_io,
-pixels/resample.py); Match Source then asks for that size, so the backend uses it as it is.
+latent grid) and reads images of at most `input_max` px a side as they are (generated/params.json,
+from backend/params.py). "Match Source" asks for the source's own W×H, rounded to what the engine takes
+and capped at `high` keeping the aspect; "Fixed" asks for a square of the artist's size, made from the
+middle of a non-square source (said in the panel). A source larger than `input_max` is downsampled by
+the smallest whole factor that brings it within `input_max` (a block mean): by the backend as it reads
+the file, when the source has a file the backend reads and is at most `source_max` a side (Blender
+then hands over the file's bytes and touches no pixel), else on export (texture_io,
+pixels/resample.py). Match Source then asks for that size, so the backend uses it as it is.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from .. import parameters
 
 SIZES = parameters.sizes()
-LOW, MAX_SIZE, INPUT_MAX = SIZES["low"], SIZES["high"], SIZES["input_max"]
+LOW, MAX_SIZE, INPUT_MAX, SOURCE_MAX = SIZES["low"], SIZES["high"], SIZES["input_max"], SIZES["source_max"]
 MATCH, FIXED = "match", "fixed"
 
 
@@ -57,6 +59,11 @@ def export_factor(source_width: int, source_height: int) -> int:
     return max(1, math.ceil(max(source_width, source_height) / INPUT_MAX))
 
 
+def backend_reduces(source_width: int, source_height: int) -> bool:
+    """Whether the backend reads a file of this size reduced itself (by `export_factor`)."""
+    return max(source_width, source_height) <= SOURCE_MAX
+
+
 def export_size(source_width: int, source_height: int) -> tuple[int, int] | None:
     """The size a source larger than the backend reads is downsampled to on export, else None."""
     factor = export_factor(source_width, source_height)
@@ -66,7 +73,7 @@ def export_size(source_width: int, source_height: int) -> tuple[int, int] | None
 def _export_note(source: str, export: tuple[int, int] | None) -> list[str]:
     if export is None:
         return []
-    return [f"Downsampled on export to {export[0]}×{export[1]}: the {source} source is over the backend's "
+    return [f"Downsampled to {export[0]}×{export[1]}: the {source} source is over the backend's "
             f"{INPUT_MAX} px a side"]
 
 

@@ -1,6 +1,7 @@
 """Production size in Blender (docs/guide/production-size.md): a 1024x384 texture made natively at
-1024x384 (the request's size, the reference as it is), a 16384x16384 packed image downsampled on
-export (timed) with the panel's note before Generate, and Upscale x2 of a picked patch variant and of
+1024x384 (the request's size, the reference as it is), a 16384x16384 packed image handed over as its own
+file (timed; the backend reads it reduced) with the panel's note before Generate, a generated image
+over the limit downsampled on export, and Upscale x2 of a picked patch variant and of
 the applied one with a roughness map. Patch engine. See harness.py for how it is run."""
 
 import os
@@ -61,23 +62,39 @@ def huge(rec, path):
     rec["huge_labels"] = panel_labels()  # before any Generate
     texture_io = h.addon_module("material.texture_io")
     times = []
-    for _ in range(2):  # cold: Blender decodes the packed PNG on the first pixel read; warm: it is loaded
+    for _ in range(2):
         folder = tempfile.mkdtemp(dir=os.path.dirname(path))
         start = time.perf_counter()
         written, encoding = texture_io.export_reference(image, folder)
         times.append(time.perf_counter() - start)
     rec["huge_export"] = {"path": str(written), "encoding": encoding, "seconds": times}
-    # The warm export's parts: Blender handing the pixels over, the block mean, the 8-bit TIFF
-    resample, float_tiff = h.addon_module("pixels.resample"), h.addon_module("pixels.float_tiff")
-    start = time.perf_counter()
-    pixels = texture_io.rgba_pixels(image)
-    read = time.perf_counter()
-    small, width, height = resample.block_mean(pixels, 16384, 16384, 2, to_bytes=True, channels=3)
-    del pixels
-    mean = time.perf_counter()
-    float_tiff.write(os.path.join(folder, "parts.tif"), small, width, height, 3, bits=8)
-    rec["huge_parts_seconds"] = {"pixel read": read - start, "block mean": mean - read,
-                                 "tiff": time.perf_counter() - mean}
+
+
+def huge_generated(rec, folder):
+    """A source over the limit with no file (a generated image): downsampled on export with numpy."""
+    import numpy as np
+
+    width, height = 9000, 160
+    image = bpy.data.images.new("Generated wide", width, height)
+    x, y = np.meshgrid(np.arange(width), np.arange(height))
+    rgba = np.stack([(x % 256) / 255, (y % 256) / 255, (x + y) % 2, np.ones_like(x)], axis=-1)
+    image.pixels.foreach_set(rgba.astype(np.float32).ravel())
+    h.plane_with_image(image, "Generated")
+    rec["generated_labels"] = panel_labels()
+    written, encoding = h.addon_module("material.texture_io").export_reference(image, tempfile.mkdtemp(dir=folder))
+    rec["generated_export"] = {"path": str(written), "encoding": encoding}
+    # An HDR (float, scene-linear) one over the limit: the same block mean, exposure-encoded on export
+    hdr = bpy.data.images.new("HDR wide", width, height, float_buffer=True)
+    hdr.colorspace_settings.name = "Linear Rec.709" if "Linear Rec.709" in colourspaces() else "Linear"
+    values = np.stack([x % 5 + 0.0, np.full(x.shape, 0.25), (x + y) % 2 * 3.0, np.ones_like(x)], axis=-1)
+    hdr.pixels.foreach_set(values.astype(np.float32).ravel())
+    h.plane_with_image(hdr, "HDR")
+    written, encoding = h.addon_module("material.texture_io").export_reference(hdr, tempfile.mkdtemp(dir=folder))
+    rec["hdr_export"] = {"path": str(written), "encoding": encoding}
+
+
+def colourspaces() -> set:
+    return {item.identifier for item in bpy.types.ColorManagedInputColorspaceSettings.bl_rna.properties["name"].enum_items}
 
 
 def upscale(rec, sent, folder):
@@ -118,6 +135,7 @@ def scenario(rec):
     wide(rec, sent, wide_path)
     upscale(rec, sent, maps_folder)
     huge(rec, huge_path)
+    huge_generated(rec, os.path.dirname(huge_path))
 
 
 h.Recorder().run(scenario)
