@@ -52,6 +52,7 @@ def test_the_wrap_pad_is_circular_padding_in_the_inputs_memory_format(memory_for
         grad = torch.randn_like(expected)
         ours, theirs = (torch.autograd.grad(y, x, grad)[0] for y in (padded, expected))  # AD, LGP: backward
         assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)  # sums of the same terms in another order
+    assert torch.equal(wrap_pad(x[0], 2, 1), F.pad(x[0], (2, 2, 1, 1), mode="circular"))  # unbatched, as Conv2d takes
     with pytest.raises(ValueError, match="at least"):
         wrap_pad(x, 8, 1)
 

@@ -29,10 +29,12 @@ from backend.params import AXES
 def wrap_pad(x: torch.Tensor, pad_x: int, pad_y: int) -> torch.Tensor:
     """`x` (N, C, H, W) padded by wrapping around, `pad_x` columns and `pad_y` rows on each side: the
     values of `F.pad(x, (pad_x, pad_x, pad_y, pad_y), mode="circular")`, in `x`'s memory format."""
+    if x.dim() == 3:  # an unbatched (C, H, W) input, as Conv2d accepts
+        return wrap_pad(x[None], pad_x, pad_y)[0]
     n, c, h, w = x.shape
     if pad_x > w or pad_y > h:
         raise ValueError(f"a wrap-around pad of {pad_x}x{pad_y} needs at least that many columns and rows, not {w}x{h}")
-    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     out = torch.empty((n, c, h + 2 * pad_y, w + 2 * pad_x), dtype=x.dtype, device=x.device,
                       memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     out[:, :, pad_y:pad_y + h, pad_x:pad_x + w] = x
