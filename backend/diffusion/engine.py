@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.diffusion import balance, clip_similarity, controls, fast, models, samplers, vae
+from backend.diffusion import balance, clip_similarity, controls, fast, models, samplers, streamed, vae
 from backend.diffusion.controls.base import (
     GENERATED,
     REFERENCE,
@@ -141,12 +141,9 @@ def reference_key(digest: str, spec, params, ip_scale: float, active, sampling: 
             ip_scale, params.diffusion.inversion_iterations, sampling, *(control.cache_key() for control in active))
 
 
-def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image, size: int,
-                   iterations: int) -> None:
-    """Invert the reference up to the level of step `plan.start` and run its branch from there, as
-    `plan` says; cache the result once complete."""
-    if not plan.branch:
-        return
+def inverted_reference(loop: Loop, plan: ReferencePlan, image: Image.Image, size, iterations: int) -> torch.Tensor:
+    """The reference DDIM-inverted up to the level of step `plan.start`: the cached trajectory, continued
+    by the inversion steps it lacks."""
     work, count = plan.work, loop.state.steps - plan.start  # inversion steps to the start's level
     if plan.invert:
         done = len(work.trajectory)
@@ -155,10 +152,34 @@ def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image
                                                          "none")
         latents = work.trajectory[-1] if done else vae.encode_reference(loop.pipe, image, size, photo)
         loop.invert(latents, iterations, count=count, done=done, trajectory=work.trajectory)
+    return work.trajectory[count - 1]
+
+
+def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image, size: int,
+                   iterations: int) -> None:
+    """Invert the reference up to the level of step `plan.start` and run its branch from there, as
+    `plan` says; cache the result once complete."""
+    if not plan.branch:
+        return
+    start = inverted_reference(loop, plan, image, size, iterations)
     counters["reference_branches"] += 1
-    loop.denoise(work.trajectory[count - 1], 1.0, REFERENCE, start=plan.start)
-    work.recorded[plan.start] = dict(run.recorded)
-    reference_cache.put(plan.key, work)
+    loop.denoise(start, 1.0, REFERENCE, start=plan.start)
+    plan.work.recorded[plan.start] = dict(run.recorded)
+    reference_cache.put(plan.key, plan.work)
+
+
+def paired_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image, size, iterations: int,
+                noise: torch.Tensor, guidance: float, previews: bool) -> torch.Tensor:
+    """Above the window: the reference branch and the generated one stepped together window by window
+    (streamed.py), the recordings cached only when they fit the cache's budget; the generated latents."""
+    start = inverted_reference(loop, plan, image, size, iterations)
+    counters["reference_branches"] += 1
+    result, kept = streamed.denoise_paired(loop, start, noise, guidance, plan.start, run.recorded,
+                                           reference_cache.max_bytes, previews)
+    if kept:
+        plan.work.recorded[plan.start] = dict(run.recorded)
+    reference_cache.put(plan.key, plan.work)  # at least the inversion, image-sized
+    return result
 
 
 def scale_map(m, reference_size, params):
@@ -191,14 +212,14 @@ def generate(reference, params, *, base=None, ip_adapter=None, latents=None, on_
     active = controls.build(params, spec, settings) + list(extra_controls)  # checks before waiting for the lock
     layout = Layout.for_size(params.size, options.window, params.tile)
     if layout.active:
-        windowed_controls(params)
+        windowed_controls(params, active)
     image = cover(reference.rgb, params.size)
     with _run_lock:
         pipe = models.load_pipeline(spec)
         fast.use(pipe, lora)
         with torch.no_grad():
             state = StepState(steps=params.steps, windows=len(layout) if layout.active else 1)
-            run = Run(pipe, state, reference=reference, image=image)
+            run = Run(pipe, state, reference=reference, image=image, layout=layout if layout.active else None)
             images, info = _run(run, spec, params, settings.ip_scale, guidance, active, latents, on_step, cancel, lora,
                                 layout, ip_image)
     record = {"guidance_scale": guidance, "ip_scale": settings.ip_scale, "device": spec.device, "dtype": spec.dtype,
@@ -242,8 +263,11 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
         loop.previewer = vae.taesd_previewer(taesd, scaling)
         own.append(taesd.decoder)
     with tiling(layout.conv_mode(), pipe.unet, pipe.vae.decoder, *own):
-        reference_work(loop, run, plan, image, params.size, iterations)
-        result = loop.denoise(noise, guidance, GENERATED, previews=on_step is not None)
+        if layout.active and plan.branch:
+            result = paired_work(loop, run, plan, image, params.size, iterations, noise, guidance, on_step is not None)
+        else:
+            reference_work(loop, run, plan, image, params.size, iterations)
+            result = loop.denoise(noise, guidance, GENERATED, previews=on_step is not None)
         run.progress.check()
         if options.draft:
             images = vae.to_images(vae.taesd_decode(taesd, result, scaling), "taesd")

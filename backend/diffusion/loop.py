@@ -83,13 +83,13 @@ class Loop:
             return self._eps(latents, t, guidance)
 
         def window(crop: torch.Tensor, index: int) -> torch.Tensor:
-            self.state.window = index
+            self.state.window, self.state.cells = index, self.layout.tiles()[index]
             return self._eps(crop, t, guidance)
 
         try:
             return self.layout.blend(latents, window)
         finally:
-            self.state.window = None
+            self.state.window = self.state.cells = None
 
     def _eps(self, latents: torch.Tensor, t, guidance: float) -> torch.Tensor:
         guided = guidance > 1.0

@@ -21,6 +21,7 @@ Layouts are in latent cells (8 px). Torch-light: the engine supplies the functio
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,15 +93,17 @@ class Layout:
         return [(start + torch.arange(side)) % length for start in positions(length, self.window, wrap)]
 
     def tiles(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(rows, columns) cell indices of each window, row-major."""
-        wrap_x, wrap_y = AXES[self.tile]
-        return [(ys, xs) for ys in self._axis(self.height, wrap_y) for xs in self._axis(self.width, wrap_x)]
+        """(rows, columns) cell indices of each window, row-major (built once per layout: read only)."""
+        return _tiles(self)
 
     def __len__(self) -> int:
         return len(self.tiles())
 
     def weight(self, rows: int, cols: int) -> torch.Tensor:
-        """(rows, cols) blend weights of a window: tapered on the split axes."""
+        """(rows, cols) blend weights of a window: tapered on the split axes (read only)."""
+        return _weight(self, rows, cols)
+
+    def _weight(self, rows: int, cols: int) -> torch.Tensor:
         overlap = round(self.window * OVERLAP)
         split_x, split_y = self.windowed
         wy = _taper(rows, overlap if split_y else 0)
@@ -148,6 +151,24 @@ class Layout:
         return (out / weights).to(x.dtype if x.is_floating_point() else torch.float32)
 
 
+def window_pixels(cells: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (rows, columns) pixel indices of a window given by its latent cells (StepState.cells): what a
+    control crops from an output-sized image (a mask, a conditioning image) for that window."""
+    rows, cols = cells
+    return _cells(rows, LATENT), _cells(cols, LATENT)
+
+
+@functools.lru_cache(maxsize=16)
+def _tiles(layout: Layout) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    wrap_x, wrap_y = AXES[layout.tile]
+    return [(ys, xs) for ys in layout._axis(layout.height, wrap_y) for xs in layout._axis(layout.width, wrap_x)]
+
+
+@functools.lru_cache(maxsize=16)
+def _weight(layout: Layout, rows: int, cols: int) -> torch.Tensor:
+    return layout._weight(rows, cols)
+
+
 def _cells(index: torch.Tensor, scale: int) -> torch.Tensor:
     """Cell indices at `scale` elements per cell."""
     if scale == 1:
@@ -165,16 +186,28 @@ def encode_tiled(vae, pixels: torch.Tensor, layout: Layout) -> torch.Tensor:
     return layout.blend(pixels, lambda crop, _: vae.encode(crop).latent_dist.mean, scale_in=LATENT, margin=VAE_MARGIN)
 
 
-def windowed_controls(params) -> None:
-    """Above the window size, the controls that run the UNet themselves or record per-layer features
-    by step alone (AD, sketch guidance, restyle) are refused; kv, IP-Adapter and InstantStyle work per window."""
-    asked = [name for name, on in (("appearance ad", params.appearance == "ad"), ("a sketch", bool(params.sketch)),
-                                   ("restyle", bool(params.diffusion.restyle_prompt))) if on]
-    if asked:
-        raise InputError(f"{' and '.join(asked)} works up to the window size ({params.diffusion.window} px a side); "
+def windowed_controls(params, active=()) -> None:
+    """Above the window size attention distillation is refused (it optimises the whole latent against
+    the whole reference's attention: see docs/guide/production-size.md); kv, IP-Adapter, InstantStyle,
+    restyle, masks and sketch guidance work per window, sketch guidance only in steps where no kv or
+    restyle recording is read (its own UNet pass comes after the step, when the window's recordings
+    are gone)."""
+    from backend.diffusion.controls.kv import KVReplacement
+    from backend.diffusion.controls.restyle import Restyle
+    from backend.diffusion.controls.sketch import LGPGuidance
+
+    upscale = "make it at the window size and upscale it (python -m backend upscale)"
+    if params.appearance == "ad":
+        raise InputError(f"appearance ad works up to the window size ({params.diffusion.window} px a side); "
                          f"{params.width}x{params.height} is denoised in windows",
-                         hint="make it at the window size and upscale it (python -m backend upscale), or use "
-                         "appearance kv / none")
+                         hint=f"{upscale}, or use appearance kv / none")
+    guided = frozenset().union(*(c.window for c in active if isinstance(c, LGPGuidance)))
+    read = frozenset().union(*(c.reference_steps(params.steps) for c in active
+                               if isinstance(c, KVReplacement | Restyle) and c.needs_reference()))
+    if guided & read:
+        raise InputError(f"above the window size ({params.diffusion.window} px a side) sketch guidance cannot run in "
+                         f"the steps where the reference's recordings are read (steps {sorted(guided & read)})",
+                         hint=f"lower sketch_window or balance so that they do not meet, or {upscale}")
 
 
 def prompt_image(image: Image.Image, layout: Layout) -> Image.Image:

@@ -163,13 +163,24 @@ def render_production_size(entry: dict | None) -> list[str]:
     if not entry or not entry.get("rows"):
         return ["Not measured yet: run `python -m scripts.benchmarks.production_size --store`."]
     out = [f"- **command**: `{entry['command']}`", f"- **date**: {entry['date']}", f"- **note**: {entry['note']}", "",
-           "| engine | side | checkout | seconds | s per megapixel | peak MB |", "|---|---|---|---|---|---|"]
-    for row in sorted(entry["rows"], key=lambda r: (r["engine"], r["side"], r["checkout"] != "before")):
+           "| engine | side | checkout | seconds | s per megapixel | peak MB | kv recordings MB |",
+           "|---|---|---|---|---|---|---|"]
+    for row in sorted(entry["rows"], key=lambda r: (r["engine"], r.get("appearance", ""), r["side"],
+                                                   r["checkout"] != "before")):
+        engine = row["engine"] + ("" if row.get("appearance", "none") == "none" else f" ({row['appearance']})")
         if "error" in row:
-            out.append(f"| {row['engine']} | {row['side']}² | {row['checkout']} | {row['error']} | | |")
+            out.append(f"| {engine} | {row['side']}² | {row['checkout']} | {row['error']} | | | |")
             continue
-        out.append(f"| {row['engine']} | {row['side']}² | {row['checkout']} | {row['seconds']} | "
-                   f"{row['seconds_per_mpx']} | {row['peak_mb']} |")
+        seconds = row["seconds"] if "load_s" not in row else f"{row['seconds']} (+ {row['load_s']} load)"
+        out.append(f"| {engine} | {row['side']}² | {row['checkout']} | {seconds} | "
+                   f"{row['seconds_per_mpx']} | {row['peak_mb']} | {row.get('recorded_mb', '')} |")
+    if "window_pass" in entry:
+        w = entry["window_pass"]
+        p = w["projection"]
+        out += ["", f"One full-size SD1.5 UNet window pass (random weights, 512 px window, batch 2 for guidance, "
+                f"{w['date']}; {w['note']}): **{w['window_pass_s']} s**. **Projection** (not a measurement) for a "
+                f"{p['side']}² variant: {p['windows']} windows x {p['steps']} steps x that pass = {p['seconds']} s, "
+                f"{p['seconds_per_mpx']} s per megapixel (the VAE, the reference work and the load left out)."]
     return out
 
 

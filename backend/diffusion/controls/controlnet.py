@@ -21,6 +21,7 @@ import torch
 
 from backend.diffusion import sketch_models
 from backend.diffusion.controls.base import GENERATED, Control, Run, StepState
+from backend.diffusion.windows import window_pixels
 from backend.sketches import load_sketch
 
 
@@ -43,9 +44,12 @@ class ControlNetGuide(Control):
     def unet_kwargs(self, state: StepState) -> dict:
         if state.branch != GENERATED or self.strength == 0:
             return {}
-        batch = state.model_input.shape[0]
+        batch, image = state.model_input.shape[0], self.image
+        if state.cells is not None:  # above the window size: the sketch's part under the window
+            rows, cols = window_pixels(state.cells)
+            image = image[..., rows[:, None], cols[None, :]]
         down, mid = self.net(state.model_input, state.timestep, encoder_hidden_states=state.text_embeds,
-                             controlnet_cond=self.image.expand(batch, -1, -1, -1),
+                             controlnet_cond=image.expand(batch, -1, -1, -1),
                              conditioning_scale=self.strength, return_dict=False)
         return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from backend.diffusion.controls.attention import Projection, ReferenceAttention, self_attention_layers
 from backend.diffusion.controls.base import GENERATED, REFERENCE, StepState
+from backend.diffusion.windows import window_pixels
 from backend.errors import InputError
 
 RESNET = "up_blocks.1.resnets.1"
@@ -60,7 +61,15 @@ class MaskPyramid:
     """A (1, 1, H, W) mask, area-averaged to any feature resolution (cached per shape)."""
 
     def __init__(self, mask: torch.Tensor):
-        self.mask, self._at = mask, {}
+        self.mask, self._at, self._windows = mask, {}, {}
+
+    def window(self, index: int, cells: tuple) -> MaskPyramid:
+        """The mask over window `index` of a latent split into windows ((rows, columns) latent cells:
+        StepState.cells), as a pyramid of its own (cached per window)."""
+        if index not in self._windows:
+            rows, cols = window_pixels(cells)
+            self._windows[index] = MaskPyramid(self.mask[..., rows[:, None], cols[None, :]])
+        return self._windows[index]
 
     def at(self, height: int, width: int) -> torch.Tensor:
         if (height, width) not in self._at:
@@ -92,11 +101,17 @@ class Injection:
     def active(self) -> bool:
         return self.state.step in self.window
 
-    def key(self, layer: str, step: int | None = None) -> tuple:
-        return (TAG, self.kind, self.state.step if step is None else step, layer)
+    def key(self, layer: str, step: int | None = None, window: int | None = None) -> tuple:
+        """Where a feature is kept: by step and layer, and by window when the latent is split into windows
+        (each window reads the reference's same window)."""
+        step = self.state.step if step is None else step
+        window = self.state.window if window is None else window
+        return (TAG, self.kind, step, layer) if window is None else (TAG, self.kind, step, layer, window)
 
     def missing(self) -> set[tuple]:
-        return {self.key(layer, step) for step in self.window for layer in self.layers} - set(self.store)
+        windows = range(self.state.windows) if self.state.windows > 1 else (None,)
+        return {self.key(layer, step, window) for step in self.window for layer in self.layers
+                for window in windows} - set(self.store)
 
     def put(self, layer: str, tensors: tuple) -> None:
         self.store[self.key(layer)] = tuple(t.detach() for t in tensors)
@@ -111,7 +126,8 @@ class Injection:
         """The reference's feature inside the mask, the own one outside."""
         if self.mask is None:
             return reference
-        m = self.mask.tokens(own.shape[2]) if self.kind == "qk" else self.mask.at(*own.shape[2:])
+        mask = self.mask if self.state.window is None else self.mask.window(self.state.window, self.state.cells)
+        m = mask.tokens(own.shape[2]) if self.kind == "qk" else mask.at(*own.shape[2:])
         m = m.to(own.dtype)
         return m * reference + (1 - m) * own
 

@@ -37,12 +37,13 @@ from backend.errors import InputError
 from backend.sketches import load_sketch
 
 
-def encode_sketch(pipe, sketch, size: int, tile: str) -> torch.Tensor:
-    """(1, 4, size/8, size/8) float32: the VAE latents of the sketch, wrapped on the tiled axes."""
+def encode_sketch(pipe, sketch, size: int, tile: str, layout=None) -> torch.Tensor:
+    """(1, 4, size/8, size/8) float32: the VAE latents of the sketch, wrapped on the tiled axes (tile by
+    tile in `layout`'s windows, which wrap instead, when it splits the latent)."""
     from backend.diffusion.vae import encode_reference
 
-    with tiling(tile, pipe.vae.encoder):
-        return encode_reference(pipe, sketch.convert("RGB"), size).float()
+    with tiling(tile if layout is None else layout.conv_mode(), pipe.vae.encoder):
+        return encode_reference(pipe, sketch.convert("RGB"), size, layout).float()
 
 
 def step_scale(strength: float, taken: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -72,43 +73,64 @@ class LGPGuidance(Control):
             raise InputError(f"the LGP {self.path} takes {self.lgp.width} input channels; this base model's UNet "
                              f"gives {expected}", hint="use an LGP trained for this base model "
                              "(python -m backend train-lgp --base ...)")
-        self.target = encode_sketch(run.pipe, self.sketch, self.size, self.tile)
+        self.target = encode_sketch(run.pipe, self.sketch, self.size, self.tile, run.layout)
 
     def extra_passes(self, steps: int) -> int:
         return len(self.window)
+
+    def before_step(self, state: StepState) -> torch.Tensor:
+        self.step_input = state.latents  # above the window size the UNet's last input is one window's
+        return state.latents
 
     def after_step(self, state: StepState) -> torch.Tensor:
         if state.branch != GENERATED or state.step not in self.window:
             return state.latents
         self.run.progress.check()
-        start = state.model_input[-state.latents.shape[0]:]  # the step's input (CFG: its conditional half)
+        # the step's input (CFG: the conditional half of the UNet's input)
+        start = state.model_input[-state.latents.shape[0]:] if self.run.layout is None else self.step_input
         latents = self.guide(start, state.timestep, state.latents)
         self.run.progress.advance()
         return latents
 
-    def predict(self, latents: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, latents: torch.Tensor, t, tile: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(edge-latent prediction, the pass's noise estimate) at z_t (differentiable in `latents`)."""
         unet, cond, n = self.run.pipe.unet, self.run.cond, latents.shape[0]
         text, image = torch.cat([cond.text_uncond] * n), torch.cat([cond.image_uncond] * n)
         return lgp_module.predict(self.lgp, unet, self.run.scheduler, latents.to(unet.dtype), t, text, [image],
-                                  self.tile)
+                                  self.tile if tile is None else tile)
 
-    def losses(self, pred: torch.Tensor) -> torch.Tensor:
-        """Per-variant mean squared distance of a prediction to the sketch's encoding."""
-        return ((pred.float() - self.target) ** 2).mean(dim=(1, 2, 3))
+    def losses(self, pred: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-variant mean squared distance of a prediction to the sketch's encoding (or `target`)."""
+        return ((pred.float() - (self.target if target is None else target)) ** 2).mean(dim=(1, 2, 3))
 
     def loss(self, latents: torch.Tensor, t) -> torch.Tensor:
         """The per-variant loss at z_t (no gradient): what the guidance lowers (tests, measurements)."""
         with torch.no_grad():
             return self.losses(self.predict(latents, t)[0])
 
+    def gradient(self, start: torch.Tensor, t) -> torch.Tensor:
+        """The loss's gradient at `start`; when the latent is split into windows, each window's loss is
+        differentiated on its own (one UNet pass and backward of the window's size) against the sketch's
+        same window, and the gradients are blended like the windows' noise predictions."""
+        layout = self.run.layout
+        if layout is None:
+            return self._gradient(start, t, self.target, self.tile)
+        both = torch.cat([start.float(), self.target.expand(start.shape[0], -1, -1, -1)], dim=1)
+        channels = start.shape[1]
+        return layout.blend(both, lambda crop, _: self._gradient(crop[:, :channels], t, crop[:, channels:],
+                                                                  layout.conv_mode()))
+
+    def _gradient(self, start: torch.Tensor, t, target: torch.Tensor, tile: str) -> torch.Tensor:
+        work = start.detach().float().requires_grad_(True)
+        with torch.enable_grad(), frozen(self.run.pipe.unet):
+            pred, _ = self.predict(work, t, tile)
+            (grad,) = torch.autograd.grad(self.losses(pred, target).sum(), work)
+        return grad
+
     def guide(self, start: torch.Tensor, t, stepped: torch.Tensor) -> torch.Tensor:
         """The step's result `stepped` after one guidance step, its gradient taken at the step's input
         `start` (see the module docstring); float32 throughout, returned in `stepped`'s dtype."""
-        work = start.detach().float().requires_grad_(True)
-        with torch.enable_grad(), frozen(self.run.pipe.unet):
-            pred, _ = self.predict(work, t)
-            (grad,) = torch.autograd.grad(self.losses(pred).sum(), work)
+        grad = self.gradient(start, t)
         taken = stepped.float() - start.float()
         scale = step_scale(self.strength, taken, grad)
         if self.observer is not None:
