@@ -8,7 +8,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +67,7 @@ FULL = Setup(
 )
 GPU = Setup(mode="gpu", size=512, steps=30, reps=3, variants=(4,),
             methods=("plain", "naive", "first", "cached", "ad", "diffusers", "fast"), service_reps=0, patch_reps=0)
+DRY_RUN = replace(GPU, size=64, steps=2, reps=1)  # `--gpu --dry-run`: the GPU code path on the CPU, in minutes
 
 
 # ---------------------------------------------------------------------------------------- timing

@@ -39,6 +39,7 @@ then:
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -142,24 +143,38 @@ class Control:
         return []
 
 
+_attention_modules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def attention_modules(unet) -> dict:
+    """The UNet's attention modules by layer name, found once per UNet: diffusers' `attn_processors`
+    and `set_attn_processor` walk every module on each call (about 40 ms for SD1.5's tree on a CPU),
+    which the windowed path would pay twice per window (diffusion/streamed.py)."""
+    modules = _attention_modules.get(unet)
+    if modules is None:
+        modules = {name: module for name, module in unet.named_modules() if hasattr(module, "get_processor")}
+        _attention_modules[unet] = modules
+    return modules
+
+
 def layer_processors(unet) -> dict:
     """The UNet's attention processors by layer name (without the ".processor" suffix)."""
-    return {name.removesuffix(".processor"): proc for name, proc in unet.attn_processors.items()}
+    return {name: module.get_processor() for name, module in attention_modules(unet).items()}
 
 
 @contextlib.contextmanager
 def installed(unet, processors: dict):
     """Inside the block the layers named in `processors` use those processors; every layer gets its
     own back on exit, also when the block raises."""
-    original = dict(unet.attn_processors)
-    unknown = set(processors) - {name.removesuffix(".processor") for name in original}
+    modules = attention_modules(unet)
+    unknown = set(processors) - set(modules)
     if unknown:
         raise InputError(f"unknown attention layers {sorted(unknown)}", hint="see self_attention_layers()")
-    if processors:  # set_attn_processor consumes the dict it is given: pass copies
-        unet.set_attn_processor({name: processors.get(name.removesuffix(".processor"), proc)
-                                 for name, proc in original.items()})
+    original = {name: modules[name].get_processor() for name in processors}
+    for name, processor in processors.items():
+        modules[name].set_processor(processor)
     try:
         yield
     finally:
-        if processors:
-            unet.set_attn_processor(dict(original))
+        for name, processor in original.items():
+            modules[name].set_processor(processor)

@@ -37,7 +37,7 @@ from PIL import Image
 
 from backend import masks, sam
 from backend.diffusion.controls import inpaint, pnp
-from backend.diffusion.controls.base import GENERATED, INVERSION, REFERENCE, Control, Run
+from backend.diffusion.controls.base import GENERATED, INVERSION, REFERENCE, Control, Run, layer_processors
 from backend.diffusion.controls.inpaint import FEATHER, feather  # noqa: F401 - the edit-inside blend, shared
 from backend.errors import InputError
 
@@ -91,14 +91,14 @@ def inverted_start(inverted: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def ip_adapter_off(unet):
     """IP-Adapter's image attention at scale 0 in every layer (the scales as before afterwards)."""
-    saved = {name: proc.scale for name, proc in unet.attn_processors.items() if hasattr(proc, "scale")}
-    for name, proc in unet.attn_processors.items():
+    saved = {name: proc.scale for name, proc in layer_processors(unet).items() if hasattr(proc, "scale")}
+    for name, proc in layer_processors(unet).items():
         if name in saved:
             proc.scale = [0.0] * len(saved[name])
     try:
         yield
     finally:
-        for name, proc in unet.attn_processors.items():
+        for name, proc in layer_processors(unet).items():
             if name in saved:
                 proc.scale = saved[name]
 
