@@ -24,7 +24,8 @@ STEPS = 3
 
 def tiny_setup(**changes) -> common.Setup:
     base = common.Setup(mode="quick", size=64, steps=STEPS, reps=1, methods=(
-        "plain", "naive", "first", "cached", "ad", "diffusers", "first_before", "cached_before"),
+        "plain", "naive", "first", "first_inversion", "cached", "ad", "lgp", "diffusers", "first_before",
+        "cached_before"),
                        service_reps=1, patch_size=64, patch_reps=1, why="tiny models, smoke test")
     return replace(base, **changes)
 
@@ -52,9 +53,17 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
     models_dir = tiny_models["base"].parent
     assert cli.main(["--quick", "--models", str(models_dir), "--out-dir", str(tmp_path)]) == 0
 
-    last = capsys.readouterr().out.strip().splitlines()[-3:]
+    printed_lines = capsys.readouterr().out.strip().splitlines()
+    last = printed_lines[-3:]
     assert [line.split("=")[0] for line in last] == ["variant_cost_ratio", "first_call_ratio", "peer_ratio"]
     entry = json.loads((tmp_path / "benchmarks.json").read_text())["quick"]
+    # the guided controls' cost per guided step, printed before the three ratios
+    costs = entry["control_costs"]
+    assert set(costs) == {"first_call_ratio_inversion", "ad_ratio", "ad_step_s", "ad_iteration_s", "lgp_ratio",
+                          "lgp_step_s"}
+    assert all(f"{name}={value:.3f}" in printed_lines for name, value in costs.items())
+    guided = entry["variant_cost"]["guided_steps"]
+    assert guided == {"ad": 1, "ad_iterations": 3, "lgp": 2}  # 3 steps: the last third; the first half, rounded
     printed = {line.split("=")[0]: float(line.split("=")[1]) for line in last}
     assert printed == pytest.approx(entry["ratios"], abs=5e-4)
     assert printed["variant_cost_ratio"] == pytest.approx(entry["variant_cost_ratio"], abs=5e-4)
@@ -69,6 +78,10 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
         expected |= {("plain", n): 2 * n * STEPS, ("cached", n): 2 * n * STEPS, ("naive", n): n * (2 * STEPS + 2 * window),
                      # the first call's reference work: inversion and reference branch to / through the window
                      ("first", n): 2 * n * STEPS + 2 * window, ("first_before", n): (2 * n + 2) * STEPS,
+                     # recording in the inversion: its passes only, no reference branch
+                     ("first_inversion", n): 2 * n * STEPS + window,
+                     # LGP: one pass of the unconditional half (n latents) per guided step, 2 of 3
+                     ("lgp", n): 2 * n * STEPS + 2 * n,
                      ("cached_before", n): 2 * n * STEPS, ("diffusers", n): 2 * n * STEPS}
     del expected[("first", 1)]  # the same work as one naive variant: measured once
     if "ad" in APPEARANCE_MODES:  # plus the loss passes: iterations x N per window step (1 of 3)

@@ -19,7 +19,7 @@ from scripts.benchmarks.patch import bench_patch
 from scripts.benchmarks.report import load_results, render, render_gpu, write_atomic
 from scripts.benchmarks.service import bench_service
 from scripts.benchmarks.speed import bench_speed
-from scripts.benchmarks.variant_cost import bench_variant_cost, ratio_lines
+from scripts.benchmarks.variant_cost import bench_variant_cost, control_costs, ratio_lines
 
 SECTIONS = ("variant_cost", "service", "patch", "speed")
 
@@ -44,6 +44,7 @@ def run(setup: Setup, models: dict, *, out_dir: Path = DOCS, command: str = "", 
         entry["variant_cost"] = bench_variant_cost(models, setup, log=log)
         entry["variant_cost_ratio_n"] = max(setup.variants)
         entry["ratios"] = ratio_lines(entry["variant_cost"], entry["variant_cost_ratio_n"])
+        entry["control_costs"] = control_costs(entry["variant_cost"], entry["variant_cost_ratio_n"])
         entry["variant_cost_ratio"] = entry["ratios"]["variant_cost_ratio"]
     if "service" in sections and setup.service_reps:
         try:  # a service that cannot start or dies must not cost the numbers measured so far
@@ -91,13 +92,16 @@ def _parser() -> argparse.ArgumentParser:
                         "and print the table without storing it: a check that the script works, not a measurement")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (default: the mode's)")
     parser.add_argument("--size", type=int, help="image size in px, a multiple of 64 (default: the mode's)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the mode's); the kv window stays the "
+                        "recipe's last third of them")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS[3:],
                         help="measure only these sections (speed: fast_cost_ratio and preview_decode_ratio, in "
                         "--quick); the mode's other stored results are kept")
-    parser.add_argument("--methods", nargs="+", choices=("plain", "naive", "first", "cached", "ad", "diffusers",
-                                                         "first_before", "cached_before"),
+    parser.add_argument("--methods", nargs="+", choices=("plain", "naive", "first", "first_inversion", "cached", "ad",
+                                                         "lgp", "diffusers", "first_before", "cached_before"),
                         help="the ways to measure (default: the mode's); the results are stored as a run of "
-                        "their own, e.g. quick+naive. first_before / cached_before: the engine with its costs "
+                        "their own, e.g. quick+naive. first_inversion: the first call with "
+                        "reference_passes=\"inversion\"; lgp: cached kv with LGP sketch guidance. first_before / cached_before: the engine with its costs "
                         "before #12 put back (two padded copies per wrapped convolution, the image embedding "
                         "every call, the full reference replay), for a before/after in one run")
     parser.add_argument("--variants", type=int, nargs="+", metavar="N",
@@ -166,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                   "fast_over_full": round(rows["fast"]["median_s"] / rows["cached"]["median_s"], 3)}
     else:
         setup = common.QUICK if args.quick else common.FULL
-        changes = {k: v for k, v in (("reps", args.reps), ("size", args.size), ("variants", tuple(args.variants or ())),
+        changes = {k: v for k, v in (("reps", args.reps), ("size", args.size), ("steps", args.steps),
+                                     ("variants", tuple(args.variants or ())),
                                      ("methods", tuple(args.methods or ()))) if v}
         if "methods" in changes:
             added = [m for m in changes["methods"] if m not in setup.methods]
@@ -176,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                             "command line: " + ", ".join(f"{k} {v}" for k, v in changes.items() if k != "mode")
                             + ".")
         sections = tuple(args.sections) if args.sections else SECTIONS
-        ratios = run(setup, models, out_dir=args.out_dir, command=command, sections=sections)["ratios"]
+        entry = run(setup, models, out_dir=args.out_dir, command=command, sections=sections)
+        ratios = entry["ratios"]
+        for name, value in (entry.get("control_costs") or {}).items():
+            print(f"{name}={value:.3f}")
     if not args.dry_run:
         print(f"wrote {args.out_dir / 'BENCHMARKS.md'} and {args.out_dir / 'benchmarks.json'}")
     for name, value in ratios.items():
