@@ -95,7 +95,7 @@ def load_taesd(folder: Path, device: str, dtype: str):
     model = load_pretrained("taesd", AutoencoderTiny, folder, device, dtype,
                             f"pass an AutoencoderTiny folder (the {DEFAULT_TAESD} layout)")
     # channels-last: oneDNN runs its 64-channel convolutions without reordering every activation
-    # (with tiling.wrap_pad keeping the layout: 14-26 % faster on a CPU; docs/guide/speed-and-quality.md)
+    # (with tiling.wrap_pad keeping the layout: 14-21 % faster on a CPU; docs/guide/speed-and-quality.md)
     return model.to(memory_format=torch.channels_last)
 
 
