@@ -223,6 +223,13 @@ def generate(reference: str | os.PathLike | Image.Image, params: GenerationParam
             engine_record = engine_record | maps_record
         image.info.pop("source_coords", None)
         card = judge.card(image, image.info.get("maps"), clip=image.info.pop("clip_similarity", None))
+        if engine_name == "diffusion" and params.sampler == "fast":
+            card = report_card.few_step_gate(card)
+            if card["remake_full"]:
+                text = (f"variant {i} (seed {params.seed + i}, {params.fast_steps} fast steps): "
+                        f"{report_card.REMAKE_FULL_HINT} (look {card['look']:.2f} > {report_card.LOOK_LIMIT})")
+                log.warning(text)
+                engine_record = engine_record | {"warnings": [*engine_record.get("warnings", []), text]}
         image.info["parameters"] = json.dumps(record | {"seed": params.seed + i, "variant": i, "card": card}
                                               | engine_record, sort_keys=True)
     return images

@@ -39,6 +39,7 @@ NORMAL_MODELS = ("classical", "marigold")
 MAP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # a map's name ends up in a file name
 MAX_MAP_SIDE = 8192
 MASK_MODES = ("keep-structure", "edit-inside")  # restyle: where the structure is kept / what is restyled
+REFERENCE_PASSES = ("branch", "inversion")  # where the controls record the reference (reference_cache.py)
 RESTYLE_STARTS = ("inverted", "noise")  # restyle: the generated branch starts from the inverted input or seeded noise
 
 
@@ -194,6 +195,10 @@ class DiffusionOptions(Checked):
                                     hint="a fraction of the steps, counted from the end")
     kv_blocks: tuple[str, ...] | None = param(None, "names", optional=True, hint='e.g. ["up_blocks.2", "up_blocks.3"]')
     inversion_iterations: int = param(0, "int", 0, 20)
+    reference_passes: str = param("branch", "choice", choices=REFERENCE_PASSES,
+                                  hint="branch: kv/AD record the reference in its own branch through the window (the "
+                                       "method); inversion: in the inversion's passes at the same timesteps, one "
+                                       "level less noisy (a first call saves the window's branch passes)")
     ad_iterations: int = param(3, "int", 0, 50, hint="Adam iterations per window step")
     ad_lr: float = param(0.05, "number", 0.0, 10.0, hint="Adam learning rate")
     style_blocks: tuple[str, ...] = param(("up_blocks.1",), "names", hint='e.g. ["up_blocks.1"]')

@@ -16,6 +16,11 @@ variant and map (a few per cent of what making the variant costs):
 - clip (diffusion engine only): cosine of the CLIP image embeddings of reference and variant from
   the IP-Adapter's own image encoder, when it is loaded (no extra model).
 
+Fidelity gate of few-step sampling: a variant made with `sampler="fast"` (4-8 steps of a
+step-distillation LoRA) carries `remake_full` in its card, true exactly when its `same_look` verdict
+fails: the few steps did not keep the reference's look, so the artist is told to make it again with
+the full sampler (`few_step_gate`; docs/guide/speed-and-quality.md says what is and is not known).
+
 Novelty and look are computed at an analysis size of about ANALYSIS px on the short side (box
 averages over whole blocks, so a roll of the variant by whole blocks is a roll of the analysis
 copy); every block phase of the reference is tried, so a copy shifted by any number of pixels is
@@ -195,6 +200,14 @@ class _LookProfile:
 def card(image, reference, tile: str = "both", clip: float | None = None) -> dict:
     """The report card of one image against its reference (see the module's docstring)."""
     return Judge(reference, tile).card(image, clip)
+
+
+def few_step_gate(card: dict) -> dict:
+    """The card of a few-step (Fast) variant: `remake_full` is true exactly when its look verdict fails."""
+    return card | {"remake_full": not card["same_look"]}
+
+
+REMAKE_FULL_HINT = "its look does not match the source at Fast: make it again with Quality: Full"
 
 
 def seam_card(image, tile: str = "both") -> dict:

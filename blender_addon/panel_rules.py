@@ -95,7 +95,20 @@ def card_details(card: Mapping) -> str:
                      "≤ 1 = as close as the source to itself)")
     if "clip" in card:
         parts.append(f"CLIP {card['clip']:.2f}")
+    if card.get("remake_full"):
+        parts.append("made at Fast and its look does not match the source: make it again with Quality: Full")
     return "; ".join(parts)
+
+
+def fast_look_warning(cards: list[Mapping]) -> str:
+    """The result set's warning when Fast (few-step) variants fail the card's look verdict (the backend
+    sets `remake_full` on a Fast variant's card exactly then); empty when none does."""
+    failed = sum(1 for card in cards if card.get("remake_full"))
+    if not failed:
+        return ""
+    which = "the variant" if len(cards) == 1 else f"{failed} of {len(cards)} variants"
+    return (f"Quality: Fast lost the source's look in {which} (report card): make "
+            f"{'it' if failed == 1 else 'them'} again with Quality: Full")
 
 
 def result_summary(parameters: Mapping) -> str:
@@ -121,6 +134,8 @@ def result_summary(parameters: Mapping) -> str:
         parts.append(f"balance {float(parameters['balance']):.2f}")
     if engine == "diffusion" and parameters.get("appearance"):
         parts.append(str(parameters["appearance"]))
+    if engine == "diffusion" and parameters.get("sampler") == "fast":
+        parts.append(f"fast, {parameters.get('fast_steps', '?')} steps")
     if parameters.get("prompt"):
         parts.append(f"'{parameters['prompt']}'")
     return " · ".join(parts)

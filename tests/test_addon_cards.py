@@ -29,3 +29,21 @@ def test_sort_keys_put_the_best_first():
     assert sorted(range(3), key=lambda i: panel_rules.SORT_KEYS["novelty"](cards[i])) == [1, 0, 2]
     assert sorted(range(3), key=lambda i: panel_rules.SORT_KEYS["seam"](cards[i])) == [1, 0, 2]
     assert sorted(range(3), key=lambda i: panel_rules.SORT_KEYS["look"](cards[i])) == [0, 1, 2]
+
+
+def test_a_fast_variant_that_lost_the_look_says_to_make_it_again_at_full():
+    lost = GOOD | {"look": 4.2, "same_look": False, "remake_full": True}
+    kept = GOOD | {"remake_full": False}
+    assert "make it again with Quality: Full" in panel_rules.card_details(lost)
+    assert "Quality: Full" not in panel_rules.card_details(kept) + panel_rules.card_details(GOOD)
+    assert panel_rules.fast_look_warning([kept, GOOD]) == ""
+    assert panel_rules.fast_look_warning([lost]) == ("Quality: Fast lost the source's look in the variant (report "
+                                                      "card): make it again with Quality: Full")
+    assert panel_rules.fast_look_warning([kept, lost, lost, {}]).startswith("Quality: Fast lost the source's look "
+                                                                            "in 2 of 4 variants")
+
+
+def test_the_summary_says_a_set_was_made_at_fast():
+    record = {"engine": "diffusion", "appearance": "kv", "balance": 0.5, "sampler": "fast", "fast_steps": 8}
+    assert panel_rules.result_summary(record) == "diffusion variants · balance 0.50 · kv · fast, 8 steps"
+    assert "fast" not in panel_rules.result_summary(record | {"sampler": "full"})

@@ -17,15 +17,15 @@ import pytest
 from backend import generate_variants
 from backend.diffusion import engine as diffusion
 from backend.params import APPEARANCE_MODES
-from scripts.benchmarks import cli, common, gpu, speed, variant_cost
-from scripts.benchmarks.report import render_gpu
+from scripts.benchmarks import cli, common, report, speed, variant_cost
 
 STEPS = 3
 
 
 def tiny_setup(**changes) -> common.Setup:
     base = common.Setup(mode="quick", size=64, steps=STEPS, reps=1, methods=(
-        "plain", "naive", "first", "cached", "ad", "diffusers", "first_before", "cached_before"),
+        "plain", "naive", "first", "first_inversion", "cached", "ad", "lgp", "diffusers", "first_before",
+        "cached_before"),
                        service_reps=1, patch_size=64, patch_reps=1, why="tiny models, smoke test")
     return replace(base, **changes)
 
@@ -53,9 +53,17 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
     models_dir = tiny_models["base"].parent
     assert cli.main(["--quick", "--models", str(models_dir), "--out-dir", str(tmp_path)]) == 0
 
-    last = capsys.readouterr().out.strip().splitlines()[-3:]
+    printed_lines = capsys.readouterr().out.strip().splitlines()
+    last = printed_lines[-3:]
     assert [line.split("=")[0] for line in last] == ["variant_cost_ratio", "first_call_ratio", "peer_ratio"]
     entry = json.loads((tmp_path / "benchmarks.json").read_text())["quick"]
+    # the guided controls' cost per guided step, printed before the three ratios
+    costs = entry["control_costs"]
+    assert set(costs) == {"first_call_ratio_inversion", "ad_ratio", "ad_step_s", "ad_iteration_s", "lgp_ratio",
+                          "lgp_step_s"}
+    assert all(f"{name}={value:.3f}" in printed_lines for name, value in costs.items())
+    guided = entry["variant_cost"]["guided_steps"]
+    assert guided == {"ad": 1, "ad_iterations": 3, "lgp": 2}  # 3 steps: the last third; the first half, rounded
     printed = {line.split("=")[0]: float(line.split("=")[1]) for line in last}
     assert printed == pytest.approx(entry["ratios"], abs=5e-4)
     assert printed["variant_cost_ratio"] == pytest.approx(entry["variant_cost_ratio"], abs=5e-4)
@@ -70,6 +78,10 @@ def test_main_writes_the_report_and_prints_the_ratio_last(tiny_models, tmp_path,
         expected |= {("plain", n): 2 * n * STEPS, ("cached", n): 2 * n * STEPS, ("naive", n): n * (2 * STEPS + 2 * window),
                      # the first call's reference work: inversion and reference branch to / through the window
                      ("first", n): 2 * n * STEPS + 2 * window, ("first_before", n): (2 * n + 2) * STEPS,
+                     # recording in the inversion: its passes only, no reference branch
+                     ("first_inversion", n): 2 * n * STEPS + window,
+                     # LGP: one pass of the unconditional half (n latents) per guided step, 2 of 3
+                     ("lgp", n): 2 * n * STEPS + 2 * n,
                      ("cached_before", n): 2 * n * STEPS, ("diffusers", n): 2 * n * STEPS}
     del expected[("first", 1)]  # the same work as one naive variant: measured once
     if "ad" in APPEARANCE_MODES:  # plus the loss passes: iterations x N per window step (1 of 3)
@@ -154,15 +166,35 @@ def test_naive_recomputes_per_variant_and_leaves_the_real_cache_alone(tiny_model
         assert diff.mean() < 0.5
 
 
-def test_gpu_path_runs_on_the_cpu_with_the_tiny_models(tiny_models, fresh_pipeline):
-    setup = replace(common.GPU, size=64, steps=2, reps=1)
-    result = gpu.bench_gpu(tiny_models, setup, device="cpu", dtype="float32", log=lambda *a: None)
-    methods = {r["method"] for r in result["rows"]}
-    assert methods == {"plain", "naive", "first", "cached", "ad", "diffusers", "fast"}
-    assert result["optimisations"] == ["channels_last", "decode one image at a time"]
-    assert all(r["peak_gb"] is None and r["median_s"] > 0 for r in result["rows"])  # no CUDA: no VRAM figure
-    report = "\n".join(render_gpu({"command": "test", "date": "now", "machine": common.machine(), "gpu": result}))
-    assert "diffusers' own `StableDiffusionPipeline`" in report and "Not measured" not in report
+def test_gpu_dry_run_prints_seconds_per_variant_and_peak_for_full_fast_and_the_peer(tiny_models, fresh_pipeline,
+                                                                                  tmp_path, capsys):
+    """`scripts/bench --gpu --dry-run`: the --gpu command's whole path on the CPU, nothing stored."""
+    models_dir = tiny_models["base"].parent
+    assert cli.main(["--gpu", "--dry-run", "--models", str(models_dir), "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "benchmarks.json").exists() and "nothing stored" in out
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0] == "| method | seconds (median) | s / variant | × plain | peak VRAM (GB) |"
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in table[1:]}  # the rule "|---|" is not "| "
+    assert set(rows) == {report.METHOD_TEXT[m] for m in ("plain", "naive", "first", "cached", "ad", "diffusers", "fast")}
+    assert "optimisations: channels_last, decode one image at a time" in out
+    for method in ("cached", "fast", "diffusers"):
+        seconds, per_variant, _, peak = rows[report.METHOD_TEXT[method]]
+        assert float(per_variant) == pytest.approx(float(seconds) / common.GPU.variants[-1], abs=0.002)
+        assert peak.rstrip(" |") == report._fmt(None)  # no CUDA here: no VRAM figure, none invented
+    assert f"{common.DRY_RUN.size}², {common.DRY_RUN.steps} steps, N = 4" in out
+    assert [line.split("=")[0] for line in out.strip().splitlines()[-4:]] == [
+        "variant_cost_ratio", "first_call_ratio", "peer_ratio", "fast_over_full"]
+
+
+def test_gpu_without_cuda_fails_clearly_before_writing_models(tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["--gpu", "--models", str(tmp_path / "models"), "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --gpu needs a CUDA GPU") and "--dry-run" in err
+    assert not (tmp_path / "models").exists() and not (tmp_path / "benchmarks.json").exists()
 
 
 def test_the_speed_section_times_cached_fast_and_full_variants_and_both_decoders(tiny_models, tmp_path, monkeypatch,
@@ -180,11 +212,17 @@ def test_the_speed_section_times_cached_fast_and_full_variants_and_both_decoders
     assert set(rows) == {"full", "fast", "fast_cfg"}
     assert (rows["full"]["steps"], rows["fast"]["steps"]) == (speed.FULL_STEPS, speed.FAST_STEPS)
     assert rows["full"]["ratio_to_full"] == 1.0 and all(len(r["seconds"]) == 1 for r in rows.values())
+    assert "remake_full" not in rows["full"]["card"]  # the gate judges Fast variants only
+    assert all(rows[c]["card"]["remake_full"] is (not rows[c]["card"]["same_look"]) for c in ("fast", "fast_cfg"))
     assert result["ratios"]["fast_cost_ratio"] == rows["fast"]["ratio_to_full"]
     decode = result["decode"]
+    assert result["decode_size"] == speed.DECODE_SIZE  # above the run's 64²: fixed costs would dominate there
+    assert 0 < decode["taesd"]["gflop"] < decode["vae"]["gflop"]
     assert result["ratios"]["preview_decode_ratio"] == pytest.approx(
         decode["taesd"]["median_s"] / decode["vae"]["median_s"], rel=0.05)  # of medians rounded to 0.1 ms
     last = capsys.readouterr().out.strip().splitlines()[-2:]
     assert [line.split("=")[0] for line in last] == ["fast_cost_ratio", "preview_decode_ratio"]
     report = "\n".join(speed.render_speed(result))
     assert "`fast_cost_ratio`" in report and "`preview_decode_ratio`" in report
+    assert f"Decoding the same {speed.DECODE_SIZE}² latents" in report and "the ratio's floor" in report
+    assert "| remake at Full |" in report and "say nothing about the fidelity" in report

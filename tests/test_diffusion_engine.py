@@ -127,13 +127,13 @@ def test_tiling_makes_one_padded_copy_per_convolution_and_zero_pads_the_other_ax
     conv = torch.nn.Conv2d(3, 4, (3, 5), padding=(1, 2))
     x = torch.randn(2, 3, 9, 11)
     pads = []
-    real_pad = tiling_module.F.pad
-    monkeypatch.setattr(tiling_module.F, "pad", lambda *a, **kw: pads.append(a[1]) or real_pad(*a, **kw))
+    real_wrap_pad, real_pad = tiling_module.wrap_pad, torch.nn.functional.pad
+    monkeypatch.setattr(tiling_module, "wrap_pad", lambda *a: pads.append(a[1:]) or real_wrap_pad(*a))
     with torch.no_grad(), tiling(mode, conv):
         out = conv(x)
     monkeypatch.undo()
-    assert len(pads) == 1
     wrap_x, wrap_y = mode in ("both", "x"), mode in ("both", "y")
+    assert pads == [(2 if wrap_x else 0, 1 if wrap_y else 0)]  # one padded copy, of the wrapped axes only
     # the reference: wrap the tiled axes, zero-pad the others, convolve without padding
     expected = real_pad(x, (2, 2, 0, 0), mode="circular" if wrap_x else "constant")
     expected = real_pad(expected, (0, 0, 1, 1), mode="circular" if wrap_y else "constant")

@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from backend import generate_variants
 from backend.diffusion import vae
-from backend.diffusion.tiling import tiling
+from backend.diffusion.tiling import tiling, wrap_pad
 from backend.errors import ModelsMissingError
 
 
@@ -39,6 +40,33 @@ def test_taesd_previews_roll_with_the_latents_on_the_tiled_axes(taesd):
     with torch.no_grad():  # without tiling the border is zero-padded: not a roll
         plain = vae.taesd_decode(taesd, rolled, 0.18215)
     assert not torch.allclose(torch.roll(a, (64, 64), (2, 3)), plain, atol=1e-3)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_the_wrap_pad_is_circular_padding_in_the_inputs_memory_format(memory_format):
+    x = torch.randn((2, 5, 6, 7), dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    for pad_x, pad_y in [(1, 1), (0, 2), (3, 0), (7, 6)]:
+        padded = wrap_pad(x.contiguous(memory_format=memory_format), pad_x, pad_y)
+        expected = F.pad(x, (pad_x, pad_x, pad_y, pad_y), mode="circular")
+        assert torch.equal(padded, expected) and padded.is_contiguous(memory_format=memory_format)
+        grad = torch.randn_like(expected)
+        ours, theirs = (torch.autograd.grad(y, x, grad)[0] for y in (padded, expected))  # AD, LGP: backward
+        assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)  # sums of the same terms in another order
+    assert torch.equal(wrap_pad(x[0], 2, 1), F.pad(x[0], (2, 2, 1, 1), mode="circular"))  # unbatched, as Conv2d takes
+    with pytest.raises(ValueError, match="at least"):
+        wrap_pad(x, 8, 1)
+
+
+def test_the_channels_last_taesd_decodes_what_the_library_model_does(tiny_models, taesd):
+    from diffusers import AutoencoderTiny
+
+    library = AutoencoderTiny.from_pretrained(tiny_models["taesd"]).eval()
+    assert taesd.decoder.layers[0].weight.is_contiguous(memory_format=torch.channels_last)
+    latents = torch.randn((2, 4, 16, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), tiling("both", taesd.decoder, library.decoder):
+        ours = vae.taesd_decode(taesd, latents, 0.18215)
+        theirs = (library.decode(latents / 0.18215).sample / 2 + 0.5).clamp(0, 1)
+    assert torch.allclose(ours, theirs, atol=1e-5)
 
 
 def test_one_small_taesd_preview_per_step_and_the_final_image_is_the_full_vaes(tiny_models, reference):

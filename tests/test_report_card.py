@@ -109,3 +109,47 @@ def test_the_card_costs_little_next_to_the_reference_work():
     assert len(judge._scaled) == 1
     judge.card(np.roll(np.asarray(ref), 5, axis=1))
     assert len(judge._scaled) == 1
+
+
+class _Returns:
+    """An engine that makes the given images (the card, not the sampling, is under test)."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def generate(self, ref, params, **kwargs):
+        return [image.copy() for image in self.images[:params.variants]]
+
+
+@pytest.mark.parametrize("sampler", ["fast", "full"])
+def test_a_fast_variant_is_sent_back_to_quality_full_exactly_when_its_look_fails(monkeypatch, caplog, sampler):
+    """The fidelity gate of few-step sampling: a rolled copy keeps the look, noise does not; only a Fast
+    variant's card carries `remake_full`, true for the failing one alone."""
+    from backend import engines
+
+    ref = _texture("brick")
+    same = Image.fromarray(np.roll(np.asarray(ref), (64, 96), axis=(0, 1)))
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    monkeypatch.setattr(engines, "resolve", lambda *args: ("diffusion", "engine diffusion (asked for)"))
+    monkeypatch.setattr(engines, "get_engine", lambda name: _Returns([same, noise]))
+    with caplog.at_level("WARNING", logger="backend.api"):
+        images = generate_variants(ref, engine="diffusion", variants=2, seed=7, size=256, sampler=sampler)
+    records = [json.loads(image.info["parameters"]) for image in images]
+    cards = [record["card"] for record in records]
+    assert [card["same_look"] for card in cards] == [True, False]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if sampler == "fast":
+        assert [card["remake_full"] for card in cards] == [False, True]
+        assert len(warnings) == 1 and "variant 1 (seed 8, 8 fast steps)" in warnings[0]
+        assert "Quality: Full" in warnings[0] and records[1]["warnings"] == warnings and "warnings" not in records[0]
+    else:
+        assert all("remake_full" not in card for card in cards) and not warnings
+        assert all("warnings" not in record for record in records)
+
+
+def test_the_gate_follows_the_look_verdict_alone():
+    ref = _texture("gravel")
+    card = report_card.card(np.roll(np.asarray(ref), (10, 20), axis=(0, 1)), ref)
+    assert report_card.few_step_gate(card)["remake_full"] is (not card["same_look"]) is False
+    failing = card | {"look": 9.0, "same_look": False}
+    assert report_card.few_step_gate(failing) == failing | {"remake_full": True}

@@ -138,7 +138,8 @@ def reference_key(digest: str, spec, params, ip_scale: float, active, sampling: 
     LoRA fused into the UNet included); the start of the reference branch keys the recordings inside
     the entry (ReferenceWork)."""
     return ("reference", digest, params.size, params.diffusion.window, params.steps, spec, params.tile, params.prompt,
-            ip_scale, params.diffusion.inversion_iterations, sampling, *(control.cache_key() for control in active))
+            ip_scale, params.diffusion.inversion_iterations, params.diffusion.reference_passes, sampling,
+            *(control.cache_key() for control in active))
 
 
 def inverted_reference(loop: Loop, plan: ReferencePlan, image: Image.Image, size, iterations: int) -> torch.Tensor:
@@ -147,10 +148,7 @@ def inverted_reference(loop: Loop, plan: ReferencePlan, image: Image.Image, size
     work, count = plan.work, loop.state.steps - plan.start  # inversion steps to the start's level
     if plan.invert:
         done = len(work.trajectory)
-        # the reference is a photo, not periodic: its tiles do not wrap (and the encoder never does)
-        photo = None if loop.layout is None else Layout(loop.layout.height, loop.layout.width, loop.layout.window,
-                                                         "none")
-        latents = work.trajectory[-1] if done else vae.encode_reference(loop.pipe, image, size, photo)
+        latents = work.trajectory[-1] if done else vae.encode_reference(loop.pipe, image, size, _photo(loop.layout))
         loop.invert(latents, iterations, count=count, done=done, trajectory=work.trajectory)
     return work.trajectory[count - 1]
 
@@ -158,12 +156,18 @@ def inverted_reference(loop: Loop, plan: ReferencePlan, image: Image.Image, size
 def reference_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image, size: int,
                    iterations: int) -> None:
     """Invert the reference up to the level of step `plan.start` and run its branch from there, as
-    `plan` says; cache the result once complete."""
+    `plan` says (or record in the inversion's own passes: `plan.in_inversion`); cache the result."""
     if not plan.branch:
         return
-    start = inverted_reference(loop, plan, image, size, iterations)
-    counters["reference_branches"] += 1
-    loop.denoise(start, 1.0, REFERENCE, start=plan.start)
+    if plan.in_inversion:  # the controls record in the inversion's passes: no branch
+        plan.work.trajectory = []
+        latents = vae.encode_reference(loop.pipe, image, size, _photo(loop.layout))
+        loop.invert(latents, iterations, count=loop.state.steps - plan.start, trajectory=plan.work.trajectory,
+                    record=True)
+    else:
+        start = inverted_reference(loop, plan, image, size, iterations)
+        counters["reference_branches"] += 1
+        loop.denoise(start, 1.0, REFERENCE, start=plan.start)
     plan.work.recorded[plan.start] = dict(run.recorded)
     reference_cache.put(plan.key, plan.work)
 
@@ -180,6 +184,12 @@ def paired_work(loop: Loop, run: Run, plan: ReferencePlan, image: Image.Image, s
         plan.work.recorded[plan.start] = dict(run.recorded)
     reference_cache.put(plan.key, plan.work)  # at least the inversion, image-sized
     return result
+
+
+def _photo(layout: Layout | None) -> Layout | None:
+    """The windows the reference is encoded in: a photo, not periodic, so its tiles do not wrap (and
+    the encoder never does)."""
+    return None if layout is None else Layout(layout.height, layout.width, layout.window, "none")
 
 
 def scale_map(m, reference_size, params):
@@ -246,7 +256,9 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
     steps, iterations = params.steps, params.diffusion.inversion_iterations
     sampling = ("full",) if lora is None else lora.identity()
     plan = plan_reference(reference_cache, run, active,
-                          lambda: reference_key(digest, spec, params, ip_scale, active, sampling), steps)
+                          lambda: reference_key(digest, spec, params, ip_scale, active, sampling), steps,
+                          # above the window size the branch steps with the generated one (paired_work)
+                          params.diffusion.reference_passes == "inversion" and not layout.active)
     passes = steps + plan.passes(steps, iterations) + sum(control.extra_passes(steps) for control in active)
     run.progress = Progress(total=passes, on_step=on_step, cancel=cancel)
     loop = Loop(pipe, run.cond, steps, run.progress, active, run.state, "ddim" if lora is None else lora.scheduler,
@@ -277,7 +289,7 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
         images = control.finish(images)
     for im, similarity in zip(images, clip_similarity.similarities(pipe, image, images) or [], strict=False):
         im.info["clip_similarity"] = similarity  # the report card's CLIP-I (backend/report_card.py)
-    info: dict = {}
+    info: dict = {"reference_recorded_in": "inversion"} if plan.in_inversion else {}
     warnings = [text for control in active for text in control.warnings()]
     for control in active:
         info |= control.record()

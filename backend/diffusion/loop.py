@@ -106,7 +106,7 @@ class Loop:
         return eps
 
     def invert(self, latents: torch.Tensor, iterations: int = 0, count: int | None = None, done: int = 0,
-               trajectory: list | None = None) -> torch.Tensor:
+               trajectory: list | None = None, record: bool = False) -> torch.Tensor:
         """DDIM inversion (guidance 1): the noise that the reference branch denoises back to `latents`.
 
         Runs inversion steps `done` .. `count` - 1 (default: all) from `latents`, which are at the level
@@ -117,13 +117,19 @@ class Loop:
         refines each step by fixed-point iteration so that the UNet is evaluated at the latent it
         produces, which is what the denoising step will see (ReNoise, Garibi et al. 2024). Useful when
         the noise prediction varies fast with the latent, as in the random-weight test models.
+
+        `record`: the passes run as the REFERENCE branch at the denoising step of their timestep
+        (inversion step i runs at the timestep of step steps - 1 - i), so that the controls' reference
+        processors record in them (reference_passes="inversion"); the last iteration's pass is kept.
         """
         counters["inversions"] += 1
-        timesteps = self.inverse.timesteps[:count]
-        with self.branch(INVERSION):
+        timesteps, steps = self.inverse.timesteps[:count], len(self.inverse.timesteps)
+        if record and not torch.equal(self.inverse.timesteps.flip(0).cpu(), self.reference.timesteps.cpu()):
+            raise RuntimeError("the inversion's timesteps are not the denoising steps' reversed: it cannot record")
+        with self.branch(REFERENCE if record else INVERSION):
             for i in range(done, len(timesteps)):
                 t = timesteps[i]
-                self.state.step, self.state.timestep, start = i, t, latents
+                self.state.step, self.state.timestep, start = steps - 1 - i if record else i, t, latents
                 for _ in range(1 + iterations):
                     self.progress.check()
                     latents = self.inverse.step(self.eps(latents, t, 1.0), t, start).prev_sample

@@ -101,17 +101,19 @@ class ReferenceCache:
 @dataclass
 class ReferencePlan:
     """Which reference work this call does: nothing, or the reference branch from step `start`, after
-    the inversion steps the cached trajectory lacks (`invert` of them)."""
+    the inversion steps the cached trajectory lacks (`invert` of them); with `in_inversion` the
+    controls record in the inversion's passes instead of a branch (the whole inversion is run)."""
 
     key: tuple | None = None
     work: ReferenceWork | None = None
     start: int = 0
     invert: int = 0
     branch: bool = False
+    in_inversion: bool = False
 
     def passes(self, steps: int, iterations: int) -> int:
         """UNet passes of the reference work."""
-        return self.invert * (1 + iterations) + (steps - self.start) * self.branch
+        return self.invert * (1 + iterations) + (steps - self.start) * (self.branch and not self.in_inversion)
 
 
 def reference_start(active, steps: int) -> int | None:
@@ -121,15 +123,22 @@ def reference_start(active, steps: int) -> int | None:
     return start if start < steps else None
 
 
-def plan_reference(cache: ReferenceCache, run, active, key, steps: int) -> ReferencePlan:
+def plan_reference(cache: ReferenceCache, run, active, key, steps: int, in_inversion: bool = False) -> ReferencePlan:
     """Look the texture up in `cache` when a control needs the reference (`key()`: its cache key);
-    fill `run.recorded` with what the cache holds for this call's start step."""
+    fill `run.recorded` with what the cache holds for this call's start step.
+
+    `in_inversion` (reference_passes="inversion"): the controls record in the inversion's passes when
+    every one that needs the reference can (else the branch runs); the inversion is then run from
+    the clean reference, also where the cache holds part of it, so that the recordings do not depend
+    on which calls came before."""
     start = reference_start(active, steps)
     if start is None:
         return ReferencePlan()
     work = cache.get(key()) or ReferenceWork()
     run.recorded.update(work.recorded.get(start, {}))
-    branch = any(control.missing(run.recorded) for control in active if control.needs_reference())
+    needing = [control for control in active if control.needs_reference()]
+    branch = any(control.missing(run.recorded) for control in needing)
     run.reference_cached = not branch
-    invert = max(0, steps - start - len(work.trajectory)) if branch else 0
-    return ReferencePlan(key(), work, start, invert, branch)
+    in_inversion = branch and in_inversion and all(control.records_in_inversion() for control in needing)
+    invert = (steps - start if in_inversion else max(0, steps - start - len(work.trajectory))) if branch else 0
+    return ReferencePlan(key(), work, start, invert, branch, in_inversion)

@@ -296,6 +296,9 @@ def draw_results(layout, view) -> None:
             row.label(text="Sort:")
             for key, text in (("novelty", "Newest"), ("look", "Closest Look"), ("seam", "Best Seams")):
                 row.operator("texture_variants.sort_results", text=text).by = key
+        fast_warning = panel_rules.fast_look_warning([json.loads(v.card or "{}") for v in current.variants])
+        if fast_warning:
+            _wrapped(layout, fast_warning, "ERROR")
         for note in _size_notes(view, current, picked):
             layout.label(text=note, icon="ERROR")
         if current.expectation:

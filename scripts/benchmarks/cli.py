@@ -16,10 +16,10 @@ from scripts.benchmarks import common
 from scripts.benchmarks.common import DOCS, FULL_MODELS, Setup, full_size_models, load_average, machine
 from scripts.benchmarks.gpu import GpuOptions, bench_gpu
 from scripts.benchmarks.patch import bench_patch
-from scripts.benchmarks.report import load_results, render, write_atomic
+from scripts.benchmarks.report import load_results, render, render_gpu, write_atomic
 from scripts.benchmarks.service import bench_service
 from scripts.benchmarks.speed import bench_speed
-from scripts.benchmarks.variant_cost import bench_variant_cost, ratio_lines
+from scripts.benchmarks.variant_cost import bench_variant_cost, control_costs, ratio_lines
 
 SECTIONS = ("variant_cost", "service", "patch", "speed")
 
@@ -44,6 +44,7 @@ def run(setup: Setup, models: dict, *, out_dir: Path = DOCS, command: str = "", 
         entry["variant_cost"] = bench_variant_cost(models, setup, log=log)
         entry["variant_cost_ratio_n"] = max(setup.variants)
         entry["ratios"] = ratio_lines(entry["variant_cost"], entry["variant_cost_ratio_n"])
+        entry["control_costs"] = control_costs(entry["variant_cost"], entry["variant_cost_ratio_n"])
         entry["variant_cost_ratio"] = entry["ratios"]["variant_cost_ratio"]
     if "service" in sections and setup.service_reps:
         try:  # a service that cannot start or dies must not cost the numbers measured so far
@@ -86,15 +87,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--correspondence", action="store_true", help="only the map correspondence on shuffled "
                         "16-px blocks of three textures at 512² (seconds, exact-source share; no models needed)")
     parser.add_argument("--compile", action="store_true", help="with --gpu: also torch.compile the UNet")
+    parser.add_argument("--dry-run", action="store_true", help="with --gpu: run its code on the CPU with a tiny "
+                        f"configuration ({common.DRY_RUN.size}², {common.DRY_RUN.steps} steps, {common.DRY_RUN.reps} repetition, float32) "
+                        "and print the table without storing it: a check that the script works, not a measurement")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (default: the mode's)")
     parser.add_argument("--size", type=int, help="image size in px, a multiple of 64 (default: the mode's)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the mode's); the kv window stays the "
+                        "recipe's last third of them")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS[3:],
                         help="measure only these sections (speed: fast_cost_ratio and preview_decode_ratio, in "
                         "--quick); the mode's other stored results are kept")
-    parser.add_argument("--methods", nargs="+", choices=("plain", "naive", "first", "cached", "ad", "diffusers",
-                                                         "first_before", "cached_before"),
+    parser.add_argument("--methods", nargs="+", choices=("plain", "naive", "first", "first_inversion", "cached", "ad",
+                                                         "lgp", "diffusers", "first_before", "cached_before"),
                         help="the ways to measure (default: the mode's); the results are stored as a run of "
-                        "their own, e.g. quick+naive. first_before / cached_before: the engine with its costs "
+                        "their own, e.g. quick+naive. first_inversion: the first call with "
+                        "reference_passes=\"inversion\"; lgp: cached kv with LGP sketch guidance. first_before / cached_before: the engine with its costs "
                         "before #12 put back (two padded copies per wrapped convolution, the image embedding "
                         "every call, the full reference replay), for a before/after in one run")
     parser.add_argument("--variants", type=int, nargs="+", metavar="N",
@@ -130,21 +137,32 @@ def main(argv: list[str] | None = None) -> int:
         for row in entry["correspondence"]["rows"]:
             print(f"correspondence_{row['texture']}_s={row['median_s']:.3f}")
         return 0
-    models = full_size_models(args.models)
-    if args.gpu:
+    if args.dry_run and not args.gpu:
+        parser.error("--dry-run goes with --gpu")
+    if args.gpu and not args.dry_run:
         import torch
 
-        if not torch.cuda.is_available():
-            print("error: --gpu needs a CUDA GPU and the CUDA build of torch (see docs/guide/development.md, 'CPU and GPU torch'); "
-                  "the benchmarks keep saying 'not measured' for the GPU", file=sys.stderr)
+        if not torch.cuda.is_available():  # before the models: no 5 GB written for a run that cannot happen
+            print("error: --gpu needs a CUDA GPU and the CUDA build of torch (see docs/guide/development.md, 'CPU "
+                  "and GPU torch'); the benchmarks keep saying 'not measured' for the GPU. `scripts/bench --gpu "
+                  "--dry-run` runs its code on the CPU with a tiny configuration", file=sys.stderr)
             return 2
+    models = full_size_models(args.models)
+    if args.gpu:
         setup = common.GPU if args.reps is None else replace(common.GPU, reps=args.reps)
+        device, dtype = ("cpu", "float32") if args.dry_run else ("cuda", "float16")
+        if args.dry_run:
+            setup = replace(setup, size=common.DRY_RUN.size, steps=common.DRY_RUN.steps, reps=common.DRY_RUN.reps)
         wall0 = time.perf_counter()
         entry = {"mode": "gpu", "command": command, "machine": machine(),
                  "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                 "gpu": bench_gpu(models, setup, GpuOptions(compile=args.compile))}
+                 "gpu": bench_gpu(models, setup, GpuOptions(compile=args.compile), device=device, dtype=dtype)}
         entry["wall_s"] = round(time.perf_counter() - wall0, 1)
-        store(args.out_dir, "gpu", entry)
+        print("\n".join(render_gpu(entry)))
+        if args.dry_run:
+            print("dry run on the CPU: nothing stored; these are not GPU numbers")
+        else:
+            store(args.out_dir, "gpu", entry)
         rows = {r["method"]: r for r in entry["gpu"]["rows"]}
         ratios = {"variant_cost_ratio": rows["cached"]["ratio_to_plain"],
                   "first_call_ratio": rows["first"]["ratio_to_plain"],
@@ -152,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                   "fast_over_full": round(rows["fast"]["median_s"] / rows["cached"]["median_s"], 3)}
     else:
         setup = common.QUICK if args.quick else common.FULL
-        changes = {k: v for k, v in (("reps", args.reps), ("size", args.size), ("variants", tuple(args.variants or ())),
+        changes = {k: v for k, v in (("reps", args.reps), ("size", args.size), ("steps", args.steps),
+                                     ("variants", tuple(args.variants or ())),
                                      ("methods", tuple(args.methods or ()))) if v}
         if "methods" in changes:
             added = [m for m in changes["methods"] if m not in setup.methods]
@@ -162,8 +181,12 @@ def main(argv: list[str] | None = None) -> int:
                             "command line: " + ", ".join(f"{k} {v}" for k, v in changes.items() if k != "mode")
                             + ".")
         sections = tuple(args.sections) if args.sections else SECTIONS
-        ratios = run(setup, models, out_dir=args.out_dir, command=command, sections=sections)["ratios"]
-    print(f"wrote {args.out_dir / 'BENCHMARKS.md'} and {args.out_dir / 'benchmarks.json'}")
+        entry = run(setup, models, out_dir=args.out_dir, command=command, sections=sections)
+        ratios = entry["ratios"]
+        for name, value in (entry.get("control_costs") or {}).items():
+            print(f"{name}={value:.3f}")
+    if not args.dry_run:
+        print(f"wrote {args.out_dir / 'BENCHMARKS.md'} and {args.out_dir / 'benchmarks.json'}")
     for name, value in ratios.items():
         print(f"{name}={value:.3f}")
     return 0

@@ -8,7 +8,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,11 +44,12 @@ SKIP = {("first", 1)}
 PROJECT_STEPS = 30  # the product's default: UNet time is scaled to it for the "projected" columns
 
 QUICK = Setup(
-    mode="quick", size=128, steps=3, reps=3, variants=(4,), methods=("plain", "first", "cached", "diffusers", "ad"),
+    mode="quick", size=128, steps=3, reps=3, variants=(4,),
+    methods=("plain", "first", "first_inversion", "cached", "diffusers", "ad", "lgp"),
     service_reps=0, patch_reps=1, speed=True,
     why="full-size random-weight SD1.5 + ViT-H (the real layers) at 128², 3 steps, N = 4 only, no service "
-        "section: plain IP-Adapter, the first call on a texture, the cached kv call, diffusers' own pipeline "
-        "and AD. 3 steps keep the recipe's window (the last third: 1 of 3 steps); the rest keeps the run near "
+        "section: plain IP-Adapter, the first call on a texture (also with the recordings taken in the "
+        "inversion's passes), the cached kv call, diffusers' own pipeline, AD and LGP sketch guidance. 3 steps keep the recipe's window (the last third: 1 of 3 steps); the rest keeps the run near "
         "5 minutes on 2 idle CPU cores (`--methods ... naive` adds the naive dual branch, about 2.5 minutes "
         "more). On this CPU a batch of 8 at 128² costs half as much per image as a batch of 1 (at 512² about "
         "the same per image), which makes the naive way (batches of 1 and 2) look worse here than at 512². "
@@ -66,6 +67,7 @@ FULL = Setup(
 )
 GPU = Setup(mode="gpu", size=512, steps=30, reps=3, variants=(4,),
             methods=("plain", "naive", "first", "cached", "ad", "diffusers", "fast"), service_reps=0, patch_reps=0)
+DRY_RUN = replace(GPU, size=64, steps=2, reps=1)  # `--gpu --dry-run`: the GPU code path on the CPU, in minutes
 
 
 # ---------------------------------------------------------------------------------------- timing

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from scripts.benchmarks.common import PROJECT_STEPS, TARGETS
+from scripts.benchmarks.first_call import render_first_call
 from scripts.benchmarks.speed import render_speed
 
 
@@ -47,6 +48,8 @@ METHOD_TEXT = {
     "plain": "plain IP-Adapter (`appearance=\"none\"`)",
     "naive": "kv, reference recomputed per variant (naive dual branch)",
     "first": "kv, first call on the texture (reference work once per call)",
+    "first_inversion": "kv, first call, recordings taken in the inversion (`reference_passes=\"inversion\"`)",
+    "lgp": "kv cached + LGP sketch guidance",
     "cached": "**kv, reference work cached (the product)**",
     "ad": "attention distillation (AD), reference work cached",
     "diffusers": "diffusers' own `StableDiffusionPipeline` + `load_ip_adapter` (the peer: DDIM, no tiling)",
@@ -94,6 +97,21 @@ def _ad_text(vc: dict) -> str:
             + ". Its UNet images count the loss passes (forward to the last distilled layer); their backward "
               "passes are outside the UNet hooks, in the call's other time, which the projection does not "
               "scale: for AD the projected ratio is a lower bound.")
+
+
+def _control_costs_text(entry: dict) -> list[str]:
+    costs, guided = entry.get("control_costs") or {}, entry["variant_cost"].get("guided_steps", {})
+    parts = []
+    if "ad_step_s" in costs:
+        parts.append(f"AD {costs['ad_step_s']:.2f} s per window step ({guided['ad']} of them, "
+                     f"{costs.get('ad_iteration_s', 0):.2f} s per Adam iteration)")
+    if "lgp_step_s" in costs:
+        parts.append(f"LGP sketch guidance {costs['lgp_step_s']:.2f} s per guided step ({guided['lgp']} of them; kv + "
+                     f"LGP costs {costs['lgp_ratio']:.2f} × kv)")
+    if "first_call_ratio_inversion" in costs:
+        parts.append(f"the first call with the recordings taken in the inversion (`reference_passes=\"inversion\"`) "
+                     f"{costs['first_call_ratio_inversion']:.2f} × plain")
+    return ["", "Per guided step, over the cached kv call (N = 4): " + "; ".join(parts) + "."] if parts else []
 
 
 def _ratios_text(entry: dict) -> str:
@@ -217,7 +235,8 @@ def _row(entry: dict | None, method: str, n: int) -> dict | None:
 
 def _modes(results: dict) -> list[str]:
     return ["full", "quick", *sorted(k for k in results if k not in ("full", "quick", "gpu", "correspondence",
-                                                                     ADDON_PIXELS, "production_size"))]
+                                                                     ADDON_PIXELS, "production_size",
+                                                                     "first_call"))]
 
 
 def _first_with(results: dict, *methods: str) -> tuple[str, list[dict]] | None:
@@ -384,13 +403,15 @@ def render(results: dict) -> str:
                 f"- **machine**: {_machine_line(entry)}", f"- **configuration**: {entry['why']}",
                 f"- **result** (N = {entry.get('variant_cost_ratio_n', 4)}): " + _ratios_text(entry), "",
                 "### Variant cost", "", *render_variant_cost(entry), "",
-                "### AD mode", "", _ad_text(entry["variant_cost"]), "",
+                "### AD mode", "", _ad_text(entry["variant_cost"]), *_control_costs_text(entry), "",
                 "### Service overhead", "", *render_service(entry), "",
                 "### Weight-free engine", "", *render_patch(entry), ""]
         if entry.get("speed"):
             out += ["### Few-step sampling and previews", "", *render_speed(entry["speed"]), ""]
     out += ["## Map correspondence (`--correspondence`)", "", *render_correspondence(results.get("correspondence")),
             ""]
+    out += ["## First-call breakdown (`python -m scripts.benchmarks.first_call`)", "",
+            *render_first_call(results.get("first_call")), ""]
     out += ["## Production size (`python -m scripts.benchmarks.production_size`)", "",
             *render_production_size(results.get("production_size")), ""]
     out += ["## GPU (`--gpu`)", "", *render_gpu(results.get("gpu")), ""]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -108,25 +109,27 @@ def reference_work_done() -> tuple[int, int]:
     return diffusion.counters["inversions"], diffusion.counters["reference_branches"]
 
 
-def _expect_reference_work(method: str, before: tuple[int, int], expected: int) -> None:
+def _expect_reference_work(method: str, before: tuple[int, int], expected: int, branches: int | None = None) -> None:
     after = reference_work_done()
     done = (after[0] - before[0], after[1] - before[1])
-    if done != (expected, expected):
+    wanted = (expected, expected if branches is None else branches)
+    if done != wanted:
         raise RuntimeError(f"benchmark case {method!r} did {done[0]} inversion(s) and {done[1]} reference "
-                           f"branch(es), expected {expected} of each: it would not measure what it claims")
+                           f"branch(es), expected {wanted[0]} and {wanted[1]}: it would not measure what it claims")
 
 
-def variant_methods(generate: Callable[..., list], setup: Setup,
-                    peer: Callable[[int], list] | None = None) -> dict[str, Callable[[int], list]]:
+def variant_methods(generate: Callable[..., list], setup: Setup, peer: Callable[[int], list] | None = None,
+                    sketch: dict | None = None) -> dict[str, Callable[[int], list]]:
     """The ways of making n variants, each a function of n; `generate(variants=, seed=, appearance=)`;
-    `peer(n)`: diffusers' pipeline (peer.diffusers_call)."""
+    `peer(n)`: diffusers' pipeline (peer.diffusers_call); `sketch`: the keywords of LGP sketch
+    guidance (sketch, lgp), for the "lgp" case."""
     seed = setup.seed
 
-    def counted(method: str, expected: Callable[[int], int], make: Callable[[int], list]):
+    def counted(method: str, expected: Callable[[int], int], make: Callable[[int], list], branches: bool = True):
         def case(n):
             before = reference_work_done()
             images = make(n)
-            _expect_reference_work(method, before, expected(n))
+            _expect_reference_work(method, before, expected(n), None if branches else 0)
             return images
         return case
 
@@ -144,6 +147,10 @@ def variant_methods(generate: Callable[..., list], setup: Setup,
                 return make(n)
         return case
 
+    def first_in_inversion(n):  # the recordings taken in the inversion's passes: no reference branch
+        with private_reference_cache(keep=True):
+            return generate(variants=n, seed=seed, appearance="kv", reference_passes="inversion")
+
     def cached_images(n):
         return generate(variants=n, seed=seed, appearance="kv")
 
@@ -152,13 +159,37 @@ def variant_methods(generate: Callable[..., list], setup: Setup,
         "naive": counted("naive", lambda n: n, naive_images),
         "first": counted("first", lambda n: 1, first_images),
         "cached": counted("cached", lambda n: 0, cached_images),
+        "first_inversion": counted("first_inversion", lambda n: 1, first_in_inversion, branches=False),
         "ad": counted("ad", lambda n: 0, lambda n: generate(variants=n, seed=seed, appearance="ad")),
         "first_before": counted("first_before", lambda n: 1, before(True, first_images)),
         "cached_before": counted("cached_before", lambda n: 0, before(False, cached_images)),
     }
     if peer is not None:
         methods["diffusers"] = counted("diffusers", lambda n: 0, peer)
+    if sketch is not None:
+        methods["lgp"] = counted("lgp", lambda n: 0, lambda n: generate(variants=n, seed=seed, appearance="kv",
+                                                                         sketch_mode="lgp", **sketch))
     return methods
+
+
+def sketch_keywords(models: dict, size: int, folder) -> dict | None:
+    """LGP sketch guidance's keywords for the "lgp" case: a sketch of crossing lines written to
+    `folder`, the full-size random-weight LGP (None when the models have none)."""
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw
+
+    lgp = Path(models["base"]).parent / "lgp"
+    if not lgp.exists():
+        return None
+    sketch = Image.new("RGB", (size, size), "black")
+    draw = ImageDraw.Draw(sketch)
+    for k in range(1, 4):
+        draw.line([(0, k * size // 4), (size, k * size // 4)], fill="white", width=2)
+        draw.line([(k * size // 4, 0), (k * size // 4, size)], fill="white", width=2)
+    path = Path(folder) / "sketch.png"
+    sketch.save(path)
+    return {"sketch": str(path), "lgp": str(lgp)}
 
 
 def bench_variant_cost(models: dict, setup: Setup, *, device: str | None = None, dtype: str | None = None,
@@ -181,7 +212,11 @@ def bench_variant_cost(models: dict, setup: Setup, *, device: str | None = None,
         generate(variants=n, seed=setup.seed, appearance="none")
     spec = model_loading.loaded_specs()[0]
     pipe = model_loading.load_pipeline(spec)
-    methods = variant_methods(generate, setup, diffusers_call(pipe, reference, setup, _default_guidance()))
+    scratch = tempfile.TemporaryDirectory()
+    sketch = sketch_keywords(models, setup.size, scratch.name) if "lgp" in setup.methods else None
+    methods = variant_methods(generate, setup, diffusers_call(pipe, reference, setup, _default_guidance()), sketch)
+    if sketch is not None:  # loads the LGP and does its call's reference work: "lgp" finds it cached
+        generate(variants=1, seed=setup.seed, appearance="kv", sketch_mode="lgp", **sketch)
     chosen = [m for m in setup.methods if m in methods]
 
     cases, keys = {}, {}
@@ -199,14 +234,15 @@ def bench_variant_cost(models: dict, setup: Setup, *, device: str | None = None,
             log(f"[bench] {name:<14} rep {rep + 1}/{setup.reps}: {seconds:7.2f} s")
 
         clock.take()
-        times = interleaved({name: case for name, case in cases.items()}, setup.reps, record)
+        with scratch:
+            times = interleaved({name: case for name, case in cases.items()}, setup.reps, record)
 
     rows = _rows(keys, times, phases, setup.steps)
     return {
         "texture": TEXTURE, "size": setup.size, "steps": setup.steps, "reps": setup.reps,
         "window_steps": _window_steps(setup.steps), "guidance_scale": _default_guidance(),
         "device": spec.device, "dtype": spec.dtype, "first_call_incl_load_s": round(load_s, 2),
-        "ad": ad_status(setup),
+        "ad": ad_status(setup), "guided_steps": guided_steps(setup.steps),
         "rows": rows,
     }
 
@@ -243,6 +279,33 @@ def ad_status(setup: Setup) -> str:
 
     return (f"measured: {DiffusionOptions.ad_iterations} Adam iterations (lr {DiffusionOptions.ad_lr}) per "
             "window step, the engine's defaults")
+
+
+def guided_steps(steps: int) -> dict:
+    """The steps at which AD and LGP pay their backward passes, and AD's iterations per step."""
+    from backend.diffusion.controls.sketch import guided_window
+    from backend.params import DiffusionOptions
+
+    return {"ad": _window_steps(steps), "ad_iterations": DiffusionOptions.ad_iterations,
+            "lgp": len(guided_window(DiffusionOptions.sketch_window, steps))}
+
+
+def control_costs(variant_cost: dict, n: int = 4) -> dict[str, float]:
+    """What each guided control adds per guided step (seconds, over the cached kv call, N = n) and the
+    first call with the recordings taken in the inversion, where their rows were measured."""
+    rows = {r["method"]: r for r in variant_cost["rows"] if r["variants"] == n}
+    cached, guided, out = rows["cached"]["median_s"], variant_cost.get("guided_steps", {}), {}
+    if "first_inversion" in rows:
+        out["first_call_ratio_inversion"] = rows["first_inversion"]["ratio_to_plain"]
+    if "ad" in rows and guided.get("ad"):
+        out["ad_ratio"] = rows["ad"]["ratio_to_plain"]
+        out["ad_step_s"] = round((rows["ad"]["median_s"] - cached) / guided["ad"], 3)
+        if guided.get("ad_iterations"):
+            out["ad_iteration_s"] = round(out["ad_step_s"] / guided["ad_iterations"], 3)
+    if "lgp" in rows and guided.get("lgp"):
+        out["lgp_ratio"] = round(rows["lgp"]["median_s"] / cached, 3)  # kv + LGP over kv
+        out["lgp_step_s"] = round((rows["lgp"]["median_s"] - cached) / guided["lgp"], 3)
+    return out
 
 
 def _window_steps(steps: int) -> int:

@@ -12,7 +12,9 @@ then:
    `reference_steps(steps)` (default: all steps) and the REFERENCE branch denoises it from that step
    on, while controls record what they need into `run.recorded` (cached per texture and start step);
    `cache_key()` adds what the recording depends on to the cache key, `missing(run.recorded)` says
-   whether the cached recording lacks something;
+   whether the cached recording lacks something; `records_in_inversion()` says whether the
+   control can take its recordings in the inversion's own passes instead (reference_passes="inversion":
+   it records from processors only, at the denoising step whose timestep the pass runs at);
 4. for each branch (INVERSION, REFERENCE, GENERATED) `processors(branch, originals)` returns attention
    processors by layer name (without ".processor"), installed for that branch only, the originals
    put back afterwards (IP-Adapter's stay wherever a control installs nothing); `during(branch)` is a
@@ -92,6 +94,11 @@ class Control:
         """The denoising steps whose reference-branch state the control reads (only asked when
         `needs_reference()`); the reference branch runs from the first of them."""
         return frozenset(range(steps))
+
+    def records_in_inversion(self) -> bool:
+        """Whether the control's REFERENCE recordings can be taken in the inversion's passes (its
+        processors only record; no step hook or latent of the reference branch is needed)."""
+        return False
 
     def cache_key(self) -> tuple:
         return ()

@@ -42,6 +42,9 @@ class KVReplacement(Control):
     def reference_steps(self, steps: int) -> frozenset[int]:
         return self.window  # the reference branch only has to reach the window
 
+    def records_in_inversion(self) -> bool:
+        return True  # Record only reads the pass's own K/V at the window's steps
+
     def missing(self, recorded: dict) -> bool:
         return bool(self.kv.missing())
 

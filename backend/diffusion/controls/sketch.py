@@ -46,6 +46,11 @@ def encode_sketch(pipe, sketch, size: int, tile: str, layout=None) -> torch.Tens
         return encode_reference(pipe, sketch.convert("RGB"), size, layout).float()
 
 
+def guided_window(fraction: float, steps: int) -> frozenset[int]:
+    """The guided steps: the first round(fraction * steps) of 0..steps-1."""
+    return frozenset(range(round(fraction * steps)))
+
+
 def step_scale(strength: float, taken: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Per variant: strength * ||taken|| / ||grad|| (0 where the gradient is 0)."""
     along, size = taken.flatten(1).norm(dim=1), grad.flatten(1).norm(dim=1)
@@ -60,7 +65,7 @@ class LGPGuidance(Control):
         self.sketch_path, self.size, self.tile = params.sketch, params.size, params.tile
         self.sketch = load_sketch(params.sketch, params.size)
         self.strength = float(params.sketch_strength)
-        self.window = frozenset(range(round(options.sketch_window * params.steps))) if self.strength > 0 else frozenset()
+        self.window = guided_window(options.sketch_window, params.steps) if self.strength > 0 else frozenset()
         self.path = sketch_models.resolve_lgp(options.lgp, allow_pickle=options.allow_pickle)
         self.device = spec.device
         self.observer = None  # observer(taken, grad, scale) per guided step: test instrumentation
