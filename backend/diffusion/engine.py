@@ -69,6 +69,7 @@ def unload() -> bool:
     """Free every loaded model (the model registry) and the reference caches; True if a model was loaded."""
     reference_cache.clear()
     image_embeds_cache.clear()
+    clip_similarity.reference_embeds.clear()
     return bool(registry.unload())
 
 
@@ -287,7 +288,8 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
             images = vae.decode(pipe, result, options.decode_one_at_a_time, layout)
     for control in active:
         images = control.finish(images)
-    for im, similarity in zip(images, clip_similarity.similarities(pipe, image, images) or [], strict=False):
+    card_key = ("clip_i", digest, spec.ip_adapter, spec.device, spec.dtype)
+    for im, similarity in zip(images, clip_similarity.similarities(pipe, image, images, card_key) or [], strict=False):
         im.info["clip_similarity"] = similarity  # the report card's CLIP-I (backend/report_card.py)
     info: dict = {"reference_recorded_in": "inversion"} if plan.in_inversion else {}
     warnings = [text for control in active for text in control.warnings()]
