@@ -25,3 +25,22 @@ def test_the_reference_is_encoded_once_per_key_and_the_cosines_do_not_change(pip
     assert encoded == [3, 3, 2, 3]  # the reference with the variants, then the variants alone
     assert np.allclose(first, uncached, atol=1e-6) and np.allclose(again, first, atol=1e-6)
     assert abs(other[1] - 1.0) < 1e-5 and not np.allclose(other, first)  # a key per texture
+
+
+def test_a_plain_ip_adapters_image_prompt_serves_as_the_cards_reference_embedding(pipe, reference):
+    from backend.diffusion.engine import encode_conditioning
+
+    clip_similarity.reference_embeds.clear()
+    variants = [reference.rotate(90)]
+    uncached = clip_similarity.similarities(pipe, reference, variants)
+    conditioning = encode_conditioning(pipe, reference, "", "")
+    clip_similarity.remember(("clip_i", "texture"), conditioning.image, pipe)
+    encoded: list[int] = []
+    hook = pipe.image_encoder.register_forward_hook(lambda _m, args, _o: encoded.append(args[0].shape[0]))
+    try:
+        from_prompt = clip_similarity.similarities(pipe, reference, variants, ("clip_i", "texture"))
+    finally:
+        hook.remove()
+    assert encoded == [1] and np.allclose(from_prompt, uncached, atol=1e-5)
+    clip_similarity.remember(("clip_i", "plus"), conditioning.image.expand(1, 4, -1), pipe)  # hidden states
+    assert ("clip_i", "plus") not in clip_similarity.reference_embeds
