@@ -69,6 +69,7 @@ def unload() -> bool:
     """Free every loaded model (the model registry) and the reference caches; True if a model was loaded."""
     reference_cache.clear()
     image_embeds_cache.clear()
+    clip_similarity.reference_embeds.clear()
     return bool(registry.unload())
 
 
@@ -248,9 +249,12 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
     for control in active:
         control.setup(run)
     prompt = prompt_image(image if ip_image is None else ip_image.convert("RGB"), layout)
+    prompt_digest, digest = texture_digest(prompt), texture_digest(image)
     run.cond = encode_conditioning(pipe, prompt, params.prompt, params.negative_prompt,
-                                   image_embeds_key(texture_digest(prompt), spec))
-    digest = texture_digest(image)
+                                   image_embeds_key(prompt_digest, spec))
+    card_key = ("clip_i", digest, spec.ip_adapter, spec.device, spec.dtype)
+    if prompt_digest == digest:  # the image prompt is the reference itself: its embedding serves the card
+        clip_similarity.remember(card_key, run.cond.image, pipe)
     for control in active:
         run.cond = control.conditioning(run.cond)
     steps, iterations = params.steps, params.diffusion.inversion_iterations
@@ -287,7 +291,7 @@ def _run(run, spec, params, ip_scale, guidance, active, latents, on_step, cancel
             images = vae.decode(pipe, result, options.decode_one_at_a_time, layout)
     for control in active:
         images = control.finish(images)
-    for im, similarity in zip(images, clip_similarity.similarities(pipe, image, images) or [], strict=False):
+    for im, similarity in zip(images, clip_similarity.similarities(pipe, image, images, card_key) or [], strict=False):
         im.info["clip_similarity"] = similarity  # the report card's CLIP-I (backend/report_card.py)
     info: dict = {"reference_recorded_in": "inversion"} if plan.in_inversion else {}
     warnings = [text for control in active for text in control.warnings()]

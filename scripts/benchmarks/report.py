@@ -241,7 +241,8 @@ def _modes(results: dict) -> list[str]:
 
 def _first_with(results: dict, *methods: str) -> tuple[str, list[dict]] | None:
     """The newest run with all `methods` at N = 4, and those rows."""
-    for mode in sorted(results, key=lambda m: str(results[m].get("date", "")), reverse=True):
+    usable = [m for m in results if not (results[m] or {}).get("unusable_for_findings")]  # noted as too noisy
+    for mode in sorted(usable, key=lambda m: str(results[m].get("date", "")), reverse=True):
         rows = [_row(results.get(mode), m, 4) for m in methods]
         if all(rows):
             return mode, rows
