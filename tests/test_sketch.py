@@ -190,7 +190,8 @@ def test_the_sketch_encoding_is_shift_equivariant_when_tiled(pipe, sketches):
     image = load_sketch(sketches[128], 128)
     rolled = Image.fromarray(np.roll(np.asarray(image), (64, 32), (0, 1)))
     encoded, encoded_rolled = (lgp_control.encode_sketch(pipe, im, 128, "both") for im in (image, rolled))
-    torch.testing.assert_close(torch.roll(encoded, (8, 4), (2, 3)), encoded_rolled, atol=1e-5, rtol=1e-5)
+    # equal up to float summation order (convolution kernels may block the rolled input differently)
+    torch.testing.assert_close(torch.roll(encoded, (8, 4), (2, 3)), encoded_rolled, atol=5e-5, rtol=1e-4)
     plain, plain_rolled = (lgp_control.encode_sketch(pipe, im, 128, "none") for im in (image, rolled))
     assert not torch.allclose(torch.roll(plain, (8, 4), (2, 3)), plain_rolled, atol=1e-4)
 
