@@ -14,7 +14,7 @@ The blend weights taper linearly to a small positive value over each window's ov
 neighbours, so no window border leaves a step. The VAE decodes and encodes in the same way, in tiles
 of the window's size whose overlaps are blended (GroupNorm and the mid-block attention then see a
 tile, not the whole image: the result differs from one whole pass by a little, stated in
-docs/PRODUCTION_SIZE.md, and the decoder's activations stay those of one tile).
+docs/guide/production-size.md, and the decoder's activations stay those of one tile).
 
 Layouts are in latent cells (8 px). Torch-light: the engine supplies the functions run per window.
 """
@@ -35,7 +35,7 @@ from backend.errors import InputError
 DEFAULT_WINDOW = 512  # px: SD1.5's native size, the window of every windowed pass
 OVERLAP = 0.25  # neighbouring windows overlap by at least this fraction of a window
 LATENT = 8  # px per latent cell
-VAE_MARGIN = 8  # cells of context around each VAE tile, decoded and dropped (docs/PRODUCTION_SIZE.md)
+VAE_MARGIN = 8  # cells of context around each VAE tile, decoded and dropped (docs/guide/production-size.md)
 
 
 def positions(length: int, window: int, wrap: bool) -> list[int]:
