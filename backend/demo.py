@@ -26,7 +26,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from backend import engines
-from backend.images import center_square, save_png_atomic, tiled, unique_path
+from backend.framing import center_square, tiled
+from backend.images import save_png_atomic, unique_path
 from backend.metrics import seam_score, texture_metrics
 from backend.params import GenerationParams
 

@@ -4,7 +4,7 @@ The rule (docs/guide/restyle-and-sketch.md, "Restyle"):
 - a mask image is white where selected (grey: partly), read by its luminance (alpha ignored), 8- or
   16-bit, any size with the input's aspect ratio (within 1 %);
 - it is scaled to the input's size, then cropped like the input: the centred part with the
-  output's aspect (backend.images.cover), resized to the output size, so mask and texture line up; masks
+  output's aspect (backend.framing.cover), resized to the output size, so mask and texture line up; masks
   are resampled by area averaging when shrinking and bilinearly when enlarging (no ringing: a
   black area stays exactly black, a white one exactly white);
 - points and boxes are pixel coordinates of the input image (x to the right, y down, from the
@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from backend.errors import InputError
-from backend.images import cover, extent, open_image, to_8bit
+from backend.framing import cover, extent
+from backend.images import open_image, to_8bit
 
 ASPECT_TOLERANCE = 0.01
 SELECTED = 0.5  # a pixel at least this white counts as selected

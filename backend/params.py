@@ -387,18 +387,13 @@ def _declaration(spec: Spec, default) -> dict:
 def declarations() -> dict:
     """Every parameter's kind, default, range, choices and help text, and the map names, as JSON values:
     what the Blender add-on's generated copy holds (scripts/params_spec.py writes it; the add-on
-    cannot import this package)."""
+    cannot import this package). `sizes`: the output sides, and the largest input side read as it is
+    and read reduced (backend.images, heavier than this module: imported for the spec only)."""
+    from backend.images import MAX_SIDE, MAX_SOURCE_SIDE
+
     return {"parameters": {name: _declaration(*sd) for name, sd in specs(GenerationParams).items()},
             "options": {engine: {name: _declaration(*sd) for name, sd in specs(cls).items()}
                         for engine, cls in ENGINE_OPTIONS.items()},
             "maps": {"material": list(MATERIAL_MAPS), "derivable": list(DERIVABLE_MAPS)},
-            "sizes": _sizes()}
+            "sizes": capabilities()["size"] | {"input_max": MAX_SIDE, "source_max": MAX_SOURCE_SIDE}}
 
-
-def _sizes() -> dict:
-    """The output sides (range, each engine's multiple), the largest input side the backend reads as it
-    is, and the largest it reads reduced (by the smallest whole factor that brings it within input_max)."""
-    # images is heavier than this module; only the spec needs it
-    from backend.images import MAX_SIDE, MAX_SOURCE_SIDE
-
-    return capabilities()["size"] | {"input_max": MAX_SIDE, "source_max": MAX_SOURCE_SIDE}

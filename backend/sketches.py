@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from backend.errors import InputError
-from backend.images import extent, load_reference
+from backend.framing import extent
+from backend.images import load_reference
 
 ASPECT_TOLERANCE = 0.01  # relative: a 512x515 scan is still square enough
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backend import make_tileable  # noqa: E402
-from backend.images import tiled  # noqa: E402
+from backend.framing import tiled  # noqa: E402
 
 
 def photo() -> Image.Image:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backend import generate_variants, upscale  # noqa: E402
-from backend.images import tiled  # noqa: E402
+from backend.framing import tiled  # noqa: E402
 
 
 def _labelled(image: Image.Image, text: str) -> Image.Image:

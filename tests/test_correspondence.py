@@ -21,7 +21,7 @@ PATCH_REACH = 3  # 7 x 7 patches: pixels at least 3 px from a block's border hav
 def texture(name: str) -> np.ndarray:
     import skimage.data
 
-    from backend.images import center_square
+    from backend.framing import center_square
 
     image = center_square(Image.fromarray(getattr(skimage.data, name)()), SIZE)
     return np.asarray(image.convert("RGB"))

@@ -86,7 +86,7 @@ def test_float_maps_are_read_as_float32_and_round_trip_exactly(tmp_path, channel
 
 def test_a_float_map_follows_the_diffusion_engines_correspondence_exactly(tiny_models, color_texture_path,
                                                                          tmp_path, monkeypatch):
-    from backend.images import center_square
+    from backend.framing import center_square
 
     shift = (5, -13)
     scaled = center_square(Image.open(color_texture_path).convert("RGB"), 64)

@@ -8,7 +8,8 @@ import stat
 import pytest
 from PIL import Image
 
-from backend.images import save_png_atomic, tiled, unique_path
+from backend.framing import tiled
+from backend.images import save_png_atomic, unique_path
 
 
 def test_png_carries_parameters_and_gets_normal_permissions(tmp_path):

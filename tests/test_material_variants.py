@@ -11,7 +11,7 @@ from PIL import Image
 
 from backend.api import generate_variants
 from backend.errors import InputError
-from backend.images import center_square
+from backend.framing import center_square
 from backend.materials import derive as D
 from backend.materials import variants as material
 from backend.materials.maps import fit, read_map

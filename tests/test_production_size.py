@@ -1,5 +1,5 @@
 """Production size: any W x H in every entry point and engine, tiling exact on both axes, references
-of another aspect presented by one rule (images.cover), large patch outputs quilted at a working
+of another aspect presented by one rule (framing.cover), large patch outputs quilted at a working
 scale and copied up exactly."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from PIL import Image
 from backend import generate_variants
 from backend.cli import build_parser
 from backend.errors import InputError
-from backend.images import cover, load_reference
+from backend.framing import cover
+from backend.images import load_reference
 from backend.metrics import seam_score
 from backend.params import GenerationParams, capabilities
 from backend.patch import engine as patch

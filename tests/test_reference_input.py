@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from backend.errors import InputError
-from backend.images import center_square, load_reference
+from backend.framing import center_square
+from backend.images import load_reference
 
 
 def _gradient(w, h):

@@ -21,7 +21,7 @@ from backend.diffusion.controls import pnp
 from backend.diffusion.controls import restyle as restyle_control
 from backend.diffusion.controls.base import GENERATED, REFERENCE, Control
 from backend.errors import InputError, ModelsMissingError
-from backend.images import center_square
+from backend.framing import center_square
 
 SIZE = 64
 PNP_BLOCKS = {f"up_blocks.1.attentions.{i}" for i in (1, 2)} | {

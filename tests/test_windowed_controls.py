@@ -125,7 +125,7 @@ def test_edit_inside_keeps_the_pixels_outside_the_mask_above_the_window(tiny_mod
     from PIL import Image
 
     from backend.diffusion.controls.inpaint import feather
-    from backend.images import cover
+    from backend.framing import cover
 
     mask = np.zeros((64, 128), np.uint8)
     mask[16:48, 24:72] = 255

@@ -172,7 +172,8 @@ def write_results(images, out: Path, stem: str, kind: str, preview: bool) -> int
     `<that stem>-mask.png`."""
     import json
 
-    from backend.images import save_png_atomic, tiled, unique_path
+    from backend.framing import tiled
+    from backend.images import save_png_atomic, unique_path
     from backend.materials import variants as material
 
     for image in images:

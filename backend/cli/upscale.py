@@ -41,7 +41,8 @@ def add_upscale(sub) -> None:
 
 def _cmd_upscale(args) -> int:
     from backend.cli.generate import named_paths
-    from backend.images import save_png_atomic, tiled, unique_path
+    from backend.framing import tiled
+    from backend.images import save_png_atomic, unique_path
     from backend.materials import variants as material
     from backend.upscaling import upscale
 

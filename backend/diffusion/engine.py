@@ -2,7 +2,7 @@
 
 One call:
 1. the reference, scaled to cover the output's `size` (W x H) and centre-cropped to it
-   (images.cover: a reference of the output's aspect is only scaled), is the IP-Adapter image
+   (framing.cover: a reference of the output's aspect is only scaled), is the IP-Adapter image
    prompt (its CLIP embedding cached per texture); the text prompt is empty unless given;
 2. appearance "kv": the reference is encoded by the VAE and DDIM-inverted (DDIMInverseScheduler)
    up to the noise level of the window's first step; the reference branch denoises it from there
@@ -46,7 +46,7 @@ from backend.diffusion.reference_cache import ReferenceCache, ReferencePlan, pla
 from backend.diffusion.tiling import tiling
 from backend.diffusion.windows import Layout, prompt_image, windowed_controls
 from backend.errors import InputError
-from backend.images import cover
+from backend.framing import cover
 from backend.materials.maps import fit
 from backend.model_registry import registry
 
@@ -194,7 +194,7 @@ def _photo(layout: Layout | None) -> Layout | None:
 
 
 def scale_map(m, reference_size, params):
-    """A map of the reference's size at the scale the engine sees the reference (images.cover)."""
+    """A map of the reference's size at the scale the engine sees the reference (framing.cover)."""
     return fit(m, params.width, params.height)
 
 

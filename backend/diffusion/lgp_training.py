@@ -24,7 +24,8 @@ from pathlib import Path
 
 from backend.diffusion import models, sketch_models
 from backend.errors import InputError
-from backend.images import center_square, load_reference, write_atomic
+from backend.framing import center_square
+from backend.images import load_reference, write_atomic
 from backend.sketches import edge_map
 
 log = logging.getLogger(__name__)

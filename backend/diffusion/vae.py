@@ -20,7 +20,7 @@ from PIL import Image
 from backend.diffusion import hub
 from backend.diffusion.windows import Layout, decode_tiled, encode_tiled
 from backend.errors import ModelsMissingError
-from backend.images import extent
+from backend.framing import extent
 from backend.model_registry import load_pretrained
 
 DEFAULT_TAESD = "madebyollin/taesd"

@@ -28,7 +28,8 @@ import numpy as np
 from PIL import Image
 
 from backend.errors import InputError
-from backend.images import Reference, extent
+from backend.framing import extent
+from backend.images import Reference
 from backend.materials.maps import MaterialMap, fit
 from backend.params import GenerationParams
 from backend.patch import bricks, lattice

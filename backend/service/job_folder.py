@@ -144,7 +144,7 @@ class JobOutput:
     def write_results(self, images) -> list[dict]:
         """Write every result into the staging folder, then move them all into the job folder with the
         completion marker last; the result event's `files` (paths in the job folder)."""
-        from backend.images import tiled
+        from backend.framing import tiled
         from backend.materials import variants as material
 
         files = []

@@ -159,6 +159,6 @@ def texture(name: str, size: int):
     import skimage.data
     from PIL import Image
 
-    from backend.images import center_square
+    from backend.framing import center_square
 
     return center_square(Image.fromarray(getattr(skimage.data, name)()), size)
