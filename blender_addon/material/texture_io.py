@@ -194,10 +194,6 @@ def _plain_copy(image, job_dir: Path, stem: str) -> Path | None:
     return None
 
 
-def _backend_reads_as_is(image) -> bool:
-    return sizing.export_factor(*image.size) == 1
-
-
 def _huge_copy(image, job_dir: Path, stem: str, deep_colour: bool = True) -> Path | None:
     """A source over the backend's side limit handed over as its own file's bytes when the backend
     reads that file reduced by the same factor the add-on would (sizing.backend_reduces); else None.
@@ -242,11 +238,11 @@ def export_reference(image, job_dir: str | os.PathLike, role: str = "reference")
     _check_exportable(image)
     kind = source_kind(image)
     encoding = {"kind": kind, "scale": 1.0}
+    factor = sizing.export_factor(*image.size)
     if kind != LINEAR:
-        copied = _plain_copy(image, job_dir, stem) if _backend_reads_as_is(image) else _huge_copy(image, job_dir, stem)
+        copied = _plain_copy(image, job_dir, stem) if factor == 1 else _huge_copy(image, job_dir, stem)
         if copied is not None:
             return copied, encoding
-    factor = sizing.export_factor(*image.size)
     if factor > 1:
         return _export_downsampled(image, job_dir / stem, encoding, factor), encoding
     path = job_dir / f"{stem}.png"
