@@ -30,9 +30,12 @@ the engine actually did), so a benchmark cannot silently measure something else.
 Results go to docs/benchmarks.json (raw numbers, one entry per mode: quick, full, gpu) and
 docs/BENCHMARKS.md (rendered from all entries). The last lines printed are `variant_cost_ratio=X`
 (cached kv over plain), `first_call_ratio=Y` (first call over plain) and `peer_ratio=Z` (cached kv
-over diffusers' pipeline), N = 4, each where its rows were measured.
+over diffusers' pipeline), N = 4, each where its rows were measured; before them
+`peer_ratio_without_card` (the same less the report card's CLIP-I, which the pipeline does not make)
+and what the guided controls cost.
 
-One module per thing measured: variant_cost, service, patch, gpu; peer holds what the product is
-compared with, common the setups, the timing and the inputs, report renders BENCHMARKS.md, cli is
-the command line.
+One module per thing measured: variant_cost, service, patch, gpu, speed (few-step sampling and
+previews), first_call (a first call's parts), production_size, correspondence, addon_pixels; peer
+holds what the product is compared with, common the setups, the timing and the inputs, report
+renders BENCHMARKS.md, findings its sentences computed from the numbers, cli is the command line.
 """

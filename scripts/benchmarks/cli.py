@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         ratios = entry["ratios"]
         for name, value in (entry.get("control_costs") or {}).items():
             print(f"{name}={value:.3f}")
+        ratios = dict(ratios)
+        if "peer_ratio_without_card" in ratios:  # printed before the headline ratios, which come last
+            print(f"peer_ratio_without_card={ratios.pop('peer_ratio_without_card'):.3f}")
     if not args.dry_run:
         print(f"wrote {args.out_dir / 'BENCHMARKS.md'} and {args.out_dir / 'benchmarks.json'}")
     for name, value in ratios.items():

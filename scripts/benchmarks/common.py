@@ -17,7 +17,7 @@ FULL_MODELS = ROOT / ".test-models" / "full"
 TEXTURE = "gravel"  # the texture of the diffusion benchmarks (scikit-image, CC0)
 PATCH_TEXTURES = ("brick", "grass", "gravel", "immunohistochemistry")  # the last one is colour
 TARGET_RATIO = 1.25  # variant_cost_ratio's first target (#1); #12 tightened the three ratios to TARGETS
-TARGETS = {"variant_cost_ratio": 1.02, "first_call_ratio": 1.10, "peer_ratio": 1.05}
+TARGETS = {"variant_cost_ratio": 1.02, "first_call_ratio": 1.10, "peer_ratio": 1.05, "peer_ratio_without_card": 1.05}
 TARGET_SERVICE_OVERHEAD = 0.05
 
 
