@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         "first_call_ratio=Y (first call on a texture over plain) and peer_ratio=Z (cached kv over diffusers' "
         "pipeline), 4 variants, each where its rows were measured. Creates the full-size random-weight models "
         "in .test-models/full on first use (about 5 GB).")
-    parser.add_argument("--quick", action="store_true", help="the quick configuration (under 5 minutes on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="the quick configuration (about 25 minutes on 2 idle cores)")
     parser.add_argument("--gpu", action="store_true", help="the GPU benchmark on CUDA (fp16, 512², 30 steps, N = 4) "
                         "instead of the CPU sections")
     parser.add_argument("--correspondence", action="store_true", help="only the map correspondence on shuffled "

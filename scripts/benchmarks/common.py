@@ -50,7 +50,7 @@ QUICK = Setup(
     why="full-size random-weight SD1.5 + ViT-H (the real layers) at 128², 3 steps, N = 4 only, no service "
         "section: plain IP-Adapter, the first call on a texture (also with the recordings taken in the "
         "inversion's passes), the cached kv call, diffusers' own pipeline, AD and LGP sketch guidance. 3 steps keep the recipe's window (the last third: 1 of 3 steps); the rest keeps the run near "
-        "5 minutes on 2 idle CPU cores (`--methods ... naive` adds the naive dual branch, about 2.5 minutes "
+        "25 minutes on 2 idle CPU cores (`--methods ... naive` adds the naive dual branch, about 2.5 minutes "
         "more). On this CPU a batch of 8 at 128² costs half as much per image as a batch of 1 (at 512² about "
         "the same per image), which makes the naive way (batches of 1 and 2) look worse here than at 512². "
         "At 128² the costs that do not grow with the steps (CLIP image encoder, VAE) and batching weigh more "

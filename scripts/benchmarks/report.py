@@ -241,7 +241,8 @@ def render_gpu(entry: dict | None) -> list[str]:
                 "`enable_attention_slicing` replaces every attention processor, IP-Adapter's included (the "
                 "image prompt would be dropped); SDPA's memory-efficient kernels do not keep attention "
                 "matrices anyway. `scripts/bench --gpu --dry-run` runs the same code on a CPU at 64², 2 steps (a check "
-                "that the script works before a GPU is lent, not a measurement)."]
+                "that the script works before a GPU is lent, not a measurement); on a lent machine without network, "
+                "`scripts/bench_on_device` (docs/guide/development.md)."]
     g = entry["gpu"]
     lines = [f"- **command**: `{entry['command']}`", f"- **date**: {entry['date']}",
              f"- **machine**: {_machine_line(entry)}", "",
