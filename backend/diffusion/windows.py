@@ -6,22 +6,15 @@ into one, so one denoising step acts on the whole latent and the structure keeps
 model draws at its native size. On a tiled axis the windows wrap around the torus (a window that
 starts near the end continues at the beginning), so the blend is the same everywhere and the
 result is as periodic as the single-pass one: it tiles, and rolling the noise by a whole number of
-window strides rolls the image (when the axis is an exact multiple of the stride, and the shift a
-whole number of the VAE's tile strides too: below). Inside a window the convolutions do not wrap
-on a windowed axis (the window is a crop of the torus, not a torus); they still wrap on a tiled
-axis that fits in one window.
+window strides rolls the image (when the axis is an exact multiple of the stride). Inside a window
+the convolutions do not wrap on a windowed axis (the window is a crop of the torus, not a torus);
+they still wrap on a tiled axis that fits in one window.
 
 The blend weights taper linearly to a small positive value over each window's overlap with its
-neighbours, so no window border leaves a step. The VAE decodes and encodes tile by tile on the same
-split axes but in tiles of its own (Layout.vae): the UNet needs the windows' wide overlap for the
-blend, the VAE only context around each tile (VAE_MARGIN cells, decoded and dropped) and a short
-blend (VAE_BLEND cells) so that the tiles' GroupNorm statistics and mid-block attention, which see a
-tile and not the whole image, leave no step. So the VAE uses the fewest tiles per axis whose kept
-part (core + blend) with the context on both sides fits in one window (at least VAE_MIN_TILE cells):
-the decoder's activations stay those of one window-sized tile, and at 1024 px and 512 px windows
-it decodes 2.2 times the output's area instead of 3.5. Its tiles wrap around the torus like the
-windows, so the image is exactly periodic, and rolling the latents by a whole number of tile strides
-rolls it; the result differs from one whole pass by a little (docs/guide/production-size.md).
+neighbours, so no window border leaves a step. The VAE decodes and encodes in the same way, in tiles
+of the window's size whose overlaps are blended (GroupNorm and the mid-block attention then see a
+tile, not the whole image: the result differs from one whole pass by a little, stated in
+docs/guide/production-size.md, and the decoder's activations stay those of one tile).
 
 Layouts are in latent cells (8 px). Torch-light: the engine supplies the functions run per window.
 """
@@ -42,12 +35,7 @@ from backend.errors import InputError
 DEFAULT_WINDOW = 512  # px: SD1.5's native size, the window of every windowed pass
 OVERLAP = 0.25  # neighbouring windows overlap by at least this fraction of a window
 LATENT = 8  # px per latent cell
-VAE_MARGIN = 8  # cells of context on each side of a VAE tile, decoded and dropped (docs/guide/production-size.md)
-# cells over which neighbouring VAE tiles blend (a ramp of 32 px over their GroupNorm and attention differences):
-# the widest even blend (half on each side of a core's end) that keeps 3 tiles per 1024 px and 6 per 2048 px
-# under 512 px windows; 8 cells would need 4 per 1024 px, 1.4 times the decoded area
-VAE_BLEND = 4
-VAE_MIN_TILE = 4 * VAE_MARGIN  # cells: the VAE tile's side under smaller windows (context at most half a tile)
+VAE_MARGIN = 8  # cells of context around each VAE tile, decoded and dropped (docs/guide/production-size.md)
 
 
 def positions(length: int, window: int, wrap: bool) -> list[int]:
@@ -61,22 +49,6 @@ def positions(length: int, window: int, wrap: bool) -> list[int]:
         return [i * length // count for i in range(count)]
     count = math.ceil((length - window) / stride) + 1
     return [round(i * (length - window) / (count - 1)) for i in range(count)]
-
-
-def vae_positions(length: int, tile: int, wrap: bool) -> tuple[list[int], int]:
-    """The starts and the common length of the kept parts of the VAE tiles along a split axis: the fewest
-    whose kept part with VAE_MARGIN cells of context on each side is at most `tile` cells, neighbours
-    overlapping by at least VAE_BLEND; evenly spaced around the torus when `wrap` (each part is its
-    core with half the blend on either side), else within the axis (the context is clamped there)."""
-    room = tile - 2 * VAE_MARGIN  # the most a tile keeps
-    if room <= VAE_BLEND:
-        raise ValueError(f"a VAE tile of {tile} cells has no room for {VAE_MARGIN} cells of context on each side")
-    if wrap:
-        count = max(2, math.ceil(length / (room - VAE_BLEND)))
-        return [i * length // count - VAE_BLEND // 2 for i in range(count)], -(-length // count) + VAE_BLEND
-    count = max(2, math.ceil((length - VAE_BLEND) / (room - VAE_BLEND)))
-    kept = -(-(length + (count - 1) * VAE_BLEND) // count)
-    return [round(i * (length - kept) / (count - 1)) for i in range(count)], kept
 
 
 def _taper(size: int, overlap: int) -> torch.Tensor:
@@ -116,11 +88,7 @@ class Layout:
         return {(True, True): "both", (True, False): "x", (False, True): "y"}.get(
             (wrap_x and not split_x, wrap_y and not split_y), "none")
 
-    def vae(self) -> VAETiles:
-        """The VAE's tiles over this latent (split on the same axes, so conv_mode holds for them too)."""
-        return VAETiles(self.height, self.width, max(self.window, VAE_MIN_TILE), self.tile, self.windowed)
-
-    def _axis(self, length: int, wrap: bool, split: bool) -> list[torch.Tensor]:
+    def _axis(self, length: int, wrap: bool) -> list[torch.Tensor]:
         side = min(length, self.window)
         return [(start + torch.arange(side)) % length for start in positions(length, self.window, wrap)]
 
@@ -136,19 +104,16 @@ class Layout:
         return _weight(self, rows, cols)
 
     def _weight(self, rows: int, cols: int) -> torch.Tensor:
-        return self._tapered(rows, cols, round(self.window * OVERLAP))
-
-    def _tapered(self, rows: int, cols: int, overlap: int) -> torch.Tensor:
+        overlap = round(self.window * OVERLAP)
         split_x, split_y = self.windowed
         wy = _taper(rows, overlap if split_y else 0)
         wx = _taper(cols, overlap if split_x else 0)
         return wy[:, None] * wx[None, :]
 
-    @staticmethod
-    def _context(index: torch.Tensor, length: int, margin: int, wrap: bool) -> tuple[torch.Tensor, int]:
+    def _context(self, index: torch.Tensor, length: int, margin: int, wrap: bool) -> tuple[torch.Tensor, int]:
         """A window's cells with `margin` more on each side (around the torus, or clamped to the axis),
         and where the window starts in them."""
-        if margin == 0:
+        if margin == 0 or len(index) == length:
             return index, 0
         before = torch.arange(-margin, 0) + index[0]
         after = torch.arange(1, margin + 1) + index[-1]
@@ -163,15 +128,14 @@ class Layout:
 
         x is (batch, channels, height * scale_in, width * scale_in); run(crop, index) returns the
         window's result at `scale_out` per cell (a VAE decoder: 8; its encoder: scale_in 8, out 1).
-        With `margin`, run sees that many more cells around the window on the split axes (context),
-        and only the window's own part of its result is kept.
+        With `margin`, run sees that many more cells around the window (context), and only the
+        window's own part of its result is kept.
         """
         out = weights = None
         wrap_x, wrap_y = AXES[self.tile]
-        split_x, split_y = self.windowed
         for index, (ys, xs) in enumerate(self.tiles()):
-            (cy, top), (cx, left) = (self._context(ys, self.height, margin if split_y else 0, wrap_y),
-                                     self._context(xs, self.width, margin if split_x else 0, wrap_x))
+            (cy, top), (cx, left) = (self._context(ys, self.height, margin, wrap_y),
+                                     self._context(xs, self.width, margin, wrap_x))
             crop = x.index_select(-2, _cells(cy, scale_in).to(x.device)).index_select(-1, _cells(cx, scale_in).to(x.device))
             result = run(crop, index)
             result = result[..., top * scale_out:(top + len(ys)) * scale_out, left * scale_out:(left + len(xs)) * scale_out]
@@ -187,27 +151,6 @@ class Layout:
         return (out / weights).to(x.dtype if x.is_floating_point() else torch.float32)
 
 
-@dataclass(frozen=True)
-class VAETiles(Layout):
-    """The VAE's tiles over a layout's latent (Layout.vae): `window` is the most cells a tile has on a
-    side with its context, `split` the (x, y) axes split into tiles (the layout's windowed axes)."""
-
-    split: tuple[bool, bool] = (True, True)
-
-    @property
-    def windowed(self) -> tuple[bool, bool]:
-        return self.split
-
-    def _axis(self, length: int, wrap: bool, split: bool) -> list[torch.Tensor]:
-        if not split:
-            return [torch.arange(length)]
-        starts, kept = vae_positions(length, self.window, wrap)
-        return [(start + torch.arange(kept)) % length for start in starts]
-
-    def _weight(self, rows: int, cols: int) -> torch.Tensor:
-        return self._tapered(rows, cols, VAE_BLEND)
-
-
 def window_pixels(cells: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The (rows, columns) pixel indices of a window given by its latent cells (StepState.cells): what a
     control crops from an output-sized image (a mask, a conditioning image) for that window."""
@@ -218,9 +161,7 @@ def window_pixels(cells: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tenso
 @functools.lru_cache(maxsize=16)
 def _tiles(layout: Layout) -> list[tuple[torch.Tensor, torch.Tensor]]:
     wrap_x, wrap_y = AXES[layout.tile]
-    split_x, split_y = layout.windowed
-    return [(ys, xs) for ys in layout._axis(layout.height, wrap_y, split_y)
-            for xs in layout._axis(layout.width, wrap_x, split_x)]
+    return [(ys, xs) for ys in layout._axis(layout.height, wrap_y) for xs in layout._axis(layout.width, wrap_x)]
 
 
 @functools.lru_cache(maxsize=16)
@@ -236,13 +177,13 @@ def _cells(index: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 def decode_tiled(vae, latents: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """vae.decode of (scaled-back) latents, tile by tile (Layout.vae): (batch, 3, H, W) in [-1, 1]."""
-    return layout.vae().blend(latents, lambda crop, _: vae.decode(crop).sample, scale_out=LATENT, margin=VAE_MARGIN)
+    """vae.decode of (scaled-back) latents, window by window: (batch, 3, H, W) in [-1, 1]."""
+    return layout.blend(latents, lambda crop, _: vae.decode(crop).sample, scale_out=LATENT, margin=VAE_MARGIN)
 
 
 def encode_tiled(vae, pixels: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """The posterior means of (batch, 3, H, W) pixels in [-1, 1], tile by tile (Layout.vae; unscaled latents)."""
-    return layout.vae().blend(pixels, lambda crop, _: vae.encode(crop).latent_dist.mean, scale_in=LATENT, margin=VAE_MARGIN)
+    """The posterior means of (batch, 3, H, W) pixels in [-1, 1], tile by tile (unscaled latents)."""
+    return layout.blend(pixels, lambda crop, _: vae.encode(crop).latent_dist.mean, scale_in=LATENT, margin=VAE_MARGIN)
 
 
 def windowed_controls(params, active=()) -> None:

@@ -3,7 +3,6 @@
     .venv/bin/python -m scripts.benchmarks.production_size [--engine patch|diffusion] [--sizes 512,2048]
         [--appearance none|kv] [--repo PATH] [--window PX] [--steps N] [--label after] [--store] [--note TEXT]
     .venv/bin/python -m scripts.benchmarks.production_size --window-pass [--store]
-    OMP_NUM_THREADS=1 .venv/bin/python -m scripts.benchmarks.production_size --vae-tiles [--repeats 2] [--store]
 
 Each size runs in a fresh interpreter (PYTHONPATH = --repo, default this checkout, so another
 checkout gives the "before" numbers), which reports its own wall time for the generate call and
@@ -22,14 +21,6 @@ random-weight SD1.5 UNet (.test-models/full, written by make-test-models --full)
 windowed path's cost, and projects the seconds per megapixel of a 4096 px variant from it (windows x
 steps x that pass; the VAE, the reference work and the load are left out: a projection, not a
 measurement).
-
---vae-tiles compares the VAE's own tiles (windows.Layout.vae, the decode now) with the UNet's windows
-plus the same context (the decode before, the same Layout.blend on the layout itself) at 512 px
-windows: the latent cells each decodes at 1024², 2048², 4096² (counted through the run callback), the
-FLOPs of its decoder tiles (torch.utils.flop_counter on the full-size VAE decoder of
-.test-models/full built on the meta device: convolutions, matmuls and attention, no weights needed),
-and the wall time of the tiled decode at 1024² with that random-weight VAE, before and after
-interleaved in this one process (--repeats each; set OMP_NUM_THREADS yourself).
 """
 
 from __future__ import annotations
@@ -126,9 +117,6 @@ def main(argv=None) -> int:
                    help="diffusion: none, or kv (adds the reference work and its recordings)")
     p.add_argument("--window-pass", action="store_true",
                    help="time one full-size SD1.5 UNet window pass and project 4096 px from it")
-    p.add_argument("--vae-tiles", action="store_true",
-                   help="cells, FLOPs and 1024² decode time of the VAE's tiles against the UNet's windows")
-    p.add_argument("--repeats", type=int, default=2, help="--vae-tiles: timed decodes of each tiling")
     p.add_argument("--label", default="after", help="the checkout's name in the table (default after)")
     p.add_argument("--store", action="store_true", help="add the rows to docs/benchmarks.json and BENCHMARKS.md")
     p.add_argument("--note", default="", help="what the table should say about the machine and its load")
@@ -138,8 +126,6 @@ def main(argv=None) -> int:
         return store([json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()], args)
     if args.window_pass:
         return window_pass(args)
-    if args.vae_tiles:
-        return vae_tiles(args)
     models: dict = {}
     if args.engine == "diffusion":  # the tiny models the tests wrote (scripts/test writes them)
         folder = max((ROOT / ".test-models").glob("tiny-*/.complete"), key=lambda p: p.stat().st_mtime).parent
@@ -182,93 +168,6 @@ def window_pass(args, repeats: int = 2) -> int:
         write_atomic(path, json.dumps(results, indent=1, sort_keys=True) + "\n")
         write_atomic(ROOT / "docs" / "BENCHMARKS.md", render(results))
     return 0
-
-
-def _tilings(side: int):
-    """(name, the layout that tiles, its kwargs for blend) of the decode before and now, at `side`."""
-    from backend.diffusion.windows import LATENT, VAE_MARGIN, Layout
-
-    layout = Layout.for_size((side, side), 512, "both")
-    return layout, {"before": layout, "after": layout.vae()}, dict(scale_out=LATENT, margin=VAE_MARGIN)
-
-
-def vae_tiles(args, sides=(1024, 2048, 4096)) -> int:
-    """Decoded cells and decoder FLOPs per size, then the 1024² decode timed, before against after."""
-    import time
-    from collections import Counter
-
-    import torch
-    from diffusers import AutoencoderKL
-    from torch.utils.flop_counter import FlopCounterMode
-
-    folder = ROOT / ".test-models" / "full" / "sd15" / "vae"
-    with torch.device("meta"):
-        meta = AutoencoderKL.from_config(AutoencoderKL.load_config(folder))
-    flops: dict = {}
-
-    def tile_flops(rows: int, cols: int) -> int:
-        if (rows, cols) not in flops:
-            with FlopCounterMode(display=False) as counter:
-                meta.decode(torch.empty(1, 4, rows, cols, device="meta"))
-            flops[rows, cols] = counter.get_total_flops()
-        return flops[rows, cols]
-
-    rows = []
-    for side in sides:
-        layout, tilings, kw = _tilings(side)
-        row = {"side": side}
-        for name, tiling in tilings.items():
-            shapes = Counter()
-
-            def run(crop, _, shapes=shapes):
-                shapes[tuple(crop.shape[-2:])] += 1
-                return torch.zeros(()).expand(*crop.shape[:-2], *(8 * n for n in crop.shape[-2:]))
-
-            tiling.blend(torch.zeros(1, 1, layout.height, layout.width), run, **kw)
-            row[name] = {"tiles": sum(shapes.values()), "largest_tile": max(map(max, shapes)),
-                         "cells": sum(n * h * w for (h, w), n in shapes.items()),
-                         "tile_gflops": round(max(tile_flops(h, w) for h, w in shapes) / 1e9, 1),
-                         "tflops": round(sum(n * tile_flops(h, w) for (h, w), n in shapes.items()) / 1e12, 2)}
-        row["output_cells"] = layout.height * layout.width
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    timing = _time_1024(folder, args.repeats, time.perf_counter)
-    print(json.dumps(timing), flush=True)
-    if args.store:
-        import datetime
-
-        from scripts.benchmarks.report import load_results, render, write_atomic
-
-        path = ROOT / "docs" / "benchmarks.json"
-        results = load_results(path)
-        results.setdefault("production_size", {"rows": []})["vae_tiles"] = {
-            "rows": rows, "timing": timing, "date": datetime.date.today().isoformat(), "note": args.note,
-            "command": "OMP_NUM_THREADS=1 python -m scripts.benchmarks.production_size --vae-tiles --store"}
-        write_atomic(path, json.dumps(results, indent=1, sort_keys=True) + "\n")
-        write_atomic(ROOT / "docs" / "BENCHMARKS.md", render(results))
-    return 0
-
-
-def _time_1024(folder: Path, repeats: int, clock) -> dict:
-    """The tiled decode of one 1024² latent with the full-size random-weight VAE, before and after in turn."""
-    import torch
-    from diffusers import AutoencoderKL
-
-    from backend.diffusion.tiling import tiling
-
-    vae = AutoencoderKL.from_pretrained(folder).eval()
-    layout, tilings, kw = _tilings(1024)
-    latents = torch.randn(1, 4, layout.height, layout.width, generator=torch.Generator().manual_seed(0))
-    seconds: dict = {name: [] for name in tilings}
-    load = [round(os.getloadavg()[0], 2)]
-    with torch.no_grad(), tiling(layout.conv_mode(), vae.decoder):
-        for _ in range(repeats):
-            for name, tiling_ in tilings.items():
-                start = clock()
-                tiling_.blend(latents, lambda crop, _: vae.decode(crop).sample, **kw)
-                seconds[name].append(round(clock() - start, 1))
-                load.append(round(os.getloadavg()[0], 2))
-    return {"side": 1024, "seconds": seconds, "load_average": load, "threads": torch.get_num_threads()}
 
 
 def store(rows: list[dict], args) -> int:

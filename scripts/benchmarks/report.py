@@ -201,31 +201,6 @@ def render_production_size(entry: dict | None) -> list[str]:
                 f"{w['date']}; {w['note']}): **{w['window_pass_s']} s**. **Projection** (not a measurement) for a "
                 f"{p['side']}² variant: {p['windows']} windows x {p['steps']} steps x that pass = {p['seconds']} s, "
                 f"{p['seconds_per_mpx']} s per megapixel (the VAE, the reference work and the load left out)."]
-    return out + render_vae_tiles(entry.get("vae_tiles"))
-
-
-def render_vae_tiles(entry: dict | None) -> list[str]:
-    """The VAE's own tiles against the UNet's windows (production_size.py --vae-tiles)."""
-    if not entry:
-        return []
-    out = ["", f"**The VAE's tiles** (`{entry['command']}`, {entry['date']}; {entry['note']}): 512 px windows; "
-           "before = the UNet's windows with 8 cells of context on each side, after = the VAE's own tiles "
-           "(`windows.Layout.vae`). Cells are latent cells (8×8 px) decoded, counted through the run callback; "
-           "FLOPs are the full-size SD1.5 VAE decoder's (torch.utils.flop_counter: convolutions, matmuls, attention).",
-           "", "| side | tiles | largest tile (cells a side) | cells decoded | × the output | decoder TFLOPs |",
-           "|---|---|---|---|---|---|"]
-    for r in entry["rows"]:
-        b, a = r["before"], r["after"]
-        out.append(f"| {r['side']}² | {b['tiles']} → {a['tiles']} | {b['largest_tile']} → {a['largest_tile']} | "
-                   f"{b['cells']:,} → {a['cells']:,} | {b['cells'] / r['output_cells']:.2f} → "
-                   f"{a['cells'] / r['output_cells']:.2f} | {b['tflops']} → {a['tflops']} |")
-    t = entry.get("timing")
-    if not t:
-        return out
-    out += ["", f"Tiled decode of a {t['side']}² latent with the full-size random-weight VAE, before and after in "
-            f"turn in one process ({t['threads']} torch thread(s), load average {min(t['load_average'])}-"
-            f"{max(t['load_average'])}): before {', '.join(map(str, t['seconds']['before']))} s, after "
-            f"{', '.join(map(str, t['seconds']['after']))} s."]
     return out
 
 
