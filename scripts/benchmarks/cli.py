@@ -182,10 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                             + ".")
         sections = tuple(args.sections) if args.sections else SECTIONS
         entry = run(setup, models, out_dir=args.out_dir, command=command, sections=sections)
-        ratios = entry["ratios"]
+        ratios = dict(entry["ratios"])
         for name, value in (entry.get("control_costs") or {}).items():
             print(f"{name}={value:.3f}")
-        ratios = dict(ratios)
         if "peer_ratio_without_card" in ratios:  # printed before the headline ratios, which come last
             print(f"peer_ratio_without_card={ratios.pop('peer_ratio_without_card'):.3f}")
     if not args.dry_run:

@@ -26,8 +26,8 @@ class PhaseClock:
 
     The phases are the UNet, the CLIP image encoder, the text encoder, the VAE encoder and decoder,
     and the report card's CLIP-I (its encoder passes over the variants count there, not as the image
-    encoder's: diffusers' pipeline makes no card, so the peer comparison can leave it out); whatever else a call costs (schedulers, attention bookkeeping, Python) is the call's time minus
-    their sum. On a GPU the hooks synchronise, so the times are the kernels' own.
+    encoder's: diffusers' pipeline makes no card, so the peer comparison can leave it out); whatever
+    else a call costs (schedulers, attention bookkeeping, Python) is the call's time minus their sum. On a GPU the hooks synchronise, so the times are the kernels' own.
     """
 
     PARTS = ("unet", "image_encoder", "text_encoder", "vae_encoder", "vae_decoder", "report_card")
